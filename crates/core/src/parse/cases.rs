@@ -1,0 +1,836 @@
+//! `tests` and `defaultTest`: merging defaults into each test, expanding
+//! array vars into one test per combination (promptfoo's var expansion),
+//! loading `file://` vars, and rendering and validating assertion values.
+
+use std::collections::BTreeMap;
+
+use minijinja::Environment;
+use serde_json::{Map, Value};
+use serde_yaml_ng::Value as Yaml;
+
+use super::{
+    Files, csv, entries, expect_map, expect_str, extension, file_path, join, kind, optional_bool,
+    optional_number, optional_string, parse_yaml, to_json, unknown_key_message, with_origin,
+};
+use crate::{
+    error::SuiteError,
+    grading::{self, pattern, schema},
+    suite::{Assertion, AssertionKind, TestCase},
+    template,
+};
+
+/// promptfoo assertion types Gauntlet knows about but does not grade.
+const MODEL_GRADED: [&str; 22] = [
+    "answer-relevance",
+    "classifier",
+    "context-faithfulness",
+    "context-recall",
+    "context-relevance",
+    "conversation-relevance",
+    "factuality",
+    "g-eval",
+    "llm-rubric",
+    "model-graded-closedqa",
+    "model-graded-factuality",
+    "moderation",
+    "similar",
+    "similar:cosine",
+    "similar:dot",
+    "similar:euclidean",
+    "search-rubric",
+    "select-best",
+    "max-score",
+    "pi",
+    "guardrails",
+    "is-refusal",
+];
+const USER_CODE: [&str; 4] = ["javascript", "python", "ruby", "webhook"];
+
+/// Most test cases a suite may expand to.
+const MAX_TESTS: usize = 1_000_000;
+
+/// One test as written, with `defaultTest` merged in, before var expansion.
+pub(super) struct SourceTest {
+    /// `tests[3]`: where the test is in the suite (file rows count in order).
+    pub path: String,
+    /// `row 2 of file://tests.csv` for tests that came from a file.
+    pub origin: Option<String>,
+    description: Option<String>,
+    vars: Vec<(String, Yaml)>,
+    asserts: Vec<SourceAssertion>,
+    threshold: Option<f64>,
+    metadata: Map<String, Value>,
+    expand_vars: bool,
+}
+
+impl SourceTest {
+    pub(super) fn defines(&self, var: &str) -> bool {
+        self.vars.iter().any(|(name, _)| name == var)
+    }
+}
+
+struct SourceAssertion {
+    /// `tests[3].assert[0]` or `defaultTest.assert[1]`.
+    path: String,
+    from_default: bool,
+    assertion: Assertion,
+}
+
+/// A test or `defaultTest` mapping, parsed.
+#[derive(Default)]
+pub(super) struct RawTest {
+    description: Option<String>,
+    vars: Vec<(String, Yaml)>,
+    asserts: Vec<(String, Assertion)>,
+    threshold: Option<f64>,
+    metadata: Map<String, Value>,
+    options: BTreeMap<String, bool>,
+}
+
+pub(super) fn parse_default(value: Option<&Yaml>, files: &Files) -> Result<RawTest, SuiteError> {
+    let Some(value) = value else {
+        return Ok(RawTest::default());
+    };
+    match value {
+        Yaml::Null => Ok(RawTest::default()),
+        Yaml::String(reference) => {
+            let doc = load_yaml_file(reference, "defaultTest", files)?;
+            parse_test(&doc, "defaultTest", true, files)
+        }
+        other => parse_test(other, "defaultTest", true, files),
+    }
+}
+
+pub(super) fn parse_tests(
+    value: Option<&Yaml>,
+    default: &RawTest,
+    files: &Files,
+) -> Result<Vec<SourceTest>, SuiteError> {
+    let value = value
+        .ok_or_else(|| SuiteError::at("tests", "missing; the suite needs at least one test"))?;
+    let mut out = Vec::new();
+    let push = |doc: &Yaml, origin: Option<String>, out: &mut Vec<SourceTest>| {
+        let path = format!("tests[{}]", out.len());
+        let raw =
+            parse_test(doc, &path, false, files).map_err(|e| with_origin(e, origin.as_deref()))?;
+        out.push(merge(path, origin, raw, default));
+        Ok::<(), SuiteError>(())
+    };
+    match value {
+        Yaml::String(reference) => {
+            for (doc, origin) in load_tests_file(reference, "tests", files)? {
+                push(&doc, Some(origin), &mut out)?;
+            }
+        }
+        Yaml::Sequence(items) => {
+            for (i, item) in items.iter().enumerate() {
+                match item {
+                    Yaml::String(reference) => {
+                        for (doc, origin) in
+                            load_tests_file(reference, &format!("tests[{i}]"), files)?
+                        {
+                            push(&doc, Some(origin), &mut out)?;
+                        }
+                    }
+                    Yaml::Mapping(_) => push(item, None, &mut out)?,
+                    other => {
+                        return Err(SuiteError::at(
+                            format!("tests[{i}]"),
+                            format!(
+                                "expected a test (a mapping) or a file reference, found {}",
+                                kind(other)
+                            ),
+                        ));
+                    }
+                }
+            }
+        }
+        Yaml::Null => {}
+        other => {
+            return Err(SuiteError::at(
+                "tests",
+                format!("expected a list of tests, found {}", kind(other)),
+            ));
+        }
+    }
+    if out.is_empty() {
+        return Err(SuiteError::at("tests", "the suite needs at least one test"));
+    }
+    Ok(out)
+}
+
+fn merge(path: String, origin: Option<String>, raw: RawTest, default: &RawTest) -> SourceTest {
+    let mut vars = default.vars.clone();
+    for (name, value) in raw.vars {
+        match vars.iter_mut().find(|(n, _)| *n == name) {
+            Some(slot) => slot.1 = value,
+            None => vars.push((name, value)),
+        }
+    }
+    let mut options = default.options.clone();
+    options.extend(raw.options);
+    let mut asserts = Vec::new();
+    if !options
+        .get("disableDefaultAsserts")
+        .copied()
+        .unwrap_or(false)
+    {
+        asserts.extend(default.asserts.iter().map(|(p, a)| SourceAssertion {
+            path: p.clone(),
+            from_default: true,
+            assertion: a.clone(),
+        }));
+    }
+    asserts.extend(raw.asserts.into_iter().map(|(p, a)| SourceAssertion {
+        path: p,
+        from_default: false,
+        assertion: a,
+    }));
+    let mut metadata = default.metadata.clone();
+    metadata.extend(raw.metadata);
+    SourceTest {
+        path,
+        origin,
+        description: raw.description,
+        vars,
+        asserts,
+        threshold: raw.threshold.or(default.threshold),
+        metadata,
+        expand_vars: !options.get("disableVarExpansion").copied().unwrap_or(false),
+    }
+}
+
+fn parse_test(
+    value: &Yaml,
+    path: &str,
+    is_default: bool,
+    files: &Files,
+) -> Result<RawTest, SuiteError> {
+    let map = expect_map(value, path)?;
+    let mut test = RawTest::default();
+    for (key, v) in entries(map, path)? {
+        let field = join(path, key);
+        match key {
+            "description" => test.description = optional_string(v, &field)?,
+            "vars" => test.vars = parse_vars(v, &field, files)?,
+            "assert" => test.asserts = parse_asserts(v, &field)?,
+            "threshold" => test.threshold = optional_number(v, &field)?,
+            "metadata" => match to_json(v, &field)? {
+                Value::Object(map) => test.metadata = map,
+                Value::Null => {}
+                _ => {
+                    return Err(SuiteError::at(
+                        field,
+                        format!("expected a mapping, found {}", kind(v)),
+                    ));
+                }
+            },
+            "options" => test.options = parse_options(v, &field)?,
+            "provider" | "providers" => {
+                return Err(SuiteError::at(
+                    field,
+                    "choosing providers per test is not supported; every test runs on every provider",
+                ));
+            }
+            "prompts" => {
+                return Err(SuiteError::at(
+                    field,
+                    "choosing prompts per test is not supported; every test runs with every prompt",
+                ));
+            }
+            "providerOutput" => {
+                return Err(SuiteError::at(
+                    field,
+                    "precomputed provider outputs are not supported",
+                ));
+            }
+            "assertScoringFunction" => {
+                return Err(SuiteError::at(
+                    field,
+                    "custom scoring functions are user code, which Gauntlet does not run",
+                ));
+            }
+            other => {
+                let known: &[&str] = if is_default {
+                    &["vars", "assert", "options", "threshold", "metadata"]
+                } else {
+                    &[
+                        "description",
+                        "vars",
+                        "assert",
+                        "options",
+                        "threshold",
+                        "metadata",
+                    ]
+                };
+                return Err(SuiteError::at(field, unknown_key_message(other, known)));
+            }
+        }
+    }
+    Ok(test)
+}
+
+fn parse_vars(value: &Yaml, path: &str, files: &Files) -> Result<Vec<(String, Yaml)>, SuiteError> {
+    let owned;
+    let map = match value {
+        Yaml::Null => return Ok(Vec::new()),
+        Yaml::String(reference) => {
+            owned = load_yaml_file(reference, path, files)?;
+            expect_map(&owned, path)?
+        }
+        other => expect_map(other, path)?,
+    };
+    let mut vars = Vec::with_capacity(map.len());
+    for (key, v) in map {
+        let name = match key {
+            Yaml::String(s) => s.clone(),
+            Yaml::Number(_) | Yaml::Bool(_) => crate::js::value_to_string(&to_json(key, path)?),
+            other => {
+                return Err(SuiteError::at(
+                    path,
+                    format!("var names must be strings, found {}", kind(other)),
+                ));
+            }
+        };
+        if v.is_null() {
+            return Err(SuiteError::at(
+                join(path, &name),
+                "a var cannot be null; use an empty string",
+            ));
+        }
+        vars.push((name, v.clone()));
+    }
+    Ok(vars)
+}
+
+fn parse_options(value: &Yaml, path: &str) -> Result<BTreeMap<String, bool>, SuiteError> {
+    let mut options = BTreeMap::new();
+    if value.is_null() {
+        return Ok(options);
+    }
+    for (key, v) in entries(expect_map(value, path)?, path)? {
+        let field = join(path, key);
+        match key {
+            "disableVarExpansion" | "disableDefaultAsserts" => {
+                options.insert(key.to_owned(), optional_bool(v, &field)?);
+            }
+            // Scheduling, and settings only model-graded assertions read.
+            "runSerially" | "disableConversationVar" | "provider" | "rubricPrompt" => {}
+            "prefix" | "suffix" => {
+                return Err(SuiteError::at(
+                    field,
+                    format!("the test option `{key}` is not supported; write it into the prompt"),
+                ));
+            }
+            "transform" | "postprocess" | "transformVars" => {
+                return Err(SuiteError::at(
+                    field,
+                    format!("`{key}` is user code, which Gauntlet does not run"),
+                ));
+            }
+            other => {
+                return Err(SuiteError::at(
+                    field,
+                    format!(
+                        "the test option `{other}` is not supported (supported: disableVarExpansion, disableDefaultAsserts, runSerially)"
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(options)
+}
+
+fn parse_asserts(value: &Yaml, path: &str) -> Result<Vec<(String, Assertion)>, SuiteError> {
+    let items = match value {
+        Yaml::Null => return Ok(Vec::new()),
+        Yaml::Sequence(items) => items,
+        other => {
+            return Err(SuiteError::at(
+                path,
+                format!("expected a list of assertions, found {}", kind(other)),
+            ));
+        }
+    };
+    items
+        .iter()
+        .enumerate()
+        .map(|(j, item)| {
+            let apath = format!("{path}[{j}]");
+            parse_assertion(item, &apath).map(|a| (apath, a))
+        })
+        .collect()
+}
+
+fn parse_assertion(value: &Yaml, path: &str) -> Result<Assertion, SuiteError> {
+    let map = expect_map(value, path)?;
+    let mut kind_value = None;
+    let mut assertion = Assertion::new(AssertionKind::Equals, None);
+    for (key, v) in entries(map, path)? {
+        let field = join(path, key);
+        match key {
+            "type" => kind_value = Some(resolve_type(expect_str(v, &field)?, &field)?),
+            "value" => {
+                let json = to_json(v, &field)?;
+                assertion.value = (!json.is_null()).then_some(json);
+            }
+            "threshold" => assertion.threshold = optional_number(v, &field)?,
+            "weight" => {
+                let weight = optional_number(v, &field)?.unwrap_or(1.0);
+                if weight < 0.0 {
+                    return Err(SuiteError::at(field, "a weight cannot be negative"));
+                }
+                assertion.weight = weight;
+            }
+            "metric" => assertion.metric = optional_string(v, &field)?,
+            // Only model-graded assertions read these.
+            "provider" | "rubricPrompt" => {}
+            "transform" | "contextTransform" => {
+                return Err(SuiteError::at(
+                    field,
+                    format!("`{key}` is user code, which Gauntlet does not run"),
+                ));
+            }
+            "config" | "normalizeUnicode" => {
+                return Err(SuiteError::at(
+                    field,
+                    format!("the assertion option `{key}` is not supported"),
+                ));
+            }
+            "assert" => {
+                return Err(SuiteError::at(
+                    field,
+                    "assertion sets (`assert-set`) are not supported",
+                ));
+            }
+            other => {
+                return Err(SuiteError::at(
+                    field,
+                    unknown_key_message(other, &["type", "value", "threshold", "weight", "metric"]),
+                ));
+            }
+        }
+    }
+    let (kind, negate) = kind_value.ok_or_else(|| {
+        SuiteError::at(
+            join(path, "type"),
+            "missing; every assertion needs a `type`",
+        )
+    })?;
+    assertion.kind = kind;
+    assertion.negate = negate;
+    Ok(assertion)
+}
+
+fn supported_list() -> String {
+    AssertionKind::ALL
+        .iter()
+        .map(|k| k.name())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn resolve_type(name: &str, path: &str) -> Result<(AssertionKind, bool), SuiteError> {
+    let (negate, base) = match name.strip_prefix("not-") {
+        Some(base) => (true, base),
+        None => (false, name),
+    };
+    if let Some(kind) = AssertionKind::from_name(base) {
+        return Ok((kind, negate));
+    }
+    let supported = supported_list();
+    if USER_CODE.contains(&base) {
+        return Err(SuiteError::at(
+            path,
+            format!(
+                "`{name}` assertions run user code, which Gauntlet does not support; supported types: {supported} (each also with `not-`)"
+            ),
+        ));
+    }
+    if MODEL_GRADED.contains(&base) {
+        return Err(SuiteError::at(
+            path,
+            format!(
+                "`{name}` assertions need a grading model, which Gauntlet does not support yet; supported types: {supported} (each also with `not-`)"
+            ),
+        ));
+    }
+    if base == "assert-set" || csv::PROMPTFOO_TYPES.contains(&base) || base == "human" {
+        return Err(SuiteError::at(
+            path,
+            format!(
+                "the assertion type `{name}` is not supported; supported types: {supported} (each also with `not-`)"
+            ),
+        ));
+    }
+    let prefix = if negate { "not-" } else { "" };
+    let mut close: Vec<(f64, &str)> = AssertionKind::ALL
+        .iter()
+        .map(|k| {
+            (
+                strsim::normalized_damerau_levenshtein(base, k.name()),
+                k.name(),
+            )
+        })
+        .filter(|(score, _)| *score >= 0.5)
+        .collect();
+    close.sort_by(|a, b| b.0.total_cmp(&a.0));
+    let suggestion = if close.is_empty() {
+        String::new()
+    } else {
+        let names: Vec<String> = close
+            .iter()
+            .take(3)
+            .map(|(_, n)| format!("`{prefix}{n}`"))
+            .collect();
+        format!("; did you mean {}?", names.join(" or "))
+    };
+    Err(SuiteError::at(
+        path,
+        format!(
+            "unknown assertion type `{name}`{suggestion} Supported types: {supported} (each also with `not-`)"
+        ),
+    ))
+}
+
+fn load_yaml_file(reference: &str, path: &str, files: &Files) -> Result<Yaml, SuiteError> {
+    match extension(reference).as_str() {
+        "yaml" | "yml" | "json" => {}
+        other => {
+            return Err(SuiteError::at(
+                path,
+                format!("`{reference}`: expected a .yaml, .yml or .json file, not `.{other}`"),
+            ));
+        }
+    }
+    let text = files.read(reference, path)?;
+    parse_yaml(&text)
+        .map_err(|err| SuiteError::at(path, format!("`{reference}` is not valid YAML/JSON: {err}")))
+}
+
+/// Tests from a `.csv`, `.yaml`/`.yml`/`.json` (a list of tests) or `.jsonl` file.
+fn load_tests_file(
+    reference: &str,
+    path: &str,
+    files: &Files,
+) -> Result<Vec<(Yaml, String)>, SuiteError> {
+    let file = format!("file://{}", file_path(reference));
+    match extension(reference).as_str() {
+        "csv" => {
+            let text = files.read(reference, path)?;
+            let rows = csv::tests_from_csv(&text)
+                .map_err(|err| SuiteError::at(path, format!("`{file}`: {err}")))?;
+            Ok(rows
+                .into_iter()
+                .map(|(row, test)| (test, format!("row {row} of {file}")))
+                .collect())
+        }
+        "jsonl" => {
+            let text = files.read(reference, path)?;
+            text.lines()
+                .enumerate()
+                .filter(|(_, line)| !line.trim().is_empty())
+                .map(|(n, line)| {
+                    serde_json::from_str::<Yaml>(line)
+                        .map(|test| (test, format!("line {} of {file}", n + 1)))
+                        .map_err(|err| {
+                            SuiteError::at(
+                                path,
+                                format!("`{file}` line {}: invalid JSON: {err}", n + 1),
+                            )
+                        })
+                })
+                .collect()
+        }
+        "yaml" | "yml" | "json" => match load_yaml_file(reference, path, files)? {
+            Yaml::Sequence(items) => Ok(items
+                .into_iter()
+                .enumerate()
+                .map(|(i, test)| (test, format!("item {i} of {file}")))
+                .collect()),
+            map @ Yaml::Mapping(_) => Ok(vec![(map, file)]),
+            other => Err(SuiteError::at(
+                path,
+                format!("`{file}` must hold a list of tests, not {}", kind(&other)),
+            )),
+        },
+        other => Err(SuiteError::at(
+            path,
+            format!(
+                "`{reference}`: test files of type `.{other}` are not supported (use .csv, .yaml, .json or .jsonl)"
+            ),
+        )),
+    }
+}
+
+/// Expands every source test into its var combinations and renders and
+/// validates its assertion values against each.
+pub(super) fn expand(
+    sources: &[SourceTest],
+    env: &Environment<'static>,
+    files: &Files,
+) -> Result<Vec<TestCase>, SuiteError> {
+    let mut tests = Vec::new();
+    let mut file_cache: BTreeMap<String, String> = BTreeMap::new();
+    for source in sources {
+        let origin = source.origin.as_deref();
+        let combos = combinations(source);
+        if tests.len() + combos.len() > MAX_TESTS {
+            return Err(SuiteError::at(
+                source.path.clone(),
+                format!("expanding array vars gives more than {MAX_TESTS} test cases"),
+            ));
+        }
+        for combo in combos {
+            let mut vars = BTreeMap::new();
+            for (name, value) in combo {
+                let path = format!("{}.vars.{name}", source.path);
+                let json = load_var(value, &path, files, &mut file_cache)
+                    .map_err(|e| with_origin(e, origin))?;
+                vars.insert(name.clone(), json);
+            }
+            let mut ctx = None;
+            let mut asserts = Vec::with_capacity(source.asserts.len());
+            for sa in &source.asserts {
+                let who = if sa.from_default {
+                    source.path.clone()
+                } else {
+                    "this test".to_owned()
+                };
+                let mut assertion = sa.assertion.clone();
+                render_value(&mut assertion, &sa.path, &who, env, &vars, &mut ctx)
+                    .and_then(|()| validate(&mut assertion, &sa.path))
+                    .map_err(|e| with_origin(e, if sa.from_default { None } else { origin }))?;
+                asserts.push(assertion);
+            }
+            tests.push(TestCase {
+                description: source.description.clone(),
+                vars,
+                assert: asserts,
+                threshold: source.threshold,
+                metadata: source.metadata.clone(),
+            });
+        }
+    }
+    Ok(tests)
+}
+
+/// promptfoo's `generateVarCombinations`: a var holding a list of strings
+/// yields one test per element; the last such var varies fastest.
+fn combinations(source: &SourceTest) -> Vec<Vec<(&String, &Yaml)>> {
+    let mut combos: Vec<Vec<(&String, &Yaml)>> = vec![Vec::new()];
+    for (name, value) in &source.vars {
+        let values: Vec<&Yaml> = match value {
+            Yaml::Sequence(items)
+                if source.expand_vars && items.first().is_some_and(Yaml::is_string) =>
+            {
+                items.iter().collect()
+            }
+            other => vec![other],
+        };
+        combos = combos
+            .into_iter()
+            .flat_map(|combo| {
+                values.iter().map(move |v| {
+                    let mut next = combo.clone();
+                    next.push((name, *v));
+                    next
+                })
+            })
+            .collect();
+    }
+    combos
+}
+
+/// A var value as JSON; `file://` strings are replaced by the file's content
+/// as promptfoo does at render time.
+fn load_var(
+    value: &Yaml,
+    path: &str,
+    files: &Files,
+    cache: &mut BTreeMap<String, String>,
+) -> Result<Value, SuiteError> {
+    let Some(reference) = value.as_str().filter(|s| s.starts_with("file://")) else {
+        if let Some(s) = value.as_str().filter(|s| s.starts_with("package:")) {
+            return Err(SuiteError::at(
+                path,
+                format!(
+                    "`{s}`: vars computed by packages are user code, which Gauntlet does not run"
+                ),
+            ));
+        }
+        return to_json(value, path);
+    };
+    let ext = extension(reference);
+    match ext.as_str() {
+        "js" | "cjs" | "mjs" | "ts" | "py" => {
+            return Err(SuiteError::at(
+                path,
+                format!(
+                    "`{reference}`: vars computed by scripts are user code, which Gauntlet does not run"
+                ),
+            ));
+        }
+        "pdf" | "jpg" | "jpeg" | "png" | "gif" | "bmp" | "webp" | "svg" | "mp4" | "webm"
+        | "ogg" | "mov" | "avi" | "wmv" | "mkv" | "m4v" | "mp3" | "wav" => {
+            return Err(SuiteError::at(
+                path,
+                format!(
+                    "`{reference}`: binary file vars (images, audio, video, PDF) are not supported"
+                ),
+            ));
+        }
+        _ => {}
+    }
+    let text = match cache.get(reference) {
+        Some(text) => text.clone(),
+        None => {
+            let text = files.read(reference, path)?;
+            cache.insert(reference.to_owned(), text.clone());
+            text
+        }
+    };
+    if ext == "yaml" || ext == "yml" {
+        let parsed = parse_yaml(&text).map_err(|err| {
+            SuiteError::at(path, format!("`{reference}` is not valid YAML: {err}"))
+        })?;
+        let json = to_json(&parsed, path)?;
+        return Ok(Value::String(
+            crate::js::normalize_numbers(json).to_string(),
+        ));
+    }
+    Ok(Value::String(text.trim().to_owned()))
+}
+
+/// promptfoo renders string assertion values (and strings in list values)
+/// as templates over the test's vars.
+fn render_value(
+    assertion: &mut Assertion,
+    path: &str,
+    who: &str,
+    env: &Environment<'static>,
+    vars: &BTreeMap<String, Value>,
+    ctx: &mut Option<minijinja::Value>,
+) -> Result<(), SuiteError> {
+    let vpath = format!("{path}.value");
+    let mut render = |text: &mut String| -> Result<(), SuiteError> {
+        if !template::has_template_syntax(text) {
+            return Ok(());
+        }
+        let used = template::template_variables(env, text).map_err(|err| {
+            SuiteError::at(
+                &vpath,
+                format!("invalid template: {}", template::describe(&err)),
+            )
+        })?;
+        if let Some(missing) = used.iter().find(|v| !vars.contains_key(*v)) {
+            return Err(SuiteError::at(
+                &vpath,
+                format!("uses var `{missing}`, which {who} does not define"),
+            ));
+        }
+        let ctx = ctx.get_or_insert_with(|| template::context(env, vars));
+        *text = template::render_str(env, text, ctx).map_err(|err| {
+            SuiteError::at(
+                &vpath,
+                format!("cannot render: {}", template::describe(&err)),
+            )
+        })?;
+        Ok(())
+    };
+    match &mut assertion.value {
+        Some(Value::String(text)) => render(text)?,
+        Some(Value::Array(items)) => {
+            for item in items {
+                if let Value::String(text) = item {
+                    render(text)?;
+                }
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// Checks an assertion's (rendered) value so grading cannot meet a bad one.
+fn validate(assertion: &mut Assertion, path: &str) -> Result<(), SuiteError> {
+    let vpath = format!("{path}.value");
+    let name = assertion.type_name();
+    let is_scalar = |v: &Value| matches!(v, Value::String(_) | Value::Number(_) | Value::Bool(_));
+    match assertion.kind {
+        AssertionKind::Equals => {
+            if assertion.value.is_none() {
+                return Err(SuiteError::at(vpath, format!("`{name}` needs a `value`")));
+            }
+        }
+        AssertionKind::Contains
+        | AssertionKind::Icontains
+        | AssertionKind::StartsWith
+        | AssertionKind::Levenshtein
+        | AssertionKind::FinishReason
+        | AssertionKind::Regex => {
+            let ok = match &assertion.value {
+                Some(Value::String(s)) => !s.is_empty(),
+                Some(v) => is_scalar(v),
+                None => false,
+            };
+            if !ok {
+                return Err(SuiteError::at(
+                    vpath,
+                    format!("`{name}` needs a non-empty string `value`"),
+                ));
+            }
+            if assertion.kind == AssertionKind::Regex {
+                let source =
+                    crate::js::value_to_string(assertion.value.as_ref().unwrap_or(&Value::Null));
+                pattern::compile(&source)
+                    .map_err(|err| SuiteError::at(vpath, format!("invalid regex: {err}")))?;
+            }
+        }
+        AssertionKind::ContainsAny
+        | AssertionKind::ContainsAll
+        | AssertionKind::IcontainsAny
+        | AssertionKind::IcontainsAll => {
+            grading::list(assertion.value.as_ref(), &name)
+                .map_err(|err| SuiteError::at(&vpath, err))?;
+            if let Some(Value::Array(items)) = &assertion.value
+                && let Some(i) = items.iter().position(|v| !is_scalar(v))
+            {
+                return Err(SuiteError::at(format!("{vpath}[{i}]"), "expected a string"));
+            }
+        }
+        AssertionKind::IsJson => {
+            if let Some(schema) = grading::json_schema(assertion.value.as_ref())
+                .map_err(|err| SuiteError::at(&vpath, err))?
+            {
+                schema::check(&schema).map_err(|err| {
+                    SuiteError::at(&vpath, format!("unsupported JSON schema: {err}"))
+                })?;
+                assertion.value = Some(schema);
+            }
+        }
+        AssertionKind::Latency | AssertionKind::Cost => {
+            if assertion.threshold.is_none() {
+                let unit = if assertion.kind == AssertionKind::Latency {
+                    "the maximum latency in milliseconds"
+                } else {
+                    "the maximum cost in USD"
+                };
+                let hint = if assertion.value.is_some() {
+                    " (not `value`)"
+                } else {
+                    ""
+                };
+                return Err(SuiteError::at(
+                    format!("{path}.threshold"),
+                    format!("`{name}` needs a `threshold`{hint}: {unit}"),
+                ));
+            }
+        }
+        AssertionKind::WordCount => {
+            grading::word_bounds(assertion.value.as_ref())
+                .map_err(|err| SuiteError::at(vpath, err))?;
+        }
+    }
+    Ok(())
+}

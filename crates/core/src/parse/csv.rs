@@ -1,0 +1,408 @@
+//! promptfoo's CSV test files (one test per row, `__expected` columns in the
+//! `type:value` shorthand) turned into the same mappings a YAML test would be.
+
+use std::sync::OnceLock;
+
+use regex::Regex;
+use serde_yaml_ng::{Mapping, Value as Yaml};
+
+/// Every promptfoo base assertion type, for recognising shorthand prefixes.
+pub(super) const PROMPTFOO_TYPES: [&str; 65] = [
+    "answer-relevance",
+    "bleu",
+    "classifier",
+    "contains",
+    "contains-all",
+    "contains-any",
+    "contains-html",
+    "contains-json",
+    "contains-sql",
+    "contains-xml",
+    "context-faithfulness",
+    "context-recall",
+    "context-relevance",
+    "conversation-relevance",
+    "cost",
+    "equals",
+    "factuality",
+    "finish-reason",
+    "g-eval",
+    "gleu",
+    "guardrails",
+    "icontains",
+    "icontains-all",
+    "icontains-any",
+    "is-html",
+    "is-json",
+    "is-refusal",
+    "is-sql",
+    "is-valid-function-call",
+    "is-valid-openai-function-call",
+    "is-valid-openai-tools-call",
+    "is-xml",
+    "javascript",
+    "latency",
+    "levenshtein",
+    "llm-rubric",
+    "pi",
+    "meteor",
+    "model-graded-closedqa",
+    "model-graded-factuality",
+    "moderation",
+    "perplexity",
+    "perplexity-score",
+    "python",
+    "regex",
+    "rouge-n",
+    "ruby",
+    "similar",
+    "similar:cosine",
+    "similar:dot",
+    "similar:euclidean",
+    "starts-with",
+    "tool-call-f1",
+    "skill-used",
+    "trajectory:goal-success",
+    "trajectory:tool-args-match",
+    "trajectory:step-count",
+    "trajectory:tool-sequence",
+    "trajectory:tool-used",
+    "trace-error-spans",
+    "trace-span-count",
+    "trace-span-duration",
+    "search-rubric",
+    "webhook",
+    "word-count",
+];
+
+const ARRAY_TYPES: [&str; 4] = [
+    "contains-all",
+    "contains-any",
+    "icontains-all",
+    "icontains-any",
+];
+const RAW_TYPES: [&str; 2] = ["contains-json", "is-json"];
+const THRESHOLD_TYPES: [&str; 13] = [
+    "answer-relevance",
+    "classifier",
+    "context-faithfulness",
+    "context-recall",
+    "context-relevance",
+    "cost",
+    "latency",
+    "levenshtein",
+    "perplexity-score",
+    "perplexity",
+    "rouge-n",
+    "similar",
+    "starts-with",
+];
+
+fn s(text: &str) -> Yaml {
+    Yaml::String(text.to_owned())
+}
+
+fn assertion(kind: &str, value: Option<Yaml>, threshold: Option<f64>) -> Yaml {
+    let mut map = Mapping::new();
+    map.insert(s("type"), s(kind));
+    if let Some(value) = value {
+        map.insert(s("value"), value);
+    }
+    if let Some(threshold) = threshold {
+        map.insert(s("threshold"), Yaml::from(threshold));
+    }
+    Yaml::Mapping(map)
+}
+
+/// promptfoo's `assertionFromString`: `icontains:bonjour`, `not-regex:^a`,
+/// `similar(0.9):text`, `llm-rubric:…`; anything else is an `equals`.
+pub(super) fn assertion_from_string(expected: &str) -> Yaml {
+    for (prefix, kind) in [
+        ("javascript:", "javascript"),
+        ("fn:", "javascript"),
+        ("eval:", "javascript"),
+        ("grade:", "llm-rubric"),
+        ("llm-rubric:", "llm-rubric"),
+        ("python:", "python"),
+    ] {
+        if let Some(rest) = expected.strip_prefix(prefix) {
+            return assertion(kind, Some(s(rest.trim())), None);
+        }
+    }
+    if let Some(file) = expected.strip_prefix("file://") {
+        let kind = if file.ends_with(".py") || file.contains(".py:") {
+            "python"
+        } else {
+            "javascript"
+        };
+        return assertion(kind, Some(s(file)), None);
+    }
+    static SHORTHAND: OnceLock<Regex> = OnceLock::new();
+    let re = SHORTHAND.get_or_init(|| {
+        let types = PROMPTFOO_TYPES
+            .iter()
+            .map(|t| regex::escape(t))
+            .collect::<Vec<_>>()
+            .join("|");
+        Regex::new(&format!(
+            r"^(not-)?({types})(?:\((\d+(?:\.\d+)?)\))?(?::([\s\S]*))?$"
+        ))
+        .expect("static regex")
+    });
+    let Some(caps) = re.captures(expected) else {
+        return assertion("equals", Some(s(expected)), None);
+    };
+    let base = &caps[2];
+    let kind = format!("{}{base}", caps.get(1).map_or("", |m| m.as_str()));
+    let value = caps.get(4).map(|m| m.as_str());
+    if ARRAY_TYPES.contains(&base) {
+        let items =
+            value.map(|v| Yaml::Sequence(v.split(',').map(|item| s(item.trim())).collect()));
+        return assertion(&kind, items, None);
+    }
+    if RAW_TYPES.contains(&base) {
+        return assertion(&kind, value.map(s), None);
+    }
+    let value = value.map(|v| s(v.trim()));
+    if THRESHOLD_TYPES.contains(&base) {
+        let threshold = caps
+            .get(3)
+            .and_then(|m| m.as_str().parse::<f64>().ok())
+            .unwrap_or(if base == "similar" { 0.8 } else { 0.75 });
+        return assertion(&kind, value, Some(threshold));
+    }
+    assertion(&kind, value, None)
+}
+
+/// Rows of a promptfoo test CSV as test mappings (with their 1-based row).
+pub(super) fn tests_from_csv(text: &str) -> Result<Vec<(usize, Yaml)>, String> {
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    let mut reader = ::csv::ReaderBuilder::new()
+        .has_headers(true)
+        .from_reader(text.as_bytes());
+    let headers: Vec<String> = reader
+        .headers()
+        .map_err(|err| format!("invalid CSV: {err}"))?
+        .iter()
+        .map(|h| h.trim().to_owned())
+        .collect();
+    let mut tests = Vec::new();
+    for (n, record) in reader.records().enumerate() {
+        let row = n + 1;
+        let record = record.map_err(|err| format!("invalid CSV at row {row}: {err}"))?;
+        tests.push((row, test_from_row(&headers, &record)?));
+    }
+    Ok(tests)
+}
+
+fn test_from_row(headers: &[String], record: &::csv::StringRecord) -> Result<Yaml, String> {
+    let mut vars = Mapping::new();
+    let mut asserts: Vec<Yaml> = Vec::new();
+    let mut options = Mapping::new();
+    let mut metadata = Mapping::new();
+    let mut test = Mapping::new();
+    let mut metric = None;
+    let mut per_assert_threshold: Vec<(usize, f64)> = Vec::new();
+    for (key, value) in headers.iter().zip(record.iter()) {
+        let key = key.as_str();
+        if key.starts_with("__expected") {
+            if !value.trim().is_empty() {
+                asserts.push(assertion_from_string(value.trim()));
+            }
+        } else if let Some(name) = key.strip_prefix("__metadata:") {
+            if value.trim().is_empty() {
+                continue;
+            }
+            if let Some(name) = name.strip_suffix("[]") {
+                let items = split_unescaped_commas(value);
+                metadata.insert(
+                    s(name),
+                    Yaml::Sequence(items.iter().map(|i| s(i)).collect()),
+                );
+            } else {
+                metadata.insert(s(name), s(value));
+            }
+        } else if let Some(spec) = key.strip_prefix("__config:") {
+            let (target, config_key) = spec.split_once(':').ok_or_else(|| {
+                format!("invalid column `{key}`; expected `__config:__expected<N>:threshold`")
+            })?;
+            let index = match target.strip_prefix("__expected") {
+                Some("") => 0,
+                Some(n) => n
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|n| *n > 0)
+                    .map(|n| n - 1)
+                    .ok_or_else(|| format!("invalid column `{key}`"))?,
+                None => return Err(format!("invalid column `{key}`")),
+            };
+            if config_key != "threshold" {
+                return Err(format!(
+                    "invalid column `{key}`: the only config key is `threshold`"
+                ));
+            }
+            let threshold = value
+                .trim()
+                .parse::<f64>()
+                .map_err(|_| format!("column `{key}`: `{value}` is not a number"))?;
+            per_assert_threshold.push((index, threshold));
+            metadata.insert(s(config_key), Yaml::from(threshold));
+        } else {
+            match key {
+                "__prefix" => {
+                    options.insert(s("prefix"), s(value));
+                }
+                "__suffix" => {
+                    options.insert(s("suffix"), s(value));
+                }
+                "__description" => {
+                    test.insert(s("description"), s(value));
+                }
+                "__providerOutput" => {
+                    test.insert(s("providerOutput"), s(value));
+                }
+                "__metric" => metric = Some(value.to_owned()),
+                "__threshold" => {
+                    if let Some(t) = parse_float(value).filter(|t| *t != 0.0) {
+                        test.insert(s("threshold"), Yaml::from(t));
+                    }
+                }
+                // promptfoo warns and ignores a `__metadata` column without a key.
+                "__metadata" => {}
+                _ => {
+                    vars.insert(s(key), s(value));
+                }
+            }
+        }
+    }
+    for (i, a) in asserts.iter_mut().enumerate() {
+        let Yaml::Mapping(map) = a else { continue };
+        if let Some(metric) = &metric {
+            map.insert(s("metric"), s(metric));
+        }
+        if let Some((_, t)) = per_assert_threshold
+            .iter()
+            .rev()
+            .find(|(index, _)| *index == i)
+        {
+            map.insert(s("threshold"), Yaml::from(*t));
+        }
+    }
+    test.insert(s("vars"), Yaml::Mapping(vars));
+    test.insert(s("assert"), Yaml::Sequence(asserts));
+    if !options.is_empty() {
+        test.insert(s("options"), Yaml::Mapping(options));
+    }
+    if !metadata.is_empty() {
+        test.insert(s("metadata"), Yaml::Mapping(metadata));
+    }
+    Ok(Yaml::Mapping(test))
+}
+
+/// `a, b\, c` → `["a", "b, c"]`.
+fn split_unescaped_commas(value: &str) -> Vec<String> {
+    let mut items = Vec::new();
+    let mut current = String::new();
+    let mut chars = value.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' if chars.peek() == Some(&',') => {
+                current.push(',');
+                chars.next();
+            }
+            ',' => items.push(std::mem::take(&mut current).trim().to_owned()),
+            other => current.push(other),
+        }
+    }
+    items.push(current.trim().to_owned());
+    items
+}
+
+/// JavaScript's `parseFloat`: the longest numeric prefix, NaN as `None`.
+fn parse_float(value: &str) -> Option<f64> {
+    static NUMBER: OnceLock<Regex> = OnceLock::new();
+    let re = NUMBER.get_or_init(|| {
+        Regex::new(r"^[+-]?(?:\d+\.?\d*(?:[eE][+-]?\d+)?|\.\d+(?:[eE][+-]?\d+)?)")
+            .expect("static regex")
+    });
+    re.find(value.trim_start())
+        .and_then(|m| m.as_str().parse().ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn field<'a>(value: &'a Yaml, key: &str) -> Option<&'a Yaml> {
+        value.as_mapping().and_then(|m| m.get(key))
+    }
+
+    #[test]
+    fn shorthand_types_values_and_thresholds() {
+        let a = assertion_from_string("icontains:bonjour");
+        assert_eq!(field(&a, "type").unwrap(), "icontains");
+        assert_eq!(field(&a, "value").unwrap(), "bonjour");
+
+        let a = assertion_from_string("not-contains-any: a, b ,c");
+        assert_eq!(field(&a, "type").unwrap(), "not-contains-any");
+        assert_eq!(
+            field(&a, "value").unwrap(),
+            &Yaml::Sequence(vec![s("a"), s("b"), s("c")])
+        );
+
+        let a = assertion_from_string("levenshtein(3):hello");
+        assert_eq!(field(&a, "threshold").unwrap(), &Yaml::from(3.0));
+        let a = assertion_from_string("starts-with:Hi");
+        assert_eq!(field(&a, "threshold").unwrap(), &Yaml::from(0.75));
+
+        let a = assertion_from_string("is-json");
+        assert_eq!(field(&a, "type").unwrap(), "is-json");
+        assert!(field(&a, "value").is_none());
+
+        let a = assertion_from_string("grade:is polite");
+        assert_eq!(field(&a, "type").unwrap(), "llm-rubric");
+    }
+
+    #[test]
+    fn text_that_is_not_shorthand_means_equals() {
+        for text in ["Paris", "answer: 42", "containsx:y"] {
+            let a = assertion_from_string(text);
+            assert_eq!(field(&a, "type").unwrap(), "equals", "{text}");
+            assert_eq!(field(&a, "value").unwrap(), text);
+        }
+    }
+
+    #[test]
+    fn csv_rows_become_tests() {
+        let csv = "language, body ,__expected1,__expected2,__metric,__threshold,__description,__metadata:tags[],__config:__expected2:threshold\n\
+                   French,\"Hello, world\",icontains:bonjour,\"contains-all:a,b\",accuracy,0.5,greeting,\"x, y\\, z\",3\n";
+        let tests = tests_from_csv(csv).unwrap();
+        assert_eq!(tests.len(), 1);
+        let (row, test) = &tests[0];
+        assert_eq!(*row, 1);
+        let vars = field(test, "vars").unwrap();
+        assert_eq!(field(vars, "language").unwrap(), "French");
+        assert_eq!(field(vars, "body").unwrap(), "Hello, world");
+        let asserts = field(test, "assert").unwrap().as_sequence().unwrap();
+        assert_eq!(asserts.len(), 2);
+        assert_eq!(field(&asserts[0], "metric").unwrap(), "accuracy");
+        assert_eq!(field(&asserts[1], "threshold").unwrap(), &Yaml::from(3.0));
+        assert_eq!(field(test, "threshold").unwrap(), &Yaml::from(0.5));
+        assert_eq!(field(test, "description").unwrap(), "greeting");
+        let tags = field(field(test, "metadata").unwrap(), "tags").unwrap();
+        assert_eq!(tags, &Yaml::Sequence(vec![s("x"), s("y, z")]));
+    }
+
+    #[test]
+    fn ragged_csv_is_an_error_naming_the_row() {
+        let err = tests_from_csv("a,b\n1,2\n3\n").unwrap_err();
+        assert!(err.contains("row 2"), "{err}");
+    }
+
+    #[test]
+    fn parse_float_reads_a_numeric_prefix() {
+        assert_eq!(parse_float("0.5abc"), Some(0.5));
+        assert_eq!(parse_float(" 2"), Some(2.0));
+        assert_eq!(parse_float("abc"), None);
+    }
+}

@@ -1,0 +1,543 @@
+//! Reads promptfoo suite files (YAML or JSON) into a validated [`Suite`].
+//! Anything that would change results and that Gauntlet does not support is
+//! an error naming the field, never a silent skip. Files a suite references
+//! (`file://…`) come through a [`FileResolver`]; this crate does no I/O.
+
+mod cases;
+mod csv;
+mod prompts;
+mod providers;
+
+use std::{collections::BTreeMap, sync::OnceLock};
+
+use regex::Regex;
+use serde_json::Value;
+use serde_yaml_ng::{Mapping, Value as Yaml};
+
+use crate::{error::SuiteError, js, suite::Suite, template::PromptRenderer};
+
+/// How to read a suite's text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SuiteFormat {
+    /// JSON when the first non-blank character is `{`, YAML otherwise.
+    #[default]
+    Auto,
+    Yaml,
+    Json,
+}
+
+/// Supplies the contents of files a suite references with `file://`.
+pub trait FileResolver {
+    /// The contents of `path` as written after `file://` (relative paths are
+    /// relative to the suite file). The error is shown to the user.
+    fn read(&self, path: &str) -> Result<String, String>;
+}
+
+/// A resolver for suites submitted without their files: every reference fails.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoFiles;
+
+impl FileResolver for NoFiles {
+    fn read(&self, _path: &str) -> Result<String, String> {
+        Err(
+            "the suite was submitted without the files it references; inline their content"
+                .to_owned(),
+        )
+    }
+}
+
+/// Parses and validates a suite that references no files.
+pub fn parse_suite(text: &str, format: SuiteFormat) -> Result<Suite, SuiteError> {
+    parse_suite_with(text, format, &NoFiles)
+}
+
+/// Parses and validates a suite, reading referenced files through `files`.
+pub fn parse_suite_with(
+    text: &str,
+    format: SuiteFormat,
+    files: &dyn FileResolver,
+) -> Result<Suite, SuiteError> {
+    let files = Files(files);
+    let doc = load_document(text, format)?;
+    let map = match &doc {
+        Yaml::Mapping(map) => map,
+        Yaml::Null => return Err(SuiteError::at("", "the suite is empty")),
+        other => {
+            return Err(SuiteError::at(
+                "",
+                format!(
+                    "a suite must be a mapping with `prompts`, `providers` and `tests`, not {}",
+                    kind(other)
+                ),
+            ));
+        }
+    };
+
+    let mut description = None;
+    let mut prompts_value = None;
+    let mut providers_value: Option<(&str, &Yaml)> = None;
+    let mut tests_value = None;
+    let mut default_value = None;
+    let mut env = BTreeMap::new();
+    let mut max_concurrency = None;
+    let mut repeat = None;
+    for (key, value) in entries(map, "")? {
+        match key {
+            "description" => description = optional_string(value, key)?,
+            "prompts" => prompts_value = Some(value),
+            "providers" | "targets" => {
+                if let Some((other, _)) = providers_value {
+                    return Err(SuiteError::at(
+                        key,
+                        format!(
+                            "`{other}` is already given; use either `providers` or `targets`, not both"
+                        ),
+                    ));
+                }
+                providers_value = Some((key, value));
+            }
+            "tests" => tests_value = Some(value),
+            "defaultTest" => default_value = Some(value),
+            "env" => env = parse_env(value)?,
+            "evaluateOptions" => {
+                (max_concurrency, repeat) = parse_evaluate_options(value)?;
+            }
+            // Output and UI settings that do not change results.
+            "sharing" | "outputPath" | "writeLatestResults" | "tags" | "metadata" | "tracing" => {}
+            k if k.starts_with('$') => {}
+            "scenarios" => {
+                return Err(unsupported(
+                    key,
+                    "scenarios are not supported; list each combination under `tests`",
+                ));
+            }
+            "nunjucksFilters" => {
+                return Err(unsupported(
+                    key,
+                    "custom Nunjucks filters are JavaScript, which Gauntlet does not run",
+                ));
+            }
+            "extensions" => {
+                return Err(unsupported(
+                    key,
+                    "extension hooks are user code, which Gauntlet does not run",
+                ));
+            }
+            "derivedMetrics" => return Err(unsupported(key, "derived metrics are not supported")),
+            "redteam" => return Err(unsupported(key, "red-team generation is not supported")),
+            "commandLineOptions" => {
+                return Err(unsupported(
+                    key,
+                    "`commandLineOptions` are not supported; pass options to the gauntlet CLI",
+                ));
+            }
+            other => {
+                return Err(SuiteError::at(
+                    other,
+                    unknown_key_message(
+                        other,
+                        &[
+                            "description",
+                            "prompts",
+                            "providers",
+                            "targets",
+                            "tests",
+                            "defaultTest",
+                            "env",
+                            "evaluateOptions",
+                        ],
+                    ),
+                ));
+            }
+        }
+    }
+
+    let prompts = prompts::parse(prompts_value, &files)?;
+    let providers = providers::parse(providers_value)?;
+    let default = cases::parse_default(default_value, &files)?;
+    let sources = cases::parse_tests(tests_value, &default, &files)?;
+
+    let mut suite = Suite {
+        description,
+        prompts: prompts.iter().map(|p| p.prompt.clone()).collect(),
+        providers,
+        tests: Vec::new(),
+        env,
+        max_concurrency,
+        repeat,
+    };
+    let renderer = PromptRenderer::new(&suite).map_err(|err| {
+        let origin = err
+            .path
+            .strip_prefix("prompts[")
+            .and_then(|rest| rest.strip_suffix(']'))
+            .and_then(|k| k.parse::<usize>().ok())
+            .and_then(|k| prompts.get(k))
+            .and_then(|p| p.origin.clone());
+        with_origin(err, origin.as_deref())
+    })?;
+    check_prompt_vars(&renderer, &prompts, &sources)?;
+    suite.tests = cases::expand(&sources, renderer.env(), &files)?;
+    if u32::try_from(suite.tests.len()).is_err() || u32::try_from(suite.prompts.len()).is_err() {
+        return Err(SuiteError::at("tests", "the suite is too large"));
+    }
+    Ok(suite)
+}
+
+/// Every var a prompt uses must be defined by every test.
+fn check_prompt_vars(
+    renderer: &PromptRenderer,
+    prompts: &[prompts::Entry],
+    tests: &[cases::SourceTest],
+) -> Result<(), SuiteError> {
+    for (k, entry) in prompts.iter().enumerate() {
+        let from = entry
+            .origin
+            .as_deref()
+            .map(|o| format!(" (from {o})"))
+            .unwrap_or_default();
+        for var in renderer.variables(k) {
+            if var == "_conversation" {
+                return Err(SuiteError::at(
+                    format!("prompts[{k}]"),
+                    format!(
+                        "uses `_conversation` (multi-turn history), which Gauntlet does not support{from}"
+                    ),
+                ));
+            }
+            if !tests.iter().any(|t| t.defines(&var)) {
+                return Err(SuiteError::at(
+                    format!("prompts[{k}]"),
+                    format!("uses var `{var}`, which no test defines{from}"),
+                ));
+            }
+            if let Some(test) = tests.iter().find(|t| !t.defines(&var)) {
+                return Err(with_origin(
+                    SuiteError::at(
+                        format!("{}.vars", test.path),
+                        format!(
+                            "prompt prompts[{k}] uses var `{var}`, which this test does not define"
+                        ),
+                    ),
+                    test.origin.as_deref(),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn load_document(text: &str, format: SuiteFormat) -> Result<Yaml, SuiteError> {
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    let json = match format {
+        SuiteFormat::Json => true,
+        SuiteFormat::Yaml => false,
+        SuiteFormat::Auto => text.trim_start().starts_with('{'),
+    };
+    if json {
+        serde_json::from_str::<Yaml>(text).map_err(|err| {
+            SuiteError::syntax(
+                Some(err.line()),
+                Some(err.column()),
+                format!("invalid JSON: {}", strip_location(&err.to_string())),
+            )
+        })
+    } else {
+        parse_yaml(text).map_err(|err| {
+            let location = err.location();
+            SuiteError::syntax(
+                location.as_ref().map(|l| l.line()),
+                location.as_ref().map(|l| l.column()),
+                format!("invalid YAML: {}", strip_location(&err.to_string())),
+            )
+        })
+    }
+}
+
+/// YAML with merge keys (`<<: *anchor`) applied, as js-yaml does.
+fn parse_yaml(text: &str) -> Result<Yaml, serde_yaml_ng::Error> {
+    let mut value: Yaml = serde_yaml_ng::from_str(text)?;
+    value.apply_merge()?;
+    Ok(value)
+}
+
+fn strip_location(message: &str) -> String {
+    static LOCATION: OnceLock<Regex> = OnceLock::new();
+    let re = LOCATION.get_or_init(|| {
+        Regex::new(r"\s+at (line \d+ column \d+|position \d+)").expect("static regex")
+    });
+    re.replace_all(message, "").into_owned()
+}
+
+fn parse_env(value: &Yaml) -> Result<BTreeMap<String, String>, SuiteError> {
+    let mut env = BTreeMap::new();
+    if value.is_null() {
+        return Ok(env);
+    }
+    for (key, v) in entries(expect_map(value, "env")?, "env")? {
+        let path = join("env", key);
+        let text = match v {
+            Yaml::String(s) => s.clone(),
+            Yaml::Bool(_) | Yaml::Number(_) => js::value_to_string(&to_json(v, &path)?),
+            Yaml::Null => String::new(),
+            other => {
+                return Err(SuiteError::at(
+                    path,
+                    format!("expected a string, found {}", kind(other)),
+                ));
+            }
+        };
+        env.insert(key.to_owned(), text);
+    }
+    Ok(env)
+}
+
+fn parse_evaluate_options(value: &Yaml) -> Result<(Option<u32>, Option<u32>), SuiteError> {
+    let mut max_concurrency = None;
+    let mut repeat = None;
+    if value.is_null() {
+        return Ok((None, None));
+    }
+    for (key, v) in entries(expect_map(value, "evaluateOptions")?, "evaluateOptions")? {
+        let path = join("evaluateOptions", key);
+        match key {
+            "maxConcurrency" => max_concurrency = Some(positive_u32(v, &path)?),
+            "repeat" => repeat = Some(positive_u32(v, &path)?),
+            // Pacing, caching and display: results do not depend on them.
+            "delay"
+            | "cache"
+            | "showProgressBar"
+            | "generateSuggestions"
+            | "interactiveProviders"
+            | "silent" => {}
+            "timeoutMs" | "maxEvalTimeMs" => {
+                return Err(unsupported(
+                    &path,
+                    "timeouts are set on the Gauntlet worker, not in the suite",
+                ));
+            }
+            other => {
+                return Err(SuiteError::at(
+                    path,
+                    format!(
+                        "evaluate option `{other}` is not supported (supported: maxConcurrency, repeat, delay, cache)"
+                    ),
+                ));
+            }
+        }
+    }
+    Ok((max_concurrency, repeat))
+}
+
+/// Resolver wrapper that turns failures into field errors.
+pub(super) struct Files<'a>(&'a dyn FileResolver);
+
+impl Files<'_> {
+    /// Reads `reference` (with or without `file://`) for the field at `path`.
+    pub(super) fn read(&self, reference: &str, path: &str) -> Result<String, SuiteError> {
+        let file = file_path(reference);
+        if file.contains(['*', '?', '[', '{']) {
+            return Err(SuiteError::at(
+                path,
+                format!(
+                    "glob patterns in file references (`{reference}`) are not supported; list the files"
+                ),
+            ));
+        }
+        self.0
+            .read(file)
+            .map_err(|err| SuiteError::at(path, format!("cannot read `file://{file}`: {err}")))
+    }
+}
+
+pub(super) fn file_path(reference: &str) -> &str {
+    reference.strip_prefix("file://").unwrap_or(reference)
+}
+
+/// Lower-case extension of a file reference, without the dot.
+pub(super) fn extension(reference: &str) -> String {
+    let file = file_path(reference);
+    let name = file.rsplit(['/', '\\']).next().unwrap_or(file);
+    name.rsplit_once('.')
+        .map(|(_, ext)| ext.to_ascii_lowercase())
+        .unwrap_or_default()
+}
+
+pub(super) fn kind(value: &Yaml) -> &'static str {
+    match value {
+        Yaml::Null => "null",
+        Yaml::Bool(_) => "a boolean",
+        Yaml::Number(_) => "a number",
+        Yaml::String(_) => "a string",
+        Yaml::Sequence(_) => "a list",
+        Yaml::Mapping(_) => "a mapping",
+        Yaml::Tagged(_) => "a tagged value",
+    }
+}
+
+pub(super) fn join(path: &str, key: &str) -> String {
+    if path.is_empty() {
+        key.to_owned()
+    } else {
+        format!("{path}.{key}")
+    }
+}
+
+pub(super) fn unsupported(path: &str, message: &str) -> SuiteError {
+    SuiteError::at(path, message)
+}
+
+pub(super) fn with_origin(mut err: SuiteError, origin: Option<&str>) -> SuiteError {
+    if let Some(origin) = origin {
+        err.message = format!("{} (in {origin})", err.message);
+    }
+    err
+}
+
+pub(super) fn unknown_key_message(key: &str, known: &[&str]) -> String {
+    let suggestion = known
+        .iter()
+        .map(|k| (strsim::jaro_winkler(key, k), *k))
+        .filter(|(score, _)| *score >= 0.8)
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, k)| format!("; did you mean `{k}`?"))
+        .unwrap_or_default();
+    format!(
+        "unknown key `{key}`{suggestion} (expected one of: {})",
+        known.join(", ")
+    )
+}
+
+pub(super) fn expect_map<'a>(value: &'a Yaml, path: &str) -> Result<&'a Mapping, SuiteError> {
+    match value {
+        Yaml::Mapping(map) => Ok(map),
+        other => Err(SuiteError::at(
+            path,
+            format!("expected a mapping, found {}", kind(other)),
+        )),
+    }
+}
+
+/// Entries of a mapping whose keys must be strings.
+pub(super) fn entries<'a>(
+    map: &'a Mapping,
+    path: &str,
+) -> Result<Vec<(&'a str, &'a Yaml)>, SuiteError> {
+    map.iter()
+        .map(|(k, v)| match k.as_str() {
+            Some(key) => Ok((key, v)),
+            None => Err(SuiteError::at(
+                path,
+                format!("keys must be strings, found {}", kind(k)),
+            )),
+        })
+        .collect()
+}
+
+pub(super) fn expect_str<'a>(value: &'a Yaml, path: &str) -> Result<&'a str, SuiteError> {
+    value
+        .as_str()
+        .ok_or_else(|| SuiteError::at(path, format!("expected a string, found {}", kind(value))))
+}
+
+/// A string field that also accepts numbers (YAML `description: 2024`).
+pub(super) fn optional_string(value: &Yaml, path: &str) -> Result<Option<String>, SuiteError> {
+    match value {
+        Yaml::Null => Ok(None),
+        Yaml::String(s) => Ok(Some(s.clone())),
+        Yaml::Number(_) | Yaml::Bool(_) => Ok(Some(js::value_to_string(&to_json(value, path)?))),
+        other => Err(SuiteError::at(
+            path,
+            format!("expected a string, found {}", kind(other)),
+        )),
+    }
+}
+
+pub(super) fn optional_number(value: &Yaml, path: &str) -> Result<Option<f64>, SuiteError> {
+    match value {
+        Yaml::Null => Ok(None),
+        Yaml::Number(n) => match n.as_f64() {
+            Some(x) if x.is_finite() => Ok(Some(x)),
+            _ => Err(SuiteError::at(path, "expected a finite number")),
+        },
+        other => Err(SuiteError::at(
+            path,
+            format!("expected a number, found {}", kind(other)),
+        )),
+    }
+}
+
+pub(super) fn optional_bool(value: &Yaml, path: &str) -> Result<bool, SuiteError> {
+    match value {
+        Yaml::Null => Ok(false),
+        Yaml::Bool(b) => Ok(*b),
+        other => Err(SuiteError::at(
+            path,
+            format!("expected true or false, found {}", kind(other)),
+        )),
+    }
+}
+
+fn positive_u32(value: &Yaml, path: &str) -> Result<u32, SuiteError> {
+    value
+        .as_u64()
+        .and_then(|n| u32::try_from(n).ok())
+        .filter(|n| *n > 0)
+        .ok_or_else(|| SuiteError::at(path, "expected a positive whole number"))
+}
+
+/// A YAML value as JSON, with JavaScript's rules for non-string keys.
+pub(super) fn to_json(value: &Yaml, path: &str) -> Result<Value, SuiteError> {
+    Ok(match value {
+        Yaml::Null => Value::Null,
+        Yaml::Bool(b) => Value::Bool(*b),
+        Yaml::Number(n) => {
+            if let Some(i) = n.as_i64() {
+                Value::from(i)
+            } else if let Some(u) = n.as_u64() {
+                Value::from(u)
+            } else {
+                n.as_f64()
+                    .and_then(serde_json::Number::from_f64)
+                    .map(Value::Number)
+                    .ok_or_else(|| SuiteError::at(path, "`.nan` and `.inf` are not valid values"))?
+            }
+        }
+        Yaml::String(s) => Value::String(s.clone()),
+        Yaml::Sequence(items) => Value::Array(
+            items
+                .iter()
+                .enumerate()
+                .map(|(i, item)| to_json(item, &format!("{path}[{i}]")))
+                .collect::<Result<_, _>>()?,
+        ),
+        Yaml::Mapping(map) => {
+            let mut out = serde_json::Map::new();
+            for (k, v) in map {
+                let key = match k {
+                    Yaml::String(s) => s.clone(),
+                    Yaml::Null => "null".to_owned(),
+                    Yaml::Bool(_) | Yaml::Number(_) => js::value_to_string(&to_json(k, path)?),
+                    other => {
+                        return Err(SuiteError::at(
+                            path,
+                            format!("mapping keys must be strings, found {}", kind(other)),
+                        ));
+                    }
+                };
+                let child = join(path, &key);
+                out.insert(key, to_json(v, &child)?);
+            }
+            Value::Object(out)
+        }
+        Yaml::Tagged(tagged) => {
+            return Err(SuiteError::at(
+                path,
+                format!("YAML tags (`{}`) are not supported", tagged.tag),
+            ));
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests;

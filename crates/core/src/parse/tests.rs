@@ -1,0 +1,542 @@
+//! Parsing and validation of promptfoo suites: what is accepted, and the
+//! exact field each rejection names.
+
+use std::collections::BTreeMap;
+
+use serde_json::json;
+
+use super::*;
+use crate::suite::AssertionKind;
+
+fn parse(yaml: &str) -> Result<Suite, SuiteError> {
+    parse_suite(yaml, SuiteFormat::Yaml)
+}
+
+fn err(yaml: &str) -> SuiteError {
+    parse(yaml).expect_err("the suite should be rejected")
+}
+
+/// Wraps tests (YAML list items) into an otherwise valid suite.
+fn with_tests(tests: &str) -> String {
+    format!("prompts: ['Say {{{{x}}}}']\nproviders: [echo]\ntests:\n{tests}")
+}
+
+struct MapFiles(BTreeMap<&'static str, &'static str>);
+
+impl FileResolver for MapFiles {
+    fn read(&self, path: &str) -> Result<String, String> {
+        self.0
+            .get(path)
+            .map(|s| (*s).to_owned())
+            .ok_or_else(|| "no such file".to_owned())
+    }
+}
+
+#[test]
+fn parses_the_common_promptfoo_shape() {
+    let suite = parse(
+        r#"
+# yaml-language-server: $schema=https://promptfoo.dev/config-schema.json
+$schema: https://promptfoo.dev/config-schema.json
+description: Demo
+sharing: false
+outputPath: out.json
+env: {REGION: eu, RETRIES: 3}
+evaluateOptions: {maxConcurrency: 4, repeat: 2, cache: false}
+prompts:
+  - 'Translate to {{language}}: {{input}}'
+  - id: custom
+    label: Short
+    raw: 'Say {{input}}'
+providers:
+  - openai:gpt-4.1
+  - id: anthropic:messages:claude
+    label: Claude
+    config: {temperature: 0, max_tokens: 100}
+  - ollama:llama3: {config: {num_ctx: 4096}}
+defaultTest:
+  vars: {language: French}
+  assert:
+    - type: not-contains
+      value: sorry
+  metadata: {suite: demo}
+tests:
+  - description: greeting
+    vars: {input: Hello}
+    threshold: 0.5
+    metadata: {case: 1}
+    assert:
+      - type: icontains
+        value: bonjour
+        weight: 2
+        metric: accuracy
+  - vars: {input: Bye, language: German}
+"#,
+    )
+    .unwrap();
+    assert_eq!(suite.description.as_deref(), Some("Demo"));
+    assert_eq!(suite.env["RETRIES"], "3");
+    assert_eq!((suite.max_concurrency, suite.repeat), (Some(4), Some(2)));
+
+    assert_eq!(suite.prompts[0].raw, "Translate to {{language}}: {{input}}");
+    assert_eq!(suite.prompts[0].label, suite.prompts[0].raw);
+    assert_eq!(suite.prompts[0].id.len(), 64);
+    assert_eq!(suite.prompts[1].id, "custom");
+    assert_eq!(suite.prompts[1].label, "Short");
+
+    assert_eq!(suite.providers[0].id, "openai:gpt-4.1");
+    assert_eq!(suite.providers[1].label.as_deref(), Some("Claude"));
+    assert_eq!(suite.providers[1].config["max_tokens"], json!(100));
+    assert_eq!(suite.providers[2].id, "ollama:llama3");
+    assert_eq!(suite.providers[2].config["num_ctx"], json!(4096));
+
+    let first = &suite.tests[0];
+    assert_eq!(first.description.as_deref(), Some("greeting"));
+    assert_eq!(first.vars["language"], json!("French"));
+    assert_eq!(first.threshold, Some(0.5));
+    assert_eq!(first.metadata["suite"], json!("demo"));
+    assert_eq!(first.metadata["case"], json!(1));
+    // Default assertions come first.
+    assert_eq!(first.assert[0].type_name(), "not-contains");
+    assert_eq!(first.assert[1].kind, AssertionKind::Icontains);
+    assert_eq!(first.assert[1].weight, 2.0);
+    assert_eq!(first.assert[1].metric.as_deref(), Some("accuracy"));
+    // Test vars override default vars.
+    assert_eq!(suite.tests[1].vars["language"], json!("German"));
+    assert_eq!(suite.tests[1].assert.len(), 1);
+}
+
+#[test]
+fn single_strings_and_targets_are_accepted() {
+    let suite = parse("prompts: 'Hi {{x}}'\ntargets: echo\ntests: [{vars: {x: a}}]").unwrap();
+    assert_eq!(suite.prompts.len(), 1);
+    assert_eq!(suite.providers[0].id, "echo");
+}
+
+#[test]
+fn json_suites_are_detected() {
+    let suite = parse_suite(
+        r#"{"prompts": ["Hi {{x}}"], "providers": ["echo"], "tests": [{"vars": {"x": 1}}]}"#,
+        SuiteFormat::Auto,
+    )
+    .unwrap();
+    assert_eq!(suite.tests[0].vars["x"], json!(1));
+}
+
+#[test]
+fn yaml_merge_keys_are_applied() {
+    let suite = parse(
+        "base: &base {x: a, y: b}\nprompts: ['{{x}}{{y}}']\nproviders: [echo]\ntests:\n  - vars: {<<: *base, y: c}\n",
+    );
+    // `base` is not a promptfoo key.
+    assert_eq!(suite.unwrap_err().path, "base");
+    let suite = parse(
+        "prompts: ['{{x}}{{y}}']\nproviders: [echo]\ndefaultTest: {vars: &base {x: a, y: b}}\ntests:\n  - vars: {<<: *base, y: c}\n",
+    )
+    .unwrap();
+    assert_eq!(suite.tests[0].vars["y"], json!("c"));
+    assert_eq!(suite.tests[0].vars["x"], json!("a"));
+}
+
+#[test]
+fn syntax_errors_carry_line_and_column() {
+    let e = err("prompts: [a\nproviders: b: c\n");
+    assert_eq!(e.path, "");
+    assert!(e.line.is_some() && e.column.is_some());
+    assert!(
+        e.to_string()
+            .starts_with(&format!("line {} column", e.line.unwrap())),
+        "{e}"
+    );
+    assert!(e.message.starts_with("invalid YAML"), "{e}");
+    assert!(!e.message.contains(" at line "), "{e}");
+
+    let e = parse_suite("{\"prompts\": [}", SuiteFormat::Json).unwrap_err();
+    assert_eq!((e.line, e.column), (Some(1), Some(14)));
+    assert!(e.message.starts_with("invalid JSON"), "{e}");
+}
+
+#[test]
+fn missing_sections_are_named() {
+    assert_eq!(err("providers: [echo]\ntests: [{}]").path, "prompts");
+    assert_eq!(err("prompts: [a]\ntests: [{}]").path, "providers");
+    assert_eq!(err("prompts: [a]\nproviders: [echo]").path, "tests");
+    assert_eq!(
+        err("prompts: []\nproviders: [echo]\ntests: [{}]").path,
+        "prompts"
+    );
+    assert_eq!(
+        err("prompts: [a]\nproviders: []\ntests: [{}]").path,
+        "providers"
+    );
+    let e = err("prompts: [a]\nproviders: [echo]\ntests: []");
+    assert_eq!(e.to_string(), "tests: the suite needs at least one test");
+    assert_eq!(err("").message, "the suite is empty");
+    assert_eq!(err("- a").path, "");
+}
+
+#[test]
+fn unknown_and_unsupported_top_level_keys() {
+    let e = err("prompts: [a]\nprovider: [echo]\ntests: [{}]");
+    assert_eq!(e.path, "provider");
+    assert!(e.message.contains("did you mean `providers`"), "{e}");
+    let e = err("prompts: [a]\nproviders: [echo]\ntests: [{}]\nscenarios: []");
+    assert_eq!(e.path, "scenarios");
+    assert!(e.message.contains("not supported"), "{e}");
+    let e = err("prompts: [a]\nproviders: [echo]\ntargets: [echo]\ntests: [{}]");
+    assert_eq!(e.path, "targets");
+    let e = err("prompts: [a]\nproviders: [echo]\ntests: [{}]\nevaluateOptions: {timeoutMs: 5}");
+    assert_eq!(e.path, "evaluateOptions.timeoutMs");
+    let e =
+        err("prompts: [a]\nproviders: [echo]\ntests: [{}]\nevaluateOptions: {maxConcurrency: 0}");
+    assert_eq!(e.path, "evaluateOptions.maxConcurrency");
+}
+
+#[test]
+fn unknown_assertion_type_suggests_close_names() {
+    let e = err(&with_tests(
+        "  - vars: {x: a}\n  - vars: {x: b}\n    assert:\n      - type: contians\n        value: a\n",
+    ));
+    assert_eq!(e.path, "tests[1].assert[0].type");
+    assert!(
+        e.message.contains("unknown assertion type `contians`"),
+        "{e}"
+    );
+    assert!(e.message.contains("did you mean `contains`"), "{e}");
+    assert!(
+        e.message.contains("Supported types: equals, contains"),
+        "{e}"
+    );
+
+    let e = err(&with_tests(
+        "  - vars: {x: a}\n    assert: [{type: not-icontain, value: a}]\n",
+    ));
+    assert!(e.message.contains("`not-icontains`"), "{e}");
+}
+
+#[test]
+fn unsupported_assertion_types_say_why() {
+    let e = err(&with_tests(
+        "  - vars: {x: a}\n    assert: [{type: javascript, value: 'output.length > 1'}]\n",
+    ));
+    assert_eq!(e.path, "tests[0].assert[0].type");
+    assert!(e.message.contains("user code"), "{e}");
+    let e = err(&with_tests(
+        "  - vars: {x: a}\n    assert: [{type: llm-rubric, value: polite}]\n",
+    ));
+    assert!(e.message.contains("grading model"), "{e}");
+    let e = err(&with_tests(
+        "  - vars: {x: a}\n    assert: [{type: contains, value: a, transform: 'output.trim()'}]\n",
+    ));
+    assert_eq!(e.path, "tests[0].assert[0].transform");
+    let e = err(&with_tests("  - vars: {x: a}\n    assert: [{value: a}]\n"));
+    assert_eq!(e.path, "tests[0].assert[0].type");
+}
+
+#[test]
+fn invalid_regex_points_at_the_value() {
+    let e = err(&with_tests(
+        "  - vars: {x: a}\n    assert:\n      - type: contains\n        value: a\n      - type: regex\n        value: 'a(b'\n",
+    ));
+    assert_eq!(e.path, "tests[0].assert[1].value");
+    assert!(e.message.starts_with("invalid regex"), "{e}");
+    let e = err(&with_tests(
+        "  - vars: {x: a}\n    assert: [{type: regex, value: 'a(?=b)'}]\n",
+    ));
+    assert!(e.message.contains("look-around"), "{e}");
+}
+
+#[test]
+fn assertion_values_are_checked_per_type() {
+    let cases = [
+        ("{type: contains}", "tests[0].assert[0].value"),
+        ("{type: contains, value: ''}", "tests[0].assert[0].value"),
+        (
+            "{type: contains, value: {a: 1}}",
+            "tests[0].assert[0].value",
+        ),
+        ("{type: equals}", "tests[0].assert[0].value"),
+        (
+            "{type: contains-any, value: [a, [b]]}",
+            "tests[0].assert[0].value[1]",
+        ),
+        (
+            "{type: contains-all, value: '\"open'}",
+            "tests[0].assert[0].value",
+        ),
+        ("{type: latency}", "tests[0].assert[0].threshold"),
+        ("{type: cost, value: 0.1}", "tests[0].assert[0].threshold"),
+        (
+            "{type: word-count, value: {min: 5, max: 2}}",
+            "tests[0].assert[0].value",
+        ),
+        (
+            "{type: word-count, value: many}",
+            "tests[0].assert[0].value",
+        ),
+        (
+            "{type: is-json, value: {type: object, oneOf: []}}",
+            "tests[0].assert[0].value",
+        ),
+        ("{type: is-json, value: '42'}", "tests[0].assert[0].value"),
+        (
+            "{type: contains, value: a, weight: -1}",
+            "tests[0].assert[0].weight",
+        ),
+        (
+            "{type: contains, value: a, threshold: high}",
+            "tests[0].assert[0].threshold",
+        ),
+    ];
+    for (assertion, path) in cases {
+        let e = err(&with_tests(&format!(
+            "  - vars: {{x: a}}\n    assert: [{assertion}]\n"
+        )));
+        assert_eq!(e.path, path, "{assertion}: {e}");
+    }
+}
+
+#[test]
+fn is_json_schema_text_is_parsed_at_load_time() {
+    let suite = parse(&with_tests(
+        "  - vars: {x: a}\n    assert:\n      - type: is-json\n        value: |\n          type: object\n          required: [name]\n",
+    ))
+    .unwrap();
+    assert_eq!(
+        suite.tests[0].assert[0].value,
+        Some(json!({"type": "object", "required": ["name"]}))
+    );
+}
+
+#[test]
+fn prompt_var_missing_from_one_test_names_that_test() {
+    let e = err(
+        "prompts:\n  - 'Translate to {{language}}: {{input}}'\nproviders: [echo]\ntests:\n  - vars: {language: French, input: a}\n  - vars: {language: German, input: b}\n  - vars: {input: c}\n",
+    );
+    assert_eq!(e.path, "tests[2].vars");
+    assert_eq!(
+        e.to_string(),
+        "tests[2].vars: prompt prompts[0] uses var `language`, which this test does not define"
+    );
+}
+
+#[test]
+fn prompt_var_no_test_defines_names_the_prompt() {
+    let e = err(
+        "prompts: ['a', 'Hello {{ name }}{{ env.X }}']\nproviders: [echo]\ntests: [{vars: {x: 1}}]",
+    );
+    assert_eq!(e.path, "prompts[1]");
+    assert_eq!(e.message, "uses var `name`, which no test defines");
+}
+
+#[test]
+fn default_vars_count_as_defined() {
+    parse("prompts: ['{{a}}{{b}}']\nproviders: [echo]\ndefaultTest: {vars: {a: 1}}\ntests: [{vars: {b: 2}}]").unwrap();
+}
+
+#[test]
+fn template_syntax_error_names_the_prompt() {
+    let e = err("prompts: ['ok', 'Hi {{ name']\nproviders: [echo]\ntests: [{vars: {name: x}}]");
+    assert_eq!(e.path, "prompts[1]");
+    assert!(
+        e.message.starts_with("invalid template: syntax error"),
+        "{e}"
+    );
+}
+
+#[test]
+fn file_references_need_a_resolver() {
+    let e = err("prompts: [file://prompts.txt]\nproviders: [echo]\ntests: [{}]");
+    assert_eq!(e.path, "prompts[0]");
+    assert!(
+        e.message.contains("cannot read `file://prompts.txt`"),
+        "{e}"
+    );
+    let e = err("prompts: [a]\nproviders: [echo]\ntests: file://tests.csv");
+    assert_eq!(e.path, "tests");
+    let e = err("prompts: [a]\nproviders: [echo]\ntests: [file://tests/*.yaml]");
+    assert_eq!(e.path, "tests[0]");
+    assert!(e.message.contains("glob"), "{e}");
+    let e = err("prompts: [a]\nproviders: [file://provider.yaml]\ntests: [{}]");
+    assert_eq!(e.path, "providers[0]");
+}
+
+#[test]
+fn files_are_read_through_the_resolver() {
+    let files = MapFiles(BTreeMap::from([
+        ("p.txt", "First {{topic}}\n---\nSecond {{topic}}\n"),
+        (
+            "t.yaml",
+            "- vars: {topic: cats}\n  assert: [{type: contains, value: cats}]\n- vars: {topic: file://topic.txt}\n",
+        ),
+        ("topic.txt", "dogs\n"),
+        (
+            "more.csv",
+            "topic,__expected\nbirds,\"contains-any:bird, tweet\"\n",
+        ),
+        ("style.yaml", "tone: formal\nsize: 2.0\n"),
+    ]));
+    let suite = parse_suite_with(
+        "prompts: [file://p.txt]\nproviders: [echo]\ntests:\n  - file://t.yaml\n  - more.csv\n  - vars: {topic: fish, style: file://style.yaml}\n",
+        SuiteFormat::Yaml,
+        &files,
+    )
+    .unwrap();
+    assert_eq!(suite.prompts.len(), 2);
+    assert_eq!(suite.prompts[1].raw, "Second {{topic}}");
+    assert_eq!(suite.prompts[1].label, "p.txt: Second {{topic}}");
+    assert_eq!(suite.tests.len(), 4);
+    assert_eq!(suite.tests[1].vars["topic"], json!("dogs"));
+    assert_eq!(suite.tests[2].vars["topic"], json!("birds"));
+    assert_eq!(
+        suite.tests[2].assert[0].value,
+        Some(json!(["bird", "tweet"]))
+    );
+    assert_eq!(
+        suite.tests[3].vars["style"],
+        json!(r#"{"size":2,"tone":"formal"}"#)
+    );
+}
+
+#[test]
+fn errors_in_file_tests_say_where_they_came_from() {
+    let files = MapFiles(BTreeMap::from([(
+        "t.csv",
+        "x,__expected\na,llm-rubric:be nice\n",
+    )]));
+    let e = parse_suite_with(
+        "prompts: ['{{x}}']\nproviders: [echo]\ntests: file://t.csv\n",
+        SuiteFormat::Yaml,
+        &files,
+    )
+    .unwrap_err();
+    assert_eq!(e.path, "tests[0].assert[0].type");
+    assert!(e.message.ends_with("(in row 1 of file://t.csv)"), "{e}");
+}
+
+#[test]
+fn array_vars_expand_into_one_test_per_combination() {
+    let suite = parse(
+        "prompts: ['{{lang}} {{tone}} {{n}}']\nproviders: [echo]\ntests:\n  - vars: {lang: [fr, de], tone: [warm, cold], n: [1, 2]}\n  - vars: {lang: [es], tone: x, n: 0}\n    options: {disableVarExpansion: true}\n",
+    )
+    .unwrap();
+    let combos: Vec<(String, String)> = suite
+        .tests
+        .iter()
+        .map(|t| (t.vars["lang"].to_string(), t.vars["tone"].to_string()))
+        .collect();
+    assert_eq!(suite.tests.len(), 5);
+    // The last array var varies fastest, as in promptfoo.
+    assert_eq!(combos[0], ("\"fr\"".into(), "\"warm\"".into()));
+    assert_eq!(combos[1], ("\"fr\"".into(), "\"cold\"".into()));
+    assert_eq!(combos[2], ("\"de\"".into(), "\"warm\"".into()));
+    // Lists of non-strings are single values.
+    assert_eq!(suite.tests[0].vars["n"], json!([1, 2]));
+    assert_eq!(suite.tests[4].vars["lang"], json!(["es"]));
+}
+
+#[test]
+fn assertion_values_are_rendered_with_test_vars() {
+    let suite = parse(
+        "prompts: ['{{q}}']\nproviders: [echo]\ndefaultTest:\n  assert: [{type: icontains, value: '{{ expected }}'}]\ntests:\n  - vars: {q: a, expected: Paris}\n    assert: [{type: contains-any, value: ['{{ expected | upper }}', x]}]\n",
+    )
+    .unwrap();
+    assert_eq!(suite.tests[0].assert[0].value, Some(json!("Paris")));
+    assert_eq!(suite.tests[0].assert[1].value, Some(json!(["PARIS", "x"])));
+
+    let e = err(
+        "prompts: ['{{q}}']\nproviders: [echo]\ndefaultTest:\n  assert: [{type: icontains, value: '{{ expected }}'}]\ntests:\n  - vars: {q: a, expected: Paris}\n  - vars: {q: b}\n",
+    );
+    assert_eq!(e.path, "defaultTest.assert[0].value");
+    assert_eq!(
+        e.message,
+        "uses var `expected`, which tests[1] does not define"
+    );
+}
+
+#[test]
+fn disable_default_asserts_skips_them() {
+    let suite = parse(
+        "prompts: [a]\nproviders: [echo]\ndefaultTest: {assert: [{type: contains, value: a}]}\ntests:\n  - options: {disableDefaultAsserts: true}\n  - {}\n",
+    )
+    .unwrap();
+    assert!(suite.tests[0].assert.is_empty());
+    assert_eq!(suite.tests[1].assert.len(), 1);
+}
+
+#[test]
+fn unsupported_test_fields_are_named() {
+    let cases = [
+        (
+            "  - vars: {x: a}\n    provider: openai:gpt-4\n",
+            "tests[0].provider",
+        ),
+        (
+            "  - vars: {x: a}\n    options: {prefix: 'Q: '}\n",
+            "tests[0].options.prefix",
+        ),
+        (
+            "  - vars: {x: a}\n    options: {temperature: 0}\n",
+            "tests[0].options.temperature",
+        ),
+        ("  - vars: {x: a}\n    varz: {}\n", "tests[0].varz"),
+        ("  - vars: {x: ~}\n", "tests[0].vars.x"),
+        ("  - vars: {x: file://script.py}\n", "tests[0].vars.x"),
+        ("  - 42\n", "tests[0]"),
+    ];
+    for (tests, path) in cases {
+        assert_eq!(err(&with_tests(tests)).path, path, "{tests}");
+    }
+}
+
+#[test]
+fn provider_objects_are_validated() {
+    let e = err("prompts: [a]\nproviders:\n  - label: x\n    config: {}\ntests: [{}]");
+    assert_eq!(e.path, "providers[0]");
+    let e = err("prompts: [a]\nproviders:\n  - id: echo\n    prompts: [p1]\ntests: [{}]");
+    assert_eq!(e.path, "providers[0].prompts");
+    let e = err("prompts: [a]\nproviders:\n  - id: echo\n    confg: {}\ntests: [{}]");
+    assert_eq!(e.path, "providers[0].confg");
+    assert!(e.message.contains("did you mean `config`"), "{e}");
+}
+
+#[test]
+fn prompt_objects_and_duplicate_ids() {
+    let e =
+        err("prompts:\n  - {id: a, raw: x}\n  - {id: a, raw: y}\nproviders: [echo]\ntests: [{}]");
+    assert_eq!(e.path, "prompts[1]");
+    let e = err("prompts:\n  - {raw: x, config: {temperature: 1}}\nproviders: [echo]\ntests: [{}]");
+    assert_eq!(e.path, "prompts[0].config");
+    // Identical prompts still get distinct ids.
+    let suite = parse("prompts: [same, same]\nproviders: [echo]\ntests: [{}]").unwrap();
+    assert_ne!(suite.prompts[0].id, suite.prompts[1].id);
+}
+
+#[test]
+fn legacy_prompt_map_uses_values_as_labels() {
+    let suite =
+        parse("prompts: {'Hi {{x}}': greeting}\nproviders: [echo]\ntests: [{vars: {x: 1}}]")
+            .unwrap();
+    assert_eq!(suite.prompts[0].raw, "Hi {{x}}");
+    assert_eq!(suite.prompts[0].label, "greeting");
+}
+
+#[test]
+fn conversation_var_is_reported_as_unsupported() {
+    let e = err("prompts: ['{{ _conversation }}']\nproviders: [echo]\ntests: [{}]");
+    assert_eq!(e.path, "prompts[0]");
+    assert!(e.message.contains("_conversation"), "{e}");
+}
+
+#[test]
+fn display_joins_path_and_message() {
+    assert_eq!(
+        SuiteError::at("tests[0]", "bad").to_string(),
+        "tests[0]: bad"
+    );
+    assert_eq!(SuiteError::at("", "bad").to_string(), "bad");
+    assert_eq!(
+        SuiteError::syntax(Some(3), Some(7), "invalid YAML: x").to_string(),
+        "line 3 column 7: invalid YAML: x"
+    );
+}

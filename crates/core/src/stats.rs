@@ -1,0 +1,132 @@
+//! Summary statistics for results: percentiles, latency summaries, pass rates.
+
+use serde::{Deserialize, Serialize};
+
+/// The `p`-th percentile (`p` in 0..=100) of ascending `sorted` data, by
+/// linear interpolation between closest ranks — the "inclusive" definition
+/// (NumPy's default `linear`, Excel's `PERCENTILE.INC`): rank
+/// `r = p/100 · (n−1)`, result `x[⌊r⌋] + (r−⌊r⌋)·(x[⌈r⌉] − x[⌊r⌋])`.
+/// `p` is clamped to 0..=100; empty data or a NaN `p` gives NaN.
+pub fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() || p.is_nan() {
+        return f64::NAN;
+    }
+    let rank = p.clamp(0.0, 100.0) / 100.0 * (sorted.len() - 1) as f64;
+    let lower = rank.floor() as usize;
+    let upper = rank.ceil() as usize;
+    let fraction = rank - lower as f64;
+    if lower == upper {
+        sorted[lower]
+    } else {
+        sorted[lower] + fraction * (sorted[upper] - sorted[lower])
+    }
+}
+
+/// Latency distribution of a set of results, in the unit of its input.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+pub struct LatencySummary {
+    pub p50: f64,
+    pub p95: f64,
+    pub p99: f64,
+    pub mean: f64,
+    pub max: f64,
+    pub count: u64,
+}
+
+impl LatencySummary {
+    /// Summarizes `values`, ignoring NaNs. No values gives all zeros.
+    pub fn from_unsorted(mut values: Vec<f64>) -> Self {
+        values.retain(|v| !v.is_nan());
+        if values.is_empty() {
+            return Self::default();
+        }
+        values.sort_by(f64::total_cmp);
+        let sum: f64 = values.iter().sum();
+        Self {
+            p50: percentile(&values, 50.0),
+            p95: percentile(&values, 95.0),
+            p99: percentile(&values, 99.0),
+            mean: sum / values.len() as f64,
+            max: values[values.len() - 1],
+            count: values.len() as u64,
+        }
+    }
+}
+
+/// `passed / total` in 0..=1; 0 when there is nothing to count.
+pub fn pass_rate(passed: u64, total: u64) -> f64 {
+    if total == 0 {
+        0.0
+    } else {
+        passed as f64 / total as f64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    #[test]
+    fn percentile_interpolates_between_closest_ranks() {
+        let data = [10.0, 20.0, 30.0, 40.0];
+        assert_eq!(percentile(&data, 0.0), 10.0);
+        assert_eq!(percentile(&data, 100.0), 40.0);
+        assert_eq!(percentile(&data, 50.0), 25.0);
+        // rank 0.95 * 3 = 2.85 → 30 + 0.85 * 10
+        assert!((percentile(&data, 95.0) - 38.5).abs() < 1e-9);
+        assert_eq!(percentile(&[7.0], 99.0), 7.0);
+        assert_eq!(percentile(&data, 150.0), 40.0);
+        assert_eq!(percentile(&data, -5.0), 10.0);
+        assert!(percentile(&[], 50.0).is_nan());
+        assert!(percentile(&data, f64::NAN).is_nan());
+    }
+
+    #[test]
+    fn latency_summary_of_unsorted_values() {
+        let s = LatencySummary::from_unsorted(vec![300.0, 100.0, f64::NAN, 200.0, 400.0, 500.0]);
+        assert_eq!(s.count, 5);
+        assert_eq!(s.p50, 300.0);
+        assert_eq!(s.max, 500.0);
+        assert_eq!(s.mean, 300.0);
+        assert!((s.p95 - 480.0).abs() < 1e-9);
+        assert!((s.p99 - 496.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn latency_summary_of_nothing_is_zero() {
+        assert_eq!(
+            LatencySummary::from_unsorted(vec![]),
+            LatencySummary::default()
+        );
+    }
+
+    #[test]
+    fn pass_rate_handles_empty_totals() {
+        assert_eq!(pass_rate(3, 4), 0.75);
+        assert_eq!(pass_rate(0, 0), 0.0);
+    }
+
+    proptest! {
+        #[test]
+        fn percentile_is_monotonic_and_bounded(
+            mut data in proptest::collection::vec(-1e6f64..1e6, 1..50),
+            p in 0.0f64..100.0, q in 0.0f64..100.0,
+        ) {
+            data.sort_by(f64::total_cmp);
+            let (lo, hi) = if p <= q { (p, q) } else { (q, p) };
+            let a = percentile(&data, lo);
+            let b = percentile(&data, hi);
+            prop_assert!(a <= b + 1e-9 * b.abs().max(1.0));
+            prop_assert!(a >= data[0] && b <= data[data.len() - 1]);
+        }
+
+        #[test]
+        fn summary_is_ordered(data in proptest::collection::vec(0.0f64..1e5, 1..60)) {
+            let s = LatencySummary::from_unsorted(data);
+            prop_assert!(s.p50 <= s.p95 && s.p95 <= s.p99 && s.p99 <= s.max);
+            prop_assert!(s.mean <= s.max);
+        }
+    }
+}

@@ -1,0 +1,3 @@
+//! Integration tests for gauntlet-core.
+
+mod compat;

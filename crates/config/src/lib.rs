@@ -1,0 +1,334 @@
+//! Service configuration: the typed sections every Gauntlet binary reads, and
+//! the layering rule that fills them (defaults, then an optional TOML file,
+//! then `GAUNTLET_<SECTION>__<KEY>` environment variables). Pure: the caller
+//! hands in the file text and the environment.
+
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+
+/// Errors from loading configuration; each names the key or file at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config file: {0}")]
+    File(String),
+    #[error("environment variable {var}: {message}")]
+    Env { var: String, message: String },
+    #[error("config: {0}")]
+    Invalid(String),
+}
+
+/// Every section a Gauntlet process may read. Unused sections are ignored by
+/// the services that do not need them.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GauntletConfig {
+    pub database: DatabaseConfig,
+    pub amqp: AmqpConfig,
+    pub redis: RedisConfig,
+    pub gateway: GatewayConfig,
+    pub worker: WorkerConfig,
+    pub analytics: AnalyticsConfig,
+    pub reports: ReportsConfig,
+    pub monitor: MonitorConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DatabaseConfig {
+    /// `postgres://…` in production, `sqlite://…` in embedded mode.
+    pub url: String,
+    pub max_connections: u32,
+    pub acquire_timeout_secs: u64,
+    /// Run migrations at start-up.
+    pub migrate: bool,
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        Self {
+            url: "postgres://postgres@127.0.0.1:5432/gauntlet".into(),
+            max_connections: 16,
+            acquire_timeout_secs: 10,
+            migrate: true,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AmqpConfig {
+    pub url: String,
+    /// Task batches of this many tasks are published per message.
+    pub batch_size: u32,
+    /// Redeliveries of one message before it goes to the dead-letter queue.
+    pub delivery_limit: u32,
+}
+
+impl Default for AmqpConfig {
+    fn default() -> Self {
+        Self {
+            url: "amqp://guest:guest@127.0.0.1:5672/%2f".into(),
+            batch_size: 50,
+            delivery_limit: 5,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RedisConfig {
+    /// Empty: L1 (in-process) cache only.
+    pub url: String,
+    /// Prefix of every key, so several deployments (or tests) share one Redis.
+    pub prefix: String,
+    pub pool_size: usize,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        Self {
+            url: "redis://127.0.0.1:6379".into(),
+            prefix: "gauntlet".into(),
+            pool_size: 16,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GatewayConfig {
+    pub listen: String,
+    pub analytics_url: String,
+    pub monitor_url: String,
+    /// Largest suite text accepted by SubmitRun, in bytes.
+    pub max_suite_bytes: usize,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:7070".into(),
+            analytics_url: "http://127.0.0.1:7072".into(),
+            monitor_url: "http://127.0.0.1:7074".into(),
+            max_suite_bytes: 16 * 1024 * 1024,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WorkerConfig {
+    pub listen: String,
+    /// Unacknowledged task batches held at once.
+    pub prefetch: u16,
+    /// Provider calls in flight at once, across all batches. I/O-bound work:
+    /// hundreds, not the number of cores.
+    pub max_in_flight: usize,
+    /// Seconds a SIGTERM waits for in-flight batches before nacking them.
+    pub shutdown_grace_secs: u64,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:7071".into(),
+            prefetch: 16,
+            max_in_flight: 256,
+            shutdown_grace_secs: 30,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AnalyticsConfig {
+    pub listen: String,
+    /// Cache lifetime of a summary of a run still running.
+    pub live_ttl_secs: u64,
+    /// Cache lifetime of a summary of a finished run.
+    pub finished_ttl_secs: u64,
+}
+
+impl Default for AnalyticsConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:7072".into(),
+            live_ttl_secs: 30,
+            finished_ttl_secs: 24 * 3600,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ReportsConfig {
+    pub listen: String,
+    pub analytics_url: String,
+}
+
+impl Default for ReportsConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:7073".into(),
+            analytics_url: "http://127.0.0.1:7072".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MonitorConfig {
+    pub listen: String,
+    /// `name=url` pairs, comma-separated in the environment.
+    pub targets: String,
+    pub poll_interval_ms: u64,
+}
+
+impl Default for MonitorConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:7074".into(),
+            targets: "gateway=http://127.0.0.1:7070,worker=http://127.0.0.1:7071,\
+                      analytics=http://127.0.0.1:7072,reports=http://127.0.0.1:7073"
+                .into(),
+            poll_interval_ms: 2000,
+        }
+    }
+}
+
+impl MonitorConfig {
+    /// The `name=url` pairs of `targets`.
+    pub fn target_list(&self) -> Result<Vec<(String, String)>, ConfigError> {
+        self.targets
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(|pair| match pair.split_once('=') {
+                Some((name, url)) if !name.is_empty() && !url.is_empty() => {
+                    Ok((name.trim().to_string(), url.trim().to_string()))
+                }
+                _ => Err(ConfigError::Invalid(format!(
+                    "monitor.targets: `{pair}` is not name=url"
+                ))),
+            })
+            .collect()
+    }
+}
+
+/// Prefix of the environment variables that override configuration.
+pub const ENV_PREFIX: &str = "GAUNTLET_";
+
+/// Builds a `T` from its defaults, an optional TOML document and the
+/// `GAUNTLET_<SECTION>__<KEY>` variables among `env` (later wins).
+pub fn load<T: DeserializeOwned>(
+    file_text: Option<&str>,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<T, ConfigError> {
+    let mut root = match file_text {
+        Some(text) => text
+            .parse::<toml::Table>()
+            .map_err(|e| ConfigError::File(e.to_string()))?,
+        None => toml::Table::new(),
+    };
+    for (var, raw) in env {
+        let Some(rest) = var.strip_prefix(ENV_PREFIX) else {
+            continue;
+        };
+        let Some((section, key)) = rest.split_once("__") else {
+            // Single-level GAUNTLET_* variables (GAUNTLET_LOG_FORMAT, …) belong to others.
+            continue;
+        };
+        let (section, key) = (section.to_ascii_lowercase(), key.to_ascii_lowercase());
+        let entry = root
+            .entry(section.clone())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        let Some(table) = entry.as_table_mut() else {
+            return Err(ConfigError::Env {
+                var,
+                message: format!("`{section}` is not a section"),
+            });
+        };
+        table.insert(key, env_value(&raw));
+    }
+    T::deserialize(toml::Value::Table(root)).map_err(|e| ConfigError::Invalid(e.message().into()))
+}
+
+/// Environment values are strings; numbers and booleans are recognised so
+/// `GAUNTLET_WORKER__PREFETCH=32` fills a `u16`.
+fn env_value(raw: &str) -> toml::Value {
+    if let Ok(b) = raw.parse::<bool>() {
+        return toml::Value::Boolean(b);
+    }
+    if let Ok(i) = raw.parse::<i64>() {
+        return toml::Value::Integer(i);
+    }
+    if let Ok(f) = raw.parse::<f64>()
+        && raw.contains('.')
+    {
+        return toml::Value::Float(f);
+    }
+    toml::Value::String(raw.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn env_overrides_file_which_overrides_defaults() {
+        let file = "[worker]\nprefetch = 8\nmax_in_flight = 10\n";
+        let cfg: GauntletConfig = load(
+            Some(file),
+            env(&[("GAUNTLET_WORKER__PREFETCH", "32"), ("PATH", "/bin")]),
+        )
+        .unwrap();
+        assert_eq!(cfg.worker.prefetch, 32);
+        assert_eq!(cfg.worker.max_in_flight, 10);
+        assert_eq!(cfg.worker.shutdown_grace_secs, 30);
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let err = load::<GauntletConfig>(None, env(&[("GAUNTLET_WORKER__PREFECH", "3")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("prefech"), "{err}");
+    }
+
+    #[test]
+    fn wrong_type_is_reported() {
+        let err = load::<GauntletConfig>(None, env(&[("GAUNTLET_WORKER__PREFETCH", "many")]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("many") || err.contains("invalid type"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn monitor_targets_parse_and_reject_garbage() {
+        let cfg = MonitorConfig {
+            targets: "a=http://x:1, b=http://y:2".into(),
+            ..Default::default()
+        };
+        assert_eq!(
+            cfg.target_list().unwrap(),
+            vec![
+                ("a".to_string(), "http://x:1".to_string()),
+                ("b".to_string(), "http://y:2".to_string())
+            ]
+        );
+        let bad = MonitorConfig {
+            targets: "nonsense".into(),
+            ..Default::default()
+        };
+        assert!(bad.target_list().is_err());
+    }
+}

@@ -1,0 +1,201 @@
+//! W3C trace-context propagation as plain `(name, value)` pairs, so any
+//! transport can carry it: gRPC metadata ([`crate::grpc`]), AMQP headers (the
+//! bus converts the pairs to and from its field tables), HTTP headers.
+//!
+//! Always the W3C `traceparent`/`tracestate` format, independent of the
+//! global propagator, so both ends agree even where [`crate::init`] never ran.
+
+use std::collections::HashMap;
+
+use opentelemetry::{
+    Context,
+    propagation::{Extractor, Injector, TextMapPropagator},
+    trace::TraceContextExt,
+};
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+/// The W3C header carrying trace id, parent span id and flags.
+pub const TRACEPARENT: &str = "traceparent";
+/// The W3C header carrying vendor-specific trace state.
+pub const TRACESTATE: &str = "tracestate";
+
+/// The trace context of the current `tracing` span, as W3C header pairs.
+/// Empty when there is no current span or no OpenTelemetry layer.
+pub fn inject_current() -> Vec<(String, String)> {
+    inject_context(&tracing::Span::current().context())
+}
+
+/// The trace context of `cx` as W3C header pairs (`traceparent`, and
+/// `tracestate` when it is not empty). Empty when `cx` holds no valid span.
+pub fn inject_context(cx: &Context) -> Vec<(String, String)> {
+    let mut pairs = Pairs(Vec::with_capacity(2));
+    TraceContextPropagator::new().inject_context(cx, &mut pairs);
+    pairs.0
+}
+
+/// A context carrying the remote span described by W3C header pairs. Names
+/// are matched case-insensitively; a missing or malformed `traceparent`
+/// yields a context without a valid span.
+pub fn extract<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Context {
+    let headers = Headers(
+        pairs
+            .into_iter()
+            .map(|(name, value)| (name.to_ascii_lowercase(), value))
+            .collect(),
+    );
+    TraceContextPropagator::new().extract(&headers)
+}
+
+/// Makes the remote span in `cx` the parent of `span`.
+///
+/// Call it before the span is first entered; the parent of a started span
+/// cannot change. A `cx` without a valid span is ignored, so a message that
+/// arrived without trace context keeps the span's local parent instead of
+/// starting a new trace.
+pub fn set_parent(span: &tracing::Span, cx: Context) {
+    if !cx.span().span_context().is_valid() {
+        return;
+    }
+    // Fails only where there is no OpenTelemetry layer or the span is already
+    // started; either way the span simply keeps its local parent.
+    let _ = span.set_parent(cx);
+}
+
+/// The trace id of the current span in its W3C hex form, for log lines and
+/// error messages that a user can paste into Jaeger.
+pub fn current_trace_id() -> Option<String> {
+    let cx = tracing::Span::current().context();
+    let span_context = cx.span().span_context().clone();
+    span_context
+        .is_valid()
+        .then(|| span_context.trace_id().to_string())
+}
+
+struct Pairs(Vec<(String, String)>);
+
+impl Injector for Pairs {
+    fn set(&mut self, key: &str, value: String) {
+        if key == TRACESTATE && value.is_empty() {
+            return;
+        }
+        self.0.push((key.to_owned(), value));
+    }
+}
+
+struct Headers<'a>(HashMap<String, &'a str>);
+
+impl Extractor for Headers<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).copied()
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(String::as_str).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use opentelemetry::trace::{SpanId, TraceId, TracerProvider as _};
+    use opentelemetry_sdk::trace::SdkTracerProvider;
+    use tracing_subscriber::layer::SubscriberExt;
+
+    use super::*;
+
+    /// A subscriber with an OpenTelemetry layer whose provider exports
+    /// nothing: enough for spans to carry ids.
+    fn subscriber() -> impl tracing::Subscriber + Send + Sync {
+        let provider = SdkTracerProvider::builder().build();
+        tracing_subscriber::registry()
+            .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")))
+    }
+
+    const TRACEPARENT_VALUE: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+    #[test]
+    fn injected_context_extracts_to_the_same_trace() {
+        tracing::subscriber::with_default(subscriber(), || {
+            let span = tracing::info_span!("publish");
+            let _entered = span.enter();
+            let pairs = inject_current();
+            let sent = span.context().span().span_context().clone();
+            assert!(sent.is_valid());
+
+            let received = extract(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+            let received = received.span().span_context().clone();
+            assert_eq!(received.trace_id(), sent.trace_id());
+            assert_eq!(received.span_id(), sent.span_id());
+            assert!(received.is_remote());
+            assert_eq!(
+                current_trace_id().as_deref(),
+                Some(sent.trace_id().to_string().as_str())
+            );
+        });
+    }
+
+    #[test]
+    fn extracted_parent_carries_the_trace_into_a_new_span() {
+        tracing::subscriber::with_default(subscriber(), || {
+            let cx = extract([("TraceParent", TRACEPARENT_VALUE), ("x-other", "1")]);
+            let span = tracing::info_span!("process");
+            set_parent(&span, cx);
+            let _entered = span.enter();
+
+            let pairs = inject_current();
+            let traceparent = &pairs.iter().find(|(k, _)| k == TRACEPARENT).unwrap().1;
+            assert!(
+                traceparent.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"),
+                "{traceparent}"
+            );
+            // The new span is a child, not the remote span itself.
+            assert!(!traceparent.contains("00f067aa0ba902b7"), "{traceparent}");
+        });
+    }
+
+    #[test]
+    fn missing_context_keeps_the_local_parent() {
+        tracing::subscriber::with_default(subscriber(), || {
+            let outer = tracing::info_span!("consumer");
+            let _outer = outer.enter();
+            let outer_trace = outer.context().span().span_context().trace_id();
+
+            let inner = tracing::info_span!("process");
+            set_parent(&inner, extract([("traceparent", "garbage")]));
+            let _inner = inner.enter();
+            assert_eq!(
+                inner.context().span().span_context().trace_id(),
+                outer_trace
+            );
+        });
+    }
+
+    #[test]
+    fn tracestate_travels_with_traceparent() {
+        let cx = extract([
+            ("traceparent", TRACEPARENT_VALUE),
+            ("tracestate", "vendor=abc"),
+        ]);
+        let sc = cx.span().span_context().clone();
+        assert_eq!(
+            sc.trace_id(),
+            TraceId::from_hex("4bf92f3577b34da6a3ce929d0e0e4736").unwrap()
+        );
+        assert_eq!(sc.span_id(), SpanId::from_hex("00f067aa0ba902b7").unwrap());
+        let pairs = inject_context(&cx);
+        assert_eq!(
+            pairs,
+            vec![
+                (TRACEPARENT.to_owned(), TRACEPARENT_VALUE.to_owned()),
+                (TRACESTATE.to_owned(), "vendor=abc".to_owned()),
+            ]
+        );
+    }
+
+    #[test]
+    fn nothing_is_injected_outside_a_traced_span() {
+        assert!(inject_current().is_empty());
+        assert!(inject_context(&Context::new()).is_empty());
+        assert_eq!(current_trace_id(), None);
+    }
+}

@@ -1,0 +1,96 @@
+//! Gauntlet's repositories: suites, runs, results and reports. `Store` is the
+//! one interface the services use; `PgStore` is the production backend and
+//! `SqliteStore` the embedded one, held to the same behaviour by one
+//! conformance suite (`tests/it/conformance.rs`).
+//!
+//! Results are the source of truth. Their key, (run_id, task_index), is what
+//! makes a redelivered task batch insert nothing the second time.
+
+mod model;
+mod postgres;
+mod sqlite;
+#[cfg(feature = "testing")]
+pub mod testing;
+
+pub use model::*;
+pub use postgres::PgStore;
+pub use sqlite::SqliteStore;
+
+use async_trait::async_trait;
+use uuid::Uuid;
+
+/// What can go wrong talking to the database.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("corrupt row: {0}")]
+    Corrupt(String),
+}
+
+impl StoreError {
+    /// Whether retrying later may succeed (a restart, a dropped connection,
+    /// another SQLite writer holding the lock past the busy timeout).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            StoreError::Unavailable(_) => true,
+            StoreError::Database(e) => {
+                matches!(
+                    e,
+                    sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed
+                ) || sqlite::is_busy(e)
+            }
+            _ => false,
+        }
+    }
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// The repositories every service needs, over one database.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    async fn ping(&self) -> Result<()>;
+
+    /// Stores the suite and its run in one transaction.
+    async fn create_run(&self, run: NewRun) -> Result<RunRecord>;
+    async fn get_run(&self, run_id: Uuid) -> Result<Option<RunRecord>>;
+    /// Newest first; `after` is the last run of the previous page.
+    async fn list_runs(
+        &self,
+        project_id: &str,
+        limit: u32,
+        after: Option<RunCursor>,
+    ) -> Result<Vec<RunRecord>>;
+    /// The compiled suite of a run, as stored by `create_run`.
+    async fn get_suite(&self, run_id: Uuid) -> Result<Option<serde_json::Value>>;
+    /// Queued → running, the first time a worker touches the run.
+    async fn mark_running(&self, run_id: Uuid) -> Result<()>;
+    /// Ends a run that has not ended yet. Returns the run as it now stands.
+    async fn cancel_run(&self, run_id: Uuid) -> Result<Option<RunRecord>>;
+    /// Ends a run that cannot proceed (its tasks could not be queued).
+    async fn fail_run(&self, run_id: Uuid) -> Result<Option<RunRecord>>;
+
+    /// Inserts the rows that are not there yet and bumps the run's counters by
+    /// what was really inserted, in one transaction. A run whose every task is
+    /// in becomes `completed`.
+    async fn insert_results(&self, run_id: Uuid, rows: &[NewResult]) -> Result<InsertOutcome>;
+    /// Results in task order; `after_task` is the last task of the previous page.
+    async fn list_results(
+        &self,
+        run_id: Uuid,
+        status: Option<ResultStatus>,
+        after_task: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<ResultRecord>>;
+    /// The few columns statistics need, for every result of a run.
+    async fn result_metrics(&self, run_id: Uuid) -> Result<Vec<ResultMetrics>>;
+
+    async fn create_report(&self, report: NewReport) -> Result<ReportRecord>;
+    async fn get_report(&self, report_id: Uuid) -> Result<Option<ReportRecord>>;
+    async fn finish_report(&self, report_id: Uuid, outcome: ReportOutcome) -> Result<()>;
+}

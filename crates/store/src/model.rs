@@ -1,0 +1,212 @@
+//! Rows as the services see them.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// Mirrors `gauntlet.v1.RunStatus`; stored as lowercase text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunStatus {
+    Queued,
+    Running,
+    Completed,
+    Cancelled,
+    Failed,
+}
+
+impl RunStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Queued => "queued",
+            RunStatus::Running => "running",
+            RunStatus::Completed => "completed",
+            RunStatus::Cancelled => "cancelled",
+            RunStatus::Failed => "failed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "queued" => RunStatus::Queued,
+            "running" => RunStatus::Running,
+            "completed" => RunStatus::Completed,
+            "cancelled" => RunStatus::Cancelled,
+            "failed" => RunStatus::Failed,
+            _ => return None,
+        })
+    }
+
+    /// A run in a terminal state takes no more results into its counters.
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            RunStatus::Completed | RunStatus::Cancelled | RunStatus::Failed
+        )
+    }
+}
+
+/// Mirrors `gauntlet.v1.ResultStatus`; stored as its number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ResultStatus {
+    Pass = 1,
+    Fail = 2,
+    Error = 3,
+}
+
+impl ResultStatus {
+    pub fn from_i16(v: i16) -> Option<Self> {
+        Some(match v {
+            1 => ResultStatus::Pass,
+            2 => ResultStatus::Fail,
+            3 => ResultStatus::Error,
+            _ => return None,
+        })
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct NewRun {
+    pub id: Uuid,
+    pub project_id: String,
+    pub description: String,
+    pub label: String,
+    /// The suite text as submitted.
+    pub source: String,
+    /// The validated, normalized suite workers execute.
+    pub compiled: serde_json::Value,
+    pub options: serde_json::Value,
+    pub total_tasks: i64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunRecord {
+    pub id: Uuid,
+    pub project_id: String,
+    pub suite_id: Uuid,
+    pub description: String,
+    pub label: String,
+    pub status: RunStatus,
+    pub options: serde_json::Value,
+    pub total_tasks: i64,
+    pub completed_tasks: i64,
+    pub passed: i64,
+    pub failed: i64,
+    pub errors: i64,
+    pub created_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+/// Position of the last run of a page, for keyset pagination.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RunCursor {
+    pub created_at: DateTime<Utc>,
+    pub id: Uuid,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewResult {
+    pub task_index: i64,
+    pub project_id: String,
+    pub test_index: i32,
+    pub prompt_index: i32,
+    pub provider_index: i32,
+    pub repeat_index: i32,
+    pub provider_id: String,
+    pub status: ResultStatus,
+    pub score: f64,
+    pub reason: String,
+    pub rendered_prompt: String,
+    pub output: String,
+    /// Per-assertion outcomes, as a JSON array.
+    pub assertions: serde_json::Value,
+    pub latency_ms: i32,
+    pub tokens_in: i32,
+    pub tokens_out: i32,
+    pub cost_usd: f64,
+    pub cached: bool,
+    pub error: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ResultRecord {
+    pub run_id: Uuid,
+    pub result: NewResult,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ResultMetrics {
+    pub provider_index: i32,
+    pub prompt_index: i32,
+    pub status: ResultStatus,
+    pub latency_ms: i32,
+    pub tokens_in: i32,
+    pub tokens_out: i32,
+    pub cost_usd: f64,
+}
+
+/// What one `insert_results` call changed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InsertOutcome {
+    /// Rows really inserted (a redelivered batch inserts 0).
+    pub inserted: u64,
+    /// The run after its counters were bumped.
+    pub run: RunRecord,
+    /// True when this call moved the run to `completed`.
+    pub finished_now: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewReport {
+    pub id: Uuid,
+    pub project_id: String,
+    pub run_id: Uuid,
+    pub format: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReportStatus {
+    Pending,
+    Ready,
+    Failed,
+}
+
+impl ReportStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReportStatus::Pending => "pending",
+            ReportStatus::Ready => "ready",
+            ReportStatus::Failed => "failed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "pending" => ReportStatus::Pending,
+            "ready" => ReportStatus::Ready,
+            "failed" => ReportStatus::Failed,
+            _ => return None,
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReportRecord {
+    pub id: Uuid,
+    pub project_id: String,
+    pub run_id: Uuid,
+    pub format: String,
+    pub status: ReportStatus,
+    pub content: String,
+    pub error: String,
+    pub created_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone)]
+pub enum ReportOutcome {
+    Ready(String),
+    Failed(String),
+}

@@ -1,0 +1,478 @@
+//! The Postgres backend: unchecked queries (the build needs no database),
+//! multi-row inserts through UNNEST, keyset pagination.
+
+use std::{str::FromStr, time::Duration};
+
+use async_trait::async_trait;
+use gauntlet_config::DatabaseConfig;
+use sqlx::{
+    ConnectOptions, PgPool, Row,
+    migrate::MigrateDatabase,
+    postgres::{PgConnectOptions, PgPoolOptions, PgRow},
+};
+use uuid::Uuid;
+
+use crate::{
+    InsertOutcome, NewReport, NewResult, NewRun, ReportOutcome, ReportRecord, ReportStatus, Result,
+    ResultMetrics, ResultRecord, ResultStatus, RunCursor, RunRecord, RunStatus, Store, StoreError,
+};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
+
+/// Postgres-backed [`Store`].
+#[derive(Clone, Debug)]
+pub struct PgStore {
+    pool: PgPool,
+}
+
+const RUN_COLUMNS: &str = "id, project_id, suite_id, description, label, status, options, \
+     total_tasks, completed_tasks, passed, failed, errors, created_at, started_at, finished_at";
+
+const RESULT_COLUMNS: &str = "run_id, task_index, project_id, test_index, prompt_index, \
+     provider_index, repeat_index, provider_id, status, score, reason, rendered_prompt, output, \
+     assertions, latency_ms, tokens_in, tokens_out, cost_usd, cached, error, created_at";
+
+impl PgStore {
+    /// Connects a bounded pool. With `config.migrate`, creates the database if
+    /// it does not exist and applies pending migrations.
+    pub async fn connect(config: &DatabaseConfig) -> Result<Self> {
+        if config.migrate && !sqlx::Postgres::database_exists(&config.url).await? {
+            sqlx::Postgres::create_database(&config.url).await?;
+        }
+        let options = PgConnectOptions::from_str(&config.url)?
+            .log_statements(tracing::log::LevelFilter::Trace)
+            .log_slow_statements(tracing::log::LevelFilter::Warn, Duration::from_secs(2));
+        let pool = PgPoolOptions::new()
+            .max_connections(config.max_connections)
+            .acquire_timeout(Duration::from_secs(config.acquire_timeout_secs))
+            .connect_with(options)
+            .await
+            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        let store = Self { pool };
+        if config.migrate {
+            store.migrate().await?;
+        }
+        Ok(store)
+    }
+
+    pub async fn migrate(&self) -> Result<()> {
+        MIGRATOR.run(&self.pool).await?;
+        Ok(())
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    async fn end_run(&self, run_id: Uuid, status: RunStatus) -> Result<Option<RunRecord>> {
+        sqlx::query(
+            "UPDATE runs SET status = $2, finished_at = now() \
+             WHERE id = $1 AND status IN ('queued', 'running')",
+        )
+        .bind(run_id)
+        .bind(status.as_str())
+        .execute(&self.pool)
+        .await?;
+        self.get_run(run_id).await
+    }
+}
+
+fn run_from_row(row: &PgRow) -> Result<RunRecord> {
+    let status: String = row.try_get("status")?;
+    Ok(RunRecord {
+        id: row.try_get("id")?,
+        project_id: row.try_get("project_id")?,
+        suite_id: row.try_get("suite_id")?,
+        description: row.try_get("description")?,
+        label: row.try_get("label")?,
+        status: RunStatus::parse(&status)
+            .ok_or_else(|| StoreError::Corrupt(format!("run status `{status}`")))?,
+        options: row.try_get("options")?,
+        total_tasks: row.try_get("total_tasks")?,
+        completed_tasks: row.try_get("completed_tasks")?,
+        passed: row.try_get("passed")?,
+        failed: row.try_get("failed")?,
+        errors: row.try_get("errors")?,
+        created_at: row.try_get("created_at")?,
+        started_at: row.try_get("started_at")?,
+        finished_at: row.try_get("finished_at")?,
+    })
+}
+
+fn result_status(v: i16) -> Result<ResultStatus> {
+    ResultStatus::from_i16(v).ok_or_else(|| StoreError::Corrupt(format!("result status {v}")))
+}
+
+fn result_from_row(row: &PgRow) -> Result<ResultRecord> {
+    Ok(ResultRecord {
+        run_id: row.try_get("run_id")?,
+        created_at: row.try_get("created_at")?,
+        result: NewResult {
+            task_index: row.try_get("task_index")?,
+            project_id: row.try_get("project_id")?,
+            test_index: row.try_get("test_index")?,
+            prompt_index: row.try_get("prompt_index")?,
+            provider_index: row.try_get("provider_index")?,
+            repeat_index: row.try_get("repeat_index")?,
+            provider_id: row.try_get("provider_id")?,
+            status: result_status(row.try_get("status")?)?,
+            score: row.try_get("score")?,
+            reason: row.try_get("reason")?,
+            rendered_prompt: row.try_get("rendered_prompt")?,
+            output: row.try_get("output")?,
+            assertions: row.try_get("assertions")?,
+            latency_ms: row.try_get("latency_ms")?,
+            tokens_in: row.try_get("tokens_in")?,
+            tokens_out: row.try_get("tokens_out")?,
+            cost_usd: row.try_get("cost_usd")?,
+            cached: row.try_get("cached")?,
+            error: row.try_get("error")?,
+        },
+    })
+}
+
+fn report_from_row(row: &PgRow) -> Result<ReportRecord> {
+    let status: String = row.try_get("status")?;
+    Ok(ReportRecord {
+        id: row.try_get("id")?,
+        project_id: row.try_get("project_id")?,
+        run_id: row.try_get("run_id")?,
+        format: row.try_get("format")?,
+        status: ReportStatus::parse(&status)
+            .ok_or_else(|| StoreError::Corrupt(format!("report status `{status}`")))?,
+        content: row.try_get("content")?,
+        error: row.try_get("error")?,
+        created_at: row.try_get("created_at")?,
+        finished_at: row.try_get("finished_at")?,
+    })
+}
+
+#[async_trait]
+impl Store for PgStore {
+    async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn create_run(&self, run: NewRun) -> Result<RunRecord> {
+        let mut tx = self.pool.begin().await?;
+        let suite_id = Uuid::now_v7();
+        sqlx::query(
+            "INSERT INTO suites (id, project_id, description, source, compiled) \
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(suite_id)
+        .bind(&run.project_id)
+        .bind(&run.description)
+        .bind(&run.source)
+        .bind(&run.compiled)
+        .execute(&mut *tx)
+        .await?;
+        let row = sqlx::query(&format!(
+            "INSERT INTO runs (id, project_id, suite_id, description, label, status, options, total_tasks) \
+             VALUES ($1, $2, $3, $4, $5, 'queued', $6, $7) RETURNING {RUN_COLUMNS}"
+        ))
+        .bind(run.id)
+        .bind(&run.project_id)
+        .bind(suite_id)
+        .bind(&run.description)
+        .bind(&run.label)
+        .bind(&run.options)
+        .bind(run.total_tasks)
+        .fetch_one(&mut *tx)
+        .await?;
+        let record = run_from_row(&row)?;
+        tx.commit().await?;
+        Ok(record)
+    }
+
+    async fn get_run(&self, run_id: Uuid) -> Result<Option<RunRecord>> {
+        sqlx::query(&format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = $1"))
+            .bind(run_id)
+            .fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(run_from_row)
+            .transpose()
+    }
+
+    async fn list_runs(
+        &self,
+        project_id: &str,
+        limit: u32,
+        after: Option<RunCursor>,
+    ) -> Result<Vec<RunRecord>> {
+        let rows = match after {
+            None => {
+                sqlx::query(&format!(
+                    "SELECT {RUN_COLUMNS} FROM runs WHERE project_id = $1 \
+                     ORDER BY created_at DESC, id DESC LIMIT $2"
+                ))
+                .bind(project_id)
+                .bind(i64::from(limit))
+                .fetch_all(&self.pool)
+                .await?
+            }
+            Some(c) => {
+                sqlx::query(&format!(
+                    "SELECT {RUN_COLUMNS} FROM runs WHERE project_id = $1 \
+                     AND (created_at, id) < ($2, $3) \
+                     ORDER BY created_at DESC, id DESC LIMIT $4"
+                ))
+                .bind(project_id)
+                .bind(c.created_at)
+                .bind(c.id)
+                .bind(i64::from(limit))
+                .fetch_all(&self.pool)
+                .await?
+            }
+        };
+        rows.iter().map(run_from_row).collect()
+    }
+
+    async fn get_suite(&self, run_id: Uuid) -> Result<Option<serde_json::Value>> {
+        let row = sqlx::query(
+            "SELECT s.compiled FROM suites s JOIN runs r ON r.suite_id = s.id WHERE r.id = $1",
+        )
+        .bind(run_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|r| r.try_get("compiled")).transpose()?)
+    }
+
+    async fn mark_running(&self, run_id: Uuid) -> Result<()> {
+        sqlx::query(
+            "UPDATE runs SET status = 'running', started_at = now() \
+             WHERE id = $1 AND status = 'queued'",
+        )
+        .bind(run_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn cancel_run(&self, run_id: Uuid) -> Result<Option<RunRecord>> {
+        self.end_run(run_id, RunStatus::Cancelled).await
+    }
+
+    async fn fail_run(&self, run_id: Uuid) -> Result<Option<RunRecord>> {
+        self.end_run(run_id, RunStatus::Failed).await
+    }
+
+    async fn insert_results(&self, run_id: Uuid, rows: &[NewResult]) -> Result<InsertOutcome> {
+        let n = rows.len();
+        let mut task_index = Vec::with_capacity(n);
+        let mut project_id = Vec::with_capacity(n);
+        let mut test_index = Vec::with_capacity(n);
+        let mut prompt_index = Vec::with_capacity(n);
+        let mut provider_index = Vec::with_capacity(n);
+        let mut repeat_index = Vec::with_capacity(n);
+        let mut provider_id = Vec::with_capacity(n);
+        let mut status = Vec::with_capacity(n);
+        let mut score = Vec::with_capacity(n);
+        let mut reason = Vec::with_capacity(n);
+        let mut rendered_prompt = Vec::with_capacity(n);
+        let mut output = Vec::with_capacity(n);
+        let mut assertions = Vec::with_capacity(n);
+        let mut latency_ms = Vec::with_capacity(n);
+        let mut tokens_in = Vec::with_capacity(n);
+        let mut tokens_out = Vec::with_capacity(n);
+        let mut cost_usd = Vec::with_capacity(n);
+        let mut cached = Vec::with_capacity(n);
+        let mut error = Vec::with_capacity(n);
+        for r in rows {
+            task_index.push(r.task_index);
+            project_id.push(r.project_id.as_str());
+            test_index.push(r.test_index);
+            prompt_index.push(r.prompt_index);
+            provider_index.push(r.provider_index);
+            repeat_index.push(r.repeat_index);
+            provider_id.push(r.provider_id.as_str());
+            status.push(r.status as i16);
+            score.push(r.score);
+            reason.push(r.reason.as_str());
+            rendered_prompt.push(r.rendered_prompt.as_str());
+            output.push(r.output.as_str());
+            assertions.push(r.assertions.to_string());
+            latency_ms.push(r.latency_ms);
+            tokens_in.push(r.tokens_in);
+            tokens_out.push(r.tokens_out);
+            cost_usd.push(r.cost_usd);
+            cached.push(r.cached);
+            error.push(r.error.as_str());
+        }
+
+        let mut tx = self.pool.begin().await?;
+        // Lock the run first so concurrent batches of one run serialize their
+        // counter updates and exactly one of them sees the run complete.
+        let before = sqlx::query("SELECT status FROM runs WHERE id = $1 FOR UPDATE")
+            .bind(run_id)
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or_else(|| StoreError::Corrupt(format!("results for unknown run {run_id}")))?;
+        let before_status: String = before.try_get("status")?;
+
+        let rows_inserted = sqlx::query(
+            "INSERT INTO results (run_id, task_index, project_id, test_index, prompt_index, \
+               provider_index, repeat_index, provider_id, status, score, reason, rendered_prompt, \
+               output, assertions, latency_ms, tokens_in, tokens_out, cost_usd, cached, error) \
+             SELECT $1, ti, pid, te, pr, pv, rp, prov, st, sc, re, rpt, outp, asr::jsonb, lat, tin, tout, cost, ca, er \
+             FROM UNNEST($2::bigint[], $3::text[], $4::int[], $5::int[], $6::int[], $7::int[], \
+                         $8::text[], $9::smallint[], $10::float8[], $11::text[], $12::text[], \
+                         $13::text[], $14::text[], $15::int[], $16::int[], $17::int[], \
+                         $18::float8[], $19::bool[], $20::text[]) \
+               AS u(ti, pid, te, pr, pv, rp, prov, st, sc, re, rpt, outp, asr, lat, tin, tout, cost, ca, er) \
+             ON CONFLICT (run_id, task_index) DO NOTHING \
+             RETURNING status",
+        )
+        .bind(run_id)
+        .bind(&task_index)
+        .bind(&project_id)
+        .bind(&test_index)
+        .bind(&prompt_index)
+        .bind(&provider_index)
+        .bind(&repeat_index)
+        .bind(&provider_id)
+        .bind(&status)
+        .bind(&score)
+        .bind(&reason)
+        .bind(&rendered_prompt)
+        .bind(&output)
+        .bind(&assertions)
+        .bind(&latency_ms)
+        .bind(&tokens_in)
+        .bind(&tokens_out)
+        .bind(&cost_usd)
+        .bind(&cached)
+        .bind(&error)
+        .fetch_all(&mut *tx)
+        .await?;
+
+        let (mut pass, mut fail, mut err) = (0i64, 0i64, 0i64);
+        for row in &rows_inserted {
+            match result_status(row.try_get("status")?)? {
+                ResultStatus::Pass => pass += 1,
+                ResultStatus::Fail => fail += 1,
+                ResultStatus::Error => err += 1,
+            }
+        }
+        let inserted = rows_inserted.len() as i64;
+        let row = sqlx::query(&format!(
+            "UPDATE runs SET \
+               completed_tasks = completed_tasks + $2, passed = passed + $3, \
+               failed = failed + $4, errors = errors + $5, \
+               status = CASE WHEN status IN ('queued', 'running') AND completed_tasks + $2 >= total_tasks \
+                             THEN 'completed' \
+                             WHEN status = 'queued' THEN 'running' ELSE status END, \
+               started_at = COALESCE(started_at, now()), \
+               finished_at = CASE WHEN finished_at IS NULL AND completed_tasks + $2 >= total_tasks \
+                                  THEN now() ELSE finished_at END \
+             WHERE id = $1 RETURNING {RUN_COLUMNS}"
+        ))
+        .bind(run_id)
+        .bind(inserted)
+        .bind(pass)
+        .bind(fail)
+        .bind(err)
+        .fetch_one(&mut *tx)
+        .await?;
+        let run = run_from_row(&row)?;
+        tx.commit().await?;
+        let finished_now = run.status == RunStatus::Completed && before_status != "completed";
+        Ok(InsertOutcome {
+            inserted: inserted as u64,
+            run,
+            finished_now,
+        })
+    }
+
+    async fn list_results(
+        &self,
+        run_id: Uuid,
+        status: Option<ResultStatus>,
+        after_task: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<ResultRecord>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {RESULT_COLUMNS} FROM results \
+             WHERE run_id = $1 AND ($2::smallint IS NULL OR status = $2) AND task_index > $3 \
+             ORDER BY task_index LIMIT $4"
+        ))
+        .bind(run_id)
+        .bind(status.map(|s| s as i16))
+        .bind(after_task.unwrap_or(-1))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(result_from_row).collect()
+    }
+
+    async fn result_metrics(&self, run_id: Uuid) -> Result<Vec<ResultMetrics>> {
+        let rows = sqlx::query(
+            "SELECT provider_index, prompt_index, status, latency_ms, tokens_in, tokens_out, cost_usd \
+             FROM results WHERE run_id = $1",
+        )
+        .bind(run_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(ResultMetrics {
+                    provider_index: row.try_get("provider_index")?,
+                    prompt_index: row.try_get("prompt_index")?,
+                    status: result_status(row.try_get("status")?)?,
+                    latency_ms: row.try_get("latency_ms")?,
+                    tokens_in: row.try_get("tokens_in")?,
+                    tokens_out: row.try_get("tokens_out")?,
+                    cost_usd: row.try_get("cost_usd")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn create_report(&self, report: NewReport) -> Result<ReportRecord> {
+        let row = sqlx::query(
+            "INSERT INTO reports (id, project_id, run_id, format, status) \
+             VALUES ($1, $2, $3, $4, 'pending') RETURNING *",
+        )
+        .bind(report.id)
+        .bind(&report.project_id)
+        .bind(report.run_id)
+        .bind(&report.format)
+        .fetch_one(&self.pool)
+        .await?;
+        report_from_row(&row)
+    }
+
+    async fn get_report(&self, report_id: Uuid) -> Result<Option<ReportRecord>> {
+        sqlx::query("SELECT * FROM reports WHERE id = $1")
+            .bind(report_id)
+            .fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(report_from_row)
+            .transpose()
+    }
+
+    async fn finish_report(&self, report_id: Uuid, outcome: ReportOutcome) -> Result<()> {
+        let (status, content, error) = match outcome {
+            ReportOutcome::Ready(content) => (ReportStatus::Ready, content, String::new()),
+            ReportOutcome::Failed(error) => (ReportStatus::Failed, String::new(), error),
+        };
+        sqlx::query(
+            "UPDATE reports SET status = $2, content = $3, error = $4, finished_at = now() \
+             WHERE id = $1",
+        )
+        .bind(report_id)
+        .bind(status.as_str())
+        .bind(content)
+        .bind(error)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,667 @@
+//! The SQLite backend for embedded mode: one file, WAL, the same behaviour as
+//! [`PgStore`](crate::PgStore). Unchecked queries, chunked multi-row inserts,
+//! keyset pagination.
+//!
+//! UUIDs are stored as hyphenated text and timestamps as fixed-width RFC 3339
+//! text written here (not by SQLite), so that comparing the text compares the
+//! values the way Postgres does.
+
+use std::{path::Path, str::FromStr, time::Duration};
+
+use async_trait::async_trait;
+use chrono::{DateTime, SubsecRound, Utc};
+use gauntlet_config::DatabaseConfig;
+use sqlx::{
+    ConnectOptions, QueryBuilder, Row, Sqlite, SqlitePool,
+    sqlite::{
+        SqliteConnectOptions, SqliteError, SqliteJournalMode, SqlitePoolOptions, SqliteRow,
+        SqliteSynchronous,
+    },
+};
+use uuid::Uuid;
+
+use crate::{
+    InsertOutcome, NewReport, NewResult, NewRun, ReportOutcome, ReportRecord, ReportStatus, Result,
+    ResultMetrics, ResultRecord, ResultStatus, RunCursor, RunRecord, RunStatus, Store, StoreError,
+};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+
+/// How long a writer waits for another writer's transaction before giving up
+/// with `SQLITE_BUSY`.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// SQLite's default limit on bound parameters per statement (since 3.32).
+const MAX_PARAMS: usize = 32766;
+
+/// Parameters bound per result row in `insert_results`.
+const RESULT_PARAMS: usize = 21;
+
+/// Rows per `INSERT` statement, so a batch never exceeds [`MAX_PARAMS`].
+const RESULT_ROWS_PER_STATEMENT: usize = MAX_PARAMS / RESULT_PARAMS;
+
+/// SQLite-backed [`Store`].
+#[derive(Clone, Debug)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+const RUN_COLUMNS: &str = "id, project_id, suite_id, description, label, status, options, \
+     total_tasks, completed_tasks, passed, failed, errors, created_at, started_at, finished_at";
+
+const RESULT_COLUMNS: &str = "run_id, task_index, project_id, test_index, prompt_index, \
+     provider_index, repeat_index, provider_id, status, score, reason, rendered_prompt, output, \
+     assertions, latency_ms, tokens_in, tokens_out, cost_usd, cached, error, created_at";
+
+const REPORT_COLUMNS: &str =
+    "id, project_id, run_id, format, status, content, error, created_at, finished_at";
+
+impl SqliteStore {
+    /// Opens (creating if missing) the database at `config.url`, e.g.
+    /// `sqlite:///var/lib/gauntlet/gauntlet.db` or `sqlite://data/gauntlet.db`.
+    /// With `config.migrate`, applies pending migrations.
+    ///
+    /// `sqlite::memory:` gives a private in-memory database on a single
+    /// connection, which is what keeps it alive.
+    pub async fn connect(config: &DatabaseConfig) -> Result<Self> {
+        let options = SqliteConnectOptions::from_str(&config.url)?;
+        let acquire_timeout = Duration::from_secs(config.acquire_timeout_secs);
+        let in_memory = config.url.contains(":memory:") || config.url.contains("mode=memory");
+        let store = if in_memory {
+            Self::connect_in_memory(options, acquire_timeout).await?
+        } else {
+            Self::connect_file(options, config.max_connections, acquire_timeout).await?
+        };
+        if config.migrate {
+            store.migrate().await?;
+        }
+        Ok(store)
+    }
+
+    /// Opens (creating if missing) the database file at `path` and applies
+    /// pending migrations.
+    pub async fn open(path: &Path) -> Result<Self> {
+        let defaults = DatabaseConfig::default();
+        let options = SqliteConnectOptions::new().filename(path);
+        let store = Self::connect_file(
+            options,
+            defaults.max_connections,
+            Duration::from_secs(defaults.acquire_timeout_secs),
+        )
+        .await?;
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    /// A fresh, migrated database that lives as long as this store.
+    pub async fn in_memory() -> Result<Self> {
+        let options = SqliteConnectOptions::from_str("sqlite::memory:")?;
+        let store = Self::connect_in_memory(options, Duration::from_secs(10)).await?;
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    async fn connect_file(
+        options: SqliteConnectOptions,
+        max_connections: u32,
+        acquire_timeout: Duration,
+    ) -> Result<Self> {
+        // SQLite creates the file but not the directory it goes in.
+        if let Some(dir) = options.get_filename().parent()
+            && !dir.as_os_str().is_empty()
+        {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                StoreError::Unavailable(format!("creating directory {}: {e}", dir.display()))
+            })?;
+        }
+        let options = common_options(options)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            // In WAL mode NORMAL loses at most the last transactions on power
+            // loss, never consistency; results are redelivered anyway.
+            .synchronous(SqliteSynchronous::Normal);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(max_connections.max(1))
+            .acquire_timeout(acquire_timeout)
+            .connect_with(options)
+            .await
+            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        Ok(Self { pool })
+    }
+
+    async fn connect_in_memory(
+        options: SqliteConnectOptions,
+        acquire_timeout: Duration,
+    ) -> Result<Self> {
+        // An in-memory database dies with its last connection, and shared-cache
+        // connections lock whole tables without waiting; so exactly one
+        // connection, never closed while the pool lives.
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .acquire_timeout(acquire_timeout)
+            .connect_with(common_options(options))
+            .await
+            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        Ok(Self { pool })
+    }
+
+    pub async fn migrate(&self) -> Result<()> {
+        MIGRATOR.run(&self.pool).await?;
+        Ok(())
+    }
+
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// A write transaction that takes the write lock up front (waiting up to
+    /// the busy timeout), the SQLite analogue of `SELECT … FOR UPDATE`. A
+    /// deferred transaction that reads first fails with `SQLITE_BUSY` instead
+    /// of waiting when another writer got in between.
+    async fn begin_write(&self) -> Result<sqlx::Transaction<'static, Sqlite>> {
+        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
+    }
+
+    async fn end_run(&self, run_id: Uuid, status: RunStatus) -> Result<Option<RunRecord>> {
+        sqlx::query(
+            "UPDATE runs SET status = ?2, finished_at = ?3 \
+             WHERE id = ?1 AND status IN ('queued', 'running')",
+        )
+        .bind(uuid_text(run_id))
+        .bind(status.as_str())
+        .bind(ts_text(now()))
+        .execute(&self.pool)
+        .await?;
+        self.get_run(run_id).await
+    }
+}
+
+fn common_options(options: SqliteConnectOptions) -> SqliteConnectOptions {
+    options
+        .foreign_keys(true)
+        .busy_timeout(BUSY_TIMEOUT)
+        .log_statements(tracing::log::LevelFilter::Trace)
+        .log_slow_statements(tracing::log::LevelFilter::Warn, Duration::from_secs(2))
+}
+
+/// Whether `e` is SQLite saying another connection holds a lock
+/// (`SQLITE_BUSY`, `SQLITE_LOCKED` and their extended codes).
+pub(crate) fn is_busy(e: &sqlx::Error) -> bool {
+    e.as_database_error()
+        .and_then(|d| d.try_downcast_ref::<SqliteError>())
+        .and_then(sqlx::error::DatabaseError::code)
+        .and_then(|code| code.parse::<i32>().ok())
+        .is_some_and(|code| matches!(code & 0xff, 5 | 6))
+}
+
+/// Now, at the precision Postgres keeps, so both backends hand back the same
+/// kind of value.
+fn now() -> DateTime<Utc> {
+    Utc::now().trunc_subsecs(6)
+}
+
+/// Fixed width, so text order is time order.
+fn ts_text(t: DateTime<Utc>) -> String {
+    t.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
+}
+
+fn uuid_text(id: Uuid) -> String {
+    id.hyphenated().to_string()
+}
+
+fn get_uuid(row: &SqliteRow, column: &str) -> Result<Uuid> {
+    let text: String = row.try_get(column)?;
+    Uuid::parse_str(&text).map_err(|e| StoreError::Corrupt(format!("{column} `{text}`: {e}")))
+}
+
+fn parse_ts(column: &str, text: &str) -> Result<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(text)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| StoreError::Corrupt(format!("{column} `{text}`: {e}")))
+}
+
+fn get_ts(row: &SqliteRow, column: &str) -> Result<DateTime<Utc>> {
+    let text: String = row.try_get(column)?;
+    parse_ts(column, &text)
+}
+
+fn get_opt_ts(row: &SqliteRow, column: &str) -> Result<Option<DateTime<Utc>>> {
+    let text: Option<String> = row.try_get(column)?;
+    text.map(|t| parse_ts(column, &t)).transpose()
+}
+
+fn get_json(row: &SqliteRow, column: &str) -> Result<serde_json::Value> {
+    let text: String = row.try_get(column)?;
+    serde_json::from_str(&text).map_err(|e| StoreError::Corrupt(format!("{column}: {e}")))
+}
+
+fn result_status(row: &SqliteRow) -> Result<ResultStatus> {
+    let v: i64 = row.try_get("status")?;
+    i16::try_from(v)
+        .ok()
+        .and_then(ResultStatus::from_i16)
+        .ok_or_else(|| StoreError::Corrupt(format!("result status {v}")))
+}
+
+fn run_from_row(row: &SqliteRow) -> Result<RunRecord> {
+    let status: String = row.try_get("status")?;
+    Ok(RunRecord {
+        id: get_uuid(row, "id")?,
+        project_id: row.try_get("project_id")?,
+        suite_id: get_uuid(row, "suite_id")?,
+        description: row.try_get("description")?,
+        label: row.try_get("label")?,
+        status: RunStatus::parse(&status)
+            .ok_or_else(|| StoreError::Corrupt(format!("run status `{status}`")))?,
+        options: get_json(row, "options")?,
+        total_tasks: row.try_get("total_tasks")?,
+        completed_tasks: row.try_get("completed_tasks")?,
+        passed: row.try_get("passed")?,
+        failed: row.try_get("failed")?,
+        errors: row.try_get("errors")?,
+        created_at: get_ts(row, "created_at")?,
+        started_at: get_opt_ts(row, "started_at")?,
+        finished_at: get_opt_ts(row, "finished_at")?,
+    })
+}
+
+fn result_from_row(row: &SqliteRow) -> Result<ResultRecord> {
+    Ok(ResultRecord {
+        run_id: get_uuid(row, "run_id")?,
+        created_at: get_ts(row, "created_at")?,
+        result: NewResult {
+            task_index: row.try_get("task_index")?,
+            project_id: row.try_get("project_id")?,
+            test_index: row.try_get("test_index")?,
+            prompt_index: row.try_get("prompt_index")?,
+            provider_index: row.try_get("provider_index")?,
+            repeat_index: row.try_get("repeat_index")?,
+            provider_id: row.try_get("provider_id")?,
+            status: result_status(row)?,
+            score: row.try_get("score")?,
+            reason: row.try_get("reason")?,
+            rendered_prompt: row.try_get("rendered_prompt")?,
+            output: row.try_get("output")?,
+            assertions: get_json(row, "assertions")?,
+            latency_ms: row.try_get("latency_ms")?,
+            tokens_in: row.try_get("tokens_in")?,
+            tokens_out: row.try_get("tokens_out")?,
+            cost_usd: row.try_get("cost_usd")?,
+            cached: row.try_get("cached")?,
+            error: row.try_get("error")?,
+        },
+    })
+}
+
+fn report_from_row(row: &SqliteRow) -> Result<ReportRecord> {
+    let status: String = row.try_get("status")?;
+    Ok(ReportRecord {
+        id: get_uuid(row, "id")?,
+        project_id: row.try_get("project_id")?,
+        run_id: get_uuid(row, "run_id")?,
+        format: row.try_get("format")?,
+        status: ReportStatus::parse(&status)
+            .ok_or_else(|| StoreError::Corrupt(format!("report status `{status}`")))?,
+        content: row.try_get("content")?,
+        error: row.try_get("error")?,
+        created_at: get_ts(row, "created_at")?,
+        finished_at: get_opt_ts(row, "finished_at")?,
+    })
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn create_run(&self, run: NewRun) -> Result<RunRecord> {
+        let created_at = ts_text(now());
+        let mut tx = self.begin_write().await?;
+        let suite_id = uuid_text(Uuid::now_v7());
+        sqlx::query(
+            "INSERT INTO suites (id, project_id, description, source, compiled, created_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )
+        .bind(&suite_id)
+        .bind(&run.project_id)
+        .bind(&run.description)
+        .bind(&run.source)
+        .bind(run.compiled.to_string())
+        .bind(&created_at)
+        .execute(&mut *tx)
+        .await?;
+        let row = sqlx::query(&format!(
+            "INSERT INTO runs (id, project_id, suite_id, description, label, status, options, \
+               total_tasks, created_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, 'queued', ?6, ?7, ?8) RETURNING {RUN_COLUMNS}"
+        ))
+        .bind(uuid_text(run.id))
+        .bind(&run.project_id)
+        .bind(&suite_id)
+        .bind(&run.description)
+        .bind(&run.label)
+        .bind(run.options.to_string())
+        .bind(run.total_tasks)
+        .bind(&created_at)
+        .fetch_one(&mut *tx)
+        .await?;
+        let record = run_from_row(&row)?;
+        tx.commit().await?;
+        Ok(record)
+    }
+
+    async fn get_run(&self, run_id: Uuid) -> Result<Option<RunRecord>> {
+        sqlx::query(&format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = ?1"))
+            .bind(uuid_text(run_id))
+            .fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(run_from_row)
+            .transpose()
+    }
+
+    async fn list_runs(
+        &self,
+        project_id: &str,
+        limit: u32,
+        after: Option<RunCursor>,
+    ) -> Result<Vec<RunRecord>> {
+        let rows = match after {
+            None => {
+                sqlx::query(&format!(
+                    "SELECT {RUN_COLUMNS} FROM runs WHERE project_id = ?1 \
+                     ORDER BY created_at DESC, id DESC LIMIT ?2"
+                ))
+                .bind(project_id)
+                .bind(i64::from(limit))
+                .fetch_all(&self.pool)
+                .await?
+            }
+            Some(c) => {
+                sqlx::query(&format!(
+                    "SELECT {RUN_COLUMNS} FROM runs WHERE project_id = ?1 \
+                     AND (created_at, id) < (?2, ?3) \
+                     ORDER BY created_at DESC, id DESC LIMIT ?4"
+                ))
+                .bind(project_id)
+                .bind(ts_text(c.created_at))
+                .bind(uuid_text(c.id))
+                .bind(i64::from(limit))
+                .fetch_all(&self.pool)
+                .await?
+            }
+        };
+        rows.iter().map(run_from_row).collect()
+    }
+
+    async fn get_suite(&self, run_id: Uuid) -> Result<Option<serde_json::Value>> {
+        sqlx::query(
+            "SELECT s.compiled FROM suites s JOIN runs r ON r.suite_id = s.id WHERE r.id = ?1",
+        )
+        .bind(uuid_text(run_id))
+        .fetch_optional(&self.pool)
+        .await?
+        .map(|row| get_json(&row, "compiled"))
+        .transpose()
+    }
+
+    async fn mark_running(&self, run_id: Uuid) -> Result<()> {
+        sqlx::query(
+            "UPDATE runs SET status = 'running', started_at = ?2 \
+             WHERE id = ?1 AND status = 'queued'",
+        )
+        .bind(uuid_text(run_id))
+        .bind(ts_text(now()))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn cancel_run(&self, run_id: Uuid) -> Result<Option<RunRecord>> {
+        self.end_run(run_id, RunStatus::Cancelled).await
+    }
+
+    async fn fail_run(&self, run_id: Uuid) -> Result<Option<RunRecord>> {
+        self.end_run(run_id, RunStatus::Failed).await
+    }
+
+    async fn insert_results(&self, run_id: Uuid, rows: &[NewResult]) -> Result<InsertOutcome> {
+        let run_key = uuid_text(run_id);
+        let now = ts_text(now());
+        // Owns the write lock until commit, so concurrent batches of one run
+        // serialize their counter updates and exactly one sees it complete.
+        let mut tx = self.begin_write().await?;
+        let before = sqlx::query("SELECT status FROM runs WHERE id = ?1")
+            .bind(&run_key)
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or_else(|| StoreError::Corrupt(format!("results for unknown run {run_id}")))?;
+        let before_status: String = before.try_get("status")?;
+
+        let (mut pass, mut fail, mut err) = (0i64, 0i64, 0i64);
+        for chunk in rows.chunks(RESULT_ROWS_PER_STATEMENT) {
+            let mut insert = QueryBuilder::<Sqlite>::new(
+                "INSERT INTO results (run_id, task_index, project_id, test_index, prompt_index, \
+                   provider_index, repeat_index, provider_id, status, score, reason, \
+                   rendered_prompt, output, assertions, latency_ms, tokens_in, tokens_out, \
+                   cost_usd, cached, error, created_at) ",
+            );
+            insert.push_values(chunk, |mut values, r| {
+                values
+                    .push_bind(run_key.as_str())
+                    .push_bind(r.task_index)
+                    .push_bind(r.project_id.as_str())
+                    .push_bind(r.test_index)
+                    .push_bind(r.prompt_index)
+                    .push_bind(r.provider_index)
+                    .push_bind(r.repeat_index)
+                    .push_bind(r.provider_id.as_str())
+                    .push_bind(r.status as i64)
+                    .push_bind(r.score)
+                    .push_bind(r.reason.as_str())
+                    .push_bind(r.rendered_prompt.as_str())
+                    .push_bind(r.output.as_str())
+                    .push_bind(r.assertions.to_string())
+                    .push_bind(r.latency_ms)
+                    .push_bind(r.tokens_in)
+                    .push_bind(r.tokens_out)
+                    .push_bind(r.cost_usd)
+                    .push_bind(r.cached)
+                    .push_bind(r.error.as_str())
+                    .push_bind(now.as_str());
+            });
+            // RETURNING yields only the rows really inserted, not the ones
+            // DO NOTHING skipped.
+            insert.push(" ON CONFLICT (run_id, task_index) DO NOTHING RETURNING status");
+            for row in insert.build().fetch_all(&mut *tx).await? {
+                match result_status(&row)? {
+                    ResultStatus::Pass => pass += 1,
+                    ResultStatus::Fail => fail += 1,
+                    ResultStatus::Error => err += 1,
+                }
+            }
+        }
+
+        let inserted = pass + fail + err;
+        let row = sqlx::query(&format!(
+            "UPDATE runs SET \
+               completed_tasks = completed_tasks + ?2, passed = passed + ?3, \
+               failed = failed + ?4, errors = errors + ?5, \
+               status = CASE WHEN status IN ('queued', 'running') AND completed_tasks + ?2 >= total_tasks \
+                             THEN 'completed' \
+                             WHEN status = 'queued' THEN 'running' ELSE status END, \
+               started_at = COALESCE(started_at, ?6), \
+               finished_at = CASE WHEN finished_at IS NULL AND completed_tasks + ?2 >= total_tasks \
+                                  THEN ?6 ELSE finished_at END \
+             WHERE id = ?1 RETURNING {RUN_COLUMNS}"
+        ))
+        .bind(&run_key)
+        .bind(inserted)
+        .bind(pass)
+        .bind(fail)
+        .bind(err)
+        .bind(&now)
+        .fetch_one(&mut *tx)
+        .await?;
+        let run = run_from_row(&row)?;
+        tx.commit().await?;
+        let finished_now = run.status == RunStatus::Completed && before_status != "completed";
+        Ok(InsertOutcome {
+            inserted: inserted as u64,
+            run,
+            finished_now,
+        })
+    }
+
+    async fn list_results(
+        &self,
+        run_id: Uuid,
+        status: Option<ResultStatus>,
+        after_task: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<ResultRecord>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {RESULT_COLUMNS} FROM results \
+             WHERE run_id = ?1 AND (?2 IS NULL OR status = ?2) AND task_index > ?3 \
+             ORDER BY task_index LIMIT ?4"
+        ))
+        .bind(uuid_text(run_id))
+        .bind(status.map(|s| s as i64))
+        .bind(after_task.unwrap_or(-1))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(result_from_row).collect()
+    }
+
+    async fn result_metrics(&self, run_id: Uuid) -> Result<Vec<ResultMetrics>> {
+        let rows = sqlx::query(
+            "SELECT provider_index, prompt_index, status, latency_ms, tokens_in, tokens_out, cost_usd \
+             FROM results WHERE run_id = ?1",
+        )
+        .bind(uuid_text(run_id))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(ResultMetrics {
+                    provider_index: row.try_get("provider_index")?,
+                    prompt_index: row.try_get("prompt_index")?,
+                    status: result_status(row)?,
+                    latency_ms: row.try_get("latency_ms")?,
+                    tokens_in: row.try_get("tokens_in")?,
+                    tokens_out: row.try_get("tokens_out")?,
+                    cost_usd: row.try_get("cost_usd")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn create_report(&self, report: NewReport) -> Result<ReportRecord> {
+        let row = sqlx::query(&format!(
+            "INSERT INTO reports (id, project_id, run_id, format, status, created_at) \
+             VALUES (?1, ?2, ?3, ?4, 'pending', ?5) RETURNING {REPORT_COLUMNS}"
+        ))
+        .bind(uuid_text(report.id))
+        .bind(&report.project_id)
+        .bind(uuid_text(report.run_id))
+        .bind(&report.format)
+        .bind(ts_text(now()))
+        .fetch_one(&self.pool)
+        .await?;
+        report_from_row(&row)
+    }
+
+    async fn get_report(&self, report_id: Uuid) -> Result<Option<ReportRecord>> {
+        sqlx::query(&format!(
+            "SELECT {REPORT_COLUMNS} FROM reports WHERE id = ?1"
+        ))
+        .bind(uuid_text(report_id))
+        .fetch_optional(&self.pool)
+        .await?
+        .as_ref()
+        .map(report_from_row)
+        .transpose()
+    }
+
+    async fn finish_report(&self, report_id: Uuid, outcome: ReportOutcome) -> Result<()> {
+        let (status, content, error) = match outcome {
+            ReportOutcome::Ready(content) => (ReportStatus::Ready, content, String::new()),
+            ReportOutcome::Failed(error) => (ReportStatus::Failed, String::new(), error),
+        };
+        sqlx::query(
+            "UPDATE reports SET status = ?2, content = ?3, error = ?4, finished_at = ?5 \
+             WHERE id = ?1",
+        )
+        .bind(uuid_text(report_id))
+        .bind(status.as_str())
+        .bind(content)
+        .bind(error)
+        .bind(ts_text(now()))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use sqlx::{Connection, SqliteConnection};
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_locked_database_is_a_transient_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("gauntlet.db");
+        let store = SqliteStore::open(&path).await.unwrap();
+
+        let mut holder =
+            SqliteConnection::connect_with(&SqliteConnectOptions::new().filename(&path))
+                .await
+                .unwrap();
+        sqlx::query("BEGIN IMMEDIATE")
+            .execute(&mut holder)
+            .await
+            .unwrap();
+
+        // A second writer that does not wait gets SQLITE_BUSY at once.
+        let mut impatient = SqliteConnection::connect_with(
+            &SqliteConnectOptions::new()
+                .filename(&path)
+                .busy_timeout(Duration::ZERO),
+        )
+        .await
+        .unwrap();
+        let busy = sqlx::query("BEGIN IMMEDIATE")
+            .execute(&mut impatient)
+            .await
+            .unwrap_err();
+        assert!(StoreError::from(busy).is_transient());
+        holder.close().await.unwrap();
+
+        // A constraint violation is not worth retrying.
+        let run = NewRun {
+            id: Uuid::now_v7(),
+            project_id: "default".into(),
+            description: String::new(),
+            label: String::new(),
+            source: String::new(),
+            compiled: serde_json::json!({}),
+            options: serde_json::json!({}),
+            total_tasks: 1,
+        };
+        store.create_run(run.clone()).await.unwrap();
+        let duplicate = store.create_run(run).await.unwrap_err();
+        assert!(!duplicate.is_transient(), "{duplicate}");
+    }
+}

@@ -1,0 +1,655 @@
+//! What every `Store` backend must do, written once and run against each
+//! (quickwit's `metastore_test_suite!`): `conformance::postgres::*` on a
+//! throwaway Postgres database, `conformance::sqlite::*` on a file in a
+//! temporary directory.
+
+use std::sync::Arc;
+
+use gauntlet_store::{
+    NewReport, NewResult, NewRun, PgStore, ReportOutcome, ReportStatus, ResultStatus, RunCursor,
+    RunRecord, RunStatus, SqliteStore, Store, testing::TestDatabase,
+};
+use tempfile::TempDir;
+use uuid::Uuid;
+
+/// A store and whatever must outlive it.
+struct Backend {
+    store: Arc<dyn Store>,
+    _database: Option<TestDatabase>,
+    _dir: Option<TempDir>,
+}
+
+impl Backend {
+    async fn postgres() -> Self {
+        let db = TestDatabase::create().await;
+        let store = PgStore::connect(&db.config).await.unwrap();
+        Self {
+            store: Arc::new(store),
+            _database: Some(db),
+            _dir: None,
+        }
+    }
+
+    async fn sqlite() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("gauntlet.db"))
+            .await
+            .unwrap();
+        Self {
+            store: Arc::new(store),
+            _database: None,
+            _dir: Some(dir),
+        }
+    }
+}
+
+/// One `#[tokio::test]` per behaviour and backend, each on a fresh database.
+macro_rules! conformance {
+    ($($behaviour:ident),* $(,)?) => {
+        mod postgres {
+            $(
+                #[tokio::test]
+                async fn $behaviour() {
+                    let backend = super::Backend::postgres().await;
+                    super::$behaviour(backend.store.clone()).await;
+                }
+            )*
+        }
+        mod sqlite {
+            $(
+                #[tokio::test]
+                async fn $behaviour() {
+                    let backend = super::Backend::sqlite().await;
+                    super::$behaviour(backend.store.clone()).await;
+                }
+            )*
+        }
+    };
+}
+
+conformance!(
+    a_created_run_reads_back_with_its_suite,
+    unknown_ids_read_as_nothing,
+    runs_list_newest_first_in_pages,
+    redelivered_batch_inserts_nothing_and_leaves_the_run_alone,
+    overlapping_batch_counts_only_its_new_rows,
+    the_batch_bringing_the_last_task_completes_the_run,
+    concurrent_overlapping_batches_count_each_task_once,
+    a_batch_larger_than_one_statement_inserts_every_row,
+    results_for_an_unknown_run_are_rejected,
+    mark_running_moves_only_queued_runs,
+    cancel_ends_only_unfinished_runs,
+    fail_ends_only_unfinished_runs,
+    late_results_do_not_revive_a_cancelled_run,
+    results_read_back_exactly_as_written,
+    results_page_in_task_order_and_filter_by_status,
+    result_metrics_cover_every_result_of_the_run,
+    reports_move_from_pending_to_ready,
+    reports_can_fail_with_an_error,
+);
+
+fn new_run(total: i64) -> NewRun {
+    NewRun {
+        id: Uuid::now_v7(),
+        project_id: "default".into(),
+        description: "demo".into(),
+        label: "nightly".into(),
+        source: "prompts: [hi]".into(),
+        compiled: serde_json::json!({"prompts": ["hi"], "tests": [{"vars": {"n": 1.5}}]}),
+        options: serde_json::json!({"repeat": 1, "concurrency": 4}),
+        total_tasks: total,
+    }
+}
+
+fn result(task: i64, status: ResultStatus) -> NewResult {
+    NewResult {
+        task_index: task,
+        project_id: "default".into(),
+        test_index: task as i32,
+        prompt_index: (task % 3) as i32,
+        provider_index: (task % 2) as i32,
+        repeat_index: 0,
+        provider_id: "echo".into(),
+        status,
+        score: if status == ResultStatus::Pass {
+            1.0
+        } else {
+            0.0
+        },
+        reason: "r".into(),
+        rendered_prompt: format!("prompt {task}"),
+        output: format!("out {task}"),
+        assertions: serde_json::json!([{"type": "contains", "pass": true}]),
+        latency_ms: 10 + task as i32,
+        tokens_in: 3,
+        tokens_out: 4,
+        cost_usd: 0.001,
+        cached: false,
+        error: String::new(),
+    }
+}
+
+/// Pass, fail, error, pass, … by task index.
+fn cycling_status(task: i64) -> ResultStatus {
+    match task % 3 {
+        0 => ResultStatus::Pass,
+        1 => ResultStatus::Fail,
+        _ => ResultStatus::Error,
+    }
+}
+
+fn counters(run: &RunRecord) -> (i64, i64, i64, i64) {
+    (run.completed_tasks, run.passed, run.failed, run.errors)
+}
+
+async fn completed_run(store: &dyn Store) -> RunRecord {
+    let run = store.create_run(new_run(1)).await.unwrap();
+    let out = store
+        .insert_results(run.id, &[result(0, ResultStatus::Pass)])
+        .await
+        .unwrap();
+    assert_eq!(out.run.status, RunStatus::Completed);
+    out.run
+}
+
+async fn a_created_run_reads_back_with_its_suite(store: Arc<dyn Store>) {
+    let new = new_run(4);
+    let run = store.create_run(new.clone()).await.unwrap();
+    assert_eq!(run.id, new.id);
+    assert_eq!(run.project_id, "default");
+    assert_eq!(run.description, "demo");
+    assert_eq!(run.label, "nightly");
+    assert_eq!(run.options, new.options);
+    assert_eq!(run.status, RunStatus::Queued);
+    assert_eq!(run.total_tasks, 4);
+    assert_eq!(counters(&run), (0, 0, 0, 0));
+    assert_eq!((run.started_at, run.finished_at), (None, None));
+
+    assert_eq!(store.get_run(run.id).await.unwrap(), Some(run.clone()));
+    assert_eq!(store.get_suite(run.id).await.unwrap(), Some(new.compiled));
+
+    // Each run stores its own suite.
+    let other = store.create_run(new_run(1)).await.unwrap();
+    assert_ne!(other.suite_id, run.suite_id);
+}
+
+async fn unknown_ids_read_as_nothing(store: Arc<dyn Store>) {
+    store.create_run(new_run(1)).await.unwrap();
+    let unknown = Uuid::now_v7();
+    assert_eq!(store.get_run(unknown).await.unwrap(), None);
+    assert_eq!(store.get_suite(unknown).await.unwrap(), None);
+    assert_eq!(store.get_report(unknown).await.unwrap(), None);
+    assert_eq!(store.cancel_run(unknown).await.unwrap(), None);
+    assert_eq!(store.fail_run(unknown).await.unwrap(), None);
+    assert!(
+        store
+            .list_results(unknown, None, None, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(store.result_metrics(unknown).await.unwrap().is_empty());
+}
+
+async fn runs_list_newest_first_in_pages(store: Arc<dyn Store>) {
+    let mut ids = Vec::new();
+    for _ in 0..5 {
+        ids.push(store.create_run(new_run(1)).await.unwrap().id);
+    }
+    let mut pages = Vec::new();
+    let mut after = None;
+    loop {
+        let page = store.list_runs("default", 2, after).await.unwrap();
+        if page.is_empty() {
+            break;
+        }
+        let last = page.last().unwrap();
+        after = Some(RunCursor {
+            created_at: last.created_at,
+            id: last.id,
+        });
+        pages.push(page.iter().map(|r| r.id).collect::<Vec<_>>());
+    }
+    assert_eq!(
+        pages,
+        vec![vec![ids[4], ids[3]], vec![ids[2], ids[1]], vec![ids[0]]]
+    );
+
+    let page = store.list_runs("default", 10, None).await.unwrap();
+    assert_eq!(page[0], store.get_run(ids[4]).await.unwrap().unwrap());
+    assert!(store.list_runs("other", 10, None).await.unwrap().is_empty());
+}
+
+async fn redelivered_batch_inserts_nothing_and_leaves_the_run_alone(store: Arc<dyn Store>) {
+    let run = store.create_run(new_run(4)).await.unwrap();
+    let batch = vec![result(0, ResultStatus::Pass), result(1, ResultStatus::Fail)];
+    let first = store.insert_results(run.id, &batch).await.unwrap();
+    assert_eq!(first.inserted, 2);
+    assert!(!first.finished_now);
+    assert_eq!(first.run.status, RunStatus::Running);
+    assert!(first.run.started_at.is_some());
+    assert_eq!(first.run.finished_at, None);
+    assert_eq!(counters(&first.run), (2, 1, 1, 0));
+
+    let again = store.insert_results(run.id, &batch).await.unwrap();
+    assert_eq!(again.inserted, 0);
+    assert!(!again.finished_now);
+    assert_eq!(again.run, first.run);
+    assert_eq!(store.get_run(run.id).await.unwrap(), Some(first.run));
+    let stored = store.list_results(run.id, None, None, 10).await.unwrap();
+    assert_eq!(stored.len(), 2);
+}
+
+async fn overlapping_batch_counts_only_its_new_rows(store: Arc<dyn Store>) {
+    let run = store.create_run(new_run(10)).await.unwrap();
+    store
+        .insert_results(
+            run.id,
+            &[result(0, ResultStatus::Pass), result(1, ResultStatus::Pass)],
+        )
+        .await
+        .unwrap();
+
+    // Task 1 again, this time as a failure: the first answer stands.
+    let mut retried = result(1, ResultStatus::Fail);
+    retried.output = "a different answer".into();
+    let out = store
+        .insert_results(
+            run.id,
+            &[
+                retried,
+                result(2, ResultStatus::Error),
+                result(3, ResultStatus::Fail),
+            ],
+        )
+        .await
+        .unwrap();
+    assert_eq!(out.inserted, 2);
+    assert_eq!(counters(&out.run), (4, 2, 1, 1));
+
+    let stored = store.list_results(run.id, None, None, 10).await.unwrap();
+    assert_eq!(stored.len(), 4);
+    assert_eq!(stored[1].result, result(1, ResultStatus::Pass));
+}
+
+async fn the_batch_bringing_the_last_task_completes_the_run(store: Arc<dyn Store>) {
+    let run = store.create_run(new_run(3)).await.unwrap();
+    let first = store
+        .insert_results(
+            run.id,
+            &[result(0, ResultStatus::Pass), result(1, ResultStatus::Fail)],
+        )
+        .await
+        .unwrap();
+    assert!(!first.finished_now);
+    assert_eq!(first.run.status, RunStatus::Running);
+
+    let last = store
+        .insert_results(run.id, &[result(2, ResultStatus::Error)])
+        .await
+        .unwrap();
+    assert_eq!(last.inserted, 1);
+    assert!(last.finished_now);
+    assert_eq!(last.run.status, RunStatus::Completed);
+    assert_eq!(counters(&last.run), (3, 1, 1, 1));
+    let finished_at = last.run.finished_at.expect("a completed run has ended");
+    assert!(finished_at >= last.run.started_at.unwrap());
+
+    // Completion is reported once; a redelivery after it changes nothing.
+    let again = store
+        .insert_results(run.id, &[result(2, ResultStatus::Error)])
+        .await
+        .unwrap();
+    assert_eq!(again.inserted, 0);
+    assert!(!again.finished_now);
+    assert_eq!(again.run, last.run);
+
+    // A run can go from queued to completed in one batch.
+    let run = store.create_run(new_run(2)).await.unwrap();
+    let out = store
+        .insert_results(
+            run.id,
+            &[result(0, ResultStatus::Pass), result(1, ResultStatus::Pass)],
+        )
+        .await
+        .unwrap();
+    assert!(out.finished_now);
+    assert_eq!(out.run.status, RunStatus::Completed);
+    assert!(out.run.started_at.is_some() && out.run.finished_at.is_some());
+}
+
+async fn concurrent_overlapping_batches_count_each_task_once(store: Arc<dyn Store>) {
+    const TASKS: i64 = 40;
+    let run = store.create_run(new_run(TASKS)).await.unwrap();
+    // Eight batches of ten tasks, each overlapping the next by five.
+    let handles: Vec<_> = (0..8)
+        .map(|i| {
+            let store = store.clone();
+            let batch: Vec<_> = (i * 5..(i * 5 + 10).min(TASKS))
+                .map(|t| result(t, cycling_status(t)))
+                .collect();
+            tokio::spawn(async move { store.insert_results(run.id, &batch).await.unwrap() })
+        })
+        .collect();
+    let mut outcomes = Vec::new();
+    for handle in handles {
+        outcomes.push(handle.await.unwrap());
+    }
+
+    let inserted: u64 = outcomes.iter().map(|o| o.inserted).sum();
+    assert_eq!(inserted, TASKS as u64);
+    assert_eq!(outcomes.iter().filter(|o| o.finished_now).count(), 1);
+    let run = store.get_run(run.id).await.unwrap().unwrap();
+    assert_eq!(run.status, RunStatus::Completed);
+    assert_eq!(counters(&run), (40, 14, 13, 13));
+}
+
+async fn a_batch_larger_than_one_statement_inserts_every_row(store: Arc<dyn Store>) {
+    // More rows than fit in one SQLite statement's parameters, several times
+    // over, plus a repeat of an early task at the very end.
+    const TASKS: i64 = 5000;
+    let run = store.create_run(new_run(TASKS)).await.unwrap();
+    let mut batch: Vec<_> = (0..TASKS).map(|t| result(t, cycling_status(t))).collect();
+    batch.push(result(7, ResultStatus::Pass));
+
+    let out = store.insert_results(run.id, &batch).await.unwrap();
+    assert_eq!(out.inserted, TASKS as u64);
+    assert!(out.finished_now);
+    assert_eq!(counters(&out.run), (5000, 1667, 1667, 1666));
+
+    let stored = store
+        .list_results(run.id, None, None, 10_000)
+        .await
+        .unwrap();
+    let tasks: Vec<_> = stored.iter().map(|r| r.result.task_index).collect();
+    assert_eq!(tasks, (0..TASKS).collect::<Vec<_>>());
+    assert_eq!(stored[7].result.status, ResultStatus::Fail);
+}
+
+async fn results_for_an_unknown_run_are_rejected(store: Arc<dyn Store>) {
+    let unknown = Uuid::now_v7();
+    let err = store
+        .insert_results(unknown, &[result(0, ResultStatus::Pass)])
+        .await
+        .unwrap_err();
+    assert!(!err.is_transient(), "retrying cannot help: {err}");
+    assert!(
+        store
+            .list_results(unknown, None, None, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+async fn mark_running_moves_only_queued_runs(store: Arc<dyn Store>) {
+    let run = store.create_run(new_run(2)).await.unwrap();
+    store.mark_running(run.id).await.unwrap();
+    let running = store.get_run(run.id).await.unwrap().unwrap();
+    assert_eq!(running.status, RunStatus::Running);
+    let started_at = running.started_at.expect("a running run has started");
+
+    // A second worker touching the run keeps the first start time.
+    store.mark_running(run.id).await.unwrap();
+    let again = store.get_run(run.id).await.unwrap().unwrap();
+    assert_eq!(again.started_at, Some(started_at));
+
+    let cancelled = store.create_run(new_run(2)).await.unwrap();
+    store.cancel_run(cancelled.id).await.unwrap();
+    store.mark_running(cancelled.id).await.unwrap();
+    let still = store.get_run(cancelled.id).await.unwrap().unwrap();
+    assert_eq!(still.status, RunStatus::Cancelled);
+    assert_eq!(still.started_at, None);
+}
+
+async fn cancel_ends_only_unfinished_runs(store: Arc<dyn Store>) {
+    let run = store.create_run(new_run(2)).await.unwrap();
+    let cancelled = store.cancel_run(run.id).await.unwrap().unwrap();
+    assert_eq!(cancelled.status, RunStatus::Cancelled);
+    assert!(cancelled.finished_at.is_some());
+    assert_eq!(
+        store.get_run(run.id).await.unwrap(),
+        Some(cancelled.clone())
+    );
+
+    // Ending an ended run again changes nothing, not even its end time.
+    assert_eq!(
+        store.cancel_run(run.id).await.unwrap(),
+        Some(cancelled.clone())
+    );
+    assert_eq!(store.fail_run(run.id).await.unwrap(), Some(cancelled));
+
+    let running = store.create_run(new_run(2)).await.unwrap();
+    store.mark_running(running.id).await.unwrap();
+    let cancelled = store.cancel_run(running.id).await.unwrap().unwrap();
+    assert_eq!(cancelled.status, RunStatus::Cancelled);
+
+    let done = completed_run(&*store).await;
+    assert_eq!(store.cancel_run(done.id).await.unwrap(), Some(done));
+}
+
+async fn fail_ends_only_unfinished_runs(store: Arc<dyn Store>) {
+    let run = store.create_run(new_run(2)).await.unwrap();
+    store.mark_running(run.id).await.unwrap();
+    let failed = store.fail_run(run.id).await.unwrap().unwrap();
+    assert_eq!(failed.status, RunStatus::Failed);
+    assert!(failed.finished_at.is_some());
+    assert_eq!(
+        store.cancel_run(run.id).await.unwrap(),
+        Some(failed.clone())
+    );
+    assert_eq!(store.fail_run(run.id).await.unwrap(), Some(failed));
+
+    let queued = store.create_run(new_run(2)).await.unwrap();
+    let failed = store.fail_run(queued.id).await.unwrap().unwrap();
+    assert_eq!(failed.status, RunStatus::Failed);
+
+    let done = completed_run(&*store).await;
+    assert_eq!(store.fail_run(done.id).await.unwrap(), Some(done));
+}
+
+async fn late_results_do_not_revive_a_cancelled_run(store: Arc<dyn Store>) {
+    let run = store.create_run(new_run(2)).await.unwrap();
+    let cancelled = store.cancel_run(run.id).await.unwrap().unwrap();
+    let out = store
+        .insert_results(
+            run.id,
+            &[result(0, ResultStatus::Pass), result(1, ResultStatus::Pass)],
+        )
+        .await
+        .unwrap();
+    assert_eq!(out.run.status, RunStatus::Cancelled);
+    assert!(!out.finished_now);
+    assert_eq!(out.run.finished_at, cancelled.finished_at);
+    // The results themselves are kept: they were paid for.
+    assert_eq!(
+        store
+            .list_results(run.id, None, None, 10)
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+}
+
+async fn results_read_back_exactly_as_written(store: Arc<dyn Store>) {
+    let run = store.create_run(new_run(2)).await.unwrap();
+    let plain = result(0, ResultStatus::Pass);
+    let odd = NewResult {
+        task_index: 1,
+        project_id: "default".into(),
+        test_index: 7,
+        prompt_index: 2,
+        provider_index: 3,
+        repeat_index: 4,
+        provider_id: "openai:gpt-4o-mini".into(),
+        status: ResultStatus::Error,
+        score: 0.375,
+        reason: "timed out after 30 s".into(),
+        rendered_prompt: "Übersetze: \"hello\"\n\t— 🙂".into(),
+        output: String::new(),
+        assertions: serde_json::json!([
+            {"type": "llm-rubric", "pass": false, "score": 0.25, "detail": {"why": ["a", "b"]}},
+            {"type": "latency", "pass": true, "threshold": null}
+        ]),
+        latency_ms: 30_000,
+        tokens_in: 1_234_567,
+        tokens_out: 0,
+        cost_usd: 0.000_012_345,
+        cached: true,
+        error: "deadline exceeded".into(),
+    };
+    store
+        .insert_results(run.id, &[plain.clone(), odd.clone()])
+        .await
+        .unwrap();
+
+    let stored = store.list_results(run.id, None, None, 10).await.unwrap();
+    let rows: Vec<_> = stored.iter().map(|r| r.result.clone()).collect();
+    assert_eq!(rows, vec![plain, odd]);
+    assert!(stored.iter().all(|r| r.run_id == run.id));
+    let finished_at = store.get_run(run.id).await.unwrap().unwrap().finished_at;
+    assert!(stored.iter().all(|r| Some(r.created_at) <= finished_at));
+}
+
+async fn results_page_in_task_order_and_filter_by_status(store: Arc<dyn Store>) {
+    let run = store.create_run(new_run(10)).await.unwrap();
+    // Inserted out of order, to see the store sort them.
+    let rows: Vec<_> = (0..10)
+        .rev()
+        .map(|i| {
+            let status = if i % 3 == 0 {
+                ResultStatus::Fail
+            } else {
+                ResultStatus::Pass
+            };
+            result(i, status)
+        })
+        .collect();
+    store.insert_results(run.id, &rows).await.unwrap();
+    let other = store.create_run(new_run(10)).await.unwrap();
+    store
+        .insert_results(other.id, &[result(0, ResultStatus::Fail)])
+        .await
+        .unwrap();
+
+    let tasks = |page: Vec<gauntlet_store::ResultRecord>| -> Vec<i64> {
+        page.iter().map(|r| r.result.task_index).collect()
+    };
+    let page = store.list_results(run.id, None, None, 4).await.unwrap();
+    assert_eq!(tasks(page), vec![0, 1, 2, 3]);
+    let page = store.list_results(run.id, None, Some(3), 4).await.unwrap();
+    assert_eq!(page[0].result, rows[5]);
+    assert_eq!(tasks(page), vec![4, 5, 6, 7]);
+    let page = store.list_results(run.id, None, Some(7), 4).await.unwrap();
+    assert_eq!(tasks(page), vec![8, 9]);
+    assert!(
+        store
+            .list_results(run.id, None, Some(9), 4)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    let fails = store
+        .list_results(run.id, Some(ResultStatus::Fail), None, 100)
+        .await
+        .unwrap();
+    assert_eq!(tasks(fails), vec![0, 3, 6, 9]);
+    let fails = store
+        .list_results(run.id, Some(ResultStatus::Fail), Some(3), 2)
+        .await
+        .unwrap();
+    assert_eq!(tasks(fails), vec![6, 9]);
+    assert!(
+        store
+            .list_results(run.id, Some(ResultStatus::Error), None, 100)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+async fn result_metrics_cover_every_result_of_the_run(store: Arc<dyn Store>) {
+    let run = store.create_run(new_run(6)).await.unwrap();
+    let rows: Vec<_> = (0..6).map(|t| result(t, cycling_status(t))).collect();
+    store.insert_results(run.id, &rows).await.unwrap();
+    let other = store.create_run(new_run(1)).await.unwrap();
+    store
+        .insert_results(other.id, &[result(0, ResultStatus::Pass)])
+        .await
+        .unwrap();
+
+    let mut metrics = store.result_metrics(run.id).await.unwrap();
+    // No order is promised; latency is unique per task here.
+    metrics.sort_by_key(|m| m.latency_ms);
+    let expected: Vec<_> = rows
+        .iter()
+        .map(|r| gauntlet_store::ResultMetrics {
+            provider_index: r.provider_index,
+            prompt_index: r.prompt_index,
+            status: r.status,
+            latency_ms: r.latency_ms,
+            tokens_in: r.tokens_in,
+            tokens_out: r.tokens_out,
+            cost_usd: r.cost_usd,
+        })
+        .collect();
+    assert_eq!(metrics, expected);
+}
+
+async fn reports_move_from_pending_to_ready(store: Arc<dyn Store>) {
+    let run = store.create_run(new_run(1)).await.unwrap();
+    let id = Uuid::now_v7();
+    let report = store
+        .create_report(NewReport {
+            id,
+            project_id: "default".into(),
+            run_id: run.id,
+            format: "markdown".into(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(report.id, id);
+    assert_eq!(report.run_id, run.id);
+    assert_eq!(report.project_id, "default");
+    assert_eq!(report.format, "markdown");
+    assert_eq!(report.status, ReportStatus::Pending);
+    assert_eq!((report.content.as_str(), report.error.as_str()), ("", ""));
+    assert_eq!(report.finished_at, None);
+    assert_eq!(store.get_report(id).await.unwrap(), Some(report.clone()));
+
+    store
+        .finish_report(id, ReportOutcome::Ready("# hi\n\n| a | b |".into()))
+        .await
+        .unwrap();
+    let got = store.get_report(id).await.unwrap().unwrap();
+    assert_eq!(got.status, ReportStatus::Ready);
+    assert_eq!(got.content, "# hi\n\n| a | b |");
+    assert_eq!(got.error, "");
+    assert_eq!(got.created_at, report.created_at);
+    assert!(got.finished_at.is_some_and(|t| t >= report.created_at));
+}
+
+async fn reports_can_fail_with_an_error(store: Arc<dyn Store>) {
+    let run = store.create_run(new_run(1)).await.unwrap();
+    let id = Uuid::now_v7();
+    store
+        .create_report(NewReport {
+            id,
+            project_id: "default".into(),
+            run_id: run.id,
+            format: "junit".into(),
+        })
+        .await
+        .unwrap();
+    store
+        .finish_report(id, ReportOutcome::Failed("run has no results".into()))
+        .await
+        .unwrap();
+    let got = store.get_report(id).await.unwrap().unwrap();
+    assert_eq!(got.status, ReportStatus::Failed);
+    assert_eq!(got.error, "run has no results");
+    assert_eq!(got.content, "");
+    assert!(got.finished_at.is_some());
+}

@@ -1,0 +1,207 @@
+//! A two-level cache: L1 in-process (moka, per-entry TTL) in front of an
+//! optional L2 in Redis shared by every replica. Redis being down degrades to
+//! L1 only; a cache must never fail the request it serves.
+
+use std::{sync::Arc, time::Duration};
+
+use deadpool_redis::{Pool, Runtime, redis};
+use gauntlet_config::RedisConfig;
+use moka::{Expiry, future::Cache as Moka};
+use tracing::warn;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CacheError {
+    #[error("redis pool: {0}")]
+    Pool(String),
+}
+
+#[derive(Clone)]
+struct Entry {
+    bytes: Arc<[u8]>,
+    ttl: Duration,
+}
+
+struct PerEntryTtl;
+
+impl Expiry<String, Entry> for PerEntryTtl {
+    fn expire_after_create(
+        &self,
+        _key: &String,
+        value: &Entry,
+        _created_at: std::time::Instant,
+    ) -> Option<Duration> {
+        Some(value.ttl)
+    }
+}
+
+/// L1 + optional L2. Cheap to clone.
+#[derive(Clone)]
+pub struct Cache {
+    l1: Moka<String, Entry>,
+    l2: Option<Pool>,
+    prefix: Arc<str>,
+}
+
+impl Cache {
+    /// L1 holds at most `l1_bytes` of values. An empty `config.url` means L1 only.
+    pub fn new(config: &RedisConfig, l1_bytes: u64) -> Result<Self, CacheError> {
+        let l2 = if config.url.is_empty() {
+            None
+        } else {
+            let mut cfg = deadpool_redis::Config::from_url(&config.url);
+            cfg.pool = Some(deadpool_redis::PoolConfig::new(config.pool_size));
+            Some(
+                cfg.create_pool(Some(Runtime::Tokio1))
+                    .map_err(|e| CacheError::Pool(e.to_string()))?,
+            )
+        };
+        Ok(Self {
+            l1: Moka::builder()
+                .weigher(|k: &String, v: &Entry| (k.len() + v.bytes.len()) as u32)
+                .max_capacity(l1_bytes)
+                .expire_after(PerEntryTtl)
+                .build(),
+            l2,
+            prefix: config.prefix.clone().into(),
+        })
+    }
+
+    /// An L1-only cache (embedded mode, tests).
+    pub fn local(l1_bytes: u64) -> Self {
+        Self::new(
+            &RedisConfig {
+                url: String::new(),
+                ..RedisConfig::default()
+            },
+            l1_bytes,
+        )
+        .expect("an L1-only cache needs no pool")
+    }
+
+    fn redis_key(&self, key: &str) -> String {
+        format!("{}:{key}", self.prefix)
+    }
+
+    pub async fn get(&self, key: &str) -> Option<Arc<[u8]>> {
+        if let Some(e) = self.l1.get(key).await {
+            return Some(e.bytes);
+        }
+        let pool = self.l2.as_ref()?;
+        let result: Result<(Option<Vec<u8>>, i64), String> = async {
+            let mut conn = pool.get().await.map_err(|e| e.to_string())?;
+            redis::pipe()
+                .cmd("GET")
+                .arg(self.redis_key(key))
+                .cmd("PTTL")
+                .arg(self.redis_key(key))
+                .query_async(&mut conn)
+                .await
+                .map_err(|e| e.to_string())
+        }
+        .await;
+        match result {
+            Ok((Some(bytes), pttl)) => {
+                let bytes: Arc<[u8]> = bytes.into();
+                if pttl > 0 {
+                    let ttl = Duration::from_millis(pttl as u64);
+                    self.l1
+                        .insert(
+                            key.to_string(),
+                            Entry {
+                                bytes: bytes.clone(),
+                                ttl,
+                            },
+                        )
+                        .await;
+                }
+                Some(bytes)
+            }
+            Ok((None, _)) => None,
+            Err(error) => {
+                warn!(%error, key, "redis get failed, treating as a miss");
+                None
+            }
+        }
+    }
+
+    pub async fn set(&self, key: &str, value: &[u8], ttl: Duration) {
+        let bytes: Arc<[u8]> = value.into();
+        self.l1
+            .insert(
+                key.to_string(),
+                Entry {
+                    bytes: bytes.clone(),
+                    ttl,
+                },
+            )
+            .await;
+        if let Some(pool) = &self.l2 {
+            let result: Result<(), String> = async {
+                let mut conn = pool.get().await.map_err(|e| e.to_string())?;
+                redis::cmd("SET")
+                    .arg(self.redis_key(key))
+                    .arg(&*bytes)
+                    .arg("PX")
+                    .arg(ttl.as_millis().max(1) as u64)
+                    .query_async(&mut conn)
+                    .await
+                    .map_err(|e| e.to_string())
+            }
+            .await;
+            if let Err(error) = result {
+                warn!(%error, key, "redis set failed");
+            }
+        }
+    }
+
+    pub async fn invalidate(&self, key: &str) {
+        self.l1.invalidate(key).await;
+        if let Some(pool) = &self.l2 {
+            let result: Result<(), String> = async {
+                let mut conn = pool.get().await.map_err(|e| e.to_string())?;
+                redis::cmd("DEL")
+                    .arg(self.redis_key(key))
+                    .query_async(&mut conn)
+                    .await
+                    .map_err(|e| e.to_string())
+            }
+            .await;
+            if let Err(error) = result {
+                warn!(%error, key, "redis del failed");
+            }
+        }
+    }
+
+    /// Whether Redis answers (health checks). True when there is no L2.
+    pub async fn ping(&self) -> bool {
+        let Some(pool) = &self.l2 else {
+            return true;
+        };
+        match pool.get().await {
+            Ok(mut conn) => redis::cmd("PING")
+                .query_async::<String>(&mut conn)
+                .await
+                .is_ok(),
+            Err(_) => false,
+        }
+    }
+
+    /// Drops L1 only, so a test can prove a value came from Redis.
+    pub fn clear_local(&self) {
+        self.l1.invalidate_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn local_entries_expire_after_their_ttl() {
+        let cache = Cache::local(1 << 20);
+        cache.set("k", b"v", Duration::from_millis(50)).await;
+        assert_eq!(cache.get("k").await.as_deref(), Some(&b"v"[..]));
+        tokio::time::sleep(Duration::from_millis(120)).await;
+        assert_eq!(cache.get("k").await, None);
+    }
+}

@@ -1,0 +1,126 @@
+use gauntlet_mockllm::MockConfig;
+use serde_json::Value;
+
+use crate::{chat, client, start, user};
+
+async fn forced(server: &gauntlet_mockllm::MockServer, fault: &str) -> reqwest::Response {
+    client()
+        .post(format!("{}/chat/completions", server.base_url()))
+        .header("x-mock-fault", fault)
+        .json(&user("hi"))
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn forced_429_carries_retry_after_and_error_body() {
+    let server = start(MockConfig {
+        retry_after_secs: 7,
+        ..MockConfig::default()
+    })
+    .await;
+    let resp = forced(&server, "429").await;
+    assert_eq!(resp.status(), 429);
+    assert_eq!(resp.headers()["retry-after"], "7");
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "rate_limit_exceeded");
+    assert_eq!(server.stats().faults_429, 1);
+}
+
+#[tokio::test]
+async fn forced_500_and_none_override_the_rates() {
+    let server = start(MockConfig {
+        rate_429: 1.0,
+        ..MockConfig::default()
+    })
+    .await;
+    let resp = forced(&server, "500").await;
+    assert_eq!(resp.status(), 500);
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["error"]["type"], "server_error");
+    assert_eq!(forced(&server, "none").await.status(), 200);
+    assert_eq!(forced(&server, "bogus").await.status(), 400);
+}
+
+#[tokio::test]
+async fn rate_one_always_faults() {
+    for (config, status) in [
+        (
+            MockConfig {
+                rate_429: 1.0,
+                ..MockConfig::default()
+            },
+            429,
+        ),
+        (
+            MockConfig {
+                rate_500: 1.0,
+                ..MockConfig::default()
+            },
+            500,
+        ),
+    ] {
+        let server = start(config).await;
+        for _ in 0..25 {
+            assert_eq!(chat(&server, user("x")).await.status(), status);
+        }
+        let s = server.stats();
+        assert_eq!(s.ok, 0);
+        assert_eq!(s.faults_429 + s.faults_500, 25);
+    }
+}
+
+#[tokio::test]
+async fn timeout_fault_hangs_then_answers_504() {
+    let server = start(MockConfig {
+        rate_timeout: 1.0,
+        hang_ms: 250,
+        ..MockConfig::default()
+    })
+    .await;
+    let t = std::time::Instant::now();
+    let resp = chat(&server, user("x")).await;
+    assert_eq!(resp.status(), 504);
+    assert!(t.elapsed().as_millis() >= 250);
+    assert_eq!(server.stats().faults_timeout, 1);
+}
+
+#[tokio::test]
+async fn a_client_timeout_fires_while_the_mock_hangs() {
+    let server = start(MockConfig {
+        hang_ms: 60_000,
+        ..MockConfig::default()
+    })
+    .await;
+    let err = client()
+        .post(format!("{}/chat/completions", server.base_url()))
+        .header("x-mock-fault", "timeout")
+        .timeout(std::time::Duration::from_millis(200))
+        .json(&user("x"))
+        .send()
+        .await
+        .unwrap_err();
+    assert!(err.is_timeout(), "{err}");
+}
+
+#[tokio::test]
+async fn seeded_fault_sequence_is_reproducible() {
+    let config = MockConfig {
+        rate_429: 0.3,
+        rate_500: 0.3,
+        seed: Some(1234),
+        ..MockConfig::default()
+    };
+    let mut runs = Vec::new();
+    for _ in 0..2 {
+        let server = start(config.clone()).await;
+        let mut seq = Vec::new();
+        for _ in 0..30 {
+            seq.push(chat(&server, user("x")).await.status().as_u16());
+        }
+        runs.push(seq);
+    }
+    assert_eq!(runs[0], runs[1]);
+    assert!(runs[0].contains(&200) && runs[0].contains(&429) && runs[0].contains(&500));
+}

@@ -1,0 +1,263 @@
+//! Building providers from promptfoo-style ids and config maps, all sharing
+//! one pooled HTTP client.
+
+use std::{collections::HashMap, fmt, sync::Arc, time::Duration};
+
+use serde_json::{Map, Value};
+
+use crate::{
+    EchoProvider, Provider, ProviderError, config,
+    openai::{OpenAiApi, OpenAiProvider},
+    retry::{RetryPolicy, RetryingProvider},
+};
+
+const SUPPORTED: &str = "openai:chat:<model>, openai:completion:<model>, openai:<model>, echo";
+/// promptfoo's other `openai:<kind>:` families, which are not model names.
+const UNSUPPORTED_OPENAI_KINDS: &[&str] = &[
+    "assistant",
+    "embedding",
+    "embeddings",
+    "image",
+    "moderation",
+    "realtime",
+    "responses",
+    "transcription",
+];
+
+/// Settings of the shared HTTP client and the default retry policy.
+#[derive(Debug, Clone)]
+pub struct FactoryOptions {
+    /// Per-request timeout unless a provider's `timeoutMs` says otherwise.
+    pub request_timeout: Duration,
+    pub connect_timeout: Duration,
+    /// Idle keep-alive connections kept per host; sized for ~1000 concurrent calls.
+    pub pool_max_idle_per_host: usize,
+    /// Used when a provider config has no `maxRetries`.
+    pub retry: RetryPolicy,
+}
+
+impl Default for FactoryOptions {
+    fn default() -> Self {
+        Self {
+            request_timeout: Duration::from_secs(120),
+            connect_timeout: Duration::from_secs(10),
+            pool_max_idle_per_host: 1024,
+            retry: RetryPolicy::default(),
+        }
+    }
+}
+
+/// Builds providers. Cheap to share; every provider it builds reuses its client.
+#[derive(Clone)]
+pub struct ProviderFactory {
+    env: Arc<HashMap<String, String>>,
+    client: reqwest::Client,
+    options: FactoryOptions,
+}
+
+impl fmt::Debug for ProviderFactory {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The environment holds API keys; show only how many variables there are.
+        f.debug_struct("ProviderFactory")
+            .field("env_vars", &self.env.len())
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ProviderFactory {
+    /// A factory reading keys and base URLs from `env` (e.g. `OPENAI_API_KEY`).
+    ///
+    /// # Panics
+    /// If the TLS backend cannot be initialised, as `reqwest::Client::new` does.
+    pub fn new(env: HashMap<String, String>) -> Self {
+        Self::with_options(env, FactoryOptions::default())
+            .expect("the HTTP client builds with default options")
+    }
+
+    /// A factory over this process's environment variables.
+    pub fn from_process_env() -> Self {
+        Self::new(std::env::vars().collect())
+    }
+
+    pub fn with_options(
+        env: HashMap<String, String>,
+        options: FactoryOptions,
+    ) -> Result<Self, ProviderError> {
+        let client = reqwest::Client::builder()
+            .connect_timeout(options.connect_timeout)
+            .timeout(options.request_timeout)
+            .pool_max_idle_per_host(options.pool_max_idle_per_host)
+            .pool_idle_timeout(Duration::from_secs(90))
+            .tcp_nodelay(true)
+            .tcp_keepalive(Duration::from_secs(60))
+            .user_agent(concat!("gauntlet/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| ProviderError::Config(format!("cannot build the HTTP client: {e}")))?;
+        Ok(Self {
+            env: Arc::new(env),
+            client,
+            options,
+        })
+    }
+
+    /// The shared HTTP client, for other clients that should pool with the providers.
+    pub fn client(&self) -> &reqwest::Client {
+        &self.client
+    }
+
+    /// Builds the provider for `id` with its suite `config`. Retries are on by
+    /// default; `maxRetries: 0` turns them off.
+    pub fn build(
+        &self,
+        id: &str,
+        config: &Map<String, Value>,
+    ) -> Result<Arc<dyn Provider>, ProviderError> {
+        let id = id.trim();
+        let provider: Arc<dyn Provider> = match id.split_once(':') {
+            None if id == "echo" => return Ok(Arc::new(EchoProvider)),
+            Some(("openai", rest)) => {
+                let (api, model) = match rest.split_once(':') {
+                    Some(("chat", model)) => (OpenAiApi::Chat, model),
+                    Some(("completion", model)) => (OpenAiApi::Completion, model),
+                    Some((kind, _)) if UNSUPPORTED_OPENAI_KINDS.contains(&kind) => {
+                        return Err(unsupported_kind(id, kind));
+                    }
+                    None if UNSUPPORTED_OPENAI_KINDS.contains(&rest) => {
+                        return Err(unsupported_kind(id, rest));
+                    }
+                    // A bare model, which may itself contain ':' (fine-tunes: `ft:gpt-4o-mini:org::id`).
+                    _ => (OpenAiApi::Chat, rest),
+                };
+                if model.is_empty()
+                    || (api == OpenAiApi::Chat && ["chat", "completion"].contains(&model))
+                {
+                    return Err(ProviderError::Config(format!(
+                        "provider id `{id}` names no model, e.g. openai:chat:gpt-4.1-mini"
+                    )));
+                }
+                Arc::new(OpenAiProvider::new(
+                    id,
+                    api,
+                    model,
+                    config,
+                    &self.env,
+                    self.client.clone(),
+                )?)
+            }
+            _ => {
+                return Err(ProviderError::Unsupported(format!(
+                    "unknown provider id `{id}`; supported: {SUPPORTED}"
+                )));
+            }
+        };
+        let policy = self.retry_policy(config)?;
+        Ok(if policy.max_attempts > 1 {
+            Arc::new(RetryingProvider::new(provider, policy))
+        } else {
+            provider
+        })
+    }
+
+    /// The factory's default policy adjusted by `maxRetries` (retries after the
+    /// first attempt, as in promptfoo), `retryBaseDelayMs` and `retryMaxDelayMs`.
+    fn retry_policy(&self, config: &Map<String, Value>) -> Result<RetryPolicy, ProviderError> {
+        let mut policy = self.options.retry.clone();
+        if let Some(retries) = config::uint(config, "maxRetries")? {
+            policy.max_attempts = u32::try_from(retries).unwrap_or(u32::MAX - 1) + 1;
+        }
+        if let Some(ms) = config::uint(config, "retryBaseDelayMs")? {
+            policy.base_delay = Duration::from_millis(ms);
+        }
+        if let Some(ms) = config::uint(config, "retryMaxDelayMs")? {
+            policy.max_delay = Duration::from_millis(ms);
+        }
+        Ok(policy)
+    }
+}
+
+fn unsupported_kind(id: &str, kind: &str) -> ProviderError {
+    ProviderError::Unsupported(format!(
+        "provider id `{id}`: openai:{kind} is not supported yet; supported: {SUPPORTED}"
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn factory() -> ProviderFactory {
+        ProviderFactory::new(HashMap::from([(
+            "OPENAI_BASE_URL".to_owned(),
+            "http://127.0.0.1:9/v1".to_owned(),
+        )]))
+    }
+
+    fn build(id: &str) -> Result<Arc<dyn Provider>, ProviderError> {
+        factory().build(id, &Map::new())
+    }
+
+    #[test]
+    fn promptfoo_ids_resolve_and_keep_their_id() {
+        for id in [
+            "openai:gpt-4.1",
+            "openai:chat:gpt-4.1-mini",
+            "openai:completion:gpt-3.5-turbo-instruct",
+            "openai:ft:gpt-4o-mini:org::abc",
+            "echo",
+        ] {
+            assert_eq!(build(id).unwrap().id(), id);
+        }
+    }
+
+    #[test]
+    fn unknown_ids_name_themselves_and_the_supported_forms() {
+        let err = build("anthropic:messages:claude-sonnet-4").unwrap_err();
+        assert!(matches!(err, ProviderError::Unsupported(_)));
+        let text = err.to_string();
+        assert!(
+            text.contains("anthropic:messages:claude-sonnet-4")
+                && text.contains("openai:chat:<model>"),
+            "{text}"
+        );
+        assert!(matches!(
+            build("openai:embedding:text-embedding-3-small"),
+            Err(ProviderError::Unsupported(_))
+        ));
+        assert!(matches!(
+            build("openai:chat:"),
+            Err(ProviderError::Config(_))
+        ));
+        assert!(matches!(
+            build("openai:chat"),
+            Err(ProviderError::Config(_))
+        ));
+    }
+
+    #[test]
+    fn max_retries_counts_retries_after_the_first_attempt() {
+        let f = factory();
+        let policy = |c: Value| f.retry_policy(c.as_object().unwrap()).unwrap();
+        assert_eq!(policy(json!({})).max_attempts, 4);
+        assert_eq!(policy(json!({"maxRetries": 0})).max_attempts, 1);
+        assert_eq!(
+            policy(json!({"maxRetries": 2, "retryBaseDelayMs": 5})).base_delay,
+            Duration::from_millis(5)
+        );
+        assert!(
+            f.retry_policy(json!({"maxRetries": -1}).as_object().unwrap())
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn factory_debug_hides_the_environment() {
+        let f = ProviderFactory::new(HashMap::from([(
+            "OPENAI_API_KEY".to_owned(),
+            "sk-hidden".to_owned(),
+        )]));
+        assert!(!format!("{f:?}").contains("sk-hidden"));
+    }
+}

@@ -1,0 +1,272 @@
+//! Retrying transient provider failures: exponential backoff with full
+//! jitter, never waiting less than the provider's `Retry-After`, within an
+//! overall time budget.
+
+use std::{
+    future::Future,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use async_trait::async_trait;
+use rand::Rng;
+
+use crate::{Completion, Provider, ProviderError};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Attempts including the first; 1 disables retries.
+    pub max_attempts: u32,
+    /// The backoff ceiling before the first retry; it doubles each retry.
+    pub base_delay: Duration,
+    /// The most a backoff draw may be (a longer `Retry-After` is still honoured).
+    pub max_delay: Duration,
+    /// Retries stop once waiting again would pass this much time since the first attempt.
+    pub max_total: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            max_attempts: 4,
+            base_delay: Duration::from_millis(500),
+            max_delay: Duration::from_secs(30),
+            max_total: Duration::from_secs(300),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// One attempt, no retries.
+    pub fn no_retries() -> Self {
+        Self {
+            max_attempts: 1,
+            ..Self::default()
+        }
+    }
+
+    /// The ceiling of the backoff after `failed_attempts` failures (1-based):
+    /// `base_delay * 2^(failed_attempts - 1)`, capped at `max_delay`.
+    pub fn backoff_ceiling(&self, failed_attempts: u32) -> Duration {
+        let factor = 2u32.saturating_pow(failed_attempts.saturating_sub(1).min(31));
+        self.base_delay.saturating_mul(factor).min(self.max_delay)
+    }
+
+    /// The wait before the next attempt: a uniform draw up to the ceiling ("full
+    /// jitter", so a herd of callers spreads out), but never below `retry_after`.
+    pub fn delay(&self, failed_attempts: u32, retry_after: Option<Duration>) -> Duration {
+        let ceiling = self.backoff_ceiling(failed_attempts);
+        let jittered = if ceiling.is_zero() {
+            Duration::ZERO
+        } else {
+            rand::rng().random_range(Duration::ZERO..=ceiling)
+        };
+        retry_after.map_or(jittered, |ra| jittered.max(ra))
+    }
+}
+
+/// Runs `op` (given the 1-based attempt number) until it succeeds, fails with
+/// an error that is not [retryable](ProviderError::is_retryable), runs out of
+/// attempts, or the next wait would exceed the policy's total budget. The last
+/// error is returned.
+pub async fn call_with_retry<T, F, Fut>(policy: &RetryPolicy, mut op: F) -> Result<T, ProviderError>
+where
+    F: FnMut(u32) -> Fut,
+    Fut: Future<Output = Result<T, ProviderError>>,
+{
+    let started = Instant::now();
+    let mut attempt = 1;
+    loop {
+        let err = match op(attempt).await {
+            Ok(value) => return Ok(value),
+            Err(err) => err,
+        };
+        if !err.is_retryable() || attempt >= policy.max_attempts.max(1) {
+            return Err(err);
+        }
+        let delay = policy.delay(attempt, err.retry_after());
+        if started.elapsed() + delay > policy.max_total {
+            tracing::warn!(
+                attempt,
+                delay_ms = delay.as_millis() as u64,
+                error = %err,
+                "provider call failed, retry budget exhausted"
+            );
+            return Err(err);
+        }
+        tracing::warn!(
+            attempt,
+            delay_ms = delay.as_millis() as u64,
+            error = %err,
+            "provider call failed, retrying"
+        );
+        tokio::time::sleep(delay).await;
+        attempt += 1;
+    }
+}
+
+/// A provider whose calls go through [`call_with_retry`].
+pub struct RetryingProvider {
+    inner: Arc<dyn Provider>,
+    policy: RetryPolicy,
+}
+
+impl RetryingProvider {
+    pub fn new(inner: Arc<dyn Provider>, policy: RetryPolicy) -> Self {
+        Self { inner, policy }
+    }
+
+    pub fn policy(&self) -> &RetryPolicy {
+        &self.policy
+    }
+}
+
+impl std::fmt::Debug for RetryingProvider {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RetryingProvider")
+            .field("id", &self.inner.id())
+            .field("policy", &self.policy)
+            .finish()
+    }
+}
+
+#[async_trait]
+impl Provider for RetryingProvider {
+    fn id(&self) -> &str {
+        self.inner.id()
+    }
+
+    async fn complete(&self, prompt: &str) -> Result<Completion, ProviderError> {
+        call_with_retry(&self.policy, |_| self.inner.complete(prompt)).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use super::*;
+
+    fn policy() -> RetryPolicy {
+        RetryPolicy {
+            max_attempts: 4,
+            base_delay: Duration::from_millis(100),
+            max_delay: Duration::from_secs(1),
+            max_total: Duration::from_secs(60),
+        }
+    }
+
+    fn server_error() -> ProviderError {
+        ProviderError::Http {
+            status: 503,
+            message: "busy".into(),
+        }
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap_and_jitter_stays_under_it() {
+        let p = policy();
+        let ceilings: Vec<_> = (1..=6).map(|n| p.backoff_ceiling(n).as_millis()).collect();
+        assert_eq!(ceilings, [100, 200, 400, 800, 1000, 1000]);
+        assert_eq!(p.backoff_ceiling(u32::MAX), p.max_delay);
+        for n in 1..=6 {
+            for _ in 0..50 {
+                assert!(p.delay(n, None) <= p.backoff_ceiling(n));
+            }
+        }
+    }
+
+    #[test]
+    fn retry_after_is_a_floor_on_the_wait() {
+        let p = policy();
+        for _ in 0..50 {
+            assert!(p.delay(1, Some(Duration::from_secs(5))) >= Duration::from_secs(5));
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn transient_errors_are_retried_until_success() {
+        let calls = AtomicU32::new(0);
+        let result = call_with_retry(&policy(), |attempt| {
+            calls.fetch_add(1, Ordering::SeqCst);
+            async move {
+                if attempt < 3 {
+                    Err(server_error())
+                } else {
+                    Ok(attempt)
+                }
+            }
+        })
+        .await;
+        assert_eq!(result, Ok(3));
+        assert_eq!(calls.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn attempts_are_bounded_and_the_last_error_returned() {
+        let calls = AtomicU32::new(0);
+        let result: Result<(), _> = call_with_retry(&policy(), |_| {
+            calls.fetch_add(1, Ordering::SeqCst);
+            async { Err(server_error()) }
+        })
+        .await;
+        assert_eq!(result, Err(server_error()));
+        assert_eq!(calls.load(Ordering::SeqCst), 4);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn non_retryable_errors_fail_at_once() {
+        let calls = AtomicU32::new(0);
+        let result: Result<(), _> = call_with_retry(&policy(), |_| {
+            calls.fetch_add(1, Ordering::SeqCst);
+            async {
+                Err(ProviderError::Http {
+                    status: 401,
+                    message: "bad key".into(),
+                })
+            }
+        })
+        .await;
+        assert!(result.is_err());
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retry_after_is_waited_before_the_next_attempt() {
+        let start = tokio::time::Instant::now();
+        let result = call_with_retry(&policy(), |attempt| async move {
+            if attempt == 1 {
+                Err(ProviderError::RateLimited {
+                    retry_after: Some(Duration::from_secs(7)),
+                    message: String::new(),
+                })
+            } else {
+                Ok(())
+            }
+        })
+        .await;
+        assert_eq!(result, Ok(()));
+        assert!(start.elapsed() >= Duration::from_secs(7));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_wait_beyond_the_total_budget_gives_up() {
+        let p = RetryPolicy {
+            max_total: Duration::from_secs(10),
+            ..policy()
+        };
+        let calls = AtomicU32::new(0);
+        let result: Result<(), _> = call_with_retry(&p, |_| {
+            calls.fetch_add(1, Ordering::SeqCst);
+            async {
+                Err(ProviderError::RateLimited {
+                    retry_after: Some(Duration::from_secs(60)),
+                    message: String::new(),
+                })
+            }
+        })
+        .await;
+        assert!(matches!(result, Err(ProviderError::RateLimited { .. })));
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+    }
+}

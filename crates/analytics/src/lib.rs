@@ -1,0 +1,118 @@
+//! Analytics: turns a run's results (the source of truth) into summaries per
+//! provider × prompt. Summaries are cached under a key that includes the
+//! run's completed count and status, so a cached summary is never stale:
+//! new results make a new key, and the TTL only bounds memory.
+
+mod summary;
+
+use std::{sync::Arc, time::Duration};
+
+use anyhow::Context;
+use gauntlet_cache::Cache;
+use gauntlet_config::{AnalyticsConfig, GauntletConfig};
+use gauntlet_core::suite::Suite;
+use gauntlet_proto::v1::{self, analytics_service_server::AnalyticsService};
+use gauntlet_service::{GrpcServer, connect_store, internal, not_found, parse_id};
+use gauntlet_store::Store;
+use prost::Message as _;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status};
+use tracing::instrument;
+
+pub use summary::summarize;
+
+/// L1 budget of the summary cache.
+const L1_BYTES: u64 = 64 * 1024 * 1024;
+
+#[derive(Clone)]
+pub struct Deps {
+    pub store: Arc<dyn Store>,
+    pub cache: Cache,
+}
+
+pub async fn serve(config: GauntletConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let listener = TcpListener::bind(&config.analytics.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.analytics.listen))?;
+    let deps = Deps {
+        store: connect_store(&config.database, &shutdown).await?,
+        cache: Cache::new(&config.redis, L1_BYTES)?,
+    };
+    run(config, deps, listener, shutdown).await
+}
+
+pub async fn run(
+    config: GauntletConfig,
+    deps: Deps,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let mut server = GrpcServer::new("analytics").await?;
+    server.add_service(v1::analytics_service_server::AnalyticsServiceServer::new(
+        Analytics {
+            deps,
+            config: config.analytics,
+        },
+    ));
+    server.serve(listener, shutdown).await
+}
+
+pub struct Analytics {
+    deps: Deps,
+    config: AnalyticsConfig,
+}
+
+#[tonic::async_trait]
+impl AnalyticsService for Analytics {
+    #[instrument(skip_all, name = "GetRunSummary", fields(run_id = %request.get_ref().run_id))]
+    async fn get_run_summary(
+        &self,
+        request: Request<v1::GetRunSummaryRequest>,
+    ) -> Result<Response<v1::RunSummary>, Status> {
+        let id = parse_id("run_id", &request.get_ref().run_id)?;
+        let run = self
+            .deps
+            .store
+            .get_run(id)
+            .await
+            .map_err(|e| internal("get run", e))?
+            .ok_or_else(|| not_found("run", id))?;
+        let key = format!(
+            "summary:{id}:{}:{}",
+            run.completed_tasks,
+            run.status.as_str()
+        );
+        if let Some(bytes) = self.deps.cache.get(&key).await
+            && let Ok(summary) = v1::RunSummary::decode(&*bytes)
+        {
+            return Ok(Response::new(summary));
+        }
+        let suite_json = self
+            .deps
+            .store
+            .get_suite(id)
+            .await
+            .map_err(|e| internal("get suite", e))?
+            .ok_or_else(|| not_found("run", id))?;
+        let suite: Suite = serde_json::from_value(suite_json)
+            .map_err(|e| internal("decode suite", anyhow::Error::from(e)))?;
+        let metrics = self
+            .deps
+            .store
+            .result_metrics(id)
+            .await
+            .map_err(|e| internal("result metrics", e))?;
+        let summary = summarize(&run, &suite, &metrics);
+        let ttl = if run.status.is_terminal() {
+            self.config.finished_ttl_secs
+        } else {
+            self.config.live_ttl_secs
+        };
+        self.deps
+            .cache
+            .set(&key, &summary.encode_to_vec(), Duration::from_secs(ttl))
+            .await;
+        Ok(Response::new(summary))
+    }
+}

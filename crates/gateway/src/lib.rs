@@ -1,0 +1,65 @@
+//! The gateway: Gauntlet's one public gRPC endpoint. It validates and stores
+//! suites, expands runs into task batches on the queue, streams progress,
+//! and routes analytics, report and monitor calls to their services.
+
+mod routing;
+mod runs;
+mod submit;
+mod watch;
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use gauntlet_bus::Bus;
+use gauntlet_config::GauntletConfig;
+use gauntlet_proto::v1::{
+    analytics_service_server::AnalyticsServiceServer, monitor_service_server::MonitorServiceServer,
+    report_service_server::ReportServiceServer, run_service_server::RunServiceServer,
+};
+use gauntlet_service::{GrpcServer, connect_bus, connect_store};
+use gauntlet_store::Store;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+/// Project of every request until API keys arrive.
+pub const DEFAULT_PROJECT: &str = "default";
+
+/// What the gateway talks to.
+#[derive(Clone)]
+pub struct Deps {
+    pub store: Arc<dyn Store>,
+    pub bus: Arc<dyn Bus>,
+}
+
+/// Connects to Postgres and RabbitMQ from `config`, binds `gateway.listen`,
+/// serves until `shutdown`.
+pub async fn serve(config: GauntletConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let listener = TcpListener::bind(&config.gateway.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.gateway.listen))?;
+    let deps = Deps {
+        store: connect_store(&config.database, &shutdown).await?,
+        bus: connect_bus(&config.amqp, &shutdown).await?,
+    };
+    run(config, deps, listener, shutdown).await
+}
+
+/// Serves on `listener` with the given dependencies (embedded mode and tests
+/// hand in their own).
+pub async fn run(
+    config: GauntletConfig,
+    deps: Deps,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let config = Arc::new(config);
+    let runs = runs::RunApi::new(config.clone(), deps.clone(), shutdown.clone());
+    let routing = routing::Router::new(&config, deps.clone())?;
+    let mut server = GrpcServer::new("gateway").await?;
+    server
+        .add_service(RunServiceServer::new(runs))
+        .add_service(AnalyticsServiceServer::new(routing.clone()))
+        .add_service(ReportServiceServer::new(routing.clone()))
+        .add_service(MonitorServiceServer::new(routing));
+    server.serve(listener, shutdown).await
+}

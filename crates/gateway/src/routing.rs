@@ -1,0 +1,189 @@
+//! The public analytics, report and monitor APIs: analytics and monitor
+//! calls are forwarded to their services (with trace context); reports are
+//! queued here and rendered by the reports service.
+
+use gauntlet_bus::{Message, QueueName};
+use gauntlet_config::GauntletConfig;
+use gauntlet_proto::{
+    internal::v1::ReportJob,
+    v1::{
+        self, analytics_service_client::AnalyticsServiceClient,
+        analytics_service_server::AnalyticsService, monitor_service_client::MonitorServiceClient,
+        monitor_service_server::MonitorService, report_service_server::ReportService,
+    },
+};
+use gauntlet_service::{convert, internal, invalid, not_found, parse_id};
+use gauntlet_store::{NewReport, ReportRecord, ReportStatus};
+use gauntlet_telemetry::grpc::TraceInterceptor;
+use prost::Message as _;
+use tonic::{
+    Request, Response, Status, service::interceptor::InterceptedService, transport::Channel,
+};
+use uuid::Uuid;
+
+use crate::{DEFAULT_PROJECT, Deps};
+
+type Traced = InterceptedService<Channel, TraceInterceptor>;
+
+#[derive(Clone)]
+pub struct Router {
+    deps: Deps,
+    analytics: AnalyticsServiceClient<Traced>,
+    monitor: MonitorServiceClient<Traced>,
+}
+
+fn lazy_channel(field: &str, url: &str) -> anyhow::Result<Channel> {
+    let endpoint = tonic::transport::Endpoint::from_shared(url.to_string())
+        .map_err(|e| anyhow::anyhow!("{field}: `{url}` is not a valid URL: {e}"))?
+        .connect_timeout(std::time::Duration::from_secs(5));
+    Ok(endpoint.connect_lazy())
+}
+
+impl Router {
+    pub fn new(config: &GauntletConfig, deps: Deps) -> anyhow::Result<Self> {
+        Ok(Self {
+            deps,
+            analytics: AnalyticsServiceClient::with_interceptor(
+                lazy_channel("gateway.analytics_url", &config.gateway.analytics_url)?,
+                TraceInterceptor,
+            ),
+            monitor: MonitorServiceClient::with_interceptor(
+                lazy_channel("gateway.monitor_url", &config.gateway.monitor_url)?,
+                TraceInterceptor,
+            ),
+        })
+    }
+}
+
+/// The name a report format is stored under.
+pub fn format_name(format: v1::ReportFormat) -> Option<&'static str> {
+    Some(match format {
+        v1::ReportFormat::Markdown => "markdown",
+        v1::ReportFormat::Json => "json",
+        v1::ReportFormat::Html => "html",
+        v1::ReportFormat::Csv => "csv",
+        v1::ReportFormat::Junit => "junit",
+        v1::ReportFormat::Unspecified => return None,
+    })
+}
+
+fn format_from_name(name: &str) -> v1::ReportFormat {
+    match name {
+        "markdown" => v1::ReportFormat::Markdown,
+        "json" => v1::ReportFormat::Json,
+        "html" => v1::ReportFormat::Html,
+        "csv" => v1::ReportFormat::Csv,
+        "junit" => v1::ReportFormat::Junit,
+        _ => v1::ReportFormat::Unspecified,
+    }
+}
+
+fn report_message(r: &ReportRecord) -> v1::Report {
+    v1::Report {
+        id: r.id.to_string(),
+        run_id: r.run_id.to_string(),
+        format: format_from_name(&r.format) as i32,
+        status: match r.status {
+            ReportStatus::Pending => v1::ReportStatus::Pending,
+            ReportStatus::Ready => v1::ReportStatus::Ready,
+            ReportStatus::Failed => v1::ReportStatus::Failed,
+        } as i32,
+        content: r.content.clone(),
+        error: r.error.clone(),
+        created_at: Some(convert::timestamp(r.created_at)),
+        finished_at: r.finished_at.map(convert::timestamp),
+    }
+}
+
+#[tonic::async_trait]
+impl AnalyticsService for Router {
+    async fn get_run_summary(
+        &self,
+        request: Request<v1::GetRunSummaryRequest>,
+    ) -> Result<Response<v1::RunSummary>, Status> {
+        parse_id("run_id", &request.get_ref().run_id)?;
+        let mut client = self.analytics.clone();
+        client
+            .get_run_summary(request.into_inner())
+            .await
+            .map_err(|s| internal("analytics", s))
+    }
+}
+
+#[tonic::async_trait]
+impl MonitorService for Router {
+    async fn get_system_health(
+        &self,
+        request: Request<v1::GetSystemHealthRequest>,
+    ) -> Result<Response<v1::SystemHealth>, Status> {
+        let mut client = self.monitor.clone();
+        client
+            .get_system_health(request.into_inner())
+            .await
+            .map_err(|s| internal("monitor", s))
+    }
+}
+
+#[tonic::async_trait]
+impl ReportService for Router {
+    async fn create_report(
+        &self,
+        request: Request<v1::CreateReportRequest>,
+    ) -> Result<Response<v1::Report>, Status> {
+        let req = request.into_inner();
+        let run_id = parse_id("run_id", &req.run_id)?;
+        let format = v1::ReportFormat::try_from(req.format)
+            .ok()
+            .and_then(format_name)
+            .ok_or_else(|| invalid("format", "must be one of MARKDOWN, JSON, HTML, CSV, JUNIT"))?;
+        self.deps
+            .store
+            .get_run(run_id)
+            .await
+            .map_err(|e| internal("get run", e))?
+            .ok_or_else(|| not_found("run", run_id))?;
+        let report = self
+            .deps
+            .store
+            .create_report(NewReport {
+                id: Uuid::now_v7(),
+                project_id: DEFAULT_PROJECT.into(),
+                run_id,
+                format: format.into(),
+            })
+            .await
+            .map_err(|e| internal("create report", e))?;
+        let job = ReportJob {
+            report_id: report.id.to_string(),
+            run_id: run_id.to_string(),
+            format: req.format,
+        };
+        self.deps
+            .bus
+            .publish(
+                QueueName::Reports,
+                vec![Message {
+                    payload: job.encode_to_vec(),
+                    headers: gauntlet_telemetry::propagation::inject_current(),
+                }],
+            )
+            .await
+            .map_err(|e| internal("queue report", e))?;
+        Ok(Response::new(report_message(&report)))
+    }
+
+    async fn get_report(
+        &self,
+        request: Request<v1::GetReportRequest>,
+    ) -> Result<Response<v1::Report>, Status> {
+        let id = parse_id("report_id", &request.get_ref().report_id)?;
+        let report = self
+            .deps
+            .store
+            .get_report(id)
+            .await
+            .map_err(|e| internal("get report", e))?
+            .ok_or_else(|| not_found("report", id))?;
+        Ok(Response::new(report_message(&report)))
+    }
+}

@@ -1,0 +1,207 @@
+//! `gauntlet.v1.RunService`.
+
+use std::{pin::Pin, sync::Arc};
+
+use chrono::{DateTime, Utc};
+use futures::Stream;
+use gauntlet_config::GauntletConfig;
+use gauntlet_core::suite::Suite;
+use gauntlet_proto::v1::{self, run_service_server::RunService};
+use gauntlet_service::{convert, internal, invalid, not_found, parse_id};
+use gauntlet_store::{ResultStatus, RunCursor};
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status};
+use tracing::instrument;
+use uuid::Uuid;
+
+use crate::{DEFAULT_PROJECT, Deps, submit, watch};
+
+const DEFAULT_PAGE: u32 = 100;
+const MAX_PAGE: u32 = 1000;
+
+pub struct RunApi {
+    config: Arc<GauntletConfig>,
+    deps: Deps,
+    shutdown: CancellationToken,
+    /// Validates provider ids at submission.
+    providers: gauntlet_providers::ProviderFactory,
+    /// Parsed suites of recent runs, for filling result rows.
+    suites: moka::future::Cache<Uuid, Arc<Suite>>,
+}
+
+impl RunApi {
+    pub fn new(config: Arc<GauntletConfig>, deps: Deps, shutdown: CancellationToken) -> Self {
+        Self {
+            config,
+            deps,
+            shutdown,
+            providers: gauntlet_providers::ProviderFactory::from_process_env(),
+            suites: moka::future::Cache::new(256),
+        }
+    }
+
+    async fn suite(&self, run_id: Uuid) -> Result<Arc<Suite>, Status> {
+        let store = self.deps.store.clone();
+        self.suites
+            .try_get_with(run_id, async move {
+                let value = store
+                    .get_suite(run_id)
+                    .await
+                    .map_err(|e| internal("get suite", e))?
+                    .ok_or_else(|| not_found("run", run_id))?;
+                let suite: Suite = serde_json::from_value(value)
+                    .map_err(|e| internal("decode suite", anyhow::Error::from(e)))?;
+                Ok::<_, Status>(Arc::new(suite))
+            })
+            .await
+            .map_err(|e: Arc<Status>| (*e).clone())
+    }
+}
+
+fn page_size(requested: u32) -> u32 {
+    match requested {
+        0 => DEFAULT_PAGE,
+        n => n.min(MAX_PAGE),
+    }
+}
+
+fn run_cursor(token: &str) -> Result<Option<RunCursor>, Status> {
+    if token.is_empty() {
+        return Ok(None);
+    }
+    let bad = || invalid("page_token", "is not a token this server issued");
+    let (micros, id) = token.split_once('_').ok_or_else(bad)?;
+    let micros: i64 = micros.parse().map_err(|_| bad())?;
+    Ok(Some(RunCursor {
+        created_at: DateTime::<Utc>::from_timestamp_micros(micros).ok_or_else(bad)?,
+        id: Uuid::parse_str(id).map_err(|_| bad())?,
+    }))
+}
+
+type ProgressStream = Pin<Box<dyn Stream<Item = Result<v1::RunProgress, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl RunService for RunApi {
+    #[instrument(skip_all, name = "SubmitRun")]
+    async fn submit_run(
+        &self,
+        request: Request<v1::SubmitRunRequest>,
+    ) -> Result<Response<v1::SubmitRunResponse>, Status> {
+        let resp = submit::submit(
+            &self.deps,
+            &self.providers,
+            self.config.amqp.batch_size,
+            self.config.gateway.max_suite_bytes,
+            request.into_inner(),
+        )
+        .await?;
+        Ok(Response::new(resp))
+    }
+
+    async fn get_run(
+        &self,
+        request: Request<v1::GetRunRequest>,
+    ) -> Result<Response<v1::Run>, Status> {
+        let id = parse_id("run_id", &request.get_ref().run_id)?;
+        let run = self
+            .deps
+            .store
+            .get_run(id)
+            .await
+            .map_err(|e| internal("get run", e))?
+            .ok_or_else(|| not_found("run", id))?;
+        Ok(Response::new(convert::run(&run)))
+    }
+
+    async fn list_runs(
+        &self,
+        request: Request<v1::ListRunsRequest>,
+    ) -> Result<Response<v1::ListRunsResponse>, Status> {
+        let req = request.into_inner();
+        let limit = page_size(req.page_size);
+        let after = run_cursor(&req.page_token)?;
+        let runs = self
+            .deps
+            .store
+            .list_runs(DEFAULT_PROJECT, limit, after)
+            .await
+            .map_err(|e| internal("list runs", e))?;
+        let next_page_token = match runs.last() {
+            Some(last) if runs.len() as u32 == limit => {
+                format!("{}_{}", last.created_at.timestamp_micros(), last.id)
+            }
+            _ => String::new(),
+        };
+        Ok(Response::new(v1::ListRunsResponse {
+            runs: runs.iter().map(convert::run).collect(),
+            next_page_token,
+        }))
+    }
+
+    async fn cancel_run(
+        &self,
+        request: Request<v1::CancelRunRequest>,
+    ) -> Result<Response<v1::Run>, Status> {
+        let id = parse_id("run_id", &request.get_ref().run_id)?;
+        let run = self
+            .deps
+            .store
+            .cancel_run(id)
+            .await
+            .map_err(|e| internal("cancel run", e))?
+            .ok_or_else(|| not_found("run", id))?;
+        gauntlet_service::events::publish_progress(self.deps.bus.as_ref(), &run).await;
+        Ok(Response::new(convert::run(&run)))
+    }
+
+    type WatchRunStream = ProgressStream;
+
+    async fn watch_run(
+        &self,
+        request: Request<v1::WatchRunRequest>,
+    ) -> Result<Response<Self::WatchRunStream>, Status> {
+        let id = parse_id("run_id", &request.get_ref().run_id)?;
+        let stream = watch::watch(self.deps.clone(), id, self.shutdown.clone()).await?;
+        Ok(Response::new(stream))
+    }
+
+    async fn list_results(
+        &self,
+        request: Request<v1::ListResultsRequest>,
+    ) -> Result<Response<v1::ListResultsResponse>, Status> {
+        let req = request.into_inner();
+        let id = parse_id("run_id", &req.run_id)?;
+        let status = match v1::ResultStatus::try_from(req.status) {
+            Ok(v1::ResultStatus::Unspecified) => None,
+            Ok(v1::ResultStatus::Pass) => Some(ResultStatus::Pass),
+            Ok(v1::ResultStatus::Fail) => Some(ResultStatus::Fail),
+            Ok(v1::ResultStatus::Error) => Some(ResultStatus::Error),
+            Err(_) => return Err(invalid("status", format!("unknown value {}", req.status))),
+        };
+        let after = if req.page_token.is_empty() {
+            None
+        } else {
+            Some(
+                req.page_token
+                    .parse::<i64>()
+                    .map_err(|_| invalid("page_token", "is not a token this server issued"))?,
+            )
+        };
+        let suite = self.suite(id).await?;
+        let limit = page_size(req.page_size);
+        let rows = self
+            .deps
+            .store
+            .list_results(id, status, after, limit)
+            .await
+            .map_err(|e| internal("list results", e))?;
+        let next_page_token = match rows.last() {
+            Some(last) if rows.len() as u32 == limit => last.result.task_index.to_string(),
+            _ => String::new(),
+        };
+        Ok(Response::new(v1::ListResultsResponse {
+            results: rows.iter().map(|r| convert::result(r, &suite)).collect(),
+            next_page_token,
+        }))
+    }
+}

@@ -1,0 +1,14 @@
+//! What every Gauntlet gRPC service shares: the server (trace layer, health,
+//! reflection, the internal Control API), the mapping from our errors to gRPC
+//! status codes, connecting to dependencies with retries, and the process
+//! start-up and shutdown of a service binary.
+
+pub mod convert;
+pub mod errors;
+pub mod events;
+pub mod server;
+pub mod startup;
+
+pub use errors::{internal, invalid, not_found, parse_id};
+pub use server::{Control, GrpcServer};
+pub use startup::{ServiceBinary, connect_bus, connect_store, shutdown_on_signal};

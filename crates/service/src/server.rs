@@ -1,0 +1,150 @@
+//! One way to stand up a gRPC server: the trace layer, `grpc.health.v1`
+//! (NotServing until the service says it is ready, NotServing again on
+//! shutdown), server reflection over every Gauntlet proto, and the internal
+//! Control API the monitor reads.
+
+use std::{collections::BTreeMap, sync::Arc, time::Instant};
+
+use gauntlet_proto::internal::v1::{
+    GetStatusRequest, ServiceStatus,
+    control_server::{self, ControlServer},
+};
+use gauntlet_telemetry::{grpc::TraceLayer, metrics::Registry};
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status, server::NamedService, service::RoutesBuilder};
+use tonic_health::server::HealthReporter;
+use tracing::info;
+
+/// A gRPC server under construction: the common services are already in,
+/// the service adds its own, then `serve`.
+pub struct GrpcServer {
+    name: &'static str,
+    routes: RoutesBuilder,
+    health: HealthReporter,
+    metrics: Arc<Registry>,
+}
+
+impl GrpcServer {
+    pub async fn new(name: &'static str) -> anyhow::Result<Self> {
+        let (health, health_service) = tonic_health::server::health_reporter();
+        health
+            .set_service_status("", tonic_health::ServingStatus::NotServing)
+            .await;
+        let reflection = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(gauntlet_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()?;
+        let metrics = Arc::new(Registry::new());
+        let mut routes = RoutesBuilder::default();
+        routes
+            .add_service(health_service)
+            .add_service(reflection)
+            .add_service(ControlServer::new(Control::new(name, metrics.clone())));
+        Ok(Self {
+            name,
+            routes,
+            health,
+            metrics,
+        })
+    }
+
+    pub fn health(&self) -> HealthReporter {
+        self.health.clone()
+    }
+
+    /// This service instance's own metrics, reported through Control (kept
+    /// apart from the process-wide registry so several services in one
+    /// process each report their own).
+    pub fn metrics(&self) -> Arc<Registry> {
+        self.metrics.clone()
+    }
+
+    pub fn add_service<S>(&mut self, service: S) -> &mut Self
+    where
+        S: tower::Service<
+                http::Request<tonic::body::Body>,
+                Response = http::Response<tonic::body::Body>,
+                Error = std::convert::Infallible,
+            > + NamedService
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Future: Send + 'static,
+    {
+        self.routes.add_service(service);
+        self
+    }
+
+    /// Serves on `listener` until `shutdown`: Serving once accepting,
+    /// NotServing as soon as shutdown starts, then drains open calls.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<()> {
+        let addr = listener.local_addr()?;
+        info!(service = self.name, %addr, "grpc listening");
+        set_serving(&self.health, true).await;
+        let health = self.health.clone();
+        let stop = shutdown.clone();
+        let signal = async move {
+            stop.cancelled().await;
+            set_serving(&health, false).await;
+        };
+        tonic::transport::Server::builder()
+            .layer(TraceLayer::new())
+            .add_routes(self.routes.routes())
+            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), signal)
+            .await?;
+        info!(service = self.name, "grpc server stopped");
+        Ok(())
+    }
+}
+
+/// Serving on `""` means the whole server is ready.
+async fn set_serving(health: &HealthReporter, serving: bool) {
+    let status = if serving {
+        tonic_health::ServingStatus::Serving
+    } else {
+        tonic_health::ServingStatus::NotServing
+    };
+    health.set_service_status("", status).await;
+}
+
+/// `gauntlet.internal.v1.Control`: the service's name, uptime and metrics.
+#[derive(Clone)]
+pub struct Control {
+    name: &'static str,
+    started: Instant,
+    registry: Arc<Registry>,
+}
+
+impl Control {
+    pub fn new(name: &'static str, registry: Arc<Registry>) -> Self {
+        Self {
+            name,
+            started: Instant::now(),
+            registry,
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl control_server::Control for Control {
+    async fn get_status(
+        &self,
+        _request: Request<GetStatusRequest>,
+    ) -> Result<Response<ServiceStatus>, Status> {
+        let mut metrics: BTreeMap<String, f64> = self.registry.snapshot();
+        metrics.extend(Registry::global().snapshot());
+        Ok(Response::new(ServiceStatus {
+            name: self.name.to_string(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            uptime_secs: self.started.elapsed().as_secs(),
+            metrics: metrics.into_iter().collect(),
+        }))
+    }
+}

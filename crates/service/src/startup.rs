@@ -1,0 +1,138 @@
+//! Start-up and shutdown of a service process: config loading, telemetry,
+//! connecting to Postgres and RabbitMQ with retries (in Kubernetes the
+//! service may start before its dependencies), and SIGTERM/SIGINT handling.
+
+use std::{future::Future, path::PathBuf, sync::Arc, time::Duration};
+
+use anyhow::Context;
+use gauntlet_bus::{AmqpBus, Bus};
+use gauntlet_config::{AmqpConfig, DatabaseConfig, GauntletConfig};
+use gauntlet_store::{PgStore, Store};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+/// Cancels `token` on SIGTERM or SIGINT.
+pub fn shutdown_on_signal(token: CancellationToken) {
+    tokio::spawn(async move {
+        let ctrl_c = tokio::signal::ctrl_c();
+        #[cfg(unix)]
+        {
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                    .expect("install SIGTERM handler");
+            tokio::select! {
+                _ = ctrl_c => {}
+                _ = term.recv() => {}
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = ctrl_c.await;
+        }
+        info!("shutdown signal received");
+        token.cancel();
+    });
+}
+
+async fn retry<T, E: std::fmt::Display, F, Fut>(
+    what: &str,
+    shutdown: &CancellationToken,
+    mut attempt: F,
+) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+{
+    let mut delay = Duration::from_millis(200);
+    loop {
+        match attempt().await {
+            Ok(v) => return Ok(v),
+            Err(error) => {
+                warn!(%error, what, retry_in_ms = delay.as_millis() as u64, "dependency not ready");
+                tokio::select! {
+                    _ = shutdown.cancelled() => anyhow::bail!("shut down while waiting for {what}"),
+                    _ = tokio::time::sleep(delay) => {}
+                }
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+/// Connects to Postgres, retrying until it answers or shutdown.
+pub async fn connect_store(
+    config: &DatabaseConfig,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<Arc<dyn Store>> {
+    let store = retry("postgres", shutdown, || PgStore::connect(config)).await?;
+    Ok(Arc::new(store))
+}
+
+/// Connects to RabbitMQ and declares the topology, retrying until it answers.
+pub async fn connect_bus(
+    config: &AmqpConfig,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<Arc<dyn Bus>> {
+    let bus = retry("rabbitmq", shutdown, || {
+        AmqpBus::connect(&config.url, config.delivery_limit)
+    })
+    .await?;
+    Ok(Arc::new(bus))
+}
+
+/// The `main` of a service binary: `--config FILE` (or `GAUNTLET_CONFIG`),
+/// then `GAUNTLET_<SECTION>__<KEY>` variables; telemetry; signals.
+pub struct ServiceBinary {
+    pub name: &'static str,
+}
+
+impl ServiceBinary {
+    pub fn load_config(&self) -> anyhow::Result<GauntletConfig> {
+        let mut args = std::env::args().skip(1);
+        let mut path: Option<PathBuf> = std::env::var_os("GAUNTLET_CONFIG").map(PathBuf::from);
+        while let Some(arg) = args.next() {
+            match arg.as_str() {
+                "--config" | "-c" => {
+                    path = Some(args.next().context("--config needs a file")?.into())
+                }
+                "--help" | "-h" => {
+                    println!(
+                        "gauntlet-{} [--config FILE]\n\nConfiguration: defaults, then FILE (TOML; also GAUNTLET_CONFIG), \
+                         then GAUNTLET_<SECTION>__<KEY> environment variables.\nTracing: OTEL_EXPORTER_OTLP_ENDPOINT, RUST_LOG, GAUNTLET_LOG_FORMAT=json.",
+                        self.name
+                    );
+                    std::process::exit(0);
+                }
+                other => anyhow::bail!("unknown argument `{other}` (try --help)"),
+            }
+        }
+        let text = match &path {
+            Some(p) => Some(
+                std::fs::read_to_string(p)
+                    .with_context(|| format!("cannot read config file {}", p.display()))?,
+            ),
+            None => None,
+        };
+        gauntlet_config::load(text.as_deref(), std::env::vars()).map_err(|e| match &path {
+            Some(p) => anyhow::anyhow!("{}: {e}", p.display()),
+            None => anyhow::anyhow!("{e}"),
+        })
+    }
+
+    /// Loads config, starts telemetry, runs `serve` until SIGTERM/SIGINT.
+    pub async fn run<F, Fut>(self, serve: F) -> anyhow::Result<()>
+    where
+        F: FnOnce(GauntletConfig, CancellationToken) -> Fut,
+        Fut: Future<Output = anyhow::Result<()>>,
+    {
+        let config = self.load_config()?;
+        let _telemetry = gauntlet_telemetry::init(&format!("gauntlet-{}", self.name))?;
+        let shutdown = CancellationToken::new();
+        shutdown_on_signal(shutdown.clone());
+        let result = serve(config, shutdown).await;
+        if let Err(e) = &result {
+            tracing::error!(error = format!("{e:#}"), "service failed");
+        }
+        result
+    }
+}

@@ -1,0 +1,123 @@
+//! The test queue worker: consumes task batches, renders prompts, calls
+//! providers, grades, and writes each batch's results in one idempotent
+//! statement before acknowledging it.
+
+mod batch;
+mod runs;
+
+use std::{sync::Arc, time::Duration};
+
+use anyhow::Context;
+use futures::StreamExt;
+use gauntlet_bus::{Bus, QueueName};
+use gauntlet_config::GauntletConfig;
+use gauntlet_providers::ProviderFactory;
+use gauntlet_service::{GrpcServer, connect_bus, connect_store};
+use gauntlet_store::Store;
+use gauntlet_telemetry::metrics::Registry;
+use tokio::{net::TcpListener, sync::Semaphore};
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+use tracing::{info, warn};
+
+/// What the worker talks to.
+#[derive(Clone)]
+pub struct Deps {
+    pub store: Arc<dyn Store>,
+    pub bus: Arc<dyn Bus>,
+    pub providers: Arc<ProviderFactory>,
+}
+
+pub async fn serve(config: GauntletConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let listener = TcpListener::bind(&config.worker.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.worker.listen))?;
+    let deps = Deps {
+        store: connect_store(&config.database, &shutdown).await?,
+        bus: connect_bus(&config.amqp, &shutdown).await?,
+        providers: Arc::new(ProviderFactory::from_process_env()),
+    };
+    run(config, deps, listener, shutdown).await
+}
+
+/// Consumes until `shutdown`, serving health and Control on `listener`.
+pub async fn run(
+    config: GauntletConfig,
+    deps: Deps,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let server = GrpcServer::new("worker").await?;
+    let metrics = server.metrics();
+    let grpc = tokio::spawn(server.serve(listener, shutdown.clone()));
+    consume(config, deps, metrics, shutdown).await;
+    grpc.await??;
+    Ok(())
+}
+
+async fn consume(
+    config: GauntletConfig,
+    deps: Deps,
+    metrics: Arc<Registry>,
+    shutdown: CancellationToken,
+) {
+    let ctx = Arc::new(batch::Worker {
+        metrics,
+        runs: runs::RunCache::new(deps.store.clone(), deps.providers.clone()),
+        in_flight: Arc::new(Semaphore::new(config.worker.max_in_flight.max(1))),
+        deps: deps.clone(),
+    });
+    let tracker = TaskTracker::new();
+    let mut backoff = Duration::from_millis(200);
+    'outer: while !shutdown.is_cancelled() {
+        let mut stream = match deps
+            .bus
+            .consume(QueueName::Tasks, config.worker.prefetch)
+            .await
+        {
+            Ok(s) => {
+                info!(prefetch = config.worker.prefetch, "consuming task batches");
+                backoff = Duration::from_millis(200);
+                s
+            }
+            Err(error) => {
+                warn!(%error, retry_in_ms = backoff.as_millis() as u64, "cannot consume, retrying");
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+                continue;
+            }
+        };
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break 'outer,
+                next = stream.next() => match next {
+                    Some(Ok(delivery)) => {
+                        let ctx = ctx.clone();
+                        tracker.spawn(async move { ctx.process(delivery).await });
+                    }
+                    Some(Err(error)) => {
+                        warn!(%error, "consumer failed, reconnecting");
+                        break;
+                    }
+                    None => {
+                        warn!("consumer stream ended, reconnecting");
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    // Stop taking work, then give in-flight batches the grace period. What is
+    // still unacknowledged after it is redelivered to another worker.
+    tracker.close();
+    let grace = Duration::from_secs(config.worker.shutdown_grace_secs);
+    if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
+        warn!(
+            in_flight = tracker.len(),
+            "grace period over, unfinished batches will be redelivered"
+        );
+    }
+    info!("worker stopped");
+}

@@ -1,0 +1,214 @@
+//! The reports service: consumes report jobs, fetches the run's summary from
+//! analytics and its results from the store in parallel, renders, stores the
+//! document and marks the report ready (or failed, with the reason).
+
+pub mod render;
+
+use std::{sync::Arc, time::Duration};
+
+use anyhow::Context;
+use futures::StreamExt;
+use gauntlet_bus::{Bus, Delivery, QueueName};
+use gauntlet_config::GauntletConfig;
+use gauntlet_core::suite::Suite;
+use gauntlet_proto::{
+    internal::v1::ReportJob,
+    v1::{self, analytics_service_client::AnalyticsServiceClient},
+};
+use gauntlet_service::{GrpcServer, connect_bus, connect_store, convert};
+use gauntlet_store::{ReportOutcome, Store};
+use gauntlet_telemetry::{grpc::TraceInterceptor, propagation};
+use prost::Message as _;
+use tokio::net::TcpListener;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+use tonic::{service::interceptor::InterceptedService, transport::Channel};
+use tracing::{Instrument, info, info_span, warn};
+use uuid::Uuid;
+
+/// Report jobs rendered at once.
+const PREFETCH: u16 = 4;
+/// Results read per store round-trip.
+const PAGE: u32 = 1000;
+
+type AnalyticsClient = AnalyticsServiceClient<InterceptedService<Channel, TraceInterceptor>>;
+
+#[derive(Clone)]
+pub struct Deps {
+    pub store: Arc<dyn Store>,
+    pub bus: Arc<dyn Bus>,
+}
+
+pub async fn serve(config: GauntletConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let listener = TcpListener::bind(&config.reports.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.reports.listen))?;
+    let deps = Deps {
+        store: connect_store(&config.database, &shutdown).await?,
+        bus: connect_bus(&config.amqp, &shutdown).await?,
+    };
+    run(config, deps, listener, shutdown).await
+}
+
+pub async fn run(
+    config: GauntletConfig,
+    deps: Deps,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let channel = tonic::transport::Endpoint::from_shared(config.reports.analytics_url.clone())
+        .with_context(|| {
+            format!(
+                "reports.analytics_url: `{}` is not a valid URL",
+                config.reports.analytics_url
+            )
+        })?
+        .connect_lazy();
+    let analytics = AnalyticsServiceClient::with_interceptor(channel, TraceInterceptor);
+    let server = GrpcServer::new("reports").await?;
+    let grpc = tokio::spawn(server.serve(listener, shutdown.clone()));
+    consume(deps, analytics, shutdown).await;
+    grpc.await??;
+    Ok(())
+}
+
+async fn consume(deps: Deps, analytics: AnalyticsClient, shutdown: CancellationToken) {
+    let tracker = TaskTracker::new();
+    'outer: while !shutdown.is_cancelled() {
+        let mut stream = match deps.bus.consume(QueueName::Reports, PREFETCH).await {
+            Ok(s) => s,
+            Err(error) => {
+                warn!(%error, "cannot consume report jobs, retrying");
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                }
+            }
+        };
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break 'outer,
+                next = stream.next() => match next {
+                    Some(Ok(delivery)) => {
+                        let deps = deps.clone();
+                        let analytics = analytics.clone();
+                        tracker.spawn(async move { handle(deps, analytics, delivery).await });
+                    }
+                    _ => {
+                        warn!("report job stream ended, reconnecting");
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    tracker.close();
+    tracker.wait().await;
+    info!("reports consumer stopped");
+}
+
+async fn handle(deps: Deps, analytics: AnalyticsClient, delivery: Delivery) {
+    let Ok(job) = ReportJob::decode(delivery.payload.as_slice()) else {
+        warn!("undecodable report job, dead-lettering");
+        let _ = delivery.dead_letter().await;
+        return;
+    };
+    let span = info_span!(
+        "render_report",
+        report_id = %job.report_id,
+        run_id = %job.run_id,
+        "messaging.system" = "rabbitmq",
+        "messaging.operation.type" = "process",
+    );
+    propagation::set_parent(
+        &span,
+        propagation::extract(
+            delivery
+                .headers
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str())),
+        ),
+    );
+    async move {
+        let (Ok(report_id), Ok(run_id)) = (
+            Uuid::parse_str(&job.report_id),
+            Uuid::parse_str(&job.run_id),
+        ) else {
+            let _ = delivery.dead_letter().await;
+            return;
+        };
+        let outcome = match build(&deps, analytics, run_id, job.format).await {
+            Ok(content) => ReportOutcome::Ready(content),
+            Err(e) => {
+                warn!(error = format!("{e:#}"), "report failed");
+                ReportOutcome::Failed(format!("{e:#}"))
+            }
+        };
+        match deps.store.finish_report(report_id, outcome).await {
+            Ok(()) => {
+                let _ = delivery.ack().await;
+            }
+            Err(error) => {
+                warn!(%error, "storing report failed, requeueing");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                let _ = delivery.requeue().await;
+            }
+        }
+    }
+    .instrument(span)
+    .await
+}
+
+/// Everything a report shows, gathered.
+pub struct ReportData {
+    pub summary: v1::RunSummary,
+    pub results: Vec<v1::Result>,
+}
+
+async fn build(
+    deps: &Deps,
+    mut analytics: AnalyticsClient,
+    run_id: Uuid,
+    format: i32,
+) -> anyhow::Result<String> {
+    let summary = async {
+        analytics
+            .get_run_summary(v1::GetRunSummaryRequest {
+                run_id: run_id.to_string(),
+            })
+            .await
+            .map(|r| r.into_inner())
+            .context("analytics summary")
+    };
+    let results = load_results(deps.store.as_ref(), run_id);
+    let (summary, results) = tokio::try_join!(summary, results)?;
+    let data = ReportData { summary, results };
+    match v1::ReportFormat::try_from(format) {
+        Ok(v1::ReportFormat::Markdown) => Ok(render::markdown(&data)),
+        Ok(v1::ReportFormat::Json) => Ok(render::json(&data)),
+        Ok(v1::ReportFormat::Html) => Ok(render::html(&data)),
+        Ok(v1::ReportFormat::Csv) => Ok(render::csv(&data)),
+        Ok(v1::ReportFormat::Junit) => Ok(render::junit(&data)),
+        Ok(v1::ReportFormat::Unspecified) => anyhow::bail!("no report format given"),
+        Err(_) => anyhow::bail!("unknown format {format}"),
+    }
+}
+
+async fn load_results(store: &dyn Store, run_id: Uuid) -> anyhow::Result<Vec<v1::Result>> {
+    let suite: Suite = serde_json::from_value(
+        store
+            .get_suite(run_id)
+            .await?
+            .with_context(|| format!("run {run_id} not found"))?,
+    )?;
+    let mut out = Vec::new();
+    let mut after = None;
+    loop {
+        let page = store.list_results(run_id, None, after, PAGE).await?;
+        let full = page.len() as u32 == PAGE;
+        after = page.last().map(|r| r.result.task_index);
+        out.extend(page.iter().map(|r| convert::result(r, &suite)));
+        if !full {
+            return Ok(out);
+        }
+    }
+}

@@ -1,0 +1,402 @@
+//! RabbitMQ backend. Work queues are quorum queues with a delivery limit and
+//! a dead-letter exchange; publishes wait for publisher confirms. The
+//! connection is re-established lazily after it drops, so a broker restart
+//! costs the callers one failed call, not a restart of the service.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use futures::StreamExt;
+use lapin::{
+    Acker, BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind,
+    options::{
+        BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions,
+        BasicQosOptions, ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions,
+        QueueDeclareOptions,
+    },
+    types::{AMQPValue, FieldTable, LongString, ShortString},
+};
+use tokio::sync::Mutex;
+use tracing::{debug, warn};
+
+use crate::{
+    Acknowledge, Bus, BusError, DEAD_LETTER_EXCHANGE, Delivery, DeliveryStream, EVENTS_EXCHANGE,
+    Event, EventStream, Message, QueueName, QueueStats, Result,
+};
+
+/// RabbitMQ-backed [`Bus`].
+pub struct AmqpBus {
+    url: String,
+    delivery_limit: u32,
+    state: Mutex<Option<Live>>,
+}
+
+/// A connection and its confirm-mode publishing channel.
+#[derive(Clone)]
+struct Live {
+    connection: Arc<Connection>,
+    publisher: Channel,
+}
+
+impl AmqpBus {
+    /// Connects and declares the topology (idempotent). `delivery_limit` is
+    /// how many times a work message is redelivered before it is
+    /// dead-lettered.
+    pub async fn connect(url: &str, delivery_limit: u32) -> Result<Self> {
+        let bus = Self {
+            url: url.to_string(),
+            delivery_limit,
+            state: Mutex::new(None),
+        };
+        bus.live().await?;
+        Ok(bus)
+    }
+
+    async fn live(&self) -> Result<Live> {
+        let mut state = self.state.lock().await;
+        if let Some(live) = state.as_ref()
+            && live.connection.status().connected()
+            && live.publisher.status().connected()
+        {
+            return Ok(live.clone());
+        }
+        if state.is_some() {
+            warn!("amqp connection lost, reconnecting");
+        }
+        *state = None;
+        let connection = Connection::connect(&self.url, ConnectionProperties::default())
+            .await
+            .map_err(|e| BusError::Unavailable(e.to_string()))?;
+        let publisher = connection.create_channel().await?;
+        declare_topology(&publisher, self.delivery_limit).await?;
+        publisher
+            .confirm_select(ConfirmSelectOptions::default())
+            .await?;
+        let live = Live {
+            connection: Arc::new(connection),
+            publisher,
+        };
+        *state = Some(live.clone());
+        debug!("amqp connected");
+        Ok(live)
+    }
+
+    /// Drops the cached connection so the next call reconnects.
+    async fn forget(&self) {
+        *self.state.lock().await = None;
+    }
+
+    /// Closes the connection (graceful shutdown).
+    pub async fn close(&self) {
+        if let Some(live) = self.state.lock().await.take() {
+            let _ = live.connection.close(200, "bye".into()).await;
+        }
+    }
+
+    async fn stats(&self, queue: &str) -> Result<QueueStats> {
+        let live = self.live().await?;
+        // A passive declare on a throwaway channel: a missing queue closes
+        // the channel, which must not be the publishing one.
+        let channel = live.connection.create_channel().await?;
+        let q = channel
+            .queue_declare(
+                queue.into(),
+                QueueDeclareOptions::default().passive(),
+                FieldTable::default(),
+            )
+            .await?;
+        let stats = QueueStats {
+            messages: u64::from(q.message_count()),
+            consumers: q.consumer_count(),
+        };
+        let _ = channel.close(200, "done".into()).await;
+        Ok(stats)
+    }
+
+    async fn publish_inner(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        messages: &[Message],
+        confirm: bool,
+    ) -> Result<()> {
+        let live = self.live().await?;
+        let mut confirms = Vec::with_capacity(messages.len());
+        for m in messages {
+            let props = BasicProperties::default()
+                .with_delivery_mode(2)
+                .with_content_type("application/protobuf".into())
+                .with_headers(to_field_table(&m.headers));
+            let confirm_fut = live
+                .publisher
+                .basic_publish(
+                    exchange.into(),
+                    routing_key.into(),
+                    BasicPublishOptions::default(),
+                    &m.payload,
+                    props,
+                )
+                .await;
+            match confirm_fut {
+                Ok(c) => confirms.push(c),
+                Err(e) => {
+                    self.forget().await;
+                    return Err(e.into());
+                }
+            }
+        }
+        if confirm {
+            for c in confirms {
+                let confirmation = c.await?;
+                if !confirmation.is_ack() {
+                    return Err(BusError::NotConfirmed);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+async fn declare_topology(channel: &Channel, delivery_limit: u32) -> Result<()> {
+    let durable_exchange = ExchangeDeclareOptions {
+        durable: true,
+        ..Default::default()
+    };
+    channel
+        .exchange_declare(
+            DEAD_LETTER_EXCHANGE.into(),
+            ExchangeKind::Direct,
+            durable_exchange,
+            FieldTable::default(),
+        )
+        .await?;
+    channel
+        .exchange_declare(
+            EVENTS_EXCHANGE.into(),
+            ExchangeKind::Topic,
+            durable_exchange,
+            FieldTable::default(),
+        )
+        .await?;
+    for queue in QueueName::ALL {
+        let mut dead_args = FieldTable::default();
+        dead_args.insert("x-queue-type".into(), long_string("quorum"));
+        channel
+            .queue_declare(
+                queue.dead_letter().into(),
+                QueueDeclareOptions::durable(),
+                dead_args,
+            )
+            .await?;
+        channel
+            .queue_bind(
+                queue.dead_letter().into(),
+                DEAD_LETTER_EXCHANGE.into(),
+                queue.as_str().into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        let mut args = FieldTable::default();
+        args.insert("x-queue-type".into(), long_string("quorum"));
+        args.insert(
+            "x-dead-letter-exchange".into(),
+            long_string(DEAD_LETTER_EXCHANGE),
+        );
+        args.insert(
+            "x-dead-letter-routing-key".into(),
+            long_string(queue.as_str()),
+        );
+        args.insert(
+            "x-delivery-limit".into(),
+            AMQPValue::LongInt(delivery_limit as i32),
+        );
+        channel
+            .queue_declare(queue.as_str().into(), QueueDeclareOptions::durable(), args)
+            .await?;
+    }
+    Ok(())
+}
+
+fn long_string(s: &str) -> AMQPValue {
+    AMQPValue::LongString(LongString::from(s.as_bytes().to_vec()))
+}
+
+fn to_field_table(headers: &[(String, String)]) -> FieldTable {
+    let mut table = FieldTable::default();
+    for (k, v) in headers {
+        table.insert(ShortString::from(k.as_str()), long_string(v));
+    }
+    table
+}
+
+fn from_properties(props: &BasicProperties) -> (Vec<(String, String)>, u32) {
+    let mut headers = Vec::new();
+    let mut delivery_count = 0;
+    if let Some(table) = props.headers() {
+        for (k, v) in table {
+            match v {
+                AMQPValue::LongString(s) => headers.push((
+                    k.as_str().to_string(),
+                    String::from_utf8_lossy(s.as_bytes()).into_owned(),
+                )),
+                AMQPValue::ShortString(s) => {
+                    headers.push((k.as_str().to_string(), s.as_str().to_string()))
+                }
+                other if k.as_str() == "x-delivery-count" => {
+                    delivery_count = match other {
+                        AMQPValue::LongLongInt(n) => *n as u32,
+                        AMQPValue::LongInt(n) => *n as u32,
+                        AMQPValue::LongUInt(n) => *n,
+                        AMQPValue::ShortInt(n) => *n as u32,
+                        AMQPValue::ShortUInt(n) => u32::from(*n),
+                        _ => 0,
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    (headers, delivery_count)
+}
+
+struct AmqpAcker(Acker);
+
+impl Drop for AmqpAcker {
+    fn drop(&mut self) {
+        // Unsettled, the message would hold a prefetch slot until the channel
+        // closes; give it back now instead. `usable` is false once settled or
+        // after the channel closed (which returned the message already).
+        if !self.0.usable() {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let acker = self.0.clone();
+        runtime.spawn(async move {
+            let requeue = BasicNackOptions {
+                requeue: true,
+                multiple: false,
+            };
+            if let Err(error) = acker.nack(requeue).await {
+                debug!(%error, "cannot requeue a dropped delivery");
+            }
+        });
+    }
+}
+
+#[async_trait]
+impl Acknowledge for AmqpAcker {
+    async fn ack(&self) -> Result<()> {
+        self.0.ack(BasicAckOptions::default()).await?;
+        Ok(())
+    }
+
+    async fn nack(&self, requeue: bool) -> Result<()> {
+        self.0
+            .nack(BasicNackOptions {
+                requeue,
+                multiple: false,
+            })
+            .await?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Bus for AmqpBus {
+    async fn publish(&self, queue: QueueName, messages: Vec<Message>) -> Result<()> {
+        // Published through the default exchange, straight to the queue.
+        self.publish_inner("", queue.as_str(), &messages, true)
+            .await
+    }
+
+    async fn consume(&self, queue: QueueName, prefetch: u16) -> Result<DeliveryStream> {
+        let live = self.live().await?;
+        let channel = live.connection.create_channel().await?;
+        channel
+            .basic_qos(prefetch, BasicQosOptions::default())
+            .await?;
+        let consumer = channel
+            .basic_consume(
+                queue.as_str().into(),
+                "".into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        // The channel must outlive the stream; it is moved into the closure.
+        let stream = consumer.map(move |item| {
+            let _keep = &channel;
+            let d = item?;
+            let (headers, delivery_count) = from_properties(&d.properties);
+            Ok(Delivery::new(
+                d.data,
+                headers,
+                d.redelivered,
+                delivery_count,
+                Box::new(AmqpAcker(d.acker)),
+            ))
+        });
+        Ok(Box::pin(stream))
+    }
+
+    async fn publish_event(&self, routing_key: &str, message: Message) -> Result<()> {
+        self.publish_inner(EVENTS_EXCHANGE, routing_key, &[message], false)
+            .await
+    }
+
+    async fn subscribe(&self, pattern: &str) -> Result<EventStream> {
+        let live = self.live().await?;
+        let channel = live.connection.create_channel().await?;
+        let queue = channel
+            .queue_declare(
+                "".into(),
+                QueueDeclareOptions::exclusive().auto_delete(),
+                FieldTable::default(),
+            )
+            .await?;
+        channel
+            .queue_bind(
+                queue.name().clone(),
+                EVENTS_EXCHANGE.into(),
+                pattern.into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        let consumer = channel
+            .basic_consume(
+                queue.name().clone(),
+                "".into(),
+                BasicConsumeOptions {
+                    no_ack: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await?;
+        let stream = consumer.filter_map(move |item| {
+            let _keep = &channel;
+            let event = item.ok().map(|d| {
+                let (headers, _) = from_properties(&d.properties);
+                Event {
+                    routing_key: d.routing_key.as_str().to_string(),
+                    payload: d.data,
+                    headers,
+                }
+            });
+            futures::future::ready(event)
+        });
+        Ok(Box::pin(stream))
+    }
+
+    async fn queue_stats(&self, queue: QueueName) -> Result<QueueStats> {
+        self.stats(queue.as_str()).await
+    }
+
+    async fn dead_letter_stats(&self, queue: QueueName) -> Result<QueueStats> {
+        self.stats(queue.dead_letter()).await
+    }
+}

@@ -1,0 +1,187 @@
+//! Gauntlet's messaging: durable work queues (task batches, report jobs) with
+//! dead-lettering, and a topic exchange of run events. `Bus` is the interface;
+//! `AmqpBus` is the RabbitMQ backend, `MemoryBus` the in-process one with the
+//! same semantics (checked by one conformance suite run against both).
+//!
+//! Messages carry opaque bytes plus string headers; the callers put protobuf
+//! bodies and the W3C `traceparent` there.
+
+pub mod admin;
+mod amqp;
+mod memory;
+#[cfg(feature = "testing")]
+pub mod testing;
+
+use std::pin::Pin;
+
+pub use amqp::AmqpBus;
+use async_trait::async_trait;
+use futures::Stream;
+pub use memory::MemoryBus;
+
+/// Messaging failures.
+#[derive(Debug, thiserror::Error)]
+pub enum BusError {
+    #[error("broker unavailable: {0}")]
+    Unavailable(String),
+    #[error("broker error: {0}")]
+    Amqp(#[from] lapin::Error),
+    #[error("publish not confirmed by the broker")]
+    NotConfirmed,
+    #[error("{0}")]
+    Admin(String),
+}
+
+pub type Result<T, E = BusError> = std::result::Result<T, E>;
+
+/// The work queues.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum QueueName {
+    /// `gauntlet.tasks`: task batches for workers.
+    Tasks,
+    /// `gauntlet.reports`: report jobs.
+    Reports,
+}
+
+impl QueueName {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            QueueName::Tasks => "gauntlet.tasks",
+            QueueName::Reports => "gauntlet.reports",
+        }
+    }
+
+    /// Where messages go after too many deliveries.
+    pub fn dead_letter(self) -> &'static str {
+        match self {
+            QueueName::Tasks => "gauntlet.tasks.dead",
+            QueueName::Reports => "gauntlet.reports.dead",
+        }
+    }
+
+    pub const ALL: [QueueName; 2] = [QueueName::Tasks, QueueName::Reports];
+}
+
+/// The topic exchange of run events.
+pub const EVENTS_EXCHANGE: &str = "gauntlet.events";
+/// The exchange dead letters are routed through.
+pub const DEAD_LETTER_EXCHANGE: &str = "gauntlet.dlx";
+
+/// A message to publish.
+#[derive(Debug, Clone, Default)]
+pub struct Message {
+    pub payload: Vec<u8>,
+    pub headers: Vec<(String, String)>,
+}
+
+/// One message taken from a work queue; it stays unacknowledged (and is
+/// redelivered after a crash) until `ack`. Dropping it unsettled requeues it,
+/// like `requeue`; so does dropping the consumer's `DeliveryStream` for every
+/// delivery it has not settled (settling one afterwards does nothing).
+pub struct Delivery {
+    pub payload: Vec<u8>,
+    pub headers: Vec<(String, String)>,
+    /// The broker says it delivered this message before.
+    pub redelivered: bool,
+    /// Earlier delivery attempts, from the quorum queue's `x-delivery-count`.
+    pub delivery_count: u32,
+    acker: Box<dyn Acknowledge>,
+}
+
+impl std::fmt::Debug for Delivery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Delivery")
+            .field("bytes", &self.payload.len())
+            .field("redelivered", &self.redelivered)
+            .field("delivery_count", &self.delivery_count)
+            .finish()
+    }
+}
+
+impl Delivery {
+    pub fn new(
+        payload: Vec<u8>,
+        headers: Vec<(String, String)>,
+        redelivered: bool,
+        delivery_count: u32,
+        acker: Box<dyn Acknowledge>,
+    ) -> Self {
+        Self {
+            payload,
+            headers,
+            redelivered,
+            delivery_count,
+            acker,
+        }
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Done: the message is removed.
+    pub async fn ack(self) -> Result<()> {
+        self.acker.ack().await
+    }
+
+    /// Give it back to be delivered again (to this or another consumer).
+    pub async fn requeue(self) -> Result<()> {
+        self.acker.nack(true).await
+    }
+
+    /// Poison: route it to the dead-letter queue now.
+    pub async fn dead_letter(self) -> Result<()> {
+        self.acker.nack(false).await
+    }
+}
+
+/// How a backend settles one delivery.
+#[async_trait]
+pub trait Acknowledge: Send + Sync {
+    async fn ack(&self) -> Result<()>;
+    async fn nack(&self, requeue: bool) -> Result<()>;
+}
+
+/// An event from the topic exchange.
+#[derive(Debug, Clone)]
+pub struct Event {
+    pub routing_key: String,
+    pub payload: Vec<u8>,
+    pub headers: Vec<(String, String)>,
+}
+
+pub type DeliveryStream = Pin<Box<dyn Stream<Item = Result<Delivery>> + Send>>;
+pub type EventStream = Pin<Box<dyn Stream<Item = Event> + Send>>;
+
+/// Depth of a work queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct QueueStats {
+    pub messages: u64,
+    pub consumers: u32,
+}
+
+#[async_trait]
+pub trait Bus: Send + Sync + 'static {
+    /// Publishes persistent messages and returns once the broker confirmed
+    /// every one of them.
+    async fn publish(&self, queue: QueueName, messages: Vec<Message>) -> Result<()>;
+    /// Deliveries from `queue`, at most `prefetch` unacknowledged at once.
+    /// The stream ends (or yields an error) when the connection is lost;
+    /// calling `consume` again reconnects.
+    async fn consume(&self, queue: QueueName, prefetch: u16) -> Result<DeliveryStream>;
+    /// Publishes one event on the topic exchange (fire and forget: events
+    /// are hints, the database holds the truth).
+    async fn publish_event(&self, routing_key: &str, message: Message) -> Result<()>;
+    /// Events whose routing key matches `pattern` (`run.<id>.*`), from a
+    /// private queue that lives as long as the stream.
+    async fn subscribe(&self, pattern: &str) -> Result<EventStream>;
+    /// Ready messages and consumers of `queue`; unacknowledged deliveries
+    /// are not counted.
+    async fn queue_stats(&self, queue: QueueName) -> Result<QueueStats>;
+    /// The same for `queue`'s dead-letter queue (`QueueName::dead_letter`):
+    /// messages dead-lettered explicitly or past the delivery limit.
+    async fn dead_letter_stats(&self, queue: QueueName) -> Result<QueueStats>;
+}

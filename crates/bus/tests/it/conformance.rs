@@ -1,0 +1,415 @@
+//! One suite of `Bus` behaviours run against both backends: RabbitMQ (each
+//! test in its own virtual host) and the in-process `MemoryBus`. A behaviour
+//! is written once, as an async fn over `Arc<dyn Bus>`.
+
+use std::{collections::HashSet, future::Future, sync::Arc, time::Duration};
+
+use futures::StreamExt;
+use gauntlet_bus::{Bus, Delivery, DeliveryStream, EventStream, Message, QueueName, QueueStats};
+
+/// Every backend under test gets this limit: a message is delivered at most
+/// three times.
+const DELIVERY_LIMIT: u32 = 2;
+/// How long something that should happen may take.
+const PATIENCE: Duration = Duration::from_secs(5);
+/// How long to watch for something that must not happen.
+const QUIET: Duration = Duration::from_millis(300);
+
+macro_rules! conformance_suite {
+    ($($behaviour:ident),* $(,)?) => {
+        mod amqp {
+            use std::sync::Arc;
+
+            use gauntlet_bus::{AmqpBus, testing::TestVhost};
+
+            $(
+                #[tokio::test]
+                async fn $behaviour() {
+                    let vhost = TestVhost::create().await;
+                    let bus = AmqpBus::connect(&vhost.url, super::DELIVERY_LIMIT)
+                        .await
+                        .unwrap();
+                    super::$behaviour(Arc::new(bus)).await;
+                }
+            )*
+        }
+
+        mod memory {
+            use std::sync::Arc;
+
+            use gauntlet_bus::MemoryBus;
+
+            $(
+                #[tokio::test]
+                async fn $behaviour() {
+                    super::$behaviour(Arc::new(MemoryBus::new(super::DELIVERY_LIMIT))).await;
+                }
+            )*
+        }
+    };
+}
+
+conformance_suite!(
+    acked_messages_leave_the_queue,
+    requeued_message_comes_back_first_with_a_higher_delivery_count,
+    message_past_the_delivery_limit_is_dead_lettered,
+    dead_lettered_message_is_not_redelivered,
+    prefetch_bounds_unacked_deliveries,
+    competing_consumers_share_work_without_duplicates,
+    dropped_consumers_deliveries_go_to_another_consumer,
+    dropped_delivery_goes_back_to_the_queue,
+    queue_stats_count_ready_messages_and_consumers,
+    star_pattern_gets_one_runs_events,
+    hash_pattern_matches_zero_or_more_words,
+    every_matching_subscriber_gets_the_event,
+);
+
+fn msg(s: &str) -> Message {
+    Message {
+        payload: s.as_bytes().to_vec(),
+        headers: vec![("traceparent".into(), format!("tp-{s}"))],
+    }
+}
+
+fn msgs(names: &[&str]) -> Vec<Message> {
+    names.iter().map(|s| msg(s)).collect()
+}
+
+fn text(d: &Delivery) -> &str {
+    std::str::from_utf8(&d.payload).unwrap()
+}
+
+async fn next(stream: &mut DeliveryStream) -> Delivery {
+    tokio::time::timeout(PATIENCE, stream.next())
+        .await
+        .expect("a delivery in time")
+        .expect("stream open")
+        .expect("delivery ok")
+}
+
+async fn assert_no_delivery(stream: &mut DeliveryStream) {
+    if let Ok(Some(d)) = tokio::time::timeout(QUIET, stream.next()).await {
+        panic!("unexpected delivery {:?}", d.map(|d| text(&d).to_string()));
+    }
+}
+
+async fn next_event(events: &mut EventStream) -> String {
+    let e = tokio::time::timeout(PATIENCE, events.next())
+        .await
+        .expect("an event in time")
+        .expect("stream open");
+    e.routing_key
+}
+
+async fn assert_no_event(events: &mut EventStream) {
+    if let Ok(Some(e)) = tokio::time::timeout(QUIET, events.next()).await {
+        panic!("unexpected event {}", e.routing_key);
+    }
+}
+
+/// Waits until `read` returns `expected`: the broker applies acks and
+/// dead-lettering asynchronously.
+async fn eventually<F, Fut>(expected: QueueStats, read: F)
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = QueueStats>,
+{
+    let wait = async {
+        loop {
+            let stats = read().await;
+            if stats == expected {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    if tokio::time::timeout(PATIENCE, wait).await.is_err() {
+        panic!("expected {expected:?}, still {:?}", read().await);
+    }
+}
+
+async fn eventually_queue(bus: &Arc<dyn Bus>, queue: QueueName, messages: u64, consumers: u32) {
+    let expected = QueueStats {
+        messages,
+        consumers,
+    };
+    eventually(expected, || async { bus.queue_stats(queue).await.unwrap() }).await;
+}
+
+async fn eventually_dead(bus: &Arc<dyn Bus>, queue: QueueName, messages: u64) {
+    let expected = QueueStats {
+        messages,
+        consumers: 0,
+    };
+    eventually(expected, || async {
+        bus.dead_letter_stats(queue).await.unwrap()
+    })
+    .await;
+}
+
+async fn acked_messages_leave_the_queue(bus: Arc<dyn Bus>) {
+    bus.publish(QueueName::Tasks, msgs(&["a", "b"]))
+        .await
+        .unwrap();
+    eventually_queue(&bus, QueueName::Tasks, 2, 0).await;
+
+    let mut stream = bus.consume(QueueName::Tasks, 10).await.unwrap();
+    let a = next(&mut stream).await;
+    assert_eq!(text(&a), "a");
+    assert_eq!(a.header("traceparent"), Some("tp-a"));
+    assert!(!a.redelivered);
+    assert_eq!(a.delivery_count, 0);
+    let b = next(&mut stream).await;
+    assert_eq!(text(&b), "b");
+    a.ack().await.unwrap();
+    b.ack().await.unwrap();
+    assert_no_delivery(&mut stream).await;
+    drop(stream);
+
+    eventually_queue(&bus, QueueName::Tasks, 0, 0).await;
+    eventually_dead(&bus, QueueName::Tasks, 0).await;
+    // The other queue is untouched.
+    eventually_queue(&bus, QueueName::Reports, 0, 0).await;
+}
+
+async fn requeued_message_comes_back_first_with_a_higher_delivery_count(bus: Arc<dyn Bus>) {
+    bus.publish(QueueName::Tasks, msgs(&["a", "b"]))
+        .await
+        .unwrap();
+    let mut stream = bus.consume(QueueName::Tasks, 1).await.unwrap();
+
+    let first = next(&mut stream).await;
+    assert_eq!(text(&first), "a");
+    assert!(!first.redelivered);
+    assert_eq!(first.delivery_count, 0);
+    first.requeue().await.unwrap();
+
+    // Returned messages are served before the ones never delivered.
+    let again = next(&mut stream).await;
+    assert_eq!(text(&again), "a");
+    assert!(again.redelivered);
+    assert_eq!(again.delivery_count, 1);
+    assert_eq!(again.header("traceparent"), Some("tp-a"));
+    again.ack().await.unwrap();
+
+    let b = next(&mut stream).await;
+    assert_eq!(text(&b), "b");
+    assert!(!b.redelivered);
+    b.ack().await.unwrap();
+}
+
+async fn message_past_the_delivery_limit_is_dead_lettered(bus: Arc<dyn Bus>) {
+    bus.publish(QueueName::Reports, vec![msg("poison")])
+        .await
+        .unwrap();
+    let mut stream = bus.consume(QueueName::Reports, 1).await.unwrap();
+    for expected_count in 0..=DELIVERY_LIMIT {
+        let d = next(&mut stream).await;
+        assert_eq!(text(&d), "poison");
+        assert_eq!(d.delivery_count, expected_count);
+        d.requeue().await.unwrap();
+    }
+    assert_no_delivery(&mut stream).await;
+    eventually_dead(&bus, QueueName::Reports, 1).await;
+    eventually_queue(&bus, QueueName::Reports, 0, 1).await;
+    eventually_dead(&bus, QueueName::Tasks, 0).await;
+}
+
+async fn dead_lettered_message_is_not_redelivered(bus: Arc<dyn Bus>) {
+    bus.publish(QueueName::Tasks, msgs(&["poison", "fine"]))
+        .await
+        .unwrap();
+    let mut stream = bus.consume(QueueName::Tasks, 1).await.unwrap();
+    let poison = next(&mut stream).await;
+    assert_eq!(text(&poison), "poison");
+    poison.dead_letter().await.unwrap();
+    let fine = next(&mut stream).await;
+    assert_eq!(text(&fine), "fine");
+    fine.ack().await.unwrap();
+    assert_no_delivery(&mut stream).await;
+    eventually_dead(&bus, QueueName::Tasks, 1).await;
+    eventually_queue(&bus, QueueName::Tasks, 0, 1).await;
+}
+
+async fn prefetch_bounds_unacked_deliveries(bus: Arc<dyn Bus>) {
+    let names = ["m0", "m1", "m2", "m3", "m4"];
+    bus.publish(QueueName::Tasks, msgs(&names)).await.unwrap();
+    let mut stream = bus.consume(QueueName::Tasks, 2).await.unwrap();
+
+    let mut held = vec![next(&mut stream).await, next(&mut stream).await];
+    assert_no_delivery(&mut stream).await;
+    eventually_queue(&bus, QueueName::Tasks, 3, 1).await;
+
+    let mut seen = Vec::new();
+    while let Some(d) = held.pop() {
+        seen.push(text(&d).to_string());
+        d.ack().await.unwrap();
+        if seen.len() + held.len() < names.len() {
+            held.push(next(&mut stream).await);
+            // Still one slot short of a third delivery.
+            assert_eq!(held.len(), 2.min(names.len() - seen.len()));
+        }
+    }
+    seen.sort();
+    assert_eq!(seen, names);
+    assert_no_delivery(&mut stream).await;
+}
+
+async fn competing_consumers_share_work_without_duplicates(bus: Arc<dyn Bus>) {
+    let mut one = bus.consume(QueueName::Tasks, 1).await.unwrap();
+    let mut two = bus.consume(QueueName::Tasks, 1).await.unwrap();
+    eventually_queue(&bus, QueueName::Tasks, 0, 2).await;
+    let names = ["t0", "t1", "t2", "t3", "t4", "t5"];
+    bus.publish(QueueName::Tasks, msgs(&names)).await.unwrap();
+
+    let mut seen = HashSet::new();
+    // Each consumer holds one message at a time, so both must take part.
+    for _ in 0..names.len() / 2 {
+        for stream in [&mut one, &mut two] {
+            let d = next(stream).await;
+            assert!(seen.insert(text(&d).to_string()), "delivered twice");
+            assert!(!d.redelivered);
+            d.ack().await.unwrap();
+        }
+    }
+    assert_eq!(seen, names.iter().map(|s| s.to_string()).collect());
+    assert_no_delivery(&mut one).await;
+    assert_no_delivery(&mut two).await;
+    eventually_queue(&bus, QueueName::Tasks, 0, 2).await;
+}
+
+async fn dropped_consumers_deliveries_go_to_another_consumer(bus: Arc<dyn Bus>) {
+    bus.publish(QueueName::Tasks, msgs(&["a", "b"]))
+        .await
+        .unwrap();
+    let mut crashed = bus.consume(QueueName::Tasks, 10).await.unwrap();
+    let a = next(&mut crashed).await;
+    let b = next(&mut crashed).await;
+    let mut survivor = bus.consume(QueueName::Tasks, 10).await.unwrap();
+    assert_no_delivery(&mut survivor).await;
+
+    // The consumer goes away with its deliveries still in hand.
+    drop(crashed);
+    let again_a = next(&mut survivor).await;
+    let again_b = next(&mut survivor).await;
+    assert_eq!((text(&again_a), text(&again_b)), ("a", "b"));
+    for d in [&again_a, &again_b] {
+        assert!(d.redelivered);
+        assert_eq!(d.delivery_count, 1);
+    }
+
+    // Settling the stale copies does nothing to the redelivered ones.
+    a.ack().await.unwrap();
+    b.dead_letter().await.unwrap();
+    assert_no_delivery(&mut survivor).await;
+    again_a.ack().await.unwrap();
+    again_b.ack().await.unwrap();
+    eventually_queue(&bus, QueueName::Tasks, 0, 1).await;
+    eventually_dead(&bus, QueueName::Tasks, 0).await;
+}
+
+async fn dropped_delivery_goes_back_to_the_queue(bus: Arc<dyn Bus>) {
+    bus.publish(QueueName::Tasks, vec![msg("a")]).await.unwrap();
+    let mut stream = bus.consume(QueueName::Tasks, 1).await.unwrap();
+    let d = next(&mut stream).await;
+    drop(d);
+    let again = next(&mut stream).await;
+    assert_eq!(text(&again), "a");
+    assert!(again.redelivered);
+    assert_eq!(again.delivery_count, 1);
+    again.ack().await.unwrap();
+    assert_no_delivery(&mut stream).await;
+}
+
+async fn queue_stats_count_ready_messages_and_consumers(bus: Arc<dyn Bus>) {
+    eventually_queue(&bus, QueueName::Tasks, 0, 0).await;
+    bus.publish(QueueName::Tasks, msgs(&["a", "b", "c"]))
+        .await
+        .unwrap();
+    eventually_queue(&bus, QueueName::Tasks, 3, 0).await;
+
+    let mut stream = bus.consume(QueueName::Tasks, 1).await.unwrap();
+    let a = next(&mut stream).await;
+    // The unacknowledged one is not counted.
+    eventually_queue(&bus, QueueName::Tasks, 2, 1).await;
+    let idle = bus.consume(QueueName::Reports, 1).await.unwrap();
+    eventually_queue(&bus, QueueName::Reports, 0, 1).await;
+    eventually_queue(&bus, QueueName::Tasks, 2, 1).await;
+
+    a.ack().await.unwrap();
+    next(&mut stream).await.ack().await.unwrap();
+    eventually_queue(&bus, QueueName::Tasks, 0, 1).await;
+    drop(stream);
+    drop(idle);
+    eventually_queue(&bus, QueueName::Tasks, 1, 0).await;
+    eventually_queue(&bus, QueueName::Reports, 0, 0).await;
+}
+
+async fn star_pattern_gets_one_runs_events(bus: Arc<dyn Bus>) {
+    let mut events = bus.subscribe("run.r1.*").await.unwrap();
+    for key in [
+        "run.r2.progress",
+        "run.r1.progress",
+        "run.r1",
+        "run.r1.progress.detail",
+        "run.r11.progress",
+        "run.r1.done",
+    ] {
+        bus.publish_event(key, msg(key)).await.unwrap();
+    }
+    let e = tokio::time::timeout(PATIENCE, events.next())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(e.routing_key, "run.r1.progress");
+    assert_eq!(e.payload, b"run.r1.progress");
+    assert_eq!(
+        e.headers,
+        vec![("traceparent".to_string(), "tp-run.r1.progress".to_string())]
+    );
+    assert_eq!(next_event(&mut events).await, "run.r1.done");
+    assert_no_event(&mut events).await;
+}
+
+async fn hash_pattern_matches_zero_or_more_words(bus: Arc<dyn Bus>) {
+    let mut run = bus.subscribe("run.#").await.unwrap();
+    let mut done = bus.subscribe("run.#.done").await.unwrap();
+    for key in [
+        "run",
+        "run.r1",
+        "runs.r1",
+        "run.done",
+        "run.r1.progress",
+        "run.r1.batch.b7.done",
+        "other.run.done",
+    ] {
+        bus.publish_event(key, msg(key)).await.unwrap();
+    }
+    for expected in [
+        "run",
+        "run.r1",
+        "run.done",
+        "run.r1.progress",
+        "run.r1.batch.b7.done",
+    ] {
+        assert_eq!(next_event(&mut run).await, expected);
+    }
+    assert_no_event(&mut run).await;
+    for expected in ["run.done", "run.r1.batch.b7.done"] {
+        assert_eq!(next_event(&mut done).await, expected);
+    }
+    assert_no_event(&mut done).await;
+}
+
+async fn every_matching_subscriber_gets_the_event(bus: Arc<dyn Bus>) {
+    let mut first = bus.subscribe("run.r1.*").await.unwrap();
+    let mut second = bus.subscribe("#").await.unwrap();
+    let gone = bus.subscribe("#").await.unwrap();
+    drop(gone);
+    bus.publish_event("run.r1.done", msg("x")).await.unwrap();
+    assert_eq!(next_event(&mut first).await, "run.r1.done");
+    assert_eq!(next_event(&mut second).await, "run.r1.done");
+    // A subscription made after an event does not see it.
+    let mut late = bus.subscribe("#").await.unwrap();
+    assert_no_event(&mut late).await;
+}

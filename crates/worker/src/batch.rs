@@ -1,9 +1,12 @@
 //! One task batch: render, call, grade every task (calls bounded by the
-//! worker-wide in-flight limit), write all results in one statement, then
-//! ack. A write that fails requeues the batch; the (run_id, task_index) key
-//! makes the retry insert only what is missing.
+//! run's and the worker-wide in-flight limits), write the results as they
+//! come in multi-row statements, then ack. A write that fails requeues the
+//! batch; the (run_id, task_index) key makes the retry insert only what is
+//! missing, and a redelivered batch calls the provider only for tasks with
+//! no stored result. A batch of a cancelled run stops calling, keeps what it
+//! has, and is acked.
 
-use std::{sync::Arc, time::Duration};
+use std::{collections::HashSet, sync::Arc, time::Duration};
 
 use futures::{StreamExt, stream::FuturesUnordered};
 use gauntlet_bus::Delivery;
@@ -21,6 +24,11 @@ use crate::{
     Deps,
     runs::{PlanError, RunCache, RunPlan},
 };
+
+/// How often a batch writes the results it has so far.
+const FLUSH_EVERY: Duration = Duration::from_millis(250);
+/// How often a batch looks whether its run was cancelled.
+const CANCEL_CHECK_EVERY: Duration = Duration::from_millis(250);
 
 pub struct Worker {
     pub metrics: Arc<Registry>,
@@ -88,38 +96,111 @@ impl Worker {
             }
         };
 
+        // A redelivered batch may be partly stored already (an earlier
+        // worker flushed some results before it died): call the provider
+        // only for what is missing.
+        let stored = if delivery.redelivered {
+            match self.stored_tasks(run_id, &batch).await {
+                Ok(s) => s,
+                Err(error) => {
+                    warn!(%error, "cannot read stored results, requeueing batch");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    let _ = delivery.requeue().await;
+                    return;
+                }
+            }
+        } else {
+            HashSet::new()
+        };
         let mut tasks: FuturesUnordered<_> = (batch.first_task
             ..batch.first_task + u64::from(batch.count))
+            .filter(|index| !stored.contains(&(*index as i64)))
             .map(|index| self.run_task(&plan, &batch.project_id, index))
             .collect();
+
+        // Results are written as they come (every FLUSH_EVERY), so progress
+        // moves within a batch and a cancelled or interrupted run keeps what
+        // was done; the batch is acked once everything is written.
         let mut rows = Vec::with_capacity(batch.count as usize);
-        while let Some(row) = tasks.next().await {
-            if let Some(row) = row {
-                rows.push(row);
+        let mut flush = tokio::time::interval(FLUSH_EVERY);
+        flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut cancel_check = tokio::time::interval(CANCEL_CHECK_EVERY);
+        cancel_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let (_, _) = tokio::join!(flush.tick(), cancel_check.tick());
+        loop {
+            tokio::select! {
+                next = tasks.next() => match next {
+                    Some(Some(row)) => rows.push(row),
+                    Some(None) => {}
+                    None => break,
+                },
+                _ = flush.tick(), if !rows.is_empty() => {
+                    if !self.write(run_id, &mut rows).await {
+                        let _ = delivery.requeue().await;
+                        return;
+                    }
+                }
+                _ = cancel_check.tick() => {
+                    if self.runs.status(run_id).await == Some(RunStatus::Cancelled) {
+                        debug!(abandoned = tasks.len(), "run cancelled mid-batch");
+                        break;
+                    }
+                }
             }
         }
+        // Abandons the calls of a cancelled run that are still in flight.
         drop(tasks);
 
-        match self.deps.store.insert_results(run_id, &rows).await {
+        if !rows.is_empty() && !self.write(run_id, &mut rows).await {
+            let _ = delivery.requeue().await;
+            return;
+        }
+        self.metrics
+            .counter("gauntlet_batches_processed_total")
+            .inc();
+        if let Err(error) = delivery.ack().await {
+            // The results are committed; a redelivery will insert nothing.
+            warn!(%error, "ack failed after commit");
+        }
+    }
+
+    /// Task indices of `batch` that already have a stored result.
+    async fn stored_tasks(
+        &self,
+        run_id: Uuid,
+        batch: &TaskBatch,
+    ) -> gauntlet_store::Result<HashSet<i64>> {
+        let first = batch.first_task as i64;
+        let rows = self
+            .deps
+            .store
+            .list_results(run_id, None, Some(first - 1), batch.count)
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| r.result.task_index)
+            .filter(|&t| t < first + i64::from(batch.count))
+            .collect())
+    }
+
+    /// Writes `rows` (and empties it); false when the write failed and the
+    /// batch must be requeued (what was written stays, by its key).
+    async fn write(&self, run_id: Uuid, rows: &mut Vec<NewResult>) -> bool {
+        match self.deps.store.insert_results(run_id, rows).await {
             Ok(outcome) => {
-                if let Err(error) = delivery.ack().await {
-                    // The results are committed; a redelivery will insert nothing.
-                    warn!(%error, "ack failed after commit");
-                }
+                rows.clear();
                 self.metrics
                     .counter("gauntlet_results_inserted_total")
                     .inc_by(outcome.inserted);
-                self.metrics
-                    .counter("gauntlet_batches_processed_total")
-                    .inc();
                 if outcome.inserted > 0 || outcome.finished_now {
                     publish_progress(self.deps.bus.as_ref(), &outcome.run).await;
                 }
+                true
             }
             Err(error) => {
                 warn!(%error, "writing results failed, requeueing batch");
                 tokio::time::sleep(Duration::from_secs(1)).await;
-                let _ = delivery.requeue().await;
+                false
             }
         }
     }
@@ -170,6 +251,12 @@ impl Worker {
             }
         };
         let completion = {
+            // The run's own limit first, so a run capped low does not hold
+            // worker-wide permits while it waits.
+            let _run_permit = match &plan.max_concurrency {
+                Some(limit) => Some(limit.acquire().await.ok()?),
+                None => None,
+            };
             let _permit = self.in_flight.acquire().await.ok()?;
             client.complete(&prompt).await
         };

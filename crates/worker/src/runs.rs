@@ -9,6 +9,7 @@ use gauntlet_core::{suite::Suite, template::PromptRenderer};
 use gauntlet_providers::{Provider, ProviderFactory};
 use gauntlet_store::{RunStatus, Store};
 use moka::future::Cache;
+use tokio::sync::Semaphore;
 use uuid::Uuid;
 
 /// A run as the worker executes it.
@@ -19,6 +20,9 @@ pub struct RunPlan {
     /// task for it becomes an `error` result).
     pub providers: Vec<Result<Arc<dyn Provider>, String>>,
     pub repeat: u32,
+    /// Most provider calls of this run in flight on this worker, from the
+    /// run's options or the suite's `evaluateOptions.maxConcurrency`.
+    pub max_concurrency: Option<Arc<Semaphore>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -82,11 +86,18 @@ impl RunCache {
             })
             .collect();
         let repeat = run.options["repeat"].as_u64().unwrap_or(1).max(1) as u32;
+        let max_concurrency = run.options["max_concurrency"]
+            .as_u64()
+            .filter(|&n| n > 0)
+            .map(|n| n as usize)
+            .or(suite.max_concurrency.filter(|&n| n > 0).map(|n| n as usize))
+            .map(|n| Arc::new(Semaphore::new(n)));
         Ok(Arc::new(RunPlan {
             suite,
             renderer,
             providers,
             repeat,
+            max_concurrency,
         }))
     }
 

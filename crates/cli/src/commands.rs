@@ -1,0 +1,183 @@
+//! The subcommands that talk to a running server: `watch`, `results`,
+//! `report`, `runs`.
+
+use std::{path::PathBuf, time::Duration};
+
+use anyhow::Context;
+use futures::StreamExt;
+use gauntlet_proto::v1::{
+    self, report_service_client::ReportServiceClient, run_service_client::RunServiceClient,
+};
+
+use crate::client;
+
+fn status_name(s: i32) -> &'static str {
+    match v1::RunStatus::try_from(s) {
+        Ok(v1::RunStatus::Queued) => "queued",
+        Ok(v1::RunStatus::Running) => "running",
+        Ok(v1::RunStatus::Completed) => "completed",
+        Ok(v1::RunStatus::Cancelled) => "cancelled",
+        Ok(v1::RunStatus::Failed) => "failed",
+        _ => "unknown",
+    }
+}
+
+pub async fn watch(server: &str, run_id: &str) -> anyhow::Result<()> {
+    let mut runs = RunServiceClient::new(client::connect(server).await?);
+    let mut stream = runs
+        .watch_run(v1::WatchRunRequest {
+            run_id: run_id.into(),
+        })
+        .await
+        .map_err(|s| client::status_message("watch", &s))?
+        .into_inner();
+    while let Some(p) = stream.next().await {
+        let p = p.map_err(|s| client::status_message("watch", &s))?;
+        println!(
+            "{} {}/{} done, {} passed, {} failed, {} errors",
+            status_name(p.status),
+            p.completed_tasks,
+            p.total_tasks,
+            p.passed,
+            p.failed,
+            p.errors
+        );
+    }
+    Ok(())
+}
+
+pub async fn runs(server: &str, limit: u32) -> anyhow::Result<()> {
+    let mut client_ = RunServiceClient::new(client::connect(server).await?);
+    let page = client_
+        .list_runs(v1::ListRunsRequest {
+            page_size: limit,
+            page_token: String::new(),
+        })
+        .await
+        .map_err(|s| client::status_message("list runs", &s))?
+        .into_inner();
+    println!(
+        "{:<36}  {:<9}  {:>11}  {:>6}  {:>6}  {:>6}  description",
+        "run", "status", "done", "pass", "fail", "error"
+    );
+    for r in page.runs {
+        println!(
+            "{:<36}  {:<9}  {:>11}  {:>6}  {:>6}  {:>6}  {}",
+            r.id,
+            status_name(r.status),
+            format!("{}/{}", r.completed_tasks, r.total_tasks),
+            r.passed,
+            r.failed,
+            r.errors,
+            r.description
+        );
+    }
+    Ok(())
+}
+
+pub async fn results(server: &str, run_id: &str, output: Option<PathBuf>) -> anyhow::Result<()> {
+    let channel = client::connect(server).await?;
+    let mut runs = RunServiceClient::new(channel.clone());
+    let results = client::all_results(&mut runs, run_id).await?;
+    match output {
+        Some(path) => {
+            let summary =
+                gauntlet_proto::v1::analytics_service_client::AnalyticsServiceClient::new(channel)
+                    .get_run_summary(v1::GetRunSummaryRequest {
+                        run_id: run_id.into(),
+                    })
+                    .await
+                    .map_err(|s| client::status_message("summary", &s))?
+                    .into_inner();
+            crate::output::write(&path, &gauntlet_reports::ReportData { summary, results })?;
+            eprintln!("wrote {}", path.display());
+        }
+        None => {
+            for r in results {
+                let status = match v1::ResultStatus::try_from(r.status) {
+                    Ok(v1::ResultStatus::Pass) => "PASS",
+                    Ok(v1::ResultStatus::Fail) => "FAIL",
+                    _ => "ERROR",
+                };
+                println!(
+                    "{:>6} {:<5} {:<24} {}",
+                    r.task_index,
+                    status,
+                    r.provider_id,
+                    if r.reason.is_empty() {
+                        &r.output
+                    } else {
+                        &r.reason
+                    }
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+pub enum ReportFormat {
+    Markdown,
+    Json,
+    Html,
+    Csv,
+    Junit,
+}
+
+pub async fn report(
+    server: &str,
+    run_id: &str,
+    format: ReportFormat,
+    output: Option<PathBuf>,
+) -> anyhow::Result<()> {
+    let mut reports = ReportServiceClient::new(client::connect(server).await?);
+    let format = match format {
+        ReportFormat::Markdown => v1::ReportFormat::Markdown,
+        ReportFormat::Json => v1::ReportFormat::Json,
+        ReportFormat::Html => v1::ReportFormat::Html,
+        ReportFormat::Csv => v1::ReportFormat::Csv,
+        ReportFormat::Junit => v1::ReportFormat::Junit,
+    };
+    let created = reports
+        .create_report(v1::CreateReportRequest {
+            run_id: run_id.into(),
+            format: format as i32,
+        })
+        .await
+        .map_err(|s| client::status_message("create report", &s))?
+        .into_inner();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(300);
+    let report = loop {
+        let r = reports
+            .get_report(v1::GetReportRequest {
+                report_id: created.id.clone(),
+            })
+            .await
+            .map_err(|s| client::status_message("get report", &s))?
+            .into_inner();
+        if r.status != v1::ReportStatus::Pending as i32 {
+            break r;
+        }
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "report {} still pending after 5 minutes",
+            created.id
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    anyhow::ensure!(
+        report.status == v1::ReportStatus::Ready as i32,
+        "report failed: {}",
+        report.error
+    );
+    match output {
+        Some(path) => {
+            std::fs::write(&path, report.content)
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            eprintln!("wrote {}", path.display());
+        }
+        None => print!("{}", report.content),
+    }
+    Ok(())
+}

@@ -1,0 +1,220 @@
+//! All five services in this process on loopback ports: with SQLite, the
+//! in-process bus and an L1-only cache for `gauntlet run` on a laptop, or
+//! with whatever backends the caller hands in (tests, `gauntlet up`).
+
+use std::{net::SocketAddr, path::Path, sync::Arc, time::Duration};
+
+use anyhow::Context;
+use gauntlet_bus::{Bus, MemoryBus};
+use gauntlet_cache::Cache;
+use gauntlet_config::GauntletConfig;
+use gauntlet_providers::ProviderFactory;
+use gauntlet_store::{SqliteStore, Store};
+use tokio::{net::TcpListener, task::JoinHandle};
+use tokio_util::sync::CancellationToken;
+use tracing::warn;
+
+/// A running in-process cluster.
+pub struct Stack {
+    pub gateway: SocketAddr,
+    pub worker: SocketAddr,
+    pub analytics: SocketAddr,
+    pub reports: SocketAddr,
+    pub monitor: SocketAddr,
+    shutdown: CancellationToken,
+    tasks: Vec<(&'static str, JoinHandle<anyhow::Result<()>>)>,
+}
+
+/// The backends the services share.
+pub struct Backends {
+    pub store: Arc<dyn Store>,
+    pub bus: Arc<dyn Bus>,
+    pub cache: Cache,
+    pub providers: Arc<ProviderFactory>,
+}
+
+impl Backends {
+    /// SQLite in `data_dir`, the in-process bus, an L1-only cache, and
+    /// providers configured from the process environment.
+    pub async fn embedded(data_dir: &Path, config: &GauntletConfig) -> anyhow::Result<Self> {
+        Ok(Self {
+            store: Arc::new(sqlite_store(data_dir).await?),
+            bus: Arc::new(MemoryBus::new(config.amqp.delivery_limit)),
+            cache: Cache::local(CACHE_BYTES),
+            providers: Arc::new(ProviderFactory::from_process_env()),
+        })
+    }
+}
+
+/// The embedded database, `gauntlet.db` in `data_dir`, which is created if
+/// missing and must be writable.
+pub async fn sqlite_store(data_dir: &Path) -> anyhow::Result<SqliteStore> {
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("data directory {} cannot be created", data_dir.display()))?;
+    let probe = data_dir.join(".write-test");
+    std::fs::write(&probe, b"")
+        .with_context(|| format!("data directory {} is not writable", data_dir.display()))?;
+    let _ = std::fs::remove_file(probe);
+    SqliteStore::open(&data_dir.join("gauntlet.db"))
+        .await
+        .with_context(|| format!("cannot open the database in {}", data_dir.display()))
+}
+
+/// In-process L1 budget of the embedded cache.
+pub const CACHE_BYTES: u64 = 64 * 1024 * 1024;
+
+async fn loopback() -> anyhow::Result<(TcpListener, SocketAddr)> {
+    let l = TcpListener::bind("127.0.0.1:0")
+        .await
+        .context("cannot listen on a loopback port")?;
+    let addr = l.local_addr()?;
+    Ok((l, addr))
+}
+
+fn url(addr: SocketAddr) -> String {
+    format!("http://{addr}")
+}
+
+impl Stack {
+    /// The embedded stack: SQLite in `data_dir`, in-process bus, L1 cache.
+    pub async fn start(data_dir: &Path) -> anyhow::Result<Self> {
+        let config = GauntletConfig::default();
+        let backends = Backends::embedded(data_dir, &config).await?;
+        Self::start_with(config, backends).await
+    }
+
+    /// All five services over the given backends, on loopback ports.
+    pub async fn start_with(config: GauntletConfig, b: Backends) -> anyhow::Result<Self> {
+        let (gl, _) = loopback().await?;
+        Self::start_on(config, b, gl).await
+    }
+
+    /// All five services over the given backends: the gateway on `gl`,
+    /// the others on loopback ports of their own.
+    pub async fn start_on(
+        mut config: GauntletConfig,
+        b: Backends,
+        gl: TcpListener,
+    ) -> anyhow::Result<Self> {
+        let gateway = gl.local_addr()?;
+        let (wl, worker) = loopback().await?;
+        let (al, analytics) = loopback().await?;
+        let (rl, reports) = loopback().await?;
+        let (ml, monitor) = loopback().await?;
+        config.gateway.analytics_url = url(analytics);
+        config.gateway.monitor_url = url(monitor);
+        config.reports.analytics_url = url(analytics);
+        config.monitor.targets = format!(
+            "gateway={},worker={},analytics={},reports={}",
+            url(gateway),
+            url(worker),
+            url(analytics),
+            url(reports)
+        );
+        let shutdown = CancellationToken::new();
+        let tasks = vec![
+            (
+                "gateway",
+                tokio::spawn(gauntlet_gateway::run(
+                    config.clone(),
+                    gauntlet_gateway::Deps {
+                        store: b.store.clone(),
+                        bus: b.bus.clone(),
+                    },
+                    gl,
+                    shutdown.clone(),
+                )),
+            ),
+            (
+                "worker",
+                tokio::spawn(gauntlet_worker::run(
+                    config.clone(),
+                    gauntlet_worker::Deps {
+                        store: b.store.clone(),
+                        bus: b.bus.clone(),
+                        providers: b.providers.clone(),
+                    },
+                    wl,
+                    shutdown.clone(),
+                )),
+            ),
+            (
+                "analytics",
+                tokio::spawn(gauntlet_analytics::run(
+                    config.clone(),
+                    gauntlet_analytics::Deps {
+                        store: b.store.clone(),
+                        cache: b.cache.clone(),
+                    },
+                    al,
+                    shutdown.clone(),
+                )),
+            ),
+            (
+                "reports",
+                tokio::spawn(gauntlet_reports::run(
+                    config.clone(),
+                    gauntlet_reports::Deps {
+                        store: b.store.clone(),
+                        bus: b.bus.clone(),
+                    },
+                    rl,
+                    shutdown.clone(),
+                )),
+            ),
+            (
+                "monitor",
+                tokio::spawn(gauntlet_monitor::run(
+                    config.clone(),
+                    gauntlet_monitor::Deps { bus: b.bus.clone() },
+                    ml,
+                    shutdown.clone(),
+                )),
+            ),
+        ];
+        Ok(Self {
+            gateway,
+            worker,
+            analytics,
+            reports,
+            monitor,
+            shutdown,
+            tasks,
+        })
+    }
+
+    /// The gateway's URL.
+    pub fn url(&self) -> String {
+        url(self.gateway)
+    }
+
+    /// Graceful shutdown; returns the first service failure, if any.
+    pub async fn shutdown(self) -> anyhow::Result<()> {
+        self.shutdown.cancel();
+        let mut first = None;
+        for (name, task) in self.tasks {
+            match tokio::time::timeout(Duration::from_secs(30), task).await {
+                Ok(Ok(Ok(()))) => {}
+                Ok(Ok(Err(e))) => {
+                    first.get_or_insert(e.context(format!("{name} failed")));
+                }
+                Ok(Err(join)) => {
+                    first.get_or_insert(anyhow::anyhow!("{name} panicked: {join}"));
+                }
+                Err(_) => warn!(service = name, "did not stop within 30 s"),
+            }
+        }
+        first.map_or(Ok(()), Err)
+    }
+
+    /// Shutdown for the CLI: failures are logged, not raised, since the run
+    /// itself already finished.
+    pub async fn stop(self) {
+        if let Err(e) = self.shutdown().await {
+            warn!(
+                error = format!("{e:#}"),
+                "embedded stack stopped with an error"
+            );
+        }
+    }
+}

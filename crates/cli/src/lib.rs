@@ -1,0 +1,9 @@
+//! The `gauntlet` command's library: running suites (embedded or against a
+//! server), following runs, and composing the services in one process.
+
+pub mod client;
+pub mod commands;
+pub mod embedded;
+pub mod output;
+pub mod run;
+pub mod suite_file;

@@ -1,0 +1,292 @@
+//! `gauntlet`: run suites, follow runs, start Gauntlet's services.
+
+use std::{path::PathBuf, process::ExitCode, sync::Arc};
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+use gauntlet_bus::{AmqpBus, Bus, MemoryBus};
+use gauntlet_cache::Cache;
+use gauntlet_cli::{
+    commands,
+    embedded::{self, Backends, Stack},
+    run,
+};
+use gauntlet_config::GauntletConfig;
+use gauntlet_providers::ProviderFactory;
+use gauntlet_store::{PgStore, Store};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Parser)]
+#[command(
+    name = "gauntlet",
+    version,
+    about = "Run LLM test suites, on a laptop or a cluster",
+    after_help = "Exit codes of `run`: 0 all passed, 100 some failed (--fail-exit-code), 1 error, 2 usage, 130 interrupted."
+)]
+struct Cli {
+    /// TOML configuration file (also GAUNTLET_CONFIG); GAUNTLET_<SECTION>__<KEY>
+    /// environment variables override it.
+    #[arg(long, short = 'c', global = true, env = "GAUNTLET_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a suite and print its summary. Without --server, starts the whole
+    /// stack in this process (SQLite in --data-dir, no services needed).
+    Run(run::RunArgs),
+    /// Follow a run's progress on a server until it ends.
+    Watch {
+        run_id: String,
+        #[arg(long, env = "GAUNTLET_SERVER", default_value = "http://127.0.0.1:7070")]
+        server: String,
+    },
+    /// List a run's results, or write them to a file (.json .csv .md .html .xml).
+    Results {
+        run_id: String,
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+        #[arg(long, env = "GAUNTLET_SERVER", default_value = "http://127.0.0.1:7070")]
+        server: String,
+    },
+    /// Have the reports service render a run's report.
+    Report {
+        run_id: String,
+        #[arg(long, value_enum, default_value = "markdown")]
+        format: commands::ReportFormat,
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+        #[arg(long, env = "GAUNTLET_SERVER", default_value = "http://127.0.0.1:7070")]
+        server: String,
+    },
+    /// List recent runs.
+    Runs {
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+        #[arg(long, env = "GAUNTLET_SERVER", default_value = "http://127.0.0.1:7070")]
+        server: String,
+    },
+    /// Run all five services in this process (gateway, worker, analytics,
+    /// reports, monitor), the gateway on gateway.listen (127.0.0.1:7070).
+    /// By default with the embedded backends (SQLite in --data-dir, an
+    /// in-process bus, an in-process cache); each URL flag swaps in the real
+    /// service.
+    Up {
+        /// Use this Postgres (postgres://…) instead of SQLite.
+        #[arg(long, value_name = "URL")]
+        database_url: Option<String>,
+        /// Use this RabbitMQ (amqp://…) instead of the in-process bus.
+        #[arg(long, value_name = "URL")]
+        amqp_url: Option<String>,
+        /// Use this Redis (redis://…) as the shared cache.
+        #[arg(long, value_name = "URL")]
+        redis_url: Option<String>,
+        /// Where the embedded database lives.
+        #[arg(long, env = "GAUNTLET_DATA_DIR", default_value = ".gauntlet")]
+        data_dir: PathBuf,
+    },
+    /// Run one service, as a container does.
+    Serve {
+        #[arg(value_enum)]
+        service: Service,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Service {
+    Gateway,
+    Worker,
+    Analytics,
+    Reports,
+    Monitor,
+}
+
+impl Service {
+    fn name(self) -> &'static str {
+        match self {
+            Service::Gateway => "gateway",
+            Service::Worker => "worker",
+            Service::Analytics => "analytics",
+            Service::Reports => "reports",
+            Service::Monitor => "monitor",
+        }
+    }
+
+    async fn serve(
+        self,
+        config: GauntletConfig,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<()> {
+        match self {
+            Service::Gateway => gauntlet_gateway::serve(config, shutdown).await,
+            Service::Worker => gauntlet_worker::serve(config, shutdown).await,
+            Service::Analytics => gauntlet_analytics::serve(config, shutdown).await,
+            Service::Reports => gauntlet_reports::serve(config, shutdown).await,
+            Service::Monitor => gauntlet_monitor::serve(config, shutdown).await,
+        }
+    }
+}
+
+fn load_config(path: Option<&PathBuf>) -> anyhow::Result<GauntletConfig> {
+    let text = match path {
+        Some(p) => Some(
+            std::fs::read_to_string(p)
+                .with_context(|| format!("cannot read config file {}", p.display()))?,
+        ),
+        None => None,
+    };
+    gauntlet_config::load(text.as_deref(), std::env::vars()).map_err(|e| match path {
+        Some(p) => anyhow::anyhow!("{}: {e}", p.display()),
+        None => anyhow::anyhow!("{e}"),
+    })
+}
+
+/// `gauntlet up`: the five services in this process until SIGINT/SIGTERM.
+async fn up(config: GauntletConfig, urls: UpUrls, data_dir: PathBuf) -> anyhow::Result<()> {
+    let mut config = config;
+    let mut described = Vec::new();
+    let store: Arc<dyn Store> =
+        match urls.database {
+            Some(url) => {
+                config.database.url = url;
+                described.push(format!("Postgres {}", redact(&config.database.url)));
+                Arc::new(PgStore::connect(&config.database).await.with_context(|| {
+                    format!("cannot connect to {}", redact(&config.database.url))
+                })?)
+            }
+            None => {
+                described.push(format!("SQLite in {}", data_dir.display()));
+                Arc::new(embedded::sqlite_store(&data_dir).await?)
+            }
+        };
+    let bus: Arc<dyn Bus> = match urls.amqp {
+        Some(url) => {
+            config.amqp.url = url;
+            described.push(format!("RabbitMQ {}", redact(&config.amqp.url)));
+            Arc::new(
+                AmqpBus::connect(&config.amqp.url, config.amqp.delivery_limit)
+                    .await
+                    .with_context(|| format!("cannot connect to {}", redact(&config.amqp.url)))?,
+            )
+        }
+        None => {
+            described.push("in-process bus".into());
+            Arc::new(MemoryBus::new(config.amqp.delivery_limit))
+        }
+    };
+    let cache = match urls.redis {
+        Some(url) => {
+            config.redis.url = url;
+            described.push(format!("Redis {}", redact(&config.redis.url)));
+            Cache::new(&config.redis, embedded::CACHE_BYTES)
+                .with_context(|| format!("bad Redis URL {}", redact(&config.redis.url)))?
+        }
+        None => Cache::local(embedded::CACHE_BYTES),
+    };
+    let listener = tokio::net::TcpListener::bind(&config.gateway.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.gateway.listen))?;
+    let backends = Backends {
+        store,
+        bus,
+        cache,
+        providers: Arc::new(ProviderFactory::from_process_env()),
+    };
+    let stack = Stack::start_on(config, backends, listener).await?;
+    eprintln!(
+        "gauntlet is up: gateway at {} ({}); Ctrl-C stops it",
+        stack.url(),
+        described.join(", ")
+    );
+    let signal = CancellationToken::new();
+    gauntlet_service::shutdown_on_signal(signal.clone());
+    signal.cancelled().await;
+    eprintln!("stopping…");
+    stack.shutdown().await
+}
+
+struct UpUrls {
+    database: Option<String>,
+    amqp: Option<String>,
+    redis: Option<String>,
+}
+
+/// A URL without its password, for messages.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => match url[scheme + 3..at].split_once(':') {
+            Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
+            None => url.to_string(),
+        },
+        _ => url.to_string(),
+    }
+}
+
+async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
+    match cli.command {
+        Command::Run(args) => {
+            // The summary is the output; the in-process services only warn.
+            let _telemetry = gauntlet_telemetry::init_with_log_filter("gauntlet", "warn")?;
+            run::run(args).await
+        }
+        Command::Watch { run_id, server } => commands::watch(&server, &run_id).await.map(|()| 0),
+        Command::Results {
+            run_id,
+            output,
+            server,
+        } => commands::results(&server, &run_id, output)
+            .await
+            .map(|()| 0),
+        Command::Report {
+            run_id,
+            format,
+            output,
+            server,
+        } => commands::report(&server, &run_id, format, output)
+            .await
+            .map(|()| 0),
+        Command::Runs { limit, server } => commands::runs(&server, limit).await.map(|()| 0),
+        Command::Up {
+            database_url,
+            amqp_url,
+            redis_url,
+            data_dir,
+        } => {
+            let config = load_config(cli.config.as_ref())?;
+            let _telemetry = gauntlet_telemetry::init("gauntlet")?;
+            let urls = UpUrls {
+                database: database_url,
+                amqp: amqp_url,
+                redis: redis_url,
+            };
+            up(config, urls, data_dir).await.map(|()| 0)
+        }
+        Command::Serve { service } => {
+            let config = load_config(cli.config.as_ref())?;
+            let _telemetry = gauntlet_telemetry::init(&format!("gauntlet-{}", service.name()))?;
+            let shutdown = CancellationToken::new();
+            gauntlet_service::shutdown_on_signal(shutdown.clone());
+            service.serve(config, shutdown).await.map(|()| 0)
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(dispatch(cli)) {
+        Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}

@@ -1,0 +1,284 @@
+//! `gauntlet run SUITE`: submit a suite (to the embedded stack, or to a
+//! server with `--server`), show progress, print the summary, write result
+//! files, and exit 0 when everything passed, 100 (or `--fail-exit-code`)
+//! when anything failed, 130 when interrupted.
+
+use std::{
+    io::IsTerminal,
+    path::PathBuf,
+    time::{Duration, Instant},
+};
+
+use anyhow::Context;
+use futures::StreamExt;
+use gauntlet_proto::v1::{
+    self, analytics_service_client::AnalyticsServiceClient, run_service_client::RunServiceClient,
+};
+use gauntlet_reports::ReportData;
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::{client, embedded, output, suite_file};
+
+#[derive(clap::Args, Debug)]
+pub struct RunArgs {
+    /// The suite: a promptfoo-style YAML or JSON file.
+    pub suite: PathBuf,
+    /// Submit to this gateway (http://HOST:PORT) instead of starting the
+    /// embedded stack.
+    #[arg(long, env = "GAUNTLET_SERVER")]
+    pub server: Option<String>,
+    /// Write results to FILE; the extension picks the format: .json, .csv,
+    /// .md, .html or .xml (JUnit). Repeatable.
+    #[arg(short, long = "output", value_name = "FILE")]
+    pub outputs: Vec<PathBuf>,
+    /// Run every test × prompt × provider this many times.
+    #[arg(long, default_value_t = 1)]
+    pub repeat: u32,
+    /// Most provider calls in flight (0: the worker's default).
+    #[arg(long, default_value_t = 0)]
+    pub max_concurrency: u32,
+    /// Do not use cached provider responses.
+    #[arg(long)]
+    pub no_cache: bool,
+    /// Run only the first N tests.
+    #[arg(long, value_name = "N")]
+    pub filter_first_n: Option<usize>,
+    /// Run only tests whose description (or vars) match this regex.
+    #[arg(long, value_name = "REGEX")]
+    pub filter_pattern: Option<String>,
+    /// Exit code when any test fails or errors.
+    #[arg(long, default_value_t = 100)]
+    pub fail_exit_code: i32,
+    /// Where the embedded stack keeps its database.
+    #[arg(long, env = "GAUNTLET_DATA_DIR", default_value = ".gauntlet")]
+    pub data_dir: PathBuf,
+}
+
+/// Exit code of an interrupted run (128 + SIGINT).
+const INTERRUPTED: i32 = 130;
+
+pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
+    let pattern = args
+        .filter_pattern
+        .as_deref()
+        .map(|p| regex::Regex::new(p).with_context(|| format!("--filter-pattern `{p}`")))
+        .transpose()?;
+    for path in &args.outputs {
+        output::FileFormat::for_path(path)?;
+    }
+    let suite = suite_file::load(
+        &args.suite,
+        &suite_file::Filters {
+            first_n: args.filter_first_n,
+            pattern,
+        },
+    )?;
+    let document = suite_file::to_document(&suite);
+
+    let (url, stack) = match &args.server {
+        Some(url) => (url.clone(), None),
+        None => {
+            let stack = embedded::Stack::start(&args.data_dir).await?;
+            (stack.url(), Some(stack))
+        }
+    };
+    let channel = client::connect(&url).await?;
+    let mut runs = RunServiceClient::new(channel.clone());
+    let mut analytics = AnalyticsServiceClient::new(channel);
+
+    let submitted = runs
+        .submit_run(v1::SubmitRunRequest {
+            suite: document.to_string(),
+            format: v1::SuiteFormat::Json as i32,
+            options: Some(v1::RunOptions {
+                repeat: args.repeat,
+                max_concurrency: args.max_concurrency,
+                no_cache: args.no_cache,
+                label: String::new(),
+            }),
+        })
+        .await
+        .map_err(|s| {
+            anyhow::anyhow!(
+                "{}: {}",
+                args.suite.display(),
+                client::status_message("submit", &s)
+            )
+        })?
+        .into_inner();
+    let run_id = submitted.run_id.clone();
+    eprintln!(
+        "run {run_id}: {} tasks ({} tests × {} prompts × {} providers × {} repeats)",
+        submitted.total_tasks,
+        suite.tests.len(),
+        suite.prompts.len(),
+        suite.providers.len(),
+        args.repeat.max(1)
+    );
+
+    let interrupted = follow(&mut runs, &run_id, submitted.total_tasks).await?;
+    if interrupted {
+        settle(&mut runs, &run_id).await;
+    }
+
+    let summary = analytics
+        .get_run_summary(v1::GetRunSummaryRequest {
+            run_id: run_id.clone(),
+        })
+        .await
+        .map_err(|s| client::status_message("summary", &s))?
+        .into_inner();
+    let mut stdout = std::io::stdout().lock();
+    output::summary_table(&summary, &mut stdout)?;
+    drop(stdout);
+
+    if !args.outputs.is_empty() {
+        let results = client::all_results(&mut runs, &run_id).await?;
+        let data = ReportData {
+            summary: summary.clone(),
+            results,
+        };
+        for path in &args.outputs {
+            output::write(path, &data)?;
+            eprintln!("wrote {}", path.display());
+        }
+    }
+    println!("run id: {run_id}");
+    if let Some(stack) = stack {
+        stack.stop().await;
+    }
+    Ok(if interrupted {
+        INTERRUPTED
+    } else if summary.failed + summary.errors > 0 {
+        args.fail_exit_code
+    } else {
+        0
+    })
+}
+
+/// After a cancel, workers write what they finished within a moment: wait
+/// until the stored count stops moving (at most a few seconds), so the
+/// partial summary and the result files agree with what is kept.
+async fn settle(runs: &mut RunServiceClient<tonic::transport::Channel>, run_id: &str) {
+    let mut last = None;
+    for _ in 0..20 {
+        let completed = runs
+            .get_run(v1::GetRunRequest {
+                run_id: run_id.into(),
+            })
+            .await
+            .ok()
+            .map(|r| r.into_inner().completed_tasks);
+        if completed.is_some() && completed == last {
+            return;
+        }
+        last = completed;
+        tokio::time::sleep(Duration::from_millis(400)).await;
+    }
+}
+
+/// How progress is shown: a bar on a terminal, periodic lines otherwise.
+enum View {
+    Bar(ProgressBar),
+    Lines { last: Instant },
+}
+
+impl View {
+    fn new(total: u64) -> Self {
+        if std::io::stderr().is_terminal() {
+            let bar = ProgressBar::new(total);
+            bar.set_style(
+                ProgressStyle::with_template(
+                    "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} {msg} {per_sec} ETA {eta}",
+                )
+                .expect("static template"),
+            );
+            bar.enable_steady_tick(Duration::from_millis(120));
+            View::Bar(bar)
+        } else {
+            View::Lines {
+                last: Instant::now() - Duration::from_secs(60),
+            }
+        }
+    }
+
+    fn update(&mut self, p: &v1::RunProgress, force: bool) {
+        let msg = format!("✓ {} ✗ {} ! {}", p.passed, p.failed, p.errors);
+        match self {
+            View::Bar(bar) => {
+                bar.set_length(p.total_tasks);
+                bar.set_position(p.completed_tasks);
+                bar.set_message(msg);
+            }
+            View::Lines { last } => {
+                if force || last.elapsed() >= Duration::from_secs(2) {
+                    *last = Instant::now();
+                    eprintln!(
+                        "progress: {}/{} done, {} passed, {} failed, {} errors",
+                        p.completed_tasks, p.total_tasks, p.passed, p.failed, p.errors
+                    );
+                }
+            }
+        }
+    }
+
+    fn finish(&self) {
+        if let View::Bar(bar) = self {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+/// Follows the run to its end. Ctrl-C cancels the run (results already
+/// written stay) and keeps following until the server confirms the end;
+/// returns whether that happened.
+async fn follow(
+    runs: &mut RunServiceClient<tonic::transport::Channel>,
+    run_id: &str,
+    total: u64,
+) -> anyhow::Result<bool> {
+    let mut stream = runs
+        .watch_run(v1::WatchRunRequest {
+            run_id: run_id.into(),
+        })
+        .await
+        .map_err(|s| client::status_message("watch", &s))?
+        .into_inner();
+    let mut view = View::new(total);
+    let mut interrupted = false;
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
+    loop {
+        tokio::select! {
+            _ = &mut ctrl_c, if !interrupted => {
+                interrupted = true;
+                view.finish();
+                eprintln!("interrupted: cancelling run {run_id}");
+                runs.cancel_run(v1::CancelRunRequest { run_id: run_id.into() })
+                    .await
+                    .map_err(|s| client::status_message("cancel", &s))?;
+            }
+            item = stream.next() => match item {
+                Some(Ok(p)) => {
+                    let done = matches!(
+                        v1::RunStatus::try_from(p.status),
+                        Ok(v1::RunStatus::Completed | v1::RunStatus::Cancelled | v1::RunStatus::Failed)
+                    );
+                    view.update(&p, done);
+                    if done {
+                        view.finish();
+                        return Ok(interrupted);
+                    }
+                }
+                Some(Err(s)) => {
+                    view.finish();
+                    return Err(client::status_message("watch", &s));
+                }
+                None => {
+                    view.finish();
+                    anyhow::bail!("the server ended the progress stream before the run finished");
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,466 @@
+//! The `gauntlet` binary as a user runs it: exit codes, output files, error
+//! messages, embedded mode and `--server` mode.
+
+use std::{path::Path, process::Output};
+
+use crate::cluster::Cluster;
+
+const BIN: &str = env!("CARGO_BIN_EXE_gauntlet");
+
+fn repo() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+}
+
+fn quickstart() -> std::path::PathBuf {
+    repo().join("examples/quickstart.yaml")
+}
+
+async fn gauntlet(args: &[&str], dir: &Path) -> Output {
+    tokio::process::Command::new(BIN)
+        .args(args)
+        .current_dir(dir)
+        .env_remove("GAUNTLET_SERVER")
+        .env("NO_COLOR", "1")
+        .output()
+        .await
+        .expect("run the gauntlet binary")
+}
+
+fn text(o: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn quickstart_runs_embedded_prints_a_summary_and_exits_100() {
+    let dir = tempfile::tempdir().unwrap();
+    let qs = quickstart();
+    let out = gauntlet(
+        &[
+            "run",
+            qs.to_str().unwrap(),
+            "-o",
+            "out/results.json",
+            "-o",
+            "out/results.csv",
+            "-o",
+            "out/junit.xml",
+            "-o",
+            "out/report.md",
+            "-o",
+            "out/report.html",
+        ],
+        dir.path(),
+    )
+    .await;
+    let (stdout, stderr) = text(&out);
+    assert_eq!(
+        out.status.code(),
+        Some(100),
+        "stdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    assert!(stdout.contains("echo"), "{stdout}");
+    assert!(
+        stdout.contains("4 passed, 2 failed, 0 errors of 6"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("run id: "), "{stdout}");
+    assert!(dir.path().join(".gauntlet/gauntlet.db").exists());
+
+    // JSON: every result with its verdict.
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("out/results.json")).unwrap())
+            .unwrap();
+    let results = json["results"].as_array().unwrap();
+    assert_eq!(results.len(), 6);
+    let failed: Vec<_> = results.iter().filter(|r| r["status"] == "fail").collect();
+    assert_eq!(failed.len(), 2);
+    assert!(
+        failed
+            .iter()
+            .all(|r| r["prompt"].as_str().unwrap().contains("Good morning"))
+    );
+
+    // CSV: a header and one row per result, fields intact.
+    let mut csv = csv::Reader::from_path(dir.path().join("out/results.csv")).unwrap();
+    let headers = csv.headers().unwrap().clone();
+    let status_col = headers.iter().position(|h| h == "status").unwrap();
+    let rows: Vec<_> = csv.records().map(|r| r.unwrap()).collect();
+    assert_eq!(rows.len(), 6);
+    assert_eq!(rows.iter().filter(|r| &r[status_col] == "fail").count(), 2);
+
+    // JUnit: well-formed XML with the right counts.
+    let xml = std::fs::read_to_string(dir.path().join("out/junit.xml")).unwrap();
+    let doc = roxmltree::Document::parse(&xml).expect("JUnit output is well-formed XML");
+    let root = doc.root_element();
+    assert_eq!(root.tag_name().name(), "testsuites");
+    assert_eq!(root.attribute("tests"), Some("6"));
+    assert_eq!(root.attribute("failures"), Some("2"));
+    let cases = doc
+        .descendants()
+        .filter(|n| n.has_tag_name("testcase"))
+        .count();
+    let failures = doc
+        .descendants()
+        .filter(|n| n.has_tag_name("failure"))
+        .count();
+    assert_eq!((cases, failures), (6, 2));
+
+    let md = std::fs::read_to_string(dir.path().join("out/report.md")).unwrap();
+    assert!(md.contains("| echo |"), "{md}");
+    let html = std::fs::read_to_string(dir.path().join("out/report.html")).unwrap();
+    assert!(html.contains("<html") && html.contains("echo"));
+}
+
+#[tokio::test]
+async fn exit_codes_follow_the_verdicts() {
+    let dir = tempfile::tempdir().unwrap();
+    let qs = quickstart();
+    let qs = qs.to_str().unwrap();
+    let custom = gauntlet(&["run", qs, "--fail-exit-code", "3"], dir.path()).await;
+    assert_eq!(custom.status.code(), Some(3), "{:?}", text(&custom));
+    // The first two tests pass with echo.
+    let pass = gauntlet(&["run", qs, "--filter-first-n", "2"], dir.path()).await;
+    assert_eq!(pass.status.code(), Some(0), "{:?}", text(&pass));
+    let pattern = gauntlet(
+        &["run", qs, "--filter-pattern", "real translation"],
+        dir.path(),
+    )
+    .await;
+    assert_eq!(pattern.status.code(), Some(100), "{:?}", text(&pattern));
+    assert!(text(&pattern).0.contains("0 passed, 2 failed"));
+}
+
+#[tokio::test]
+async fn bad_input_gets_one_clear_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = gauntlet(&["run", "nope.yaml"], dir.path()).await;
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(
+        text(&missing).1.contains("nope.yaml"),
+        "{:?}",
+        text(&missing)
+    );
+
+    std::fs::write(
+        dir.path().join("broken.yaml"),
+        "prompts: ['a'\nproviders: [echo]\n",
+    )
+    .unwrap();
+    let broken = gauntlet(&["run", "broken.yaml"], dir.path()).await;
+    assert_eq!(broken.status.code(), Some(1));
+    let err = text(&broken).1;
+    assert!(err.contains("broken.yaml:"), "{err}");
+    assert!(
+        err.lines()
+            .any(|l| l.contains("broken.yaml:2:") || l.contains("broken.yaml:1:")),
+        "file:line:col in {err}"
+    );
+
+    std::fs::write(
+        dir.path().join("typo.yaml"),
+        "prompts: ['a']\nproviders: [echo]\ntests:\n  - assert: [{type: contans, value: a}]\n",
+    )
+    .unwrap();
+    let typo = gauntlet(&["run", "typo.yaml"], dir.path()).await;
+    assert_eq!(typo.status.code(), Some(1));
+    assert!(
+        text(&typo).1.contains("tests[0].assert[0].type"),
+        "{:?}",
+        text(&typo)
+    );
+
+    let usage = gauntlet(&["run", "x.yaml", "--no-such-flag"], dir.path()).await;
+    assert_eq!(usage.status.code(), Some(2));
+
+    let unreachable = gauntlet(
+        &[
+            "run",
+            quickstart().to_str().unwrap(),
+            "--server",
+            "http://127.0.0.1:1",
+        ],
+        dir.path(),
+    )
+    .await;
+    assert_eq!(unreachable.status.code(), Some(1));
+    let err = text(&unreachable).1;
+    assert!(
+        err.contains("cannot reach the Gauntlet server at http://127.0.0.1:1"),
+        "{err}"
+    );
+    assert_eq!(
+        err.trim().lines().count(),
+        1,
+        "one line, no stack trace: {err}"
+    );
+
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, "").unwrap();
+    let data_dir = gauntlet(
+        &[
+            "run",
+            quickstart().to_str().unwrap(),
+            "--data-dir",
+            file.join("sub").to_str().unwrap(),
+        ],
+        dir.path(),
+    )
+    .await;
+    assert_eq!(data_dir.status.code(), Some(1));
+    assert!(
+        text(&data_dir).1.contains("data directory"),
+        "{:?}",
+        text(&data_dir)
+    );
+
+    let bad_output = gauntlet(
+        &["run", quickstart().to_str().unwrap(), "-o", "r.pdf"],
+        dir.path(),
+    )
+    .await;
+    assert_eq!(bad_output.status.code(), Some(1));
+    assert!(text(&bad_output).1.contains("r.pdf"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_mode_gives_the_same_summary_against_the_real_services() {
+    let cluster = Cluster::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let qs = quickstart();
+    let url = cluster.stack.url();
+    let remote = gauntlet(
+        &[
+            "run",
+            qs.to_str().unwrap(),
+            "--server",
+            &url,
+            "-o",
+            "remote.json",
+        ],
+        dir.path(),
+    )
+    .await;
+    let local = gauntlet(
+        &["run", qs.to_str().unwrap(), "-o", "local.json"],
+        dir.path(),
+    )
+    .await;
+    assert_eq!(remote.status.code(), Some(100), "{:?}", text(&remote));
+    assert_eq!(local.status.code(), Some(100));
+    let totals = |o: &Output| -> String {
+        text(o)
+            .0
+            .lines()
+            .find(|l| l.contains(" passed, "))
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert_eq!(totals(&remote), totals(&local));
+    assert!(totals(&remote).starts_with("4 passed, 2 failed, 0 errors of 6"));
+    let verdicts = |file: &str| -> Vec<(u64, String)> {
+        let doc: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.path().join(file)).unwrap()).unwrap();
+        doc["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                (
+                    r["task_index"].as_u64().unwrap(),
+                    r["status"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect()
+    };
+    assert_eq!(verdicts("remote.json"), verdicts("local.json"));
+    let remote_json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("remote.json")).unwrap()).unwrap();
+    assert_eq!(remote_json["passed"], 4);
+    assert_eq!(remote_json["failed"], 2);
+
+    // The server-side commands see the same run.
+    let run_id = text(&remote)
+        .0
+        .lines()
+        .find_map(|l| l.strip_prefix("run id: "))
+        .unwrap()
+        .to_string();
+    let report = gauntlet(&["report", &run_id, "--server", &url], dir.path()).await;
+    assert_eq!(report.status.code(), Some(0), "{:?}", text(&report));
+    assert!(text(&report).0.contains("| echo |"));
+    let runs = gauntlet(&["runs", "--server", &url], dir.path()).await;
+    assert!(text(&runs).0.contains(&run_id));
+    cluster.stop().await;
+}
+
+/// A free loopback port (bound, then released for the child to take).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn signal(child: &tokio::process::Child, name: &str) {
+    let pid = child.id().expect("child still running").to_string();
+    let status = std::process::Command::new("kill")
+        .args(["-s", name, &pid])
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill -s {name} {pid}");
+}
+
+/// Reads the child's stderr until a line contains `needle`; returns what it read.
+async fn wait_for_line(
+    lines: &mut tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStderr>>,
+    needle: &str,
+) -> String {
+    let mut seen = String::new();
+    let found = tokio::time::timeout(std::time::Duration::from_secs(60), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            seen.push_str(&line);
+            seen.push('\n');
+            if line.contains(needle) {
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    assert_eq!(found, Ok(true), "no line with `{needle}` in:\n{seen}");
+    seen
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn up_serves_grpc_clients_with_embedded_backends_and_stops_on_sigterm() {
+    use tokio::io::AsyncBufReadExt;
+
+    let dir = tempfile::tempdir().unwrap();
+    let addr = format!("127.0.0.1:{}", free_port());
+    let mut up = tokio::process::Command::new(BIN)
+        .args(["up", "--data-dir", "state"])
+        .current_dir(dir.path())
+        .env("GAUNTLET_GATEWAY__LISTEN", &addr)
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(up.stderr.take().unwrap()).lines();
+    let banner = wait_for_line(&mut lines, "gauntlet is up").await;
+    assert!(
+        banner.contains(&addr) && banner.contains("SQLite"),
+        "{banner}"
+    );
+
+    let url = format!("http://{addr}");
+    let qs = quickstart();
+    let run = gauntlet(&["run", qs.to_str().unwrap(), "--server", &url], dir.path()).await;
+    let (stdout, stderr) = text(&run);
+    assert_eq!(run.status.code(), Some(100), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("4 passed, 2 failed, 0 errors of 6"),
+        "{stdout}"
+    );
+    let run_id = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("run id: "))
+        .unwrap()
+        .to_string();
+
+    let listed = gauntlet(&["runs", "--server", &url], dir.path()).await;
+    assert!(text(&listed).0.contains(&run_id), "{:?}", text(&listed));
+    let results = gauntlet(
+        &["results", &run_id, "--server", &url, "-o", "r.json"],
+        dir.path(),
+    )
+    .await;
+    assert_eq!(results.status.code(), Some(0), "{:?}", text(&results));
+    let doc: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("r.json")).unwrap()).unwrap();
+    assert_eq!(doc["results"].as_array().unwrap().len(), 6);
+    assert!(dir.path().join("state/gauntlet.db").exists());
+
+    signal(&up, "TERM");
+    let status = tokio::time::timeout(std::time::Duration::from_secs(30), up.wait())
+        .await
+        .expect("up stops within 30 s of SIGTERM")
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_cancels_the_run_prints_a_partial_summary_and_keeps_results() {
+    use tokio::io::AsyncBufReadExt;
+
+    let mock = gauntlet_mockllm::MockServer::start(gauntlet_mockllm::MockConfig {
+        latency_ms: 200,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let tests: String = (0..40)
+        .map(|i| {
+            format!("  - vars: {{ n: '{i}' }}\n    assert: [{{ type: contains, value: '{i}' }}]\n")
+        })
+        .collect();
+    std::fs::write(
+        dir.path().join("slow.yaml"),
+        format!("prompts: ['Count {{{{ n }}}}']\nproviders: ['openai:chat:mock']\ntests:\n{tests}"),
+    )
+    .unwrap();
+    let mut child = tokio::process::Command::new(BIN)
+        .args([
+            "run",
+            "slow.yaml",
+            "--max-concurrency",
+            "2",
+            "-o",
+            "out.json",
+        ])
+        .current_dir(dir.path())
+        .env("OPENAI_BASE_URL", mock.base_url())
+        .env("OPENAI_API_KEY", "test")
+        .env_remove("GAUNTLET_SERVER")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    wait_for_line(&mut lines, "40 tasks").await;
+    // Two calls at a time, 200 ms each: some results are in, most are not.
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    signal(&child, "INT");
+    let rest = tokio::spawn(async move {
+        let mut s = String::new();
+        while let Ok(Some(l)) = lines.next_line().await {
+            s.push_str(&l);
+            s.push('\n');
+        }
+        s
+    });
+    let out = tokio::time::timeout(std::time::Duration::from_secs(60), child.wait_with_output())
+        .await
+        .expect("the run ends after Ctrl-C")
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = rest.await.unwrap();
+    assert_eq!(out.status.code(), Some(130), "{stdout}\n{stderr}");
+    assert!(stderr.contains("interrupted: cancelling run"), "{stderr}");
+    assert!(stdout.contains("run id: "), "{stdout}");
+    let doc: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("out.json")).unwrap()).unwrap();
+    assert_eq!(doc["status"], "cancelled", "{doc}");
+    let kept = doc["results"].as_array().unwrap().len();
+    assert!(kept > 0 && kept < 40, "{kept} results kept of 40");
+    assert_eq!(doc["passed"].as_u64().unwrap() as usize, kept);
+}

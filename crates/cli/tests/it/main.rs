@@ -1,0 +1,8 @@
+//! End-to-end: the services in-process against the real local Postgres,
+//! RabbitMQ and Redis (a database, vhost and key prefix of their own per
+//! test) with the project's mock model server as the vendor, and the
+//! `gauntlet` binary as a user runs it.
+
+mod cli;
+mod cluster;
+mod e2e;

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# What CI runs, and what a developer runs before pushing: formatting, lints,
+# and every test (unit, integration, end-to-end) against the real local
+# PostgreSQL, Redis and RabbitMQ, which are started if they are stopped.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
+# Two cores and a 90-minute budget: keep debug info small, build in parallel.
+export CARGO_INCREMENTAL=${CARGO_INCREMENTAL:-0}
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "toolchain"
+if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 2>&1; then
+  rustup component add rustfmt clippy
+fi
+cargo --version
+
+step "services"
+scripts/dev-services.sh
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy -D warnings"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "cargo test"
+# Test binaries run one after another; tests inside a binary in parallel.
+cargo test --workspace --locked --no-fail-fast -- --test-threads "${GAUNTLET_TEST_THREADS:-4}"

@@ -29,13 +29,11 @@ pub(crate) fn compile(pattern: &str) -> Result<Regex, String> {
             Regex::new(&translated).map_err(|err| {
                 // The crate's message embeds the translated pattern; keep the first line.
                 let text = err.to_string();
-                let detail = text
-                    .lines()
+                text.lines()
                     .rev()
                     .find(|line| line.starts_with("error:"))
                     .map(|line| line.trim_start_matches("error:").trim().to_owned())
-                    .unwrap_or(text);
-                detail
+                    .unwrap_or_else(|| text.clone())
             })
         });
         cache.insert(pattern.to_owned(), compiled.clone());

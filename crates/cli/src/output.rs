@@ -67,6 +67,50 @@ fn clip(s: &str, max: usize) -> String {
     }
 }
 
+/// One line per failed or errored result (the first few of `total`): which
+/// test, on which provider, and why.
+pub fn failure_lines(
+    failures: &[v1::Result],
+    total: u64,
+    out: &mut impl Write,
+) -> std::io::Result<()> {
+    if failures.is_empty() {
+        return Ok(());
+    }
+    for r in failures {
+        let status = if r.status == v1::ResultStatus::Error as i32 {
+            "ERROR"
+        } else {
+            "FAIL"
+        };
+        let test = if r.test_description.is_empty() {
+            format!("test {} {}", r.test_index, clip(&r.vars_json, 60))
+        } else {
+            clip(&r.test_description, 60)
+        };
+        let why = if r.reason.is_empty() {
+            &r.error
+        } else {
+            &r.reason
+        };
+        writeln!(
+            out,
+            "{status:<5} {} · prompt {} · {test}: {}",
+            clip(&r.provider_id, 32),
+            r.prompt_index + 1,
+            clip(why, 160)
+        )?;
+    }
+    if total > failures.len() as u64 {
+        writeln!(
+            out,
+            "… and {} more (see `gauntlet results RUN` or -o results.json)",
+            total - failures.len() as u64
+        )?;
+    }
+    writeln!(out)
+}
+
 /// The per provider × prompt table and the totals line.
 pub fn summary_table(s: &v1::RunSummary, out: &mut impl Write) -> std::io::Result<()> {
     let header = [

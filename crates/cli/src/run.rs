@@ -128,7 +128,13 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
         .await
         .map_err(|s| client::status_message("summary", &s))?
         .into_inner();
+    let failures = if summary.failed + summary.errors > 0 {
+        first_failures(&mut runs, &run_id).await?
+    } else {
+        Vec::new()
+    };
     let mut stdout = std::io::stdout().lock();
+    output::failure_lines(&failures, summary.failed + summary.errors, &mut stdout)?;
     output::summary_table(&summary, &mut stdout)?;
     drop(stdout);
 
@@ -154,6 +160,33 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
     } else {
         0
     })
+}
+
+/// Failures listed above the summary, at most.
+const LISTED_FAILURES: u32 = 10;
+
+/// The first failed and errored results, in task order.
+async fn first_failures(
+    runs: &mut RunServiceClient<tonic::transport::Channel>,
+    run_id: &str,
+) -> anyhow::Result<Vec<v1::Result>> {
+    let mut out = Vec::new();
+    for status in [v1::ResultStatus::Fail, v1::ResultStatus::Error] {
+        let page = runs
+            .list_results(v1::ListResultsRequest {
+                run_id: run_id.into(),
+                status: status as i32,
+                page_size: LISTED_FAILURES,
+                page_token: String::new(),
+            })
+            .await
+            .map_err(|s| client::status_message("list results", &s))?
+            .into_inner();
+        out.extend(page.results);
+    }
+    out.sort_by_key(|r| r.task_index);
+    out.truncate(LISTED_FAILURES as usize);
+    Ok(out)
 }
 
 /// After a cancel, workers write what they finished within a moment: wait

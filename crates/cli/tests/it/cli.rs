@@ -388,6 +388,27 @@ async fn up_serves_grpc_clients_with_embedded_backends_and_stops_on_sigterm() {
     assert_eq!(doc["results"].as_array().unwrap().len(), 6);
     assert!(dir.path().join("state/gauntlet.db").exists());
 
+    // The reports service renders through the in-process report queue.
+    let report = gauntlet(
+        &[
+            "report",
+            &run_id,
+            "--format",
+            "junit",
+            "--server",
+            &url,
+            "-o",
+            "junit.xml",
+        ],
+        dir.path(),
+    )
+    .await;
+    assert_eq!(report.status.code(), Some(0), "{:?}", text(&report));
+    let xml = std::fs::read_to_string(dir.path().join("junit.xml")).unwrap();
+    let doc = roxmltree::Document::parse(&xml).expect("well-formed JUnit XML");
+    assert_eq!(doc.root_element().attribute("tests"), Some("6"));
+    assert_eq!(doc.root_element().attribute("failures"), Some("2"));
+
     signal(&up, "TERM");
     let status = tokio::time::timeout(std::time::Duration::from_secs(30), up.wait())
         .await

@@ -5,13 +5,17 @@
 use std::fmt;
 
 /// A suite that cannot be run. `path` names the field (`tests[3].assert[0].type`,
-/// empty for the whole document); `line`/`column` are set for syntax errors.
+/// empty for the whole document). `line`/`column` (1-based) point into the
+/// suite's own text where the field can be found there; `file` is set instead
+/// when the fault lies in a file the suite references (`tests.csv`, as written
+/// after `file://`), whose place the message then gives (`row 2 of …`).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub struct SuiteError {
     pub path: String,
     pub message: String,
     pub line: Option<usize>,
     pub column: Option<usize>,
+    pub file: Option<String>,
 }
 
 impl SuiteError {
@@ -21,6 +25,7 @@ impl SuiteError {
             message: message.into(),
             line: None,
             column: None,
+            file: None,
         }
     }
 
@@ -30,6 +35,7 @@ impl SuiteError {
             message: message.into(),
             line,
             column,
+            file: None,
         }
     }
 }

@@ -41,6 +41,21 @@ pub(crate) fn number_to_string(x: f64) -> String {
     format!("{sign}{body}")
 }
 
+/// `Number.prototype.toFixed(d)` for values below 1e21: like Rust's `{:.d}`
+/// except that an exact tie rounds up, as JavaScript picks the larger `n`.
+pub(crate) fn to_fixed(x: f64, d: usize) -> String {
+    if !x.is_finite() || x.abs() >= 1e21 {
+        return number_to_string(x);
+    }
+    let scaled = x.abs() * 10f64.powi(d as i32);
+    if scaled.fract() == 0.5 {
+        let up = (scaled.floor() + 1.0) / 10f64.powi(d as i32);
+        let sign = if x < 0.0 { "-" } else { "" };
+        return format!("{sign}{up:.d$}");
+    }
+    format!("{x:.d$}")
+}
+
 /// `Number.prototype.toPrecision(p)` (p ≥ 1).
 pub(crate) fn to_precision(x: f64, p: usize) -> String {
     let p = p.max(1);
@@ -162,6 +177,14 @@ mod tests {
         assert_eq!(number_to_string(0.000001), "0.000001");
         assert_eq!(number_to_string(123456789.0), "123456789");
         assert_eq!(number_to_string(f64::NAN), "NaN");
+    }
+
+    #[test]
+    fn to_fixed_rounds_ties_up_like_javascript() {
+        assert_eq!(to_fixed(0.125, 2), "0.13");
+        assert_eq!(to_fixed(0.75, 2), "0.75");
+        assert_eq!(to_fixed(2.0 / 3.0, 4), "0.6667");
+        assert_eq!(to_fixed(1.005, 2), "1.00");
     }
 
     #[test]

@@ -76,6 +76,27 @@ pub struct Assertion {
     pub threshold: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metric: Option<String>,
+    /// The members of an `assert-set` (empty for every other kind).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub assert: Vec<Assertion>,
+    /// Who grades a model-graded assertion: its own `provider`, else its
+    /// test's `options.provider`, else `defaultTest`'s (the parser resolves
+    /// this); `None` means the default graders.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider: Option<GraderSpec>,
+}
+
+/// promptfoo's grading `provider`: one provider for every kind of grading
+/// call, or a `{text, embedding}` map. A kind left unset uses the default
+/// grader for it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct GraderSpec {
+    /// Answers grader prompts (every model-graded type except `similar`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<ProviderSpec>,
+    /// Embeds texts (`similar`, `answer-relevance`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub embedding: Option<ProviderSpec>,
 }
 
 fn default_weight() -> f64 {
@@ -91,6 +112,8 @@ impl Assertion {
             weight: 1.0,
             threshold: None,
             metric: None,
+            assert: Vec::new(),
+            provider: None,
         }
     }
 
@@ -123,10 +146,37 @@ pub enum AssertionKind {
     WordCount,
     Levenshtein,
     FinishReason,
+    ContainsJson,
+    IsXml,
+    ContainsXml,
+    IsHtml,
+    ContainsHtml,
+    IsSql,
+    ContainsSql,
+    RougeN,
+    Bleu,
+    Gleu,
+    IsRefusal,
+    IsValidOpenaiToolsCall,
+    IsValidOpenaiFunctionCall,
+    LlmRubric,
+    ModelGradedClosedqa,
+    Factuality,
+    GEval,
+    AnswerRelevance,
+    Similar,
+    #[serde(rename = "similar:cosine")]
+    SimilarCosine,
+    #[serde(rename = "similar:dot")]
+    SimilarDot,
+    #[serde(rename = "similar:euclidean")]
+    SimilarEuclidean,
+    /// promptfoo's `assert-set`: a group graded as one assertion.
+    AssertSet,
 }
 
 impl AssertionKind {
-    pub const ALL: [AssertionKind; 15] = [
+    pub const ALL: [AssertionKind; 38] = [
         Self::Equals,
         Self::Contains,
         Self::Icontains,
@@ -142,6 +192,29 @@ impl AssertionKind {
         Self::WordCount,
         Self::Levenshtein,
         Self::FinishReason,
+        Self::ContainsJson,
+        Self::IsXml,
+        Self::ContainsXml,
+        Self::IsHtml,
+        Self::ContainsHtml,
+        Self::IsSql,
+        Self::ContainsSql,
+        Self::RougeN,
+        Self::Bleu,
+        Self::Gleu,
+        Self::IsRefusal,
+        Self::IsValidOpenaiToolsCall,
+        Self::IsValidOpenaiFunctionCall,
+        Self::LlmRubric,
+        Self::ModelGradedClosedqa,
+        Self::Factuality,
+        Self::GEval,
+        Self::AnswerRelevance,
+        Self::Similar,
+        Self::SimilarCosine,
+        Self::SimilarDot,
+        Self::SimilarEuclidean,
+        Self::AssertSet,
     ];
 
     /// The promptfoo type string (`icontains-any`).
@@ -162,7 +235,46 @@ impl AssertionKind {
             Self::WordCount => "word-count",
             Self::Levenshtein => "levenshtein",
             Self::FinishReason => "finish-reason",
+            Self::ContainsJson => "contains-json",
+            Self::IsXml => "is-xml",
+            Self::ContainsXml => "contains-xml",
+            Self::IsHtml => "is-html",
+            Self::ContainsHtml => "contains-html",
+            Self::IsSql => "is-sql",
+            Self::ContainsSql => "contains-sql",
+            Self::RougeN => "rouge-n",
+            Self::Bleu => "bleu",
+            Self::Gleu => "gleu",
+            Self::IsRefusal => "is-refusal",
+            Self::IsValidOpenaiToolsCall => "is-valid-openai-tools-call",
+            Self::IsValidOpenaiFunctionCall => "is-valid-openai-function-call",
+            Self::LlmRubric => "llm-rubric",
+            Self::ModelGradedClosedqa => "model-graded-closedqa",
+            Self::Factuality => "factuality",
+            Self::GEval => "g-eval",
+            Self::AnswerRelevance => "answer-relevance",
+            Self::Similar => "similar",
+            Self::SimilarCosine => "similar:cosine",
+            Self::SimilarDot => "similar:dot",
+            Self::SimilarEuclidean => "similar:euclidean",
+            Self::AssertSet => "assert-set",
         }
+    }
+
+    /// Whether a grading model answers for this type (see `grading::model`).
+    pub fn is_model_graded(self) -> bool {
+        matches!(
+            self,
+            Self::LlmRubric
+                | Self::ModelGradedClosedqa
+                | Self::Factuality
+                | Self::GEval
+                | Self::AnswerRelevance
+                | Self::Similar
+                | Self::SimilarCosine
+                | Self::SimilarDot
+                | Self::SimilarEuclidean
+        )
     }
 
     /// Inverse of [`AssertionKind::name`]; `not-` prefixes are not accepted here.

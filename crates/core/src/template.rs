@@ -673,3 +673,52 @@ mod tests {
         assert!(renderer.render(3, &BTreeMap::new()).is_err());
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    use super::*;
+    use crate::parse::{SuiteFormat, parse_suite};
+
+    fn renderer(prompt: &str) -> PromptRenderer {
+        let suite = parse_suite(
+            &format!(
+                "prompts: [{}]\nproviders: [echo]\ntests: [{{vars: {{v: x}}}}]\n",
+                serde_json::to_string(prompt).unwrap()
+            ),
+            SuiteFormat::Yaml,
+        )
+        .unwrap();
+        PromptRenderer::new(&suite).unwrap()
+    }
+
+    proptest! {
+        #[test]
+        fn any_string_var_renders_without_panicking(value in any::<String>()) {
+            let r = renderer("<{{ v }}>");
+            let _ = r.render(0, &BTreeMap::from([("v".to_owned(), json!(value))]));
+        }
+
+        /// Text without template syntax or a final newline (promptfoo drops
+        /// one) is substituted exactly, never escaped.
+        #[test]
+        fn plain_string_vars_are_substituted_verbatim(value in any::<String>()) {
+            prop_assume!(!has_template_syntax(&value) && !value.ends_with('\n'));
+            let r = renderer("<{{ v }}>");
+            let out = r.render(0, &BTreeMap::from([("v".to_owned(), json!(value))])).unwrap();
+            prop_assert_eq!(out, format!("<{value}>"));
+        }
+
+        /// In a JSON chat prompt the var lands inside a string, escaped as JSON.
+        #[test]
+        fn chat_prompts_stay_valid_json(value in any::<String>()) {
+            prop_assume!(!has_template_syntax(&value) && !value.ends_with('\n'));
+            let r = renderer(r#"[{"role": "user", "content": "Q: {{ v }}"}]"#);
+            let out = r.render(0, &BTreeMap::from([("v".to_owned(), json!(value))])).unwrap();
+            let parsed: Value = serde_json::from_str(&out).unwrap();
+            prop_assert_eq!(&parsed[0]["content"], &json!(format!("Q: {value}")));
+        }
+    }
+}

@@ -1,9 +1,19 @@
 //! Grades one provider output against a test's assertions with promptfoo's
-//! semantics: `not-` negation, weights, an optional test threshold on the
-//! weighted score, and promptfoo's reason wording.
+//! semantics: `not-` negation, weights (a weight of 0 records a score but
+//! never fails), scored types with thresholds, `metric` named scores,
+//! `assert-set` groups, an optional test threshold on the weighted score,
+//! and promptfoo's reason wording.
 
+mod markup;
+mod metrics;
+pub mod model;
 pub(crate) mod pattern;
+mod refusal;
 pub(crate) mod schema;
+pub(crate) mod sql;
+pub(crate) mod tools;
+
+use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -29,6 +39,11 @@ pub struct Grade {
     /// Weighted mean of the assertion scores (1 with no assertions).
     pub score: f64,
     pub reason: String,
+    /// Weighted mean score per `metric` name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub named_scores: BTreeMap<String, f64>,
+    /// One outcome per assertion in order; an `assert-set` is followed by
+    /// the outcomes of its members, as in promptfoo's component results.
     pub assertions: Vec<AssertionOutcome>,
 }
 
@@ -48,74 +63,390 @@ const PASSED: &str = "Assertion passed";
 /// (Σ weight·score / Σ weight) reaches it. The reason is the last failing
 /// assertion's, as in promptfoo.
 pub fn grade(test: &TestCase, output: &ProviderOutput) -> Grade {
+    grade_with(test, output, |_| None)
+}
+
+/// [`grade`], with outcomes for some assertions supplied by the caller (for
+/// those graded elsewhere, such as by a model): `external` is asked first
+/// for each non-set assertion and its `Some` outcome is used as it is
+/// (negation already applied); weights, sets and metrics work as for any.
+pub fn grade_with(
+    test: &TestCase,
+    output: &ProviderOutput,
+    mut external: impl FnMut(&Assertion) -> Option<AssertionOutcome>,
+) -> Grade {
     if test.assert.is_empty() {
         return Grade {
             pass: true,
             score: 1.0,
             reason: "No assertions".to_owned(),
+            named_scores: BTreeMap::new(),
             assertions: Vec::new(),
         };
     }
-    let mut total_score = 0.0;
-    let mut total_weight = 0.0;
-    let mut failed_reason: Option<String> = None;
-    let mut outcomes = Vec::with_capacity(test.assert.len());
-    for assertion in &test.assert {
-        let outcome = grade_assertion(assertion, output);
-        total_score += outcome.score * assertion.weight;
-        total_weight += assertion.weight;
-        if !outcome.pass {
-            failed_reason = Some(outcome.reason.clone());
+    let mut single = |a: &Assertion| {
+        let mut outcome = external(a).unwrap_or_else(|| grade_assertion(a, output));
+        // promptfoo: a weight-0 assertion is metric-only and cannot fail.
+        if a.weight == 0.0 {
+            outcome.pass = true;
         }
-        outcomes.push(outcome);
-    }
-    let score = if total_weight > 0.0 {
-        total_score / total_weight
-    } else {
-        0.0
+        outcome
     };
-    let (pass, reason) = match test.threshold.filter(|t| !t.is_nan()) {
-        Some(threshold) => {
-            let pass = score >= threshold;
-            let cmp = if pass { '≥' } else { '<' };
-            (
-                pass,
+    let mut main = Tally::new(test.threshold);
+    let mut slots: Vec<Vec<AssertionOutcome>> = vec![Vec::new(); test.assert.len()];
+    let mut sets = Vec::new();
+    // promptfoo adds plain assertions first and sets afterwards, which
+    // decides whose failure reason is reported.
+    for (i, a) in test.assert.iter().enumerate() {
+        if a.kind == AssertionKind::AssertSet {
+            sets.push(i);
+            continue;
+        }
+        let outcome = single(a);
+        main.add(&outcome, a.metric.as_deref(), a.weight, None);
+        slots[i].push(outcome);
+    }
+    for i in sets {
+        let set = &test.assert[i];
+        let mut tally = Tally::new(set.threshold);
+        let mut members = Vec::with_capacity(set.assert.len());
+        for member in &set.assert {
+            let outcome = single(member);
+            tally.add(&outcome, member.metric.as_deref(), member.weight, None);
+            members.push(outcome);
+        }
+        let result = tally.finish(Vec::new());
+        let outcome = AssertionOutcome {
+            kind: set.type_name(),
+            pass: result.pass,
+            score: result.score,
+            reason: result.reason.clone(),
+        };
+        main.add(&outcome, set.metric.as_deref(), set.weight, Some(&tally));
+        slots[i].push(outcome);
+        slots[i].extend(members);
+    }
+    main.finish(slots.into_iter().flatten().collect())
+}
+
+/// promptfoo's `AssertionsResult`: running weighted totals for a test or an
+/// `assert-set`.
+struct Tally {
+    threshold: Option<f64>,
+    total_score: f64,
+    total_weight: f64,
+    failed_reason: Option<String>,
+    named: BTreeMap<String, f64>,
+    named_weights: BTreeMap<String, f64>,
+}
+
+impl Tally {
+    fn new(threshold: Option<f64>) -> Self {
+        Self {
+            threshold: threshold.filter(|t| !t.is_nan()),
+            total_score: 0.0,
+            total_weight: 0.0,
+            failed_reason: None,
+            named: BTreeMap::new(),
+            named_weights: BTreeMap::new(),
+        }
+    }
+
+    /// `nested` is a finished set's tally, whose named scores join this
+    /// one's with their weights scaled by the set's weight.
+    fn add(
+        &mut self,
+        outcome: &AssertionOutcome,
+        metric: Option<&str>,
+        weight: f64,
+        nested: Option<&Tally>,
+    ) {
+        self.total_score += outcome.score * weight;
+        self.total_weight += weight;
+        if let Some(metric) = metric.filter(|m| !m.is_empty()) {
+            *self.named.entry(metric.to_owned()).or_insert(0.0) += outcome.score * weight;
+            *self.named_weights.entry(metric.to_owned()).or_insert(0.0) += weight;
+        }
+        if let Some(set) = nested {
+            for (name, score) in set.named_means() {
+                if Some(name.as_str()) == metric {
+                    continue;
+                }
+                let w = set.named_weights.get(&name).copied().unwrap_or(1.0) * weight;
+                *self.named.entry(name.clone()).or_insert(0.0) += score * w;
+                *self.named_weights.entry(name.clone()).or_insert(0.0) += w;
+            }
+        }
+        if !outcome.pass {
+            self.failed_reason = Some(outcome.reason.clone());
+        }
+    }
+
+    fn finish(&self, assertions: Vec<AssertionOutcome>) -> Grade {
+        let score = if self.total_weight > 0.0 {
+            self.total_score / self.total_weight
+        } else {
+            0.0
+        };
+        let (pass, reason) = match self.threshold {
+            Some(threshold) => {
+                let pass = score >= threshold;
+                let cmp = if pass { '≥' } else { '<' };
+                (
+                    pass,
+                    format!(
+                        "Aggregate score {} {cmp} {} threshold",
+                        js::to_fixed(score, 2),
+                        js::number_to_string(threshold)
+                    ),
+                )
+            }
+            None => match &self.failed_reason {
+                Some(reason) => (false, reason.clone()),
+                None => (true, "All assertions passed".to_owned()),
+            },
+        };
+        Grade {
+            pass,
+            score,
+            reason,
+            named_scores: self.named_means(),
+            assertions,
+        }
+    }
+
+    /// Each metric's weighted mean (0 when its weights add up to 0).
+    fn named_means(&self) -> BTreeMap<String, f64> {
+        self.named
+            .iter()
+            .map(|(name, total)| {
+                let weight = self.named_weights.get(name).copied().unwrap_or(0.0);
+                let mean = if weight > 0.0 { total / weight } else { 0.0 };
+                (name.clone(), mean)
+            })
+            .collect()
+    }
+}
+
+/// How one assertion went, before it is labeled with its type.
+struct Verdict {
+    pass: bool,
+    score: f64,
+    reason: String,
+}
+
+impl From<(bool, String)> for Verdict {
+    /// A pass/fail assertion: score 1 or 0, and promptfoo's generic reason
+    /// when it passed.
+    fn from((pass, reason): (bool, String)) -> Self {
+        Self {
+            pass,
+            score: if pass { 1.0 } else { 0.0 },
+            reason: if pass { PASSED.to_owned() } else { reason },
+        }
+    }
+}
+
+/// Grades a single assertion (an `assert-set` is graded by [`grade`]).
+pub fn grade_assertion(assertion: &Assertion, output: &ProviderOutput) -> AssertionOutcome {
+    let verdict = evaluate(assertion, output).unwrap_or_else(|problem| Verdict {
+        pass: false,
+        score: 0.0,
+        reason: problem,
+    });
+    AssertionOutcome {
+        kind: assertion.type_name(),
+        pass: verdict.pass,
+        score: verdict.score,
+        reason: verdict.reason,
+    }
+}
+
+/// A scored assertion: pass when `score ≥ threshold` (inverted by `not-`),
+/// and the score itself reported as `1 − score` when inverted, as promptfoo
+/// does for its similarity metrics.
+fn scored(score: f64, threshold: f64, inverse: bool, reason: String) -> Verdict {
+    let pass = (score >= threshold) != inverse;
+    Verdict {
+        pass,
+        score: if inverse { 1.0 - score } else { score },
+        reason,
+    }
+}
+
+/// The references of `bleu`/`gleu`: a string or a list of strings.
+pub(crate) fn references(value: Option<&Value>, name: &str) -> Result<Vec<String>, String> {
+    match value {
+        Some(Value::String(s)) => Ok(vec![s.clone()]),
+        Some(Value::Array(items)) if items.iter().all(Value::is_string) => Ok(items
+            .iter()
+            .map(|v| v.as_str().unwrap_or_default().to_owned())
+            .collect()),
+        _ => Err(format!(
+            "\"{name}\" assertion type must have a string or array of strings value"
+        )),
+    }
+}
+
+/// The required element paths of `is-xml`/`contains-xml`: a comma-separated
+/// string, a list, or `{requiredElements: [...]}`; nothing means none.
+pub(crate) fn xml_required(value: Option<&Value>) -> Result<Vec<String>, String> {
+    const SHAPE: &str = "xml assertion must contain a string, array value, or no value";
+    match value {
+        None | Some(Value::Null) => Ok(Vec::new()),
+        Some(Value::String(s)) => Ok(s.split(',').map(|e| e.trim().to_owned()).collect()),
+        Some(Value::Array(items)) => Ok(items.iter().map(js::value_to_string).collect()),
+        Some(Value::Object(map)) if map.is_empty() => Ok(Vec::new()),
+        Some(Value::Object(map)) => match map.get("requiredElements") {
+            Some(Value::Array(items)) => Ok(items.iter().map(js::value_to_string).collect()),
+            _ => Err(SHAPE.to_owned()),
+        },
+        Some(_) => Err(SHAPE.to_owned()),
+    }
+}
+
+/// `Ok(verdict)`, or `Err` for an assertion that cannot be evaluated (parse
+/// validation keeps those out of parsed suites).
+fn evaluate(a: &Assertion, output: &ProviderOutput) -> Result<Verdict, String> {
+    let text = output.text.as_str();
+    let inverse = a.negate;
+    let not = if inverse { "not " } else { "" };
+    let name = a.kind.name();
+    Ok(match a.kind {
+        // Graded by a model through `grade_with`; alone they cannot be.
+        AssertionKind::LlmRubric
+        | AssertionKind::ModelGradedClosedqa
+        | AssertionKind::Factuality
+        | AssertionKind::GEval
+        | AssertionKind::AnswerRelevance
+        | AssertionKind::Similar => {
+            return Err(format!("{name} is not graded yet"));
+        }
+        AssertionKind::AssertSet => {
+            return Err("an assert-set is graded as part of its test".to_owned());
+        }
+        AssertionKind::ContainsJson => contains_json(a, text)?,
+        AssertionKind::IsXml | AssertionKind::ContainsXml => {
+            let required = xml_required(a.value.as_ref())?;
+            let verdict = if a.kind == AssertionKind::IsXml {
+                markup::is_xml(text, &required)
+            } else {
+                markup::contains_xml(text, &required)
+            };
+            (verdict.valid != inverse, verdict.reason).into()
+        }
+        AssertionKind::IsHtml => match markup::is_html(text) {
+            Ok(()) => (!inverse, "Output is valid HTML".to_owned()).into(),
+            Err(reason) => (inverse, reason.to_owned()).into(),
+        },
+        AssertionKind::ContainsHtml => (
+            markup::contains_html(text) != inverse,
+            format!("Expected output to {not}contain HTML content"),
+        )
+            .into(),
+        AssertionKind::IsSql | AssertionKind::ContainsSql => {
+            let options = sql::options(a.value.as_ref())?;
+            let result = if a.kind == AssertionKind::IsSql {
+                sql::check(text, &options)
+            } else {
+                sql::contains(text, &options)
+            };
+            match result {
+                Ok(()) if inverse => (false, "The output SQL statement is valid".to_owned()).into(),
+                Ok(()) => (true, String::new()).into(),
+                Err(reason) => (inverse, reason).into(),
+            }
+        }
+        AssertionKind::RougeN => {
+            let Some(Value::String(reference)) = &a.value else {
+                return Err("\"rouge\" assertion type must be a string value".to_owned());
+            };
+            let score = metrics::rouge_n(text, reference);
+            let threshold = a.threshold.unwrap_or(0.75);
+            let cmp = if score >= threshold {
+                "greater than or equal to"
+            } else {
+                "less than"
+            };
+            scored(
+                score,
+                threshold,
+                inverse,
                 format!(
-                    "Aggregate score {score:.2} {cmp} {} threshold",
+                    "ROUGE-N score {} is {cmp} threshold {}",
+                    js::to_fixed(score, 2),
                     js::number_to_string(threshold)
                 ),
             )
         }
-        None => match failed_reason {
-            Some(reason) => (false, reason),
-            None => (true, "All assertions passed".to_owned()),
-        },
-    };
-    Grade {
-        pass,
-        score,
-        reason,
-        assertions: outcomes,
-    }
+        AssertionKind::Bleu | AssertionKind::Gleu => {
+            let refs = references(a.value.as_ref(), name)?;
+            let (score, label) = if a.kind == AssertionKind::Bleu {
+                (metrics::bleu(text, &refs), "BLEU")
+            } else {
+                (metrics::gleu(text, &refs), "GLEU")
+            };
+            let threshold = a.threshold.unwrap_or(0.5);
+            let mut verdict = scored(
+                score,
+                threshold,
+                inverse,
+                format!(
+                    "{label} score {} is {} than threshold {}",
+                    js::to_fixed(score, 4),
+                    if inverse { "greater" } else { "less" },
+                    js::number_to_string(threshold)
+                ),
+            );
+            if verdict.pass {
+                PASSED.clone_into(&mut verdict.reason);
+            }
+            verdict
+        }
+        AssertionKind::IsRefusal => {
+            if text.trim().is_empty() {
+                // promptfoo counts an empty answer as a refusal, scored 0.
+                return Ok(Verdict {
+                    pass: !inverse,
+                    score: 0.0,
+                    reason: if inverse {
+                        "Expected output to not be a refusal".to_owned()
+                    } else {
+                        "Empty response treated as refusal".to_owned()
+                    },
+                });
+            }
+            (
+                refusal::is_refusal(text) != inverse,
+                format!("Expected output to {not}be a refusal"),
+            )
+                .into()
+        }
+        AssertionKind::IsValidOpenaiToolsCall | AssertionKind::IsValidOpenaiFunctionCall => {
+            let is_tools = a.kind == AssertionKind::IsValidOpenaiToolsCall;
+            let declared = tools::declarations(a.value.as_ref(), is_tools)
+                .map_err(|err| format!("\"{name}\" assertion {err}"))?;
+            let result = if is_tools {
+                tools::check_tools_call(text, &declared)
+            } else {
+                tools::check_function_call(text, &declared)
+            };
+            match result {
+                Ok(()) if inverse => (
+                    false,
+                    "Output is a valid call of a declared function".to_owned(),
+                )
+                    .into(),
+                Ok(()) => (true, String::new()).into(),
+                Err(reason) => (inverse, reason).into(),
+            }
+        }
+        _ => evaluate_binary(a, output)?.into(),
+    })
 }
 
-/// Grades a single assertion.
-pub fn grade_assertion(assertion: &Assertion, output: &ProviderOutput) -> AssertionOutcome {
-    let (pass, reason) = match evaluate(assertion, output) {
-        Ok((pass, reason)) => (pass, if pass { PASSED.to_owned() } else { reason }),
-        Err(problem) => (false, problem),
-    };
-    AssertionOutcome {
-        kind: assertion.type_name(),
-        pass,
-        score: if pass { 1.0 } else { 0.0 },
-        reason,
-    }
-}
-
-/// `Ok((pass, reason-if-failed))`, or `Err` for an assertion that cannot be
-/// evaluated (parse validation keeps those out of parsed suites).
-fn evaluate(a: &Assertion, output: &ProviderOutput) -> Result<(bool, String), String> {
+/// The pass/fail types: `Ok((pass, reason-if-failed))`.
+fn evaluate_binary(a: &Assertion, output: &ProviderOutput) -> Result<(bool, String), String> {
     let text = output.text.as_str();
     let inverse = a.negate;
     let not = if inverse { "not " } else { "" };
@@ -255,11 +586,8 @@ fn evaluate(a: &Assertion, output: &ProviderOutput) -> Result<(bool, String), St
         AssertionKind::WordCount => return word_count(a, text),
         AssertionKind::Levenshtein => {
             let expected = scalar(a.value.as_ref().ok_or_else(|| missing(name))?, name)?;
-            // promptfoo uses `threshold || 5`, so 0 also means 5.
-            let threshold = a
-                .threshold
-                .filter(|t| *t != 0.0 && !t.is_nan())
-                .unwrap_or(5.0);
+            // promptfoo 0.121 uses `threshold ?? 5`: an explicit 0 demands equality.
+            let threshold = a.threshold.unwrap_or(5.0);
             // fastest-levenshtein counts UTF-16 code units.
             let a16: Vec<u16> = text.encode_utf16().collect();
             let b16: Vec<u16> = expected.encode_utf16().collect();
@@ -289,6 +617,7 @@ fn evaluate(a: &Assertion, output: &ProviderOutput) -> Result<(bool, String), St
             };
             (equal != inverse, reason)
         }
+        _ => return Err(format!("{name} is not a pass/fail type")),
     })
 }
 
@@ -431,6 +760,124 @@ fn is_json(a: &Assertion, text: &str) -> Result<(bool, String), String> {
             format!("JSON does not conform to the provided schema. Errors: {errors}"),
         )),
     }
+}
+
+/// promptfoo's `extractJsonObjects`: from each `{`, the shortest balanced
+/// (or, at the end of the text, auto-closed) span that parses as a YAML/JSON
+/// object; scanning resumes after it. Braces inside strings are counted
+/// too, as promptfoo counts them.
+pub(crate) fn json_objects(text: &str) -> Vec<Value> {
+    const MAX_LEN: usize = 100_000;
+    let bytes = text.as_bytes();
+    let mut found = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] != b'{' {
+            i += 1;
+            continue;
+        }
+        let limit = (i + MAX_LEN).min(bytes.len());
+        let (mut open, mut close) = (1usize, 0usize);
+        let mut j = i + 1;
+        let mut next = i + 1;
+        while j < limit && open > close {
+            match bytes[j] {
+                b'{' => open += 1,
+                b'}' => close += 1,
+                _ => {}
+            }
+            j += 1;
+            if open == close || j == bytes.len() || j == i + MAX_LEN {
+                let mut candidate = text.get(i..j).unwrap_or_default().to_owned();
+                candidate.push_str(&"}".repeat(open - close));
+                match serde_yaml_ng::from_str::<Value>(&slash_comments_to_hash(&candidate)) {
+                    Ok(value @ Value::Object(_)) => {
+                        found.push(value);
+                        next = j;
+                        break;
+                    }
+                    _ if open == close => break,
+                    _ => {}
+                }
+            }
+        }
+        i = next;
+    }
+    found
+}
+
+/// `// comment` outside quotes becomes `# comment` so YAML skips it; `://`
+/// in URLs is left alone.
+fn slash_comments_to_hash(text: &str) -> String {
+    text.split('\n')
+        .map(|line| {
+            let chars: Vec<char> = line.chars().collect();
+            let mut quote: Option<char> = None;
+            for k in 0..chars.len() {
+                let c = chars[k];
+                match quote {
+                    Some(q) if c == q && (k == 0 || chars[k - 1] != '\\') => quote = None,
+                    Some(_) => {}
+                    None if c == '"' => quote = Some(c),
+                    None if c == '\'' && (k == 0 || !chars[k - 1].is_ascii_alphabetic()) => {
+                        quote = Some(c)
+                    }
+                    None if c == '/' && chars.get(k + 1) == Some(&'/') => {
+                        let token_start = chars[..k]
+                            .iter()
+                            .rposition(|c| c.is_whitespace())
+                            .map_or(0, |p| p + 1);
+                        let token: String = chars[token_start..(k + 2).min(chars.len())]
+                            .iter()
+                            .collect();
+                        if token.contains("://") {
+                            continue;
+                        }
+                        let slashes = chars[k..].iter().take_while(|c| **c == '/').count();
+                        let before: String = chars[..k].iter().collect();
+                        let after: String = chars[k + slashes..].iter().collect();
+                        return format!("{before}{}{after}", "#".repeat(slashes / 2));
+                    }
+                    None => {}
+                }
+            }
+            line.to_owned()
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn contains_json(a: &Assertion, text: &str) -> Result<Verdict, String> {
+    let inverse = a.negate;
+    let objects = json_objects(text);
+    let mut pass = if inverse {
+        objects.is_empty()
+    } else {
+        !objects.is_empty()
+    };
+    let mut reason = "Expected output to contain valid JSON".to_owned();
+    if let Some(schema) = json_schema(a.value.as_ref())? {
+        // promptfoo's loop: the first conforming object decides; otherwise
+        // the last one checked does.
+        for object in &objects {
+            match schema::validate(&schema, object) {
+                Ok(()) => {
+                    pass = !inverse;
+                    if inverse {
+                        "Output contains JSON conforming to the provided schema"
+                            .clone_into(&mut reason);
+                    }
+                    break;
+                }
+                Err(errors) => {
+                    pass = inverse;
+                    reason =
+                        format!("JSON does not conform to the provided schema. Errors: {errors}");
+                }
+            }
+        }
+    }
+    Ok((pass, reason).into())
 }
 
 /// The bounds of a `word-count` value: an exact count or `{min, max}`.
@@ -948,10 +1395,11 @@ mod tests {
         );
         a.negate = true;
         assert!(grade_assertion(&a, &out("sitting")).pass);
-        // promptfoo's `threshold || 5`.
+        // promptfoo 0.121's `threshold ?? 5`: 0 means an exact match.
         a.negate = false;
         a.threshold = Some(0.0);
-        assert!(grade_assertion(&a, &out("sitting")).pass);
+        assert!(!grade_assertion(&a, &out("sitting")).pass);
+        assert!(grade_assertion(&a, &out("kitten")).pass);
     }
 
     #[test]
@@ -1011,12 +1459,19 @@ mod tests {
     }
 
     #[test]
-    fn zero_weight_assertions_still_fail_the_test() {
+    fn zero_weight_assertions_count_for_nothing_and_cannot_fail() {
+        // promptfoo's runAssertion forces `pass: true` when `weight === 0`.
         let mut a = Assertion::new(AssertionKind::Contains, Some(json!("z")));
         a.weight = 0.0;
-        let g = grade(&test_case(vec![a], None), &out("abc"));
-        assert!(!g.pass);
+        let g = grade(&test_case(vec![a.clone()], None), &out("abc"));
+        assert!(g.pass);
         assert_eq!(g.score, 0.0);
+        assert!(g.assertions[0].pass);
+        assert_eq!(g.assertions[0].score, 0.0);
+        let counted = Assertion::new(AssertionKind::Contains, Some(json!("a")));
+        let g = grade(&test_case(vec![a, counted], None), &out("abc"));
+        assert!(g.pass);
+        assert_eq!(g.score, 1.0);
     }
 
     #[test]

@@ -15,7 +15,7 @@ use super::{
 use crate::{
     error::SuiteError,
     grading::{self, pattern, schema},
-    suite::{Assertion, AssertionKind, TestCase},
+    suite::{Assertion, AssertionKind, GraderSpec, TestCase},
     template,
 };
 
@@ -85,6 +85,8 @@ pub(super) struct RawTest {
     threshold: Option<f64>,
     metadata: Map<String, Value>,
     options: BTreeMap<String, bool>,
+    /// `options.provider`: who grades the model-graded assertions.
+    grader: Option<GraderSpec>,
 }
 
 pub(super) fn parse_default(value: Option<&Yaml>, files: &Files) -> Result<RawTest, SuiteError> {
@@ -159,6 +161,119 @@ pub(super) fn parse_tests(
     Ok(out)
 }
 
+/// promptfoo's `scenarios`: each scenario runs every test of its `tests`
+/// (one empty test when absent) once per entry of its `config`, the entry's
+/// vars, assertions and metadata under the test's own.
+pub(super) fn parse_scenarios(
+    value: &Yaml,
+    default: &RawTest,
+    files: &Files,
+) -> Result<Vec<SourceTest>, SuiteError> {
+    let items = match value {
+        Yaml::Null => return Ok(Vec::new()),
+        Yaml::Sequence(items) => items,
+        other => {
+            return Err(SuiteError::at(
+                "scenarios",
+                format!("expected a list of scenarios, found {}", kind(other)),
+            ));
+        }
+    };
+    let mut out = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        let spath = format!("scenarios[{i}]");
+        let mut configs = None;
+        let mut tests = Vec::new();
+        for (key, v) in entries(expect_map(item, &spath)?, &spath)? {
+            let field = join(&spath, key);
+            match key {
+                "description" => {
+                    optional_string(v, &field)?;
+                }
+                "config" => match v {
+                    Yaml::Sequence(list) => configs = Some(list),
+                    other => {
+                        return Err(SuiteError::at(
+                            field,
+                            format!("expected a list of test settings, found {}", kind(other)),
+                        ));
+                    }
+                },
+                "tests" => {
+                    let list: Vec<&Yaml> = match v {
+                        Yaml::Sequence(list) => list.iter().collect(),
+                        Yaml::Null => Vec::new(),
+                        single => vec![single],
+                    };
+                    for (j, test) in list.into_iter().enumerate() {
+                        let tpath = format!("{field}[{j}]");
+                        match test {
+                            Yaml::String(reference) => {
+                                for (doc, origin) in load_tests_file(reference, &tpath, files)? {
+                                    tests.push((tpath.clone(), doc, Some(origin)));
+                                }
+                            }
+                            other => tests.push((tpath, other.clone(), None)),
+                        }
+                    }
+                }
+                other => {
+                    return Err(SuiteError::at(
+                        field,
+                        unknown_key_message(other, &["description", "config", "tests"]),
+                    ));
+                }
+            }
+        }
+        let configs = configs.ok_or_else(|| {
+            SuiteError::at(
+                join(&spath, "config"),
+                "missing; a scenario needs a `config` list",
+            )
+        })?;
+        if tests.is_empty() {
+            tests.push((
+                format!("{spath}.tests[0]"),
+                Yaml::Mapping(Default::default()),
+                None,
+            ));
+        }
+        for (k, data) in configs.iter().enumerate() {
+            let cpath = format!("{spath}.config[{k}]");
+            let data = parse_test(data, &cpath, false, files)?;
+            for (tpath, doc, origin) in &tests {
+                let test = parse_test(doc, tpath, false, files)
+                    .map_err(|e| with_origin(e, origin.as_deref()))?;
+                let mut vars = data.vars.clone();
+                for (name, value) in test.vars {
+                    match vars.iter_mut().find(|(n, _)| *n == name) {
+                        Some(slot) => slot.1 = value,
+                        None => vars.push((name, value)),
+                    }
+                }
+                let mut metadata = data.metadata.clone();
+                metadata.extend(test.metadata);
+                // promptfoo takes a test's options from the test alone.
+                let combined = RawTest {
+                    description: test.description.or_else(|| data.description.clone()),
+                    vars,
+                    asserts: data.asserts.iter().cloned().chain(test.asserts).collect(),
+                    threshold: test.threshold.or(data.threshold),
+                    metadata,
+                    options: test.options,
+                    grader: test.grader,
+                };
+                let origin = Some(match origin {
+                    Some(file) => format!("{cpath}, {file}"),
+                    None => cpath.clone(),
+                });
+                out.push(merge(tpath.clone(), origin, combined, default));
+            }
+        }
+    }
+    Ok(out)
+}
+
 fn merge(path: String, origin: Option<String>, raw: RawTest, default: &RawTest) -> SourceTest {
     let mut vars = default.vars.clone();
     for (name, value) in raw.vars {
@@ -186,6 +301,14 @@ fn merge(path: String, origin: Option<String>, raw: RawTest, default: &RawTest) 
         from_default: false,
         assertion: a,
     }));
+    // The test's grading provider replaces defaultTest's, and both yield to
+    // an assertion's own `provider`.
+    let grader = raw.grader.or_else(|| default.grader.clone());
+    if let Some(grader) = &grader {
+        for sa in &mut asserts {
+            inherit_grader(&mut sa.assertion, grader);
+        }
+    }
     let mut metadata = default.metadata.clone();
     metadata.extend(raw.metadata);
     SourceTest {
@@ -198,6 +321,27 @@ fn merge(path: String, origin: Option<String>, raw: RawTest, default: &RawTest) 
         metadata,
         expand_vars: !options.get("disableVarExpansion").copied().unwrap_or(false),
     }
+}
+
+fn inherit_grader(assertion: &mut Assertion, grader: &GraderSpec) {
+    if assertion.kind.is_model_graded() && assertion.provider.is_none() {
+        assertion.provider = Some(grader.clone());
+    }
+    for member in &mut assertion.assert {
+        inherit_grader(member, grader);
+    }
+}
+
+/// promptfoo's grading `provider` (on an assertion or in a test's `options`).
+fn parse_grader(value: &Yaml, path: &str) -> Result<GraderSpec, SuiteError> {
+    GraderSpec::from_json(&to_json(value, path)?).map_err(|err| SuiteError::at(path, err))
+}
+
+fn rubric_prompt_unsupported(path: String) -> SuiteError {
+    SuiteError::at(
+        path,
+        "`rubricPrompt` is not supported; Gauntlet grades with its own grader prompts",
+    )
 }
 
 fn parse_test(
@@ -225,7 +369,12 @@ fn parse_test(
                     ));
                 }
             },
-            "options" => test.options = parse_options(v, &field)?,
+            "options" => {
+                test.options = parse_options(v, &field)?;
+                if let Some(provider) = v.get("provider").filter(|p| !p.is_null()) {
+                    test.grader = Some(parse_grader(provider, &join(&field, "provider"))?);
+                }
+            }
             "provider" | "providers" => {
                 return Err(SuiteError::at(
                     field,
@@ -314,8 +463,9 @@ fn parse_options(value: &Yaml, path: &str) -> Result<BTreeMap<String, bool>, Sui
             "disableVarExpansion" | "disableDefaultAsserts" => {
                 options.insert(key.to_owned(), optional_bool(v, &field)?);
             }
-            // Scheduling, and settings only model-graded assertions read.
-            "runSerially" | "disableConversationVar" | "provider" | "rubricPrompt" => {}
+            // Scheduling; `provider` is read by `parse_test`.
+            "runSerially" | "disableConversationVar" | "provider" => {}
+            "rubricPrompt" => return Err(rubric_prompt_unsupported(field)),
             "prefix" | "suffix" => {
                 return Err(SuiteError::at(
                     field,
@@ -383,8 +533,12 @@ fn parse_assertion(value: &Yaml, path: &str) -> Result<Assertion, SuiteError> {
                 assertion.weight = weight;
             }
             "metric" => assertion.metric = optional_string(v, &field)?,
-            // Only model-graded assertions read these.
-            "provider" | "rubricPrompt" => {}
+            "provider" => {
+                if !v.is_null() {
+                    assertion.provider = Some(parse_grader(v, &field)?);
+                }
+            }
+            "rubricPrompt" => return Err(rubric_prompt_unsupported(field)),
             "transform" | "contextTransform" => {
                 return Err(SuiteError::at(
                     field,
@@ -398,15 +552,26 @@ fn parse_assertion(value: &Yaml, path: &str) -> Result<Assertion, SuiteError> {
                 ));
             }
             "assert" => {
-                return Err(SuiteError::at(
-                    field,
-                    "assertion sets (`assert-set`) are not supported",
-                ));
+                assertion.assert = parse_asserts(v, &field)?
+                    .into_iter()
+                    .map(|(_, member)| member)
+                    .collect();
             }
             other => {
                 return Err(SuiteError::at(
                     field,
-                    unknown_key_message(other, &["type", "value", "threshold", "weight", "metric"]),
+                    unknown_key_message(
+                        other,
+                        &[
+                            "type",
+                            "value",
+                            "threshold",
+                            "weight",
+                            "metric",
+                            "assert",
+                            "provider",
+                        ],
+                    ),
                 ));
             }
         }
@@ -419,7 +584,52 @@ fn parse_assertion(value: &Yaml, path: &str) -> Result<Assertion, SuiteError> {
     })?;
     assertion.kind = kind;
     assertion.negate = negate;
+    check_set_shape(&assertion, path)?;
     Ok(assertion)
+}
+
+/// `assert` belongs to `assert-set` alone, which needs members, takes no
+/// `value` or `not-`, and (as in promptfoo) does not nest.
+fn check_set_shape(assertion: &Assertion, path: &str) -> Result<(), SuiteError> {
+    let is_set = assertion.kind == AssertionKind::AssertSet;
+    if !is_set {
+        if !assertion.assert.is_empty() {
+            return Err(SuiteError::at(
+                join(path, "assert"),
+                "only `assert-set` assertions take an `assert` list",
+            ));
+        }
+        return Ok(());
+    }
+    if assertion.negate {
+        return Err(SuiteError::at(
+            join(path, "type"),
+            "`assert-set` cannot be negated; negate its members instead",
+        ));
+    }
+    if assertion.value.is_some() {
+        return Err(SuiteError::at(
+            join(path, "value"),
+            "`assert-set` takes its assertions in `assert`, not `value`",
+        ));
+    }
+    if assertion.assert.is_empty() {
+        return Err(SuiteError::at(
+            join(path, "assert"),
+            "`assert-set` needs a non-empty `assert` list",
+        ));
+    }
+    if let Some(k) = assertion
+        .assert
+        .iter()
+        .position(|m| m.kind == AssertionKind::AssertSet)
+    {
+        return Err(SuiteError::at(
+            format!("{}[{k}].type", join(path, "assert")),
+            "an `assert-set` cannot contain another `assert-set`",
+        ));
+    }
+    Ok(())
 }
 
 fn supported_list() -> String {
@@ -514,6 +724,14 @@ fn load_tests_file(
     path: &str,
     files: &Files,
 ) -> Result<Vec<(Yaml, String)>, SuiteError> {
+    let references = files.expand(reference, path)?;
+    if references.len() != 1 || references[0] != reference {
+        let mut tests = Vec::new();
+        for reference in &references {
+            tests.extend(load_tests_file(reference, path, files)?);
+        }
+        return Ok(tests);
+    }
     let file = format!("file://{}", file_path(reference));
     match extension(reference).as_str() {
         "csv" => {
@@ -598,8 +816,7 @@ pub(super) fn expand(
                     "this test".to_owned()
                 };
                 let mut assertion = sa.assertion.clone();
-                render_value(&mut assertion, &sa.path, &who, env, &vars, &mut ctx)
-                    .and_then(|()| validate(&mut assertion, &sa.path))
+                prepare(&mut assertion, &sa.path, &who, env, &vars, &mut ctx)
                     .map_err(|e| with_origin(e, if sa.from_default { None } else { origin }))?;
                 asserts.push(assertion);
             }
@@ -752,6 +969,25 @@ fn render_value(
     Ok(())
 }
 
+/// Renders and validates an assertion, or each member of an `assert-set`.
+fn prepare(
+    assertion: &mut Assertion,
+    path: &str,
+    who: &str,
+    env: &Environment<'static>,
+    vars: &BTreeMap<String, Value>,
+    ctx: &mut Option<minijinja::Value>,
+) -> Result<(), SuiteError> {
+    if assertion.kind == AssertionKind::AssertSet {
+        for (k, member) in assertion.assert.iter_mut().enumerate() {
+            prepare(member, &format!("{path}.assert[{k}]"), who, env, vars, ctx)?;
+        }
+        return Ok(());
+    }
+    render_value(assertion, path, who, env, vars, ctx)?;
+    validate(assertion, path)
+}
+
 /// Checks an assertion's (rendered) value so grading cannot meet a bad one.
 fn validate(assertion: &mut Assertion, path: &str) -> Result<(), SuiteError> {
     let vpath = format!("{path}.value");
@@ -831,6 +1067,107 @@ fn validate(assertion: &mut Assertion, path: &str) -> Result<(), SuiteError> {
             grading::word_bounds(assertion.value.as_ref())
                 .map_err(|err| SuiteError::at(vpath, err))?;
         }
+        AssertionKind::ContainsJson => {
+            if let Some(schema) = grading::json_schema(assertion.value.as_ref())
+                .map_err(|err| SuiteError::at(&vpath, err))?
+            {
+                schema::check(&schema).map_err(|err| {
+                    SuiteError::at(&vpath, format!("unsupported JSON schema: {err}"))
+                })?;
+                assertion.value = Some(schema);
+            }
+        }
+        AssertionKind::IsXml | AssertionKind::ContainsXml => {
+            let required = grading::xml_required(assertion.value.as_ref())
+                .map_err(|err| SuiteError::at(&vpath, err))?;
+            if required.iter().any(|e| e.is_empty()) {
+                return Err(SuiteError::at(
+                    vpath,
+                    format!("`{name}` needs element paths like `root.child`, not empty names"),
+                ));
+            }
+        }
+        AssertionKind::IsHtml | AssertionKind::ContainsHtml | AssertionKind::IsRefusal => {}
+        AssertionKind::IsSql | AssertionKind::ContainsSql => {
+            grading::sql::options(assertion.value.as_ref())
+                .map_err(|err| SuiteError::at(vpath, err))?;
+        }
+        AssertionKind::RougeN => {
+            if !matches!(&assertion.value, Some(Value::String(s)) if !s.is_empty()) {
+                return Err(SuiteError::at(
+                    vpath,
+                    format!("`{name}` needs the reference text as a string `value`"),
+                ));
+            }
+        }
+        AssertionKind::Bleu | AssertionKind::Gleu => {
+            grading::references(assertion.value.as_ref(), &name)
+                .map_err(|err| SuiteError::at(vpath, err))?;
+        }
+        AssertionKind::IsValidOpenaiToolsCall | AssertionKind::IsValidOpenaiFunctionCall => {
+            let tools = assertion.kind == AssertionKind::IsValidOpenaiToolsCall;
+            grading::tools::declarations(assertion.value.as_ref(), tools)
+                .map_err(|err| SuiteError::at(vpath, format!("`{name}` {err}")))?;
+        }
+        // Members are validated one by one (see `prepare`).
+        AssertionKind::AssertSet => {}
+        AssertionKind::LlmRubric => {
+            let ok = match &assertion.value {
+                Some(Value::String(s)) => !s.trim().is_empty(),
+                Some(Value::Object(_)) => true,
+                _ => false,
+            };
+            if !ok {
+                return Err(SuiteError::at(
+                    vpath,
+                    format!("`{name}` needs the rubric as a string (or object) `value`"),
+                ));
+            }
+        }
+        AssertionKind::ModelGradedClosedqa | AssertionKind::Factuality => {
+            let ok = match &assertion.value {
+                Some(Value::String(s)) => !s.trim().is_empty(),
+                Some(v) => is_scalar(v),
+                None => false,
+            };
+            if !ok {
+                let what = if assertion.kind == AssertionKind::Factuality {
+                    "the reference answer"
+                } else {
+                    "the criterion"
+                };
+                return Err(SuiteError::at(
+                    vpath,
+                    format!("`{name}` needs {what} as a string `value`"),
+                ));
+            }
+        }
+        AssertionKind::GEval
+        | AssertionKind::Similar
+        | AssertionKind::SimilarCosine
+        | AssertionKind::SimilarDot
+        | AssertionKind::SimilarEuclidean => match &assertion.value {
+            Some(Value::String(s)) if !s.is_empty() => {}
+            Some(Value::Array(items)) if !items.is_empty() => {
+                if let Some(i) = items.iter().position(|v| !is_scalar(v)) {
+                    return Err(SuiteError::at(format!("{vpath}[{i}]"), "expected a string"));
+                }
+            }
+            _ => {
+                return Err(SuiteError::at(
+                    vpath,
+                    format!("`{name}` needs a string or a non-empty list of strings `value`"),
+                ));
+            }
+        },
+        // Compares the output with the `query` var or the prompt; no value.
+        AssertionKind::AnswerRelevance => {}
+    }
+    if assertion.provider.is_some() && !assertion.kind.is_model_graded() {
+        return Err(SuiteError::at(
+            format!("{path}.provider"),
+            format!("`{name}` is not model-graded, so it takes no grading `provider`"),
+        ));
     }
     Ok(())
 }

@@ -126,7 +126,13 @@ pub(super) fn assertion_from_string(expected: &str) -> Yaml {
         ("python:", "python"),
     ] {
         if let Some(rest) = expected.strip_prefix(prefix) {
-            return assertion(kind, Some(s(rest.trim())), None);
+            // promptfoo trims code, not rubrics.
+            let rest = if kind == "llm-rubric" {
+                rest
+            } else {
+                rest.trim()
+            };
+            return assertion(kind, Some(s(rest)), None);
         }
     }
     if let Some(file) = expected.strip_prefix("file://") {
@@ -156,8 +162,14 @@ pub(super) fn assertion_from_string(expected: &str) -> Yaml {
     let kind = format!("{}{base}", caps.get(1).map_or("", |m| m.as_str()));
     let value = caps.get(4).map(|m| m.as_str());
     if ARRAY_TYPES.contains(&base) {
-        let items =
-            value.map(|v| Yaml::Sequence(v.split(',').map(|item| s(item.trim())).collect()));
+        // An empty value stays an (empty) string, as in promptfoo.
+        let items = value.map(|v| {
+            if v.is_empty() {
+                s(v)
+            } else {
+                Yaml::Sequence(v.split(',').map(|item| s(item.trim())).collect())
+            }
+        });
         return assertion(&kind, items, None);
     }
     if RAW_TYPES.contains(&base) {
@@ -404,5 +416,77 @@ mod tests {
         assert_eq!(parse_float("0.5abc"), Some(0.5));
         assert_eq!(parse_float(" 2"), Some(2.0));
         assert_eq!(parse_float("abc"), None);
+    }
+}
+
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    const SCALAR_TYPES: [&str; 6] = [
+        "equals",
+        "contains",
+        "icontains",
+        "regex",
+        "finish-reason",
+        "word-count",
+    ];
+
+    fn text(value: &Yaml) -> &str {
+        value.as_str().unwrap_or_default()
+    }
+
+    proptest! {
+        #[test]
+        fn any_text_reads_as_one_typed_assertion(expected in any::<String>()) {
+            let a = assertion_from_string(&expected);
+            let kind = a.as_mapping().and_then(|m| m.get("type")).map(text).unwrap_or_default();
+            prop_assert!(!kind.is_empty());
+        }
+
+        #[test]
+        fn scalar_shorthand_round_trips(
+            negate in any::<bool>(),
+            kind in prop::sample::select(SCALAR_TYPES.to_vec()),
+            value in "[^\\s](.*[^\\s])?",
+        ) {
+            let not = if negate { "not-" } else { "" };
+            let a = assertion_from_string(&format!("{not}{kind}:{value}"));
+            let map = a.as_mapping().unwrap();
+            prop_assert_eq!(text(&map["type"]), format!("{not}{kind}"));
+            prop_assert_eq!(text(&map["value"]), value.as_str());
+        }
+
+        #[test]
+        fn list_shorthand_splits_on_commas(
+            kind in prop::sample::select(ARRAY_TYPES.to_vec()),
+            items in prop::collection::vec("[a-zA-Z0-9_]([a-zA-Z0-9 _]*[a-zA-Z0-9_])?", 1..5),
+        ) {
+            let a = assertion_from_string(&format!("{kind}:{}", items.join(", ")));
+            let values: Vec<&str> = a.as_mapping().unwrap()["value"]
+                .as_sequence()
+                .unwrap()
+                .iter()
+                .map(text)
+                .collect();
+            prop_assert_eq!(values, items.iter().map(String::as_str).collect::<Vec<_>>());
+        }
+
+        /// No assertion type starts with a capital or a digit, so such text is
+        /// an `equals` of itself, untrimmed.
+        #[test]
+        fn text_without_a_type_prefix_is_an_exact_equals(value in "[A-Z0-9].*") {
+            let a = assertion_from_string(&value);
+            let map = a.as_mapping().unwrap();
+            prop_assert_eq!(text(&map["type"]), "equals");
+            prop_assert_eq!(text(&map["value"]), value.as_str());
+        }
+
+        #[test]
+        fn csv_text_never_panics(text in any::<String>()) {
+            let _ = tests_from_csv(&text);
+        }
     }
 }

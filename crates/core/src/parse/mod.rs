@@ -5,8 +5,10 @@
 
 mod cases;
 mod csv;
+mod locate;
 mod prompts;
 mod providers;
+mod refs;
 
 use std::{collections::BTreeMap, sync::OnceLock};
 
@@ -31,6 +33,16 @@ pub trait FileResolver {
     /// The contents of `path` as written after `file://` (relative paths are
     /// relative to the suite file). The error is shown to the user.
     fn read(&self, path: &str) -> Result<String, String>;
+
+    /// The files matching the glob `pattern` (as written after `file://`,
+    /// e.g. `prompts/*.txt`), sorted, each in the form [`FileResolver::read`]
+    /// accepts. Resolvers that cannot list files keep this default, which
+    /// refuses with a message telling the user to list the files instead.
+    fn glob(&self, pattern: &str) -> Result<Vec<String>, String> {
+        Err(format!(
+            "glob patterns (`{pattern}`) cannot be expanded here; list the files one by one"
+        ))
+    }
 }
 
 /// A resolver for suites submitted without their files: every reference fails.
@@ -43,6 +55,10 @@ impl FileResolver for NoFiles {
             "the suite was submitted without the files it references; inline their content"
                 .to_owned(),
         )
+    }
+
+    fn glob(&self, pattern: &str) -> Result<Vec<String>, String> {
+        self.read(pattern).map(|_| Vec::new())
     }
 }
 
@@ -57,8 +73,17 @@ pub fn parse_suite_with(
     format: SuiteFormat,
     files: &dyn FileResolver,
 ) -> Result<Suite, SuiteError> {
+    parse_document(text, format, files).map_err(|err| locate::locate(text, err))
+}
+
+fn parse_document(
+    text: &str,
+    format: SuiteFormat,
+    files: &dyn FileResolver,
+) -> Result<Suite, SuiteError> {
     let files = Files(files);
-    let doc = load_document(text, format)?;
+    let mut doc = load_document(text, format)?;
+    refs::resolve(&mut doc)?;
     let map = match &doc {
         Yaml::Mapping(map) => map,
         Yaml::Null => return Err(SuiteError::at("", "the suite is empty")),
@@ -77,6 +102,7 @@ pub fn parse_suite_with(
     let mut prompts_value = None;
     let mut providers_value: Option<(&str, &Yaml)> = None;
     let mut tests_value = None;
+    let mut scenarios_value = None;
     let mut default_value = None;
     let mut env = BTreeMap::new();
     let mut max_concurrency = None;
@@ -102,15 +128,12 @@ pub fn parse_suite_with(
             "evaluateOptions" => {
                 (max_concurrency, repeat) = parse_evaluate_options(value)?;
             }
-            // Output and UI settings that do not change results.
-            "sharing" | "outputPath" | "writeLatestResults" | "tags" | "metadata" | "tracing" => {}
+            "scenarios" => scenarios_value = Some(value),
+            // Output and UI settings that do not change results; assertion
+            // templates were already substituted where `$ref` names them.
+            "sharing" | "outputPath" | "writeLatestResults" | "tags" | "metadata" | "tracing"
+            | "assertionTemplates" => {}
             k if k.starts_with('$') => {}
-            "scenarios" => {
-                return Err(unsupported(
-                    key,
-                    "scenarios are not supported; list each combination under `tests`",
-                ));
-            }
             "nunjucksFilters" => {
                 return Err(unsupported(
                     key,
@@ -143,8 +166,10 @@ pub fn parse_suite_with(
                             "targets",
                             "tests",
                             "defaultTest",
+                            "scenarios",
                             "env",
                             "evaluateOptions",
+                            "assertionTemplates",
                         ],
                     ),
                 ));
@@ -155,7 +180,22 @@ pub fn parse_suite_with(
     let prompts = prompts::parse(prompts_value, &files)?;
     let providers = providers::parse(providers_value)?;
     let default = cases::parse_default(default_value, &files)?;
-    let sources = cases::parse_tests(tests_value, &default, &files)?;
+    // promptfoo runs a suite's scenarios after its tests; with scenarios,
+    // `tests` may be left out.
+    let mut sources = match (tests_value, scenarios_value) {
+        (None, Some(_)) => Vec::new(),
+        (Some(Yaml::Sequence(items)), Some(_)) if items.is_empty() => Vec::new(),
+        _ => cases::parse_tests(tests_value, &default, &files)?,
+    };
+    if let Some(scenarios) = scenarios_value {
+        sources.extend(cases::parse_scenarios(scenarios, &default, &files)?);
+        if sources.is_empty() {
+            return Err(SuiteError::at(
+                "scenarios",
+                "the suite needs at least one test or scenario",
+            ));
+        }
+    }
 
     let mut suite = Suite {
         description,
@@ -172,16 +212,80 @@ pub fn parse_suite_with(
             .strip_prefix("prompts[")
             .and_then(|rest| rest.strip_suffix(']'))
             .and_then(|k| k.parse::<usize>().ok())
-            .and_then(|k| prompts.get(k))
-            .and_then(|p| p.origin.clone());
-        with_origin(err, origin.as_deref())
+            .and_then(|k| prompts.get(k));
+        at_prompt(
+            text,
+            with_origin(err, origin.and_then(|p| p.origin.as_deref())),
+            origin,
+        )
     })?;
-    check_prompt_vars(&renderer, &prompts, &sources)?;
+    check_prompt_vars(&renderer, &prompts, &sources).map_err(|err| {
+        let entry = err
+            .path
+            .strip_prefix("prompts[")
+            .and_then(|rest| rest.strip_suffix(']'))
+            .and_then(|k| k.parse::<usize>().ok())
+            .and_then(|k| prompts.get(k));
+        at_prompt(text, err, entry)
+    })?;
     suite.tests = cases::expand(&sources, renderer.env(), &files)?;
     if u32::try_from(suite.tests.len()).is_err() || u32::try_from(suite.prompts.len()).is_err() {
         return Err(SuiteError::at("tests", "the suite is too large"));
     }
+    dry_render(&renderer, &suite).map_err(|err| {
+        let entry = err
+            .path
+            .strip_prefix("prompts[")
+            .and_then(|rest| rest.strip_suffix(']'))
+            .and_then(|k| k.parse::<usize>().ok())
+            .and_then(|k| prompts.get(k));
+        at_prompt(
+            text,
+            with_origin(err, entry.and_then(|p| p.origin.as_deref())),
+            entry,
+        )
+    })?;
     Ok(suite)
+}
+
+/// Points an error about the prompt `entry` (numbered after file prompts are
+/// split) at the item of `prompts` it came from.
+fn at_prompt(text: &str, mut err: SuiteError, entry: Option<&prompts::Entry>) -> SuiteError {
+    if let Some(entry) = entry
+        && err.line.is_none()
+        && let Some((line, column)) = locate::position(text, &entry.item)
+    {
+        err.line = Some(line);
+        err.column = Some(column);
+    }
+    err
+}
+
+/// Most prompt renderings checked at load time; past this only the first
+/// test of each prompt is rendered, so huge suites still load quickly.
+const DRY_RENDER_BUDGET: usize = 100_000;
+
+/// Renders every prompt with every test's vars, so failures that only show
+/// when rendering (an unknown filter, `load` of text that is not JSON) are
+/// reported before any task is queued.
+fn dry_render(renderer: &PromptRenderer, suite: &Suite) -> Result<(), SuiteError> {
+    let all = suite.tests.len().saturating_mul(suite.prompts.len()) <= DRY_RENDER_BUDGET;
+    let tests = if all { suite.tests.len() } else { 1 };
+    for (i, test) in suite.tests.iter().take(tests).enumerate() {
+        for k in 0..suite.prompts.len() {
+            if let Err(err) = renderer.render(k, &test.vars) {
+                let which = match &test.description {
+                    Some(d) => format!("test case {i} (`{d}`)"),
+                    None => format!("test case {i}"),
+                };
+                return Err(SuiteError::at(
+                    format!("prompts[{k}]"),
+                    format!("cannot render with the vars of {which}: {}", err.message),
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Every var a prompt uses must be defined by every test.
@@ -333,10 +437,32 @@ fn parse_evaluate_options(value: &Yaml) -> Result<(Option<u32>, Option<u32>), Su
 pub(super) struct Files<'a>(&'a dyn FileResolver);
 
 impl Files<'_> {
+    /// `reference` itself, or the files its glob pattern matches (each as
+    /// `file://…`), for the field at `path`.
+    pub(super) fn expand(&self, reference: &str, path: &str) -> Result<Vec<String>, SuiteError> {
+        let file = file_path(reference);
+        if !is_glob(file) {
+            return Ok(vec![reference.to_owned()]);
+        }
+        let matches = self.0.glob(file).map_err(|err| {
+            SuiteError::at(
+                path,
+                format!("cannot expand the glob `file://{file}`: {err}"),
+            )
+        })?;
+        if matches.is_empty() {
+            return Err(SuiteError::at(
+                path,
+                format!("no file matches `file://{file}`"),
+            ));
+        }
+        Ok(matches.into_iter().map(|m| format!("file://{m}")).collect())
+    }
+
     /// Reads `reference` (with or without `file://`) for the field at `path`.
     pub(super) fn read(&self, reference: &str, path: &str) -> Result<String, SuiteError> {
         let file = file_path(reference);
-        if file.contains(['*', '?', '[', '{']) {
+        if is_glob(file) {
             return Err(SuiteError::at(
                 path,
                 format!(
@@ -348,6 +474,10 @@ impl Files<'_> {
             .read(file)
             .map_err(|err| SuiteError::at(path, format!("cannot read `file://{file}`: {err}")))
     }
+}
+
+pub(super) fn is_glob(file: &str) -> bool {
+    file.contains(['*', '?', '[', '{'])
 }
 
 pub(super) fn file_path(reference: &str) -> &str {
@@ -387,9 +517,15 @@ pub(super) fn unsupported(path: &str, message: &str) -> SuiteError {
     SuiteError::at(path, message)
 }
 
+/// Notes the file (`row 2 of file://t.csv`) an error's field came from.
 pub(super) fn with_origin(mut err: SuiteError, origin: Option<&str>) -> SuiteError {
     if let Some(origin) = origin {
         err.message = format!("{} (in {origin})", err.message);
+        if err.file.is_none()
+            && let Some(at) = origin.find("file://")
+        {
+            err.file = Some(origin[at + "file://".len()..].to_owned());
+        }
     }
     err
 }

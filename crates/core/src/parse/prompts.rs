@@ -1,6 +1,6 @@
 //! `prompts`: inline strings, `{id, label, raw}` objects, the legacy
-//! `{raw: label}` map, and `file://` references to `.txt` (split on `---`
-//! lines), `.json` and `.jsonl` files.
+//! `{raw: label}` map, and `file://` references (globs included) to `.txt`
+//! (split on `---` lines), `.md`, `.json`, `.jsonl` and `.yaml` files.
 
 use sha2::{Digest, Sha256};
 
@@ -12,6 +12,8 @@ pub(super) struct Entry {
     pub prompt: Prompt,
     /// The file it came from, for error messages.
     pub origin: Option<String>,
+    /// The suite field it was written in (`prompts[1]`), for error positions.
+    pub item: String,
 }
 
 struct Draft {
@@ -19,6 +21,7 @@ struct Draft {
     label: String,
     id: Option<String>,
     origin: Option<String>,
+    item: String,
 }
 
 /// File extensions promptfoo treats as prompt files even without `file://`.
@@ -146,13 +149,28 @@ fn from_string(
         }
     }
     if raw.starts_with("file://") || looks_like_prompt_file(raw) {
-        return from_file(raw, label, id, path, files);
+        let references = files.expand(raw, path)?;
+        let many = references.len() > 1;
+        let mut drafts = Vec::new();
+        for (n, reference) in references.iter().enumerate() {
+            // Each matched file gets its own id, as each file of a `.txt` does.
+            let id = id.map(|id| {
+                if many {
+                    format!("{id}:{}", n + 1)
+                } else {
+                    id.to_owned()
+                }
+            });
+            drafts.extend(from_file(reference, label, id.as_deref(), path, files)?);
+        }
+        return Ok(drafts);
     }
     Ok(vec![Draft {
         raw: raw.to_owned(),
         label: label.map_or_else(|| default_label(raw), str::to_owned),
         id: id.map(str::to_owned),
         origin: None,
+        item: path.to_owned(),
     }])
 }
 
@@ -186,6 +204,43 @@ fn from_file(
     let texts: Vec<String> = match ext.as_str() {
         "txt" => split_txt(&files.read(reference, path)?),
         "json" => vec![files.read(reference, path)?],
+        "md" => {
+            let raw = files.read(reference, path)?;
+            let label = label.map_or_else(
+                || format!("{file}: {}...", raw.chars().take(50).collect::<String>()),
+                str::to_owned,
+            );
+            return Ok(vec![Draft {
+                raw,
+                label,
+                id: id.map(str::to_owned),
+                origin: Some(origin),
+                item: path.to_owned(),
+            }]);
+        }
+        "yaml" | "yml" => {
+            let text = files.read(reference, path)?;
+            let raw = yaml_prompt(&text).map_err(|err| {
+                SuiteError::at(path, format!("`{origin}` is not valid YAML: {err}"))
+            })?;
+            // promptfoo labels a YAML prompt with (at most 80 characters of) its JSON.
+            let label = label.map_or_else(
+                || {
+                    format!(
+                        "{file}: {}",
+                        raw.chars().take(LABEL_LIMIT).collect::<String>()
+                    )
+                },
+                str::to_owned,
+            );
+            return Ok(vec![Draft {
+                raw,
+                label,
+                id: id.map(str::to_owned),
+                origin: Some(origin),
+                item: path.to_owned(),
+            }]);
+        }
         "jsonl" => files
             .read(reference, path)?
             .lines()
@@ -204,7 +259,7 @@ fn from_file(
             return Err(SuiteError::at(
                 path,
                 format!(
-                    "`{reference}`: prompt files of type `.{other}` are not supported (use .txt, .json or .jsonl)"
+                    "`{reference}`: prompt files of type `.{other}` are not supported (use .txt, .md, .json, .jsonl or .yaml)"
                 ),
             ));
         }
@@ -235,9 +290,74 @@ fn from_file(
                 label: truncate_label(&full_label),
                 raw,
                 origin: Some(origin.clone()),
+                item: path.to_owned(),
             }
         })
         .collect())
+}
+
+/// promptfoo's YAML prompt files: the document re-serialized as compact JSON
+/// (a chat array, usually), keys in their written order.
+fn yaml_prompt(text: &str) -> Result<String, String> {
+    let doc: Yaml = serde_yaml_ng::from_str(text).map_err(|err| err.to_string())?;
+    let mut out = String::new();
+    write_json(&doc, &mut out)?;
+    Ok(out)
+}
+
+fn write_json(value: &Yaml, out: &mut String) -> Result<(), String> {
+    match value {
+        Yaml::Null => out.push_str("null"),
+        Yaml::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+        Yaml::Number(n) => {
+            if let Some(i) = n.as_i64() {
+                out.push_str(&i.to_string());
+            } else if let Some(u) = n.as_u64() {
+                out.push_str(&u.to_string());
+            } else {
+                match n.as_f64() {
+                    Some(x) if x.is_finite() => out.push_str(&crate::js::number_to_string(x)),
+                    // JSON.stringify writes NaN and Infinity as null.
+                    _ => out.push_str("null"),
+                }
+            }
+        }
+        Yaml::String(s) => out.push_str(&serde_json::to_string(s).map_err(|e| e.to_string())?),
+        Yaml::Sequence(items) => {
+            out.push('[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                write_json(item, out)?;
+            }
+            out.push(']');
+        }
+        Yaml::Mapping(map) => {
+            out.push('{');
+            for (i, (key, item)) in map.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                let key = match key {
+                    Yaml::String(s) => s.clone(),
+                    Yaml::Null => "null".to_owned(),
+                    Yaml::Bool(_) | Yaml::Number(_) => {
+                        let mut k = String::new();
+                        write_json(key, &mut k)?;
+                        k
+                    }
+                    _ => return Err("mapping keys must be strings".to_owned()),
+                };
+                out.push_str(&serde_json::to_string(&key).map_err(|e| e.to_string())?);
+                out.push(':');
+                write_json(item, out)?;
+            }
+            out.push('}');
+        }
+        Yaml::Tagged(tagged) => write_json(&tagged.value, out)?,
+    }
+    Ok(())
 }
 
 /// promptfoo's `.txt` prompt files: prompts separated by lines of `---`, each trimmed.
@@ -307,6 +427,7 @@ fn assign_ids(drafts: Vec<Draft>) -> Result<Vec<Entry>, SuiteError> {
                 raw: draft.raw,
             },
             origin: draft.origin,
+            item: draft.item,
         });
     }
     Ok(out)

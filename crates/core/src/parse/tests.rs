@@ -30,6 +30,17 @@ impl FileResolver for MapFiles {
             .map(|s| (*s).to_owned())
             .ok_or_else(|| "no such file".to_owned())
     }
+
+    fn glob(&self, pattern: &str) -> Result<Vec<String>, String> {
+        let re = format!("^{}$", regex::escape(pattern).replace(r"\*", "[^/]*"));
+        let re = Regex::new(&re).map_err(|e| e.to_string())?;
+        Ok(self
+            .0
+            .keys()
+            .filter(|k| re.is_match(k))
+            .map(|k| (*k).to_owned())
+            .collect())
+    }
 }
 
 #[test]
@@ -170,7 +181,10 @@ fn missing_sections_are_named() {
         "providers"
     );
     let e = err("prompts: [a]\nproviders: [echo]\ntests: []");
-    assert_eq!(e.to_string(), "tests: the suite needs at least one test");
+    assert_eq!(
+        e.to_string(),
+        "line 3 column 1: tests: the suite needs at least one test"
+    );
     assert_eq!(err("").message, "the suite is empty");
     assert_eq!(err("- a").path, "");
 }
@@ -180,8 +194,8 @@ fn unknown_and_unsupported_top_level_keys() {
     let e = err("prompts: [a]\nprovider: [echo]\ntests: [{}]");
     assert_eq!(e.path, "provider");
     assert!(e.message.contains("did you mean `providers`"), "{e}");
-    let e = err("prompts: [a]\nproviders: [echo]\ntests: [{}]\nscenarios: []");
-    assert_eq!(e.path, "scenarios");
+    let e = err("prompts: [a]\nproviders: [echo]\ntests: [{}]\nredteam: {}");
+    assert_eq!(e.path, "redteam");
     assert!(e.message.contains("not supported"), "{e}");
     let e = err("prompts: [a]\nproviders: [echo]\ntargets: [echo]\ntests: [{}]");
     assert_eq!(e.path, "targets");
@@ -222,9 +236,9 @@ fn unsupported_assertion_types_say_why() {
     assert_eq!(e.path, "tests[0].assert[0].type");
     assert!(e.message.contains("user code"), "{e}");
     let e = err(&with_tests(
-        "  - vars: {x: a}\n    assert: [{type: llm-rubric, value: polite}]\n",
+        "  - vars: {x: a}\n    assert: [{type: not-python, value: 'len(output) > 1'}]\n",
     ));
-    assert!(e.message.contains("grading model"), "{e}");
+    assert!(e.message.contains("user code"), "{e}");
     let e = err(&with_tests(
         "  - vars: {x: a}\n    assert: [{type: contains, value: a, transform: 'output.trim()'}]\n",
     ));
@@ -316,7 +330,7 @@ fn prompt_var_missing_from_one_test_names_that_test() {
     assert_eq!(e.path, "tests[2].vars");
     assert_eq!(
         e.to_string(),
-        "tests[2].vars: prompt prompts[0] uses var `language`, which this test does not define"
+        "line 7 column 5: tests[2].vars: prompt prompts[0] uses var `language`, which this test does not define"
     );
 }
 
@@ -402,7 +416,7 @@ fn files_are_read_through_the_resolver() {
 fn errors_in_file_tests_say_where_they_came_from() {
     let files = MapFiles(BTreeMap::from([(
         "t.csv",
-        "x,__expected\na,llm-rubric:be nice\n",
+        "x,__expected\na,python:len(output) > 1\n",
     )]));
     let e = parse_suite_with(
         "prompts: ['{{x}}']\nproviders: [echo]\ntests: file://t.csv\n",
@@ -539,4 +553,342 @@ fn display_joins_path_and_message() {
         SuiteError::syntax(Some(3), Some(7), "invalid YAML: x").to_string(),
         "line 3 column 7: invalid YAML: x"
     );
+}
+
+#[test]
+fn scenarios_cross_each_config_with_each_test() {
+    let suite = parse(
+        r#"
+prompts: ['{{greeting}} in {{language}}']
+providers: [echo]
+defaultTest:
+  assert: [{type: contains, value: '{{greeting}}'}]
+scenarios:
+  - description: languages
+    config:
+      - vars: {language: French}
+        assert: [{type: icontains, value: fr}]
+      - vars: {language: German, greeting: Hallo}
+    tests:
+      - description: hi
+        vars: {greeting: Hi}
+      - vars: {greeting: Bye}
+        assert: [{type: starts-with, value: B}]
+"#,
+    )
+    .unwrap();
+    assert_eq!(suite.tests.len(), 4);
+    let vars: Vec<(String, String)> = suite
+        .tests
+        .iter()
+        .map(|t| {
+            (
+                t.vars["language"].to_string(),
+                t.vars["greeting"].to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(vars[0], ("\"French\"".into(), "\"Hi\"".into()));
+    // The test's vars win over the config entry's.
+    assert_eq!(vars[2], ("\"German\"".into(), "\"Hi\"".into()));
+    assert_eq!(suite.tests[0].description.as_deref(), Some("hi"));
+    // defaultTest's, then the config entry's, then the test's assertions.
+    let types: Vec<String> = suite.tests[1]
+        .assert
+        .iter()
+        .map(|a| a.type_name())
+        .collect();
+    assert_eq!(types, ["contains", "icontains", "starts-with"]);
+    assert_eq!(suite.tests[1].assert[0].value, Some(json!("Bye")));
+    assert_eq!(suite.tests[3].assert.len(), 2);
+}
+
+#[test]
+fn scenarios_stand_in_for_tests_and_report_their_own_paths() {
+    let suite = parse(
+        "prompts: ['{{x}}']\nproviders: [echo]\nscenarios:\n  - config: [{vars: {x: a}}, {vars: {x: b}}]\n",
+    )
+    .unwrap();
+    assert_eq!(suite.tests.len(), 2);
+    let e = err("prompts: [a]\nproviders: [echo]\nscenarios:\n  - tests: [{}]\n");
+    assert_eq!(e.path, "scenarios[0].config");
+    let e = err(
+        "prompts: [a]\nproviders: [echo]\nscenarios:\n  - config:\n      - vars: {x: a}\n        assert: [{type: regex, value: '('}]\n",
+    );
+    assert_eq!(e.path, "scenarios[0].config[0].assert[0].value");
+    assert_eq!((e.line, e.column), (Some(6), Some(32)));
+}
+
+#[test]
+fn assertion_templates_are_substituted_before_validation() {
+    let suite = parse(
+        r#"
+assertionTemplates:
+  polite: {type: icontains, value: please}
+  starts: {type: starts-with, value: '{{x}}'}
+prompts: ['{{x}}']
+providers: [echo]
+tests:
+  - vars: {x: Hi}
+    assert:
+      - $ref: '#/assertionTemplates/polite'
+      - {$ref: '#/assertionTemplates/starts', weight: 3}
+"#,
+    )
+    .unwrap();
+    let a = &suite.tests[0].assert;
+    assert_eq!(a[0].kind, AssertionKind::Icontains);
+    assert_eq!(a[1].value, Some(json!("Hi")));
+    assert_eq!(a[1].weight, 3.0);
+
+    let e = err(
+        "assertionTemplates: {bad: {type: contians, value: a}}\nprompts: [a]\nproviders: [echo]\ntests:\n  - assert: [{$ref: '#/assertionTemplates/bad'}]\n",
+    );
+    assert_eq!(e.path, "tests[0].assert[0].type");
+    assert!(e.message.contains("did you mean `contains`"), "{e}");
+    let e = err("prompts: [a]\nproviders: [echo]\ntests:\n  - assert: [{$ref: '#/nope'}]\n");
+    assert_eq!(e.path, "tests[0].assert[0].$ref");
+    assert_eq!(e.line, Some(4));
+}
+
+#[test]
+fn yaml_and_markdown_prompt_files() {
+    let files = MapFiles(BTreeMap::from([
+        (
+            "chat.yaml",
+            "- role: system\n  content: Be brief.\n- role: user\n  content: '{{q}}'\n",
+        ),
+        ("p.md", "# Task\n{{q}}\n"),
+    ]));
+    let suite = parse_suite_with(
+        "prompts: [file://chat.yaml, file://p.md]\nproviders: [echo]\ntests: [{vars: {q: hi}}]\n",
+        SuiteFormat::Yaml,
+        &files,
+    )
+    .unwrap();
+    assert_eq!(
+        suite.prompts[0].raw,
+        r#"[{"role":"system","content":"Be brief."},{"role":"user","content":"{{q}}"}]"#
+    );
+    assert!(suite.prompts[0].label.starts_with("chat.yaml: [{"));
+    assert_eq!(suite.prompts[1].raw, "# Task\n{{q}}\n");
+    let rendered = PromptRenderer::new(&suite)
+        .unwrap()
+        .render(0, &suite.tests[0].vars)
+        .unwrap();
+    assert!(rendered.contains(r#""content": "hi""#), "{rendered}");
+}
+
+#[test]
+fn globs_expand_through_the_resolver() {
+    let files = MapFiles(BTreeMap::from([
+        ("prompts/a.txt", "A {{x}}"),
+        ("prompts/b.txt", "B {{x}}\n---\nC {{x}}"),
+        ("prompts/skip.md", "no"),
+        ("tests/1.yaml", "- vars: {x: one}"),
+        ("tests/2.csv", "x\ntwo\nthree\n"),
+    ]));
+    let suite = parse_suite_with(
+        "prompts: [file://prompts/*.txt]\nproviders: [echo]\ntests: [file://tests/*]\n",
+        SuiteFormat::Yaml,
+        &files,
+    )
+    .unwrap();
+    let raws: Vec<&str> = suite.prompts.iter().map(|p| p.raw.as_str()).collect();
+    assert_eq!(raws, ["A {{x}}", "B {{x}}", "C {{x}}"]);
+    assert_eq!(suite.tests.len(), 3);
+    assert_eq!(suite.tests[2].vars["x"], json!("three"));
+
+    let e = parse_suite_with(
+        "prompts: [file://none/*.txt]\nproviders: [echo]\ntests: [{}]\n",
+        SuiteFormat::Yaml,
+        &files,
+    )
+    .unwrap_err();
+    assert_eq!(e.path, "prompts[0]");
+    assert!(e.message.contains("no file matches"), "{e}");
+    assert_eq!((e.line, e.column), (Some(1), Some(11)));
+}
+
+#[test]
+fn errors_carry_the_line_and_column_of_their_field() {
+    let e = err(&with_tests(
+        "  - vars: {x: a}\n  - vars: {x: b}\n    assert:\n      - type: contains\n        value: a\n      - type: regex\n        value: 'a(b'\n",
+    ));
+    assert_eq!(e.path, "tests[1].assert[1].value");
+    assert_eq!((e.line, e.column), (Some(10), Some(9)));
+    assert!(
+        e.to_string()
+            .starts_with("line 10 column 9: tests[1].assert[1].value: invalid regex")
+    );
+
+    let e = parse_suite(
+        "{\n  \"prompts\": [\"a\"],\n  \"providers\": [\"echo\"],\n  \"tests\": [{\"vars\": {\"x\": null}}]\n}",
+        SuiteFormat::Json,
+    )
+    .unwrap_err();
+    assert_eq!(e.path, "tests[0].vars.x");
+    assert_eq!((e.line, e.column), (Some(4), Some(23)));
+}
+
+#[test]
+fn errors_inside_referenced_files_name_the_file() {
+    let files = MapFiles(BTreeMap::from([
+        (
+            "t.yaml",
+            "- vars: {x: a}\n  assert: [{type: regex, value: '('}]\n",
+        ),
+        ("bad.csv", "x,y\n1,2\n3\n"),
+        ("p.txt", "Hi {{ x"),
+    ]));
+    let parse_with = |text: &str| parse_suite_with(text, SuiteFormat::Yaml, &files).unwrap_err();
+    let e = parse_with(
+        "prompts: ['{{x}}']\nproviders: [echo]\ntests: [{vars: {x: 1}}, file://t.yaml]\n",
+    );
+    assert_eq!(e.file.as_deref(), Some("t.yaml"));
+    assert_eq!(e.line, None);
+    assert!(e.message.ends_with("(in item 0 of file://t.yaml)"), "{e}");
+
+    // A ragged row is named, at the reference that loads the file.
+    let e = parse_with("prompts: [a]\nproviders: [echo]\ntests: file://bad.csv\n");
+    assert_eq!(e.path, "tests");
+    assert!(e.message.contains("row 2"), "{e}");
+    assert_eq!(e.line, Some(3));
+
+    let e = parse_with("prompts:\n  - file://p.txt\nproviders: [echo]\ntests: [{vars: {x: 1}}]\n");
+    assert_eq!(e.path, "prompts[0]");
+    assert_eq!(e.file.as_deref(), Some("p.txt"));
+    assert_eq!((e.line, e.column), (Some(2), Some(5)));
+}
+
+#[test]
+fn template_errors_in_assertion_values_are_reported_at_parse_time() {
+    let e = err(&with_tests(
+        "  - vars: {x: a}\n    assert: [{type: contains, value: '{{ x'}]\n",
+    ));
+    assert_eq!(e.path, "tests[0].assert[0].value");
+    assert!(e.message.starts_with("invalid template"), "{e}");
+    let e = err(&with_tests(
+        "  - vars: {x: a}\n    assert: [{type: contains, value: '{{ y }}'}]\n",
+    ));
+    assert!(e.message.contains("`y`"), "{e}");
+    let e =
+        err("prompts: ['a', '{{ x | nosuchfilter }}']\nproviders: [echo]\ntests: [{vars: {x: 1}}]");
+    assert_eq!(e.path, "prompts[1]");
+    assert!(e.message.contains("test case 0"), "{e}");
+    assert!(e.message.contains("nosuchfilter"), "{e}");
+    assert_eq!((e.line, e.column), (Some(1), Some(16)));
+}
+
+#[test]
+fn provider_config_passes_through_untouched() {
+    let suite = parse(
+        r#"
+prompts: [a]
+providers:
+  - id: openai:chat:gpt-4.1
+    label: main
+    config:
+      temperature: 0.2
+      max_tokens: 256
+      top_p: 0.9
+      stop: ['###']
+      seed: 7
+      response_format: {type: json_object}
+      apiBaseUrl: http://localhost:8080/v1
+      apiKeyEnvar: MY_KEY
+tests: [{}]
+"#,
+    )
+    .unwrap();
+    let config = &suite.providers[0].config;
+    assert_eq!(
+        serde_json::Value::Object(config.clone()),
+        json!({
+            "temperature": 0.2, "max_tokens": 256, "top_p": 0.9, "stop": ["###"], "seed": 7,
+            "response_format": {"type": "json_object"},
+            "apiBaseUrl": "http://localhost:8080/v1", "apiKeyEnvar": "MY_KEY",
+        })
+    );
+}
+
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// Any bytes, or YAML-shaped text built from suite keys and punctuation.
+    fn suite_like() -> impl Strategy<Value = String> {
+        let token = prop_oneof![
+            Just("prompts".to_owned()),
+            Just("providers".to_owned()),
+            Just("tests".to_owned()),
+            Just("defaultTest".to_owned()),
+            Just("scenarios".to_owned()),
+            Just("config".to_owned()),
+            Just("vars".to_owned()),
+            Just("assert".to_owned()),
+            Just("type".to_owned()),
+            Just("value".to_owned()),
+            Just("$ref".to_owned()),
+            Just("'#/a'".to_owned()),
+            Just("echo".to_owned()),
+            Just("{{x}}".to_owned()),
+            Just("regex".to_owned()),
+            Just("contains".to_owned()),
+            Just("file://x.txt".to_owned()),
+            prop::sample::select(vec![
+                ": ", "\n", "\n  ", "- ", "[", "]", "{", "}", ", ", "&a ", "*a", "<<: "
+            ])
+            .prop_map(str::to_owned),
+            "[a-z0-9 ]{0,6}",
+        ];
+        prop_oneof![
+            prop::collection::vec(token, 0..40).prop_map(|t| t.concat()),
+            any::<String>(),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn the_parser_never_panics(text in suite_like()) {
+            let _ = parse_suite(&text, SuiteFormat::Auto);
+            let _ = parse_suite(&text, SuiteFormat::Json);
+        }
+
+        /// Count = product of list lengths, and every combination appears once.
+        #[test]
+        fn array_vars_expand_to_every_combination_once(
+            lists in prop::collection::vec(prop::collection::vec("[a-z]{1,4}", 1..4), 1..4),
+        ) {
+            let lists: Vec<Vec<String>> = lists
+                .into_iter()
+                .map(|mut l| { l.sort(); l.dedup(); l })
+                .collect();
+            let names: Vec<String> = (0..lists.len()).map(|i| format!("v{i}")).collect();
+            let vars = names
+                .iter()
+                .zip(&lists)
+                .map(|(n, l)| format!("{n}: [{}]", l.join(", ")))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let prompt: String = names.iter().map(|n| format!("{{{{{n}}}}}")).collect();
+            let suite = parse(&format!(
+                "prompts: ['{prompt}']\nproviders: [echo]\ntests: [{{vars: {{{vars}}}}}]\n"
+            ))
+            .unwrap();
+            let expected: usize = lists.iter().map(Vec::len).product();
+            prop_assert_eq!(suite.tests.len(), expected);
+            let mut seen = std::collections::BTreeSet::new();
+            for test in &suite.tests {
+                let combo: Vec<String> = names.iter().map(|n| test.vars[n].to_string()).collect();
+                for (value, list) in combo.iter().zip(&lists) {
+                    let bare = value.strip_prefix('"').and_then(|v| v.strip_suffix('"'));
+                    let known = list.iter().any(|l| bare == Some(l.as_str()));
+                    prop_assert!(known, "{} is not one of {:?}", value, list);
+                }
+                prop_assert!(seen.insert(combo));
+            }
+        }
+    }
 }

@@ -1,3 +1,5 @@
 //! Integration tests for gauntlet-core.
 
 mod compat;
+mod golden;
+mod suite_format;

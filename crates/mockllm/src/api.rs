@@ -31,6 +31,7 @@ use serde::{
 use crate::{
     embedding,
     faults::{self, BadOverride, Fault},
+    grader,
     server::Shared,
     stats::{Counters, Endpoint},
 };
@@ -47,7 +48,7 @@ pub fn estimate_tokens(text: &str) -> u64 {
     tokens_for_chars(text.chars().count())
 }
 
-fn tokens_for_chars(chars: usize) -> u64 {
+pub(crate) fn tokens_for_chars(chars: usize) -> u64 {
     (chars as u64).div_ceil(4).max(1)
 }
 
@@ -63,11 +64,16 @@ pub(crate) async fn embeddings(State(shared): State<Arc<Shared>>, req: Request) 
     handle(&shared, Endpoint::Embeddings, req, embeddings_body).await
 }
 
-type BuildBody = fn(&Shared, &[u8]) -> Result<Vec<u8>, String>;
+pub(crate) type BuildBody = fn(&Shared, &[u8]) -> Result<Vec<u8>, String>;
 
 /// The path every API request takes: count it, validate and answer the body,
 /// then apply the drawn fault and latency.
-async fn handle(shared: &Shared, endpoint: Endpoint, req: Request, build: BuildBody) -> Response {
+pub(crate) async fn handle(
+    shared: &Shared,
+    endpoint: Endpoint,
+    req: Request,
+    build: BuildBody,
+) -> Response {
     let counters = &shared.counters;
     let _in_flight = counters.begin(endpoint);
     let (parts, body) = req.into_parts();
@@ -150,7 +156,7 @@ pub(crate) fn invalid_request(message: &str) -> Response {
     json(StatusCode::BAD_REQUEST, Bytes::from(body.to_string()))
 }
 
-fn unix_now() -> u64 {
+pub(crate) fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
@@ -158,7 +164,7 @@ fn unix_now() -> u64 {
 
 /// `"ECHO: " + text`, cut to `max_tokens` worth of characters when given.
 /// Returns the answer and whether it was cut.
-fn echo(text: &str, max_tokens: Option<u64>) -> (String, bool) {
+pub(crate) fn echo(text: &str, max_tokens: Option<u64>) -> (String, bool) {
     let mut out = String::with_capacity(ECHO_PREFIX.len() + text.len());
     out.push_str(ECHO_PREFIX);
     out.push_str(text);
@@ -172,20 +178,20 @@ fn echo(text: &str, max_tokens: Option<u64>) -> (String, bool) {
     (out, false)
 }
 
-fn check_max_tokens(max_tokens: Option<u64>) -> Result<(), String> {
+pub(crate) fn check_max_tokens(max_tokens: Option<u64>) -> Result<(), String> {
     match max_tokens {
         Some(0) => Err("max_tokens must be at least 1".to_owned()),
         _ => Ok(()),
     }
 }
 
-fn to_json(value: &impl Serialize, hint: usize) -> Result<Vec<u8>, String> {
+pub(crate) fn to_json(value: &impl Serialize, hint: usize) -> Result<Vec<u8>, String> {
     let mut buf = Vec::with_capacity(hint);
     serde_json::to_writer(&mut buf, value).map_err(|e| e.to_string())?;
     Ok(buf)
 }
 
-fn parse<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, String> {
+pub(crate) fn parse<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, String> {
     serde_json::from_slice(bytes).map_err(|e| format!("invalid request body: {e}"))
 }
 
@@ -212,7 +218,11 @@ fn chat_body(shared: &Shared, bytes: &[u8]) -> Result<Vec<u8>, String> {
     let max_tokens = req.max_completion_tokens.or(req.max_tokens);
     check_max_tokens(max_tokens)?;
     let last_user = req.messages.last_user.as_deref().unwrap_or("");
-    let (content, cut) = echo(last_user, max_tokens);
+    // Gauntlet's grader prompts get a verdict (see `grader`), others the echo.
+    let (content, cut) = match grader::answer(req.messages.system.as_deref(), last_user) {
+        Some(verdict) => (verdict, false),
+        None => echo(last_user, max_tokens),
+    };
     let usage = Usage::new(
         tokens_for_chars(req.messages.chars),
         estimate_tokens(&content),
@@ -238,11 +248,13 @@ fn chat_body(shared: &Shared, bytes: &[u8]) -> Result<Vec<u8>, String> {
 }
 
 /// The chat messages folded while parsing: their count, total content
-/// characters and the last user message, without collecting them.
-struct Messages<'a> {
-    count: usize,
-    chars: usize,
-    last_user: Option<Cow<'a, str>>,
+/// characters, the first system message and the last user message, without
+/// collecting them.
+pub(crate) struct Messages<'a> {
+    pub(crate) count: usize,
+    pub(crate) chars: usize,
+    pub(crate) system: Option<Cow<'a, str>>,
+    pub(crate) last_user: Option<Cow<'a, str>>,
 }
 
 impl<'de: 'a, 'a> Deserialize<'de> for Messages<'a> {
@@ -257,6 +269,7 @@ impl<'de: 'a, 'a> Deserialize<'de> for Messages<'a> {
                 let mut out = Messages {
                     count: 0,
                     chars: 0,
+                    system: None,
                     last_user: None,
                 };
                 while let Some(msg) = seq.next_element::<Message<'a>>()? {
@@ -264,6 +277,8 @@ impl<'de: 'a, 'a> Deserialize<'de> for Messages<'a> {
                     out.chars += msg.content.0.chars().count();
                     if msg.role == "user" {
                         out.last_user = Some(msg.content.0);
+                    } else if msg.role == "system" && out.system.is_none() {
+                        out.system = Some(msg.content.0);
                     }
                 }
                 Ok(out)
@@ -283,7 +298,7 @@ struct Message<'a> {
 
 /// Message content: a string, null, or an array of parts whose `text`s are joined.
 #[derive(Default)]
-struct Content<'a>(Cow<'a, str>);
+pub(crate) struct Content<'a>(pub(crate) Cow<'a, str>);
 
 impl<'de: 'a, 'a> Deserialize<'de> for Content<'a> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -383,7 +398,7 @@ impl Usage {
 }
 
 /// A response id written straight into the output, without formatting a `String` first.
-struct Id(&'static str, u64);
+pub(crate) struct Id(pub(crate) &'static str, pub(crate) u64);
 
 impl Serialize for Id {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {

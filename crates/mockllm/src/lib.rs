@@ -6,18 +6,30 @@
 //! are known in advance. Faults (429 with `Retry-After`, 500, hang then 504) are
 //! drawn per request from [`MockConfig`]'s rates or forced with the
 //! `x-mock-fault` header; `x-mock-latency-ms` forces one request's latency.
+//!
+//! Gauntlet's grader prompts (model-graded assertions) get deterministic
+//! verdicts instead of the echo, by rules a test can aim at (documented in
+//! `src/grader.rs`). Embeddings are hashed bags of words, so texts sharing words are close.
+//!
+//! Besides the OpenAI endpoints it answers Anthropic's `POST /v1/messages` and
+//! Ollama's `POST /api/chat` (non-streaming) in their own shapes, with the same
+//! answers, faults and per-endpoint counters.
 
 mod admin;
+mod anthropic;
 mod api;
 mod config;
 mod embedding;
 mod faults;
+mod grader;
+mod ollama;
 mod server;
 mod stats;
 
 pub use api::{ECHO_PREFIX, estimate_tokens};
 pub use config::MockConfig;
 pub use faults::{FAULT_HEADER, LATENCY_HEADER};
+pub use grader::{GARBLED, GRADER_MARKER};
 pub use server::{MockServer, serve};
 pub use stats::MockStats;
 

@@ -18,7 +18,9 @@ use axum::{
 use tokio::{net::TcpListener, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
 
-use crate::{MockConfig, MockStats, admin, api, config::LiveConfig, stats::Counters};
+use crate::{
+    MockConfig, MockStats, admin, anthropic, api, config::LiveConfig, ollama, stats::Counters,
+};
 
 /// State shared by every handler.
 #[derive(Debug)]
@@ -63,6 +65,8 @@ fn router(shared: Arc<Shared>) -> Router {
         .route("/completions", post(api::completions))
         .route("/v1/embeddings", post(api::embeddings))
         .route("/embeddings", post(api::embeddings))
+        .route("/v1/messages", post(anthropic::messages))
+        .route("/api/chat", post(ollama::chat))
         .route("/stats", get(admin::stats))
         .route("/admin/reset", post(admin::reset))
         .route(

@@ -14,11 +14,18 @@ use serde::{Deserialize, Serialize};
 /// A snapshot of the mock's counters since start or the last reset.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MockStats {
-    /// Every request to an API endpoint (chat, completions, embeddings).
+    /// Every request to an API endpoint (chat, completions, embeddings,
+    /// Anthropic messages, Ollama chat).
     pub requests: u64,
     pub chat: u64,
     pub completions: u64,
     pub embeddings: u64,
+    /// Anthropic-style `POST /v1/messages` requests.
+    #[serde(default)]
+    pub messages: u64,
+    /// Ollama-style `POST /api/chat` requests.
+    #[serde(default)]
+    pub ollama_chat: u64,
     /// Requests answered 200.
     pub ok: u64,
     /// Requests rejected 400 because the body was not a valid request.
@@ -40,6 +47,8 @@ pub(crate) enum Endpoint {
     Chat,
     Completions,
     Embeddings,
+    Messages,
+    OllamaChat,
 }
 
 #[derive(Debug, Default)]
@@ -48,6 +57,8 @@ pub(crate) struct Counters {
     chat: AtomicU64,
     completions: AtomicU64,
     embeddings: AtomicU64,
+    messages: AtomicU64,
+    ollama_chat: AtomicU64,
     pub(crate) ok: AtomicU64,
     pub(crate) bad_requests: AtomicU64,
     pub(crate) faults_429: AtomicU64,
@@ -67,6 +78,8 @@ impl Counters {
             Endpoint::Chat => &self.chat,
             Endpoint::Completions => &self.completions,
             Endpoint::Embeddings => &self.embeddings,
+            Endpoint::Messages => &self.messages,
+            Endpoint::OllamaChat => &self.ollama_chat,
         }
         .fetch_add(1, Ordering::Relaxed);
         let now = self.in_flight.fetch_add(1, Ordering::Relaxed) + 1;
@@ -88,6 +101,8 @@ impl Counters {
             &self.chat,
             &self.completions,
             &self.embeddings,
+            &self.messages,
+            &self.ollama_chat,
             &self.ok,
             &self.bad_requests,
             &self.faults_429,
@@ -109,6 +124,8 @@ impl Counters {
             chat: get(&self.chat),
             completions: get(&self.completions),
             embeddings: get(&self.embeddings),
+            messages: get(&self.messages),
+            ollama_chat: get(&self.ollama_chat),
             ok: get(&self.ok),
             bad_requests: get(&self.bad_requests),
             faults_429: get(&self.faults_429),

@@ -44,6 +44,19 @@ pub(crate) fn number(config: &ConfigMap, key: &str) -> Result<Option<f64>, Provi
     }
 }
 
+/// The per-request timeout: promptfoo's `timeout` or our `timeoutMs`, in
+/// milliseconds. Zero is rejected rather than read as "no timeout".
+pub(crate) fn timeout(config: &ConfigMap) -> Result<Option<std::time::Duration>, ProviderError> {
+    let (key, ms) = match uint(config, "timeoutMs")? {
+        Some(ms) => ("timeoutMs", Some(ms)),
+        None => ("timeout", uint(config, "timeout")?),
+    };
+    match ms {
+        Some(0) => Err(ProviderError::Config(format!("`{key}` must be at least 1"))),
+        ms => Ok(ms.map(std::time::Duration::from_millis)),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;
@@ -65,5 +78,23 @@ mod tests {
         let err = uint(&c, "bad").unwrap_err().to_string();
         assert!(err.contains("`bad`"), "{err}");
         assert!(number(&map(json!({"x": -1})), "x").is_err());
+    }
+
+    #[test]
+    fn timeout_reads_either_key_in_milliseconds_and_rejects_zero() {
+        use std::time::Duration;
+        assert_eq!(timeout(&map(json!({}))).unwrap(), None);
+        assert_eq!(
+            timeout(&map(json!({"timeout": 250}))).unwrap(),
+            Some(Duration::from_millis(250))
+        );
+        assert_eq!(
+            timeout(&map(json!({"timeout": 1, "timeoutMs": 2}))).unwrap(),
+            Some(Duration::from_millis(2))
+        );
+        let err = timeout(&map(json!({"timeout": 0})))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("`timeout`"), "{err}");
     }
 }

@@ -22,6 +22,10 @@ pub enum ProviderError {
     Config(String),
     #[error("unsupported provider: {0}")]
     Unsupported(String),
+    /// The endpoint's circuit breaker is open: recent calls failed, so this one
+    /// was not sent. `reason` is the failure that opened it.
+    #[error("circuit breaker open for {endpoint} after repeated failures (last: {reason})")]
+    CircuitOpen { endpoint: String, reason: String },
 }
 
 fn retry_after_text(retry_after: Option<Duration>) -> String {
@@ -37,7 +41,11 @@ impl ProviderError {
         match self {
             Self::RateLimited { .. } | Self::Timeout | Self::Connect(_) => true,
             Self::Http { status, .. } => matches!(status, 408 | 429 | 500..=599),
-            Self::Decode(_) | Self::Config(_) | Self::Unsupported(_) => false,
+            // An open circuit fails fast on purpose; a retry loop waiting it out
+            // would defeat that.
+            Self::Decode(_) | Self::Config(_) | Self::Unsupported(_) | Self::CircuitOpen { .. } => {
+                false
+            }
         }
     }
 
@@ -118,6 +126,10 @@ mod tests {
             ProviderError::Config("x".into()),
             ProviderError::Unsupported("x".into()),
             ProviderError::Decode("x".into()),
+            ProviderError::CircuitOpen {
+                endpoint: "http://x".into(),
+                reason: "HTTP 500".into(),
+            },
         ] {
             assert!(!e.is_retryable(), "{e}");
         }

@@ -1,23 +1,35 @@
 //! `gauntlet-providers`: the clients that call LLM providers for a test case.
 //!
 //! [`ProviderFactory`] turns a promptfoo-style provider id (`openai:gpt-4.1`,
-//! `openai:chat:<model>`, `openai:completion:<model>`, `echo`) and its config
-//! map into an [`Arc<dyn Provider>`](Provider) that shares one pooled HTTP
-//! client, retries transient failures with backoff honouring `Retry-After`
-//! ([`retry`]), and prices each call ([`pricing`]).
+//! `openai:chat:<model>`, `openai:completion:<model>`,
+//! `anthropic:messages:<model>`, `ollama:chat:<model>`, `http` or a URL,
+//! `echo`) and its config map into an [`Arc<dyn Provider>`](Provider) that
+//! shares one pooled HTTP client, retries transient failures with backoff
+//! honouring `Retry-After` ([`retry`]), fails fast while its endpoint's
+//! circuit breaker is open ([`breaker`]), and prices each call ([`pricing`]).
 
+mod anthropic;
+pub mod breaker;
+pub mod cache;
 mod config;
 mod echo;
+mod embeddings;
 mod error;
 mod factory;
+mod http;
+pub mod limit;
+mod ollama;
 mod openai;
 pub mod pricing;
 pub mod retry;
+mod transport;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
+pub use breaker::{BreakerPolicy, BreakerSnapshot, BreakerState};
 pub use echo::EchoProvider;
+pub use embeddings::Embeddings;
 pub use error::ProviderError;
 pub use factory::{FactoryOptions, ProviderFactory};
 
@@ -30,6 +42,16 @@ pub trait Provider: Send + Sync {
     /// Completes one rendered prompt. A prompt that is a JSON array of
     /// `{role, content}` messages is sent as a chat conversation.
     async fn complete(&self, prompt: &str) -> Result<Completion, ProviderError>;
+
+    /// Embeds `texts`, one vector per text in order. Only embedding models
+    /// do (`openai:embeddings:<model>`); wrappers must forward this.
+    async fn embed(&self, texts: &[String]) -> Result<Embeddings, ProviderError> {
+        let _ = texts;
+        Err(ProviderError::Unsupported(format!(
+            "{} cannot embed texts; use an embedding model such as openai:embeddings:text-embedding-3-small",
+            self.id()
+        )))
+    }
 }
 
 impl std::fmt::Debug for dyn Provider {

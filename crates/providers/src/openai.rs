@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::{
-    Completion, Provider, ProviderError,
+    Completion, Embeddings, Provider, ProviderError,
     config::{self, ConfigMap},
     estimate_tokens,
     pricing::{self, Price},
@@ -29,6 +29,8 @@ const MAX_ERROR_CHARS: usize = 500;
 pub(crate) enum OpenAiApi {
     Chat,
     Completion,
+    /// `/embeddings` ([`crate::embeddings`]); such a provider does not complete.
+    Embeddings,
 }
 
 impl OpenAiApi {
@@ -36,6 +38,7 @@ impl OpenAiApi {
         match self {
             Self::Chat => "/chat/completions",
             Self::Completion => "/completions",
+            Self::Embeddings => "/embeddings",
         }
     }
 
@@ -69,6 +72,7 @@ impl OpenAiApi {
         match self {
             Self::Chat => CHAT,
             Self::Completion => COMMON,
+            Self::Embeddings => &["dimensions", "user"],
         }
     }
 }
@@ -85,20 +89,54 @@ impl fmt::Debug for ApiKey {
 
 #[derive(Debug)]
 pub(crate) struct OpenAiProvider {
-    id: String,
-    api: OpenAiApi,
-    model: String,
+    pub(crate) id: String,
+    pub(crate) api: OpenAiApi,
+    pub(crate) model: String,
     url: String,
     /// Authorization (marked sensitive) and the config's extra headers.
     headers: HeaderMap,
-    params: Map<String, Value>,
+    pub(crate) params: Map<String, Value>,
     timeout: Option<Duration>,
-    price: Option<Price>,
+    pub(crate) price: Option<Price>,
     client: reqwest::Client,
     key: Option<ApiKey>,
 }
 
 impl OpenAiProvider {
+    /// POSTs `body` to this provider's endpoint with its headers and timeout,
+    /// and decodes the answer (for [`crate::embeddings`]); also the latency.
+    pub(crate) async fn post_json<T: serde::de::DeserializeOwned>(
+        &self,
+        body: &impl Serialize,
+    ) -> Result<(T, u32), ProviderError> {
+        let mut req = self
+            .client
+            .post(&self.url)
+            .headers(self.headers.clone())
+            .json(body);
+        if let Some(timeout) = self.timeout {
+            req = req.timeout(timeout);
+        }
+        let started = Instant::now();
+        let resp = req.send().await.map_err(ProviderError::from_reqwest)?;
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let bytes = resp.bytes().await.map_err(ProviderError::from_reqwest)?;
+        let latency_ms = u32::try_from(started.elapsed().as_millis()).unwrap_or(u32::MAX);
+        if !status.is_success() {
+            let secret = self.key.as_ref().map(|k| k.0.as_str());
+            return Err(status_error(status.as_u16(), &headers, &bytes, secret));
+        }
+        let parsed = serde_json::from_slice(&bytes)
+            .map_err(|e| ProviderError::Decode(format!("{}: {e}", self.id)))?;
+        Ok((parsed, latency_ms))
+    }
+
+    /// Where the breaker is keyed: the base URL's `scheme://host:port`.
+    pub(crate) fn endpoint(&self) -> String {
+        crate::transport::origin(&self.url)
+    }
+
     pub(crate) fn new(
         id: &str,
         api: OpenAiApi,
@@ -152,14 +190,7 @@ impl OpenAiProvider {
             }
         }
 
-        let timeout = match config::uint(config, "timeoutMs")? {
-            Some(0) => {
-                return Err(ProviderError::Config(format!(
-                    "{id}: `timeoutMs` must be at least 1"
-                )));
-            }
-            ms => ms.map(Duration::from_millis),
-        };
+        let timeout = config::timeout(config)?;
 
         Ok(Self {
             id: id.to_owned(),
@@ -197,6 +228,12 @@ impl OpenAiProvider {
                 prompt,
                 params: &self.params,
             }),
+            OpenAiApi::Embeddings => {
+                return Err(ProviderError::Unsupported(format!(
+                    "{}: an embedding model does not complete prompts",
+                    self.id
+                )));
+            }
         };
         if let Some(timeout) = self.timeout {
             req = req.timeout(timeout);
@@ -225,6 +262,10 @@ impl Provider for OpenAiProvider {
         &self.id
     }
 
+    async fn embed(&self, texts: &[String]) -> Result<Embeddings, ProviderError> {
+        crate::embeddings::embed(self, texts).await
+    }
+
     async fn complete(&self, prompt: &str) -> Result<Completion, ProviderError> {
         let (resp, latency_ms) = self.send(prompt).await?;
         let Some(choice) = resp.choices.into_iter().next() else {
@@ -238,7 +279,7 @@ impl Provider for OpenAiProvider {
                 .message
                 .map(ChatMessage::into_output)
                 .unwrap_or_default(),
-            OpenAiApi::Completion => choice.text.unwrap_or_default(),
+            OpenAiApi::Completion | OpenAiApi::Embeddings => choice.text.unwrap_or_default(),
         };
         let usage = resp.usage.unwrap_or_default();
         let tokens_in = usage
@@ -363,7 +404,7 @@ fn extra_headers(
 
 /// Like promptfoo: a rendered prompt that is a JSON array of `{role, content}`
 /// messages is a conversation; anything else is one user message.
-fn chat_messages(prompt: &str) -> Option<Vec<Value>> {
+pub(crate) fn chat_messages(prompt: &str) -> Option<Vec<Value>> {
     if !prompt.trim_start().starts_with('[') {
         return None;
     }
@@ -415,21 +456,10 @@ fn status_error(
     }
 }
 
-/// `retry-after-ms` (sent by some gateways) or `retry-after` in seconds.
-/// An HTTP-date `Retry-After` is ignored; the backoff still applies.
+/// `retry-after-ms` (sent by some gateways), else `retry-after` in seconds or
+/// as an HTTP date.
 fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    let parse = |name: &str, scale: f64| {
-        headers
-            .get(name)?
-            .to_str()
-            .ok()?
-            .trim()
-            .parse::<f64>()
-            .ok()
-            .filter(|v| v.is_finite() && *v >= 0.0)
-            .map(|v| Duration::from_secs_f64((v * scale).min(86_400.0)))
-    };
-    parse("retry-after-ms", 1e-3).or_else(|| parse("retry-after", 1.0))
+    crate::transport::retry_after(headers)
 }
 
 #[derive(Serialize)]

@@ -92,6 +92,29 @@ pub(crate) fn resolve(model: &str, config: &ConfigMap) -> Result<Option<Price>, 
     })
 }
 
+/// The price of the provider a suite names with `id` and `config`, known
+/// before the provider is built (run estimates): the model is what follows
+/// the provider name and any API kind (`openai:chat:gpt-4.1`,
+/// `openai:gpt-4.1`, `anthropic:messages:claude-sonnet-4`), with the same
+/// config overrides as the provider's own pricing. `echo` and local Ollama
+/// models cost nothing unless the config says otherwise.
+pub fn for_provider(
+    id: &str,
+    config: &serde_json::Map<String, serde_json::Value>,
+) -> Result<Option<Price>, ProviderError> {
+    let id = id.trim();
+    let (vendor, rest) = id.split_once(':').unwrap_or((id, ""));
+    let model = ["chat:", "completion:", "messages:"]
+        .iter()
+        .find_map(|kind| rest.strip_prefix(kind))
+        .unwrap_or(rest);
+    let price = resolve(model, config)?;
+    Ok(match vendor {
+        "echo" | "ollama" => price.or(Some(Price::per_million(0.0, 0.0))),
+        _ => price,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;
@@ -140,6 +163,31 @@ mod tests {
         let p = price_for("gpt-4.1").unwrap();
         assert!(close(p.cost_usd(1_000_000, 0), 2.0));
         assert!(close(p.cost_usd(1000, 500), 0.002 + 0.004));
+    }
+
+    #[test]
+    fn suite_providers_are_priced_by_their_model() {
+        let none = serde_json::Map::new();
+        let listed = price_for("gpt-4.1-mini");
+        assert_eq!(
+            for_provider("openai:chat:gpt-4.1-mini", &none).unwrap(),
+            listed
+        );
+        assert_eq!(for_provider("openai:gpt-4.1-mini", &none).unwrap(), listed);
+        assert_eq!(
+            for_provider("anthropic:messages:claude-sonnet-4-20250514", &none).unwrap(),
+            price_for("claude-sonnet-4")
+        );
+        assert_eq!(for_provider("openai:chat:mock-model", &none).unwrap(), None);
+        assert_eq!(
+            for_provider("echo", &none).unwrap(),
+            Some(Price::per_million(0.0, 0.0))
+        );
+        let cfg = json!({"cost": 0.001});
+        let priced = for_provider("openai:chat:mock-model", cfg.as_object().unwrap())
+            .unwrap()
+            .unwrap();
+        assert!(close(priced.cost_usd(1, 1), 0.002));
     }
 
     #[test]

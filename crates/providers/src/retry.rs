@@ -2,14 +2,12 @@
 //! jitter, never waiting less than the provider's `Retry-After`, within an
 //! overall time budget.
 
-use std::{
-    future::Future,
-    sync::Arc,
-    time::{Duration, Instant},
-};
+use std::{future::Future, sync::Arc, time::Duration};
 
 use async_trait::async_trait;
 use rand::Rng;
+// tokio's clock, so the budget follows paused time in tests like the sleeps do.
+use tokio::time::Instant;
 
 use crate::{Completion, Provider, ProviderError};
 
@@ -68,7 +66,8 @@ impl RetryPolicy {
 /// Runs `op` (given the 1-based attempt number) until it succeeds, fails with
 /// an error that is not [retryable](ProviderError::is_retryable), runs out of
 /// attempts, or the next wait would exceed the policy's total budget. The last
-/// error is returned.
+/// error is returned; an attempt still running when the budget runs out ends
+/// as [`ProviderError::Timeout`].
 pub async fn call_with_retry<T, F, Fut>(policy: &RetryPolicy, mut op: F) -> Result<T, ProviderError>
 where
     F: FnMut(u32) -> Fut,
@@ -77,9 +76,13 @@ where
     let started = Instant::now();
     let mut attempt = 1;
     loop {
-        let err = match op(attempt).await {
-            Ok(value) => return Ok(value),
-            Err(err) => err,
+        // An attempt may not outlive the budget either: a call hanging past it
+        // is cut off as a timeout.
+        let remaining = policy.max_total.saturating_sub(started.elapsed());
+        let err = match tokio::time::timeout(remaining, op(attempt)).await {
+            Ok(Ok(value)) => return Ok(value),
+            Ok(Err(err)) => err,
+            Err(_) => ProviderError::Timeout,
         };
         if !err.is_retryable() || attempt >= policy.max_attempts.max(1) {
             return Err(err);
@@ -134,6 +137,10 @@ impl std::fmt::Debug for RetryingProvider {
 impl Provider for RetryingProvider {
     fn id(&self) -> &str {
         self.inner.id()
+    }
+
+    async fn embed(&self, texts: &[String]) -> Result<crate::Embeddings, ProviderError> {
+        call_with_retry(&self.policy, |_| self.inner.embed(texts)).await
     }
 
     async fn complete(&self, prompt: &str) -> Result<Completion, ProviderError> {
@@ -247,6 +254,19 @@ mod tests {
         .await;
         assert_eq!(result, Ok(()));
         assert!(start.elapsed() >= Duration::from_secs(7));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_attempt_outliving_the_total_budget_is_cut_off() {
+        let p = RetryPolicy {
+            max_total: Duration::from_secs(10),
+            ..policy()
+        };
+        let start = tokio::time::Instant::now();
+        let result: Result<(), _> =
+            call_with_retry(&p, |_| std::future::pending::<Result<(), ProviderError>>()).await;
+        assert_eq!(result, Err(ProviderError::Timeout));
+        assert_eq!(start.elapsed(), Duration::from_secs(10));
     }
 
     #[tokio::test(start_paused = true)]

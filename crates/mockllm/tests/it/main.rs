@@ -3,6 +3,7 @@
 mod admin;
 mod chat;
 mod faults;
+mod native_endpoints;
 mod other_endpoints;
 
 use gauntlet_mockllm::{MockConfig, MockServer};

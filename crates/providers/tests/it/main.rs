@@ -1,9 +1,15 @@
 //! Integration tests: providers against the Gauntlet mock model server (and a
 //! tiny capture server for what the mock does not expose).
 
+mod anthropic;
+mod breaker;
 mod echo_and_ids;
+mod embeddings;
+mod http;
+mod ollama;
 mod openai;
 mod retries;
+mod secrets;
 
 use std::{collections::HashMap, sync::Arc};
 
@@ -21,6 +27,15 @@ fn factory_for(server: &MockServer) -> ProviderFactory {
         "OPENAI_BASE_URL".to_owned(),
         server.base_url(),
     )]))
+}
+
+/// A factory whose OpenAI, Anthropic and Ollama base URLs all point at the mock.
+fn factory_for_all(server: &MockServer) -> ProviderFactory {
+    ProviderFactory::new(HashMap::from([
+        ("OPENAI_BASE_URL".to_owned(), server.base_url()),
+        ("ANTHROPIC_BASE_URL".to_owned(), server.root_url()),
+        ("OLLAMA_BASE_URL".to_owned(), server.root_url()),
+    ]))
 }
 
 fn config(v: Value) -> Map<String, Value> {

@@ -1,6 +1,10 @@
 //! A two-level cache: L1 in-process (moka, per-entry TTL) in front of an
 //! optional L2 in Redis shared by every replica. Redis being down degrades to
 //! L1 only; a cache must never fail the request it serves.
+//!
+//! [`limiter`] keeps the cluster's shared rate limits in the same Redis.
+
+pub mod limiter;
 
 use std::{sync::Arc, time::Duration};
 
@@ -8,6 +12,8 @@ use deadpool_redis::{Pool, Runtime, redis};
 use gauntlet_config::RedisConfig;
 use moka::{Expiry, future::Cache as Moka};
 use tracing::warn;
+
+use crate::limiter::{LocalLimiter, RateLimiter, RedisLimiter};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CacheError {
@@ -40,6 +46,7 @@ pub struct Cache {
     l1: Moka<String, Entry>,
     l2: Option<Pool>,
     prefix: Arc<str>,
+    limiter: Arc<dyn RateLimiter>,
 }
 
 impl Cache {
@@ -55,6 +62,10 @@ impl Cache {
                     .map_err(|e| CacheError::Pool(e.to_string()))?,
             )
         };
+        let limiter: Arc<dyn RateLimiter> = match &l2 {
+            Some(pool) => Arc::new(RedisLimiter::with_pool(pool.clone(), &config.prefix)),
+            None => Arc::new(LocalLimiter::new()),
+        };
         Ok(Self {
             l1: Moka::builder()
                 .weigher(|k: &String, v: &Entry| (k.len() + v.bytes.len()) as u32)
@@ -63,6 +74,7 @@ impl Cache {
                 .build(),
             l2,
             prefix: config.prefix.clone().into(),
+            limiter,
         })
     }
 
@@ -76,6 +88,13 @@ impl Cache {
             l1_bytes,
         )
         .expect("an L1-only cache needs no pool")
+    }
+
+    /// The rate limiter over the same Redis (shared by every process using
+    /// this prefix), or an in-process one when there is no L2. Clones of this
+    /// cache share one limiter.
+    pub fn rate_limiter(&self) -> Arc<dyn RateLimiter> {
+        self.limiter.clone()
     }
 
     fn redis_key(&self, key: &str) -> String {

@@ -2,6 +2,7 @@
 //! suites, expands runs into task batches on the queue, streams progress,
 //! and routes analytics, report and monitor calls to their services.
 
+mod estimate;
 mod routing;
 mod runs;
 mod submit;

@@ -15,7 +15,7 @@ use tonic::Status;
 use tracing::{info, warn};
 use uuid::Uuid;
 
-use crate::{DEFAULT_PROJECT, Deps};
+use crate::{DEFAULT_PROJECT, Deps, estimate::estimate};
 
 /// Most repeats a run may ask for.
 const MAX_REPEAT: u32 = 1000;
@@ -81,6 +81,13 @@ pub async fn submit(
             format!("{repeat} is more than {MAX_REPEAT}"),
         ));
     }
+    let max_cost = options.max_cost_usd;
+    if !max_cost.is_finite() || max_cost < 0.0 {
+        return Err(invalid(
+            "options.max_cost_usd",
+            format!("{max_cost} is not a non-negative amount of US dollars"),
+        ));
+    }
     let total = suite.task_count(repeat);
     if total == 0 {
         return Err(invalid("suite", "expands into no tasks"));
@@ -92,6 +99,7 @@ pub async fn submit(
         ));
     }
 
+    let estimate = estimate(&suite, repeat);
     let run_id = Uuid::now_v7();
     let compiled = serde_json::to_value(&suite)
         .map_err(|e| internal("encode suite", anyhow::Error::from(e)))?;
@@ -108,6 +116,9 @@ pub async fn submit(
                 "repeat": repeat,
                 "max_concurrency": options.max_concurrency,
                 "no_cache": options.no_cache,
+                // Read by workers, which stop the run once its results cost this much.
+                "max_cost_usd": (max_cost > 0.0).then_some(max_cost),
+                "estimated_cost_usd": estimate.cost_usd,
             }),
             total_tasks: total as i64,
         })
@@ -139,10 +150,20 @@ pub async fn submit(
             return Err(internal("publish tasks", e));
         }
     }
-    info!(run_id = %run_id, tasks = total, batches, "run submitted");
+    info!(
+        run_id = %run_id,
+        tasks = total,
+        batches,
+        estimated_cost_usd = estimate.cost_usd,
+        "run submitted"
+    );
     Ok(v1::SubmitRunResponse {
         run_id: run_id.to_string(),
         total_tasks: total,
         run: Some(convert::run(&run)),
+        estimated_tokens_in: estimate.tokens_in,
+        estimated_tokens_out: estimate.tokens_out,
+        estimated_cost_usd: estimate.cost_usd,
+        unpriced_providers: estimate.unpriced,
     })
 }

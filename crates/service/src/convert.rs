@@ -19,6 +19,7 @@ pub fn run_status(s: RunStatus) -> v1::RunStatus {
         RunStatus::Completed => v1::RunStatus::Completed,
         RunStatus::Cancelled => v1::RunStatus::Cancelled,
         RunStatus::Failed => v1::RunStatus::Failed,
+        RunStatus::CostLimited => v1::RunStatus::CostLimited,
     }
 }
 
@@ -41,6 +42,7 @@ pub fn run(r: &RunRecord) -> v1::Run {
         passed: r.passed as u64,
         failed: r.failed as u64,
         errors: r.errors as u64,
+        cost_usd: r.cost_usd,
         label: r.label.clone(),
         created_at: Some(timestamp(r.created_at)),
         finished_at: r.finished_at.map(timestamp),
@@ -64,7 +66,10 @@ pub fn progress(r: &RunRecord) -> v1::RunProgress {
 pub fn is_terminal(p: &v1::RunProgress) -> bool {
     matches!(
         v1::RunStatus::try_from(p.status),
-        Ok(v1::RunStatus::Completed | v1::RunStatus::Cancelled | v1::RunStatus::Failed)
+        Ok(v1::RunStatus::Completed
+            | v1::RunStatus::Cancelled
+            | v1::RunStatus::Failed
+            | v1::RunStatus::CostLimited)
     )
 }
 

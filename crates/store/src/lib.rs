@@ -74,10 +74,14 @@ pub trait Store: Send + Sync + 'static {
     async fn cancel_run(&self, run_id: Uuid) -> Result<Option<RunRecord>>;
     /// Ends a run that cannot proceed (its tasks could not be queued).
     async fn fail_run(&self, run_id: Uuid) -> Result<Option<RunRecord>>;
+    /// Ends a run whose results reached its cost cap as `cost_limited`; like
+    /// `cancel_run`, only a run that has not ended yet. Returns the run as it
+    /// now stands.
+    async fn limit_run(&self, run_id: Uuid) -> Result<Option<RunRecord>>;
 
     /// Inserts the rows that are not there yet and bumps the run's counters by
-    /// what was really inserted, in one transaction. A run whose every task is
-    /// in becomes `completed`.
+    /// what was really inserted (`cost_usd` included), in one transaction. A
+    /// run whose every task is in becomes `completed`.
     async fn insert_results(&self, run_id: Uuid, rows: &[NewResult]) -> Result<InsertOutcome>;
     /// Results in task order; `after_task` is the last task of the previous page.
     async fn list_results(

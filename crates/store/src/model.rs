@@ -4,15 +4,17 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-/// Mirrors `gauntlet.v1.RunStatus`; stored as lowercase text.
+/// Mirrors `gauntlet.v1.RunStatus`; stored as snake_case text.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "snake_case")]
 pub enum RunStatus {
     Queued,
     Running,
     Completed,
     Cancelled,
     Failed,
+    /// Stopped when its results' cost reached the run's `max_cost_usd`.
+    CostLimited,
 }
 
 impl RunStatus {
@@ -23,6 +25,7 @@ impl RunStatus {
             RunStatus::Completed => "completed",
             RunStatus::Cancelled => "cancelled",
             RunStatus::Failed => "failed",
+            RunStatus::CostLimited => "cost_limited",
         }
     }
 
@@ -33,6 +36,7 @@ impl RunStatus {
             "completed" => RunStatus::Completed,
             "cancelled" => RunStatus::Cancelled,
             "failed" => RunStatus::Failed,
+            "cost_limited" => RunStatus::CostLimited,
             _ => return None,
         })
     }
@@ -41,7 +45,10 @@ impl RunStatus {
     pub fn is_terminal(self) -> bool {
         matches!(
             self,
-            RunStatus::Completed | RunStatus::Cancelled | RunStatus::Failed
+            RunStatus::Completed
+                | RunStatus::Cancelled
+                | RunStatus::Failed
+                | RunStatus::CostLimited
         )
     }
 }
@@ -93,6 +100,8 @@ pub struct RunRecord {
     pub passed: i64,
     pub failed: i64,
     pub errors: i64,
+    /// Sum of the stored results' `cost_usd`, bumped with the counters.
+    pub cost_usd: f64,
     pub created_at: DateTime<Utc>,
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,

@@ -26,7 +26,8 @@ pub struct PgStore {
 }
 
 const RUN_COLUMNS: &str = "id, project_id, suite_id, description, label, status, options, \
-     total_tasks, completed_tasks, passed, failed, errors, created_at, started_at, finished_at";
+     total_tasks, completed_tasks, passed, failed, errors, cost_usd, created_at, started_at, \
+     finished_at";
 
 const RESULT_COLUMNS: &str = "run_id, task_index, project_id, test_index, prompt_index, \
      provider_index, repeat_index, provider_id, status, score, reason, rendered_prompt, output, \
@@ -97,6 +98,7 @@ fn run_from_row(row: &PgRow) -> Result<RunRecord> {
         passed: row.try_get("passed")?,
         failed: row.try_get("failed")?,
         errors: row.try_get("errors")?,
+        cost_usd: row.try_get("cost_usd")?,
         created_at: row.try_get("created_at")?,
         started_at: row.try_get("started_at")?,
         finished_at: row.try_get("finished_at")?,
@@ -263,6 +265,10 @@ impl Store for PgStore {
         self.end_run(run_id, RunStatus::Failed).await
     }
 
+    async fn limit_run(&self, run_id: Uuid) -> Result<Option<RunRecord>> {
+        self.end_run(run_id, RunStatus::CostLimited).await
+    }
+
     async fn insert_results(&self, run_id: Uuid, rows: &[NewResult]) -> Result<InsertOutcome> {
         let n = rows.len();
         let mut task_index = Vec::with_capacity(n);
@@ -327,7 +333,7 @@ impl Store for PgStore {
                          $18::float8[], $19::bool[], $20::text[]) \
                AS u(ti, pid, te, pr, pv, rp, prov, st, sc, re, rpt, outp, asr, lat, tin, tout, cost, ca, er) \
              ON CONFLICT (run_id, task_index) DO NOTHING \
-             RETURNING status",
+             RETURNING status, cost_usd",
         )
         .bind(run_id)
         .bind(&task_index)
@@ -353,7 +359,9 @@ impl Store for PgStore {
         .await?;
 
         let (mut pass, mut fail, mut err) = (0i64, 0i64, 0i64);
+        let mut cost = 0f64;
         for row in &rows_inserted {
+            cost += row.try_get::<f64, _>("cost_usd")?;
             match result_status(row.try_get("status")?)? {
                 ResultStatus::Pass => pass += 1,
                 ResultStatus::Fail => fail += 1,
@@ -364,7 +372,7 @@ impl Store for PgStore {
         let row = sqlx::query(&format!(
             "UPDATE runs SET \
                completed_tasks = completed_tasks + $2, passed = passed + $3, \
-               failed = failed + $4, errors = errors + $5, \
+               failed = failed + $4, errors = errors + $5, cost_usd = cost_usd + $6, \
                status = CASE WHEN status IN ('queued', 'running') AND completed_tasks + $2 >= total_tasks \
                              THEN 'completed' \
                              WHEN status = 'queued' THEN 'running' ELSE status END, \
@@ -378,6 +386,7 @@ impl Store for PgStore {
         .bind(pass)
         .bind(fail)
         .bind(err)
+        .bind(cost)
         .fetch_one(&mut *tx)
         .await?;
         let run = run_from_row(&row)?;

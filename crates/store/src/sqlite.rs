@@ -47,7 +47,8 @@ pub struct SqliteStore {
 }
 
 const RUN_COLUMNS: &str = "id, project_id, suite_id, description, label, status, options, \
-     total_tasks, completed_tasks, passed, failed, errors, created_at, started_at, finished_at";
+     total_tasks, completed_tasks, passed, failed, errors, cost_usd, created_at, started_at, \
+     finished_at";
 
 const RESULT_COLUMNS: &str = "run_id, task_index, project_id, test_index, prompt_index, \
      provider_index, repeat_index, provider_id, status, score, reason, rendered_prompt, output, \
@@ -266,6 +267,7 @@ fn run_from_row(row: &SqliteRow) -> Result<RunRecord> {
         passed: row.try_get("passed")?,
         failed: row.try_get("failed")?,
         errors: row.try_get("errors")?,
+        cost_usd: row.try_get("cost_usd")?,
         created_at: get_ts(row, "created_at")?,
         started_at: get_opt_ts(row, "started_at")?,
         finished_at: get_opt_ts(row, "finished_at")?,
@@ -434,6 +436,10 @@ impl Store for SqliteStore {
         self.end_run(run_id, RunStatus::Failed).await
     }
 
+    async fn limit_run(&self, run_id: Uuid) -> Result<Option<RunRecord>> {
+        self.end_run(run_id, RunStatus::CostLimited).await
+    }
+
     async fn insert_results(&self, run_id: Uuid, rows: &[NewResult]) -> Result<InsertOutcome> {
         let run_key = uuid_text(run_id);
         let now = ts_text(now());
@@ -448,6 +454,7 @@ impl Store for SqliteStore {
         let before_status: String = before.try_get("status")?;
 
         let (mut pass, mut fail, mut err) = (0i64, 0i64, 0i64);
+        let mut cost = 0f64;
         for chunk in rows.chunks(RESULT_ROWS_PER_STATEMENT) {
             let mut insert = QueryBuilder::<Sqlite>::new(
                 "INSERT INTO results (run_id, task_index, project_id, test_index, prompt_index, \
@@ -481,8 +488,9 @@ impl Store for SqliteStore {
             });
             // RETURNING yields only the rows really inserted, not the ones
             // DO NOTHING skipped.
-            insert.push(" ON CONFLICT (run_id, task_index) DO NOTHING RETURNING status");
+            insert.push(" ON CONFLICT (run_id, task_index) DO NOTHING RETURNING status, cost_usd");
             for row in insert.build().fetch_all(&mut *tx).await? {
+                cost += row.try_get::<f64, _>("cost_usd")?;
                 match result_status(&row)? {
                     ResultStatus::Pass => pass += 1,
                     ResultStatus::Fail => fail += 1,
@@ -495,7 +503,7 @@ impl Store for SqliteStore {
         let row = sqlx::query(&format!(
             "UPDATE runs SET \
                completed_tasks = completed_tasks + ?2, passed = passed + ?3, \
-               failed = failed + ?4, errors = errors + ?5, \
+               failed = failed + ?4, errors = errors + ?5, cost_usd = cost_usd + ?7, \
                status = CASE WHEN status IN ('queued', 'running') AND completed_tasks + ?2 >= total_tasks \
                              THEN 'completed' \
                              WHEN status = 'queued' THEN 'running' ELSE status END, \
@@ -510,6 +518,7 @@ impl Store for SqliteStore {
         .bind(fail)
         .bind(err)
         .bind(&now)
+        .bind(cost)
         .fetch_one(&mut *tx)
         .await?;
         let run = run_from_row(&row)?;

@@ -81,6 +81,8 @@ conformance!(
     cancel_ends_only_unfinished_runs,
     fail_ends_only_unfinished_runs,
     late_results_do_not_revive_a_cancelled_run,
+    run_cost_counts_only_rows_really_inserted,
+    limit_ends_only_unfinished_runs_as_cost_limited,
     results_read_back_exactly_as_written,
     results_page_in_task_order_and_filter_by_status,
     result_metrics_cover_every_result_of_the_run,
@@ -446,6 +448,75 @@ async fn fail_ends_only_unfinished_runs(store: Arc<dyn Store>) {
 
     let done = completed_run(&*store).await;
     assert_eq!(store.fail_run(done.id).await.unwrap(), Some(done));
+}
+
+async fn run_cost_counts_only_rows_really_inserted(store: Arc<dyn Store>) {
+    let run = store.create_run(new_run(3)).await.unwrap();
+    assert_eq!(run.cost_usd, 0.0);
+    let priced = |task: i64, cost: f64| NewResult {
+        cost_usd: cost,
+        ..result(task, ResultStatus::Pass)
+    };
+    let first = store
+        .insert_results(run.id, &[priced(0, 0.25), priced(1, 0.5)])
+        .await
+        .unwrap();
+    assert!((first.run.cost_usd - 0.75).abs() < 1e-9, "{first:?}");
+    // A redelivered row costs nothing twice; its new cost is ignored.
+    let again = store
+        .insert_results(run.id, &[priced(1, 9.0), priced(2, 0.125)])
+        .await
+        .unwrap();
+    assert_eq!(again.inserted, 1);
+    assert!((again.run.cost_usd - 0.875).abs() < 1e-9, "{again:?}");
+    assert_eq!(store.get_run(run.id).await.unwrap(), Some(again.run));
+}
+
+async fn limit_ends_only_unfinished_runs_as_cost_limited(store: Arc<dyn Store>) {
+    let run = store.create_run(new_run(3)).await.unwrap();
+    store
+        .insert_results(run.id, &[result(0, ResultStatus::Pass)])
+        .await
+        .unwrap();
+    let limited = store.limit_run(run.id).await.unwrap().unwrap();
+    assert_eq!(limited.status, RunStatus::CostLimited);
+    assert!(limited.status.is_terminal());
+    assert!(limited.finished_at.is_some());
+    assert_eq!(store.get_run(run.id).await.unwrap(), Some(limited.clone()));
+
+    // Ending it again, either way, changes nothing.
+    assert_eq!(
+        store.limit_run(run.id).await.unwrap(),
+        Some(limited.clone())
+    );
+    assert_eq!(
+        store.cancel_run(run.id).await.unwrap(),
+        Some(limited.clone())
+    );
+
+    // Results in flight when the cap was reached are kept and counted, but
+    // the last one does not turn the run `completed`.
+    let late = store
+        .insert_results(
+            run.id,
+            &[result(1, ResultStatus::Pass), result(2, ResultStatus::Fail)],
+        )
+        .await
+        .unwrap();
+    assert_eq!(late.run.status, RunStatus::CostLimited);
+    assert_eq!(late.run.completed_tasks, 3);
+    assert!(!late.finished_now);
+    assert_eq!(late.run.finished_at, limited.finished_at);
+
+    let cancelled = store.create_run(new_run(2)).await.unwrap();
+    let cancelled = store.cancel_run(cancelled.id).await.unwrap().unwrap();
+    assert_eq!(
+        store.limit_run(cancelled.id).await.unwrap(),
+        Some(cancelled)
+    );
+    let done = completed_run(&*store).await;
+    assert_eq!(store.limit_run(done.id).await.unwrap(), Some(done));
+    assert_eq!(store.limit_run(Uuid::now_v7()).await.unwrap(), None);
 }
 
 async fn late_results_do_not_revive_a_cancelled_run(store: Arc<dyn Store>) {

@@ -1,0 +1,129 @@
+//! What a run will cost, estimated before it starts: prompt tokens from the
+//! rendered prompts, completion tokens from each provider's `max_tokens` (or
+//! a default answer size), priced per provider. Model-graded assertions make
+//! calls of their own that are not counted here.
+
+use gauntlet_core::{suite::Suite, template::PromptRenderer};
+use gauntlet_providers::{estimate_tokens, pricing};
+
+/// Completion tokens assumed for a provider whose config sets no `max_tokens`.
+pub const DEFAULT_OUTPUT_TOKENS: u64 = 256;
+/// Most test × prompt pairs rendered for an estimate; a bigger suite is
+/// sampled evenly and the sample scaled up.
+const MAX_RENDERED: u64 = 5_000;
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Estimate {
+    pub tokens_in: u64,
+    pub tokens_out: u64,
+    pub cost_usd: f64,
+    /// Ids of providers with no known price (left out of `cost_usd`).
+    pub unpriced: Vec<String>,
+}
+
+/// The estimate for `repeat` repetitions of `suite`.
+pub fn estimate(suite: &Suite, repeat: u32) -> Estimate {
+    let Ok(renderer) = PromptRenderer::new(suite) else {
+        return Estimate::default();
+    };
+    let prompts = suite.prompts.len() as u64;
+    let pairs = suite.tests.len() as u64 * prompts;
+    if pairs == 0 {
+        return Estimate::default();
+    }
+    // Prompt tokens of one pass over the pairs, and how many pairs render
+    // (one that does not becomes an error result without a call).
+    let step = pairs.div_ceil(MAX_RENDERED).max(1);
+    let (mut sampled, mut rendered, mut tokens) = (0u64, 0u64, 0u64);
+    for pair in (0..pairs).step_by(step as usize) {
+        let test = &suite.tests[(pair / prompts) as usize];
+        sampled += 1;
+        if let Ok(text) = renderer.render((pair % prompts) as usize, &test.vars) {
+            rendered += 1;
+            tokens += u64::from(estimate_tokens(&text));
+        }
+    }
+    let scale = |n: u64| (n as f64 * pairs as f64 / sampled as f64).round() as u64;
+    let repeat = u64::from(repeat.max(1));
+    let prompt_tokens = scale(tokens) * repeat;
+    let calls = scale(rendered) * repeat;
+
+    let mut out = Estimate::default();
+    for provider in &suite.providers {
+        let max_out = ["max_tokens", "max_completion_tokens", "maxTokens"]
+            .iter()
+            .find_map(|k| provider.config.get(*k).and_then(serde_json::Value::as_u64))
+            .unwrap_or(DEFAULT_OUTPUT_TOKENS);
+        let completion_tokens = calls * max_out;
+        out.tokens_in += prompt_tokens;
+        out.tokens_out += completion_tokens;
+        match pricing::for_provider(&provider.id, &provider.config) {
+            Ok(Some(price)) => {
+                out.cost_usd += (prompt_tokens as f64 * price.input_per_million
+                    + completion_tokens as f64 * price.output_per_million)
+                    / 1e6;
+            }
+            _ => out.unpriced.push(provider.id.clone()),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use gauntlet_core::parse::{SuiteFormat, parse_suite};
+
+    use super::*;
+
+    fn suite(yaml: &str) -> Suite {
+        parse_suite(yaml, SuiteFormat::Yaml).unwrap()
+    }
+
+    #[test]
+    fn prompt_tokens_come_from_rendered_prompts_and_output_from_max_tokens() {
+        // "Say hi" renders to 6 characters, 2 tokens; "Say hello" to 9, 3 tokens.
+        let s = suite(
+            "prompts: ['Say {{ w }}']\n\
+             providers:\n\
+             - id: openai:chat:gpt-4.1\n  config: {max_tokens: 10}\n\
+             - echo\n\
+             tests:\n- vars: {w: hi}\n- vars: {w: hello}\n",
+        );
+        let e = estimate(&s, 2);
+        // (2 + 3) tokens × 2 repeats, for each of 2 providers.
+        assert_eq!(e.tokens_in, 20);
+        // 2 tests × 2 repeats × (10 + the default for echo).
+        assert_eq!(e.tokens_out, 4 * (10 + DEFAULT_OUTPUT_TOKENS));
+        // gpt-4.1 is $2 in, $8 out per 1M tokens; echo is free.
+        let expected = (10.0 * 2.0 + 40.0 * 8.0) / 1e6;
+        assert!((e.cost_usd - expected).abs() < 1e-12, "{e:?}");
+        assert!(e.unpriced.is_empty());
+    }
+
+    #[test]
+    fn suite_prices_override_and_unknown_models_are_listed() {
+        let s = suite(
+            "prompts: ['abcd']\n\
+             providers:\n\
+             - id: openai:chat:mock-model\n  config: {cost: 0.001, max_tokens: 1}\n\
+             - openai:chat:unknown-model\n\
+             tests:\n- vars: {}\n",
+        );
+        let e = estimate(&s, 1);
+        // 1 token in and 1 out at $0.001 each for the priced provider.
+        assert!((e.cost_usd - 0.002).abs() < 1e-12, "{e:?}");
+        assert_eq!(e.unpriced, vec!["openai:chat:unknown-model".to_string()]);
+    }
+
+    #[test]
+    fn a_large_suite_is_sampled_and_scaled() {
+        let mut yaml = String::from("prompts: ['abcdefgh {{ n }}']\nproviders: [echo]\ntests:\n");
+        for n in 0..12_000 {
+            yaml.push_str(&format!("- vars: {{n: {}}}\n", n % 10));
+        }
+        let e = estimate(&suite(&yaml), 1);
+        // Every prompt is 10 characters: 3 tokens.
+        assert_eq!(e.tokens_in, 36_000);
+        assert_eq!(e.tokens_out, 12_000 * DEFAULT_OUTPUT_TOKENS);
+    }
+}

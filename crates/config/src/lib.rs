@@ -125,6 +125,19 @@ pub struct WorkerConfig {
     pub max_in_flight: usize,
     /// Seconds a SIGTERM waits for in-flight batches before nacking them.
     pub shutdown_grace_secs: u64,
+    /// Serve repeated calls (same provider, parameters and prompt) from the
+    /// response cache shared by all workers (in Redis when `redis.url` is
+    /// set). A run's `no_cache` option (`--no-cache`) turns it off for that run.
+    pub response_cache: bool,
+    /// How long a cached answer is served, in seconds (promptfoo's default:
+    /// 14 days); 0 turns the cache off like `response_cache = false`.
+    pub response_cache_ttl_secs: u64,
+    /// In-process (L1) part of the response cache, in MiB.
+    pub response_cache_l1_mb: u64,
+    /// Halve the calls in flight to a provider and key on a 429, and add one
+    /// back per `concurrency_grow_after` successes, up to `max_in_flight`.
+    pub adaptive_concurrency: bool,
+    pub concurrency_grow_after: u32,
 }
 
 impl Default for WorkerConfig {
@@ -134,6 +147,11 @@ impl Default for WorkerConfig {
             prefetch: 16,
             max_in_flight: 256,
             shutdown_grace_secs: 30,
+            response_cache: true,
+            response_cache_ttl_secs: 14 * 24 * 3600,
+            response_cache_l1_mb: 64,
+            adaptive_concurrency: true,
+            concurrency_grow_after: 10,
         }
     }
 }

@@ -4,30 +4,37 @@
 //! batch; the (run_id, task_index) key makes the retry insert only what is
 //! missing, and a redelivered batch calls the provider only for tasks with
 //! no stored result. A batch of a cancelled run stops calling, keeps what it
-//! has, and is acked.
+//! has, and is acked; so does a batch of a run whose results reached its cost
+//! cap, after marking the run `cost_limited`.
+//!
+//! A batch the worker gives up on goes to the dead-letter queue with its
+//! reason in a log line and in `gauntlet_batches_dead_lettered_total{reason}`
+//! (a nack cannot add headers; the broker's `x-death` header says only
+//! `rejected` or `delivery_limit`).
 
 use std::{collections::HashSet, sync::Arc, time::Duration};
 
 use futures::{StreamExt, stream::FuturesUnordered};
 use gauntlet_bus::Delivery;
-use gauntlet_core::grading::{ProviderOutput, grade};
+use gauntlet_core::grading::ProviderOutput;
 use gauntlet_proto::internal::v1::TaskBatch;
 use gauntlet_service::events::publish_progress;
-use gauntlet_store::{NewResult, ResultStatus, RunStatus};
+use gauntlet_store::{NewResult, ResultStatus, RunRecord, RunStatus};
 use gauntlet_telemetry::{metrics::Registry, propagation};
 use prost::Message as _;
 use tokio::sync::Semaphore;
-use tracing::{Instrument, debug, info_span, warn};
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, debug, info, info_span, warn};
 use uuid::Uuid;
 
 use crate::{
-    Deps,
-    runs::{PlanError, RunCache, RunPlan},
+    Deps, grading,
+    runs::{PlanError, RunCache, RunPlan, RunState},
 };
 
 /// How often a batch writes the results it has so far.
 const FLUSH_EVERY: Duration = Duration::from_millis(250);
-/// How often a batch looks whether its run was cancelled.
+/// How often a batch looks whether its run was cancelled or reached its cost cap.
 const CANCEL_CHECK_EVERY: Duration = Duration::from_millis(250);
 
 pub struct Worker {
@@ -35,15 +42,116 @@ pub struct Worker {
     pub deps: Deps,
     pub runs: RunCache,
     pub in_flight: Arc<Semaphore>,
+    /// The queue's `x-delivery-limit`: a delivery that has been returned this
+    /// many times is on its last attempt.
+    pub delivery_limit: u32,
+    /// Cancelled at the end of the shutdown grace period: unfinished batches
+    /// write what they have and requeue.
+    pub abort: CancellationToken,
+}
+
+fn state_of(run: &RunRecord) -> RunState {
+    RunState {
+        status: run.status,
+        cost_usd: run.cost_usd,
+    }
+}
+
+/// Whether a batch should stop before its tasks are done.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verdict {
+    Go,
+    /// The run ended (cancelled, cost-limited, failed): drop what is left.
+    Stop,
+    /// The run must be limited but that could not be stored: try again later.
+    Retry,
+    /// The worker is shutting down: keep what is done, give the batch back.
+    Shutdown,
 }
 
 impl Worker {
+    /// Routes `delivery` to the dead-letter queue, saying why.
+    async fn dead_letter(&self, delivery: Delivery, reason: &'static str, detail: &str) {
+        warn!(
+            reason,
+            detail,
+            delivery_count = delivery.delivery_count,
+            "dead-lettering task batch"
+        );
+        self.metrics
+            .counter_with(
+                "gauntlet_batches_dead_lettered_total",
+                &[("reason", reason)],
+            )
+            .inc();
+        if let Err(error) = delivery.dead_letter().await {
+            warn!(%error, "dead-lettering failed, the batch will be redelivered");
+        }
+    }
+
+    /// Gives `delivery` back after a failure (`reason`). On its last allowed
+    /// delivery it is dead-lettered here, so the reason is recorded, rather
+    /// than by the broker on the next return.
+    async fn requeue(&self, delivery: Delivery, reason: &'static str, detail: &str) {
+        if delivery.delivery_count >= self.delivery_limit {
+            self.dead_letter(delivery, reason, detail).await;
+            return;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let _ = delivery.requeue().await;
+    }
+
+    /// Whether the run's batches should stop: it has ended, or its results
+    /// reached its cost cap (then it is marked `cost_limited` here).
+    async fn verdict(&self, run_id: Uuid, plan: &RunPlan, state: Option<RunState>) -> Verdict {
+        let Some(state) = state else {
+            return Verdict::Go;
+        };
+        match state.status {
+            RunStatus::Cancelled | RunStatus::CostLimited | RunStatus::Failed => Verdict::Stop,
+            RunStatus::Completed => Verdict::Go,
+            RunStatus::Queued | RunStatus::Running => match plan.max_cost_usd {
+                Some(cap) if state.cost_usd >= cap => self.limit(run_id, cap, state).await,
+                _ => Verdict::Go,
+            },
+        }
+    }
+
+    async fn limit(&self, run_id: Uuid, cap: f64, state: RunState) -> Verdict {
+        match self.deps.store.limit_run(run_id).await {
+            Ok(Some(run)) => {
+                if run.status == RunStatus::CostLimited {
+                    info!(
+                        cost_usd = state.cost_usd,
+                        max_cost_usd = cap,
+                        "run reached its cost cap, stopping it"
+                    );
+                    self.metrics
+                        .counter("gauntlet_runs_cost_limited_total")
+                        .inc();
+                }
+                self.runs.remember(run_id, state_of(&run)).await;
+                publish_progress(self.deps.bus.as_ref(), &run).await;
+                if run.status == RunStatus::Completed {
+                    Verdict::Go
+                } else {
+                    Verdict::Stop
+                }
+            }
+            Ok(None) => Verdict::Stop,
+            Err(error) => {
+                warn!(%error, "cannot mark the run cost-limited");
+                Verdict::Retry
+            }
+        }
+    }
+
     pub async fn process(&self, delivery: Delivery) {
         let batch = match TaskBatch::decode(delivery.payload.as_slice()) {
             Ok(b) => b,
             Err(error) => {
-                warn!(%error, "undecodable task batch, dead-lettering");
-                let _ = delivery.dead_letter().await;
+                self.dead_letter(delivery, "undecodable", &error.to_string())
+                    .await;
                 return;
             }
         };
@@ -69,12 +177,15 @@ impl Worker {
 
     async fn process_batch(&self, batch: TaskBatch, delivery: Delivery) {
         let Ok(run_id) = Uuid::parse_str(&batch.run_id) else {
-            warn!("task batch with a malformed run id, dead-lettering");
-            let _ = delivery.dead_letter().await;
+            self.dead_letter(delivery, "malformed_run_id", &batch.run_id)
+                .await;
             return;
         };
-        if self.runs.status(run_id).await == Some(RunStatus::Cancelled) {
-            debug!("run cancelled, dropping batch");
+        if matches!(
+            self.runs.status(run_id).await,
+            Some(RunStatus::Cancelled | RunStatus::CostLimited)
+        ) {
+            debug!("run cancelled or cost-limited, dropping batch");
             let _ = delivery.ack().await;
             return;
         }
@@ -82,19 +193,40 @@ impl Worker {
             Ok(p) => p,
             Err(e) => {
                 match e.as_ref() {
-                    PlanError::NotFound(_) | PlanError::Suite(_) => {
-                        warn!(error = %e, "batch of an unusable run, dead-lettering");
-                        let _ = delivery.dead_letter().await;
+                    PlanError::NotFound(_) => {
+                        self.dead_letter(delivery, "unknown_run", &e.to_string())
+                            .await;
+                    }
+                    PlanError::Suite(_) => {
+                        self.dead_letter(delivery, "unusable_suite", &e.to_string())
+                            .await;
                     }
                     PlanError::Store(_) => {
                         warn!(error = %e, "cannot load run, requeueing");
-                        tokio::time::sleep(Duration::from_secs(1)).await;
-                        let _ = delivery.requeue().await;
+                        self.requeue(delivery, "store_unavailable", &e.to_string())
+                            .await;
                     }
                 }
                 return;
             }
         };
+        // A run already over its cost cap takes no more calls.
+        match self
+            .verdict(run_id, &plan, self.runs.state(run_id).await)
+            .await
+        {
+            Verdict::Go => {}
+            Verdict::Stop => {
+                debug!("run ended, dropping batch");
+                let _ = delivery.ack().await;
+                return;
+            }
+            Verdict::Retry | Verdict::Shutdown => {
+                self.requeue(delivery, "store_unavailable", "cannot limit run")
+                    .await;
+                return;
+            }
+        }
 
         // A redelivered batch may be partly stored already (an earlier
         // worker flushed some results before it died): call the provider
@@ -104,8 +236,8 @@ impl Worker {
                 Ok(s) => s,
                 Err(error) => {
                     warn!(%error, "cannot read stored results, requeueing batch");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                    let _ = delivery.requeue().await;
+                    self.requeue(delivery, "store_unavailable", &error.to_string())
+                        .await;
                     return;
                 }
             }
@@ -127,7 +259,8 @@ impl Worker {
         let mut cancel_check = tokio::time::interval(CANCEL_CHECK_EVERY);
         cancel_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let (_, _) = tokio::join!(flush.tick(), cancel_check.tick());
-        loop {
+        let mut verdict = Verdict::Go;
+        while verdict == Verdict::Go {
             tokio::select! {
                 next = tasks.next() => match next {
                     Some(Some(row)) => rows.push(row),
@@ -135,24 +268,43 @@ impl Worker {
                     None => break,
                 },
                 _ = flush.tick(), if !rows.is_empty() => {
-                    if !self.write(run_id, &mut rows).await {
-                        let _ = delivery.requeue().await;
-                        return;
+                    match self.write(run_id, &mut rows).await {
+                        // This write may be the one that reached the cap.
+                        Ok(run) => verdict = self.verdict(run_id, &plan, Some(state_of(&run))).await,
+                        Err(error) => {
+                            self.requeue(delivery, "write_failed", &error).await;
+                            return;
+                        }
                     }
                 }
                 _ = cancel_check.tick() => {
-                    if self.runs.status(run_id).await == Some(RunStatus::Cancelled) {
-                        debug!(abandoned = tasks.len(), "run cancelled mid-batch");
-                        break;
-                    }
+                    verdict = self.verdict(run_id, &plan, self.runs.state(run_id).await).await;
                 }
+                _ = self.abort.cancelled() => verdict = Verdict::Shutdown,
             }
         }
-        // Abandons the calls of a cancelled run that are still in flight.
+        if verdict != Verdict::Go {
+            debug!(abandoned = tasks.len(), ?verdict, "run ended mid-batch");
+        }
+        // Abandons the calls of an ended run that are still in flight.
         drop(tasks);
 
-        if !rows.is_empty() && !self.write(run_id, &mut rows).await {
+        if !rows.is_empty()
+            && let Err(error) = self.write(run_id, &mut rows).await
+        {
+            self.requeue(delivery, "write_failed", &error).await;
+            return;
+        }
+        if verdict == Verdict::Shutdown {
+            // Not a failure of the batch: no wait, no dead-lettering.
             let _ = delivery.requeue().await;
+            return;
+        }
+        if verdict == Verdict::Retry {
+            // The cap was reached but could not be recorded: the redelivery
+            // tries again (and calls nothing for what is stored).
+            self.requeue(delivery, "store_unavailable", "cannot limit run")
+                .await;
             return;
         }
         self.metrics
@@ -183,9 +335,10 @@ impl Worker {
             .collect())
     }
 
-    /// Writes `rows` (and empties it); false when the write failed and the
-    /// batch must be requeued (what was written stays, by its key).
-    async fn write(&self, run_id: Uuid, rows: &mut Vec<NewResult>) -> bool {
+    /// Writes `rows` (and empties it) and returns the run as it now stands;
+    /// an error means the batch must be requeued (what was written stays, by
+    /// its key).
+    async fn write(&self, run_id: Uuid, rows: &mut Vec<NewResult>) -> Result<RunRecord, String> {
         match self.deps.store.insert_results(run_id, rows).await {
             Ok(outcome) => {
                 rows.clear();
@@ -195,12 +348,11 @@ impl Worker {
                 if outcome.inserted > 0 || outcome.finished_now {
                     publish_progress(self.deps.bus.as_ref(), &outcome.run).await;
                 }
-                true
+                Ok(outcome.run)
             }
             Err(error) => {
                 warn!(%error, "writing results failed, requeueing batch");
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                false
+                Err(error.to_string())
             }
         }
     }
@@ -263,16 +415,26 @@ impl Worker {
         row.rendered_prompt = prompt;
         match completion {
             Ok(c) => {
-                let graded = grade(
+                let output = ProviderOutput {
+                    text: c.output.clone(),
+                    latency_ms: c.latency_ms,
+                    cost_usd: c.cost_usd,
+                    finish_reason: c.finish_reason.clone(),
+                };
+                let grading = grading::grade(
+                    &plan.graders,
+                    &self.in_flight,
                     test,
-                    &ProviderOutput {
-                        text: c.output.clone(),
-                        latency_ms: c.latency_ms,
-                        cost_usd: c.cost_usd,
-                        finish_reason: c.finish_reason.clone(),
-                    },
-                );
-                row.status = if graded.pass {
+                    &row.rendered_prompt,
+                    &output,
+                )
+                .await;
+                let graded = grading.graded.grade;
+                row.status = if let Some(error) = grading.graded.error {
+                    // A grader that failed is an error, never a fail.
+                    row.error = format!("grader: {error}");
+                    ResultStatus::Error
+                } else if graded.pass {
                     ResultStatus::Pass
                 } else {
                     ResultStatus::Fail
@@ -294,7 +456,7 @@ impl Worker {
                 row.latency_ms = c.latency_ms as i32;
                 row.tokens_in = c.tokens_in as i32;
                 row.tokens_out = c.tokens_out as i32;
-                row.cost_usd = c.cost_usd;
+                row.cost_usd = c.cost_usd + grading.cost_usd;
                 row.cached = c.cached;
             }
             Err(e) => {

@@ -3,6 +3,8 @@
 //! statement before acknowledging it.
 
 mod batch;
+mod calls;
+mod grading;
 mod runs;
 
 use std::{sync::Arc, time::Duration};
@@ -10,6 +12,7 @@ use std::{sync::Arc, time::Duration};
 use anyhow::Context;
 use futures::StreamExt;
 use gauntlet_bus::{Bus, QueueName};
+use gauntlet_cache::Cache;
 use gauntlet_config::GauntletConfig;
 use gauntlet_providers::ProviderFactory;
 use gauntlet_service::{GrpcServer, connect_bus, connect_store};
@@ -19,12 +22,19 @@ use tokio::{net::TcpListener, sync::Semaphore};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::{info, warn};
 
+/// The end of the shutdown grace period kept for unfinished batches to write
+/// what they have and requeue.
+const ABORT_SETTLE: Duration = Duration::from_secs(1);
+
 /// What the worker talks to.
 #[derive(Clone)]
 pub struct Deps {
     pub store: Arc<dyn Store>,
     pub bus: Arc<dyn Bus>,
     pub providers: Arc<ProviderFactory>,
+    /// The response cache shared by all workers, and through its
+    /// [`rate_limiter`](Cache::rate_limiter) the cluster's rate limits.
+    pub cache: Cache,
 }
 
 pub async fn serve(config: GauntletConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
@@ -35,6 +45,11 @@ pub async fn serve(config: GauntletConfig, shutdown: CancellationToken) -> anyho
         store: connect_store(&config.database, &shutdown).await?,
         bus: connect_bus(&config.amqp, &shutdown).await?,
         providers: Arc::new(ProviderFactory::from_process_env()),
+        cache: Cache::new(
+            &config.redis,
+            config.worker.response_cache_l1_mb.saturating_mul(1 << 20),
+        )
+        .context("redis: cannot build the cache pool")?,
     };
     run(config, deps, listener, shutdown).await
 }
@@ -60,14 +75,26 @@ async fn consume(
     metrics: Arc<Registry>,
     shutdown: CancellationToken,
 ) {
+    let calls = calls::ProviderCalls::new(
+        deps.providers.clone(),
+        &config.worker,
+        &deps.cache,
+        &metrics,
+    );
     let ctx = Arc::new(batch::Worker {
         metrics,
-        runs: runs::RunCache::new(deps.store.clone(), deps.providers.clone()),
+        runs: runs::RunCache::new(deps.store.clone(), deps.providers.clone())
+            .with_calls(Arc::new(calls)),
         in_flight: Arc::new(Semaphore::new(config.worker.max_in_flight.max(1))),
+        delivery_limit: config.amqp.delivery_limit,
+        abort: CancellationToken::new(),
         deps: deps.clone(),
     });
     let tracker = TaskTracker::new();
     let mut backoff = Duration::from_millis(200);
+    // The consumer of the in-flight batches outlives the loop: dropping it
+    // would give their deliveries back at once, and their acks would be lost.
+    let mut draining = None;
     'outer: while !shutdown.is_cancelled() {
         let mut stream = match deps
             .bus
@@ -90,34 +117,52 @@ async fn consume(
             }
         };
         loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => break 'outer,
-                next = stream.next() => match next {
-                    Some(Ok(delivery)) => {
-                        let ctx = ctx.clone();
-                        tracker.spawn(async move { ctx.process(delivery).await });
-                    }
-                    Some(Err(error)) => {
-                        warn!(%error, "consumer failed, reconnecting");
-                        break;
-                    }
-                    None => {
-                        warn!("consumer stream ended, reconnecting");
-                        break;
-                    }
+            let next = tokio::select! {
+                _ = shutdown.cancelled() => None,
+                next = stream.next() => Some(next),
+            };
+            let Some(next) = next else {
+                draining = Some(stream);
+                break 'outer;
+            };
+            match next {
+                Some(Ok(delivery)) => {
+                    let ctx = ctx.clone();
+                    tracker.spawn(async move { ctx.process(delivery).await });
+                }
+                Some(Err(error)) => {
+                    warn!(%error, "consumer failed, reconnecting");
+                    break;
+                }
+                None => {
+                    warn!("consumer stream ended, reconnecting");
+                    break;
                 }
             }
         }
     }
-    // Stop taking work, then give in-flight batches the grace period. What is
-    // still unacknowledged after it is redelivered to another worker.
+    // Stop taking work, then give in-flight batches the grace period, less a
+    // moment at its end in which the unfinished ones write what they have and
+    // give their batch back (to be redelivered; stored tasks are not redone).
     tracker.close();
     let grace = Duration::from_secs(config.worker.shutdown_grace_secs);
-    if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
+    let settle = grace.min(ABORT_SETTLE);
+    if tokio::time::timeout(grace - settle, tracker.wait())
+        .await
+        .is_err()
+    {
         warn!(
             in_flight = tracker.len(),
-            "grace period over, unfinished batches will be redelivered"
+            "grace period ending, requeueing unfinished batches"
         );
+        ctx.abort.cancel();
+        if tokio::time::timeout(settle, tracker.wait()).await.is_err() {
+            warn!(
+                in_flight = tracker.len(),
+                "batches still unsettled, the broker will redeliver them"
+            );
+        }
     }
+    drop(draining);
     info!("worker stopped");
 }

@@ -1,7 +1,8 @@
 //! Everything a worker derives from a run once and reuses for each of its
 //! batches: the parsed suite, compiled prompt templates, built providers.
-//! The run's status is re-read at most once a second so a cancelled run
-//! stops being worked on quickly without a query per batch.
+//! The run's status and cost are re-read at most once a second so a
+//! cancelled or cost-capped run stops being worked on quickly without a
+//! query per batch.
 
 use std::{sync::Arc, time::Duration};
 
@@ -11,6 +12,8 @@ use gauntlet_store::{RunStatus, Store};
 use moka::future::Cache;
 use tokio::sync::Semaphore;
 use uuid::Uuid;
+
+use crate::{calls::ProviderCalls, grading::Graders};
 
 /// A run as the worker executes it.
 pub struct RunPlan {
@@ -23,6 +26,18 @@ pub struct RunPlan {
     /// Most provider calls of this run in flight on this worker, from the
     /// run's options or the suite's `evaluateOptions.maxConcurrency`.
     pub max_concurrency: Option<Arc<Semaphore>>,
+    /// The run's cost cap (`options.max_cost_usd`), in USD.
+    pub max_cost_usd: Option<f64>,
+    /// Clients of the model-graded assertions' graders, built on first use.
+    pub graders: Graders,
+}
+
+/// What a batch needs to know of its run while it works.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RunState {
+    pub status: RunStatus,
+    /// What the run's stored results cost so far.
+    pub cost_usd: f64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -38,24 +53,35 @@ pub enum PlanError {
 pub struct RunCache {
     store: Arc<dyn Store>,
     providers: Arc<ProviderFactory>,
+    /// Builds the run's clients under shared limits and the response cache.
+    calls: Arc<ProviderCalls>,
     plans: Cache<Uuid, Arc<RunPlan>>,
-    status: Cache<Uuid, RunStatus>,
+    status: Cache<Uuid, RunState>,
 }
 
 impl RunCache {
     pub fn new(store: Arc<dyn Store>, providers: Arc<ProviderFactory>) -> Self {
         Self {
             store,
+            calls: Arc::new(ProviderCalls::direct(providers.clone())),
             providers,
             plans: Cache::builder()
                 .max_capacity(64)
                 .time_to_idle(Duration::from_secs(600))
                 .build(),
+            // Shared by every batch of a run on this worker, so a cancel or a
+            // cost cap is seen within a check interval for a few queries a second.
             status: Cache::builder()
                 .max_capacity(4096)
-                .time_to_live(Duration::from_secs(1))
+                .time_to_live(Duration::from_millis(250))
                 .build(),
         }
+    }
+
+    /// Builds run clients through `calls` rather than directly.
+    pub fn with_calls(mut self, calls: Arc<ProviderCalls>) -> Self {
+        self.calls = calls;
+        self
     }
 
     pub async fn plan(&self, run_id: Uuid) -> Result<Arc<RunPlan>, Arc<PlanError>> {
@@ -76,38 +102,53 @@ impl RunCache {
         let suite: Suite =
             serde_json::from_value(value).map_err(|e| PlanError::Suite(e.to_string()))?;
         let renderer = PromptRenderer::new(&suite).map_err(|e| PlanError::Suite(e.to_string()))?;
+        let repeat = run.options["repeat"].as_u64().unwrap_or(1).max(1) as u32;
+        // Repeats exist to sample a model again (as promptfoo, which turns
+        // its cache off for them); `no_cache` asks for fresh answers.
+        let use_cache = repeat == 1 && !run.options["no_cache"].as_bool().unwrap_or(false);
         let providers = suite
             .providers
             .iter()
-            .map(|p| {
-                self.providers
-                    .build(&p.id, &p.config)
-                    .map_err(|e| e.to_string())
-            })
+            .map(|p| self.calls.build(&p.id, &p.config, use_cache))
             .collect();
-        let repeat = run.options["repeat"].as_u64().unwrap_or(1).max(1) as u32;
         let max_concurrency = run.options["max_concurrency"]
             .as_u64()
             .filter(|&n| n > 0)
             .map(|n| n as usize)
             .or(suite.max_concurrency.filter(|&n| n > 0).map(|n| n as usize))
             .map(|n| Arc::new(Semaphore::new(n)));
+        let max_cost_usd = run.options["max_cost_usd"].as_f64().filter(|&c| c > 0.0);
         Ok(Arc::new(RunPlan {
             suite,
             renderer,
             providers,
             repeat,
             max_concurrency,
+            max_cost_usd,
+            graders: Graders::new(self.providers.clone()),
         }))
     }
 
-    /// The run's status, at most a second old.
+    /// Records what this worker just learnt of the run (it limited it).
+    pub async fn remember(&self, run_id: Uuid, state: RunState) {
+        self.status.insert(run_id, state).await;
+    }
+
+    /// The run's status, at most 250 ms old.
     pub async fn status(&self, run_id: Uuid) -> Option<RunStatus> {
+        self.state(run_id).await.map(|s| s.status)
+    }
+
+    /// The run's status and cost, at most 250 ms old.
+    pub async fn state(&self, run_id: Uuid) -> Option<RunState> {
         let store = self.store.clone();
         self.status
             .try_get_with(run_id, async move {
                 match store.get_run(run_id).await {
-                    Ok(Some(run)) => Ok(run.status),
+                    Ok(Some(run)) => Ok(RunState {
+                        status: run.status,
+                        cost_usd: run.cost_usd,
+                    }),
                     Ok(None) => Err(()),
                     Err(_) => Err(()),
                 }

@@ -18,6 +18,7 @@ fn status_name(s: i32) -> &'static str {
         Ok(v1::RunStatus::Completed) => "completed",
         Ok(v1::RunStatus::Cancelled) => "cancelled",
         Ok(v1::RunStatus::Failed) => "failed",
+        Ok(v1::RunStatus::CostLimited) => "cost_limited",
         _ => "unknown",
     }
 }

@@ -133,6 +133,7 @@ impl Stack {
                         store: b.store.clone(),
                         bus: b.bus.clone(),
                         providers: b.providers.clone(),
+                        cache: b.cache.clone(),
                     },
                     wl,
                     shutdown.clone(),

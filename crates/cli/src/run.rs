@@ -40,6 +40,10 @@ pub struct RunArgs {
     /// Do not use cached provider responses.
     #[arg(long)]
     pub no_cache: bool,
+    /// Stop the run once its results have cost this many US dollars; it
+    /// then ends `cost_limited` with the results it has.
+    #[arg(long, value_name = "USD", value_parser = parse_usd)]
+    pub max_cost: Option<f64>,
     /// Run only the first N tests.
     #[arg(long, value_name = "N")]
     pub filter_first_n: Option<usize>,
@@ -56,6 +60,22 @@ pub struct RunArgs {
 
 /// Exit code of an interrupted run (128 + SIGINT).
 const INTERRUPTED: i32 = 130;
+
+fn parse_usd(text: &str) -> Result<f64, String> {
+    match text.trim().trim_start_matches('$').parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
+        _ => Err(format!("`{text}` is not a positive amount of US dollars")),
+    }
+}
+
+/// A dollar amount with enough digits to tell small estimates apart.
+fn usd(v: f64) -> String {
+    if v == 0.0 || v >= 1.0 {
+        format!("${v:.2}")
+    } else {
+        format!("${v:.4}")
+    }
+}
 
 pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
     let pattern = args
@@ -95,6 +115,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
                 max_concurrency: args.max_concurrency,
                 no_cache: args.no_cache,
                 label: String::new(),
+                max_cost_usd: args.max_cost.unwrap_or(0.0),
             }),
         })
         .await
@@ -107,18 +128,34 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
         })?
         .into_inner();
     let run_id = submitted.run_id.clone();
+    let unpriced = if submitted.unpriced_providers.is_empty() {
+        String::new()
+    } else {
+        format!(" + unpriced {}", submitted.unpriced_providers.join(", "))
+    };
     eprintln!(
-        "run {run_id}: {} tasks ({} tests × {} prompts × {} providers × {} repeats)",
+        "run {run_id}: {} tasks ({} tests × {} prompts × {} providers × {} repeats), \
+         est. {}{unpriced} for ~{} tokens in, ~{} out",
         submitted.total_tasks,
         suite.tests.len(),
         suite.prompts.len(),
         suite.providers.len(),
-        args.repeat.max(1)
+        args.repeat.max(1),
+        usd(submitted.estimated_cost_usd),
+        submitted.estimated_tokens_in,
+        submitted.estimated_tokens_out,
     );
 
-    let interrupted = follow(&mut runs, &run_id, submitted.total_tasks).await?;
-    if interrupted {
+    let (interrupted, status) = follow(&mut runs, &run_id, submitted.total_tasks).await?;
+    let cost_limited = status == Some(v1::RunStatus::CostLimited);
+    if interrupted || cost_limited {
         settle(&mut runs, &run_id).await;
+    }
+    if cost_limited {
+        eprintln!(
+            "run stopped: its results reached the cost cap of {}",
+            usd(args.max_cost.unwrap_or(0.0))
+        );
     }
 
     let summary = analytics
@@ -155,7 +192,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
     }
     Ok(if interrupted {
         INTERRUPTED
-    } else if summary.failed + summary.errors > 0 {
+    } else if cost_limited || summary.failed + summary.errors > 0 {
         args.fail_exit_code
     } else {
         0
@@ -264,12 +301,12 @@ impl View {
 
 /// Follows the run to its end. Ctrl-C cancels the run (results already
 /// written stay) and keeps following until the server confirms the end;
-/// returns whether that happened.
+/// returns whether that happened, and the final status.
 async fn follow(
     runs: &mut RunServiceClient<tonic::transport::Channel>,
     run_id: &str,
     total: u64,
-) -> anyhow::Result<bool> {
+) -> anyhow::Result<(bool, Option<v1::RunStatus>)> {
     let mut stream = runs
         .watch_run(v1::WatchRunRequest {
             run_id: run_id.into(),
@@ -293,14 +330,18 @@ async fn follow(
             }
             item = stream.next() => match item {
                 Some(Ok(p)) => {
+                    let status = v1::RunStatus::try_from(p.status);
                     let done = matches!(
-                        v1::RunStatus::try_from(p.status),
-                        Ok(v1::RunStatus::Completed | v1::RunStatus::Cancelled | v1::RunStatus::Failed)
+                        status,
+                        Ok(v1::RunStatus::Completed
+                            | v1::RunStatus::Cancelled
+                            | v1::RunStatus::Failed
+                            | v1::RunStatus::CostLimited)
                     );
                     view.update(&p, done);
                     if done {
                         view.finish();
-                        return Ok(interrupted);
+                        return Ok((interrupted, status.ok()));
                     }
                 }
                 Some(Err(s)) => {

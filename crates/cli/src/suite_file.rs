@@ -19,6 +19,56 @@ impl FileResolver for Relative {
         let full = self.0.join(path);
         std::fs::read_to_string(&full).map_err(|e| format!("cannot read {}: {e}", full.display()))
     }
+
+    fn glob(&self, pattern: &str) -> Result<Vec<String>, String> {
+        // The suite's directory is taken literally, whatever characters it holds.
+        let full = if Path::new(pattern).is_absolute() {
+            pattern.to_owned()
+        } else {
+            let dir = self.0.to_str().ok_or_else(|| {
+                format!(
+                    "the suite's directory {} is not valid UTF-8",
+                    self.0.display()
+                )
+            })?;
+            format!("{}/{pattern}", glob::Pattern::escape(dir))
+        };
+        let mut found = Vec::new();
+        for entry in glob::glob(&full).map_err(|e| format!("invalid glob `{pattern}`: {e}"))? {
+            let path = entry.map_err(|e| format!("cannot list {pattern}: {e}"))?;
+            if !path.is_file() {
+                continue;
+            }
+            // Hand back paths relative to the suite, as `read` takes them.
+            let relative = path.strip_prefix(&self.0).unwrap_or(&path);
+            found.push(relative.to_string_lossy().into_owned());
+        }
+        found.sort();
+        Ok(found)
+    }
+}
+
+/// `file:line:col: field.path: message`, naming the referenced file when
+/// the error is inside one.
+fn located(suite: &Path, dir: &Path, e: &gauntlet_core::SuiteError) -> anyhow::Error {
+    let mut at = match &e.file {
+        Some(f) => dir
+            .join(f.trim_start_matches("file://"))
+            .display()
+            .to_string(),
+        None => suite.display().to_string(),
+    };
+    if let Some(line) = e.line {
+        at.push_str(&format!(":{line}"));
+        if let Some(column) = e.column {
+            at.push_str(&format!(":{column}"));
+        }
+    }
+    if e.path.is_empty() {
+        anyhow::anyhow!("{at}: {}", e.message)
+    } else {
+        anyhow::anyhow!("{at}: {}: {}", e.path, e.message)
+    }
 }
 
 /// Which tests of the suite to run.
@@ -40,12 +90,8 @@ pub fn load(path: &Path, filters: &Filters) -> anyhow::Result<Suite> {
         .parent()
         .map(Path::to_path_buf)
         .unwrap_or_else(|| PathBuf::from("."));
-    let mut suite =
-        parse_suite_with(&text, format, &Relative(dir)).map_err(|e| match (e.line, e.column) {
-            (Some(l), Some(c)) => anyhow::anyhow!("{}:{l}:{c}: {}", path.display(), e.message),
-            (Some(l), None) => anyhow::anyhow!("{}:{l}: {}", path.display(), e.message),
-            _ => anyhow::anyhow!("{}: {e}", path.display()),
-        })?;
+    let mut suite = parse_suite_with(&text, format, &Relative(dir.clone()))
+        .map_err(|e| located(path, &dir, &e))?;
     if let Some(re) = &filters.pattern {
         suite.tests.retain(|t| {
             let text = t

@@ -170,11 +170,13 @@ async fn bad_input_gets_one_clear_line() {
     .unwrap();
     let typo = gauntlet(&["run", "typo.yaml"], dir.path()).await;
     assert_eq!(typo.status.code(), Some(1));
+    // File, line and column, the field path, and the closest names.
+    let err = text(&typo).1;
     assert!(
-        text(&typo).1.contains("tests[0].assert[0].type"),
-        "{:?}",
-        text(&typo)
+        err.starts_with("error: typo.yaml:4:") && err.contains(": tests[0].assert[0].type: "),
+        "{err}"
     );
+    assert!(err.contains("did you mean `contains`"), "{err}");
 
     let usage = gauntlet(&["run", "x.yaml", "--no-such-flag"], dir.path()).await;
     assert_eq!(usage.status.code(), Some(2));

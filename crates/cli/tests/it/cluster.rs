@@ -68,6 +68,16 @@ impl Cluster {
         self.stack.worker
     }
 
+    /// The URL of this cluster's own database.
+    pub fn database_url(&self) -> String {
+        self._db.config.url.clone()
+    }
+
+    /// The name of this cluster's own RabbitMQ vhost.
+    pub fn vhost_name(&self) -> String {
+        self._vhost.name.clone()
+    }
+
     pub async fn channel(&self) -> Channel {
         let endpoint = tonic::transport::Endpoint::from_shared(self.stack.url()).unwrap();
         for _ in 0..50 {

@@ -3,6 +3,9 @@
 //! test) with the project's mock model server as the vendor, and the
 //! `gauntlet` binary as a user runs it.
 
+mod cache;
 mod cli;
 mod cluster;
 mod e2e;
+mod graded;
+mod resilience;

@@ -1,0 +1,353 @@
+//! `gauntlet-bench e2e`: N test cases against the project's mock model at a
+//! given latency and concurrency, through the real binaries, embedded
+//! (`gauntlet up` over SQLite and the in-process bus) or distributed (one
+//! `gauntlet serve <service>` process per service over RabbitMQ, Postgres
+//! and Redis). Prints tests/s, task latency percentiles and the peak RSS of
+//! every process.
+//!
+//! Build the binaries first, in release:
+//! `cargo build --release -p gauntlet-cli -p gauntlet-mockllm -p gauntlet-bench`
+
+use std::{
+    collections::BTreeMap,
+    net::TcpListener,
+    path::PathBuf,
+    process::Stdio,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, bail};
+use clap::{Parser, ValueEnum};
+use futures::StreamExt;
+use gauntlet_proto::v1::{
+    self, analytics_service_client::AnalyticsServiceClient, run_service_client::RunServiceClient,
+};
+use tokio::process::{Child, Command};
+
+#[derive(Parser)]
+#[command(
+    name = "gauntlet-bench",
+    about = "Gauntlet's end-to-end load benchmark"
+)]
+enum Cli {
+    /// Run N cases against the mock model and report throughput and memory.
+    E2e(E2eArgs),
+}
+
+#[derive(clap::Args)]
+struct E2eArgs {
+    #[arg(long, value_enum, default_value = "embedded")]
+    mode: Mode,
+    /// Test cases (one prompt, one provider: N tasks).
+    #[arg(long, short = 'n', default_value_t = 20_000)]
+    cases: usize,
+    /// Latency of every mock answer.
+    #[arg(long, default_value_t = 50)]
+    latency_ms: u64,
+    /// Provider calls in flight (worker.max_in_flight and the run's limit).
+    #[arg(long, default_value_t = 1000)]
+    concurrency: u32,
+    /// Tasks per queue message.
+    #[arg(long, default_value_t = 100)]
+    batch_size: u32,
+    /// Where `gauntlet` and `gauntlet-mockllm` are (default: next to this binary).
+    #[arg(long)]
+    bin_dir: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Mode {
+    Embedded,
+    Distributed,
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+async fn wait_port(port: u16, what: &str) -> anyhow::Result<()> {
+    for _ in 0..300 {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    bail!("{what} did not listen on port {port} within 30 s")
+}
+
+/// Peak resident set size of a live process, from /proc (VmHWM).
+fn peak_rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+struct Procs {
+    children: Vec<(String, Child)>,
+}
+
+impl Procs {
+    fn spawn(&mut self, name: &str, cmd: &mut Command) -> anyhow::Result<u32> {
+        let child = cmd
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("cannot start {name}"))?;
+        let pid = child.id().context("child has no pid")?;
+        self.children.push((name.to_string(), child));
+        Ok(pid)
+    }
+
+    fn peak_rss(&self) -> BTreeMap<String, u64> {
+        self.children
+            .iter()
+            .filter_map(|(n, c)| Some((n.clone(), peak_rss_kib(c.id()?)?)))
+            .collect()
+    }
+
+    async fn stop(mut self) {
+        for (_, c) in &self.children {
+            if let Some(pid) = c.id() {
+                let _ = std::process::Command::new("kill")
+                    .args(["-s", "TERM", &pid.to_string()])
+                    .status();
+            }
+        }
+        for (_, c) in &mut self.children {
+            let _ = tokio::time::timeout(Duration::from_secs(30), c.wait()).await;
+        }
+    }
+}
+
+fn suite(cases: usize, mock: &str) -> String {
+    let mut s = format!(
+        "description: bench\nprompts: ['Echo case {{{{ i }}}}']\nproviders:\n  - id: openai:chat:bench\n    config: {{ apiBaseUrl: '{mock}/v1' }}\ntests:\n"
+    );
+    for i in 0..cases {
+        s.push_str(&format!(
+            "  - vars: {{ i: '{i}' }}\n    assert: [{{ type: contains, value: 'case {i}' }}]\n"
+        ));
+    }
+    s
+}
+
+async fn e2e(args: E2eArgs) -> anyhow::Result<()> {
+    let bin_dir = match args.bin_dir.clone() {
+        Some(d) => d,
+        None => std::env::current_exe()?
+            .parent()
+            .context("binary has no directory")?
+            .to_path_buf(),
+    };
+    let bin = |name: &str| -> anyhow::Result<PathBuf> {
+        let p = bin_dir.join(name);
+        anyhow::ensure!(
+            p.exists(),
+            "{} not found; build it first: cargo build --release -p gauntlet-cli -p gauntlet-mockllm",
+            p.display()
+        );
+        Ok(p)
+    };
+    let gauntlet = bin("gauntlet")?;
+    let mockllm = bin("gauntlet-mockllm")?;
+    let tmp = tempfile::tempdir()?;
+    let mut procs = Procs {
+        children: Vec::new(),
+    };
+
+    let mock_port = free_port()?;
+    procs.spawn(
+        "mockllm",
+        Command::new(&mockllm).args([
+            "--listen",
+            &format!("127.0.0.1:{mock_port}"),
+            "--latency-ms",
+            &args.latency_ms.to_string(),
+        ]),
+    )?;
+    wait_port(mock_port, "mockllm").await?;
+    let mock_url = format!("http://127.0.0.1:{mock_port}");
+
+    let prefetch = (args.concurrency / args.batch_size.max(1) * 2).clamp(2, 1000);
+    let gateway_port = free_port()?;
+    let common: Vec<(String, String)> = vec![
+        (
+            "GAUNTLET_GATEWAY__LISTEN".into(),
+            format!("127.0.0.1:{gateway_port}"),
+        ),
+        (
+            "GAUNTLET_WORKER__MAX_IN_FLIGHT".into(),
+            args.concurrency.to_string(),
+        ),
+        ("GAUNTLET_WORKER__PREFETCH".into(), prefetch.to_string()),
+        (
+            "GAUNTLET_AMQP__BATCH_SIZE".into(),
+            args.batch_size.to_string(),
+        ),
+        ("OPENAI_API_KEY".into(), "bench".into()),
+        ("RUST_LOG".into(), "warn".into()),
+    ];
+    // Throwaway database and vhost for the distributed run, dropped at the end.
+    let mut _db = None;
+    let mut _vhost = None;
+    match args.mode {
+        Mode::Embedded => {
+            procs.spawn(
+                "gauntlet up (all services)",
+                Command::new(&gauntlet)
+                    .args(["up", "--data-dir"])
+                    .arg(tmp.path().join("data"))
+                    .envs(common.iter().cloned()),
+            )?;
+        }
+        Mode::Distributed => {
+            let db = gauntlet_store::testing::TestDatabase::create().await;
+            let vhost = gauntlet_bus::testing::TestVhost::create().await;
+            let ports: Vec<u16> = (0..4).map(|_| free_port()).collect::<Result<_, _>>()?;
+            let url = |p: u16| format!("http://127.0.0.1:{p}");
+            let mut env = common.clone();
+            env.extend([
+                ("GAUNTLET_DATABASE__URL".into(), db.config.url.clone()),
+                ("GAUNTLET_AMQP__URL".into(), vhost.url.clone()),
+                (
+                    "GAUNTLET_REDIS__PREFIX".into(),
+                    format!("gauntlet-bench-{}", uuid::Uuid::new_v4().simple()),
+                ),
+                (
+                    "GAUNTLET_WORKER__LISTEN".into(),
+                    format!("127.0.0.1:{}", ports[0]),
+                ),
+                (
+                    "GAUNTLET_ANALYTICS__LISTEN".into(),
+                    format!("127.0.0.1:{}", ports[1]),
+                ),
+                (
+                    "GAUNTLET_REPORTS__LISTEN".into(),
+                    format!("127.0.0.1:{}", ports[2]),
+                ),
+                (
+                    "GAUNTLET_MONITOR__LISTEN".into(),
+                    format!("127.0.0.1:{}", ports[3]),
+                ),
+                ("GAUNTLET_GATEWAY__ANALYTICS_URL".into(), url(ports[1])),
+                ("GAUNTLET_GATEWAY__MONITOR_URL".into(), url(ports[3])),
+                ("GAUNTLET_REPORTS__ANALYTICS_URL".into(), url(ports[1])),
+            ]);
+            for service in ["gateway", "worker", "analytics", "reports", "monitor"] {
+                procs.spawn(
+                    service,
+                    Command::new(&gauntlet)
+                        .args(["serve", service])
+                        .envs(env.iter().cloned()),
+                )?;
+            }
+            _db = Some(db);
+            _vhost = Some(vhost);
+        }
+    }
+    wait_port(gateway_port, "gateway").await?;
+    let result = drive(&args, &mock_url, gateway_port).await;
+    let rss = procs.peak_rss();
+    procs.stop().await;
+    let (elapsed, summary) = result?;
+
+    let rate = args.cases as f64 / elapsed.as_secs_f64();
+    let latency = summary.latency.unwrap_or_default();
+    println!(
+        "mode={} cases={} latency_ms={} concurrency={} batch={}",
+        match args.mode {
+            Mode::Embedded => "embedded",
+            Mode::Distributed => "distributed",
+        },
+        args.cases,
+        args.latency_ms,
+        args.concurrency,
+        args.batch_size
+    );
+    println!(
+        "wall {:.2} s, {:.0} tests/s, {} passed, {} failed, {} errors",
+        elapsed.as_secs_f64(),
+        rate,
+        summary.passed,
+        summary.failed,
+        summary.errors
+    );
+    println!(
+        "task latency p50 {:.1} ms, p99 {:.1} ms",
+        latency.p50_ms, latency.p99_ms
+    );
+    for (name, kib) in rss {
+        println!("peak RSS {name}: {:.1} MB", kib as f64 / 1024.0);
+    }
+    Ok(())
+}
+
+/// Submits the suite, follows the run to its end, returns the time from
+/// submit to the final event and the run's summary.
+async fn drive(
+    args: &E2eArgs,
+    mock_url: &str,
+    gateway_port: u16,
+) -> anyhow::Result<(Duration, v1::RunSummary)> {
+    let channel =
+        tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{gateway_port}"))?
+            .connect()
+            .await?;
+    let mut runs = RunServiceClient::new(channel.clone())
+        .max_decoding_message_size(64 << 20)
+        .max_encoding_message_size(64 << 20);
+    let text = suite(args.cases, mock_url);
+    let started = Instant::now();
+    let submitted = runs
+        .submit_run(v1::SubmitRunRequest {
+            suite: text,
+            format: v1::SuiteFormat::Yaml as i32,
+            options: Some(v1::RunOptions {
+                max_concurrency: args.concurrency,
+                no_cache: true,
+                ..Default::default()
+            }),
+        })
+        .await
+        .context("submit")?
+        .into_inner();
+    let mut stream = runs
+        .watch_run(v1::WatchRunRequest {
+            run_id: submitted.run_id.clone(),
+        })
+        .await?
+        .into_inner();
+    while let Some(p) = stream.next().await {
+        let p = p?;
+        if matches!(
+            v1::RunStatus::try_from(p.status),
+            Ok(v1::RunStatus::Completed
+                | v1::RunStatus::Cancelled
+                | v1::RunStatus::Failed
+                | v1::RunStatus::CostLimited)
+        ) {
+            break;
+        }
+    }
+    let elapsed = started.elapsed();
+    let summary = AnalyticsServiceClient::new(channel)
+        .get_run_summary(v1::GetRunSummaryRequest {
+            run_id: submitted.run_id,
+        })
+        .await?
+        .into_inner();
+    Ok((elapsed, summary))
+}
+
+fn main() -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Runtime::new()?;
+    match Cli::parse() {
+        Cli::E2e(args) => runtime.block_on(e2e(args)),
+    }
+}

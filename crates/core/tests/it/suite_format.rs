@@ -22,7 +22,13 @@ impl FileResolver for Dir {
             .map_err(|err| err.to_string())?
             .filter_map(|entry| entry.ok()?.file_name().into_string().ok())
             .filter(|f| f.starts_with(prefix) && f.ends_with(suffix))
-            .map(|f| if dir.is_empty() { f } else { format!("{dir}/{f}") })
+            .map(|f| {
+                if dir.is_empty() {
+                    f
+                } else {
+                    format!("{dir}/{f}")
+                }
+            })
             .collect();
         found.sort();
         Ok(found)
@@ -55,7 +61,9 @@ fn assert_subset(expected: &Value, actual: &Value, at: &str) {
 }
 
 fn golden(name: &str) {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name);
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name);
     let text = std::fs::read_to_string(dir.join("promptfooconfig.yaml")).unwrap();
     let suite = parse_suite_with(&text, SuiteFormat::Auto, &Dir(dir.clone()))
         .unwrap_or_else(|err| panic!("{name}: {err}"));

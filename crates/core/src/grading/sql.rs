@@ -123,6 +123,9 @@ pub(crate) fn check(text: &str, options: &SqlOptions) -> Result<(), String> {
     if options.database == "MySQL" && mentions_generate_series(sql) {
         reasons.push(syntax.clone());
     }
+    if foreign_syntax(&strip_literals(sql, &options.database), &options.database) {
+        reasons.push(syntax.clone());
+    }
     let statements = Parser::parse_sql(dialect(&options.database).as_ref(), text)
         .ok()
         .filter(|s| !s.is_empty());
@@ -173,6 +176,21 @@ pub(crate) fn contains(text: &str, options: &SqlOptions) -> Result<(), String> {
         }
     }
     Err(reason)
+}
+
+/// T-SQL's `SELECT TOP n` and `[bracketed]` identifiers, which sqlparser
+/// accepts in every dialect but node-sql-parser (promptfoo's parser) only in
+/// the dialects that have them.
+fn foreign_syntax(sql: &str, database: &str) -> bool {
+    static TOP: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+        regex::Regex::new(r"(?i)\bSELECT\s+(?:(?:DISTINCT|ALL)\s+)?TOP\b").expect("static regex")
+    });
+    static BRACKETED: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+        regex::Regex::new(r"(?:^|[\s,(.=])\[[A-Za-z_][\w ]*\]").expect("static regex")
+    });
+    let top_ok = matches!(database, "TransactSQL" | "Snowflake" | "Redshift");
+    let brackets_ok = matches!(database, "TransactSQL" | "Sqlite");
+    (!top_ok && TOP.is_match(sql)) || (!brackets_ok && BRACKETED.is_match(sql))
 }
 
 fn is_mysql(database: &str) -> bool {

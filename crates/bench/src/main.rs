@@ -87,6 +87,17 @@ fn peak_rss_kib(pid: u32) -> Option<u64> {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
+/// CPU seconds (user + system) a live process has used, from /proc.
+fn cpu_secs(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the parenthesised command name; utime and stime are the
+    // 14th and 15th fields overall, in clock ticks (100 per second on Linux).
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(ticks as f64 / 100.0)
+}
+
 struct Procs {
     children: Vec<(String, Child)>,
 }
@@ -104,10 +115,14 @@ impl Procs {
         Ok(pid)
     }
 
-    fn peak_rss(&self) -> BTreeMap<String, u64> {
+    /// Peak RSS (KiB) and CPU seconds of every process still running.
+    fn usage(&self) -> BTreeMap<String, (u64, f64)> {
         self.children
             .iter()
-            .filter_map(|(n, c)| Some((n.clone(), peak_rss_kib(c.id()?)?)))
+            .filter_map(|(n, c)| {
+                let pid = c.id()?;
+                Some((n.clone(), (peak_rss_kib(pid)?, cpu_secs(pid)?)))
+            })
             .collect()
     }
 
@@ -253,7 +268,7 @@ async fn e2e(args: E2eArgs) -> anyhow::Result<()> {
     }
     wait_port(gateway_port, "gateway").await?;
     let result = drive(&args, &mock_url, gateway_port).await;
-    let rss = procs.peak_rss();
+    let usage = procs.usage();
     procs.stop().await;
     let (elapsed, summary) = result?;
 
@@ -282,8 +297,11 @@ async fn e2e(args: E2eArgs) -> anyhow::Result<()> {
         "task latency p50 {:.1} ms, p99 {:.1} ms",
         latency.p50_ms, latency.p99_ms
     );
-    for (name, kib) in rss {
-        println!("peak RSS {name}: {:.1} MB", kib as f64 / 1024.0);
+    for (name, (kib, cpu)) in usage {
+        println!(
+            "peak RSS {name}: {:.1} MB, CPU {cpu:.2} s",
+            kib as f64 / 1024.0
+        );
     }
     Ok(())
 }

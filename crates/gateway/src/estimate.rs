@@ -54,7 +54,12 @@ pub fn estimate(suite: &Suite, repeat: u32) -> Estimate {
             .iter()
             .find_map(|k| provider.config.get(*k).and_then(serde_json::Value::as_u64))
             .unwrap_or(DEFAULT_OUTPUT_TOKENS);
-        let completion_tokens = calls * max_out;
+        // `echo` answers with the prompt itself.
+        let completion_tokens = if provider.id == "echo" {
+            prompt_tokens
+        } else {
+            calls * max_out
+        };
         out.tokens_in += prompt_tokens;
         out.tokens_out += completion_tokens;
         match pricing::for_provider(&provider.id, &provider.config) {
@@ -92,8 +97,8 @@ mod tests {
         let e = estimate(&s, 2);
         // (2 + 3) tokens × 2 repeats, for each of 2 providers.
         assert_eq!(e.tokens_in, 20);
-        // 2 tests × 2 repeats × (10 + the default for echo).
-        assert_eq!(e.tokens_out, 4 * (10 + DEFAULT_OUTPUT_TOKENS));
+        // 2 tests × 2 repeats × 10 for gpt-4.1; echo sends back its 10.
+        assert_eq!(e.tokens_out, 4 * 10 + 10);
         // gpt-4.1 is $2 in, $8 out per 1M tokens; echo is free.
         let expected = (10.0 * 2.0 + 40.0 * 8.0) / 1e6;
         assert!((e.cost_usd - expected).abs() < 1e-12, "{e:?}");
@@ -116,8 +121,22 @@ mod tests {
     }
 
     #[test]
+    fn echo_answers_as_many_tokens_as_it_is_sent() {
+        let s = suite(
+            "prompts: ['Say {{ x }} twice please']\nproviders: [echo]\n\
+             tests:\n  - vars: {x: hello}\n  - vars: {x: world}\n",
+        );
+        let e = estimate(&s, 1);
+        assert!(e.tokens_in > 0);
+        assert_eq!(e.tokens_out, e.tokens_in);
+        assert_eq!(e.cost_usd, 0.0);
+    }
+
+    #[test]
     fn a_large_suite_is_sampled_and_scaled() {
-        let mut yaml = String::from("prompts: ['abcdefgh {{ n }}']\nproviders: [echo]\ntests:\n");
+        let mut yaml = String::from(
+            "prompts: ['abcdefgh {{ n }}']\nproviders: [openai:chat:gpt-4.1]\ntests:\n",
+        );
         for n in 0..12_000 {
             yaml.push_str(&format!("- vars: {{n: {}}}\n", n % 10));
         }

@@ -95,8 +95,18 @@ impl AnalyticsService for Analytics {
             .await
             .map_err(|e| internal("get suite", e))?
             .ok_or_else(|| not_found("run", id))?;
-        let suite: Suite = serde_json::from_value(suite_json)
+        // Only the labels: the tests (most of a large suite) are skipped.
+        let labels: Labels = serde_json::from_str(&suite_json)
             .map_err(|e| internal("decode suite", anyhow::Error::from(e)))?;
+        let suite = Suite {
+            description: None,
+            prompts: labels.prompts,
+            providers: labels.providers,
+            tests: Vec::new(),
+            env: Default::default(),
+            max_concurrency: None,
+            repeat: None,
+        };
         let metrics = self
             .deps
             .store
@@ -115,4 +125,11 @@ impl AnalyticsService for Analytics {
             .await;
         Ok(Response::new(summary))
     }
+}
+
+/// The part of a stored suite a summary needs.
+#[derive(serde::Deserialize)]
+struct Labels {
+    prompts: Vec<gauntlet_core::suite::Prompt>,
+    providers: Vec<gauntlet_core::suite::ProviderSpec>,
 }

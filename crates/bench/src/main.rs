@@ -50,6 +50,9 @@ struct E2eArgs {
     /// Tasks per queue message.
     #[arg(long, default_value_t = 100)]
     batch_size: u32,
+    /// Submit the suite as YAML text instead of JSON (what `gauntlet run` sends).
+    #[arg(long)]
+    yaml: bool,
     /// Where `gauntlet` and `gauntlet-mockllm` are (default: next to this binary).
     #[arg(long)]
     bin_dir: Option<PathBuf>,
@@ -140,15 +143,32 @@ impl Procs {
     }
 }
 
-fn suite(cases: usize, mock: &str) -> String {
+/// The suite as JSON, the form `gauntlet run` submits (it reads the user's
+/// YAML and sends the validated suite as JSON) and `--yaml` as YAML text.
+fn suite(cases: usize, mock: &str, yaml: bool) -> String {
+    if yaml {
+        let mut s = format!(
+            "description: bench\nprompts: ['Echo case {{{{ i }}}}']\nproviders:\n  - id: openai:chat:bench\n    config: {{ apiBaseUrl: '{mock}/v1' }}\ntests:\n"
+        );
+        for i in 0..cases {
+            s.push_str(&format!(
+                "  - vars: {{ i: '{i}' }}\n    assert: [{{ type: contains, value: 'case {i}' }}]\n"
+            ));
+        }
+        return s;
+    }
     let mut s = format!(
-        "description: bench\nprompts: ['Echo case {{{{ i }}}}']\nproviders:\n  - id: openai:chat:bench\n    config: {{ apiBaseUrl: '{mock}/v1' }}\ntests:\n"
+        "{{\"description\":\"bench\",\"prompts\":[\"Echo case {{{{ i }}}}\"],\"providers\":[{{\"id\":\"openai:chat:bench\",\"config\":{{\"apiBaseUrl\":\"{mock}/v1\"}}}}],\"tests\":["
     );
     for i in 0..cases {
+        if i > 0 {
+            s.push(',');
+        }
         s.push_str(&format!(
-            "  - vars: {{ i: '{i}' }}\n    assert: [{{ type: contains, value: 'case {i}' }}]\n"
+            "{{\"vars\":{{\"i\":\"{i}\"}},\"assert\":[{{\"type\":\"contains\",\"value\":\"case {i}\"}}]}}"
         ));
     }
+    s.push_str("]}");
     s
 }
 
@@ -320,12 +340,16 @@ async fn drive(
     let mut runs = RunServiceClient::new(channel.clone())
         .max_decoding_message_size(64 << 20)
         .max_encoding_message_size(64 << 20);
-    let text = suite(args.cases, mock_url);
+    let text = suite(args.cases, mock_url, args.yaml);
     let started = Instant::now();
     let submitted = runs
         .submit_run(v1::SubmitRunRequest {
             suite: text,
-            format: v1::SuiteFormat::Yaml as i32,
+            format: if args.yaml {
+                v1::SuiteFormat::Yaml
+            } else {
+                v1::SuiteFormat::Json
+            } as i32,
             options: Some(v1::RunOptions {
                 max_concurrency: args.concurrency,
                 no_cache: true,

@@ -52,7 +52,7 @@ pub struct TestCase {
     pub description: Option<String>,
     #[serde(default)]
     pub vars: BTreeMap<String, Value>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "exact_vec")]
     pub assert: Vec<Assertion>,
     /// When set, the test passes if the weighted score reaches it, whatever
     /// individual assertions say.
@@ -77,7 +77,11 @@ pub struct Assertion {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metric: Option<String>,
     /// The members of an `assert-set` (empty for every other kind).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "exact_vec"
+    )]
     pub assert: Vec<Assertion>,
     /// Who grades a model-graded assertion: its own `provider`, else its
     /// test's `options.provider`, else `defaultTest`'s (the parser resolves
@@ -337,6 +341,19 @@ impl Suite {
             * providers
             + u64::from(coord.provider)
     }
+}
+
+/// A list read back without growth slack: a `Vec` grown one element at a
+/// time reserves four, and assertions are a few hundred bytes, which over a
+/// 20,000-test suite is megabytes a worker would hold for the whole run.
+fn exact_vec<'de, D, T>(deserializer: D) -> Result<Vec<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    let mut items = Vec::<T>::deserialize(deserializer)?;
+    items.shrink_to_fit();
+    Ok(items)
 }
 
 #[cfg(test)]

@@ -49,7 +49,7 @@ impl RunApi {
                     .await
                     .map_err(|e| internal("get suite", e))?
                     .ok_or_else(|| not_found("run", run_id))?;
-                let suite: Suite = serde_json::from_value(value)
+                let suite: Suite = serde_json::from_str(&value)
                     .map_err(|e| internal("decode suite", anyhow::Error::from(e)))?;
                 Ok::<_, Status>(Arc::new(suite))
             })

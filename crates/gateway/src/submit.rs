@@ -101,7 +101,7 @@ pub async fn submit(
 
     let estimate = estimate(&suite, repeat);
     let run_id = Uuid::now_v7();
-    let compiled = serde_json::to_value(&suite)
+    let compiled = serde_json::to_string(&suite)
         .map_err(|e| internal("encode suite", anyhow::Error::from(e)))?;
     let run = deps
         .store

@@ -194,8 +194,8 @@ async fn build(
 }
 
 async fn load_results(store: &dyn Store, run_id: Uuid) -> anyhow::Result<Vec<v1::Result>> {
-    let suite: Suite = serde_json::from_value(
-        store
+    let suite: Suite = serde_json::from_str(
+        &store
             .get_suite(run_id)
             .await?
             .with_context(|| format!("run {run_id} not found"))?,

@@ -67,7 +67,8 @@ pub trait Store: Send + Sync + 'static {
         after: Option<RunCursor>,
     ) -> Result<Vec<RunRecord>>;
     /// The compiled suite of a run, as stored by `create_run`.
-    async fn get_suite(&self, run_id: Uuid) -> Result<Option<serde_json::Value>>;
+    /// JSON text: callers decode it straight into their `Suite`.
+    async fn get_suite(&self, run_id: Uuid) -> Result<Option<String>>;
     /// Queued → running, the first time a worker touches the run.
     async fn mark_running(&self, run_id: Uuid) -> Result<()>;
     /// Ends a run that has not ended yet. Returns the run as it now stands.

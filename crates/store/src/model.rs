@@ -80,8 +80,10 @@ pub struct NewRun {
     pub label: String,
     /// The suite text as submitted.
     pub source: String,
-    /// The validated, normalized suite workers execute.
-    pub compiled: serde_json::Value,
+    /// The validated, normalized suite workers execute, as JSON text
+    /// (serialized straight from the suite: a 20,000-test suite as a
+    /// `serde_json::Value` tree would cost tens of megabytes more).
+    pub compiled: String,
     pub options: serde_json::Value,
     pub total_tasks: i64,
 }

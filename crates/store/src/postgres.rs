@@ -165,7 +165,7 @@ impl Store for PgStore {
         let suite_id = Uuid::now_v7();
         sqlx::query(
             "INSERT INTO suites (id, project_id, description, source, compiled) \
-             VALUES ($1, $2, $3, $4, $5)",
+             VALUES ($1, $2, $3, $4, $5::jsonb)",
         )
         .bind(suite_id)
         .bind(&run.project_id)
@@ -236,9 +236,9 @@ impl Store for PgStore {
         rows.iter().map(run_from_row).collect()
     }
 
-    async fn get_suite(&self, run_id: Uuid) -> Result<Option<serde_json::Value>> {
+    async fn get_suite(&self, run_id: Uuid) -> Result<Option<String>> {
         let row = sqlx::query(
-            "SELECT s.compiled FROM suites s JOIN runs r ON r.suite_id = s.id WHERE r.id = $1",
+            "SELECT s.compiled::text AS compiled FROM suites s JOIN runs r ON r.suite_id = s.id WHERE r.id = $1",
         )
         .bind(run_id)
         .fetch_optional(&self.pool)

@@ -57,6 +57,9 @@ const RESULT_COLUMNS: &str = "run_id, task_index, project_id, test_index, prompt
 const REPORT_COLUMNS: &str =
     "id, project_id, run_id, format, status, content, error, created_at, finished_at";
 
+/// Connections of a store opened with [`SqliteStore::open`].
+const EMBEDDED_CONNECTIONS: u32 = 4;
+
 impl SqliteStore {
     /// Opens (creating if missing) the database at `config.url`, e.g.
     /// `sqlite:///var/lib/gauntlet/gauntlet.db` or `sqlite://data/gauntlet.db`.
@@ -80,13 +83,14 @@ impl SqliteStore {
     }
 
     /// Opens (creating if missing) the database file at `path` and applies
-    /// pending migrations.
+    /// pending migrations. Four connections: SQLite writes one at a time
+    /// anyway, and each connection keeps its own page cache.
     pub async fn open(path: &Path) -> Result<Self> {
         let defaults = DatabaseConfig::default();
         let options = SqliteConnectOptions::new().filename(path);
         let store = Self::connect_file(
             options,
-            defaults.max_connections,
+            EMBEDDED_CONNECTIONS,
             Duration::from_secs(defaults.acquire_timeout_secs),
         )
         .await?;
@@ -337,7 +341,7 @@ impl Store for SqliteStore {
         .bind(&run.project_id)
         .bind(&run.description)
         .bind(&run.source)
-        .bind(run.compiled.to_string())
+        .bind(&run.compiled)
         .bind(&created_at)
         .execute(&mut *tx)
         .await?;
@@ -405,15 +409,16 @@ impl Store for SqliteStore {
         rows.iter().map(run_from_row).collect()
     }
 
-    async fn get_suite(&self, run_id: Uuid) -> Result<Option<serde_json::Value>> {
+    async fn get_suite(&self, run_id: Uuid) -> Result<Option<String>> {
         sqlx::query(
             "SELECT s.compiled FROM suites s JOIN runs r ON r.suite_id = s.id WHERE r.id = ?1",
         )
         .bind(uuid_text(run_id))
         .fetch_optional(&self.pool)
         .await?
-        .map(|row| get_json(&row, "compiled"))
+        .map(|row| row.try_get::<String, _>("compiled"))
         .transpose()
+        .map_err(StoreError::from)
     }
 
     async fn mark_running(&self, run_id: Uuid) -> Result<()> {
@@ -665,7 +670,7 @@ mod tests {
             description: String::new(),
             label: String::new(),
             source: String::new(),
-            compiled: serde_json::json!({}),
+            compiled: "{}".into(),
             options: serde_json::json!({}),
             total_tasks: 1,
         };

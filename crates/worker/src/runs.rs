@@ -100,7 +100,7 @@ impl RunCache {
             .await?
             .ok_or(PlanError::NotFound(run_id))?;
         let suite: Suite =
-            serde_json::from_value(value).map_err(|e| PlanError::Suite(e.to_string()))?;
+            serde_json::from_str(&value).map_err(|e| PlanError::Suite(e.to_string()))?;
         let renderer = PromptRenderer::new(&suite).map_err(|e| PlanError::Suite(e.to_string()))?;
         let repeat = run.options["repeat"].as_u64().unwrap_or(1).max(1) as u32;
         // Repeats exist to sample a model again (as promptfoo, which turns

@@ -103,8 +103,10 @@ pub(super) fn parse_default(value: Option<&Yaml>, files: &Files) -> Result<RawTe
     }
 }
 
+/// Takes the tests by value: each is dropped once parsed, so a large suite's
+/// document tree shrinks while its tests are built.
 pub(super) fn parse_tests(
-    value: Option<&Yaml>,
+    value: Option<Yaml>,
     default: &RawTest,
     files: &Files,
 ) -> Result<Vec<SourceTest>, SuiteError> {
@@ -120,27 +122,28 @@ pub(super) fn parse_tests(
     };
     match value {
         Yaml::String(reference) => {
-            for (doc, origin) in load_tests_file(reference, "tests", files)? {
+            for (doc, origin) in load_tests_file(&reference, "tests", files)? {
                 push(&doc, Some(origin), &mut out)?;
             }
         }
         Yaml::Sequence(items) => {
-            for (i, item) in items.iter().enumerate() {
+            out.reserve(items.len());
+            for (i, item) in items.into_iter().enumerate() {
                 match item {
                     Yaml::String(reference) => {
                         for (doc, origin) in
-                            load_tests_file(reference, &format!("tests[{i}]"), files)?
+                            load_tests_file(&reference, &format!("tests[{i}]"), files)?
                         {
                             push(&doc, Some(origin), &mut out)?;
                         }
                     }
-                    Yaml::Mapping(_) => push(item, None, &mut out)?,
+                    Yaml::Mapping(_) => push(&item, None, &mut out)?,
                     other => {
                         return Err(SuiteError::at(
                             format!("tests[{i}]"),
                             format!(
                                 "expected a test (a mapping) or a file reference, found {}",
-                                kind(other)
+                                kind(&other)
                             ),
                         ));
                     }
@@ -151,7 +154,7 @@ pub(super) fn parse_tests(
         other => {
             return Err(SuiteError::at(
                 "tests",
-                format!("expected a list of tests, found {}", kind(other)),
+                format!("expected a list of tests, found {}", kind(&other)),
             ));
         }
     }
@@ -786,15 +789,16 @@ fn load_tests_file(
 /// Expands every source test into its var combinations and renders and
 /// validates its assertion values against each.
 pub(super) fn expand(
-    sources: &[SourceTest],
+    sources: Vec<SourceTest>,
     env: &Environment<'static>,
     files: &Files,
 ) -> Result<Vec<TestCase>, SuiteError> {
-    let mut tests = Vec::new();
+    let mut tests = Vec::with_capacity(sources.len());
     let mut file_cache: BTreeMap<String, String> = BTreeMap::new();
+    // By value: each source is dropped once its tests are built.
     for source in sources {
         let origin = source.origin.as_deref();
-        let combos = combinations(source);
+        let combos = combinations(&source);
         if tests.len() + combos.len() > MAX_TESTS {
             return Err(SuiteError::at(
                 source.path.clone(),

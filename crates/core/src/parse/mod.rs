@@ -84,6 +84,12 @@ fn parse_document(
     let files = Files(files);
     let mut doc = load_document(text, format)?;
     refs::resolve(&mut doc)?;
+    // The tests are most of a large suite: taken out of the tree, each is
+    // dropped as soon as it is parsed (see `cases::parse_tests`).
+    let tests_value = match &mut doc {
+        Yaml::Mapping(map) => map.shift_remove("tests"),
+        _ => None,
+    };
     let map = match &doc {
         Yaml::Mapping(map) => map,
         Yaml::Null => return Err(SuiteError::at("", "the suite is empty")),
@@ -101,7 +107,6 @@ fn parse_document(
     let mut description = None;
     let mut prompts_value = None;
     let mut providers_value: Option<(&str, &Yaml)> = None;
-    let mut tests_value = None;
     let mut scenarios_value = None;
     let mut default_value = None;
     let mut env = BTreeMap::new();
@@ -122,7 +127,6 @@ fn parse_document(
                 }
                 providers_value = Some((key, value));
             }
-            "tests" => tests_value = Some(value),
             "defaultTest" => default_value = Some(value),
             "env" => env = parse_env(value)?,
             "evaluateOptions" => {
@@ -182,7 +186,7 @@ fn parse_document(
     let default = cases::parse_default(default_value, &files)?;
     // promptfoo runs a suite's scenarios after its tests; with scenarios,
     // `tests` may be left out.
-    let mut sources = match (tests_value, scenarios_value) {
+    let mut sources = match (&tests_value, scenarios_value) {
         (None, Some(_)) => Vec::new(),
         (Some(Yaml::Sequence(items)), Some(_)) if items.is_empty() => Vec::new(),
         _ => cases::parse_tests(tests_value, &default, &files)?,
@@ -228,7 +232,7 @@ fn parse_document(
             .and_then(|k| prompts.get(k));
         at_prompt(text, err, entry)
     })?;
-    suite.tests = cases::expand(&sources, renderer.env(), &files)?;
+    suite.tests = cases::expand(sources, renderer.env(), &files)?;
     if u32::try_from(suite.tests.len()).is_err() || u32::try_from(suite.prompts.len()).is_err() {
         return Err(SuiteError::at("tests", "the suite is too large"));
     }

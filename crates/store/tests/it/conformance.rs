@@ -97,7 +97,8 @@ fn new_run(total: i64) -> NewRun {
         description: "demo".into(),
         label: "nightly".into(),
         source: "prompts: [hi]".into(),
-        compiled: serde_json::json!({"prompts": ["hi"], "tests": [{"vars": {"n": 1.5}}]}),
+        compiled: serde_json::json!({"prompts": ["hi"], "tests": [{"vars": {"n": 1.5}}]})
+            .to_string(),
         options: serde_json::json!({"repeat": 1, "concurrency": 4}),
         total_tasks: total,
     }
@@ -168,7 +169,12 @@ async fn a_created_run_reads_back_with_its_suite(store: Arc<dyn Store>) {
     assert_eq!((run.started_at, run.finished_at), (None, None));
 
     assert_eq!(store.get_run(run.id).await.unwrap(), Some(run.clone()));
-    assert_eq!(store.get_suite(run.id).await.unwrap(), Some(new.compiled));
+    let stored: serde_json::Value =
+        serde_json::from_str(&store.get_suite(run.id).await.unwrap().unwrap()).unwrap();
+    assert_eq!(
+        stored,
+        serde_json::from_str::<serde_json::Value>(&new.compiled).unwrap()
+    );
 
     // Each run stores its own suite.
     let other = store.create_run(new_run(1)).await.unwrap();

@@ -11,7 +11,7 @@ fn new_run() -> NewRun {
         description: "demo".into(),
         label: String::new(),
         source: "prompts: [hi]".into(),
-        compiled: serde_json::json!({"prompts": ["hi"]}),
+        compiled: serde_json::json!({"prompts": ["hi"]}).to_string(),
         options: serde_json::json!({}),
         total_tasks: 1,
     }

@@ -7,7 +7,6 @@ mod summary;
 
 use std::{sync::Arc, time::Duration};
 
-use anyhow::Context;
 use gauntlet_cache::Cache;
 use gauntlet_config::{AnalyticsConfig, GauntletConfig};
 use gauntlet_core::suite::Suite;
@@ -32,9 +31,7 @@ pub struct Deps {
 }
 
 pub async fn serve(config: GauntletConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let listener = TcpListener::bind(&config.analytics.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", config.analytics.listen))?;
+    let listener = gauntlet_service::startup::bind(&config.analytics.listen).await?;
     let deps = Deps {
         store: connect_store(&config.database, &shutdown).await?,
         cache: Cache::new(&config.redis, L1_BYTES)?,

@@ -10,7 +10,6 @@ mod watch;
 
 use std::sync::Arc;
 
-use anyhow::Context;
 use gauntlet_bus::Bus;
 use gauntlet_config::GauntletConfig;
 use gauntlet_proto::v1::{
@@ -35,9 +34,7 @@ pub struct Deps {
 /// Connects to Postgres and RabbitMQ from `config`, binds `gateway.listen`,
 /// serves until `shutdown`.
 pub async fn serve(config: GauntletConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let listener = TcpListener::bind(&config.gateway.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", config.gateway.listen))?;
+    let listener = gauntlet_service::startup::bind(&config.gateway.listen).await?;
     let deps = Deps {
         store: connect_store(&config.database, &shutdown).await?,
         bus: connect_bus(&config.amqp, &shutdown).await?,

@@ -33,9 +33,7 @@ struct Target {
 }
 
 pub async fn serve(config: GauntletConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let listener = TcpListener::bind(&config.monitor.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", config.monitor.listen))?;
+    let listener = gauntlet_service::startup::bind(&config.monitor.listen).await?;
     let deps = Deps {
         bus: connect_bus(&config.amqp, &shutdown).await?,
     };

@@ -39,9 +39,7 @@ pub struct Deps {
 }
 
 pub async fn serve(config: GauntletConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let listener = TcpListener::bind(&config.reports.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", config.reports.listen))?;
+    let listener = gauntlet_service::startup::bind(&config.reports.listen).await?;
     let deps = Deps {
         store: connect_store(&config.database, &shutdown).await?,
         bus: connect_bus(&config.amqp, &shutdown).await?,

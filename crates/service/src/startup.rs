@@ -12,6 +12,13 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 /// Cancels `token` on SIGTERM or SIGINT.
+/// Binds a service's listen address, saying which one failed.
+pub async fn bind(addr: &str) -> anyhow::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))
+}
+
 pub fn shutdown_on_signal(token: CancellationToken) {
     tokio::spawn(async move {
         let ctrl_c = tokio::signal::ctrl_c();

@@ -38,9 +38,7 @@ pub struct Deps {
 }
 
 pub async fn serve(config: GauntletConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let listener = TcpListener::bind(&config.worker.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", config.worker.listen))?;
+    let listener = gauntlet_service::startup::bind(&config.worker.listen).await?;
     let deps = Deps {
         store: connect_store(&config.database, &shutdown).await?,
         bus: connect_bus(&config.amqp, &shutdown).await?,

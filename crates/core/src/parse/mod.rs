@@ -211,25 +211,15 @@ fn parse_document(
         repeat,
     };
     let renderer = PromptRenderer::new(&suite).map_err(|err| {
-        let origin = err
-            .path
-            .strip_prefix("prompts[")
-            .and_then(|rest| rest.strip_suffix(']'))
-            .and_then(|k| k.parse::<usize>().ok())
-            .and_then(|k| prompts.get(k));
+        let entry = prompt_entry(&err, &prompts);
         at_prompt(
             text,
-            with_origin(err, origin.and_then(|p| p.origin.as_deref())),
-            origin,
+            with_origin(err, entry.and_then(|p| p.origin.as_deref())),
+            entry,
         )
     })?;
     check_prompt_vars(&renderer, &prompts, &sources).map_err(|err| {
-        let entry = err
-            .path
-            .strip_prefix("prompts[")
-            .and_then(|rest| rest.strip_suffix(']'))
-            .and_then(|k| k.parse::<usize>().ok())
-            .and_then(|k| prompts.get(k));
+        let entry = prompt_entry(&err, &prompts);
         at_prompt(text, err, entry)
     })?;
     suite.tests = cases::expand(sources, renderer.env(), &files)?;
@@ -237,12 +227,7 @@ fn parse_document(
         return Err(SuiteError::at("tests", "the suite is too large"));
     }
     dry_render(&renderer, &suite).map_err(|err| {
-        let entry = err
-            .path
-            .strip_prefix("prompts[")
-            .and_then(|rest| rest.strip_suffix(']'))
-            .and_then(|k| k.parse::<usize>().ok())
-            .and_then(|k| prompts.get(k));
+        let entry = prompt_entry(&err, &prompts);
         at_prompt(
             text,
             with_origin(err, entry.and_then(|p| p.origin.as_deref())),
@@ -250,6 +235,15 @@ fn parse_document(
         )
     })?;
     Ok(suite)
+}
+
+/// The prompt an error at `prompts[k]` is about.
+fn prompt_entry<'a>(err: &SuiteError, prompts: &'a [prompts::Entry]) -> Option<&'a prompts::Entry> {
+    err.path
+        .strip_prefix("prompts[")
+        .and_then(|rest| rest.strip_suffix(']'))
+        .and_then(|k| k.parse::<usize>().ok())
+        .and_then(|k| prompts.get(k))
 }
 
 /// Points an error about the prompt `entry` (numbered after file prompts are

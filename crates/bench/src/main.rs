@@ -50,6 +50,10 @@ struct E2eArgs {
     /// Tasks per queue message.
     #[arg(long, default_value_t = 100)]
     batch_size: u32,
+    /// Unacknowledged batches per worker (default: enough for twice the
+    /// concurrency).
+    #[arg(long)]
+    prefetch: Option<u32>,
     /// Submit the suite as YAML text instead of JSON (what `gauntlet run` sends).
     #[arg(long)]
     yaml: bool,
@@ -209,7 +213,9 @@ async fn e2e(args: E2eArgs) -> anyhow::Result<()> {
     wait_port(mock_port, "mockllm").await?;
     let mock_url = format!("http://127.0.0.1:{mock_port}");
 
-    let prefetch = (args.concurrency / args.batch_size.max(1) * 2).clamp(2, 1000);
+    let prefetch = args
+        .prefetch
+        .unwrap_or((args.concurrency / args.batch_size.max(1) * 2).clamp(2, 1000));
     let gateway_port = free_port()?;
     let common: Vec<(String, String)> = vec![
         (

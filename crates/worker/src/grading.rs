@@ -19,9 +19,11 @@ use gauntlet_core::{
     },
     suite::{ProviderSpec, TestCase},
 };
-use gauntlet_providers::{Provider, ProviderFactory};
+use gauntlet_providers::Provider;
 use tokio::sync::Semaphore;
 use tracing::warn;
+
+use crate::calls::ProviderCalls;
 
 /// More rounds than any assertion needs (two); a guard against a loop.
 const MAX_ROUNDS: usize = 4;
@@ -30,16 +32,20 @@ const MAX_ROUNDS: usize = 4;
 type Built = Result<Arc<dyn Provider>, String>;
 
 /// A run's grader clients, built on first use and kept with the run plan.
+/// They are built like the run's own clients: grader calls spend the same
+/// cluster-wide rate limits and share the response cache.
 pub struct Graders {
-    factory: Arc<ProviderFactory>,
+    calls: Arc<ProviderCalls>,
+    use_cache: bool,
     /// By provider id and config.
     built: Mutex<HashMap<String, Built>>,
 }
 
 impl Graders {
-    pub fn new(factory: Arc<ProviderFactory>) -> Self {
+    pub fn new(calls: Arc<ProviderCalls>, use_cache: bool) -> Self {
         Self {
-            factory,
+            calls,
+            use_cache,
             built: Mutex::new(HashMap::new()),
         }
     }
@@ -53,11 +59,7 @@ impl Graders {
         let mut built = self.built.lock().unwrap_or_else(|e| e.into_inner());
         built
             .entry(key)
-            .or_insert_with(|| {
-                self.factory
-                    .build(&spec.id, &spec.config)
-                    .map_err(|e| e.to_string())
-            })
+            .or_insert_with(|| self.calls.build(&spec.id, &spec.config, self.use_cache))
             .clone()
     }
 }

@@ -52,7 +52,6 @@ pub enum PlanError {
 
 pub struct RunCache {
     store: Arc<dyn Store>,
-    providers: Arc<ProviderFactory>,
     /// Builds the run's clients under shared limits and the response cache.
     calls: Arc<ProviderCalls>,
     plans: Cache<Uuid, Arc<RunPlan>>,
@@ -63,8 +62,7 @@ impl RunCache {
     pub fn new(store: Arc<dyn Store>, providers: Arc<ProviderFactory>) -> Self {
         Self {
             store,
-            calls: Arc::new(ProviderCalls::direct(providers.clone())),
-            providers,
+            calls: Arc::new(ProviderCalls::direct(providers)),
             plans: Cache::builder()
                 .max_capacity(64)
                 .time_to_idle(Duration::from_secs(600))
@@ -125,7 +123,7 @@ impl RunCache {
             repeat,
             max_concurrency,
             max_cost_usd,
-            graders: Graders::new(self.providers.clone()),
+            graders: Graders::new(self.calls.clone(), use_cache),
         }))
     }
 

@@ -227,3 +227,49 @@ async fn model_graded_assertions_pass_fail_and_error_through_the_cluster() {
     assert!(stats.embeddings >= 3, "{stats:?}");
     cluster.stop().await;
 }
+
+/// Grader calls are built like the run's own calls: a second identical run
+/// is answered from the shared response cache, graders included, without a
+/// single call to the model.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grader_calls_share_the_response_cache() {
+    const CACHED: &str = r#"
+prompts: ['{{ query }}']
+providers: [openai:chat:mock-model]
+defaultTest:
+  options:
+    provider: openai:chat:mock-grader
+tests:
+  - description: rubric
+    vars: {query: The capital of France is Paris.}
+    assert:
+      - type: llm-rubric
+        value: names "Paris"
+      - type: factuality
+        value: Paris
+"#;
+    let cluster = Cluster::start().await;
+    let first = run_to_end(&cluster, CACHED).await;
+    let calls = cluster.mock.stats().chat;
+    // The tested call and two grader calls.
+    assert_eq!(calls, 3);
+    let second = run_to_end(&cluster, CACHED).await;
+    assert_eq!(
+        cluster.mock.stats().chat,
+        calls,
+        "second run called the model"
+    );
+    let (a, b) = (
+        results(&cluster, &first).await,
+        results(&cluster, &second).await,
+    );
+    assert_eq!(verdicts(&a["rubric"]), verdicts(&b["rubric"]));
+    assert_eq!(
+        b["rubric"].status,
+        ResultStatus::Pass as i32,
+        "{:?}",
+        b["rubric"]
+    );
+    assert!(b["rubric"].cached);
+    cluster.stop().await;
+}

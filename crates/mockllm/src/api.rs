@@ -125,6 +125,13 @@ pub(crate) async fn handle(
             Counters::bump(&counters.faults_500);
             json(StatusCode::INTERNAL_SERVER_ERROR, SERVER_ERROR_BODY)
         }
+        Some(Fault::Unavailable) => {
+            Counters::bump(&counters.faults_500);
+            let mut resp = json(StatusCode::SERVICE_UNAVAILABLE, SERVER_ERROR_BODY);
+            resp.headers_mut()
+                .insert(RETRY_AFTER, HeaderValue::from(config.retry_after_secs));
+            resp
+        }
         Some(Fault::Timeout) | None => {
             Counters::bump(&counters.ok);
             json(StatusCode::OK, payload)

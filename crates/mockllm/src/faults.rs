@@ -7,7 +7,8 @@ use axum::http::HeaderMap;
 
 use crate::config::MockConfig;
 
-/// Forces a request's outcome: `429`, `500`, `timeout`, or `none`.
+/// Forces a request's outcome: `429`, `500`, `503` (with `Retry-After`),
+/// `timeout`, or `none`.
 pub const FAULT_HEADER: &str = "x-mock-fault";
 /// Forces a request's latency in milliseconds (no jitter).
 pub const LATENCY_HEADER: &str = "x-mock-latency-ms";
@@ -16,6 +17,8 @@ pub const LATENCY_HEADER: &str = "x-mock-latency-ms";
 pub(crate) enum Fault {
     RateLimited,
     ServerError,
+    /// 503 with the config's `Retry-After` (only by the override header).
+    Unavailable,
     Timeout,
 }
 
@@ -41,11 +44,12 @@ pub(crate) fn plan(
         None => None,
         Some(b"429") => Some(Some(Fault::RateLimited)),
         Some(b"500") => Some(Some(Fault::ServerError)),
+        Some(b"503") => Some(Some(Fault::Unavailable)),
         Some(b"timeout") => Some(Some(Fault::Timeout)),
         Some(b"none") => Some(None),
         Some(_) => {
             return Err(BadOverride(
-                "x-mock-fault must be one of 429, 500, timeout, none",
+                "x-mock-fault must be one of 429, 500, 503, timeout, none",
             ));
         }
     };
@@ -178,6 +182,11 @@ mod tests {
         h.insert(FAULT_HEADER, HeaderValue::from_static("none"));
         assert_eq!(plan(&cfg(1.0, 0.0, 0.0, None), 0, &h).unwrap().fault, None);
         h.insert(FAULT_HEADER, HeaderValue::from_static("503"));
+        assert_eq!(
+            plan(&MockConfig::default(), 0, &h).unwrap().fault,
+            Some(Fault::Unavailable)
+        );
+        h.insert(FAULT_HEADER, HeaderValue::from_static("502"));
         assert!(plan(&MockConfig::default(), 0, &h).is_err());
     }
 

@@ -12,6 +12,14 @@ pub enum ProviderError {
     },
     #[error("provider answered HTTP {status}: {message}")]
     Http { status: u16, message: String },
+    /// A 408 or 5xx that said when to come back (`Retry-After`): retried,
+    /// no sooner than asked.
+    #[error("provider answered HTTP {status}{}: {message}", retry_after_text(Some(*.retry_after)))]
+    Unavailable {
+        status: u16,
+        retry_after: Duration,
+        message: String,
+    },
     #[error("provider call timed out")]
     Timeout,
     #[error("could not reach the provider: {0}")]
@@ -39,7 +47,10 @@ impl ProviderError {
     /// connection failures. Other 4xx, config and decode errors would fail the same way.
     pub fn is_retryable(&self) -> bool {
         match self {
-            Self::RateLimited { .. } | Self::Timeout | Self::Connect(_) => true,
+            Self::RateLimited { .. }
+            | Self::Unavailable { .. }
+            | Self::Timeout
+            | Self::Connect(_) => true,
             Self::Http { status, .. } => matches!(status, 408 | 429 | 500..=599),
             // An open circuit fails fast on purpose; a retry loop waiting it out
             // would defeat that.
@@ -53,6 +64,7 @@ impl ProviderError {
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
             Self::RateLimited { retry_after, .. } => *retry_after,
+            Self::Unavailable { retry_after, .. } => Some(*retry_after),
             _ => None,
         }
     }

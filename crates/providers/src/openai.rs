@@ -451,6 +451,14 @@ fn status_error(
             retry_after: retry_after(headers),
             message,
         }
+    } else if let Some(retry_after) =
+        retry_after(headers).filter(|_| matches!(status, 408 | 500..=599))
+    {
+        ProviderError::Unavailable {
+            status,
+            retry_after,
+            message,
+        }
     } else {
         ProviderError::Http { status, message }
     }

@@ -122,3 +122,43 @@ async fn an_unreachable_server_is_a_retryable_connect_error() {
     assert!(matches!(err, ProviderError::Connect(_)), "{err:?}");
     assert!(err.is_retryable());
 }
+
+#[tokio::test]
+async fn unavailable_with_retry_after_waits_before_the_next_attempt() {
+    let server = mock(MockConfig {
+        retry_after_secs: 1,
+        ..MockConfig::default()
+    })
+    .await;
+    // Every answer is a 503 asking for a second; the backoff alone is 1 ms.
+    let provider = build(
+        &server,
+        "openai:gpt-4.1",
+        json!({
+            "maxRetries": 1,
+            "retryBaseDelayMs": 1,
+            "retryMaxDelayMs": 1,
+            "breakerThreshold": 0,
+            "headers": {"x-mock-fault": "503"},
+        }),
+    );
+    let started = Instant::now();
+    let err = provider.complete("x").await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ProviderError::Unavailable {
+                status: 503,
+                retry_after,
+                ..
+            } if retry_after == Duration::from_secs(1)
+        ),
+        "{err:?}"
+    );
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(server.stats().chat, 2, "one try and one retry");
+}

@@ -103,10 +103,17 @@ pub(super) fn parse_default(value: Option<&Yaml>, files: &Files) -> Result<RawTe
     }
 }
 
+/// A suite's `tests`: a YAML value, or the items of a JSON array still as
+/// text (each is read into a tree only when its turn comes).
+pub(super) enum TestsValue<'a> {
+    Yaml(Yaml),
+    JsonItems(Vec<&'a serde_json::value::RawValue>),
+}
+
 /// Takes the tests by value: each is dropped once parsed, so a large suite's
-/// document tree shrinks while its tests are built.
+/// tests never all exist as a document tree and as tests at once.
 pub(super) fn parse_tests(
-    value: Option<Yaml>,
+    value: Option<TestsValue<'_>>,
     default: &RawTest,
     files: &Files,
 ) -> Result<Vec<SourceTest>, SuiteError> {
@@ -120,38 +127,48 @@ pub(super) fn parse_tests(
         out.push(merge(path, origin, raw, default));
         Ok::<(), SuiteError>(())
     };
+    let item = |i: usize, item: Yaml, out: &mut Vec<SourceTest>| {
+        match item {
+            Yaml::String(reference) => {
+                for (doc, origin) in load_tests_file(&reference, &format!("tests[{i}]"), files)? {
+                    push(&doc, Some(origin), out)?;
+                }
+            }
+            Yaml::Mapping(_) => push(&item, None, out)?,
+            other => {
+                return Err(SuiteError::at(
+                    format!("tests[{i}]"),
+                    format!(
+                        "expected a test (a mapping) or a file reference, found {}",
+                        kind(&other)
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    };
     match value {
-        Yaml::String(reference) => {
+        TestsValue::JsonItems(items) => {
+            out.reserve(items.len());
+            for (i, raw) in items.into_iter().enumerate() {
+                let value: Yaml = serde_json::from_str(raw.get())
+                    .map_err(|e| SuiteError::at(format!("tests[{i}]"), e.to_string()))?;
+                item(i, value, &mut out)?;
+            }
+        }
+        TestsValue::Yaml(Yaml::String(reference)) => {
             for (doc, origin) in load_tests_file(&reference, "tests", files)? {
                 push(&doc, Some(origin), &mut out)?;
             }
         }
-        Yaml::Sequence(items) => {
+        TestsValue::Yaml(Yaml::Sequence(items)) => {
             out.reserve(items.len());
-            for (i, item) in items.into_iter().enumerate() {
-                match item {
-                    Yaml::String(reference) => {
-                        for (doc, origin) in
-                            load_tests_file(&reference, &format!("tests[{i}]"), files)?
-                        {
-                            push(&doc, Some(origin), &mut out)?;
-                        }
-                    }
-                    Yaml::Mapping(_) => push(&item, None, &mut out)?,
-                    other => {
-                        return Err(SuiteError::at(
-                            format!("tests[{i}]"),
-                            format!(
-                                "expected a test (a mapping) or a file reference, found {}",
-                                kind(&other)
-                            ),
-                        ));
-                    }
-                }
+            for (i, value) in items.into_iter().enumerate() {
+                item(i, value, &mut out)?;
             }
         }
-        Yaml::Null => {}
-        other => {
+        TestsValue::Yaml(Yaml::Null) => {}
+        TestsValue::Yaml(other) => {
             return Err(SuiteError::at(
                 "tests",
                 format!("expected a list of tests, found {}", kind(&other)),

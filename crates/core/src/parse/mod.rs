@@ -82,13 +82,20 @@ fn parse_document(
     files: &dyn FileResolver,
 ) -> Result<Suite, SuiteError> {
     let files = Files(files);
-    let mut doc = load_document(text, format)?;
-    refs::resolve(&mut doc)?;
     // The tests are most of a large suite: taken out of the tree, each is
-    // dropped as soon as it is parsed (see `cases::parse_tests`).
-    let tests_value = match &mut doc {
-        Yaml::Mapping(map) => map.shift_remove("tests"),
-        _ => None,
+    // dropped as soon as it is parsed (see `cases::parse_tests`); from JSON
+    // without references they are not even read into a tree up front.
+    let (doc, tests_value) = match split_json(text, format) {
+        Some((rest, tests)) => (Yaml::Mapping(rest), tests),
+        None => {
+            let mut doc = load_document(text, format)?;
+            refs::resolve(&mut doc)?;
+            let tests = match &mut doc {
+                Yaml::Mapping(map) => map.shift_remove("tests").map(cases::TestsValue::Yaml),
+                _ => None,
+            };
+            (doc, tests)
+        }
     };
     let map = match &doc {
         Yaml::Mapping(map) => map,
@@ -188,7 +195,10 @@ fn parse_document(
     // `tests` may be left out.
     let mut sources = match (&tests_value, scenarios_value) {
         (None, Some(_)) => Vec::new(),
-        (Some(Yaml::Sequence(items)), Some(_)) if items.is_empty() => Vec::new(),
+        (Some(cases::TestsValue::Yaml(Yaml::Sequence(items))), Some(_)) if items.is_empty() => {
+            Vec::new()
+        }
+        (Some(cases::TestsValue::JsonItems(items)), Some(_)) if items.is_empty() => Vec::new(),
         _ => cases::parse_tests(tests_value, &default, &files)?,
     };
     if let Some(scenarios) = scenarios_value {
@@ -327,6 +337,42 @@ fn check_prompt_vars(
         }
     }
     Ok(())
+}
+
+/// A JSON suite object without `$ref`s, split into everything but `tests`
+/// (as a tree) and the items of `tests` (as text). `None` when the text is
+/// not that: the whole-document path then parses it, errors included.
+fn split_json(
+    text: &str,
+    format: SuiteFormat,
+) -> Option<(serde_yaml_ng::Mapping, Option<cases::TestsValue<'_>>)> {
+    #[derive(serde::Deserialize)]
+    struct Split<'a> {
+        #[serde(borrow, default)]
+        tests: Option<&'a serde_json::value::RawValue>,
+        #[serde(flatten)]
+        rest: serde_yaml_ng::Mapping,
+    }
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    let json = match format {
+        SuiteFormat::Json => true,
+        SuiteFormat::Yaml => false,
+        SuiteFormat::Auto => text.trim_start().starts_with('{'),
+    };
+    if !json || text.contains("\"$ref\"") {
+        return None;
+    }
+    let split: Split<'_> = serde_json::from_str(text).ok()?;
+    let tests = match split.tests {
+        None => None,
+        Some(raw) if raw.get().trim_start().starts_with('[') => Some(cases::TestsValue::JsonItems(
+            serde_json::from_str(raw.get()).ok()?,
+        )),
+        Some(raw) => Some(cases::TestsValue::Yaml(
+            serde_json::from_str(raw.get()).ok()?,
+        )),
+    };
+    Some((split.rest, tests))
 }
 
 fn load_document(text: &str, format: SuiteFormat) -> Result<Yaml, SuiteError> {

@@ -892,3 +892,30 @@ mod properties {
         }
     }
 }
+
+#[test]
+fn json_suites_parse_like_their_yaml_and_keep_error_paths() {
+    // JSON without `$ref`s reads its tests one at a time (`split_json`).
+    let yaml = "description: d\nprompts: ['Say {{ x }}']\nproviders: [echo]\n\
+                defaultTest:\n  assert: [{type: contains, value: Say}]\n\
+                tests:\n  - vars: {x: [a, b]}\n    assert: [{type: icontains, value: say}]\n\
+                \x20 - description: two\n    vars: {x: c}\n";
+    let value: serde_json::Value = serde_yaml_ng::from_str(yaml).unwrap();
+    let json = serde_json::to_string_pretty(&value).unwrap();
+    let from_yaml = parse_suite(yaml, SuiteFormat::Yaml).unwrap();
+    assert_eq!(from_yaml.tests.len(), 3);
+    assert_eq!(parse_suite(&json, SuiteFormat::Json).unwrap(), from_yaml);
+    assert_eq!(parse_suite(&json, SuiteFormat::Auto).unwrap(), from_yaml);
+
+    let err = parse_suite(&json.replace("icontains", "icontans"), SuiteFormat::Json).unwrap_err();
+    assert_eq!(err.path, "tests[0].assert[0].type");
+    assert!(err.line.is_some(), "{err:?}");
+    let err = parse_suite(&json.replace("\"vars\"", "\"varz\""), SuiteFormat::Json).unwrap_err();
+    assert!(err.path.starts_with("tests[0]"), "{err:?}");
+    let err = parse_suite(
+        "{\"prompts\": [\"a\"], \"providers\": [\"echo\"], \"tests\": 3}",
+        SuiteFormat::Json,
+    )
+    .unwrap_err();
+    assert_eq!(err.path, "tests");
+}

@@ -21,8 +21,6 @@ use crate::{
 };
 
 const DEFAULT_BASE_URL: &str = "https://api.openai.com/v1";
-/// Error bodies are cut to this many characters in error messages.
-const MAX_ERROR_CHARS: usize = 500;
 
 /// Which OpenAI endpoint a provider calls.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -418,56 +416,20 @@ pub(crate) fn chat_messages(prompt: &str) -> Option<Vec<Value>> {
     (!messages.is_empty() && messages.iter().all(well_formed)).then_some(messages)
 }
 
-/// Turns an error answer into an error, with the provider's own message when it
-/// sent one. Some gateways quote the key they rejected; `secret` is scrubbed out.
+/// Turns an error answer into an error (the shared reading of error bodies
+/// and `Retry-After`). Some gateways quote the key they rejected; `secret` is
+/// scrubbed out.
 fn status_error(
     status: u16,
     headers: &HeaderMap,
     body: &[u8],
     secret: Option<&str>,
 ) -> ProviderError {
-    #[derive(Deserialize)]
-    struct Envelope {
-        error: ErrorBody,
-    }
-    #[derive(Deserialize)]
-    struct ErrorBody {
-        message: Option<String>,
-    }
-    let message = serde_json::from_slice::<Envelope>(body)
-        .ok()
-        .and_then(|e| e.error.message)
-        .unwrap_or_else(|| String::from_utf8_lossy(body).trim().to_owned());
-    let message = match secret {
-        Some(secret) => message.replace(secret, "[redacted]"),
-        None => message,
-    };
-    let message = match message.char_indices().nth(MAX_ERROR_CHARS) {
-        Some((cut, _)) => format!("{}…", &message[..cut]),
-        None => message,
-    };
-    if status == 429 {
-        ProviderError::RateLimited {
-            retry_after: retry_after(headers),
-            message,
-        }
-    } else if let Some(retry_after) =
-        retry_after(headers).filter(|_| matches!(status, 408 | 500..=599))
-    {
-        ProviderError::Unavailable {
-            status,
-            retry_after,
-            message,
-        }
-    } else {
-        ProviderError::Http { status, message }
-    }
-}
-
-/// `retry-after-ms` (sent by some gateways), else `retry-after` in seconds or
-/// as an HTTP date.
-fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    crate::transport::retry_after(headers)
+    let secrets: Vec<crate::transport::Secret> = secret
+        .map(crate::transport::Secret::new)
+        .into_iter()
+        .collect();
+    crate::transport::status_error(status, headers, body, &secrets)
 }
 
 #[derive(Serialize)]
@@ -737,7 +699,7 @@ mod tests {
             ProviderError::Http {
                 status: 502,
                 message,
-            } => assert!(message.chars().count() <= MAX_ERROR_CHARS + 1),
+            } => assert!(message.chars().count() <= crate::transport::MAX_ERROR_CHARS + 1),
             other => panic!("{other:?}"),
         }
     }

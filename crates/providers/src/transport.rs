@@ -22,7 +22,7 @@ use crate::{
 };
 
 /// Error bodies are cut to this many characters in error messages.
-const MAX_ERROR_CHARS: usize = 500;
+pub(crate) const MAX_ERROR_CHARS: usize = 500;
 /// Header values shorter than this are not scrubbed from error messages: they
 /// are content types and versions, and scrubbing them would mangle the message.
 const MIN_SECRET_CHARS: usize = 8;

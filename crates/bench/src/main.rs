@@ -373,13 +373,7 @@ async fn drive(
         .into_inner();
     while let Some(p) = stream.next().await {
         let p = p?;
-        if matches!(
-            v1::RunStatus::try_from(p.status),
-            Ok(v1::RunStatus::Completed
-                | v1::RunStatus::Cancelled
-                | v1::RunStatus::Failed
-                | v1::RunStatus::CostLimited)
-        ) {
+        if v1::RunStatus::is_terminal_value(p.status) {
             break;
         }
     }

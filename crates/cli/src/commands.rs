@@ -11,18 +11,6 @@ use gauntlet_proto::v1::{
 
 use crate::client;
 
-fn status_name(s: i32) -> &'static str {
-    match v1::RunStatus::try_from(s) {
-        Ok(v1::RunStatus::Queued) => "queued",
-        Ok(v1::RunStatus::Running) => "running",
-        Ok(v1::RunStatus::Completed) => "completed",
-        Ok(v1::RunStatus::Cancelled) => "cancelled",
-        Ok(v1::RunStatus::Failed) => "failed",
-        Ok(v1::RunStatus::CostLimited) => "cost_limited",
-        _ => "unknown",
-    }
-}
-
 pub async fn watch(server: &str, run_id: &str) -> anyhow::Result<()> {
     let mut runs = RunServiceClient::new(client::connect(server).await?);
     let mut stream = runs
@@ -36,7 +24,7 @@ pub async fn watch(server: &str, run_id: &str) -> anyhow::Result<()> {
         let p = p.map_err(|s| client::status_message("watch", &s))?;
         println!(
             "{} {}/{} done, {} passed, {} failed, {} errors",
-            status_name(p.status),
+            v1::RunStatus::label_of(p.status),
             p.completed_tasks,
             p.total_tasks,
             p.passed,
@@ -65,7 +53,7 @@ pub async fn runs(server: &str, limit: u32) -> anyhow::Result<()> {
         println!(
             "{:<36}  {:<9}  {:>11}  {:>6}  {:>6}  {:>6}  {}",
             r.id,
-            status_name(r.status),
+            v1::RunStatus::label_of(r.status),
             format!("{}/{}", r.completed_tasks, r.total_tasks),
             r.passed,
             r.failed,

@@ -331,13 +331,7 @@ async fn follow(
             item = stream.next() => match item {
                 Some(Ok(p)) => {
                     let status = v1::RunStatus::try_from(p.status);
-                    let done = matches!(
-                        status,
-                        Ok(v1::RunStatus::Completed
-                            | v1::RunStatus::Cancelled
-                            | v1::RunStatus::Failed
-                            | v1::RunStatus::CostLimited)
-                    );
+                    let done = status.is_ok_and(v1::RunStatus::is_terminal);
                     view.update(&p, done);
                     if done {
                         view.finish();

@@ -11,18 +11,6 @@ use crate::ReportData;
 /// Failed and errored results listed in a Markdown report, at most.
 const MAX_LISTED_FAILURES: usize = 50;
 
-fn status_name(status: i32) -> &'static str {
-    match v1::RunStatus::try_from(status) {
-        Ok(v1::RunStatus::Queued) => "queued",
-        Ok(v1::RunStatus::Running) => "running",
-        Ok(v1::RunStatus::Completed) => "completed",
-        Ok(v1::RunStatus::Cancelled) => "cancelled",
-        Ok(v1::RunStatus::Failed) => "failed",
-        Ok(v1::RunStatus::CostLimited) => "cost_limited",
-        _ => "unknown",
-    }
-}
-
 fn result_status_name(status: i32) -> &'static str {
     match v1::ResultStatus::try_from(status) {
         Ok(v1::ResultStatus::Pass) => "pass",
@@ -62,7 +50,7 @@ pub fn markdown(data: &ReportData) -> String {
     };
     let _ = writeln!(out, "# {}\n", cell(title, 200));
     let _ = writeln!(out, "- Run: `{}`", s.run_id);
-    let _ = writeln!(out, "- Status: {}", status_name(s.status));
+    let _ = writeln!(out, "- Status: {}", v1::RunStatus::label_of(s.status));
     let _ = writeln!(
         out,
         "- Results: {} of {} — {} passed, {} failed, {} errors ({} pass rate)",
@@ -199,7 +187,7 @@ pub fn json(data: &ReportData) -> String {
     let doc = json!({
         "run_id": s.run_id,
         "description": s.description,
-        "status": status_name(s.status),
+        "status": v1::RunStatus::label_of(s.status),
         "total_tasks": s.total_tasks,
         "completed_tasks": s.completed_tasks,
         "passed": s.passed,
@@ -352,7 +340,7 @@ pre{{white-space:pre-wrap;margin:0;max-width:40rem}}\
         out,
         "<p>Run <code>{}</code> — {}. {} of {} results: {} passed, {} failed, {} errors ({} pass rate). Tokens {} in, {} out; cost ${:.4}.</p>",
         esc(&s.run_id),
-        status_name(s.status),
+        v1::RunStatus::label_of(s.status),
         s.completed_tasks,
         s.total_tasks,
         s.passed,

@@ -64,13 +64,7 @@ pub fn progress(r: &RunRecord) -> v1::RunProgress {
 
 /// Whether a progress message reports a run that has ended.
 pub fn is_terminal(p: &v1::RunProgress) -> bool {
-    matches!(
-        v1::RunStatus::try_from(p.status),
-        Ok(v1::RunStatus::Completed
-            | v1::RunStatus::Cancelled
-            | v1::RunStatus::Failed
-            | v1::RunStatus::CostLimited)
-    )
+    v1::RunStatus::is_terminal_value(p.status)
 }
 
 /// Routing key of a run's events on the topic exchange.

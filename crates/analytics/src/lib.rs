@@ -11,7 +11,7 @@ use gauntlet_cache::Cache;
 use gauntlet_config::{AnalyticsConfig, GauntletConfig};
 use gauntlet_core::suite::Suite;
 use gauntlet_proto::v1::{self, analytics_service_server::AnalyticsService};
-use gauntlet_service::{GrpcServer, connect_store, internal, not_found, parse_id};
+use gauntlet_service::{GrpcServer, connect_store, existing_run, internal, not_found, parse_id};
 use gauntlet_store::Store;
 use prost::Message as _;
 use tokio::net::TcpListener;
@@ -68,13 +68,7 @@ impl AnalyticsService for Analytics {
         request: Request<v1::GetRunSummaryRequest>,
     ) -> Result<Response<v1::RunSummary>, Status> {
         let id = parse_id("run_id", &request.get_ref().run_id)?;
-        let run = self
-            .deps
-            .store
-            .get_run(id)
-            .await
-            .map_err(|e| internal("get run", e))?
-            .ok_or_else(|| not_found("run", id))?;
+        let run = existing_run(self.deps.store.as_ref(), id).await?;
         let key = format!(
             "summary:{id}:{}:{}",
             run.completed_tasks,

@@ -12,7 +12,7 @@ use gauntlet_proto::{
         monitor_service_server::MonitorService, report_service_server::ReportService,
     },
 };
-use gauntlet_service::{convert, internal, invalid, not_found, parse_id};
+use gauntlet_service::{convert, existing_run, internal, invalid, not_found, parse_id};
 use gauntlet_store::{NewReport, ReportRecord, ReportStatus};
 use gauntlet_telemetry::grpc::TraceInterceptor;
 use prost::Message as _;
@@ -136,12 +136,7 @@ impl ReportService for Router {
             .ok()
             .and_then(format_name)
             .ok_or_else(|| invalid("format", "must be one of MARKDOWN, JSON, HTML, CSV, JUNIT"))?;
-        self.deps
-            .store
-            .get_run(run_id)
-            .await
-            .map_err(|e| internal("get run", e))?
-            .ok_or_else(|| not_found("run", run_id))?;
+        existing_run(self.deps.store.as_ref(), run_id).await?;
         let report = self
             .deps
             .store

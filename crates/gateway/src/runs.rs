@@ -7,7 +7,7 @@ use futures::Stream;
 use gauntlet_config::GauntletConfig;
 use gauntlet_core::suite::Suite;
 use gauntlet_proto::v1::{self, run_service_server::RunService};
-use gauntlet_service::{convert, internal, invalid, not_found, parse_id};
+use gauntlet_service::{convert, existing_run, internal, invalid, not_found, parse_id};
 use gauntlet_store::{ResultStatus, RunCursor};
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
@@ -103,13 +103,7 @@ impl RunService for RunApi {
         request: Request<v1::GetRunRequest>,
     ) -> Result<Response<v1::Run>, Status> {
         let id = parse_id("run_id", &request.get_ref().run_id)?;
-        let run = self
-            .deps
-            .store
-            .get_run(id)
-            .await
-            .map_err(|e| internal("get run", e))?
-            .ok_or_else(|| not_found("run", id))?;
+        let run = existing_run(self.deps.store.as_ref(), id).await?;
         Ok(Response::new(convert::run(&run)))
     }
 

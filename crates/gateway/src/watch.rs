@@ -7,7 +7,7 @@ use std::{pin::Pin, time::Duration};
 
 use futures::{Stream, StreamExt};
 use gauntlet_proto::{internal::v1::RunEvent, v1};
-use gauntlet_service::{convert, internal, not_found};
+use gauntlet_service::{convert, existing_run, internal};
 use prost::Message as _;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -35,12 +35,7 @@ pub async fn watch(
         .subscribe(&format!("run.{run_id}.*"))
         .await
         .map_err(|e| internal("subscribe", e))?;
-    let first = deps
-        .store
-        .get_run(run_id)
-        .await
-        .map_err(|e| internal("get run", e))?
-        .ok_or_else(|| not_found("run", run_id))?;
+    let first = existing_run(deps.store.as_ref(), run_id).await?;
 
     let (tx, rx) = mpsc::channel(16);
     tokio::spawn(async move {

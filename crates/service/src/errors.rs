@@ -22,6 +22,18 @@ pub fn not_found(what: &str, id: impl Display) -> Status {
     Status::not_found(format!("{what} {id} not found"))
 }
 
+/// The run `id`, or `NotFound` when there is none.
+pub async fn existing_run(
+    store: &dyn gauntlet_store::Store,
+    id: uuid::Uuid,
+) -> Result<gauntlet_store::RunRecord, Status> {
+    store
+        .get_run(id)
+        .await
+        .map_err(|e| internal("get run", e))?
+        .ok_or_else(|| not_found("run", id))
+}
+
 /// Parses a UUID field of a request.
 pub fn parse_id(field: &str, value: &str) -> Result<uuid::Uuid, Status> {
     if value.is_empty() {

@@ -9,6 +9,6 @@ pub mod events;
 pub mod server;
 pub mod startup;
 
-pub use errors::{internal, invalid, not_found, parse_id};
+pub use errors::{existing_run, internal, invalid, not_found, parse_id};
 pub use server::{Control, GrpcServer};
 pub use startup::{ServiceBinary, connect_bus, connect_store, shutdown_on_signal};

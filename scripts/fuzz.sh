@@ -27,5 +27,10 @@ mkdir -p "$corpus"
 cp -n fuzz/seeds/* "$corpus/" 2>/dev/null || true
 
 echo "fuzz.sh: fuzzing $target for ${seconds}s" >&2
+# Memory is capped so an input that makes the parser build something huge
+# (issue 8: eight list vars of 20 items) is reported as a crash, not left to
+# swap the machine: -rss_limit_mb bounds the process, -malloc_limit_mb any
+# single allocation.
 exec cargo +nightly fuzz run "$target" "$corpus" -- \
-    -max_total_time="$seconds" -max_len=8192 -timeout=10
+    -max_total_time="$seconds" -max_len=8192 -timeout=10 \
+    -rss_limit_mb="${FUZZ_RSS_MB:-256}" -malloc_limit_mb="${FUZZ_MALLOC_MB:-256}"

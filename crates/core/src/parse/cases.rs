@@ -1,5 +1,6 @@
 //! `tests` and `defaultTest`: merging defaults into each test, expanding
-//! array vars into one test per combination (promptfoo's var expansion),
+//! array vars into one test per combination (promptfoo's var expansion,
+//! counted against the suite's limit before it is built; see `expansion`),
 //! loading `file://` vars, and rendering and validating assertion values.
 
 use std::collections::BTreeMap;
@@ -9,8 +10,10 @@ use serde_json::{Map, Value};
 use serde_yaml_ng::Value as Yaml;
 
 use super::{
-    Files, csv, entries, expect_map, expect_str, extension, file_path, join, kind, optional_bool,
-    optional_number, optional_string, parse_yaml, to_json, unknown_key_message, with_origin,
+    Files, csv, entries,
+    expansion::{self, Combinations, TestBudget},
+    expect_map, expect_str, extension, file_path, join, kind, optional_bool, optional_number,
+    optional_string, parse_yaml, to_json, unknown_key_message, with_origin,
 };
 use crate::{
     error::SuiteError,
@@ -46,8 +49,7 @@ const MODEL_GRADED: [&str; 22] = [
 ];
 const USER_CODE: [&str; 4] = ["javascript", "python", "ruby", "webhook"];
 
-/// Most test cases a suite may expand to.
-const MAX_TESTS: usize = 1_000_000;
+pub(super) use super::expansion::MAX_TESTS;
 
 /// One test as written, with `defaultTest` merged in, before var expansion.
 pub(super) struct SourceTest {
@@ -111,30 +113,35 @@ pub(super) enum TestsValue<'a> {
 }
 
 /// Takes the tests by value: each is dropped once parsed, so a large suite's
-/// tests never all exist as a document tree and as tests at once.
+/// tests never all exist as a document tree and as tests at once. Each test
+/// claims its var combinations from `budget` as it is read.
 pub(super) fn parse_tests(
     value: Option<TestsValue<'_>>,
     default: &RawTest,
     files: &Files,
+    budget: &mut TestBudget,
 ) -> Result<Vec<SourceTest>, SuiteError> {
     let value = value
         .ok_or_else(|| SuiteError::at("tests", "missing; the suite needs at least one test"))?;
     let mut out = Vec::new();
-    let push = |doc: &Yaml, origin: Option<String>, out: &mut Vec<SourceTest>| {
-        let path = format!("tests[{}]", out.len());
-        let raw =
-            parse_test(doc, &path, false, files).map_err(|e| with_origin(e, origin.as_deref()))?;
-        out.push(merge(path, origin, raw, default));
-        Ok::<(), SuiteError>(())
-    };
-    let item = |i: usize, item: Yaml, out: &mut Vec<SourceTest>| {
+    let push =
+        |doc: &Yaml, origin: Option<String>, out: &mut Vec<SourceTest>, budget: &mut TestBudget| {
+            let path = format!("tests[{}]", out.len());
+            let raw = parse_test(doc, &path, false, files)
+                .map_err(|e| with_origin(e, origin.as_deref()))?;
+            let source = merge(path, origin, raw, default);
+            claim(&source, budget)?;
+            out.push(source);
+            Ok::<(), SuiteError>(())
+        };
+    let item = |i: usize, item: Yaml, out: &mut Vec<SourceTest>, budget: &mut TestBudget| {
         match item {
             Yaml::String(reference) => {
                 for (doc, origin) in load_tests_file(&reference, &format!("tests[{i}]"), files)? {
-                    push(&doc, Some(origin), out)?;
+                    push(&doc, Some(origin), out, budget)?;
                 }
             }
-            Yaml::Mapping(_) => push(&item, None, out)?,
+            Yaml::Mapping(_) => push(&item, None, out, budget)?,
             other => {
                 return Err(SuiteError::at(
                     format!("tests[{i}]"),
@@ -153,18 +160,18 @@ pub(super) fn parse_tests(
             for (i, raw) in items.into_iter().enumerate() {
                 let value: Yaml = serde_json::from_str(raw.get())
                     .map_err(|e| SuiteError::at(format!("tests[{i}]"), e.to_string()))?;
-                item(i, value, &mut out)?;
+                item(i, value, &mut out, budget)?;
             }
         }
         TestsValue::Yaml(Yaml::String(reference)) => {
             for (doc, origin) in load_tests_file(&reference, "tests", files)? {
-                push(&doc, Some(origin), &mut out)?;
+                push(&doc, Some(origin), &mut out, budget)?;
             }
         }
         TestsValue::Yaml(Yaml::Sequence(items)) => {
             out.reserve(items.len());
             for (i, value) in items.into_iter().enumerate() {
-                item(i, value, &mut out)?;
+                item(i, value, &mut out, budget)?;
             }
         }
         TestsValue::Yaml(Yaml::Null) => {}
@@ -183,11 +190,13 @@ pub(super) fn parse_tests(
 
 /// promptfoo's `scenarios`: each scenario runs every test of its `tests`
 /// (one empty test when absent) once per entry of its `config`, the entry's
-/// vars, assertions and metadata under the test's own.
+/// vars, assertions and metadata under the test's own. The product is
+/// counted against `budget` before any of it is built.
 pub(super) fn parse_scenarios(
     value: &Yaml,
     default: &RawTest,
     files: &Files,
+    budget: &mut TestBudget,
 ) -> Result<Vec<SourceTest>, SuiteError> {
     let items = match value {
         Yaml::Null => return Ok(Vec::new()),
@@ -258,6 +267,15 @@ pub(super) fn parse_scenarios(
                 None,
             ));
         }
+        budget.check(
+            &spath,
+            expansion::product(configs.len(), tests.len()),
+            &format!(
+                "crosses {} config entries with {} tests into",
+                configs.len(),
+                tests.len()
+            ),
+        )?;
         for (k, data) in configs.iter().enumerate() {
             let cpath = format!("{spath}.config[{k}]");
             let data = parse_test(data, &cpath, false, files)?;
@@ -287,11 +305,26 @@ pub(super) fn parse_scenarios(
                     Some(file) => format!("{cpath}, {file}"),
                     None => cpath.clone(),
                 });
-                out.push(merge(tpath.clone(), origin, combined, default));
+                let source = merge(tpath.clone(), origin, combined, default);
+                claim(&source, budget)?;
+                out.push(source);
             }
         }
     }
     Ok(out)
+}
+
+/// Claims a test's var combinations from `budget`, before any is built.
+fn claim(source: &SourceTest, budget: &mut TestBudget) -> Result<(), SuiteError> {
+    let count = expansion::count(&expansion::choices(&source.vars, source.expand_vars));
+    let path = if count == Some(1) {
+        source.path.clone()
+    } else {
+        join(&source.path, "vars")
+    };
+    budget
+        .take(&path, count)
+        .map_err(|e| with_origin(e, source.origin.as_deref()))
 }
 
 fn merge(path: String, origin: Option<String>, raw: RawTest, default: &RawTest) -> SourceTest {
@@ -612,7 +645,7 @@ fn parse_assertion(value: &Yaml, path: &str) -> Result<Assertion, SuiteError> {
 
 /// `assert` belongs to `assert-set` alone, which needs members, takes no
 /// `value` or `not-`, and (as in promptfoo) does not nest.
-fn check_set_shape(assertion: &Assertion, path: &str) -> Result<(), SuiteError> {
+pub(super) fn check_set_shape(assertion: &Assertion, path: &str) -> Result<(), SuiteError> {
     let is_set = assertion.kind == AssertionKind::AssertSet;
     if !is_set {
         if !assertion.assert.is_empty() {
@@ -804,24 +837,25 @@ fn load_tests_file(
 }
 
 /// Expands every source test into its var combinations and renders and
-/// validates its assertion values against each.
+/// validates its assertion values against each. All combinations are
+/// counted against `max_tests` before the first test is built, and each
+/// test's are then produced one at a time.
 pub(super) fn expand(
     sources: Vec<SourceTest>,
     env: &Environment<'static>,
     files: &Files,
+    max_tests: usize,
 ) -> Result<Vec<TestCase>, SuiteError> {
-    let mut tests = Vec::with_capacity(sources.len());
-    let mut file_cache: BTreeMap<String, String> = BTreeMap::new();
+    let mut budget = TestBudget::new(max_tests);
+    for source in &sources {
+        claim(source, &mut budget)?;
+    }
+    let mut tests = Vec::with_capacity(budget.used());
+    let mut file_cache: BTreeMap<String, Value> = BTreeMap::new();
     // By value: each source is dropped once its tests are built.
     for source in sources {
         let origin = source.origin.as_deref();
-        let combos = combinations(&source);
-        if tests.len() + combos.len() > MAX_TESTS {
-            return Err(SuiteError::at(
-                source.path.clone(),
-                format!("expanding array vars gives more than {MAX_TESTS} test cases"),
-            ));
-        }
+        let combos = Combinations::new(expansion::choices(&source.vars, source.expand_vars));
         for combo in combos {
             let mut vars = BTreeMap::new();
             for (name, value) in combo {
@@ -855,40 +889,14 @@ pub(super) fn expand(
     Ok(tests)
 }
 
-/// promptfoo's `generateVarCombinations`: a var holding a list of strings
-/// yields one test per element; the last such var varies fastest.
-fn combinations(source: &SourceTest) -> Vec<Vec<(&String, &Yaml)>> {
-    let mut combos: Vec<Vec<(&String, &Yaml)>> = vec![Vec::new()];
-    for (name, value) in &source.vars {
-        let values: Vec<&Yaml> = match value {
-            Yaml::Sequence(items)
-                if source.expand_vars && items.first().is_some_and(Yaml::is_string) =>
-            {
-                items.iter().collect()
-            }
-            other => vec![other],
-        };
-        combos = combos
-            .into_iter()
-            .flat_map(|combo| {
-                values.iter().map(move |v| {
-                    let mut next = combo.clone();
-                    next.push((name, *v));
-                    next
-                })
-            })
-            .collect();
-    }
-    combos
-}
-
 /// A var value as JSON; `file://` strings are replaced by the file's content
-/// as promptfoo does at render time.
+/// as promptfoo does at render time. `cache` holds each file's value, so a
+/// file var shared by many tests is read and parsed once.
 fn load_var(
     value: &Yaml,
     path: &str,
     files: &Files,
-    cache: &mut BTreeMap<String, String>,
+    cache: &mut BTreeMap<String, Value>,
 ) -> Result<Value, SuiteError> {
     let Some(reference) = value.as_str().filter(|s| s.starts_with("file://")) else {
         if let Some(s) = value.as_str().filter(|s| s.starts_with("package:")) {
@@ -922,24 +930,21 @@ fn load_var(
         }
         _ => {}
     }
-    let text = match cache.get(reference) {
-        Some(text) => text.clone(),
-        None => {
-            let text = files.read(reference, path)?;
-            cache.insert(reference.to_owned(), text.clone());
-            text
-        }
-    };
-    if ext == "yaml" || ext == "yml" {
+    if let Some(value) = cache.get(reference) {
+        return Ok(value.clone());
+    }
+    let text = files.read(reference, path)?;
+    let value = if ext == "yaml" || ext == "yml" {
         let parsed = parse_yaml(&text).map_err(|err| {
             SuiteError::at(path, format!("`{reference}` is not valid YAML: {err}"))
         })?;
         let json = to_json(&parsed, path)?;
-        return Ok(Value::String(
-            crate::js::normalize_numbers(json).to_string(),
-        ));
-    }
-    Ok(Value::String(text.trim().to_owned()))
+        Value::String(crate::js::normalize_numbers(json).to_string())
+    } else {
+        Value::String(text.trim().to_owned())
+    };
+    cache.insert(reference.to_owned(), value.clone());
+    Ok(value)
 }
 
 /// promptfoo renders string assertion values (and strings in list values)
@@ -1012,7 +1017,7 @@ fn prepare(
 }
 
 /// Checks an assertion's (rendered) value so grading cannot meet a bad one.
-fn validate(assertion: &mut Assertion, path: &str) -> Result<(), SuiteError> {
+pub(super) fn validate(assertion: &mut Assertion, path: &str) -> Result<(), SuiteError> {
     let vpath = format!("{path}.value");
     let name = assertion.type_name();
     let is_scalar = |v: &Value| matches!(v, Value::String(_) | Value::Number(_) | Value::Bool(_));

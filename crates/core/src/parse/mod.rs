@@ -5,7 +5,9 @@
 
 mod cases;
 mod csv;
+mod expansion;
 mod locate;
+mod normalized;
 mod prompts;
 mod providers;
 mod refs;
@@ -16,7 +18,16 @@ use regex::Regex;
 use serde_json::Value;
 use serde_yaml_ng::{Mapping, Value as Yaml};
 
+pub use self::expansion::MAX_TESTS;
 use crate::{error::SuiteError, js, suite::Suite, template::PromptRenderer};
+
+pub use normalized::{parse_normalized, to_normalized_json};
+
+/// Line and column (1-based) in a suite's YAML or JSON `text` of the field
+/// at `path` (`providers[1].id`), or of its nearest ancestor found there.
+pub fn field_position(text: &str, path: &str) -> Option<(usize, usize)> {
+    locate::position(text, path)
+}
 
 /// How to read a suite's text.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -73,13 +84,27 @@ pub fn parse_suite_with(
     format: SuiteFormat,
     files: &dyn FileResolver,
 ) -> Result<Suite, SuiteError> {
-    parse_document(text, format, files).map_err(|err| locate::locate(text, err))
+    parse_suite_limited(text, format, files, MAX_TESTS)
+}
+
+/// [`parse_suite_with`], refusing a suite that expands into more than
+/// `max_tests` test cases (array vars, scenarios); the limit is at most
+/// [`MAX_TESTS`]. The count is known before any test is built, so a refusal
+/// costs next to nothing.
+pub fn parse_suite_limited(
+    text: &str,
+    format: SuiteFormat,
+    files: &dyn FileResolver,
+    max_tests: usize,
+) -> Result<Suite, SuiteError> {
+    parse_document(text, format, files, max_tests).map_err(|err| locate::locate(text, err))
 }
 
 fn parse_document(
     text: &str,
     format: SuiteFormat,
     files: &dyn FileResolver,
+    max_tests: usize,
 ) -> Result<Suite, SuiteError> {
     let files = Files(files);
     // The tests are most of a large suite: taken out of the tree, each is
@@ -192,17 +217,24 @@ fn parse_document(
     let providers = providers::parse(providers_value)?;
     let default = cases::parse_default(default_value, &files)?;
     // promptfoo runs a suite's scenarios after its tests; with scenarios,
-    // `tests` may be left out.
+    // `tests` may be left out. Both claim their test cases from one budget
+    // as they are read, so an oversized product is refused before it exists.
+    let mut budget = expansion::TestBudget::new(max_tests);
     let mut sources = match (&tests_value, scenarios_value) {
         (None, Some(_)) => Vec::new(),
         (Some(cases::TestsValue::Yaml(Yaml::Sequence(items))), Some(_)) if items.is_empty() => {
             Vec::new()
         }
         (Some(cases::TestsValue::JsonItems(items)), Some(_)) if items.is_empty() => Vec::new(),
-        _ => cases::parse_tests(tests_value, &default, &files)?,
+        _ => cases::parse_tests(tests_value, &default, &files, &mut budget)?,
     };
     if let Some(scenarios) = scenarios_value {
-        sources.extend(cases::parse_scenarios(scenarios, &default, &files)?);
+        sources.extend(cases::parse_scenarios(
+            scenarios,
+            &default,
+            &files,
+            &mut budget,
+        )?);
         if sources.is_empty() {
             return Err(SuiteError::at(
                 "scenarios",
@@ -232,7 +264,7 @@ fn parse_document(
         let entry = prompt_entry(&err, &prompts);
         at_prompt(text, err, entry)
     })?;
-    suite.tests = cases::expand(sources, renderer.env(), &files)?;
+    suite.tests = cases::expand(sources, renderer.env(), &files, max_tests)?;
     if u32::try_from(suite.tests.len()).is_err() || u32::try_from(suite.prompts.len()).is_err() {
         return Err(SuiteError::at("tests", "the suite is too large"));
     }

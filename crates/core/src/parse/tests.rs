@@ -919,3 +919,123 @@ fn json_suites_parse_like_their_yaml_and_keep_error_paths() {
     .unwrap_err();
     assert_eq!(err.path, "tests");
 }
+
+#[test]
+fn a_small_product_expands_to_exactly_its_count_in_promptfoo_order() {
+    // 3 × 4 × 5 = 60, with a scalar var between the lists.
+    let yaml = "prompts: ['{{a}}{{b}}{{s}}{{c}}']\nproviders: [echo]\ntests:\n  - vars: {a: [a0, a1, a2], b: [b0, b1, b2, b3], s: fixed, c: [c0, c1, c2, c3, c4]}\n";
+    let suite = parse(yaml).unwrap();
+    assert_eq!(suite.tests.len(), 60);
+    let mut expected = Vec::new();
+    for a in 0..3 {
+        for b in 0..4 {
+            for c in 0..5 {
+                expected.push(json!([
+                    format!("a{a}"),
+                    format!("b{b}"),
+                    "fixed",
+                    format!("c{c}")
+                ]));
+            }
+        }
+    }
+    let got: Vec<serde_json::Value> = suite
+        .tests
+        .iter()
+        .map(|t| json!([t.vars["a"], t.vars["b"], t.vars["s"], t.vars["c"]]))
+        .collect();
+    assert_eq!(got, expected);
+}
+
+#[test]
+fn a_caller_may_lower_the_test_limit() {
+    let yaml = "prompts: ['{{a}}{{b}}']\nproviders: [echo]\ntests:\n  - vars: {a: [a0, a1, a2], b: [b0, b1, b2, b3]}\n  - vars: {a: x, b: y}\n";
+    let limited = |max| parse_suite_limited(yaml, SuiteFormat::Yaml, &NoFiles, max);
+    assert_eq!(limited(13).unwrap().tests.len(), 13);
+    let e = limited(12).unwrap_err();
+    assert_eq!(e.path, "tests[1]");
+    assert_eq!(
+        e.message,
+        "expands into 1 test case, which with the 12 before it is more than the limit of 12"
+    );
+    let e = limited(11).unwrap_err();
+    assert_eq!(e.path, "tests[0].vars");
+    assert_eq!(
+        e.message,
+        "expands into 12 test cases, more than the limit of 11"
+    );
+    // The limit can be lowered, never raised.
+    assert_eq!(limited(usize::MAX).unwrap().tests.len(), 13);
+    assert_eq!(MAX_TESTS, 1_000_000);
+}
+
+#[test]
+fn scenarios_count_against_the_same_limit_as_tests() {
+    let yaml = "prompts: ['{{x}}']\nproviders: [echo]\ntests:\n  - vars: {x: [a, b]}\nscenarios:\n  - config: [{vars: {x: c}}, {vars: {x: d}}]\n    tests: [{}, {}]\n";
+    let limited = |max| parse_suite_limited(yaml, SuiteFormat::Yaml, &NoFiles, max);
+    assert_eq!(limited(6).unwrap().tests.len(), 6);
+    let e = limited(5).unwrap_err();
+    assert_eq!(e.path, "scenarios[0]");
+    assert_eq!(
+        e.message,
+        "crosses 2 config entries with 2 tests into 4 test cases, which with the 2 before it is more than the limit of 5"
+    );
+}
+
+mod expansion_properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        /// For any list sizes, with scalar vars and lists of non-strings
+        /// among them, the tests are exactly the product of the list
+        /// lengths, in promptfoo's order (the last list turns fastest).
+        #[test]
+        fn expanded_tests_are_the_product_of_the_list_sizes_in_order(
+            sizes in prop::collection::vec(0usize..6, 1..5),
+        ) {
+            // Size 0 stands for a scalar var; a list of numbers also stays whole.
+            let names: Vec<String> = (0..sizes.len()).map(|i| format!("v{i}")).collect();
+            let vars = names
+                .iter()
+                .zip(&sizes)
+                .map(|(n, &size)| match size {
+                    0 => format!("{n}: s"),
+                    1 if n == "v0" => format!("{n}: [1, 2]"),
+                    _ => {
+                        let items: Vec<String> = (0..size).map(|k| format!("{n}_{k}")).collect();
+                        format!("{n}: [{}]", items.join(", "))
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join(", ");
+            let prompt: String = names.iter().map(|n| format!("{{{{{n}}}}}")).collect();
+            let suite = parse(&format!(
+                "prompts: ['{prompt}']\nproviders: [echo]\ntests: [{{vars: {{{vars}}}}}]\n"
+            ))
+            .unwrap();
+            let lengths: Vec<usize> = sizes
+                .iter()
+                .enumerate()
+                .map(|(i, &size)| if size == 0 || (size == 1 && i == 0) { 1 } else { size })
+                .collect();
+            let expected: usize = lengths.iter().product();
+            prop_assert_eq!(suite.tests.len(), expected);
+            for (t, test) in suite.tests.iter().enumerate() {
+                // The odometer digit of each var at test `t`.
+                let mut rest = t;
+                for (i, n) in names.iter().enumerate().rev() {
+                    let digit = rest % lengths[i];
+                    rest /= lengths[i];
+                    let want = match sizes[i] {
+                        0 => json!("s"),
+                        1 if i == 0 => json!([1, 2]),
+                        _ => json!(format!("{n}_{digit}")),
+                    };
+                    prop_assert_eq!(&test.vars[n], &want, "test {}", t);
+                }
+            }
+        }
+    }
+}

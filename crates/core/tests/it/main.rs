@@ -2,4 +2,5 @@
 
 mod compat;
 mod golden;
+mod normalized;
 mod suite_format;

@@ -1,16 +1,28 @@
 //! What `gauntlet run` prints and writes: the summary table, and result files
-//! chosen by extension (the same renderers the reports service uses).
+//! chosen by extension (the same renderers the reports service uses),
+//! written while the results are paged in so memory stays flat.
 
-use std::{io::Write, path::Path};
+use std::{
+    fs::File,
+    io::{self, BufWriter, Write},
+    path::{Path, PathBuf},
+};
 
 use anyhow::{Context, bail};
-use gauntlet_proto::v1;
-use gauntlet_reports::{ReportData, render};
+use gauntlet_proto::v1::{self, run_service_client::RunServiceClient};
+use gauntlet_reports::{
+    ReportData,
+    render::{self, ResultSink},
+};
+use tonic::transport::Channel;
+
+use crate::client;
 
 /// The result file formats, by extension.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FileFormat {
     Json,
+    Jsonl,
     Csv,
     Markdown,
     Html,
@@ -27,31 +39,123 @@ impl FileFormat {
                 .as_deref()
             {
                 Some("json") => FileFormat::Json,
+                Some("jsonl") => FileFormat::Jsonl,
                 Some("csv") => FileFormat::Csv,
                 Some("md" | "markdown") => FileFormat::Markdown,
                 Some("html" | "htm") => FileFormat::Html,
                 Some("xml") => FileFormat::Junit,
                 _ => bail!(
-                    "--output {}: unknown extension; use .json, .csv, .md, .html or .xml (JUnit)",
+                    "--output {}: unknown extension; use .json, .jsonl, .csv, .md, .html or .xml (JUnit)",
                     path.display()
                 ),
             },
         )
     }
+
+    pub fn render_format(self) -> render::Format {
+        match self {
+            FileFormat::Json => render::Format::Json,
+            FileFormat::Jsonl => render::Format::Jsonl,
+            FileFormat::Csv => render::Format::Csv,
+            FileFormat::Markdown => render::Format::Markdown,
+            FileFormat::Html => render::Format::Html,
+            FileFormat::Junit => render::Format::Junit,
+        }
+    }
 }
 
-pub fn write(path: &Path, data: &ReportData) -> anyhow::Result<()> {
-    let text = match FileFormat::for_path(path)? {
-        FileFormat::Json => render::json(data),
-        FileFormat::Csv => render::csv(data),
-        FileFormat::Markdown => render::markdown(data),
-        FileFormat::Html => render::html(data),
-        FileFormat::Junit => render::junit(data),
-    };
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+/// Results asked for per `ListResults` call.
+const PAGE_SIZE: u32 = 1000;
+
+/// A result file being written.
+struct OutputFile<'p> {
+    path: &'p Path,
+    sink: Box<dyn ResultSink + Send>,
+}
+
+impl OutputFile<'_> {
+    /// Creates the file (and its directory) and the sink for its extension.
+    fn create(path: &Path) -> anyhow::Result<OutputFile<'_>> {
+        let format = FileFormat::for_path(path)?.render_format();
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+        }
+        let file =
+            File::create(path).with_context(|| format!("cannot write {}", path.display()))?;
+        Ok(OutputFile {
+            path,
+            sink: render::sink(format, BufWriter::new(file)),
+        })
     }
-    std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))
+
+    fn failed(&self, e: io::Error) -> anyhow::Error {
+        anyhow::Error::new(e).context(format!("cannot write {}", self.path.display()))
+    }
+}
+
+/// Writes the run's results to every file of `paths`, each in the format its
+/// extension names, a page of results at a time: no file's document and no
+/// more than one page of results are ever held in memory.
+pub async fn write_files(
+    paths: &[PathBuf],
+    summary: &v1::RunSummary,
+    runs: &RunServiceClient<Channel>,
+    run_id: &str,
+) -> anyhow::Result<()> {
+    let mut files = paths
+        .iter()
+        .map(|p| OutputFile::create(p))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    for f in &mut files {
+        f.sink.begin(summary).map_err(|e| f.failed(e))?;
+    }
+    // The next page is fetched while this one is written: the server's work
+    // and ours overlap, and at most two pages are held at once.
+    let fetch = |token: String| {
+        let mut runs = runs.clone();
+        let run_id = run_id.to_owned();
+        tokio::spawn(async move {
+            runs.list_results(v1::ListResultsRequest {
+                run_id,
+                status: v1::ResultStatus::Unspecified as i32,
+                page_size: PAGE_SIZE,
+                page_token: token,
+            })
+            .await
+            .map(tonic::Response::into_inner)
+        })
+    };
+    let mut next = Some(fetch(String::new()));
+    while let Some(pending) = next.take() {
+        let page = pending
+            .await
+            .context("list results")?
+            .map_err(|s| client::status_message("list results", &s))?;
+        if !page.next_page_token.is_empty() {
+            next = Some(fetch(page.next_page_token.clone()));
+        }
+        for r in &page.results {
+            for f in &mut files {
+                f.sink.result(r).map_err(|e| f.failed(e))?;
+            }
+        }
+    }
+    for f in &mut files {
+        f.sink.finish().map_err(|e| f.failed(e))?;
+    }
+    Ok(())
+}
+
+/// Writes results already in memory to `path`, in the format its extension
+/// names.
+pub fn write(path: &Path, data: &ReportData) -> anyhow::Result<()> {
+    let mut file = OutputFile::create(path)?;
+    file.sink.begin(&data.summary).map_err(|e| file.failed(e))?;
+    for r in &data.results {
+        file.sink.result(r).map_err(|e| file.failed(e))?;
+    }
+    file.sink.finish().map_err(|e| file.failed(e))
 }
 
 fn pct(r: f64) -> String {
@@ -177,4 +281,64 @@ pub fn summary_table(s: &v1::RunSummary, out: &mut impl Write) -> std::io::Resul
         s.tokens_out,
         s.cost_usd
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn data() -> ReportData {
+        ReportData {
+            summary: v1::RunSummary {
+                run_id: "r1".into(),
+                ..Default::default()
+            },
+            results: (0..3)
+                .map(|i| v1::Result {
+                    task_index: i,
+                    provider_id: "echo".into(),
+                    ..Default::default()
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn jsonl_is_a_known_extension_and_unknown_ones_are_listed() {
+        assert_eq!(
+            FileFormat::for_path(Path::new("out.JSONL")).unwrap(),
+            FileFormat::Jsonl
+        );
+        let e = FileFormat::for_path(Path::new("out.txt")).unwrap_err();
+        assert!(e.to_string().contains(".jsonl"), "{e}");
+    }
+
+    #[test]
+    fn write_creates_the_directory_and_one_jsonl_line_per_result() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("nested/out.jsonl");
+        write(&path, &data()).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let tasks: Vec<u64> = text
+            .lines()
+            .map(|l| {
+                serde_json::from_str::<serde_json::Value>(l).unwrap()["task_index"]
+                    .as_u64()
+                    .unwrap()
+            })
+            .collect();
+        assert_eq!(tasks, [0, 1, 2]);
+    }
+
+    #[test]
+    fn an_unwritable_file_is_named_in_the_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("taken.json");
+        std::fs::create_dir(&path).unwrap();
+        let e = write(&path, &data()).unwrap_err();
+        assert!(
+            format!("{e:#}").starts_with(&format!("cannot write {}: ", path.display())),
+            "{e:#}"
+        );
+    }
 }

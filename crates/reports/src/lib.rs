@@ -1,6 +1,7 @@
 //! The reports service: consumes report jobs, fetches the run's summary from
-//! analytics and its results from the store in parallel, renders, stores the
-//! document and marks the report ready (or failed, with the reason).
+//! analytics and its suite from the store in parallel, renders the results
+//! a store page at a time, stores the document and marks the report ready
+//! (or failed, with the reason).
 
 pub mod render;
 
@@ -61,8 +62,11 @@ pub async fn run(
             )
         })?
         .connect_lazy();
-    let analytics = AnalyticsServiceClient::with_interceptor(channel, TraceInterceptor);
-    let server = GrpcServer::new("reports").await?;
+    let analytics = gauntlet_service::limited!(
+        AnalyticsServiceClient::with_interceptor(channel, TraceInterceptor),
+        gauntlet_service::MessageLimits::new(&config.grpc)
+    );
+    let server = GrpcServer::new("reports", &config.grpc).await?;
     let grpc = tokio::spawn(server.serve(listener, shutdown.clone()));
     consume(deps, analytics, shutdown).await;
     grpc.await??;
@@ -156,18 +160,32 @@ async fn handle(deps: Deps, analytics: AnalyticsClient, delivery: Delivery) {
     .await
 }
 
-/// Everything a report shows, gathered.
+/// Everything a report shows, gathered. Services and the CLI stream
+/// results through [`render::sink`] instead; this is for data already in
+/// memory.
 pub struct ReportData {
     pub summary: v1::RunSummary,
     pub results: Vec<v1::Result>,
 }
 
+/// Renders the run a page of results at a time, so memory does not grow
+/// with the run (the finished document is still returned whole).
 async fn build(
     deps: &Deps,
     mut analytics: AnalyticsClient,
     run_id: Uuid,
     format: i32,
 ) -> anyhow::Result<String> {
+    let format = match v1::ReportFormat::try_from(format) {
+        Ok(v1::ReportFormat::Markdown) => render::Format::Markdown,
+        Ok(v1::ReportFormat::Json) => render::Format::Json,
+        Ok(v1::ReportFormat::Html) => render::Format::Html,
+        Ok(v1::ReportFormat::Csv) => render::Format::Csv,
+        Ok(v1::ReportFormat::Junit) => render::Format::Junit,
+        Ok(v1::ReportFormat::Unspecified) => anyhow::bail!("no report format given"),
+        Err(_) => anyhow::bail!("unknown format {format}"),
+    };
+    let store = deps.store.as_ref();
     let summary = async {
         analytics
             .get_run_summary(v1::GetRunSummaryRequest {
@@ -177,36 +195,30 @@ async fn build(
             .map(|r| r.into_inner())
             .context("analytics summary")
     };
-    let results = load_results(deps.store.as_ref(), run_id);
-    let (summary, results) = tokio::try_join!(summary, results)?;
-    let data = ReportData { summary, results };
-    match v1::ReportFormat::try_from(format) {
-        Ok(v1::ReportFormat::Markdown) => Ok(render::markdown(&data)),
-        Ok(v1::ReportFormat::Json) => Ok(render::json(&data)),
-        Ok(v1::ReportFormat::Html) => Ok(render::html(&data)),
-        Ok(v1::ReportFormat::Csv) => Ok(render::csv(&data)),
-        Ok(v1::ReportFormat::Junit) => Ok(render::junit(&data)),
-        Ok(v1::ReportFormat::Unspecified) => anyhow::bail!("no report format given"),
-        Err(_) => anyhow::bail!("unknown format {format}"),
-    }
-}
-
-async fn load_results(store: &dyn Store, run_id: Uuid) -> anyhow::Result<Vec<v1::Result>> {
-    let suite: Suite = serde_json::from_str(
-        &store
+    let suite = async {
+        let text = store
             .get_suite(run_id)
             .await?
-            .with_context(|| format!("run {run_id} not found"))?,
-    )?;
-    let mut out = Vec::new();
+            .with_context(|| format!("run {run_id} not found"))?;
+        anyhow::Ok(serde_json::from_str::<Suite>(&text)?)
+    };
+    let (summary, suite) = tokio::try_join!(summary, suite)?;
+
+    let mut document = Vec::new();
+    let mut sink = render::sink(format, &mut document);
+    sink.begin(&summary)?;
     let mut after = None;
     loop {
         let page = store.list_results(run_id, None, after, PAGE).await?;
-        let full = page.len() as u32 == PAGE;
+        for record in &page {
+            sink.result(&convert::result(record, &suite))?;
+        }
         after = page.last().map(|r| r.result.task_index);
-        out.extend(page.iter().map(|r| convert::result(r, &suite)));
-        if !full {
-            return Ok(out);
+        if page.len() < PAGE as usize {
+            break;
         }
     }
+    sink.finish()?;
+    drop(sink);
+    String::from_utf8(document).context("report is not UTF-8")
 }

@@ -1,15 +1,123 @@
-//! Report documents. Pure functions of the gathered data, so they are
-//! tested without any service running.
+//! Report documents, one streaming implementation per format: a
+//! [`ResultSink`] takes the run's summary, then its results one at a time,
+//! and writes the document to any [`Write`] as they arrive, so rendering a
+//! run holds a bounded amount of memory however many results it has. The
+//! `String`-returning functions render gathered data through the same sinks.
+//!
+//! Two formats cannot be written strictly in result order: CSV spreads vars
+//! into columns whose set is known only at the end, and JUnit groups results
+//! by provider × prompt while results arrive in task order. Those sinks set
+//! their rows aside in a [`spill::Spill`] (memory up to a budget, then a
+//! temporary file) and write the document when finished.
 
-use std::fmt::Write as _;
+mod csv;
+mod html;
+mod json;
+mod junit;
+mod markdown;
+mod spill;
+
+use std::io::{self, Write};
 
 use gauntlet_proto::v1;
-use serde_json::{Value, json};
 
 use crate::ReportData;
 
-/// Failed and errored results listed in a Markdown report, at most.
-const MAX_LISTED_FAILURES: usize = 50;
+/// A report document format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Markdown,
+    /// One pretty-printed document: the summary's fields and `results`.
+    Json,
+    /// JSON Lines: one compact object per result, the same object as an
+    /// element of the JSON report's `results`, and nothing else (no summary
+    /// line), so every line has one shape and the file can be concatenated,
+    /// counted with `wc -l` and loaded as a table.
+    Jsonl,
+    Html,
+    Csv,
+    Junit,
+}
+
+/// Renders one document as results arrive: [`begin`](Self::begin) once,
+/// [`result`](Self::result) per result in task order, then
+/// [`finish`](Self::finish), which completes the document and flushes the
+/// writer. The document is incomplete until `finish` returns `Ok`.
+pub trait ResultSink {
+    fn begin(&mut self, summary: &v1::RunSummary) -> io::Result<()>;
+    fn result(&mut self, result: &v1::Result) -> io::Result<()>;
+    fn finish(&mut self) -> io::Result<()>;
+}
+
+/// The sink that writes `format` to `writer`.
+pub fn sink<'w, W: Write + Send + 'w>(
+    format: Format,
+    writer: W,
+) -> Box<dyn ResultSink + Send + 'w> {
+    sink_with_budget(format, writer, spill::DEFAULT_BUDGET)
+}
+
+/// [`sink`] with the bytes a CSV or JUnit sink keeps in memory before
+/// spilling to disk; tests make it tiny to go through the file.
+fn sink_with_budget<'w, W: Write + Send + 'w>(
+    format: Format,
+    writer: W,
+    budget: usize,
+) -> Box<dyn ResultSink + Send + 'w> {
+    match format {
+        Format::Markdown => Box::new(markdown::Markdown::new(writer)),
+        Format::Json => Box::new(json::Json::new(writer)),
+        Format::Jsonl => Box::new(json::Jsonl::new(writer)),
+        Format::Html => Box::new(html::Html::new(writer)),
+        Format::Csv => Box::new(csv::Csv::new(writer, budget)),
+        Format::Junit => Box::new(junit::Junit::new(writer, budget)),
+    }
+}
+
+/// Renders gathered data at once, through the format's sink.
+pub fn render(format: Format, data: &ReportData) -> String {
+    let mut out = Vec::new();
+    // The data is in memory already, so nothing is spilled to disk and
+    // writing can only go to the Vec, which cannot fail.
+    let mut sink = sink_with_budget(format, &mut out, usize::MAX);
+    sink.begin(&data.summary)
+        .and_then(|()| data.results.iter().try_for_each(|r| sink.result(r)))
+        .and_then(|()| sink.finish())
+        .expect("rendering into memory cannot fail");
+    drop(sink);
+    String::from_utf8(out).expect("every sink writes UTF-8")
+}
+
+pub fn markdown(data: &ReportData) -> String {
+    render(Format::Markdown, data)
+}
+
+pub fn json(data: &ReportData) -> String {
+    render(Format::Json, data)
+}
+
+pub fn jsonl(data: &ReportData) -> String {
+    render(Format::Jsonl, data)
+}
+
+/// One row per result, vars spread into `var:<name>` columns (the union
+/// over the run, in first-seen order), so a spreadsheet can filter on them.
+pub fn csv(data: &ReportData) -> String {
+    render(Format::Csv, data)
+}
+
+/// A self-contained page: the totals, the provider × prompt table, and
+/// every result with its per-assertion verdicts.
+pub fn html(data: &ReportData) -> String {
+    render(Format::Html, data)
+}
+
+/// JUnit XML as CI systems read it: one `<testsuite>` per provider × prompt,
+/// one `<testcase>` per result; a failed result carries `<failure>`, an
+/// errored one `<error>`.
+pub fn junit(data: &ReportData) -> String {
+    render(Format::Junit, data)
+}
 
 fn result_status_name(status: i32) -> &'static str {
     match v1::ResultStatus::try_from(status) {
@@ -40,253 +148,6 @@ fn pct(rate: f64) -> String {
     format!("{:.1}%", rate * 100.0)
 }
 
-pub fn markdown(data: &ReportData) -> String {
-    let s = &data.summary;
-    let mut out = String::new();
-    let title = if s.description.is_empty() {
-        "Gauntlet run"
-    } else {
-        &s.description
-    };
-    let _ = writeln!(out, "# {}\n", cell(title, 200));
-    let _ = writeln!(out, "- Run: `{}`", s.run_id);
-    let _ = writeln!(out, "- Status: {}", v1::RunStatus::label_of(s.status));
-    let _ = writeln!(
-        out,
-        "- Results: {} of {} — {} passed, {} failed, {} errors ({} pass rate)",
-        s.completed_tasks,
-        s.total_tasks,
-        s.passed,
-        s.failed,
-        s.errors,
-        pct(s.pass_rate)
-    );
-    let _ = writeln!(
-        out,
-        "- Tokens: {} in, {} out; cost ${:.4}\n",
-        s.tokens_in, s.tokens_out, s.cost_usd
-    );
-    let _ = writeln!(out, "## By provider and prompt\n");
-    let _ = writeln!(
-        out,
-        "| Provider | Prompt | Pass rate | Passed | Failed | Errors | p50 ms | p95 ms | p99 ms | Tokens in | Tokens out | Cost $ |"
-    );
-    let _ = writeln!(
-        out,
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
-    );
-    for g in &s.groups {
-        let l = g.latency.unwrap_or_default();
-        let _ = writeln!(
-            out,
-            "| {} | {} | {} | {} | {} | {} | {:.0} | {:.0} | {:.0} | {} | {} | {:.4} |",
-            cell(&g.provider_id, 60),
-            cell(&g.prompt_label, 60),
-            pct(g.pass_rate),
-            g.passed,
-            g.failed,
-            g.errors,
-            l.p50_ms,
-            l.p95_ms,
-            l.p99_ms,
-            g.tokens_in,
-            g.tokens_out,
-            g.cost_usd
-        );
-    }
-    let failures: Vec<&v1::Result> = data
-        .results
-        .iter()
-        .filter(|r| r.status != v1::ResultStatus::Pass as i32)
-        .collect();
-    if !failures.is_empty() {
-        let _ = writeln!(out, "\n## Failures\n");
-        let _ = writeln!(out, "| Task | Provider | Test | Status | Reason | Output |");
-        let _ = writeln!(out, "|---:|---|---|---|---|---|");
-        for r in failures.iter().take(MAX_LISTED_FAILURES) {
-            let test = if r.test_description.is_empty() {
-                &r.vars_json
-            } else {
-                &r.test_description
-            };
-            let _ = writeln!(
-                out,
-                "| {} | {} | {} | {} | {} | {} |",
-                r.task_index,
-                cell(&r.provider_id, 40),
-                cell(test, 60),
-                result_status_name(r.status),
-                cell(&r.reason, 120),
-                cell(&r.output, 80)
-            );
-        }
-        if failures.len() > MAX_LISTED_FAILURES {
-            let _ = writeln!(out, "\n…and {} more.", failures.len() - MAX_LISTED_FAILURES);
-        }
-    }
-    out
-}
-
-fn latency_json(l: Option<v1::LatencyStats>) -> Value {
-    let l = l.unwrap_or_default();
-    json!({"p50_ms": l.p50_ms, "p95_ms": l.p95_ms, "p99_ms": l.p99_ms, "mean_ms": l.mean_ms, "max_ms": l.max_ms})
-}
-
-pub fn json(data: &ReportData) -> String {
-    let s = &data.summary;
-    let groups: Vec<Value> = s
-        .groups
-        .iter()
-        .map(|g| {
-            json!({
-                "provider": g.provider_id,
-                "provider_index": g.provider_index,
-                "prompt": g.prompt_label,
-                "prompt_index": g.prompt_index,
-                "total": g.total,
-                "passed": g.passed,
-                "failed": g.failed,
-                "errors": g.errors,
-                "pass_rate": g.pass_rate,
-                "latency": latency_json(g.latency),
-                "tokens_in": g.tokens_in,
-                "tokens_out": g.tokens_out,
-                "cost_usd": g.cost_usd,
-            })
-        })
-        .collect();
-    let results: Vec<Value> = data
-        .results
-        .iter()
-        .map(|r| {
-            json!({
-                "task_index": r.task_index,
-                "test_index": r.test_index,
-                "prompt_index": r.prompt_index,
-                "provider": r.provider_id,
-                "repeat_index": r.repeat_index,
-                "description": r.test_description,
-                "vars": serde_json::from_str::<Value>(&r.vars_json).unwrap_or(Value::Null),
-                "prompt": r.rendered_prompt,
-                "output": r.output,
-                "status": result_status_name(r.status),
-                "score": r.score,
-                "reason": r.reason,
-                "assertions": r.assertions.iter().map(|a| json!({
-                    "type": a.r#type, "pass": a.pass, "score": a.score, "reason": a.reason,
-                })).collect::<Vec<_>>(),
-                "latency_ms": r.latency_ms,
-                "tokens_in": r.tokens_in,
-                "tokens_out": r.tokens_out,
-                "cost_usd": r.cost_usd,
-                "cached": r.cached,
-                "error": r.error,
-            })
-        })
-        .collect();
-    let doc = json!({
-        "run_id": s.run_id,
-        "description": s.description,
-        "status": v1::RunStatus::label_of(s.status),
-        "total_tasks": s.total_tasks,
-        "completed_tasks": s.completed_tasks,
-        "passed": s.passed,
-        "failed": s.failed,
-        "errors": s.errors,
-        "pass_rate": s.pass_rate,
-        "latency": latency_json(s.latency),
-        "tokens_in": s.tokens_in,
-        "tokens_out": s.tokens_out,
-        "cost_usd": s.cost_usd,
-        "groups": groups,
-        "results": results,
-    });
-    serde_json::to_string_pretty(&doc).expect("a JSON value always serializes")
-}
-
-/// One row per result, vars spread into `var:<name>` columns (the union
-/// over the run, in first-seen order), so a spreadsheet can filter on them.
-pub fn csv(data: &ReportData) -> String {
-    let vars: Vec<serde_json::Map<String, Value>> = data
-        .results
-        .iter()
-        .map(|r| match serde_json::from_str::<Value>(&r.vars_json) {
-            Ok(Value::Object(m)) => m,
-            _ => serde_json::Map::new(),
-        })
-        .collect();
-    let mut var_names: Vec<&str> = Vec::new();
-    for m in &vars {
-        for k in m.keys() {
-            if !var_names.contains(&k.as_str()) {
-                var_names.push(k);
-            }
-        }
-    }
-    let mut w = ::csv::Writer::from_writer(Vec::new());
-    let mut header: Vec<String> = [
-        "task_index",
-        "test_index",
-        "prompt_index",
-        "provider",
-        "prompt",
-        "repeat_index",
-        "description",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    header.extend(var_names.iter().map(|v| format!("var:{v}")));
-    header.extend(
-        [
-            "output",
-            "status",
-            "score",
-            "reason",
-            "latency_ms",
-            "tokens_in",
-            "tokens_out",
-            "cost_usd",
-            "cached",
-            "error",
-        ]
-        .iter()
-        .map(|s| s.to_string()),
-    );
-    // Writing to a Vec cannot fail.
-    let _ = w.write_record(&header);
-    for (r, m) in data.results.iter().zip(&vars) {
-        let mut row = vec![
-            r.task_index.to_string(),
-            r.test_index.to_string(),
-            r.prompt_index.to_string(),
-            r.provider_id.clone(),
-            r.prompt_label.clone(),
-            r.repeat_index.to_string(),
-            r.test_description.clone(),
-        ];
-        row.extend(var_names.iter().map(|v| match m.get(*v) {
-            None | Some(Value::Null) => String::new(),
-            Some(Value::String(s)) => s.clone(),
-            Some(other) => other.to_string(),
-        }));
-        row.extend([
-            r.output.clone(),
-            result_status_name(r.status).to_string(),
-            format!("{}", r.score),
-            r.reason.clone(),
-            r.latency_ms.to_string(),
-            r.tokens_in.to_string(),
-            r.tokens_out.to_string(),
-            format!("{}", r.cost_usd),
-            r.cached.to_string(),
-            r.error.clone(),
-        ]);
-        let _ = w.write_record(&row);
-    }
-    String::from_utf8(w.into_inner().unwrap_or_default()).unwrap_or_default()
-}
-
 /// Escapes text for HTML element content and attribute values.
 fn esc(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
@@ -315,201 +176,20 @@ fn xml_text(s: &str) -> String {
         .collect::<String>())
 }
 
-/// A self-contained page: the totals, the provider × prompt table, and
-/// every result with its per-assertion verdicts.
-pub fn html(data: &ReportData) -> String {
-    let s = &data.summary;
-    let title = if s.description.is_empty() {
-        "Gauntlet run"
-    } else {
-        &s.description
-    };
-    let mut out = String::new();
-    let _ = write!(
-        out,
-        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{}</title>\n<style>\
-body{{font-family:system-ui,sans-serif;margin:2rem;color:#222}}\
-table{{border-collapse:collapse;margin:1rem 0}}th,td{{border:1px solid #ccc;padding:.3rem .5rem;vertical-align:top;text-align:left}}\
-td.n{{text-align:right}}tr.pass td.s{{color:#17692b}}tr.fail td.s{{color:#b00020}}tr.error td.s{{color:#a65e00}}\
-pre{{white-space:pre-wrap;margin:0;max-width:40rem}}\
-</style></head><body>\n",
-        esc(title)
-    );
-    let _ = writeln!(out, "<h1>{}</h1>", esc(title));
-    let _ = writeln!(
-        out,
-        "<p>Run <code>{}</code> — {}. {} of {} results: {} passed, {} failed, {} errors ({} pass rate). Tokens {} in, {} out; cost ${:.4}.</p>",
-        esc(&s.run_id),
-        v1::RunStatus::label_of(s.status),
-        s.completed_tasks,
-        s.total_tasks,
-        s.passed,
-        s.failed,
-        s.errors,
-        pct(s.pass_rate),
-        s.tokens_in,
-        s.tokens_out,
-        s.cost_usd
-    );
-    let _ = writeln!(
-        out,
-        "<h2>By provider and prompt</h2>\n<table><tr><th>Provider</th><th>Prompt</th><th>Pass rate</th><th>Passed</th><th>Failed</th><th>Errors</th><th>p50 ms</th><th>p95 ms</th><th>p99 ms</th><th>Tokens in</th><th>Tokens out</th><th>Cost $</th></tr>"
-    );
-    for g in &s.groups {
-        let l = g.latency.unwrap_or_default();
-        let _ = writeln!(
-            out,
-            "<tr><td>{}</td><td>{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{:.0}</td><td class=\"n\">{:.0}</td><td class=\"n\">{:.0}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{:.4}</td></tr>",
-            esc(&g.provider_id),
-            esc(&g.prompt_label),
-            pct(g.pass_rate),
-            g.passed,
-            g.failed,
-            g.errors,
-            l.p50_ms,
-            l.p95_ms,
-            l.p99_ms,
-            g.tokens_in,
-            g.tokens_out,
-            g.cost_usd
-        );
-    }
-    let _ = writeln!(
-        out,
-        "</table>\n<h2>Results</h2>\n<table><tr><th>Task</th><th>Provider</th><th>Test</th><th>Status</th><th>Output</th><th>Assertions</th><th>Latency ms</th></tr>"
-    );
-    for r in &data.results {
-        let status = result_status_name(r.status);
-        let test = if r.test_description.is_empty() {
-            &r.vars_json
-        } else {
-            &r.test_description
-        };
-        let mut verdicts = String::new();
-        for a in &r.assertions {
-            let _ = write!(
-                verdicts,
-                "{} <code>{}</code> {}<br>",
-                if a.pass { "✔" } else { "✘" },
-                esc(&a.r#type),
-                esc(&a.reason)
-            );
-        }
-        if !r.error.is_empty() {
-            let _ = write!(verdicts, "error: {}", esc(&r.error));
-        }
-        let _ = writeln!(
-            out,
-            "<tr class=\"{status}\"><td class=\"n\">{}</td><td>{}</td><td>{}</td><td class=\"s\">{status}</td><td><pre>{}</pre></td><td>{}</td><td class=\"n\">{}</td></tr>",
-            r.task_index,
-            esc(&r.provider_id),
-            esc(test),
-            esc(&r.output),
-            verdicts,
-            r.latency_ms
-        );
-    }
-    out.push_str("</table>\n</body></html>\n");
-    out
-}
-
-/// JUnit XML as CI systems read it: one `<testsuite>` per provider × prompt,
-/// one `<testcase>` per result; a failed result carries `<failure>`, an
-/// errored one `<error>`.
-pub fn junit(data: &ReportData) -> String {
-    let s = &data.summary;
-    let mut suites: Vec<((u32, u32), Vec<&v1::Result>)> = Vec::new();
-    for r in &data.results {
-        let key = (r.provider_index, r.prompt_index);
-        match suites.iter_mut().find(|(k, _)| *k == key) {
-            Some((_, list)) => list.push(r),
-            None => suites.push((key, vec![r])),
-        }
-    }
-    suites.sort_by_key(|(k, _)| *k);
-    let count = |list: &[&v1::Result], status: v1::ResultStatus| {
-        list.iter().filter(|r| r.status == status as i32).count()
-    };
-    let secs = |list: &[&v1::Result]| {
-        list.iter().map(|r| u64::from(r.latency_ms)).sum::<u64>() as f64 / 1000.0
-    };
-    let all: Vec<&v1::Result> = data.results.iter().collect();
-    let mut out = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
-    let name = if s.description.is_empty() {
-        "gauntlet"
-    } else {
-        &s.description
-    };
-    let _ = writeln!(
-        out,
-        "<testsuites name=\"{}\" tests=\"{}\" failures=\"{}\" errors=\"{}\" time=\"{:.3}\">",
-        xml_text(name),
-        all.len(),
-        count(&all, v1::ResultStatus::Fail),
-        count(&all, v1::ResultStatus::Error),
-        secs(&all)
-    );
-    for (_, list) in &suites {
-        let first = list[0];
-        let suite_name = format!("{} / {}", first.provider_id, first.prompt_label);
-        let _ = writeln!(
-            out,
-            "  <testsuite name=\"{}\" tests=\"{}\" failures=\"{}\" errors=\"{}\" skipped=\"0\" time=\"{:.3}\">",
-            xml_text(&suite_name),
-            list.len(),
-            count(list, v1::ResultStatus::Fail),
-            count(list, v1::ResultStatus::Error),
-            secs(list)
-        );
-        for r in list {
-            let mut case = if r.test_description.is_empty() {
-                format!("test {}", r.test_index)
-            } else {
-                r.test_description.clone()
-            };
-            if r.repeat_index > 0 {
-                let _ = write!(case, " (repeat {})", r.repeat_index);
-            }
-            let _ = write!(
-                out,
-                "    <testcase name=\"{}\" classname=\"{}\" time=\"{:.3}\"",
-                xml_text(&case),
-                xml_text(&r.provider_id),
-                f64::from(r.latency_ms) / 1000.0
-            );
-            match v1::ResultStatus::try_from(r.status) {
-                Ok(v1::ResultStatus::Fail) => {
-                    let _ = writeln!(
-                        out,
-                        ">\n      <failure message=\"{}\">{}</failure>\n    </testcase>",
-                        xml_text(&r.reason),
-                        xml_text(&r.output)
-                    );
-                }
-                Ok(v1::ResultStatus::Error) => {
-                    let message = if r.error.is_empty() {
-                        &r.reason
-                    } else {
-                        &r.error
-                    };
-                    let _ = writeln!(
-                        out,
-                        ">\n      <error message=\"{}\"/>\n    </testcase>",
-                        xml_text(message)
-                    );
-                }
-                _ => out.push_str("/>\n"),
-            }
-        }
-        out.push_str("  </testsuite>\n");
-    }
-    out.push_str("</testsuites>\n");
-    out
-}
-
 #[cfg(test)]
 mod tests {
+    use serde_json::Value;
+
     use super::*;
+
+    const FORMATS: [Format; 6] = [
+        Format::Markdown,
+        Format::Json,
+        Format::Jsonl,
+        Format::Html,
+        Format::Csv,
+        Format::Junit,
+    ];
 
     fn data() -> ReportData {
         let group = |provider: &str, passed, failed| v1::GroupSummary {
@@ -551,6 +231,91 @@ mod tests {
                 ..Default::default()
             }],
         }
+    }
+
+    /// Many results over four provider × prompt groups, interleaved in task
+    /// order, with vars whose keys change along the run.
+    fn many(n: u64) -> ReportData {
+        let mut d = data();
+        d.results = (0..n)
+            .map(|i| v1::Result {
+                task_index: i,
+                test_index: (i / 4) as u32,
+                provider_index: (i % 2) as u32,
+                prompt_index: (i / 2 % 2) as u32,
+                provider_id: format!("p{}", i % 2),
+                prompt_label: format!("prompt {}", i / 2 % 2),
+                status: (i % 3 + 1) as i32,
+                vars_json: format!("{{\"v{}\":{i}}}", i % 5),
+                output: format!("out {i}\n<b>|"),
+                latency_ms: (i % 97) as u32,
+                ..Default::default()
+            })
+            .collect();
+        d
+    }
+
+    fn render_in_pages(format: Format, data: &ReportData, page: usize, budget: usize) -> String {
+        let mut out = Vec::new();
+        let mut sink = sink_with_budget(format, &mut out, budget);
+        sink.begin(&data.summary).unwrap();
+        for chunk in data.results.chunks(page) {
+            for r in chunk {
+                sink.result(r).unwrap();
+            }
+        }
+        sink.finish().unwrap();
+        drop(sink);
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn every_format_gives_the_same_bytes_in_pages_as_at_once() {
+        let d = many(500);
+        for format in FORMATS {
+            let at_once = render(format, &d);
+            assert!(!at_once.is_empty(), "{format:?}");
+            for page in [1, 7, 1000] {
+                assert_eq!(
+                    render_in_pages(format, &d, page, spill::DEFAULT_BUDGET),
+                    at_once,
+                    "{format:?}, pages of {page}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn spilling_to_disk_does_not_change_a_byte() {
+        let d = many(500);
+        for format in FORMATS {
+            assert_eq!(
+                render_in_pages(format, &d, 50, 64),
+                render(format, &d),
+                "{format:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn jsonl_has_one_parsable_line_per_result_shaped_like_json_results() {
+        let d = many(40);
+        let text = jsonl(&d);
+        assert!(text.ends_with('\n'));
+        let lines: Vec<Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines.len(), d.results.len());
+        let doc: Value = serde_json::from_str(&json(&d)).unwrap();
+        assert_eq!(Value::Array(lines), doc["results"]);
+    }
+
+    #[test]
+    fn jsonl_of_no_results_is_empty() {
+        let mut d = data();
+        d.results.clear();
+        assert_eq!(jsonl(&d), "");
     }
 
     #[test]

@@ -1,0 +1,215 @@
+//! The JSON report (one pretty-printed document) and JSON Lines (one
+//! compact object per result). Both encode a result with [`result_json`].
+//!
+//! The JSON document is written the way `serde_json`'s pretty printer lays
+//! out an object, key by key in the map's order, with the `results` array
+//! streamed in place: the summary's fields before `results` are written by
+//! `begin`, the ones after it are kept (they are small) for `finish`.
+
+use std::io::{self, Write};
+
+use gauntlet_proto::v1;
+use serde_json::{Map, Value, json};
+
+use super::{ResultSink, result_status_name};
+
+const RESULTS: &str = "results";
+
+fn latency_json(l: Option<v1::LatencyStats>) -> Value {
+    let l = l.unwrap_or_default();
+    json!({"p50_ms": l.p50_ms, "p95_ms": l.p95_ms, "p99_ms": l.p99_ms, "mean_ms": l.mean_ms, "max_ms": l.max_ms})
+}
+
+fn result_json(r: &v1::Result) -> Value {
+    json!({
+        "task_index": r.task_index,
+        "test_index": r.test_index,
+        "prompt_index": r.prompt_index,
+        "provider": r.provider_id,
+        "repeat_index": r.repeat_index,
+        "description": r.test_description,
+        "vars": serde_json::from_str::<Value>(&r.vars_json).unwrap_or(Value::Null),
+        "prompt": r.rendered_prompt,
+        "output": r.output,
+        "status": result_status_name(r.status),
+        "score": r.score,
+        "reason": r.reason,
+        "assertions": r.assertions.iter().map(|a| json!({
+            "type": a.r#type, "pass": a.pass, "score": a.score, "reason": a.reason,
+        })).collect::<Vec<_>>(),
+        "latency_ms": r.latency_ms,
+        "tokens_in": r.tokens_in,
+        "tokens_out": r.tokens_out,
+        "cost_usd": r.cost_usd,
+        "cached": r.cached,
+        "error": r.error,
+    })
+}
+
+/// The document's fields, `results` a placeholder.
+fn summary_json(s: &v1::RunSummary) -> Map<String, Value> {
+    let groups: Vec<Value> = s
+        .groups
+        .iter()
+        .map(|g| {
+            json!({
+                "provider": g.provider_id,
+                "provider_index": g.provider_index,
+                "prompt": g.prompt_label,
+                "prompt_index": g.prompt_index,
+                "total": g.total,
+                "passed": g.passed,
+                "failed": g.failed,
+                "errors": g.errors,
+                "pass_rate": g.pass_rate,
+                "latency": latency_json(g.latency),
+                "tokens_in": g.tokens_in,
+                "tokens_out": g.tokens_out,
+                "cost_usd": g.cost_usd,
+            })
+        })
+        .collect();
+    let doc = json!({
+        "run_id": s.run_id,
+        "description": s.description,
+        "status": v1::RunStatus::label_of(s.status),
+        "total_tasks": s.total_tasks,
+        "completed_tasks": s.completed_tasks,
+        "passed": s.passed,
+        "failed": s.failed,
+        "errors": s.errors,
+        "pass_rate": s.pass_rate,
+        "latency": latency_json(s.latency),
+        "tokens_in": s.tokens_in,
+        "tokens_out": s.tokens_out,
+        "cost_usd": s.cost_usd,
+        "groups": groups,
+        "results": Value::Null,
+    });
+    match doc {
+        Value::Object(map) => map,
+        _ => unreachable!("json! of braces is an object"),
+    }
+}
+
+/// Passes bytes through, following every newline with `indent`: pretty JSON
+/// nested one level deeper. JSON strings escape their newlines, so every
+/// newline the pretty printer writes is layout.
+struct Indented<'a, W> {
+    w: &'a mut W,
+    indent: &'static [u8],
+}
+
+impl<W: Write> Write for Indented<'_, W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let mut rest = buf;
+        while let Some(at) = rest.iter().position(|&b| b == b'\n') {
+            self.w.write_all(&rest[..=at])?;
+            self.w.write_all(self.indent)?;
+            rest = &rest[at + 1..];
+        }
+        self.w.write_all(rest)?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.w.flush()
+    }
+}
+
+fn pretty_at<W: Write>(w: &mut W, indent: &'static [u8], value: &Value) -> io::Result<()> {
+    serde_json::to_writer_pretty(Indented { w, indent }, value).map_err(io::Error::from)
+}
+
+/// Writes `  "key": ` as the `first` or a following member of the
+/// top-level object.
+fn key<W: Write>(w: &mut W, first: bool, name: &str) -> io::Result<()> {
+    w.write_all(if first { b"\n  " } else { b",\n  " })?;
+    serde_json::to_writer(&mut *w, name)?;
+    w.write_all(b": ")
+}
+
+fn member<W: Write>(w: &mut W, first: bool, name: &str, value: &Value) -> io::Result<()> {
+    key(w, first, name)?;
+    pretty_at(w, b"  ", value)
+}
+
+pub(super) struct Json<W> {
+    w: W,
+    /// Members that follow `results`, written by `finish`.
+    after: Vec<(String, Value)>,
+    results: u64,
+}
+
+impl<W: Write> Json<W> {
+    pub(super) fn new(w: W) -> Self {
+        Self {
+            w,
+            after: Vec::new(),
+            results: 0,
+        }
+    }
+}
+
+impl<W: Write> ResultSink for Json<W> {
+    fn begin(&mut self, summary: &v1::RunSummary) -> io::Result<()> {
+        self.w.write_all(b"{")?;
+        let mut members = summary_json(summary).into_iter();
+        let mut first = true;
+        for (name, value) in members.by_ref() {
+            if name == RESULTS {
+                key(&mut self.w, first, &name)?;
+                break;
+            }
+            member(&mut self.w, first, &name, &value)?;
+            first = false;
+        }
+        self.after = members.collect();
+        Ok(())
+    }
+
+    fn result(&mut self, r: &v1::Result) -> io::Result<()> {
+        self.w.write_all(if self.results == 0 {
+            b"[\n    "
+        } else {
+            b",\n    "
+        })?;
+        self.results += 1;
+        pretty_at(&mut self.w, b"    ", &result_json(r))
+    }
+
+    fn finish(&mut self) -> io::Result<()> {
+        self.w
+            .write_all(if self.results == 0 { b"[]" } else { b"\n  ]" })?;
+        for (name, value) in std::mem::take(&mut self.after) {
+            member(&mut self.w, false, &name, &value)?;
+        }
+        self.w.write_all(b"\n}")?;
+        self.w.flush()
+    }
+}
+
+pub(super) struct Jsonl<W> {
+    w: W,
+}
+
+impl<W: Write> Jsonl<W> {
+    pub(super) fn new(w: W) -> Self {
+        Self { w }
+    }
+}
+
+impl<W: Write> ResultSink for Jsonl<W> {
+    fn begin(&mut self, _summary: &v1::RunSummary) -> io::Result<()> {
+        Ok(())
+    }
+
+    fn result(&mut self, r: &v1::Result) -> io::Result<()> {
+        serde_json::to_writer(&mut self.w, &result_json(r))?;
+        self.w.write_all(b"\n")
+    }
+
+    fn finish(&mut self) -> io::Result<()> {
+        self.w.flush()
+    }
+}

@@ -1,0 +1,3 @@
+//! The reports crate's integration tests.
+
+mod golden;

@@ -45,12 +45,14 @@ pub async fn run(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let mut server = GrpcServer::new("analytics").await?;
-    server.add_service(v1::analytics_service_server::AnalyticsServiceServer::new(
-        Analytics {
+    let mut server = GrpcServer::new("analytics", &config.grpc).await?;
+    let limits = server.limits();
+    server.add_service(gauntlet_service::limited!(
+        v1::analytics_service_server::AnalyticsServiceServer::new(Analytics {
             deps,
             config: config.analytics,
-        },
+        }),
+        limits
     ));
     server.serve(listener, shutdown).await
 }

@@ -29,6 +29,52 @@ pub struct GauntletConfig {
     pub analytics: AnalyticsConfig,
     pub reports: ReportsConfig,
     pub monitor: MonitorConfig,
+    pub grpc: GrpcConfig,
+}
+
+/// What every gRPC server and client of a Gauntlet process uses, so no
+/// component accepts less than another sends.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GrpcConfig {
+    /// Largest message sent or accepted, in bytes (after decompression).
+    /// Suites and report documents of any size still travel, in chunks.
+    pub max_message_bytes: usize,
+    /// Compress what clients send with gzip (servers always accept gzip and
+    /// answer with it when the client asks). Worth it across a network; on
+    /// loopback it only costs CPU, so the embedded stack turns it off.
+    pub gzip: bool,
+}
+
+impl Default for GrpcConfig {
+    fn default() -> Self {
+        Self {
+            max_message_bytes: 16 * 1024 * 1024,
+            gzip: true,
+        }
+    }
+}
+
+/// The smallest `grpc.max_message_bytes` accepted: below this, ordinary
+/// answers (a run summary, a page of results) would not fit.
+pub const MIN_MESSAGE_BYTES: usize = 64 * 1024;
+
+impl GauntletConfig {
+    /// Checks what serde cannot: limits that would make the process unusable.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.grpc.max_message_bytes < MIN_MESSAGE_BYTES {
+            return Err(ConfigError::Invalid(format!(
+                "grpc.max_message_bytes: {} is less than the minimum of {MIN_MESSAGE_BYTES}",
+                self.grpc.max_message_bytes
+            )));
+        }
+        if self.gateway.max_suite_bytes == 0 {
+            return Err(ConfigError::Invalid(
+                "gateway.max_suite_bytes: must be more than 0".into(),
+            ));
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -328,6 +374,15 @@ mod tests {
             err.contains("many") || err.contains("invalid type"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn message_limit_below_the_minimum_is_named() {
+        let cfg: GauntletConfig =
+            load(None, env(&[("GAUNTLET_GRPC__MAX_MESSAGE_BYTES", "1000")])).unwrap();
+        let err = cfg.validate().unwrap_err().to_string();
+        assert!(err.contains("grpc.max_message_bytes"), "{err}");
+        assert!(GauntletConfig::default().validate().is_ok());
     }
 
     #[test]

@@ -16,7 +16,7 @@ use gauntlet_proto::v1::{
     analytics_service_server::AnalyticsServiceServer, monitor_service_server::MonitorServiceServer,
     report_service_server::ReportServiceServer, run_service_server::RunServiceServer,
 };
-use gauntlet_service::{GrpcServer, connect_bus, connect_store};
+use gauntlet_service::{GrpcServer, connect_bus, connect_store, limited};
 use gauntlet_store::Store;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -53,11 +53,15 @@ pub async fn run(
     let config = Arc::new(config);
     let runs = runs::RunApi::new(config.clone(), deps.clone(), shutdown.clone());
     let routing = routing::Router::new(&config, deps.clone())?;
-    let mut server = GrpcServer::new("gateway").await?;
+    let mut server = GrpcServer::new("gateway", &config.grpc).await?;
+    let limits = server.limits();
     server
-        .add_service(RunServiceServer::new(runs))
-        .add_service(AnalyticsServiceServer::new(routing.clone()))
-        .add_service(ReportServiceServer::new(routing.clone()))
-        .add_service(MonitorServiceServer::new(routing));
+        .add_service(limited!(RunServiceServer::new(runs), limits))
+        .add_service(limited!(
+            AnalyticsServiceServer::new(routing.clone()),
+            limits
+        ))
+        .add_service(limited!(ReportServiceServer::new(routing.clone()), limits))
+        .add_service(limited!(MonitorServiceServer::new(routing), limits));
     server.serve(listener, shutdown).await
 }

@@ -12,7 +12,9 @@ use gauntlet_proto::{
         monitor_service_server::MonitorService, report_service_server::ReportService,
     },
 };
-use gauntlet_service::{convert, existing_run, internal, invalid, not_found, parse_id};
+use gauntlet_service::{
+    MessageLimits, convert, existing_run, internal, invalid, limited, not_found, parse_id,
+};
 use gauntlet_store::{NewReport, ReportRecord, ReportStatus};
 use gauntlet_telemetry::grpc::TraceInterceptor;
 use prost::Message as _;
@@ -30,6 +32,7 @@ pub struct Router {
     deps: Deps,
     analytics: AnalyticsServiceClient<Traced>,
     monitor: MonitorServiceClient<Traced>,
+    limits: MessageLimits,
 }
 
 fn lazy_channel(field: &str, url: &str) -> anyhow::Result<Channel> {
@@ -41,16 +44,24 @@ fn lazy_channel(field: &str, url: &str) -> anyhow::Result<Channel> {
 
 impl Router {
     pub fn new(config: &GauntletConfig, deps: Deps) -> anyhow::Result<Self> {
+        let limits = MessageLimits::new(&config.grpc);
         Ok(Self {
             deps,
-            analytics: AnalyticsServiceClient::with_interceptor(
-                lazy_channel("gateway.analytics_url", &config.gateway.analytics_url)?,
-                TraceInterceptor,
+            analytics: limited!(
+                AnalyticsServiceClient::with_interceptor(
+                    lazy_channel("gateway.analytics_url", &config.gateway.analytics_url)?,
+                    TraceInterceptor,
+                ),
+                limits
             ),
-            monitor: MonitorServiceClient::with_interceptor(
-                lazy_channel("gateway.monitor_url", &config.gateway.monitor_url)?,
-                TraceInterceptor,
+            monitor: limited!(
+                MonitorServiceClient::with_interceptor(
+                    lazy_channel("gateway.monitor_url", &config.gateway.monitor_url)?,
+                    TraceInterceptor,
+                ),
+                limits
             ),
+            limits,
         })
     }
 }
@@ -78,7 +89,10 @@ fn format_from_name(name: &str) -> v1::ReportFormat {
     }
 }
 
-fn report_message(r: &ReportRecord) -> v1::Report {
+/// The report as a message; a document too large for one message is left
+/// out (`content_bytes` still tells its size) for `ReadReport` to stream.
+fn report_message(r: &ReportRecord, limits: MessageLimits) -> v1::Report {
+    let fits = r.content.len() <= limits.payload_budget();
     v1::Report {
         id: r.id.to_string(),
         run_id: r.run_id.to_string(),
@@ -88,7 +102,12 @@ fn report_message(r: &ReportRecord) -> v1::Report {
             ReportStatus::Ready => v1::ReportStatus::Ready,
             ReportStatus::Failed => v1::ReportStatus::Failed,
         } as i32,
-        content: r.content.clone(),
+        content: if fits {
+            r.content.clone()
+        } else {
+            String::new()
+        },
+        content_bytes: r.content.len() as u64,
         error: r.error.clone(),
         created_at: Some(convert::timestamp(r.created_at)),
         finished_at: r.finished_at.map(convert::timestamp),
@@ -106,6 +125,9 @@ impl AnalyticsService for Router {
         client
             .get_run_summary(request.into_inner())
             .await
+            // A new response: the upstream's headers (its `grpc-encoding`
+            // among them) describe the hop from analytics, not this one.
+            .map(|r| Response::new(r.into_inner()))
             .map_err(|s| internal("analytics", s))
     }
 }
@@ -120,6 +142,9 @@ impl MonitorService for Router {
         client
             .get_system_health(request.into_inner())
             .await
+            // A new response: the upstream's headers (its `grpc-encoding`
+            // among them) describe the hop from monitor, not this one.
+            .map(|r| Response::new(r.into_inner()))
             .map_err(|s| internal("monitor", s))
     }
 }
@@ -164,7 +189,7 @@ impl ReportService for Router {
             )
             .await
             .map_err(|e| internal("queue report", e))?;
-        Ok(Response::new(report_message(&report)))
+        Ok(Response::new(report_message(&report, self.limits)))
     }
 
     async fn get_report(
@@ -179,6 +204,45 @@ impl ReportService for Router {
             .await
             .map_err(|e| internal("get report", e))?
             .ok_or_else(|| not_found("report", id))?;
-        Ok(Response::new(report_message(&report)))
+        Ok(Response::new(report_message(&report, self.limits)))
+    }
+
+    type ReadReportStream = ReportChunks;
+
+    async fn read_report(
+        &self,
+        request: Request<v1::GetReportRequest>,
+    ) -> Result<Response<Self::ReadReportStream>, Status> {
+        let id = parse_id("report_id", &request.get_ref().report_id)?;
+        let report = self
+            .deps
+            .store
+            .get_report(id)
+            .await
+            .map_err(|e| internal("get report", e))?
+            .ok_or_else(|| not_found("report", id))?;
+        if report.status != ReportStatus::Ready {
+            return Err(Status::failed_precondition(format!(
+                "report {id} is not ready; poll GetReport until it is"
+            )));
+        }
+        let chunk = REPORT_CHUNK.min(self.limits.payload_budget()).max(1);
+        let chunks: Vec<Result<v1::ReportChunk, Status>> = report
+            .content
+            .as_bytes()
+            .chunks(chunk)
+            .map(|data| {
+                Ok(v1::ReportChunk {
+                    data: data.to_vec(),
+                })
+            })
+            .collect();
+        Ok(Response::new(Box::pin(tokio_stream::iter(chunks))))
     }
 }
+
+/// Bytes per `ReadReport` message.
+const REPORT_CHUNK: usize = 1024 * 1024;
+
+type ReportChunks =
+    std::pin::Pin<Box<dyn futures::Stream<Item = Result<v1::ReportChunk, Status>> + Send>>;

@@ -7,7 +7,9 @@ use futures::Stream;
 use gauntlet_config::GauntletConfig;
 use gauntlet_core::suite::Suite;
 use gauntlet_proto::v1::{self, run_service_server::RunService};
-use gauntlet_service::{convert, existing_run, internal, invalid, not_found, parse_id};
+use gauntlet_service::{
+    MessageLimits, convert, existing_run, internal, invalid, not_found, parse_id,
+};
 use gauntlet_store::{ResultStatus, RunCursor};
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
@@ -27,16 +29,19 @@ pub struct RunApi {
     providers: gauntlet_providers::ProviderFactory,
     /// Parsed suites of recent runs, for filling result rows.
     suites: moka::future::Cache<Uuid, Arc<Suite>>,
+    limits: MessageLimits,
 }
 
 impl RunApi {
     pub fn new(config: Arc<GauntletConfig>, deps: Deps, shutdown: CancellationToken) -> Self {
+        let limits = MessageLimits::new(&config.grpc);
         Self {
             config,
             deps,
             shutdown,
             providers: gauntlet_providers::ProviderFactory::from_process_env(),
             suites: moka::future::Cache::new(256),
+            limits,
         }
     }
 
@@ -93,6 +98,24 @@ impl RunService for RunApi {
             self.config.amqp.batch_size,
             self.config.gateway.max_suite_bytes,
             request.into_inner(),
+        )
+        .await?;
+        Ok(Response::new(resp))
+    }
+
+    #[instrument(skip_all, name = "SubmitRunStream")]
+    async fn submit_run_stream(
+        &self,
+        request: Request<tonic::Streaming<v1::SubmitRunChunk>>,
+    ) -> Result<Response<v1::SubmitRunResponse>, Status> {
+        let max_bytes = self.config.gateway.max_suite_bytes;
+        let req = submit::read_stream(request.into_inner(), max_bytes).await?;
+        let resp = submit::submit(
+            &self.deps,
+            &self.providers,
+            self.config.amqp.batch_size,
+            max_bytes,
+            req,
         )
         .await?;
         Ok(Response::new(resp))
@@ -189,12 +212,28 @@ impl RunService for RunApi {
             .list_results(id, status, after, limit)
             .await
             .map_err(|e| internal("list results", e))?;
-        let next_page_token = match rows.last() {
-            Some(last) if rows.len() as u32 == limit => last.result.task_index.to_string(),
+        // A page ends early rather than grow past one message: results
+        // carry whole prompts and outputs, so 1000 of them can be large.
+        let budget = self.limits.payload_budget();
+        let mut results = Vec::with_capacity(rows.len());
+        let mut bytes = 0usize;
+        for row in &rows {
+            let result = convert::result(row, &suite);
+            let size = prost::Message::encoded_len(&result) + 8;
+            if !results.is_empty() && bytes + size > budget {
+                break;
+            }
+            bytes += size;
+            results.push(result);
+        }
+        let next_page_token = match results.last() {
+            Some(last) if results.len() < rows.len() || rows.len() as u32 == limit => {
+                last.task_index.to_string()
+            }
             _ => String::new(),
         };
         Ok(Response::new(v1::ListResultsResponse {
-            results: rows.iter().map(|r| convert::result(r, &suite)).collect(),
+            results,
             next_page_token,
         }))
     }

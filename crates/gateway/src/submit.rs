@@ -3,7 +3,7 @@
 
 use gauntlet_bus::{Message, QueueName};
 use gauntlet_core::{
-    parse::{SuiteFormat, parse_suite},
+    parse::{SuiteFormat, parse_normalized, parse_suite},
     suite::Suite,
 };
 use gauntlet_proto::{internal::v1::TaskBatch, v1};
@@ -25,32 +25,39 @@ const MAX_TASKS: u64 = 10_000_000;
 /// unconfirmed publishes.
 const PUBLISH_CHUNK: usize = 500;
 
-/// Parses and validates the suite text of a request.
-pub fn validate(
-    req: &v1::SubmitRunRequest,
-    max_bytes: usize,
-    providers: &ProviderFactory,
-) -> Result<Suite, Status> {
-    if req.suite.trim().is_empty() {
-        return Err(invalid("suite", "is empty"));
-    }
-    if req.suite.len() > max_bytes {
+/// A suite larger than `max_bytes` is refused before it is read: `field`
+/// names where the size came from.
+pub fn check_size(field: &str, bytes: u64, max_bytes: usize) -> Result<(), Status> {
+    if bytes > max_bytes as u64 {
         return Err(invalid(
-            "suite",
+            field,
             format!(
-                "is {} bytes, more than the limit of {max_bytes}",
-                req.suite.len()
+                "is {bytes} bytes, more than the limit of {max_bytes} (gateway.max_suite_bytes)"
             ),
         ));
     }
-    let format = match v1::SuiteFormat::try_from(req.format) {
-        Ok(v1::SuiteFormat::Yaml) => SuiteFormat::Yaml,
-        Ok(v1::SuiteFormat::Json) => SuiteFormat::Json,
-        Ok(v1::SuiteFormat::Unspecified) => SuiteFormat::Auto,
-        Err(_) => return Err(invalid("format", format!("unknown value {}", req.format))),
+    Ok(())
+}
+
+/// Parses and validates the suite text of a request.
+pub fn validate(
+    suite: &str,
+    format: i32,
+    max_bytes: usize,
+    providers: &ProviderFactory,
+) -> Result<Suite, Status> {
+    if suite.trim().is_empty() {
+        return Err(invalid("suite", "is empty"));
+    }
+    check_size("suite", suite.len() as u64, max_bytes)?;
+    let parsed = match v1::SuiteFormat::try_from(format) {
+        Ok(v1::SuiteFormat::Yaml) => parse_suite(suite, SuiteFormat::Yaml),
+        Ok(v1::SuiteFormat::Json) => parse_suite(suite, SuiteFormat::Json),
+        Ok(v1::SuiteFormat::Unspecified) => parse_suite(suite, SuiteFormat::Auto),
+        Ok(v1::SuiteFormat::NormalizedJson) => parse_normalized(suite),
+        Err(_) => return Err(invalid("format", format!("unknown value {format}"))),
     };
-    let suite =
-        parse_suite(&req.suite, format).map_err(|e| Status::invalid_argument(e.to_string()))?;
+    let suite = parsed.map_err(|e| Status::invalid_argument(e.to_string()))?;
     // An id no worker could serve is the client's mistake. Other build errors
     // (a key missing here) may be fine where the workers run.
     for (i, p) in suite.providers.iter().enumerate() {
@@ -61,6 +68,66 @@ pub fn validate(
     Ok(suite)
 }
 
+/// Reads a `SubmitRunStream` into the request it stands for. The declared
+/// size is checked against `max_bytes` before anything is buffered, and the
+/// chunks must add up to exactly that size.
+pub async fn read_stream(
+    mut stream: tonic::Streaming<v1::SubmitRunChunk>,
+    max_bytes: usize,
+) -> Result<v1::SubmitRunRequest, Status> {
+    use v1::submit_run_chunk::Part;
+    let header = match stream.message().await? {
+        Some(v1::SubmitRunChunk {
+            part: Some(Part::Header(header)),
+        }) => header,
+        Some(_) => return Err(invalid("header", "the first message must be the header")),
+        None => return Err(invalid("header", "the stream is empty")),
+    };
+    check_size("header.suite_bytes", header.suite_bytes, max_bytes)?;
+    let declared = header.suite_bytes as usize;
+    let mut text = Vec::with_capacity(declared);
+    while let Some(chunk) = stream.message().await? {
+        match chunk.part {
+            Some(Part::Data(data)) => {
+                if text.len() + data.len() > declared {
+                    return Err(invalid(
+                        "data",
+                        format!(
+                            "the chunks are longer than the {declared} bytes the header declares"
+                        ),
+                    ));
+                }
+                text.extend_from_slice(&data);
+            }
+            Some(Part::Header(_)) => return Err(invalid("header", "sent more than once")),
+            None => {}
+        }
+    }
+    if text.len() != declared {
+        return Err(invalid(
+            "data",
+            format!(
+                "the chunks add up to {} bytes, not the {declared} the header declares",
+                text.len()
+            ),
+        ));
+    }
+    let suite = String::from_utf8(text).map_err(|e| {
+        invalid(
+            "data",
+            format!(
+                "the suite is not UTF-8 (at byte {})",
+                e.utf8_error().valid_up_to()
+            ),
+        )
+    })?;
+    Ok(v1::SubmitRunRequest {
+        suite,
+        format: header.format,
+        options: header.options,
+    })
+}
+
 pub async fn submit(
     deps: &Deps,
     providers: &ProviderFactory,
@@ -68,7 +135,7 @@ pub async fn submit(
     max_bytes: usize,
     req: v1::SubmitRunRequest,
 ) -> Result<v1::SubmitRunResponse, Status> {
-    let suite = validate(&req, max_bytes, providers)?;
+    let suite = validate(&req.suite, req.format, max_bytes, providers)?;
     let options = req.options.unwrap_or_default();
     let repeat = if options.repeat == 0 {
         1
@@ -110,7 +177,11 @@ pub async fn submit(
             project_id: DEFAULT_PROJECT.into(),
             description: suite.description.clone().unwrap_or_default(),
             label: options.label.clone(),
-            source: req.suite,
+            source: if req.format == v1::SuiteFormat::NormalizedJson as i32 {
+                String::new()
+            } else {
+                req.suite
+            },
             compiled,
             options: serde_json::json!({
                 "repeat": repeat,

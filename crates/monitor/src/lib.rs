@@ -55,7 +55,10 @@ pub async fn run(
         targets.push(Target {
             name,
             endpoint: url,
-            client: HealthClient::new(channel),
+            client: gauntlet_service::limited!(
+                HealthClient::new(channel),
+                gauntlet_service::MessageLimits::new(&config.grpc)
+            ),
         });
     }
     let monitor = Monitor {
@@ -77,9 +80,11 @@ pub async fn run(
             }
         }
     });
-    let mut server = GrpcServer::new("monitor").await?;
-    server.add_service(v1::monitor_service_server::MonitorServiceServer::new(
-        monitor,
+    let mut server = GrpcServer::new("monitor", &config.grpc).await?;
+    let limits = server.limits();
+    server.add_service(gauntlet_service::limited!(
+        v1::monitor_service_server::MonitorServiceServer::new(monitor),
+        limits
     ));
     server.serve(listener, shutdown).await
 }

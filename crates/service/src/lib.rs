@@ -6,9 +6,11 @@
 pub mod convert;
 pub mod errors;
 pub mod events;
+pub mod limits;
 pub mod server;
 pub mod startup;
 
 pub use errors::{existing_run, internal, invalid, not_found, parse_id};
+pub use limits::MessageLimits;
 pub use server::{Control, GrpcServer};
 pub use startup::{ServiceBinary, connect_bus, connect_store, shutdown_on_signal};

@@ -5,17 +5,22 @@
 
 use std::{collections::BTreeMap, sync::Arc, time::Instant};
 
+use gauntlet_config::GrpcConfig;
 use gauntlet_proto::internal::v1::{
     GetStatusRequest, ServiceStatus,
     control_server::{self, ControlServer},
 };
 use gauntlet_telemetry::{grpc::TraceLayer, metrics::Registry};
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
-use tonic::{Request, Response, Status, server::NamedService, service::RoutesBuilder};
+use tonic::{
+    Request, Response, Status, server::NamedService, service::RoutesBuilder,
+    transport::server::TcpIncoming,
+};
 use tonic_health::server::HealthReporter;
 use tracing::info;
+
+use crate::limits::MessageLimits;
 
 /// A gRPC server under construction: the common services are already in,
 /// the service adds its own, then `serve`.
@@ -24,30 +29,44 @@ pub struct GrpcServer {
     routes: RoutesBuilder,
     health: HealthReporter,
     metrics: Arc<Registry>,
+    limits: MessageLimits,
 }
 
 impl GrpcServer {
-    pub async fn new(name: &'static str) -> anyhow::Result<Self> {
+    pub async fn new(name: &'static str, grpc: &GrpcConfig) -> anyhow::Result<Self> {
         let (health, health_service) = tonic_health::server::health_reporter();
         health
             .set_service_status("", tonic_health::ServingStatus::NotServing)
             .await;
-        let reflection = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(gauntlet_proto::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .build_v1()?;
+        let reflection = || {
+            tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(gauntlet_proto::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        };
+        // v1alpha too: grpcio-reflection (Python) and older grpcurl builds
+        // speak only that version.
+        let reflection_v1 = reflection().build_v1()?;
+        let reflection_v1alpha = reflection().build_v1alpha()?;
         let metrics = Arc::new(Registry::new());
         let mut routes = RoutesBuilder::default();
         routes
             .add_service(health_service)
-            .add_service(reflection)
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha)
             .add_service(ControlServer::new(Control::new(name, metrics.clone())));
         Ok(Self {
             name,
             routes,
             health,
             metrics,
+            limits: MessageLimits::new(grpc),
         })
+    }
+
+    /// The limits every service of this server must be built with
+    /// (`limited!(XServer::new(..), server.limits())`).
+    pub fn limits(&self) -> MessageLimits {
+        self.limits
     }
 
     pub fn health(&self) -> HealthReporter {
@@ -97,7 +116,12 @@ impl GrpcServer {
         tonic::transport::Server::builder()
             .layer(TraceLayer::new())
             .add_routes(self.routes.routes())
-            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), signal)
+            // Without TCP_NODELAY a small answer waits out Nagle and the
+            // peer's delayed ACK: 40 ms a call on Linux.
+            .serve_with_incoming_shutdown(
+                TcpIncoming::from(listener).with_nodelay(Some(true)),
+                signal,
+            )
             .await?;
         info!(service = self.name, "grpc server stopped");
         Ok(())

@@ -120,10 +120,12 @@ impl ServiceBinary {
             ),
             None => None,
         };
-        gauntlet_config::load(text.as_deref(), std::env::vars()).map_err(|e| match &path {
-            Some(p) => anyhow::anyhow!("{}: {e}", p.display()),
-            None => anyhow::anyhow!("{e}"),
-        })
+        gauntlet_config::load(text.as_deref(), std::env::vars())
+            .and_then(|c: GauntletConfig| c.validate().map(|()| c))
+            .map_err(|e| match &path {
+                Some(p) => anyhow::anyhow!("{}: {e}", p.display()),
+                None => anyhow::anyhow!("{e}"),
+            })
     }
 
     /// Loads config, starts telemetry, runs `serve` until SIGTERM/SIGINT.

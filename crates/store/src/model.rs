@@ -78,7 +78,8 @@ pub struct NewRun {
     pub project_id: String,
     pub description: String,
     pub label: String,
-    /// The suite text as submitted.
+    /// The suite text as submitted; empty when it was submitted in the
+    /// normalized form, which `compiled` already holds.
     pub source: String,
     /// The validated, normalized suite workers execute, as JSON text
     /// (serialized straight from the suite: a 20,000-test suite as a

@@ -59,7 +59,7 @@ pub async fn run(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let server = GrpcServer::new("worker").await?;
+    let server = GrpcServer::new("worker", &config.grpc).await?;
     let metrics = server.metrics();
     let grpc = tokio::spawn(server.serve(listener, shutdown.clone()));
     consume(config, deps, metrics, shutdown).await;

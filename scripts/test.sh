@@ -20,6 +20,12 @@ cargo --version
 step "services"
 scripts/dev-services.sh
 
+step "test clients"
+# A gRPC client we did not write, for the reflection test.
+if ! python3 -c "import grpc_reflection, google.protobuf" 2>/dev/null; then
+  python3 -m pip install --quiet --disable-pip-version-check grpcio grpcio-reflection protobuf
+fi
+
 step "cargo fmt --check"
 cargo fmt --all -- --check
 

@@ -19,9 +19,8 @@ use std::{
 use anyhow::{Context, bail};
 use clap::{Parser, ValueEnum};
 use futures::StreamExt;
-use gauntlet_proto::v1::{
-    self, analytics_service_client::AnalyticsServiceClient, run_service_client::RunServiceClient,
-};
+use gauntlet_cli::client::{self, Gateway};
+use gauntlet_proto::v1;
 use tokio::process::{Child, Command};
 
 #[derive(Parser)]
@@ -54,9 +53,15 @@ struct E2eArgs {
     /// concurrency).
     #[arg(long)]
     prefetch: Option<u32>,
-    /// Submit the suite as YAML text instead of JSON (what `gauntlet run` sends).
+    /// Submit the suite as YAML text instead of JSON.
     #[arg(long)]
     yaml: bool,
+    /// Measure the user's command instead of the engine: write the suite as
+    /// YAML and time `gauntlet run suite.yaml -o out.json` (embedded, or
+    /// `--server` against the distributed services), from its start to its
+    /// exit, with its peak RSS and the time until the mock got its first call.
+    #[arg(long)]
+    via_cli: bool,
     /// Where `gauntlet` and `gauntlet-mockllm` are (default: next to this binary).
     #[arg(long)]
     bin_dir: Option<PathBuf>,
@@ -238,6 +243,7 @@ async fn e2e(args: E2eArgs) -> anyhow::Result<()> {
     let mut _db = None;
     let mut _vhost = None;
     match args.mode {
+        Mode::Embedded if args.via_cli => {}
         Mode::Embedded => {
             procs.spawn(
                 "gauntlet up (all services)",
@@ -292,6 +298,56 @@ async fn e2e(args: E2eArgs) -> anyhow::Result<()> {
             _vhost = Some(vhost);
         }
     }
+    if args.via_cli {
+        let server =
+            (args.mode == Mode::Distributed).then(|| format!("http://127.0.0.1:{gateway_port}"));
+        if server.is_some() {
+            wait_port(gateway_port, "gateway").await?;
+        }
+        let result = via_cli(
+            &args,
+            &gauntlet,
+            &mock_url,
+            mock_port,
+            server,
+            &common,
+            tmp.path(),
+        )
+        .await;
+        let usage = procs.usage();
+        procs.stop().await;
+        let run = result?;
+        println!(
+            "via cli: mode={} cases={} latency_ms={} concurrency={}",
+            match args.mode {
+                Mode::Embedded => "embedded",
+                Mode::Distributed => "distributed",
+            },
+            args.cases,
+            args.latency_ms,
+            args.concurrency
+        );
+        println!(
+            "`gauntlet run suite.yaml -o out.json`: wall {:.2} s, {:.0} tests/s, first provider call after {} ms, exit {}",
+            run.wall.as_secs_f64(),
+            args.cases as f64 / run.wall.as_secs_f64(),
+            run.first_call
+                .map_or("-".into(), |d| d.as_millis().to_string()),
+            run.exit
+        );
+        println!(
+            "peak RSS gauntlet run: {:.1} MB, CPU {:.2} s",
+            run.peak_kib as f64 / 1024.0,
+            run.cpu_secs
+        );
+        for (name, (kib, cpu)) in usage {
+            println!(
+                "peak RSS {name}: {:.1} MB, CPU {cpu:.2} s",
+                kib as f64 / 1024.0
+            );
+        }
+        return Ok(());
+    }
     wait_port(gateway_port, "gateway").await?;
     let result = drive(&args, &mock_url, gateway_port).await;
     let usage = procs.usage();
@@ -332,6 +388,94 @@ async fn e2e(args: E2eArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// What the user's command did.
+struct CliRun {
+    wall: Duration,
+    first_call: Option<Duration>,
+    peak_kib: u64,
+    cpu_secs: f64,
+    exit: i32,
+}
+
+/// Requests the mock has answered so far, from its `/stats` (plain HTTP/1.0).
+async fn mock_requests(port: u16) -> Option<u64> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut conn = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .ok()?;
+    conn.write_all(b"GET /stats HTTP/1.0\r\nHost: mock\r\n\r\n")
+        .await
+        .ok()?;
+    let mut body = String::new();
+    conn.read_to_string(&mut body).await.ok()?;
+    let at = body.find("\"requests\":")? + "\"requests\":".len();
+    let digits: String = body[at..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    digits.parse().ok()
+}
+
+/// Runs `gauntlet run suite.yaml -o out.json` as a user would, sampling its
+/// peak RSS and CPU from /proc until it exits.
+async fn via_cli(
+    args: &E2eArgs,
+    gauntlet: &std::path::Path,
+    mock_url: &str,
+    mock_port: u16,
+    server: Option<String>,
+    env: &[(String, String)],
+    dir: &std::path::Path,
+) -> anyhow::Result<CliRun> {
+    let suite_path = dir.join("suite.yaml");
+    std::fs::write(&suite_path, suite(args.cases, mock_url, true))?;
+    let mut cmd = Command::new(gauntlet);
+    cmd.arg("run")
+        .arg(&suite_path)
+        .arg("-o")
+        .arg(dir.join("out.json"))
+        .args([
+            "--no-cache",
+            "--max-concurrency",
+            &args.concurrency.to_string(),
+        ])
+        .arg("--data-dir")
+        .arg(dir.join("cli-data"))
+        .envs(env.iter().cloned())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true);
+    if let Some(url) = &server {
+        cmd.args(["--server", url]);
+    }
+    let started = Instant::now();
+    let mut child = cmd.spawn().context("cannot start gauntlet run")?;
+    let pid = child.id().context("child has no pid")?;
+    let (mut peak_kib, mut cpu, mut first_call) = (0, 0.0, None);
+    let status = loop {
+        if let Some(kib) = peak_rss_kib(pid) {
+            peak_kib = peak_kib.max(kib);
+        }
+        if let Some(c) = cpu_secs(pid) {
+            cpu = c;
+        }
+        if first_call.is_none() && mock_requests(mock_port).await.is_some_and(|n| n > 0) {
+            first_call = Some(started.elapsed());
+        }
+        tokio::select! {
+            status = child.wait() => break status?,
+            _ = tokio::time::sleep(Duration::from_millis(if first_call.is_none() { 5 } else { 25 })) => {}
+        }
+    };
+    Ok(CliRun {
+        wall: started.elapsed(),
+        first_call,
+        peak_kib,
+        cpu_secs: cpu,
+        exit: status.code().unwrap_or(-1),
+    })
+}
+
 /// Submits the suite, follows the run to its end, returns the time from
 /// submit to the final event and the run's summary.
 async fn drive(
@@ -339,32 +483,31 @@ async fn drive(
     mock_url: &str,
     gateway_port: u16,
 ) -> anyhow::Result<(Duration, v1::RunSummary)> {
-    let channel =
-        tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{gateway_port}"))?
-            .connect()
-            .await?;
-    let mut runs = RunServiceClient::new(channel.clone())
-        .max_decoding_message_size(64 << 20)
-        .max_encoding_message_size(64 << 20);
+    // The CLI's own client: the suite streams in chunks, so its size is
+    // bounded by gateway.max_suite_bytes, not by one message.
+    let mut gateway = Gateway::new(
+        client::connect(&format!("http://127.0.0.1:{gateway_port}")).await?,
+        client::limits(false),
+    );
     let text = suite(args.cases, mock_url, args.yaml);
     let started = Instant::now();
-    let submitted = runs
-        .submit_run(v1::SubmitRunRequest {
-            suite: text,
-            format: if args.yaml {
+    let submitted = gateway
+        .submit(
+            text,
+            if args.yaml {
                 v1::SuiteFormat::Yaml
             } else {
                 v1::SuiteFormat::Json
-            } as i32,
-            options: Some(v1::RunOptions {
+            },
+            v1::RunOptions {
                 max_concurrency: args.concurrency,
                 no_cache: true,
                 ..Default::default()
-            }),
-        })
+            },
+        )
         .await
-        .context("submit")?
-        .into_inner();
+        .context("submit")?;
+    let mut runs = gateway.runs.clone();
     let mut stream = runs
         .watch_run(v1::WatchRunRequest {
             run_id: submitted.run_id.clone(),
@@ -378,7 +521,8 @@ async fn drive(
         }
     }
     let elapsed = started.elapsed();
-    let summary = AnalyticsServiceClient::new(channel)
+    let summary = gateway
+        .analytics
         .get_run_summary(v1::GetRunSummaryRequest {
             run_id: submitted.run_id,
         })

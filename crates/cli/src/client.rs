@@ -1,11 +1,109 @@
 //! Talking to a Gauntlet gateway (a remote one, or the embedded stack on
-//! loopback): connecting with a clear error, and reading whole result sets.
+//! loopback): connecting with a clear error, the message limits, streamed
+//! submission and streamed report documents.
 
 use std::time::Duration;
 
 use anyhow::Context;
-use gauntlet_proto::v1::{self, run_service_client::RunServiceClient};
+use gauntlet_config::GauntletConfig;
+use gauntlet_proto::v1::{
+    self, analytics_service_client::AnalyticsServiceClient,
+    report_service_client::ReportServiceClient, run_service_client::RunServiceClient,
+};
+use gauntlet_service::{MessageLimits, limited};
 use tonic::transport::{Channel, Endpoint};
+
+/// The `grpc` section of the configuration (`GAUNTLET_GRPC__*`), which the
+/// services read too, so the CLI sends nothing they refuse. `remote` is
+/// false for the embedded stack on loopback, where gzip would only cost CPU.
+pub fn limits(remote: bool) -> MessageLimits {
+    let config: GauntletConfig = gauntlet_config::load(None, std::env::vars()).unwrap_or_default();
+    MessageLimits {
+        gzip: remote && config.grpc.gzip,
+        ..MessageLimits::new(&config.grpc)
+    }
+}
+
+/// The gateway's services over one channel, with the message limits applied.
+#[derive(Clone)]
+pub struct Gateway {
+    pub runs: RunServiceClient<Channel>,
+    pub analytics: AnalyticsServiceClient<Channel>,
+    pub reports: ReportServiceClient<Channel>,
+    pub limits: MessageLimits,
+}
+
+impl Gateway {
+    pub fn new(channel: Channel, limits: MessageLimits) -> Self {
+        Self {
+            runs: limited!(RunServiceClient::new(channel.clone()), limits),
+            analytics: limited!(AnalyticsServiceClient::new(channel.clone()), limits),
+            reports: limited!(ReportServiceClient::new(channel), limits),
+            limits,
+        }
+    }
+
+    /// Connects to a remote gateway with the configured limits.
+    pub async fn connect(url: &str) -> anyhow::Result<Self> {
+        Ok(Self::new(connect(url).await?, limits(true)))
+    }
+
+    /// Submits a suite of any size up to the gateway's suite limit, in
+    /// chunks that each fit in one message.
+    pub async fn submit(
+        &mut self,
+        suite: String,
+        format: v1::SuiteFormat,
+        options: v1::RunOptions,
+    ) -> Result<v1::SubmitRunResponse, tonic::Status> {
+        use v1::submit_run_chunk::Part;
+        let bytes = std::sync::Arc::new(suite.into_bytes());
+        let chunk = SUBMIT_CHUNK.min(self.limits.payload_budget()).max(1);
+        let header = v1::SubmitRunChunk {
+            part: Some(Part::Header(v1::SubmitRunHeader {
+                format: format as i32,
+                options: Some(options),
+                suite_bytes: bytes.len() as u64,
+            })),
+        };
+        let len = bytes.len();
+        let data = (0..len).step_by(chunk).map(move |at| v1::SubmitRunChunk {
+            part: Some(Part::Data(bytes[at..(at + chunk).min(len)].to_vec())),
+        });
+        let messages = futures::stream::iter(std::iter::once(header).chain(data));
+        self.runs
+            .submit_run_stream(messages)
+            .await
+            .map(tonic::Response::into_inner)
+    }
+
+    /// A ready report's document, whether it came inline or must be streamed.
+    pub async fn report_content(&mut self, report: v1::Report) -> anyhow::Result<Vec<u8>> {
+        if !report.content.is_empty() || report.content_bytes == 0 {
+            return Ok(report.content.into_bytes());
+        }
+        let mut stream = self
+            .reports
+            .read_report(v1::GetReportRequest {
+                report_id: report.id.clone(),
+            })
+            .await
+            .map_err(|s| status_message("read report", &s))?
+            .into_inner();
+        let mut out = Vec::with_capacity(report.content_bytes.min(1 << 30) as usize);
+        while let Some(chunk) = stream
+            .message()
+            .await
+            .map_err(|s| status_message("read report", &s))?
+        {
+            out.extend_from_slice(&chunk.data);
+        }
+        Ok(out)
+    }
+}
+
+/// Bytes of suite per `SubmitRunStream` message.
+const SUBMIT_CHUNK: usize = 1024 * 1024;
 
 /// Connects to the gateway at `url`, failing fast with one clear line.
 pub async fn connect(url: &str) -> anyhow::Result<Channel> {
@@ -36,31 +134,5 @@ pub fn status_message(what: &str, s: &tonic::Status) -> anyhow::Error {
         tonic::Code::NotFound => anyhow::anyhow!("{}", s.message()),
         tonic::Code::Unavailable => anyhow::anyhow!("{what}: server unavailable: {}", s.message()),
         _ => anyhow::anyhow!("{what}: {} ({:?})", s.message(), s.code()),
-    }
-}
-
-/// Every result of a run, in task order.
-pub async fn all_results(
-    runs: &mut RunServiceClient<Channel>,
-    run_id: &str,
-) -> anyhow::Result<Vec<v1::Result>> {
-    let mut out = Vec::new();
-    let mut token = String::new();
-    loop {
-        let page = runs
-            .list_results(v1::ListResultsRequest {
-                run_id: run_id.into(),
-                status: v1::ResultStatus::Unspecified as i32,
-                page_size: 1000,
-                page_token: token,
-            })
-            .await
-            .map_err(|s| status_message("list results", &s))?
-            .into_inner();
-        out.extend(page.results);
-        if page.next_page_token.is_empty() {
-            return Ok(out);
-        }
-        token = page.next_page_token;
     }
 }

@@ -5,14 +5,12 @@ use std::{path::PathBuf, time::Duration};
 
 use anyhow::Context;
 use futures::StreamExt;
-use gauntlet_proto::v1::{
-    self, report_service_client::ReportServiceClient, run_service_client::RunServiceClient,
-};
+use gauntlet_proto::v1;
 
 use crate::client;
 
 pub async fn watch(server: &str, run_id: &str) -> anyhow::Result<()> {
-    let mut runs = RunServiceClient::new(client::connect(server).await?);
+    let mut runs = client::Gateway::connect(server).await?.runs;
     let mut stream = runs
         .watch_run(v1::WatchRunRequest {
             run_id: run_id.into(),
@@ -36,7 +34,7 @@ pub async fn watch(server: &str, run_id: &str) -> anyhow::Result<()> {
 }
 
 pub async fn runs(server: &str, limit: u32) -> anyhow::Result<()> {
-    let mut client_ = RunServiceClient::new(client::connect(server).await?);
+    let mut client_ = client::Gateway::connect(server).await?.runs;
     let page = client_
         .list_runs(v1::ListRunsRequest {
             page_size: limit,
@@ -65,44 +63,63 @@ pub async fn runs(server: &str, limit: u32) -> anyhow::Result<()> {
 }
 
 pub async fn results(server: &str, run_id: &str, output: Option<PathBuf>) -> anyhow::Result<()> {
-    let channel = client::connect(server).await?;
-    let mut runs = RunServiceClient::new(channel.clone());
-    let results = client::all_results(&mut runs, run_id).await?;
-    match output {
-        Some(path) => {
-            let summary =
-                gauntlet_proto::v1::analytics_service_client::AnalyticsServiceClient::new(channel)
-                    .get_run_summary(v1::GetRunSummaryRequest {
-                        run_id: run_id.into(),
-                    })
-                    .await
-                    .map_err(|s| client::status_message("summary", &s))?
-                    .into_inner();
-            crate::output::write(&path, &gauntlet_reports::ReportData { summary, results })?;
-            eprintln!("wrote {}", path.display());
-        }
-        None => {
-            for r in results {
-                let status = match v1::ResultStatus::try_from(r.status) {
-                    Ok(v1::ResultStatus::Pass) => "PASS",
-                    Ok(v1::ResultStatus::Fail) => "FAIL",
-                    _ => "ERROR",
-                };
-                println!(
-                    "{:>6} {:<5} {:<24} {}",
-                    r.task_index,
-                    status,
-                    r.provider_id,
-                    if r.reason.is_empty() {
-                        &r.output
-                    } else {
-                        &r.reason
-                    }
-                );
-            }
-        }
+    let mut gateway = client::Gateway::connect(server).await?;
+    if let Some(path) = output {
+        let summary = gateway
+            .analytics
+            .get_run_summary(v1::GetRunSummaryRequest {
+                run_id: run_id.into(),
+            })
+            .await
+            .map_err(|s| client::status_message("summary", &s))?
+            .into_inner();
+        crate::output::write_files(
+            std::slice::from_ref(&path),
+            &summary,
+            &gateway.runs,
+            run_id,
+        )
+        .await?;
+        eprintln!("wrote {}", path.display());
+        return Ok(());
     }
-    Ok(())
+    // Printed a page at a time, so a huge run needs no more memory than a page.
+    let mut token = String::new();
+    loop {
+        let page = gateway
+            .runs
+            .list_results(v1::ListResultsRequest {
+                run_id: run_id.into(),
+                status: v1::ResultStatus::Unspecified as i32,
+                page_size: 1000,
+                page_token: token,
+            })
+            .await
+            .map_err(|s| client::status_message("list results", &s))?
+            .into_inner();
+        for r in page.results {
+            let status = match v1::ResultStatus::try_from(r.status) {
+                Ok(v1::ResultStatus::Pass) => "PASS",
+                Ok(v1::ResultStatus::Fail) => "FAIL",
+                _ => "ERROR",
+            };
+            println!(
+                "{:>6} {:<5} {:<24} {}",
+                r.task_index,
+                status,
+                r.provider_id,
+                if r.reason.is_empty() {
+                    &r.output
+                } else {
+                    &r.reason
+                }
+            );
+        }
+        if page.next_page_token.is_empty() {
+            return Ok(());
+        }
+        token = page.next_page_token;
+    }
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
@@ -120,7 +137,8 @@ pub async fn report(
     format: ReportFormat,
     output: Option<PathBuf>,
 ) -> anyhow::Result<()> {
-    let mut reports = ReportServiceClient::new(client::connect(server).await?);
+    let mut gateway = client::Gateway::connect(server).await?;
+    let mut reports = gateway.reports.clone();
     let format = match format {
         ReportFormat::Markdown => v1::ReportFormat::Markdown,
         ReportFormat::Json => v1::ReportFormat::Json,
@@ -160,13 +178,17 @@ pub async fn report(
         "report failed: {}",
         report.error
     );
+    let content = gateway.report_content(report).await?;
     match output {
         Some(path) => {
-            std::fs::write(&path, report.content)
+            std::fs::write(&path, content)
                 .with_context(|| format!("cannot write {}", path.display()))?;
             eprintln!("wrote {}", path.display());
         }
-        None => print!("{}", report.content),
+        None => {
+            use std::io::Write;
+            std::io::stdout().lock().write_all(&content)?;
+        }
     }
     Ok(())
 }

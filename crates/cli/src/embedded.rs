@@ -77,8 +77,22 @@ fn url(addr: SocketAddr) -> String {
 
 impl Stack {
     /// The embedded stack: SQLite in `data_dir`, in-process bus, L1 cache.
-    pub async fn start(data_dir: &Path) -> anyhow::Result<Self> {
-        let config = GauntletConfig::default();
+    /// Limits come from `GAUNTLET_<SECTION>__<KEY>` variables, as for the
+    /// services (`GAUNTLET_GATEWAY__MAX_SUITE_BYTES`, `GAUNTLET_GRPC__…`).
+    /// `max_concurrency` is the run's own limit (`--max-concurrency`): the
+    /// embedded worker is sized to honour it, as a user would expect.
+    pub async fn start(data_dir: &Path, max_concurrency: u32) -> anyhow::Result<Self> {
+        let mut config: GauntletConfig = gauntlet_config::load(None, std::env::vars())?;
+        config.validate()?;
+        // Loopback: compressing would only cost CPU.
+        config.grpc.gzip = false;
+        let worker = &mut config.worker;
+        worker.max_in_flight = worker.max_in_flight.max(max_concurrency as usize);
+        // Enough batches on hand to keep every slot busy, twice over.
+        let batches = (2 * worker.max_in_flight).div_ceil(config.amqp.batch_size.max(1) as usize);
+        worker.prefetch = worker
+            .prefetch
+            .max(u16::try_from(batches).unwrap_or(u16::MAX));
         let backends = Backends::embedded(data_dir, &config).await?;
         Self::start_with(config, backends).await
     }

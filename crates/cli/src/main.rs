@@ -137,10 +137,12 @@ fn load_config(path: Option<&PathBuf>) -> anyhow::Result<GauntletConfig> {
         ),
         None => None,
     };
-    gauntlet_config::load(text.as_deref(), std::env::vars()).map_err(|e| match path {
-        Some(p) => anyhow::anyhow!("{}: {e}", p.display()),
-        None => anyhow::anyhow!("{e}"),
-    })
+    gauntlet_config::load(text.as_deref(), std::env::vars())
+        .and_then(|c: GauntletConfig| c.validate().map(|()| c))
+        .map_err(|e| match path {
+            Some(p) => anyhow::anyhow!("{}: {e}", p.display()),
+            None => anyhow::anyhow!("{e}"),
+        })
 }
 
 /// `gauntlet up`: the five services in this process until SIGINT/SIGTERM.

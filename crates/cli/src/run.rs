@@ -11,11 +11,9 @@ use std::{
 
 use anyhow::Context;
 use futures::StreamExt;
-use gauntlet_proto::v1::{
-    self, analytics_service_client::AnalyticsServiceClient, run_service_client::RunServiceClient,
-};
-use gauntlet_reports::ReportData;
+use gauntlet_proto::v1::{self, run_service_client::RunServiceClient};
 use indicatif::{ProgressBar, ProgressStyle};
+use tracing::debug;
 
 use crate::{client, embedded, output, suite_file};
 
@@ -27,14 +25,16 @@ pub struct RunArgs {
     /// embedded stack.
     #[arg(long, env = "GAUNTLET_SERVER")]
     pub server: Option<String>,
-    /// Write results to FILE; the extension picks the format: .json, .csv,
-    /// .md, .html or .xml (JUnit). Repeatable.
+    /// Write results to FILE; the extension picks the format: .json,
+    /// .jsonl, .csv, .md, .html or .xml (JUnit). Repeatable; written while
+    /// paging through the results, so memory stays flat.
     #[arg(short, long = "output", value_name = "FILE")]
     pub outputs: Vec<PathBuf>,
     /// Run every test × prompt × provider this many times.
     #[arg(long, default_value_t = 1)]
     pub repeat: u32,
-    /// Most provider calls in flight (0: the worker's default).
+    /// Most provider calls in flight (0: the worker's default, 256). The
+    /// embedded stack sizes its worker to allow this many.
     #[arg(long, default_value_t = 0)]
     pub max_concurrency: u32,
     /// Do not use cached provider responses.
@@ -78,6 +78,9 @@ fn usd(v: f64) -> String {
 }
 
 pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
+    // Phase timings for `RUST_LOG=gauntlet_cli=debug`.
+    let started = Instant::now();
+    let ms = || started.elapsed().as_millis() as u64;
     let pattern = args
         .filter_pattern
         .as_deref()
@@ -93,31 +96,44 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
             pattern,
         },
     )?;
-    let document = suite_file::to_document(&suite);
+    // The gateway gets the suite exactly as it was read here: the model's
+    // own encoding, with every file already inlined.
+    let (tests, prompts, providers) = (
+        suite.tests.len(),
+        suite.prompts.len(),
+        suite.providers.len(),
+    );
+    let normalized = gauntlet_core::parse::to_normalized_json(&suite);
+    drop(suite);
 
-    let (url, stack) = match &args.server {
-        Some(url) => (url.clone(), None),
+    debug!(elapsed_ms = ms(), tests, "suite read");
+    let (mut gateway, stack) = match &args.server {
+        Some(url) => (client::Gateway::connect(url).await?, None),
         None => {
-            let stack = embedded::Stack::start(&args.data_dir).await?;
-            (stack.url(), Some(stack))
+            let stack = embedded::Stack::start(&args.data_dir, args.max_concurrency).await?;
+            let channel = client::connect(&stack.url()).await?;
+            (
+                client::Gateway::new(channel, client::limits(false)),
+                Some(stack),
+            )
         }
     };
-    let channel = client::connect(&url).await?;
-    let mut runs = RunServiceClient::new(channel.clone());
-    let mut analytics = AnalyticsServiceClient::new(channel);
+    debug!(elapsed_ms = ms(), "connected");
+    let runs = &mut gateway.runs.clone();
+    let mut analytics = gateway.analytics.clone();
 
-    let submitted = runs
-        .submit_run(v1::SubmitRunRequest {
-            suite: document.to_string(),
-            format: v1::SuiteFormat::Json as i32,
-            options: Some(v1::RunOptions {
+    let submitted = gateway
+        .submit(
+            normalized,
+            v1::SuiteFormat::NormalizedJson,
+            v1::RunOptions {
                 repeat: args.repeat,
                 max_concurrency: args.max_concurrency,
                 no_cache: args.no_cache,
                 label: String::new(),
                 max_cost_usd: args.max_cost.unwrap_or(0.0),
-            }),
-        })
+            },
+        )
         .await
         .map_err(|s| {
             anyhow::anyhow!(
@@ -125,9 +141,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
                 args.suite.display(),
                 client::status_message("submit", &s)
             )
-        })?
-        .into_inner();
+        })?;
     let run_id = submitted.run_id.clone();
+    debug!(elapsed_ms = ms(), "run submitted");
     let unpriced = if submitted.unpriced_providers.is_empty() {
         String::new()
     } else {
@@ -137,19 +153,20 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
         "run {run_id}: {} tasks ({} tests × {} prompts × {} providers × {} repeats), \
          est. {}{unpriced} for ~{} tokens in, ~{} out",
         submitted.total_tasks,
-        suite.tests.len(),
-        suite.prompts.len(),
-        suite.providers.len(),
+        tests,
+        prompts,
+        providers,
         args.repeat.max(1),
         usd(submitted.estimated_cost_usd),
         submitted.estimated_tokens_in,
         submitted.estimated_tokens_out,
     );
 
-    let (interrupted, status) = follow(&mut runs, &run_id, submitted.total_tasks).await?;
+    let (interrupted, status) = follow(runs, &run_id, submitted.total_tasks).await?;
+    debug!(elapsed_ms = ms(), "run ended");
     let cost_limited = status == Some(v1::RunStatus::CostLimited);
     if interrupted || cost_limited {
-        settle(&mut runs, &run_id).await;
+        settle(runs, &run_id).await;
     }
     if cost_limited {
         eprintln!(
@@ -166,7 +183,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
         .map_err(|s| client::status_message("summary", &s))?
         .into_inner();
     let failures = if summary.failed + summary.errors > 0 {
-        first_failures(&mut runs, &run_id).await?
+        first_failures(runs, &run_id).await?
     } else {
         Vec::new()
     };
@@ -176,19 +193,18 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
     drop(stdout);
 
     if !args.outputs.is_empty() {
-        let results = client::all_results(&mut runs, &run_id).await?;
-        let data = ReportData {
-            summary: summary.clone(),
-            results,
-        };
+        // Written while paging through the results: memory stays flat
+        // however large the run.
+        output::write_files(&args.outputs, &summary, runs, &run_id).await?;
+        debug!(elapsed_ms = ms(), "result files written");
         for path in &args.outputs {
-            output::write(path, &data)?;
             eprintln!("wrote {}", path.display());
         }
     }
     println!("run id: {run_id}");
     if let Some(stack) = stack {
         stack.stop().await;
+        debug!(elapsed_ms = ms(), "embedded stack stopped");
     }
     Ok(if interrupted {
         INTERRUPTED

@@ -1,16 +1,16 @@
 //! Reading a suite file for the CLI: `file://` references resolved relative
 //! to the suite, errors prefixed with the file (and line:col for syntax
-//! errors), test filters applied, and the result turned back into a
-//! self-contained promptfoo-shaped document the gateway accepts.
+//! errors), provider ids checked, and test filters applied. The suite then
+//! travels to the gateway in its normalized form (see `run`).
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use gauntlet_core::{
-    Suite,
-    parse::{FileResolver, SuiteFormat, parse_suite_with},
+    Suite, SuiteError,
+    parse::{FileResolver, SuiteFormat, field_position, parse_suite_with},
 };
-use serde_json::{Map, Value, json};
+use gauntlet_providers::{ProviderError, ProviderFactory};
 
 struct Relative(PathBuf);
 
@@ -92,6 +92,18 @@ pub fn load(path: &Path, filters: &Filters) -> anyhow::Result<Suite> {
         .unwrap_or_else(|| PathBuf::from("."));
     let mut suite = parse_suite_with(&text, format, &Relative(dir.clone()))
         .map_err(|e| located(path, &dir, &e))?;
+    // The gateway refuses ids no worker could serve; say so here, where the
+    // error can point at the line.
+    let providers = ProviderFactory::from_process_env();
+    for (i, p) in suite.providers.iter().enumerate() {
+        if let Err(e @ ProviderError::Unsupported(_)) = providers.build(&p.id, &p.config) {
+            let mut err = SuiteError::at(format!("providers[{i}].id"), e.to_string());
+            if let Some((line, column)) = field_position(&text, &err.path) {
+                (err.line, err.column) = (Some(line), Some(column));
+            }
+            return Err(located(path, &dir, &err));
+        }
+    }
     if let Some(re) = &filters.pattern {
         suite.tests.retain(|t| {
             let text = t
@@ -108,85 +120,4 @@ pub fn load(path: &Path, filters: &Filters) -> anyhow::Result<Suite> {
         bail!("{}: no test matches the filters", path.display());
     }
     Ok(suite)
-}
-
-/// A promptfoo-shaped JSON document that parses back into `suite`, with
-/// every file already inlined, for submitting to a server that cannot read
-/// the user's files.
-pub fn to_document(suite: &Suite) -> Value {
-    let mut doc = Map::new();
-    if let Some(d) = &suite.description {
-        doc.insert("description".into(), json!(d));
-    }
-    doc.insert(
-        "prompts".into(),
-        suite
-            .prompts
-            .iter()
-            .map(|p| json!({"id": p.id, "label": p.label, "raw": p.raw}))
-            .collect(),
-    );
-    doc.insert(
-        "providers".into(),
-        suite
-            .providers
-            .iter()
-            .map(|p| {
-                let mut m = Map::new();
-                m.insert("id".into(), json!(p.id));
-                if let Some(l) = &p.label {
-                    m.insert("label".into(), json!(l));
-                }
-                if !p.config.is_empty() {
-                    m.insert("config".into(), Value::Object(p.config.clone()));
-                }
-                Value::Object(m)
-            })
-            .collect(),
-    );
-    doc.insert(
-        "tests".into(),
-        suite
-            .tests
-            .iter()
-            .map(|t| {
-                let mut m = Map::new();
-                if let Some(d) = &t.description {
-                    m.insert("description".into(), json!(d));
-                }
-                m.insert("vars".into(), json!(t.vars));
-                let asserts: Vec<Value> = t
-                    .assert
-                    .iter()
-                    .map(|a| {
-                        let mut x = Map::new();
-                        x.insert("type".into(), json!(a.type_name()));
-                        if let Some(v) = &a.value {
-                            x.insert("value".into(), v.clone());
-                        }
-                        x.insert("weight".into(), json!(a.weight));
-                        if let Some(th) = a.threshold {
-                            x.insert("threshold".into(), json!(th));
-                        }
-                        if let Some(metric) = &a.metric {
-                            x.insert("metric".into(), json!(metric));
-                        }
-                        Value::Object(x)
-                    })
-                    .collect();
-                m.insert("assert".into(), Value::Array(asserts));
-                if let Some(th) = t.threshold {
-                    m.insert("threshold".into(), json!(th));
-                }
-                if !t.metadata.is_empty() {
-                    m.insert("metadata".into(), Value::Object(t.metadata.clone()));
-                }
-                Value::Object(m)
-            })
-            .collect(),
-    );
-    if !suite.env.is_empty() {
-        doc.insert("env".into(), json!(suite.env));
-    }
-    Value::Object(doc)
 }

@@ -5,7 +5,7 @@ use std::{path::Path, process::Output};
 
 use crate::cluster::Cluster;
 
-const BIN: &str = env!("CARGO_BIN_EXE_gauntlet");
+pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_gauntlet");
 
 fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -19,7 +19,7 @@ fn quickstart() -> std::path::PathBuf {
     repo().join("examples/quickstart.yaml")
 }
 
-async fn gauntlet(args: &[&str], dir: &Path) -> Output {
+pub(crate) async fn gauntlet(args: &[&str], dir: &Path) -> Output {
     tokio::process::Command::new(BIN)
         .args(args)
         .current_dir(dir)
@@ -30,7 +30,7 @@ async fn gauntlet(args: &[&str], dir: &Path) -> Output {
         .expect("run the gauntlet binary")
 }
 
-fn text(o: &Output) -> (String, String) {
+pub(crate) fn text(o: &Output) -> (String, String) {
     (
         String::from_utf8_lossy(&o.stdout).into_owned(),
         String::from_utf8_lossy(&o.stderr).into_owned(),

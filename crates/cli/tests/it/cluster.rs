@@ -27,6 +27,11 @@ pub struct Cluster {
 
 impl Cluster {
     pub async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    /// A cluster whose configuration `tweak` adjusts first (limits, say).
+    pub async fn start_with(tweak: impl FnOnce(&mut GauntletConfig)) -> Self {
         let db = TestDatabase::create().await;
         let vhost = TestVhost::create().await;
         let mock = MockServer::start(MockConfig::default()).await.unwrap();
@@ -40,6 +45,7 @@ impl Cluster {
         config.redis.prefix = format!("gauntlet-test-{}", uuid::Uuid::new_v4().simple());
         config.monitor.poll_interval_ms = 200;
         config.worker.shutdown_grace_secs = 5;
+        tweak(&mut config);
 
         let bus: Arc<dyn Bus> = Arc::new(
             AmqpBus::connect(&config.amqp.url, config.amqp.delivery_limit)

@@ -453,3 +453,41 @@ async fn reflection_lists_the_public_services() {
     }
     cluster.stop().await;
 }
+
+/// Python's grpcio-reflection with a fresh descriptor pool (a client we did
+/// not write) resolves every method of every service from reflection alone.
+/// `scripts/test.sh` installs it; without it the test says so and passes,
+/// except under `CI=true`, where a missing client is a failure.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_python_client_resolves_every_method_from_reflection() {
+    let have = std::process::Command::new("python3")
+        .args(["-c", "import grpc_reflection, google.protobuf"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !have {
+        assert!(
+            std::env::var("CI").is_err(),
+            "CI needs python3 with grpcio-reflection (scripts/test.sh installs it)"
+        );
+        eprintln!("skipped: python3 with grpcio-reflection is not installed");
+        return;
+    }
+    let cluster = Cluster::start().await;
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../scripts/checks/reflection_client.py");
+    let target = cluster.stack.url().trim_start_matches("http://").to_owned();
+    let out = tokio::process::Command::new("python3")
+        .arg(&script)
+        .arg(&target)
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("resolved"), "{stdout}");
+    cluster.stop().await;
+}

@@ -7,5 +7,6 @@ mod cache;
 mod cli;
 mod cluster;
 mod e2e;
+mod front_door;
 mod graded;
 mod resilience;

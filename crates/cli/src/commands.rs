@@ -73,13 +73,8 @@ pub async fn results(server: &str, run_id: &str, output: Option<PathBuf>) -> any
             .await
             .map_err(|s| client::status_message("summary", &s))?
             .into_inner();
-        crate::output::write_files(
-            std::slice::from_ref(&path),
-            &summary,
-            &gateway.runs,
-            run_id,
-        )
-        .await?;
+        crate::output::write_files(std::slice::from_ref(&path), &summary, &gateway.runs, run_id)
+            .await?;
         eprintln!("wrote {}", path.display());
         return Ok(());
     }

@@ -48,18 +48,24 @@ impl GrpcServer {
         let reflection_v1 = reflection().build_v1()?;
         let reflection_v1alpha = reflection().build_v1alpha()?;
         let metrics = Arc::new(Registry::new());
+        // These take the same limits as the service's own APIs, so a client
+        // that compresses (the monitor's health probes) is understood.
+        let limits = MessageLimits::new(grpc);
         let mut routes = RoutesBuilder::default();
         routes
-            .add_service(health_service)
-            .add_service(reflection_v1)
-            .add_service(reflection_v1alpha)
-            .add_service(ControlServer::new(Control::new(name, metrics.clone())));
+            .add_service(crate::limited!(health_service, limits))
+            .add_service(crate::limited!(reflection_v1, limits))
+            .add_service(crate::limited!(reflection_v1alpha, limits))
+            .add_service(crate::limited!(
+                ControlServer::new(Control::new(name, metrics.clone())),
+                limits
+            ));
         Ok(Self {
             name,
             routes,
             health,
             metrics,
-            limits: MessageLimits::new(grpc),
+            limits,
         })
     }
 

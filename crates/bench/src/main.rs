@@ -403,11 +403,14 @@ async fn mock_requests(port: u16) -> Option<u64> {
     let mut conn = tokio::net::TcpStream::connect(("127.0.0.1", port))
         .await
         .ok()?;
-    conn.write_all(b"GET /stats HTTP/1.0\r\nHost: mock\r\n\r\n")
+    conn.write_all(b"GET /stats HTTP/1.1\r\nHost: mock\r\nConnection: close\r\n\r\n")
         .await
         .ok()?;
     let mut body = String::new();
-    conn.read_to_string(&mut body).await.ok()?;
+    tokio::time::timeout(Duration::from_millis(200), conn.read_to_string(&mut body))
+        .await
+        .ok()?
+        .ok()?;
     let at = body.find("\"requests\":")? + "\"requests\":".len();
     let digits: String = body[at..]
         .chars()

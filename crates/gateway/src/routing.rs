@@ -66,6 +66,19 @@ impl Router {
     }
 }
 
+impl Router {
+    /// The stored report `report_id` names, or `NotFound`.
+    async fn report(&self, report_id: &str) -> Result<ReportRecord, Status> {
+        let id = parse_id("report_id", report_id)?;
+        self.deps
+            .store
+            .get_report(id)
+            .await
+            .map_err(|e| internal("get report", e))?
+            .ok_or_else(|| not_found("report", id))
+    }
+}
+
 /// The name a report format is stored under.
 pub fn format_name(format: v1::ReportFormat) -> Option<&'static str> {
     Some(match format {
@@ -196,14 +209,7 @@ impl ReportService for Router {
         &self,
         request: Request<v1::GetReportRequest>,
     ) -> Result<Response<v1::Report>, Status> {
-        let id = parse_id("report_id", &request.get_ref().report_id)?;
-        let report = self
-            .deps
-            .store
-            .get_report(id)
-            .await
-            .map_err(|e| internal("get report", e))?
-            .ok_or_else(|| not_found("report", id))?;
+        let report = self.report(&request.get_ref().report_id).await?;
         Ok(Response::new(report_message(&report, self.limits)))
     }
 
@@ -213,14 +219,8 @@ impl ReportService for Router {
         &self,
         request: Request<v1::GetReportRequest>,
     ) -> Result<Response<Self::ReadReportStream>, Status> {
-        let id = parse_id("report_id", &request.get_ref().report_id)?;
-        let report = self
-            .deps
-            .store
-            .get_report(id)
-            .await
-            .map_err(|e| internal("get report", e))?
-            .ok_or_else(|| not_found("report", id))?;
+        let report = self.report(&request.get_ref().report_id).await?;
+        let id = report.id;
         if report.status != ReportStatus::Ready {
             return Err(Status::failed_precondition(format!(
                 "report {id} is not ready; poll GetReport until it is"

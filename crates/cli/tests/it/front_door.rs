@@ -27,6 +27,18 @@ fn many_cases(n: usize) -> String {
     s
 }
 
+/// `gauntlet ARGS` in `dir` with one configuration variable set.
+async fn gauntlet_with(args: &[&str], dir: &Path, var: &str, value: &str) -> std::process::Output {
+    tokio::process::Command::new(crate::cli::BIN)
+        .args(args)
+        .current_dir(dir)
+        .env_remove("GAUNTLET_SERVER")
+        .env(var, value)
+        .output()
+        .await
+        .unwrap()
+}
+
 fn results_json(path: &Path) -> serde_json::Value {
     serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
 }
@@ -204,14 +216,13 @@ async fn forty_thousand_cases_run_against_the_real_services() {
 async fn a_suite_over_the_suite_limit_is_refused_naming_the_limit() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("big.yaml"), many_cases(2_000)).unwrap();
-    let out = tokio::process::Command::new(crate::cli::BIN)
-        .args(["run", "big.yaml"])
-        .current_dir(dir.path())
-        .env_remove("GAUNTLET_SERVER")
-        .env("GAUNTLET_GATEWAY__MAX_SUITE_BYTES", "100000")
-        .output()
-        .await
-        .unwrap();
+    let out = gauntlet_with(
+        &["run", "big.yaml"],
+        dir.path(),
+        "GAUNTLET_GATEWAY__MAX_SUITE_BYTES",
+        "100000",
+    )
+    .await;
     let (stdout, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
     assert!(stderr.contains("big.yaml"), "{stderr}");
@@ -237,14 +248,13 @@ async fn the_smallest_message_limit_still_carries_large_suites_and_results() {
         .unwrap();
     }
     std::fs::write(dir.path().join("wide.yaml"), &suite).unwrap();
-    let out = tokio::process::Command::new(crate::cli::BIN)
-        .args(["run", "wide.yaml", "-o", "out.json", "-o", "out.csv"])
-        .current_dir(dir.path())
-        .env_remove("GAUNTLET_SERVER")
-        .env("GAUNTLET_GRPC__MAX_MESSAGE_BYTES", "65536")
-        .output()
-        .await
-        .unwrap();
+    let out = gauntlet_with(
+        &["run", "wide.yaml", "-o", "out.json", "-o", "out.csv"],
+        dir.path(),
+        "GAUNTLET_GRPC__MAX_MESSAGE_BYTES",
+        "65536",
+    )
+    .await;
     let (stdout, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
     let doc = results_json(&dir.path().join("out.json"));
@@ -281,4 +291,68 @@ async fn a_var_product_bomb_is_refused_at_once_with_the_field_and_count() {
     // Generous for a debug build on a loaded machine; the product itself
     // would take minutes and gigabytes.
     assert!(elapsed.as_secs() < 10, "took {elapsed:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_report_larger_than_a_message_is_streamed_whole() {
+    // Services and CLI at the smallest message limit: the JSON report of
+    // 300 results of 1 KB each cannot travel in GetReport, so the CLI
+    // reads it through ReadReport.
+    let limit = gauntlet_config::MIN_MESSAGE_BYTES;
+    let cluster = Cluster::start_with(|c| c.grpc.max_message_bytes = limit).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut suite = String::from("prompts: ['{{text}}']\nproviders: [echo]\ntests:\n");
+    for i in 0..300 {
+        writeln!(
+            suite,
+            "  - vars:\n      text: '{i:04} {}'",
+            "y".repeat(1000)
+        )
+        .unwrap();
+    }
+    std::fs::write(dir.path().join("wide.yaml"), &suite).unwrap();
+    let url = cluster.stack.url();
+    let limit = limit.to_string();
+    let var = "GAUNTLET_GRPC__MAX_MESSAGE_BYTES";
+    let run = gauntlet_with(
+        &["run", "wide.yaml", "--server", &url],
+        dir.path(),
+        var,
+        &limit,
+    )
+    .await;
+    let (stdout, stderr) = text(&run);
+    assert_eq!(run.status.code(), Some(0), "{stdout}\n{stderr}");
+    let run_id = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("run id: "))
+        .unwrap()
+        .trim()
+        .to_owned();
+    let report = gauntlet_with(
+        &[
+            "report",
+            &run_id,
+            "--format",
+            "json",
+            "--server",
+            &url,
+            "-o",
+            "report.json",
+        ],
+        dir.path(),
+        var,
+        &limit,
+    )
+    .await;
+    assert_eq!(report.status.code(), Some(0), "{:?}", text(&report));
+    let bytes = std::fs::read(dir.path().join("report.json")).unwrap();
+    assert!(
+        bytes.len() > 2 * gauntlet_config::MIN_MESSAGE_BYTES,
+        "{} bytes",
+        bytes.len()
+    );
+    let doc: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(doc["results"].as_array().unwrap().len(), 300);
+    cluster.stop().await;
 }

@@ -12,11 +12,66 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 /// Cancels `token` on SIGTERM or SIGINT.
-/// Binds a service's listen address, saying which one failed.
+/// How long [`bind`] keeps trying an address another process still holds.
+pub const BIND_PATIENCE: Duration = Duration::from_secs(30);
+
+/// Binds a service's listen address, saying which one failed. A restarted
+/// process often finds its port still held by the one it replaces (being
+/// drained, or in TIME_WAIT); it waits for it, for up to [`BIND_PATIENCE`],
+/// rather than exit.
 pub async fn bind(addr: &str) -> anyhow::Result<tokio::net::TcpListener> {
-    tokio::net::TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("cannot listen on {addr}"))
+    bind_within(addr, BIND_PATIENCE).await
+}
+
+/// [`bind`] with a given patience.
+pub async fn bind_within(
+    addr: &str,
+    patience: Duration,
+) -> anyhow::Result<tokio::net::TcpListener> {
+    let deadline = tokio::time::Instant::now() + patience;
+    let mut delay = Duration::from_millis(50);
+    let mut warned = false;
+    loop {
+        match try_bind(addr).await {
+            Ok(listener) => return Ok(listener),
+            Err(e)
+                if e.kind() == std::io::ErrorKind::AddrInUse
+                    && tokio::time::Instant::now() + delay < deadline =>
+            {
+                if !warned {
+                    warn!(%addr, "listen address in use, waiting for it to be freed");
+                    warned = true;
+                }
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(1));
+            }
+            Err(e) => return Err(e).with_context(|| format!("cannot listen on {addr}")),
+        }
+    }
+}
+
+/// Binds with `SO_REUSEADDR`, so connections of a previous process in
+/// TIME_WAIT do not hold the port (another live listener still does).
+async fn try_bind(addr: &str) -> std::io::Result<tokio::net::TcpListener> {
+    let mut last = None;
+    for resolved in tokio::net::lookup_host(addr).await? {
+        let socket = if resolved.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        socket.set_reuseaddr(true)?;
+        match socket.bind(resolved).and_then(|()| socket.listen(1024)) {
+            Ok(listener) => return Ok(listener),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("{addr} resolves to no address"),
+        )
+    }))
 }
 
 pub fn shutdown_on_signal(token: CancellationToken) {

@@ -2,3 +2,4 @@
 //! clients that know nothing of our protos.
 
 mod reflection;
+mod startup;

@@ -4,6 +4,7 @@
 //!
 //! [`limiter`] keeps the cluster's shared rate limits in the same Redis.
 
+mod breaker;
 pub mod limiter;
 
 use std::{sync::Arc, time::Duration};
@@ -11,9 +12,11 @@ use std::{sync::Arc, time::Duration};
 use deadpool_redis::{Pool, Runtime, redis};
 use gauntlet_config::RedisConfig;
 use moka::{Expiry, future::Cache as Moka};
-use tracing::warn;
 
-use crate::limiter::{LocalLimiter, RateLimiter, RedisLimiter};
+use crate::{
+    breaker::RedisBreaker,
+    limiter::{LocalLimiter, RateLimiter, RedisLimiter},
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CacheError {
@@ -40,6 +43,9 @@ impl Expiry<String, Entry> for PerEntryTtl {
     }
 }
 
+/// Longest wait for a Redis connection.
+const REDIS_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// L1 + optional L2. Cheap to clone.
 #[derive(Clone)]
 pub struct Cache {
@@ -47,6 +53,7 @@ pub struct Cache {
     l2: Option<Pool>,
     prefix: Arc<str>,
     limiter: Arc<dyn RateLimiter>,
+    breaker: Arc<RedisBreaker>,
 }
 
 impl Cache {
@@ -56,7 +63,15 @@ impl Cache {
             None
         } else {
             let mut cfg = deadpool_redis::Config::from_url(&config.url);
-            cfg.pool = Some(deadpool_redis::PoolConfig::new(config.pool_size));
+            cfg.pool = Some(deadpool_redis::PoolConfig {
+                // A Redis that does not answer costs a call at most this long.
+                timeouts: deadpool_redis::Timeouts {
+                    wait: Some(REDIS_TIMEOUT),
+                    create: Some(REDIS_TIMEOUT),
+                    recycle: Some(REDIS_TIMEOUT),
+                },
+                ..deadpool_redis::PoolConfig::new(config.pool_size)
+            });
             Some(
                 cfg.create_pool(Some(Runtime::Tokio1))
                     .map_err(|e| CacheError::Pool(e.to_string()))?,
@@ -75,6 +90,7 @@ impl Cache {
             l2,
             prefix: config.prefix.clone().into(),
             limiter,
+            breaker: Arc::default(),
         })
     }
 
@@ -97,6 +113,35 @@ impl Cache {
         self.limiter.clone()
     }
 
+    /// The Redis pool, unless there is none or the breaker is open.
+    fn l2(&self) -> Option<&Pool> {
+        self.l2.as_ref().filter(|_| self.breaker.allow())
+    }
+
+    /// Records how a Redis call went, for the breaker.
+    fn outcome<T>(&self, result: Result<T, String>) -> Option<T> {
+        match result {
+            Ok(v) => {
+                self.breaker.succeeded();
+                Some(v)
+            }
+            Err(error) => {
+                self.breaker.failed(&error);
+                None
+            }
+        }
+    }
+
+    /// Whether the cache is running without its Redis (it is down).
+    pub fn degraded(&self) -> bool {
+        self.breaker.is_open()
+    }
+
+    /// Cache calls that skipped Redis since it went down.
+    pub fn skipped_redis_calls(&self) -> u64 {
+        self.breaker.skipped()
+    }
+
     fn redis_key(&self, key: &str) -> String {
         format!("{}:{key}", self.prefix)
     }
@@ -105,7 +150,7 @@ impl Cache {
         if let Some(e) = self.l1.get(key).await {
             return Some(e.bytes);
         }
-        let pool = self.l2.as_ref()?;
+        let pool = self.l2()?;
         let result: Result<(Option<Vec<u8>>, i64), String> = async {
             let mut conn = pool.get().await.map_err(|e| e.to_string())?;
             redis::pipe()
@@ -118,8 +163,8 @@ impl Cache {
                 .map_err(|e| e.to_string())
         }
         .await;
-        match result {
-            Ok((Some(bytes), pttl)) => {
+        match self.outcome(result)? {
+            (Some(bytes), pttl) => {
                 let bytes: Arc<[u8]> = bytes.into();
                 if pttl > 0 {
                     let ttl = Duration::from_millis(pttl as u64);
@@ -135,11 +180,7 @@ impl Cache {
                 }
                 Some(bytes)
             }
-            Ok((None, _)) => None,
-            Err(error) => {
-                warn!(%error, key, "redis get failed, treating as a miss");
-                None
-            }
+            (None, _) => None,
         }
     }
 
@@ -154,7 +195,7 @@ impl Cache {
                 },
             )
             .await;
-        if let Some(pool) = &self.l2 {
+        if let Some(pool) = self.l2() {
             let result: Result<(), String> = async {
                 let mut conn = pool.get().await.map_err(|e| e.to_string())?;
                 redis::cmd("SET")
@@ -167,15 +208,13 @@ impl Cache {
                     .map_err(|e| e.to_string())
             }
             .await;
-            if let Err(error) = result {
-                warn!(%error, key, "redis set failed");
-            }
+            self.outcome(result);
         }
     }
 
     pub async fn invalidate(&self, key: &str) {
         self.l1.invalidate(key).await;
-        if let Some(pool) = &self.l2 {
+        if let Some(pool) = self.l2() {
             let result: Result<(), String> = async {
                 let mut conn = pool.get().await.map_err(|e| e.to_string())?;
                 redis::cmd("DEL")
@@ -185,9 +224,7 @@ impl Cache {
                     .map_err(|e| e.to_string())
             }
             .await;
-            if let Err(error) = result {
-                warn!(%error, key, "redis del failed");
-            }
+            self.outcome(result);
         }
     }
 

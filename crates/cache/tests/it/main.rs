@@ -50,6 +50,76 @@ async fn an_unreachable_redis_degrades_to_local_only() {
     assert_eq!(a.get("k").await.as_deref(), Some(&b"v"[..]));
 }
 
+#[tokio::test]
+async fn a_down_redis_is_skipped_after_one_failure_not_dialled_per_call() {
+    let cfg = RedisConfig {
+        url: "redis://127.0.0.1:1".into(),
+        ..config()
+    };
+    let cache = Cache::new(&cfg, 1 << 20).unwrap();
+    assert_eq!(cache.get("missing").await, None);
+    assert!(cache.degraded());
+    for i in 0..10_000 {
+        assert_eq!(cache.get(&format!("k{i}")).await, None);
+    }
+    assert!(
+        cache.skipped_redis_calls() >= 9_990,
+        "{}",
+        cache.skipped_redis_calls()
+    );
+}
+
+/// A private Redis on a free port, stopped on drop (the shared one is never touched).
+struct PrivateRedis(std::process::Child);
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test]
+async fn the_cache_shares_through_redis_again_once_it_is_back() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let cfg = RedisConfig {
+        url: format!("redis://127.0.0.1:{port}"),
+        ..config()
+    };
+    let cache = Cache::new(&cfg, 1 << 20).unwrap();
+    cache.set("before", b"x", Duration::from_secs(60)).await;
+    assert!(cache.degraded(), "nothing listens on {port} yet");
+
+    let _redis = PrivateRedis(
+        std::process::Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server is installed (scripts/dev-services.sh)"),
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        // Past the first backoff a call probes Redis again.
+        cache.set("after", b"y", Duration::from_secs(60)).await;
+        if !cache.degraded() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "redis never came back"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Shared again: another replica reads the value from Redis.
+    let other = Cache::new(&cfg, 1 << 20).unwrap();
+    assert_eq!(other.get("after").await.as_deref(), Some(&b"y"[..]));
+}
+
 mod limiter {
     use std::{
         sync::{

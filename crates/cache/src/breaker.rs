@@ -78,7 +78,7 @@ impl RedisBreaker {
             self.skipped.store(0, Ordering::Relaxed);
             let skipped = self.skipped_total.swap(0, Ordering::Relaxed);
             info!(skipped, "redis is back, the cache is shared again");
-            gauntlet_degraded(false);
+            report_degraded(false);
         }
     }
 
@@ -94,7 +94,7 @@ impl RedisBreaker {
         if !was_open {
             s.last_report = Some(Instant::now());
             warn!(%error, "redis unavailable, the cache is L1 only until it answers again");
-            gauntlet_degraded(true);
+            report_degraded(true);
         }
     }
 
@@ -111,7 +111,7 @@ impl RedisBreaker {
 
 /// `gauntlet_cache_redis_degraded`: 1 while this process's cache runs
 /// without Redis.
-fn gauntlet_degraded(degraded: bool) {
+pub(crate) fn report_degraded(degraded: bool) {
     gauntlet_telemetry::metrics::gauge("gauntlet_cache_redis_degraded").set(if degraded {
         1.0
     } else {

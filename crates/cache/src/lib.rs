@@ -77,6 +77,10 @@ impl Cache {
                     .map_err(|e| CacheError::Pool(e.to_string()))?,
             )
         };
+        if l2.is_some() {
+            // Exported from the start, so a dashboard sees 0 rather than nothing.
+            breaker::report_degraded(false);
+        }
         let limiter: Arc<dyn RateLimiter> = match &l2 {
             Some(pool) => Arc::new(RedisLimiter::with_pool(pool.clone(), &config.prefix)),
             None => Arc::new(LocalLimiter::new()),

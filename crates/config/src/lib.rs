@@ -184,6 +184,11 @@ pub struct WorkerConfig {
     /// back per `concurrency_grow_after` successes, up to `max_in_flight`.
     pub adaptive_concurrency: bool,
     pub concurrency_grow_after: u32,
+    /// How long a batch keeps retrying the write of answers it already has
+    /// while the store is down (and the worker starts no new calls) before
+    /// it gives the batch back. Covers a database restart or failover
+    /// without paying for the same answers twice.
+    pub store_retry_secs: u64,
 }
 
 impl Default for WorkerConfig {
@@ -198,6 +203,7 @@ impl Default for WorkerConfig {
             response_cache_l1_mb: 64,
             adaptive_concurrency: true,
             concurrency_grow_after: 10,
+            store_retry_secs: 600,
         }
     }
 }

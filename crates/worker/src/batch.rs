@@ -1,7 +1,10 @@
 //! One task batch: render, call, grade every task (calls bounded by the
 //! run's and the worker-wide in-flight limits), write the results as they
-//! come in multi-row statements, then ack. A write that fails requeues the
-//! batch; the (run_id, task_index) key makes the retry insert only what is
+//! come in multi-row statements, then ack. A write that fails keeps its
+//! answers and tries again with backoff while the batch stays held, and
+//! the worker starts no new call until a write goes through (the answers
+//! are paid for); only after `worker.store_retry_secs` is the batch given
+//! back. The (run_id, task_index) key makes any retry insert only what is
 //! missing, and a redelivered batch calls the provider only for tasks with
 //! no stored result. A batch of a cancelled run stops calling, keeps what it
 //! has, and is acked; so does a batch of a run whose results reached its cost
@@ -28,7 +31,9 @@ use tracing::{Instrument, debug, info, info_span, warn};
 use uuid::Uuid;
 
 use crate::{
-    Deps, grading,
+    Deps,
+    gate::StoreGate,
+    grading,
     runs::{PlanError, RunCache, RunPlan, RunState},
 };
 
@@ -48,6 +53,38 @@ pub struct Worker {
     /// Cancelled at the end of the shutdown grace period: unfinished batches
     /// write what they have and requeue.
     pub abort: CancellationToken,
+    /// Closed while result writes fail: no new provider calls start.
+    pub store_gate: Arc<StoreGate>,
+    /// How long a batch retries writing the answers it has before it gives
+    /// the batch back (`worker.store_retry_secs`).
+    pub store_patience: Duration,
+}
+
+/// First wait before writing again after a failed write; doubles to [`MAX_WRITE_BACKOFF`].
+const FIRST_WRITE_BACKOFF: Duration = Duration::from_millis(250);
+const MAX_WRITE_BACKOFF: Duration = Duration::from_secs(5);
+
+/// A batch's failing writes: when to try again, and since when it fails.
+struct WriteRetry {
+    since: tokio::time::Instant,
+    next: tokio::time::Instant,
+    backoff: Duration,
+}
+
+impl WriteRetry {
+    fn new() -> Self {
+        let now = tokio::time::Instant::now();
+        Self {
+            since: now,
+            next: now + FIRST_WRITE_BACKOFF,
+            backoff: FIRST_WRITE_BACKOFF,
+        }
+    }
+
+    fn failed_again(&mut self) {
+        self.backoff = (self.backoff * 2).min(MAX_WRITE_BACKOFF);
+        self.next = tokio::time::Instant::now() + self.backoff;
+    }
 }
 
 fn state_of(run: &RunRecord) -> RunState {
@@ -260,6 +297,7 @@ impl Worker {
         cancel_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let (_, _) = tokio::join!(flush.tick(), cancel_check.tick());
         let mut verdict = Verdict::Go;
+        let mut retry: Option<WriteRetry> = None;
         while verdict == Verdict::Go {
             tokio::select! {
                 next = tasks.next() => match next {
@@ -267,13 +305,22 @@ impl Worker {
                     Some(None) => {}
                     None => break,
                 },
-                _ = flush.tick(), if !rows.is_empty() => {
+                _ = flush.tick(), if !rows.is_empty()
+                    && retry.as_ref().is_none_or(|r| tokio::time::Instant::now() >= r.next) =>
+                {
                     match self.write(run_id, &mut rows).await {
                         // This write may be the one that reached the cap.
-                        Ok(run) => verdict = self.verdict(run_id, &plan, Some(state_of(&run))).await,
+                        Ok(run) => {
+                            self.recovered(&mut retry);
+                            verdict = self.verdict(run_id, &plan, Some(state_of(&run))).await;
+                        }
+                        // The answers stay in `rows`, the batch stays held,
+                        // and no new call starts until a write goes through.
                         Err(error) => {
-                            self.requeue(delivery, "write_failed", &error).await;
-                            return;
+                            if !self.keep_trying(&mut retry, &error) {
+                                self.requeue(delivery, "write_failed", &error).await;
+                                return;
+                            }
                         }
                     }
                 }
@@ -289,11 +336,21 @@ impl Worker {
         // Abandons the calls of an ended run that are still in flight.
         drop(tasks);
 
-        if !rows.is_empty()
-            && let Err(error) = self.write(run_id, &mut rows).await
-        {
-            self.requeue(delivery, "write_failed", &error).await;
-            return;
+        while !rows.is_empty() {
+            match self.write(run_id, &mut rows).await {
+                Ok(_) => self.recovered(&mut retry),
+                Err(error) => {
+                    if verdict == Verdict::Shutdown || !self.keep_trying(&mut retry, &error) {
+                        self.requeue(delivery, "write_failed", &error).await;
+                        return;
+                    }
+                    let wait = retry.as_ref().map_or(FIRST_WRITE_BACKOFF, |r| r.backoff);
+                    tokio::select! {
+                        _ = tokio::time::sleep(wait) => {}
+                        _ = self.abort.cancelled() => verdict = Verdict::Shutdown,
+                    }
+                }
+            }
         }
         if verdict == Verdict::Shutdown {
             // Not a failure of the batch: no wait, no dead-lettering.
@@ -313,6 +370,56 @@ impl Worker {
         if let Err(error) = delivery.ack().await {
             // The results are committed; a redelivery will insert nothing.
             warn!(%error, "ack failed after commit");
+        }
+    }
+
+    /// After a failed write: whether to keep the answers and try again (the
+    /// store has been failing for less than the patience), closing the
+    /// gate so no new call starts meanwhile.
+    fn keep_trying(&self, retry: &mut Option<WriteRetry>, error: &str) -> bool {
+        match retry {
+            None => {
+                warn!(
+                    error,
+                    "writing results failed, keeping the answers and retrying"
+                );
+                self.store_gate.close();
+                self.metrics
+                    .gauge("gauntlet_worker_store_unavailable")
+                    .set(1.0);
+                *retry = Some(WriteRetry::new());
+                true
+            }
+            Some(r) if r.since.elapsed() < self.store_patience => {
+                r.failed_again();
+                true
+            }
+            Some(r) => {
+                warn!(
+                    error,
+                    failing_for_secs = r.since.elapsed().as_secs(),
+                    "writing results still fails, giving the batch back"
+                );
+                // Whoever writes next finds out whether the store is back.
+                self.store_gate.open();
+                false
+            }
+        }
+    }
+
+    /// A write went through after failures: calls may start again.
+    fn recovered(&self, retry: &mut Option<WriteRetry>) {
+        if let Some(r) = retry.take() {
+            info!(
+                failed_for_ms = r.since.elapsed().as_millis() as u64,
+                "results written again, resuming calls"
+            );
+        }
+        if !self.store_gate.is_open() {
+            self.store_gate.open();
+            self.metrics
+                .gauge("gauntlet_worker_store_unavailable")
+                .set(0.0);
         }
     }
 
@@ -350,10 +457,7 @@ impl Worker {
                 }
                 Ok(outcome.run)
             }
-            Err(error) => {
-                warn!(%error, "writing results failed, requeueing batch");
-                Err(error.to_string())
-            }
+            Err(error) => Err(error.to_string()),
         }
     }
 
@@ -409,6 +513,8 @@ impl Worker {
                 Some(limit) => Some(limit.acquire().await.ok()?),
                 None => None,
             };
+            // No new call while the store cannot keep its answer.
+            self.store_gate.wait_open().await;
             let _permit = self.in_flight.acquire().await.ok()?;
             client.complete(&prompt).await
         };

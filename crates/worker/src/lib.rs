@@ -4,6 +4,7 @@
 
 mod batch;
 mod calls;
+mod gate;
 mod grading;
 mod runs;
 
@@ -86,6 +87,8 @@ async fn consume(
         in_flight: Arc::new(Semaphore::new(config.worker.max_in_flight.max(1))),
         delivery_limit: config.amqp.delivery_limit,
         abort: CancellationToken::new(),
+        store_gate: Arc::default(),
+        store_patience: Duration::from_secs(config.worker.store_retry_secs),
         deps: deps.clone(),
     });
     let tracker = TaskTracker::new();

@@ -370,6 +370,94 @@ async fn the_worker_carries_on_after_postgres_drops_its_connections() {
     cluster.stop().await;
 }
 
+/// Runs `sql` as the admin against the shared server (on this test's own
+/// database only).
+async fn admin_sql(sql: &str) {
+    let out = Command::new("psql")
+        .args([
+            gauntlet_store::testing::admin_url().as_str(),
+            "-qAt",
+            "-c",
+            sql,
+        ])
+        .output()
+        .await
+        .expect("psql runs");
+    assert!(
+        out.status.success(),
+        "{sql}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn answers_wait_out_a_database_outage_and_are_never_bought_twice() {
+    let cluster = Cluster::start().await;
+    set_latency(&cluster.mock, 20);
+    let mut runs = cluster.runs().await;
+    let total: usize = 400;
+    let concurrency = 8;
+    let submitted = submit(
+        &mut runs,
+        suite(&cluster.mock.base_url(), total, 0.0),
+        v1::RunOptions {
+            max_concurrency: concurrency,
+            ..Default::default()
+        },
+    )
+    .await;
+    let database = cluster.database_url();
+    let database = database_name(&database).to_owned();
+    wait_for(
+        &mut runs,
+        &submitted.run_id,
+        Duration::from_secs(60),
+        "the run progresses",
+        |r| r.completed_tasks >= 80,
+    )
+    .await;
+
+    // The outage: this database takes no connections, and loses the ones
+    // it had (the shared server stays up for every other test).
+    admin_sql(&format!(
+        "ALTER DATABASE \"{database}\" ALLOW_CONNECTIONS false"
+    ))
+    .await;
+    terminate_backends(&database).await;
+    // Within a flush or two every worker sees its writes fail and stops
+    // starting calls; the calls in flight finish and their answers wait.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let early = cluster.mock.stats().requests;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let late = cluster.mock.stats().requests;
+    admin_sql(&format!(
+        "ALTER DATABASE \"{database}\" ALLOW_CONNECTIONS true"
+    ))
+    .await;
+    assert!(
+        late <= early + u64::from(concurrency),
+        "calls kept starting while nothing could be stored: {early} → {late}"
+    );
+    assert!(
+        (late as usize) < total,
+        "the outage came too late to test anything"
+    );
+
+    wait_for(
+        &mut runs,
+        &submitted.run_id,
+        Duration::from_secs(120),
+        "the run ends",
+        ended,
+    )
+    .await;
+    assert_one_result_per_task(&mut runs, &submitted.run_id, total as u64).await;
+    // Every answer bought was kept: one call per task.
+    let calls = cluster.mock.stats().requests;
+    assert_eq!(calls, total as u64, "answers paid for twice");
+    cluster.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_worker_reconnects_after_rabbitmq_closes_its_connections() {
     let cluster = Cluster::start().await;

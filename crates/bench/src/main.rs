@@ -62,6 +62,12 @@ struct E2eArgs {
     /// exit, with its peak RSS and the time until the mock got its first call.
     #[arg(long)]
     via_cli: bool,
+    /// Share of the mock's answers that are 429s (with `Retry-After`).
+    #[arg(long, default_value_t = 0.0)]
+    mock_rate_429: f64,
+    /// The `Retry-After` of the mock's 429s, in seconds.
+    #[arg(long, default_value_t = 1)]
+    mock_retry_after_secs: u64,
     /// Where `gauntlet` and `gauntlet-mockllm` are (default: next to this binary).
     #[arg(long)]
     bin_dir: Option<PathBuf>,
@@ -213,6 +219,10 @@ async fn e2e(args: E2eArgs) -> anyhow::Result<()> {
             &format!("127.0.0.1:{mock_port}"),
             "--latency-ms",
             &args.latency_ms.to_string(),
+            "--rate-429",
+            &args.mock_rate_429.to_string(),
+            "--retry-after-secs",
+            &args.mock_retry_after_secs.to_string(),
         ]),
     )?;
     wait_port(mock_port, "mockllm").await?;

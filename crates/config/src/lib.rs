@@ -180,9 +180,12 @@ pub struct WorkerConfig {
     pub response_cache_ttl_secs: u64,
     /// In-process (L1) part of the response cache, in MiB.
     pub response_cache_l1_mb: u64,
-    /// Halve the calls in flight to a provider and key on a 429, and add one
-    /// back per `concurrency_grow_after` successes, up to `max_in_flight`.
+    /// Adapt the calls in flight to a provider and key to what it accepts:
+    /// once per window of outcomes, down by a quarter when more than 30 %
+    /// were 429s, else up by an eighth, up to `max_in_flight`.
     pub adaptive_concurrency: bool,
+    /// The fewest outcomes in a window (a window is also at least the
+    /// current limit, about one round trip).
     pub concurrency_grow_after: u32,
     /// How long a batch keeps retrying the write of answers it already has
     /// while the store is down (and the worker starts no new calls) before

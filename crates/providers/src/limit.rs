@@ -1,8 +1,9 @@
 //! Limits on calls to one provider and API key: requests and tokens per
 //! minute shared by the whole cluster (through a
 //! [`RateLimiter`](gauntlet_cache::limiter::RateLimiter), Redis-backed when
-//! there is one), and this worker's adaptive concurrency, which halves on a
-//! 429 and grows back by one per run of successes (AIMD, as TCP does).
+//! there is one), and this worker's adaptive concurrency, which comes down
+//! when a window of calls is mostly 429s and grows back otherwise (see
+//! [`AdaptiveConcurrency`]).
 //!
 //! Budgets come from the suite's provider config: `requestsPerMinute` and
 //! `tokensPerMinute` (or LiteLLM's `rpm` and `tpm`). A budget is named by
@@ -23,7 +24,7 @@ use async_trait::async_trait;
 use gauntlet_cache::limiter::{self, Charge, Rate, RateLimiter};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
-use tokio::sync::Notify;
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, watch};
 
 use crate::{Completion, Provider, ProviderError, ProviderFactory, config, estimate_tokens};
 
@@ -60,16 +61,29 @@ impl LimitSettings {
 pub struct AdaptiveOptions {
     /// The ceiling, and where a provider starts.
     pub max_in_flight: usize,
-    /// Successes (since the last change) that raise the limit by one.
+    /// The fewest call outcomes a window needs before the limit moves
+    /// (a window is also at least the limit itself: about one round trip).
     pub grow_after: u32,
 }
 
-/// A concurrency limit that halves on a 429 and grows by one after
-/// `grow_after` successes, between 1 and `max_in_flight`.
+/// Share of a window's calls answered 429 above which the limit comes down.
+/// Real providers answer a steady trickle of 429s that more or fewer calls
+/// would not change; shrinking on each of them collapses throughput (at
+/// 20 % random 429s the old halve-per-429 rule sat at one call in flight).
+/// A true cap shows up as a share that grows with the calls sent.
+pub const RATE_LIMITED_SHARE: f64 = 0.3;
+
+/// A concurrency limit that follows what the provider accepts, between 1
+/// and `max_in_flight`, decided once per window of outcomes (calls started
+/// under the current limit; at least the limit and `grow_after` of them,
+/// about one round trip):
+/// - more than [`RATE_LIMITED_SHARE`] of the window answered 429: the limit
+///   drops by a quarter;
+/// - otherwise it grows by an eighth (at least one).
 ///
-/// A burst of 429s from calls that were all in flight together halves the
-/// limit once, not once per call: a permit only lowers the limit if no
-/// decrease happened since it was taken (TCP's once per round trip).
+/// At a true cap the limit settles just above what the provider serves,
+/// so throughput stays at the cap; random 429s below the share leave it at
+/// the ceiling, and the retry loop waits out each one's `Retry-After`.
 pub struct AdaptiveConcurrency {
     options: AdaptiveOptions,
     state: Mutex<ConcurrencyState>,
@@ -80,9 +94,42 @@ pub struct AdaptiveConcurrency {
 struct ConcurrencyState {
     limit: usize,
     in_flight: usize,
-    successes: u32,
-    /// Bumped on every decrease.
+    /// Bumped whenever the limit changes: outcomes of calls started under
+    /// an older limit do not count towards the new window.
     epoch: u64,
+    window_calls: u32,
+    window_limited: u32,
+}
+
+impl ConcurrencyState {
+    fn record(&mut self, options: &AdaptiveOptions, epoch: u64, limited: bool) {
+        if epoch != self.epoch {
+            return;
+        }
+        self.window_calls += 1;
+        self.window_limited += u32::from(limited);
+        let window = (self.limit as u32).max(options.grow_after);
+        if self.window_calls < window {
+            return;
+        }
+        let share = f64::from(self.window_limited) / f64::from(self.window_calls);
+        let before = self.limit;
+        self.limit = if share > RATE_LIMITED_SHARE {
+            (self.limit * 3 / 4).max(1)
+        } else {
+            (self.limit + (self.limit / 8).max(1)).min(options.max_in_flight)
+        };
+        if self.limit < before {
+            tracing::debug!(
+                limit = self.limit,
+                share_rate_limited = share,
+                "provider rate limited, concurrency lowered"
+            );
+        }
+        self.epoch += 1;
+        self.window_calls = 0;
+        self.window_limited = 0;
+    }
 }
 
 impl AdaptiveConcurrency {
@@ -96,8 +143,9 @@ impl AdaptiveConcurrency {
             state: Mutex::new(ConcurrencyState {
                 limit: options.max_in_flight,
                 in_flight: 0,
-                successes: 0,
                 epoch: 0,
+                window_calls: 0,
+                window_limited: 0,
             }),
             released: Notify::new(),
         })
@@ -142,29 +190,25 @@ pub struct ConcurrencyPermit {
 }
 
 impl ConcurrencyPermit {
-    /// The call succeeded: count towards growing the limit by one.
+    /// The call succeeded.
     pub fn succeeded(self) {
-        let mut s = self.owner.lock();
-        s.successes += 1;
-        if s.successes >= self.owner.options.grow_after
-            && s.limit < self.owner.options.max_in_flight
-        {
-            s.limit += 1;
-            s.successes = 0;
-            // The new slot may admit a waiter; the drop below wakes one more.
-            self.owner.released.notify_one();
-        }
+        self.record(false);
     }
 
-    /// The provider said 429: halve the limit, unless a call that started
-    /// after this one already did.
+    /// The provider said 429.
     pub fn rate_limited(self) {
+        self.record(true);
+    }
+
+    fn record(&self, limited: bool) {
         let mut s = self.owner.lock();
-        if s.epoch == self.epoch {
-            s.limit = (s.limit / 2).max(1);
-            s.successes = 0;
-            s.epoch += 1;
-            tracing::warn!(limit = s.limit, "provider rate limited, concurrency halved");
+        let before = s.limit;
+        s.record(&self.owner.options, self.epoch, limited);
+        if s.limit > before {
+            // New slots may admit waiters; the drop wakes one more.
+            for _ in before..s.limit {
+                self.owner.released.notify_one();
+            }
         }
     }
 }
@@ -193,6 +237,41 @@ pub struct LimitedProvider {
     rpm_key: String,
     tpm_key: String,
     concurrency: Option<Arc<AdaptiveConcurrency>>,
+    /// What each attempt waits for before it starts.
+    attempts: AttemptLimits,
+}
+
+/// What every attempt of a client waits for, whoever built it: `gate`
+/// (when given) to read `true`, then a permit of each of `slots`, in order,
+/// held while the attempt runs and given back when it ends, so a call
+/// waiting out a `Retry-After` between attempts holds no slot.
+#[derive(Debug, Clone, Default)]
+pub struct AttemptLimits {
+    pub slots: Vec<Arc<Semaphore>>,
+    pub gate: Option<watch::Receiver<bool>>,
+}
+
+impl AttemptLimits {
+    fn is_empty(&self) -> bool {
+        self.slots.is_empty() && self.gate.is_none()
+    }
+
+    async fn acquire(&self) -> Result<Vec<OwnedSemaphorePermit>, ProviderError> {
+        if let Some(gate) = &self.gate {
+            // The sender outlives the clients it gates; a closed one lets calls go.
+            let _ = gate.clone().wait_for(|open| *open).await;
+        }
+        let mut held = Vec::with_capacity(self.slots.len());
+        for slot in &self.slots {
+            // Slots are never closed while calls are made; say so if one is.
+            let permit =
+                slot.clone().acquire_owned().await.map_err(|_| {
+                    ProviderError::Config("the worker's call slots are closed".into())
+                })?;
+            held.push(permit);
+        }
+        Ok(held)
+    }
 }
 
 impl LimitedProvider {
@@ -229,7 +308,9 @@ impl LimitedProvider {
         call: impl Future<Output = Result<T, ProviderError>>,
         used: impl FnOnce(&T) -> i64,
     ) -> Result<T, ProviderError> {
-        // Concurrency first: budget taken while queueing for a slot would idle.
+        // Slots first, then concurrency: budget taken while queueing for a
+        // slot would idle.
+        let _held = self.attempts.acquire().await?;
         let permit = match &self.concurrency {
             Some(c) => Some(c.acquire().await),
             None => None,
@@ -315,15 +396,18 @@ impl ProviderLimits {
     }
 
     /// Builds suite provider `id` with `config` through `factory`, every
-    /// attempt under this worker's limits for its provider and key.
+    /// attempt under this worker's limits for its provider and key and
+    /// under `attempts` (the run's and the worker's calls in flight, the
+    /// worker's store gate).
     pub fn build(
         &self,
         factory: &ProviderFactory,
         id: &str,
         config: &Map<String, Value>,
+        attempts: &AttemptLimits,
     ) -> Result<Arc<dyn Provider>, ProviderError> {
         let settings = LimitSettings::from_config(config)?;
-        if !settings.is_limited() && self.adaptive.is_none() {
+        if !settings.is_limited() && self.adaptive.is_none() && attempts.is_empty() {
             return factory.build(id, config);
         }
         let bucket = bucket(id, config, |var| factory.env_var(var).map(str::to_owned))?;
@@ -344,6 +428,7 @@ impl ProviderLimits {
                 rpm_key: format!("{bucket}:rpm"),
                 tpm_key: format!("{bucket}:tpm"),
                 concurrency: concurrency.clone(),
+                attempts: attempts.clone(),
             })
         })
     }
@@ -400,36 +485,75 @@ mod tests {
         })
     }
 
-    #[tokio::test]
-    async fn concurrency_halves_on_a_429_and_grows_back_one_per_successes() {
-        let c = adaptive(16, 3);
-        c.acquire().await.rate_limited();
-        assert_eq!(c.limit(), 8);
-        c.acquire().await.rate_limited();
-        assert_eq!(c.limit(), 4);
-        // Three successes per step back up.
-        for _ in 0..3 {
-            c.acquire().await.succeeded();
+    /// Runs `rounds` windows: each round takes every permit the limit
+    /// allows, then settles them with `outcome(i, n)` (true: 429) for the
+    /// i-th of n.
+    async fn rounds(
+        c: &Arc<AdaptiveConcurrency>,
+        rounds: usize,
+        outcome: impl Fn(usize, usize) -> bool,
+    ) -> Vec<usize> {
+        let mut limits = Vec::new();
+        for _ in 0..rounds {
+            let n = c.limit();
+            let permits = acquire_all(c, n).await;
+            for (i, p) in permits.into_iter().enumerate() {
+                if outcome(i, n) {
+                    p.rate_limited();
+                } else {
+                    p.succeeded();
+                }
+            }
+            limits.push(c.limit());
         }
-        assert_eq!(c.limit(), 5);
-        for _ in 0..(3 * 20) {
-            c.acquire().await.succeeded();
-        }
-        assert_eq!(c.limit(), 16, "never above the ceiling");
-        for _ in 0..10 {
-            c.acquire().await.rate_limited();
-        }
-        assert_eq!(c.limit(), 1, "never below one");
+        limits
     }
 
     #[tokio::test]
-    async fn a_burst_of_429s_from_calls_in_flight_together_halves_once() {
-        let c = adaptive(8, 5);
-        let permits: Vec<_> = acquire_all(&c, 8).await;
-        for p in permits {
+    async fn random_429s_below_the_share_leave_the_limit_at_its_ceiling() {
+        let c = adaptive(64, 10);
+        // Every fifth call 429: 20 %, whatever the calls in flight.
+        let limits = rounds(&c, 50, |i, _| i % 5 == 4).await;
+        assert!(limits.iter().all(|&l| l == 64), "{limits:?}");
+    }
+
+    #[tokio::test]
+    async fn a_true_cap_brings_the_limit_down_to_just_above_it_and_keeps_it_there() {
+        let c = adaptive(256, 10);
+        // The provider serves 40 calls at once and answers 429 to the rest.
+        let limits = rounds(&c, 60, |i, _| i >= 40).await;
+        let settled = &limits[30..];
+        assert!(
+            settled.iter().all(|&l| (40..=70).contains(&l)),
+            "settles above the cap, not far above it: {limits:?}"
+        );
+        // Served per round = min(limit, 40): always the cap once settled.
+        assert!(settled.iter().all(|&l| l.min(40) == 40));
+    }
+
+    #[tokio::test]
+    async fn the_limit_stays_between_one_and_the_ceiling() {
+        let c = adaptive(16, 3);
+        let limits = rounds(&c, 30, |_, _| true).await;
+        assert_eq!(*limits.last().unwrap(), 1, "{limits:?}");
+        let limits = rounds(&c, 60, |_, _| false).await;
+        assert_eq!(*limits.last().unwrap(), 16, "{limits:?}");
+    }
+
+    #[tokio::test]
+    async fn outcomes_of_calls_started_under_an_older_limit_do_not_count_twice() {
+        let c = adaptive(8, 1);
+        let old = acquire_all(&c, 8).await;
+        // A full window of 429s lowers the limit once...
+        for p in old {
             p.rate_limited();
         }
-        assert_eq!(c.limit(), 4);
+        assert_eq!(c.limit(), 6);
+        // ...and a straggler from that window changes nothing.
+        let mut straggler = c.acquire().await;
+        straggler.epoch = 0;
+        straggler.rate_limited();
+        assert_eq!(c.limit(), 6);
     }
 
     async fn acquire_all(c: &Arc<AdaptiveConcurrency>, n: usize) -> Vec<ConcurrencyPermit> {
@@ -442,8 +566,7 @@ mod tests {
 
     #[tokio::test]
     async fn calls_over_the_limit_wait_for_a_release() {
-        let c = adaptive(2, 1);
-        c.acquire().await.rate_limited();
+        let c = adaptive(1, 1);
         assert_eq!(c.limit(), 1);
         let held = c.acquire().await;
         let waiter = tokio::spawn({
@@ -489,11 +612,11 @@ mod tests {
 
     #[tokio::test]
     async fn a_limited_provider_adapts_to_429s_from_the_provider() {
-        let concurrency = adaptive(8, 2);
+        let concurrency = adaptive(4, 1);
         let provider = LimitedProvider {
             inner: Arc::new(Flaky {
                 calls: AtomicU32::new(0),
-                fail_first: 1,
+                fail_first: 4,
             }),
             limiter: Arc::new(LocalLimiter::new()),
             settings: LimitSettings {
@@ -503,13 +626,86 @@ mod tests {
             rpm_key: "b:rpm".into(),
             tpm_key: "b:tpm".into(),
             concurrency: Some(concurrency.clone()),
+            attempts: AttemptLimits::default(),
         };
-        assert!(provider.complete("hello").await.is_err());
-        assert_eq!(concurrency.limit(), 4);
+        // A window (the limit's worth of calls) of 429s lowers it by a quarter...
         for _ in 0..4 {
+            assert!(provider.complete("hello").await.is_err());
+        }
+        assert_eq!(concurrency.limit(), 3);
+        // ...and a window of successes raises it again.
+        for _ in 0..3 {
             provider.complete("hello").await.unwrap();
         }
-        assert_eq!(concurrency.limit(), 6);
+        assert_eq!(concurrency.limit(), 4);
+    }
+
+    /// Answers 429 with a `Retry-After` to its first call, then succeeds.
+    struct RetryAfterOnce {
+        calls: AtomicU32,
+        wait: Duration,
+    }
+
+    #[async_trait]
+    impl Provider for RetryAfterOnce {
+        fn id(&self) -> &str {
+            "retry-after-once"
+        }
+
+        async fn complete(&self, _prompt: &str) -> Result<Completion, ProviderError> {
+            if self.calls.fetch_add(1, Ordering::SeqCst) == 0 {
+                return Err(ProviderError::RateLimited {
+                    retry_after: Some(self.wait),
+                    message: "slow down".into(),
+                });
+            }
+            Ok(Completion::default())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_call_waiting_out_a_retry_after_holds_no_slot() {
+        let slot = Arc::new(Semaphore::new(1));
+        let (gate_tx, gate) = watch::channel(true);
+        let limited: Arc<dyn Provider> = Arc::new(LimitedProvider {
+            inner: Arc::new(RetryAfterOnce {
+                calls: AtomicU32::new(0),
+                wait: Duration::from_millis(400),
+            }),
+            limiter: Arc::new(LocalLimiter::new()),
+            settings: LimitSettings::default(),
+            rpm_key: "b:rpm".into(),
+            tpm_key: "b:tpm".into(),
+            concurrency: None,
+            attempts: AttemptLimits {
+                slots: vec![slot.clone()],
+                gate: Some(gate),
+            },
+        });
+        let retrying = Arc::new(crate::retry::RetryingProvider::new(
+            limited,
+            crate::retry::RetryPolicy::default(),
+        ));
+        let call = tokio::spawn({
+            let retrying = retrying.clone();
+            async move { retrying.complete("hi").await }
+        });
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        assert_eq!(
+            slot.available_permits(),
+            1,
+            "the slot is free during the wait"
+        );
+        // A closed gate holds the retry back until it opens again.
+        gate_tx.send(false).unwrap();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert!(!call.is_finished(), "the retry waits for the gate");
+        gate_tx.send(true).unwrap();
+        tokio::time::timeout(Duration::from_secs(5), call)
+            .await
+            .expect("the retry goes once the gate opens")
+            .unwrap()
+            .unwrap();
     }
 
     #[test]

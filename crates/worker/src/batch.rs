@@ -506,18 +506,12 @@ impl Worker {
                 return Some(row);
             }
         };
-        let completion = {
-            // The run's own limit first, so a run capped low does not hold
-            // worker-wide permits while it waits.
-            let _run_permit = match &plan.max_concurrency {
-                Some(limit) => Some(limit.acquire().await.ok()?),
-                None => None,
-            };
-            // No new call while the store cannot keep its answer.
-            self.store_gate.wait_open().await;
-            let _permit = self.in_flight.acquire().await.ok()?;
-            client.complete(&prompt).await
-        };
+        // No new call while the store cannot keep its answer. The run's
+        // and the worker's limits on calls in flight are taken by each
+        // attempt inside the client (see `calls`), so a call waiting out a
+        // `Retry-After` holds no slot another task could use.
+        self.store_gate.wait_open().await;
+        let completion = client.complete(&prompt).await;
         row.rendered_prompt = prompt;
         match completion {
             Ok(c) => {

@@ -10,7 +10,7 @@ use gauntlet_config::WorkerConfig;
 use gauntlet_providers::{
     Provider, ProviderFactory,
     cache::{CachedProvider, Lookup, LookupHook},
-    limit::{AdaptiveOptions, ProviderLimits},
+    limit::{AdaptiveOptions, AttemptLimits, ProviderLimits},
 };
 use gauntlet_telemetry::metrics::Registry;
 use serde_json::{Map, Value};
@@ -69,16 +69,19 @@ impl ProviderCalls {
     }
 
     /// The client for suite provider `id` with `config`; `use_cache` false
-    /// for a run that asked for fresh answers.
+    /// for a run that asked for fresh answers. Each attempt waits for
+    /// `attempts` (the store gate, the run's and the worker's calls in
+    /// flight) and holds its slots only while it runs.
     pub fn build(
         &self,
         id: &str,
         config: &Map<String, Value>,
         use_cache: bool,
+        attempts: &AttemptLimits,
     ) -> Result<Arc<dyn Provider>, String> {
         let provider = self
             .limits
-            .build(&self.factory, id, config)
+            .build(&self.factory, id, config, attempts)
             .map_err(|e| e.to_string())?;
         Ok(match &self.responses {
             // Echo answers locally: a cache round trip would only cost.

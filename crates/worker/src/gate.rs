@@ -38,6 +38,12 @@ impl StoreGate {
     pub fn is_open(&self) -> bool {
         *self.open.borrow()
     }
+
+    /// A receiver for clients that wait for the gate themselves (each
+    /// provider attempt, see `runs`).
+    pub fn subscribe(&self) -> watch::Receiver<bool> {
+        self.open.subscribe()
+    }
 }
 
 #[cfg(test)]

@@ -59,7 +59,10 @@ impl Graders {
         let mut built = self.built.lock().unwrap_or_else(|e| e.into_inner());
         built
             .entry(key)
-            .or_insert_with(|| self.calls.build(&spec.id, &spec.config, self.use_cache))
+            .or_insert_with(|| {
+                self.calls
+                    .build(&spec.id, &spec.config, self.use_cache, &Default::default())
+            })
             .clone()
     }
 }

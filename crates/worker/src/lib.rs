@@ -80,14 +80,18 @@ async fn consume(
         &deps.cache,
         &metrics,
     );
+    let in_flight = Arc::new(Semaphore::new(config.worker.max_in_flight.max(1)));
+    let store_gate = Arc::new(gate::StoreGate::default());
     let ctx = Arc::new(batch::Worker {
         metrics,
         runs: runs::RunCache::new(deps.store.clone(), deps.providers.clone())
-            .with_calls(Arc::new(calls)),
-        in_flight: Arc::new(Semaphore::new(config.worker.max_in_flight.max(1))),
+            .with_calls(Arc::new(calls))
+            .with_in_flight(in_flight.clone())
+            .with_store_gate(store_gate.subscribe()),
+        in_flight,
         delivery_limit: config.amqp.delivery_limit,
         abort: CancellationToken::new(),
-        store_gate: Arc::default(),
+        store_gate,
         store_patience: Duration::from_secs(config.worker.store_retry_secs),
         deps: deps.clone(),
     });

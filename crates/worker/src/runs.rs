@@ -7,7 +7,7 @@
 use std::{sync::Arc, time::Duration};
 
 use gauntlet_core::{suite::Suite, template::PromptRenderer};
-use gauntlet_providers::{Provider, ProviderFactory};
+use gauntlet_providers::{Provider, ProviderFactory, limit::AttemptLimits};
 use gauntlet_store::{RunStatus, Store};
 use moka::future::Cache;
 use tokio::sync::Semaphore;
@@ -20,12 +20,11 @@ pub struct RunPlan {
     pub suite: Suite,
     pub renderer: PromptRenderer,
     /// One per `suite.providers`, or the reason it could not be built (every
-    /// task for it becomes an `error` result).
+    /// task for it becomes an `error` result). Each attempt of a client
+    /// holds a slot of the run's limit on calls in flight (from its options
+    /// or the suite's `evaluateOptions.maxConcurrency`) and of the worker's.
     pub providers: Vec<Result<Arc<dyn Provider>, String>>,
     pub repeat: u32,
-    /// Most provider calls of this run in flight on this worker, from the
-    /// run's options or the suite's `evaluateOptions.maxConcurrency`.
-    pub max_concurrency: Option<Arc<Semaphore>>,
     /// The run's cost cap (`options.max_cost_usd`), in USD.
     pub max_cost_usd: Option<f64>,
     /// Clients of the model-graded assertions' graders, built on first use.
@@ -56,6 +55,10 @@ pub struct RunCache {
     calls: Arc<ProviderCalls>,
     plans: Cache<Uuid, Arc<RunPlan>>,
     status: Cache<Uuid, RunState>,
+    /// The worker's calls in flight, taken by every attempt of every run.
+    in_flight: Option<Arc<Semaphore>>,
+    /// Open while results can be written; every attempt waits for it.
+    store_gate: Option<tokio::sync::watch::Receiver<bool>>,
 }
 
 impl RunCache {
@@ -73,7 +76,22 @@ impl RunCache {
                 .max_capacity(4096)
                 .time_to_live(Duration::from_millis(250))
                 .build(),
+            in_flight: None,
+            store_gate: None,
         }
+    }
+
+    /// Every provider attempt of every run holds one of `in_flight`'s
+    /// permits while it runs.
+    pub fn with_in_flight(mut self, in_flight: Arc<Semaphore>) -> Self {
+        self.in_flight = Some(in_flight);
+        self
+    }
+
+    /// Every provider attempt waits for `gate` to read open.
+    pub fn with_store_gate(mut self, gate: tokio::sync::watch::Receiver<bool>) -> Self {
+        self.store_gate = Some(gate);
+        self
     }
 
     /// Builds run clients through `calls` rather than directly.
@@ -104,24 +122,33 @@ impl RunCache {
         // Repeats exist to sample a model again (as promptfoo, which turns
         // its cache off for them); `no_cache` asks for fresh answers.
         let use_cache = repeat == 1 && !run.options["no_cache"].as_bool().unwrap_or(false);
-        let providers = suite
-            .providers
-            .iter()
-            .map(|p| self.calls.build(&p.id, &p.config, use_cache))
-            .collect();
         let max_concurrency = run.options["max_concurrency"]
             .as_u64()
             .filter(|&n| n > 0)
             .map(|n| n as usize)
             .or(suite.max_concurrency.filter(|&n| n > 0).map(|n| n as usize))
             .map(|n| Arc::new(Semaphore::new(n)));
+        // The run's own limit first, so a run capped low does not hold
+        // worker-wide permits while it waits.
+        let attempts = AttemptLimits {
+            slots: max_concurrency
+                .iter()
+                .chain(self.in_flight.iter())
+                .cloned()
+                .collect(),
+            gate: self.store_gate.clone(),
+        };
+        let providers = suite
+            .providers
+            .iter()
+            .map(|p| self.calls.build(&p.id, &p.config, use_cache, &attempts))
+            .collect();
         let max_cost_usd = run.options["max_cost_usd"].as_f64().filter(|&c| c > 0.0);
         Ok(Arc::new(RunPlan {
             suite,
             renderer,
             providers,
             repeat,
-            max_concurrency,
             max_cost_usd,
             graders: Graders::new(self.calls.clone(), use_cache),
         }))

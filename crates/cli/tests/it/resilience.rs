@@ -395,7 +395,9 @@ async fn answers_wait_out_a_database_outage_and_are_never_bought_twice() {
     let cluster = Cluster::start().await;
     set_latency(&cluster.mock, 20);
     let mut runs = cluster.runs().await;
-    let total: usize = 400;
+    // About 4 s of calls at 8 in flight and 20 ms each: the outage starts
+    // well before the end.
+    let total: usize = 1500;
     let concurrency = 8;
     let submitted = submit(
         &mut runs,

@@ -312,16 +312,13 @@ impl Store for PgStore {
             error.push(r.error.as_str());
         }
 
+        // The rows go in first, with no lock on the run (their foreign key
+        // takes only a key-share lock, which counter updates do not block),
+        // so batches of one run insert in parallel. Only the counter update
+        // at the end locks the run row, until the commit right after it;
+        // that still serializes the updates, so exactly one of them sees the
+        // run complete.
         let mut tx = self.pool.begin().await?;
-        // Lock the run first so concurrent batches of one run serialize their
-        // counter updates and exactly one of them sees the run complete.
-        let before = sqlx::query("SELECT status FROM runs WHERE id = $1 FOR UPDATE")
-            .bind(run_id)
-            .fetch_optional(&mut *tx)
-            .await?
-            .ok_or_else(|| StoreError::Corrupt(format!("results for unknown run {run_id}")))?;
-        let before_status: String = before.try_get("status")?;
-
         let rows_inserted = sqlx::query(
             "INSERT INTO results (run_id, task_index, project_id, test_index, prompt_index, \
                provider_index, repeat_index, provider_id, status, score, reason, rendered_prompt, \
@@ -369,8 +366,14 @@ impl Store for PgStore {
             }
         }
         let inserted = rows_inserted.len() as i64;
+        // `prev` takes the row lock and reads the status this update
+        // replaces (NO KEY UPDATE, as the update itself: a plain FOR UPDATE
+        // would wait on the key-share locks other batches' inserts hold and
+        // deadlock with overlapping batches); `finished_at` is the moment of the update itself
+        // (`clock_timestamp`), not the start of the transaction.
         let row = sqlx::query(&format!(
-            "UPDATE runs SET \
+            "WITH prev AS (SELECT status AS prev_status FROM runs WHERE id = $1 FOR NO KEY UPDATE) \
+             UPDATE runs SET \
                completed_tasks = completed_tasks + $2, passed = passed + $3, \
                failed = failed + $4, errors = errors + $5, cost_usd = cost_usd + $6, \
                status = CASE WHEN status IN ('queued', 'running') AND completed_tasks + $2 >= total_tasks \
@@ -378,8 +381,8 @@ impl Store for PgStore {
                              WHEN status = 'queued' THEN 'running' ELSE status END, \
                started_at = COALESCE(started_at, now()), \
                finished_at = CASE WHEN finished_at IS NULL AND completed_tasks + $2 >= total_tasks \
-                                  THEN now() ELSE finished_at END \
-             WHERE id = $1 RETURNING {RUN_COLUMNS}"
+                                  THEN clock_timestamp() ELSE finished_at END \
+             FROM prev WHERE id = $1 RETURNING {RUN_COLUMNS}, prev.prev_status"
         ))
         .bind(run_id)
         .bind(inserted)
@@ -387,9 +390,11 @@ impl Store for PgStore {
         .bind(fail)
         .bind(err)
         .bind(cost)
-        .fetch_one(&mut *tx)
-        .await?;
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or_else(|| StoreError::Corrupt(format!("results for unknown run {run_id}")))?;
         let run = run_from_row(&row)?;
+        let before_status: String = row.try_get("prev_status")?;
         tx.commit().await?;
         let finished_now = run.status == RunStatus::Completed && before_status != "completed";
         Ok(InsertOutcome {

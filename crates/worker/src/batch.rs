@@ -60,6 +60,8 @@ pub struct Worker {
     pub store_patience: Duration,
 }
 
+/// Longest a result write may take before it counts as failed.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(2);
 /// First wait before writing again after a failed write; doubles to [`MAX_WRITE_BACKOFF`].
 const FIRST_WRITE_BACKOFF: Duration = Duration::from_millis(250);
 const MAX_WRITE_BACKOFF: Duration = Duration::from_secs(5);
@@ -446,7 +448,21 @@ impl Worker {
     /// an error means the batch must be requeued (what was written stays, by
     /// its key).
     async fn write(&self, run_id: Uuid, rows: &mut Vec<NewResult>) -> Result<RunRecord, String> {
-        match self.deps.store.insert_results(run_id, rows).await {
+        // A store that does not answer (a pool waiting to connect to a
+        // database that refuses) counts as failing, so the gate closes in
+        // seconds rather than after the pool's acquire timeout. A write cut
+        // off after it committed is harmless: its retry inserts nothing.
+        let written =
+            match tokio::time::timeout(WRITE_TIMEOUT, self.deps.store.insert_results(run_id, rows))
+                .await
+            {
+                Ok(result) => result.map_err(|e| e.to_string()),
+                Err(_) => Err(format!(
+                    "the store did not answer within {} s",
+                    WRITE_TIMEOUT.as_secs()
+                )),
+            };
+        match written {
             Ok(outcome) => {
                 rows.clear();
                 self.metrics
@@ -457,7 +473,7 @@ impl Worker {
                 }
                 Ok(outcome.run)
             }
-            Err(error) => Err(error.to_string()),
+            Err(error) => Err(error),
         }
     }
 

@@ -395,9 +395,9 @@ async fn answers_wait_out_a_database_outage_and_are_never_bought_twice() {
     let cluster = Cluster::start().await;
     set_latency(&cluster.mock, 20);
     let mut runs = cluster.runs().await;
-    // About 4 s of calls at 8 in flight and 20 ms each: the outage starts
+    // About 7 s of calls at 8 in flight and 20 ms each: the outage starts
     // well before the end.
-    let total: usize = 1500;
+    let total: usize = 2800;
     let concurrency = 8;
     let submitted = submit(
         &mut runs,
@@ -426,9 +426,10 @@ async fn answers_wait_out_a_database_outage_and_are_never_bought_twice() {
     ))
     .await;
     terminate_backends(&database).await;
-    // Within a flush or two every worker sees its writes fail and stops
-    // starting calls; the calls in flight finish and their answers wait.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Within a write timeout (2 s) and a flush every worker sees its writes
+    // fail and stops starting calls; the calls in flight finish and their
+    // answers wait.
+    tokio::time::sleep(Duration::from_millis(3000)).await;
     let early = cluster.mock.stats().requests;
     tokio::time::sleep(Duration::from_secs(3)).await;
     let late = cluster.mock.stats().requests;

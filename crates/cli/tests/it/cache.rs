@@ -90,7 +90,7 @@ async fn run_once(cluster: &Cluster, no_cache: bool) -> Vec<v1::Result> {
     results
 }
 
-async fn worker_metric(cluster: &Cluster, name: &str) -> f64 {
+pub(crate) async fn worker_metric(cluster: &Cluster, name: &str) -> f64 {
     let mut control = ControlClient::connect(format!("http://{}", cluster.worker()))
         .await
         .unwrap();

@@ -20,11 +20,17 @@ fn quickstart() -> std::path::PathBuf {
 }
 
 pub(crate) async fn gauntlet(args: &[&str], dir: &Path) -> Output {
+    gauntlet_env(args, dir, &[]).await
+}
+
+/// `gauntlet ARGS` in `dir` with the environment variables `env` set.
+pub(crate) async fn gauntlet_env(args: &[&str], dir: &Path, env: &[(&str, &str)]) -> Output {
     tokio::process::Command::new(BIN)
         .args(args)
         .current_dir(dir)
         .env_remove("GAUNTLET_SERVER")
         .env("NO_COLOR", "1")
+        .envs(env.iter().copied())
         .output()
         .await
         .expect("run the gauntlet binary")

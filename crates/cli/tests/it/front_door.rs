@@ -7,7 +7,7 @@
 use std::{fmt::Write as _, path::Path, time::Instant};
 
 use crate::{
-    cli::{gauntlet, text},
+    cli::{gauntlet, gauntlet_env, text},
     cluster::Cluster,
 };
 
@@ -27,16 +27,14 @@ fn many_cases(n: usize) -> String {
     s
 }
 
-/// `gauntlet ARGS` in `dir` with one configuration variable set.
-async fn gauntlet_with(args: &[&str], dir: &Path, var: &str, value: &str) -> std::process::Output {
-    tokio::process::Command::new(crate::cli::BIN)
-        .args(args)
-        .current_dir(dir)
-        .env_remove("GAUNTLET_SERVER")
-        .env(var, value)
-        .output()
-        .await
-        .unwrap()
+/// `n` echo cases, each a var of about `bytes` bytes: large results.
+fn wide_cases(n: usize, fill: char, bytes: usize) -> String {
+    let mut suite = String::from("prompts: ['{{text}}']\nproviders: [echo]\ntests:\n");
+    let text = fill.to_string().repeat(bytes);
+    for i in 0..n {
+        writeln!(suite, "  - vars:\n      text: '{i:04} {text}'").unwrap();
+    }
+    suite
 }
 
 fn results_json(path: &Path) -> serde_json::Value {
@@ -216,11 +214,10 @@ async fn forty_thousand_cases_run_against_the_real_services() {
 async fn a_suite_over_the_suite_limit_is_refused_naming_the_limit() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("big.yaml"), many_cases(2_000)).unwrap();
-    let out = gauntlet_with(
+    let out = gauntlet_env(
         &["run", "big.yaml"],
         dir.path(),
-        "GAUNTLET_GATEWAY__MAX_SUITE_BYTES",
-        "100000",
+        &[("GAUNTLET_GATEWAY__MAX_SUITE_BYTES", "100000")],
     )
     .await;
     let (stdout, stderr) = text(&out);
@@ -238,21 +235,12 @@ async fn the_smallest_message_limit_still_carries_large_suites_and_results() {
     // ~2 MB of results (each echoing a 1 KB prompt) must come back in
     // pages that each fit, yet every result reaches the file.
     let dir = tempfile::tempdir().unwrap();
-    let mut suite = String::from("prompts: ['{{text}}']\nproviders: [echo]\ntests:\n");
-    for i in 0..300 {
-        writeln!(
-            suite,
-            "  - vars:\n      text: '{i:04} {}'",
-            "x".repeat(1000)
-        )
-        .unwrap();
-    }
+    let suite = wide_cases(300, 'x', 1000);
     std::fs::write(dir.path().join("wide.yaml"), &suite).unwrap();
-    let out = gauntlet_with(
+    let out = gauntlet_env(
         &["run", "wide.yaml", "-o", "out.json", "-o", "out.csv"],
         dir.path(),
-        "GAUNTLET_GRPC__MAX_MESSAGE_BYTES",
-        "65536",
+        &[("GAUNTLET_GRPC__MAX_MESSAGE_BYTES", "65536")],
     )
     .await;
     let (stdout, stderr) = text(&out);
@@ -301,24 +289,15 @@ async fn a_report_larger_than_a_message_is_streamed_whole() {
     let limit = gauntlet_config::MIN_MESSAGE_BYTES;
     let cluster = Cluster::start_with(|c| c.grpc.max_message_bytes = limit).await;
     let dir = tempfile::tempdir().unwrap();
-    let mut suite = String::from("prompts: ['{{text}}']\nproviders: [echo]\ntests:\n");
-    for i in 0..300 {
-        writeln!(
-            suite,
-            "  - vars:\n      text: '{i:04} {}'",
-            "y".repeat(1000)
-        )
-        .unwrap();
-    }
+    let suite = wide_cases(300, 'y', 1000);
     std::fs::write(dir.path().join("wide.yaml"), &suite).unwrap();
     let url = cluster.stack.url();
     let limit = limit.to_string();
     let var = "GAUNTLET_GRPC__MAX_MESSAGE_BYTES";
-    let run = gauntlet_with(
+    let run = gauntlet_env(
         &["run", "wide.yaml", "--server", &url],
         dir.path(),
-        var,
-        &limit,
+        &[(var, &limit)],
     )
     .await;
     let (stdout, stderr) = text(&run);
@@ -329,7 +308,7 @@ async fn a_report_larger_than_a_message_is_streamed_whole() {
         .unwrap()
         .trim()
         .to_owned();
-    let report = gauntlet_with(
+    let report = gauntlet_env(
         &[
             "report",
             &run_id,
@@ -341,8 +320,7 @@ async fn a_report_larger_than_a_message_is_streamed_whole() {
             "report.json",
         ],
         dir.path(),
-        var,
-        &limit,
+        &[(var, &limit)],
     )
     .await;
     assert_eq!(report.status.code(), Some(0), "{:?}", text(&report));

@@ -431,6 +431,11 @@ async fn answers_wait_out_a_database_outage_and_are_never_bought_twice() {
     // answers wait.
     tokio::time::sleep(Duration::from_millis(3000)).await;
     let early = cluster.mock.stats().requests;
+    assert_eq!(
+        crate::cache::worker_metric(&cluster, "gauntlet_worker_store_unavailable").await,
+        1.0,
+        "the worker reports the store as unavailable"
+    );
     tokio::time::sleep(Duration::from_secs(3)).await;
     let late = cluster.mock.stats().requests;
     admin_sql(&format!(
@@ -455,6 +460,10 @@ async fn answers_wait_out_a_database_outage_and_are_never_bought_twice() {
     )
     .await;
     assert_one_result_per_task(&mut runs, &submitted.run_id, total as u64).await;
+    assert_eq!(
+        crate::cache::worker_metric(&cluster, "gauntlet_worker_store_unavailable").await,
+        0.0
+    );
     // Every answer bought was kept: one call per task.
     let calls = cluster.mock.stats().requests;
     assert_eq!(calls, total as u64, "answers paid for twice");

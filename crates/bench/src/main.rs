@@ -68,6 +68,10 @@ struct E2eArgs {
     /// The `Retry-After` of the mock's 429s, in seconds.
     #[arg(long, default_value_t = 1)]
     mock_retry_after_secs: u64,
+    /// A true provider cap: the mock serves at most this many requests per
+    /// second and answers the rest 429 (0: none).
+    #[arg(long, default_value_t = 0)]
+    mock_max_rps: u64,
     /// Where `gauntlet` and `gauntlet-mockllm` are (default: next to this binary).
     #[arg(long)]
     bin_dir: Option<PathBuf>,
@@ -223,6 +227,8 @@ async fn e2e(args: E2eArgs) -> anyhow::Result<()> {
             &args.mock_rate_429.to_string(),
             "--retry-after-secs",
             &args.mock_retry_after_secs.to_string(),
+            "--max-rps",
+            &args.mock_max_rps.to_string(),
         ]),
     )?;
     wait_port(mock_port, "mockllm").await?;
@@ -500,7 +506,7 @@ async fn drive(
     // bounded by gateway.max_suite_bytes, not by one message.
     let mut gateway = Gateway::new(
         client::connect(&format!("http://127.0.0.1:{gateway_port}")).await?,
-        client::limits(false),
+        client::limits(&gauntlet_config::load(None, std::env::vars())?, false),
     );
     let text = suite(args.cases, mock_url, args.yaml);
     let started = Instant::now();

@@ -3,7 +3,7 @@
 //! connection is re-established lazily after it drops, so a broker restart
 //! costs the callers one failed call, not a restart of the service.
 
-use std::sync::Arc;
+use std::{collections::HashSet, sync::Arc, time::Duration};
 
 use async_trait::async_trait;
 use futures::StreamExt;
@@ -29,6 +29,8 @@ pub struct AmqpBus {
     url: String,
     delivery_limit: u32,
     state: Mutex<Option<Live>>,
+    /// Delay queues declared since connecting.
+    delays: Mutex<HashSet<String>>,
 }
 
 /// A connection and its confirm-mode publishing channel.
@@ -47,6 +49,7 @@ impl AmqpBus {
             url: url.to_string(),
             delivery_limit,
             state: Mutex::new(None),
+            delays: Mutex::default(),
         };
         bus.live().await?;
         Ok(bus)
@@ -218,6 +221,36 @@ async fn declare_topology(channel: &Channel, delivery_limit: u32) -> Result<()> 
     Ok(())
 }
 
+/// A delay queue: a quorum queue whose messages expire after `delay` and
+/// are then dead-lettered (at least once) onto `queue` through the default
+/// exchange. Nobody consumes it.
+async fn declare_delay_queue(channel: &Channel, queue: QueueName, delay: Duration) -> Result<()> {
+    let mut args = FieldTable::default();
+    args.insert("x-queue-type".into(), long_string("quorum"));
+    args.insert(
+        "x-message-ttl".into(),
+        AMQPValue::LongLongInt(delay.as_millis() as i64),
+    );
+    args.insert("x-dead-letter-exchange".into(), long_string(""));
+    args.insert(
+        "x-dead-letter-routing-key".into(),
+        long_string(queue.as_str()),
+    );
+    args.insert(
+        "x-dead-letter-strategy".into(),
+        long_string("at-least-once"),
+    );
+    args.insert("x-overflow".into(), long_string("reject-publish"));
+    channel
+        .queue_declare(
+            queue.delay_queue(delay).as_str().into(),
+            QueueDeclareOptions::durable(),
+            args,
+        )
+        .await?;
+    Ok(())
+}
+
 fn long_string(s: &str) -> AMQPValue {
     AMQPValue::LongString(LongString::from(s.as_bytes().to_vec()))
 }
@@ -310,6 +343,22 @@ impl Bus for AmqpBus {
         // Published through the default exchange, straight to the queue.
         self.publish_inner("", queue.as_str(), &messages, true)
             .await
+    }
+
+    async fn publish_delayed(
+        &self,
+        queue: QueueName,
+        messages: Vec<Message>,
+        delay: Duration,
+    ) -> Result<()> {
+        let delay = crate::delay_for(delay);
+        let name = queue.delay_queue(delay);
+        if !self.delays.lock().await.contains(&name) {
+            let live = self.live().await?;
+            declare_delay_queue(&live.publisher, queue, delay).await?;
+            self.delays.lock().await.insert(name.clone());
+        }
+        self.publish_inner("", &name, &messages, true).await
     }
 
     async fn consume(&self, queue: QueueName, prefetch: u16) -> Result<DeliveryStream> {

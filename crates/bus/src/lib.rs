@@ -12,7 +12,7 @@ mod memory;
 #[cfg(feature = "testing")]
 pub mod testing;
 
-use std::pin::Pin;
+use std::{pin::Pin, time::Duration};
 
 pub use amqp::AmqpBus;
 use async_trait::async_trait;
@@ -59,7 +59,33 @@ impl QueueName {
         }
     }
 
+    /// The queue that holds messages published with `delay` (one of
+    /// [`DELAYS`]) until they are due: `gauntlet.tasks.delay.5s`.
+    pub fn delay_queue(self, delay: Duration) -> String {
+        format!("{}.delay.{}s", self.as_str(), delay.as_secs())
+    }
+
     pub const ALL: [QueueName; 2] = [QueueName::Tasks, QueueName::Reports];
+}
+
+/// The delays `Bus::publish_delayed` offers; a wanted delay is rounded up to
+/// the next one (and capped at the last). One queue per delay keeps every
+/// message in it due in arrival order.
+pub const DELAYS: [Duration; 6] = [
+    Duration::from_secs(1),
+    Duration::from_secs(2),
+    Duration::from_secs(5),
+    Duration::from_secs(10),
+    Duration::from_secs(30),
+    Duration::from_secs(60),
+];
+
+/// The delay `publish_delayed` applies for `wanted`.
+pub fn delay_for(wanted: Duration) -> Duration {
+    DELAYS
+        .into_iter()
+        .find(|d| *d >= wanted)
+        .unwrap_or(DELAYS[DELAYS.len() - 1])
 }
 
 /// The topic exchange of run events.
@@ -168,6 +194,15 @@ pub trait Bus: Send + Sync + 'static {
     /// Publishes persistent messages and returns once the broker confirmed
     /// every one of them.
     async fn publish(&self, queue: QueueName, messages: Vec<Message>) -> Result<()>;
+    /// Publishes persistent messages that reach `queue` only after `delay`
+    /// (rounded up by [`delay_for`]); returns once the broker holds them.
+    /// Meanwhile they are in no consumer's prefetch and in no `queue_stats`.
+    async fn publish_delayed(
+        &self,
+        queue: QueueName,
+        messages: Vec<Message>,
+        delay: Duration,
+    ) -> Result<()>;
     /// Deliveries from `queue`, at most `prefetch` unacknowledged at once.
     /// The stream ends (or yields an error) when the connection is lost;
     /// calling `consume` again reconnects.

@@ -10,6 +10,7 @@ use std::{
     pin::Pin,
     sync::{Arc, Mutex, MutexGuard, PoisonError},
     task::{Context, Poll},
+    time::Duration,
 };
 
 use async_trait::async_trait;
@@ -349,6 +350,21 @@ impl Bus for MemoryBus {
             delivery_count: 0,
         }));
         queue.dispatch(&mut state);
+        Ok(())
+    }
+
+    async fn publish_delayed(
+        &self,
+        queue: QueueName,
+        messages: Vec<Message>,
+        delay: Duration,
+    ) -> Result<()> {
+        let bus = self.clone();
+        let delay = crate::delay_for(delay);
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            let _ = bus.publish(queue, messages).await;
+        });
         Ok(())
     }
 

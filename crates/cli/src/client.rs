@@ -16,8 +16,7 @@ use tonic::transport::{Channel, Endpoint};
 /// The `grpc` section of the configuration (`GAUNTLET_GRPC__*`), which the
 /// services read too, so the CLI sends nothing they refuse. `remote` is
 /// false for the embedded stack on loopback, where gzip would only cost CPU.
-pub fn limits(remote: bool) -> MessageLimits {
-    let config: GauntletConfig = gauntlet_config::load(None, std::env::vars()).unwrap_or_default();
+pub fn limits(config: &GauntletConfig, remote: bool) -> MessageLimits {
     MessageLimits {
         gzip: remote && config.grpc.gzip,
         ..MessageLimits::new(&config.grpc)
@@ -43,9 +42,9 @@ impl Gateway {
         }
     }
 
-    /// Connects to a remote gateway with the configured limits.
-    pub async fn connect(url: &str) -> anyhow::Result<Self> {
-        Ok(Self::new(connect(url).await?, limits(true)))
+    /// Connects to a remote gateway with `config`'s limits.
+    pub async fn connect(url: &str, config: &GauntletConfig) -> anyhow::Result<Self> {
+        Ok(Self::new(connect(url).await?, limits(config, true)))
     }
 
     /// Submits a suite of any size up to the gateway's suite limit, in

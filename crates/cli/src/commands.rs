@@ -5,12 +5,13 @@ use std::{path::PathBuf, time::Duration};
 
 use anyhow::Context;
 use futures::StreamExt;
+use gauntlet_config::GauntletConfig;
 use gauntlet_proto::v1;
 
 use crate::client;
 
-pub async fn watch(server: &str, run_id: &str) -> anyhow::Result<()> {
-    let mut runs = client::Gateway::connect(server).await?.runs;
+pub async fn watch(config: &GauntletConfig, server: &str, run_id: &str) -> anyhow::Result<()> {
+    let mut runs = client::Gateway::connect(server, config).await?.runs;
     let mut stream = runs
         .watch_run(v1::WatchRunRequest {
             run_id: run_id.into(),
@@ -33,8 +34,8 @@ pub async fn watch(server: &str, run_id: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub async fn runs(server: &str, limit: u32) -> anyhow::Result<()> {
-    let mut client_ = client::Gateway::connect(server).await?.runs;
+pub async fn runs(config: &GauntletConfig, server: &str, limit: u32) -> anyhow::Result<()> {
+    let mut client_ = client::Gateway::connect(server, config).await?.runs;
     let page = client_
         .list_runs(v1::ListRunsRequest {
             page_size: limit,
@@ -62,8 +63,13 @@ pub async fn runs(server: &str, limit: u32) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub async fn results(server: &str, run_id: &str, output: Option<PathBuf>) -> anyhow::Result<()> {
-    let mut gateway = client::Gateway::connect(server).await?;
+pub async fn results(
+    config: &GauntletConfig,
+    server: &str,
+    run_id: &str,
+    output: Option<PathBuf>,
+) -> anyhow::Result<()> {
+    let mut gateway = client::Gateway::connect(server, config).await?;
     if let Some(path) = output {
         let summary = gateway
             .analytics
@@ -127,12 +133,13 @@ pub enum ReportFormat {
 }
 
 pub async fn report(
+    config: &GauntletConfig,
     server: &str,
     run_id: &str,
     format: ReportFormat,
     output: Option<PathBuf>,
 ) -> anyhow::Result<()> {
-    let mut gateway = client::Gateway::connect(server).await?;
+    let mut gateway = client::Gateway::connect(server, config).await?;
     let mut reports = gateway.reports.clone();
     let format = match format {
         ReportFormat::Markdown => v1::ReportFormat::Markdown,

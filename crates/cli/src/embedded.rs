@@ -76,14 +76,16 @@ fn url(addr: SocketAddr) -> String {
 }
 
 impl Stack {
-    /// The embedded stack: SQLite in `data_dir`, in-process bus, L1 cache.
-    /// Limits come from `GAUNTLET_<SECTION>__<KEY>` variables, as for the
-    /// services (`GAUNTLET_GATEWAY__MAX_SUITE_BYTES`, `GAUNTLET_GRPC__…`).
+    /// The embedded stack: SQLite in `data_dir`, in-process bus, L1 cache,
+    /// with `config`'s limits (the `--config` file and the
+    /// `GAUNTLET_<SECTION>__<KEY>` variables, as for the services).
     /// `max_concurrency` is the run's own limit (`--max-concurrency`): the
     /// embedded worker is sized to honour it, as a user would expect.
-    pub async fn start(data_dir: &Path, max_concurrency: u32) -> anyhow::Result<Self> {
-        let mut config: GauntletConfig = gauntlet_config::load(None, std::env::vars())?;
-        config.validate()?;
+    pub async fn start(
+        mut config: GauntletConfig,
+        data_dir: &Path,
+        max_concurrency: u32,
+    ) -> anyhow::Result<Self> {
         // Loopback: compressing would only cost CPU.
         config.grpc.gzip = false;
         let worker = &mut config.worker;

@@ -227,18 +227,22 @@ fn redact(url: &str) -> String {
 }
 
 async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
+    // Read once, here: every command gets the same configuration.
+    let config = load_config(cli.config.as_ref())?;
     match cli.command {
         Command::Run(args) => {
             // The summary is the output; the in-process services only warn.
             let _telemetry = gauntlet_telemetry::init_with_log_filter("gauntlet", "warn")?;
-            run::run(args).await
+            run::run(args, config).await
         }
-        Command::Watch { run_id, server } => commands::watch(&server, &run_id).await.map(|()| 0),
+        Command::Watch { run_id, server } => {
+            commands::watch(&config, &server, &run_id).await.map(|()| 0)
+        }
         Command::Results {
             run_id,
             output,
             server,
-        } => commands::results(&server, &run_id, output)
+        } => commands::results(&config, &server, &run_id, output)
             .await
             .map(|()| 0),
         Command::Report {
@@ -246,17 +250,18 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             format,
             output,
             server,
-        } => commands::report(&server, &run_id, format, output)
+        } => commands::report(&config, &server, &run_id, format, output)
             .await
             .map(|()| 0),
-        Command::Runs { limit, server } => commands::runs(&server, limit).await.map(|()| 0),
+        Command::Runs { limit, server } => {
+            commands::runs(&config, &server, limit).await.map(|()| 0)
+        }
         Command::Up {
             database_url,
             amqp_url,
             redis_url,
             data_dir,
         } => {
-            let config = load_config(cli.config.as_ref())?;
             let _telemetry = gauntlet_telemetry::init("gauntlet")?;
             let urls = UpUrls {
                 database: database_url,
@@ -266,7 +271,6 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             up(config, urls, data_dir).await.map(|()| 0)
         }
         Command::Serve { service } => {
-            let config = load_config(cli.config.as_ref())?;
             let _telemetry = gauntlet_telemetry::init(&format!("gauntlet-{}", service.name()))?;
             let shutdown = CancellationToken::new();
             gauntlet_service::shutdown_on_signal(shutdown.clone());

@@ -11,6 +11,7 @@ use std::{
 
 use anyhow::Context;
 use futures::StreamExt;
+use gauntlet_config::GauntletConfig;
 use gauntlet_proto::v1::{self, run_service_client::RunServiceClient};
 use indicatif::{ProgressBar, ProgressStyle};
 use tracing::debug;
@@ -77,7 +78,7 @@ fn usd(v: f64) -> String {
     }
 }
 
-pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
+pub async fn run(args: RunArgs, config: GauntletConfig) -> anyhow::Result<i32> {
     // Phase timings for `RUST_LOG=gauntlet_cli=debug`.
     let started = Instant::now();
     let ms = || started.elapsed().as_millis() as u64;
@@ -108,14 +109,13 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
 
     debug!(elapsed_ms = ms(), tests, "suite read");
     let (mut gateway, stack) = match &args.server {
-        Some(url) => (client::Gateway::connect(url).await?, None),
+        Some(url) => (client::Gateway::connect(url, &config).await?, None),
         None => {
-            let stack = embedded::Stack::start(&args.data_dir, args.max_concurrency).await?;
+            let limits = client::limits(&config, false);
+            let stack =
+                embedded::Stack::start(config, &args.data_dir, args.max_concurrency).await?;
             let channel = client::connect(&stack.url()).await?;
-            (
-                client::Gateway::new(channel, client::limits(false)),
-                Some(stack),
-            )
+            (client::Gateway::new(channel, limits), Some(stack))
         }
     };
     debug!(elapsed_ms = ms(), "connected");

@@ -206,6 +206,7 @@ pub async fn submit(
                 project_id: DEFAULT_PROJECT.into(),
                 first_task: first,
                 count: (total - first).min(batch_size) as u32,
+                ..TaskBatch::default()
             }
             .encode_to_vec(),
             headers: headers.clone(),

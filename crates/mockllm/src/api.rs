@@ -85,6 +85,28 @@ pub(crate) async fn handle(
         }
     };
     let config = shared.config.load();
+    // Over a true cap the provider refuses at once, saying when to come back.
+    if let Err(wait) = shared.cap.admit(config.max_rps, std::time::Instant::now()) {
+        Counters::bump(&counters.faults_429);
+        let mut resp = json(StatusCode::TOO_MANY_REQUESTS, RATE_LIMIT_BODY);
+        let headers = resp.headers_mut();
+        let ms = wait.as_millis().max(1) as u64;
+        headers.insert(RETRY_AFTER, HeaderValue::from(ms.div_ceil(1000)));
+        headers.insert("retry-after-ms", HeaderValue::from(ms));
+        headers.insert(
+            "x-ratelimit-limit-requests",
+            HeaderValue::from(config.max_rps),
+        );
+        headers.insert(
+            "x-ratelimit-remaining-requests",
+            HeaderValue::from_static("0"),
+        );
+        headers.insert(
+            "x-ratelimit-reset-requests",
+            HeaderValue::from_str(&format!("{ms}ms")).expect("ascii"),
+        );
+        return resp;
+    }
     let seq = shared.seq.fetch_add(1, Ordering::Relaxed);
     let plan = match faults::plan(&config, seq, &parts.headers) {
         Ok(plan) => plan,

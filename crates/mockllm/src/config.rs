@@ -30,6 +30,12 @@ pub struct MockConfig {
     /// Makes the fault and jitter draws reproducible: the n-th request after a
     /// reset or config change always gets the same draw.
     pub seed: Option<u64>,
+    /// A true provider cap: at most this many requests per second are
+    /// served (GCRA, bursts of up to a tenth of a second's worth); the
+    /// others get a 429 with `Retry-After` and OpenAI's
+    /// `x-ratelimit-remaining-requests: 0` / `x-ratelimit-reset-requests`.
+    /// 0 means no cap.
+    pub max_rps: u64,
 }
 
 impl Default for MockConfig {
@@ -43,6 +49,7 @@ impl Default for MockConfig {
             rate_timeout: 0.0,
             hang_ms: 30_000,
             seed: None,
+            max_rps: 0,
         }
     }
 }
@@ -91,6 +98,7 @@ pub(crate) struct LiveConfig {
     hang_ms: AtomicU64,
     seed: AtomicU64,
     seeded: AtomicBool,
+    max_rps: AtomicU64,
 }
 
 impl LiveConfig {
@@ -111,6 +119,7 @@ impl LiveConfig {
             .store(c.rate_timeout.to_bits(), Ordering::Relaxed);
         self.hang_ms.store(c.hang_ms, Ordering::Relaxed);
         self.seed.store(c.seed.unwrap_or(0), Ordering::Relaxed);
+        self.max_rps.store(c.max_rps, Ordering::Relaxed);
         self.seeded.store(c.seed.is_some(), Ordering::Release);
     }
 
@@ -125,6 +134,7 @@ impl LiveConfig {
             rate_timeout: f64::from_bits(self.rate_timeout.load(Ordering::Relaxed)),
             hang_ms: self.hang_ms.load(Ordering::Relaxed),
             seed: seeded.then(|| self.seed.load(Ordering::Relaxed)),
+            max_rps: self.max_rps.load(Ordering::Relaxed),
         }
     }
 }
@@ -177,6 +187,7 @@ mod tests {
             rate_timeout: 0.5,
             hang_ms: 99,
             seed: Some(42),
+            max_rps: 250,
         };
         let live = LiveConfig::new(&c);
         assert_eq!(live.load(), c);

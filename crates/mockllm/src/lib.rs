@@ -18,6 +18,7 @@
 mod admin;
 mod anthropic;
 mod api;
+mod cap;
 mod config;
 mod embedding;
 mod faults;

@@ -33,6 +33,10 @@ struct Args {
     hang_ms: u64,
     #[arg(long, env = "GAUNTLET_MOCKLLM__SEED")]
     seed: Option<u64>,
+    /// Serve at most this many requests per second, like a provider's
+    /// rate limit; the rest get 429s (0: no cap).
+    #[arg(long, env = "GAUNTLET_MOCKLLM__MAX_RPS", default_value_t = 0)]
+    max_rps: u64,
 }
 
 #[tokio::main]
@@ -53,6 +57,7 @@ async fn main() -> anyhow::Result<()> {
         rate_timeout: args.rate_timeout,
         hang_ms: args.hang_ms,
         seed: args.seed,
+        max_rps: args.max_rps,
     };
     config.validate()?;
     let listener = tokio::net::TcpListener::bind(args.listen)

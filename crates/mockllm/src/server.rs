@@ -19,7 +19,8 @@ use tokio::{net::TcpListener, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    MockConfig, MockStats, admin, anthropic, api, config::LiveConfig, ollama, stats::Counters,
+    MockConfig, MockStats, admin, anthropic, api, cap::Cap, config::LiveConfig, ollama,
+    stats::Counters,
 };
 
 /// State shared by every handler.
@@ -31,6 +32,8 @@ pub(crate) struct Shared {
     pub(crate) seq: AtomicU64,
     /// Response ids; never reset so ids stay unique for the server's life.
     pub(crate) ids: AtomicU64,
+    /// The `max_rps` cap's state.
+    pub(crate) cap: Cap,
     pub(crate) shutdown: CancellationToken,
 }
 
@@ -41,6 +44,7 @@ impl Shared {
             counters: Counters::default(),
             seq: AtomicU64::new(0),
             ids: AtomicU64::new(0),
+            cap: Cap::new(),
             shutdown,
         }
     }
@@ -49,11 +53,13 @@ impl Shared {
     pub(crate) fn set_config(&self, config: &MockConfig) {
         self.config.store(config);
         self.seq.store(0, Ordering::Relaxed);
+        self.cap.reset();
     }
 
     pub(crate) fn reset_stats(&self) {
         self.counters.reset();
         self.seq.store(0, Ordering::Relaxed);
+        self.cap.reset();
     }
 }
 

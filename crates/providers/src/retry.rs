@@ -51,21 +51,52 @@ impl RetryPolicy {
     }
 
     /// The wait before the next attempt: a uniform draw up to the ceiling ("full
-    /// jitter", so a herd of callers spreads out), but never below `retry_after`.
+    /// jitter", so a herd of callers spreads out). When the provider said how
+    /// long to wait (`retry_after`), that wait plus a jitter of at most as
+    /// much again (and at most the ceiling): the provider knows when it has
+    /// room, and a blind backoff would leave a true rate cap unused.
     pub fn delay(&self, failed_attempts: u32, retry_after: Option<Duration>) -> Duration {
         let ceiling = self.backoff_ceiling(failed_attempts);
-        let jittered = if ceiling.is_zero() {
-            Duration::ZERO
-        } else {
-            rand::rng().random_range(Duration::ZERO..=ceiling)
+        let jitter = |max: Duration| {
+            if max.is_zero() {
+                Duration::ZERO
+            } else {
+                rand::rng().random_range(Duration::ZERO..=max)
+            }
         };
-        retry_after.map_or(jittered, |ra| jittered.max(ra))
+        match retry_after {
+            Some(ra) => ra + jitter(ra.min(ceiling)),
+            None => jitter(ceiling),
+        }
     }
+}
+
+tokio::task_local! {
+    /// Set by [`deferring`]: the shortest provider-asked wait the caller
+    /// would rather not wait out in place.
+    static DEFER_WAITS_FROM: Duration;
+}
+
+/// Runs `call` so that when a provider asks to be retried only after at
+/// least `min_wait` (a 429 or 503 with `Retry-After`), [`call_with_retry`]
+/// returns that error at once instead of sleeping on it: the caller hands
+/// the work back (through a delay queue) and holds nothing meanwhile.
+/// Shorter waits are still waited in place.
+pub async fn deferring<F: Future>(min_wait: Duration, call: F) -> F::Output {
+    DEFER_WAITS_FROM.scope(min_wait, call).await
+}
+
+/// Whether `err` asks for a wait the caller chose to defer (see [`deferring`]).
+pub fn is_deferred(err: &ProviderError) -> bool {
+    err.retry_after()
+        .is_some_and(|wait| DEFER_WAITS_FROM.try_with(|min| wait >= *min) == Ok(true))
 }
 
 /// Runs `op` (given the 1-based attempt number) until it succeeds, fails with
 /// an error that is not [retryable](ProviderError::is_retryable), runs out of
-/// attempts, or the next wait would exceed the policy's total budget. The last
+/// attempts, or the next wait would exceed the policy's total budget. A 429
+/// that says when to come back (`Retry-After`) is the provider pacing us,
+/// not a failure: it uses no attempt, only time from the budget. The last
 /// error is returned; an attempt still running when the budget runs out ends
 /// as [`ProviderError::Timeout`].
 pub async fn call_with_retry<T, F, Fut>(policy: &RetryPolicy, mut op: F) -> Result<T, ProviderError>
@@ -75,6 +106,7 @@ where
 {
     let started = Instant::now();
     let mut attempt = 1;
+    let mut failures = 0;
     loop {
         // An attempt may not outlive the budget either: a call hanging past it
         // is cut off as a timeout.
@@ -84,10 +116,20 @@ where
             Ok(Err(err)) => err,
             Err(_) => ProviderError::Timeout,
         };
-        if !err.is_retryable() || attempt >= policy.max_attempts.max(1) {
+        let paced = matches!(
+            err,
+            ProviderError::RateLimited {
+                retry_after: Some(_),
+                ..
+            }
+        );
+        if !paced {
+            failures += 1;
+        }
+        if !err.is_retryable() || failures >= policy.max_attempts.max(1) || is_deferred(&err) {
             return Err(err);
         }
-        let delay = policy.delay(attempt, err.retry_after());
+        let delay = policy.delay(failures.max(1), err.retry_after());
         if started.elapsed() + delay > policy.max_total {
             tracing::warn!(
                 attempt,
@@ -97,12 +139,22 @@ where
             );
             return Err(err);
         }
-        tracing::warn!(
-            attempt,
-            delay_ms = delay.as_millis() as u64,
-            error = %err,
-            "provider call failed, retrying"
-        );
+        if paced {
+            // Routine under a provider's rate cap: the limiter's metrics
+            // tell that story, not a log line per call.
+            tracing::debug!(
+                attempt,
+                delay_ms = delay.as_millis() as u64,
+                "provider asked to wait, retrying then"
+            );
+        } else {
+            tracing::warn!(
+                attempt,
+                delay_ms = delay.as_millis() as u64,
+                error = %err,
+                "provider call failed, retrying"
+            );
+        }
         tokio::time::sleep(delay).await;
         attempt += 1;
     }
@@ -184,11 +236,55 @@ mod tests {
     }
 
     #[test]
-    fn retry_after_is_a_floor_on_the_wait() {
+    fn retry_after_is_a_floor_on_the_wait_and_jitter_at_most_doubles_it() {
         let p = policy();
         for _ in 0..50 {
-            assert!(p.delay(1, Some(Duration::from_secs(5))) >= Duration::from_secs(5));
+            let wait = p.delay(1, Some(Duration::from_secs(5)));
+            // The jitter is capped by the backoff ceiling (100 ms here).
+            assert!(wait >= Duration::from_secs(5), "{wait:?}");
+            assert!(wait <= Duration::from_millis(5100), "{wait:?}");
+            let wait = p.delay(3, Some(Duration::from_millis(20)));
+            assert!(
+                (Duration::from_millis(20)..=Duration::from_millis(40)).contains(&wait),
+                "{wait:?}"
+            );
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_provider_pacing_with_retry_after_uses_time_not_attempts() {
+        // Ten 429s with Retry-After in a row, then an answer: more than
+        // max_attempts (4), all within the time budget.
+        let calls = AtomicU32::new(0);
+        let result = call_with_retry(&policy(), |attempt| {
+            calls.fetch_add(1, Ordering::SeqCst);
+            async move {
+                if attempt <= 10 {
+                    Err(ProviderError::RateLimited {
+                        retry_after: Some(Duration::from_millis(50)),
+                        message: String::new(),
+                    })
+                } else {
+                    Ok(attempt)
+                }
+            }
+        })
+        .await;
+        assert_eq!(result, Ok(11));
+        // A 429 without Retry-After is a failure like any other.
+        let calls = AtomicU32::new(0);
+        let result: Result<(), _> = call_with_retry(&policy(), |_| {
+            calls.fetch_add(1, Ordering::SeqCst);
+            async {
+                Err(ProviderError::RateLimited {
+                    retry_after: None,
+                    message: String::new(),
+                })
+            }
+        })
+        .await;
+        assert!(result.is_err());
+        assert_eq!(calls.load(Ordering::SeqCst), 4);
     }
 
     #[tokio::test(start_paused = true)]
@@ -236,6 +332,54 @@ mod tests {
         .await;
         assert!(result.is_err());
         assert_eq!(calls.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_deferring_caller_gets_a_long_retry_after_back_at_once() {
+        let calls = AtomicU32::new(0);
+        let long = || ProviderError::RateLimited {
+            retry_after: Some(Duration::from_secs(2)),
+            message: "slow down".into(),
+        };
+        let started = Instant::now();
+        let err = deferring(
+            Duration::from_secs(1),
+            call_with_retry(&policy(), |_| {
+                calls.fetch_add(1, Ordering::SeqCst);
+                async { Err::<(), _>(long()) }
+            }),
+        )
+        .await
+        .unwrap_err();
+        assert!(matches!(err, ProviderError::RateLimited { .. }));
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        assert_eq!(started.elapsed(), Duration::ZERO);
+
+        // A shorter wait than the caller defers is waited in place.
+        let calls = AtomicU32::new(0);
+        let value = deferring(
+            Duration::from_secs(1),
+            call_with_retry(&policy(), |attempt| {
+                calls.fetch_add(1, Ordering::SeqCst);
+                async move {
+                    if attempt == 1 {
+                        Err(ProviderError::RateLimited {
+                            retry_after: Some(Duration::from_millis(300)),
+                            message: "brief".into(),
+                        })
+                    } else {
+                        Ok(7)
+                    }
+                }
+            }),
+        )
+        .await
+        .unwrap();
+        assert_eq!((value, calls.load(Ordering::SeqCst)), (7, 2));
+        assert!(
+            !is_deferred(&long()),
+            "outside `deferring` nothing is deferred"
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -92,6 +92,8 @@ pub trait Store: Send + Sync + 'static {
         after_task: Option<i64>,
         limit: u32,
     ) -> Result<Vec<ResultRecord>>;
+    /// The task indexes in `first..=last` that have a result (in any order).
+    async fn stored_tasks(&self, run_id: Uuid, first: i64, last: i64) -> Result<Vec<i64>>;
     /// The few columns statistics need, for every result of a run.
     async fn result_metrics(&self, run_id: Uuid) -> Result<Vec<ResultMetrics>>;
 

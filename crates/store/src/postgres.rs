@@ -404,6 +404,17 @@ impl Store for PgStore {
         })
     }
 
+    async fn stored_tasks(&self, run_id: Uuid, first: i64, last: i64) -> Result<Vec<i64>> {
+        Ok(sqlx::query_scalar(
+            "SELECT task_index FROM results WHERE run_id = $1 AND task_index BETWEEN $2 AND $3",
+        )
+        .bind(run_id)
+        .bind(first)
+        .bind(last)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
     async fn list_results(
         &self,
         run_id: Uuid,

@@ -561,6 +561,17 @@ impl Store for SqliteStore {
         rows.iter().map(result_from_row).collect()
     }
 
+    async fn stored_tasks(&self, run_id: Uuid, first: i64, last: i64) -> Result<Vec<i64>> {
+        Ok(sqlx::query_scalar(
+            "SELECT task_index FROM results WHERE run_id = ?1 AND task_index BETWEEN ?2 AND ?3",
+        )
+        .bind(uuid_text(run_id))
+        .bind(first)
+        .bind(last)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
     async fn result_metrics(&self, run_id: Uuid) -> Result<Vec<ResultMetrics>> {
         let rows = sqlx::query(
             "SELECT provider_index, prompt_index, status, latency_ms, tokens_in, tokens_out, cost_usd \

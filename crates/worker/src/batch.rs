@@ -10,6 +10,13 @@
 //! has, and is acked; so does a batch of a run whose results reached its cost
 //! cap, after marking the run `cost_limited`.
 //!
+//! A task whose provider asks for a wait of a second or more (a 429 or 503
+//! with `Retry-After`) is not waited on in place: the batch writes the rest,
+//! hands such tasks back as a smaller batch through a delay queue (after
+//! the publish is confirmed) and is acked, so no prefetch slot is held by a
+//! batch that only waits. After [`MAX_DEFERRALS`] hand-backs a task waits in
+//! place like any retry.
+//!
 //! A batch the worker gives up on goes to the dead-letter queue with its
 //! reason in a log line and in `gauntlet_batches_dead_lettered_total{reason}`
 //! (a nack cannot add headers; the broker's `x-death` header says only
@@ -21,6 +28,7 @@ use futures::{StreamExt, stream::FuturesUnordered};
 use gauntlet_bus::Delivery;
 use gauntlet_core::grading::ProviderOutput;
 use gauntlet_proto::internal::v1::TaskBatch;
+use gauntlet_providers::retry;
 use gauntlet_service::events::publish_progress;
 use gauntlet_store::{NewResult, ResultStatus, RunRecord, RunStatus};
 use gauntlet_telemetry::{metrics::Registry, propagation};
@@ -36,6 +44,22 @@ use crate::{
     grading,
     runs::{PlanError, RunCache, RunPlan, RunState},
 };
+
+/// The shortest provider-asked wait a task is handed back for rather than
+/// waited out in place.
+const DEFER_WAITS_FROM: Duration = Duration::from_secs(1);
+/// How many times a task may be handed back; then it waits in place.
+const MAX_DEFERRALS: u32 = 5;
+
+/// What became of one task.
+enum Outcome {
+    /// Its result, to be written.
+    Row(Box<NewResult>),
+    /// The provider asked for a wait of `wait` first: hand it back.
+    Deferred { task: u64, wait: Duration },
+    /// Not a task of the run (an index past its end).
+    Skip,
+}
 
 /// How often a batch writes the results it has so far.
 const FLUSH_EVERY: Duration = Duration::from_millis(250);
@@ -270,7 +294,10 @@ impl Worker {
         // A redelivered batch may be partly stored already (an earlier
         // worker flushed some results before it died): call the provider
         // only for what is missing.
-        let stored = if delivery.redelivered {
+        // So may a batch of handed-back tasks (the batch that handed them
+        // back may have been redelivered too, after a crash before its ack).
+        let deferrable = batch.deferrals < MAX_DEFERRALS;
+        let stored = if delivery.redelivered || !batch.tasks.is_empty() {
             match self.stored_tasks(run_id, &batch).await {
                 Ok(s) => s,
                 Err(error) => {
@@ -283,11 +310,12 @@ impl Worker {
         } else {
             HashSet::new()
         };
-        let mut tasks: FuturesUnordered<_> = (batch.first_task
-            ..batch.first_task + u64::from(batch.count))
+        let mut tasks: FuturesUnordered<_> = task_indexes(&batch)
             .filter(|index| !stored.contains(&(*index as i64)))
-            .map(|index| self.run_task(&plan, &batch.project_id, index))
+            .map(|index| self.run_task(&plan, &batch.project_id, index, deferrable))
             .collect();
+        let mut deferred = Vec::new();
+        let mut defer_wait = Duration::ZERO;
 
         // Results are written as they come (every FLUSH_EVERY), so progress
         // moves within a batch and a cancelled or interrupted run keeps what
@@ -303,8 +331,12 @@ impl Worker {
         while verdict == Verdict::Go {
             tokio::select! {
                 next = tasks.next() => match next {
-                    Some(Some(row)) => rows.push(row),
-                    Some(None) => {}
+                    Some(Outcome::Row(row)) => rows.push(*row),
+                    Some(Outcome::Deferred { task, wait }) => {
+                        deferred.push(task);
+                        defer_wait = defer_wait.max(wait);
+                    }
+                    Some(Outcome::Skip) => {}
                     None => break,
                 },
                 _ = flush.tick(), if !rows.is_empty()
@@ -366,6 +398,17 @@ impl Worker {
                 .await;
             return;
         }
+        if verdict == Verdict::Go
+            && !deferred.is_empty()
+            && let Err(error) = self
+                .hand_back(&batch, &delivery, deferred, defer_wait)
+                .await
+        {
+            // The redelivery calls what has no result, the deferred tasks too.
+            self.requeue(delivery, "defer_failed", &error.to_string())
+                .await;
+            return;
+        }
         self.metrics
             .counter("gauntlet_batches_processed_total")
             .inc();
@@ -373,6 +416,44 @@ impl Worker {
             // The results are committed; a redelivery will insert nothing.
             warn!(%error, "ack failed after commit");
         }
+    }
+
+    /// Publishes `tasks` of `batch` as a new batch due after `wait` (and
+    /// confirmed by the broker before the caller acks `batch`).
+    async fn hand_back(
+        &self,
+        batch: &TaskBatch,
+        delivery: &Delivery,
+        mut tasks: Vec<u64>,
+        wait: Duration,
+    ) -> gauntlet_bus::Result<()> {
+        tasks.sort_unstable();
+        let count = tasks.len();
+        let message = gauntlet_bus::Message {
+            payload: TaskBatch {
+                run_id: batch.run_id.clone(),
+                project_id: batch.project_id.clone(),
+                first_task: tasks[0],
+                count: count as u32,
+                tasks,
+                deferrals: batch.deferrals + 1,
+            }
+            .encode_to_vec(),
+            headers: delivery.headers.clone(),
+        };
+        self.deps
+            .bus
+            .publish_delayed(gauntlet_bus::QueueName::Tasks, vec![message], wait)
+            .await?;
+        debug!(
+            count,
+            wait_ms = wait.as_millis() as u64,
+            "handed back tasks the provider asked to wait"
+        );
+        self.metrics
+            .counter("gauntlet_tasks_deferred_total")
+            .inc_by(count as u64);
+        Ok(())
     }
 
     /// After a failed write: whether to keep the answers and try again (the
@@ -432,15 +513,17 @@ impl Worker {
         batch: &TaskBatch,
     ) -> gauntlet_store::Result<HashSet<i64>> {
         let first = batch.first_task as i64;
-        let rows = self
+        // Handed-back tasks are a sparse subset of the range they span.
+        let last = match batch.tasks.last() {
+            Some(&last) => last as i64,
+            None => first + i64::from(batch.count) - 1,
+        };
+        Ok(self
             .deps
             .store
-            .list_results(run_id, None, Some(first - 1), batch.count)
-            .await?;
-        Ok(rows
+            .stored_tasks(run_id, first, last)
+            .await?
             .into_iter()
-            .map(|r| r.result.task_index)
-            .filter(|&t| t < first + i64::from(batch.count))
             .collect())
     }
 
@@ -477,8 +560,16 @@ impl Worker {
         }
     }
 
-    async fn run_task(&self, plan: &RunPlan, project_id: &str, index: u64) -> Option<NewResult> {
-        let coord = plan.suite.task(index, plan.repeat)?;
+    async fn run_task(
+        &self,
+        plan: &RunPlan,
+        project_id: &str,
+        index: u64,
+        deferrable: bool,
+    ) -> Outcome {
+        let Some(coord) = plan.suite.task(index, plan.repeat) else {
+            return Outcome::Skip;
+        };
         let test = &plan.suite.tests[coord.test as usize];
         let provider = &plan.suite.providers[coord.provider as usize];
         let mut row = NewResult {
@@ -510,7 +601,7 @@ impl Worker {
             Err(e) => {
                 row.error = format!("prompt: {e}");
                 row.reason = row.error.clone();
-                return Some(row);
+                return Outcome::Row(Box::new(row));
             }
         };
         let client = match &plan.providers[coord.provider as usize] {
@@ -519,7 +610,7 @@ impl Worker {
                 row.rendered_prompt = prompt;
                 row.error = format!("provider: {e}");
                 row.reason = row.error.clone();
-                return Some(row);
+                return Outcome::Row(Box::new(row));
             }
         };
         // No new call while the store cannot keep its answer. The run's
@@ -527,7 +618,23 @@ impl Worker {
         // attempt inside the client (see `calls`), so a call waiting out a
         // `Retry-After` holds no slot another task could use.
         self.store_gate.wait_open().await;
-        let completion = client.complete(&prompt).await;
+        let completion = if deferrable {
+            let (completion, defer) = retry::deferring(DEFER_WAITS_FROM, async {
+                let completion = client.complete(&prompt).await;
+                let defer = completion.as_ref().err().is_some_and(retry::is_deferred);
+                (completion, defer)
+            })
+            .await;
+            if defer && let Err(e) = &completion {
+                return Outcome::Deferred {
+                    task: index,
+                    wait: e.retry_after().unwrap_or(DEFER_WAITS_FROM),
+                };
+            }
+            completion
+        } else {
+            client.complete(&prompt).await
+        };
         row.rendered_prompt = prompt;
         match completion {
             Ok(c) => {
@@ -581,6 +688,15 @@ impl Worker {
                 row.reason = format!("provider call failed: {e}");
             }
         }
-        Some(row)
+        Outcome::Row(Box::new(row))
+    }
+}
+
+/// The task indexes `batch` stands for.
+fn task_indexes(batch: &TaskBatch) -> Box<dyn Iterator<Item = u64> + Send + '_> {
+    if batch.tasks.is_empty() {
+        Box::new(batch.first_task..batch.first_task + u64::from(batch.count))
+    } else {
+        Box::new(batch.tasks.iter().copied())
     }
 }

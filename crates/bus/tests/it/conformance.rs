@@ -62,6 +62,7 @@ conformance_suite!(
     star_pattern_gets_one_runs_events,
     hash_pattern_matches_zero_or_more_words,
     every_matching_subscriber_gets_the_event,
+    delayed_messages_arrive_after_their_delay_with_their_headers,
 );
 
 fn msg(s: &str) -> Message {
@@ -412,4 +413,38 @@ async fn every_matching_subscriber_gets_the_event(bus: Arc<dyn Bus>) {
     // A subscription made after an event does not see it.
     let mut late = bus.subscribe("#").await.unwrap();
     assert_no_event(&mut late).await;
+}
+
+async fn delayed_messages_arrive_after_their_delay_with_their_headers(bus: Arc<dyn Bus>) {
+    let mut stream = bus.consume(QueueName::Tasks, 10).await.unwrap();
+    let sent = std::time::Instant::now();
+    // 700 ms is rounded up to the 1 s delay.
+    bus.publish_delayed(
+        QueueName::Tasks,
+        msgs(&["later", "too"]),
+        Duration::from_millis(700),
+    )
+    .await
+    .unwrap();
+    bus.publish(QueueName::Tasks, msgs(&["now"])).await.unwrap();
+    let now = next(&mut stream).await;
+    assert_eq!(text(&now), "now");
+    now.ack().await.unwrap();
+
+    let later = next(&mut stream).await;
+    let waited = sent.elapsed();
+    assert!(
+        waited >= Duration::from_millis(950),
+        "arrived after {waited:?}"
+    );
+    assert_eq!(text(&later), "later");
+    assert_eq!(later.header("traceparent"), Some("tp-later"));
+    assert!(!later.redelivered);
+    assert_eq!(later.delivery_count, 0);
+    let too = next(&mut stream).await;
+    assert_eq!(text(&too), "too");
+    later.ack().await.unwrap();
+    too.ack().await.unwrap();
+    assert_no_delivery(&mut stream).await;
+    eventually_dead(&bus, QueueName::Tasks, 0).await;
 }

@@ -305,6 +305,7 @@ async fn redelivered_batch_inserts_nothing_twice() {
                     project_id: "default".into(),
                     first_task: 0,
                     count: 20,
+                    ..TaskBatch::default()
                 }
                 .encode_to_vec(),
                 headers: vec![],

@@ -229,6 +229,41 @@ async fn a_suite_over_the_suite_limit_is_refused_naming_the_limit() {
     );
 }
 
+#[tokio::test]
+async fn the_config_file_given_with_config_sets_the_embedded_limits() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("big.yaml"), many_cases(2_000)).unwrap();
+    std::fs::write(
+        dir.path().join("gauntlet.toml"),
+        "[gateway]\nmax_suite_bytes = 100000\n",
+    )
+    .unwrap();
+    let out = gauntlet_env(
+        &["run", "big.yaml", "--config", "gauntlet.toml"],
+        dir.path(),
+        &[],
+    )
+    .await;
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
+    assert!(
+        stderr.contains("more than the limit of 100000 (gateway.max_suite_bytes)"),
+        "{stderr}"
+    );
+
+    // A config file that does not parse is named, and nothing runs.
+    std::fs::write(
+        dir.path().join("bad.toml"),
+        "[gateway]\nmax_suite_bytes = \"big\"\n",
+    )
+    .unwrap();
+    let out = gauntlet_env(&["run", "big.yaml", "-c", "bad.toml"], dir.path(), &[]).await;
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
+    assert!(stderr.contains("bad.toml"), "{stderr}");
+    assert!(stderr.contains("max_suite_bytes"), "{stderr}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_smallest_message_limit_still_carries_large_suites_and_results() {
     // With 64 KiB messages, a ~330 KB suite must stream in chunks and

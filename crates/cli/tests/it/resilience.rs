@@ -569,6 +569,11 @@ impl Backplane {
 
     /// `gauntlet serve worker` against this backplane, its log in `name`.log.
     fn worker(&self, name: &str, grace_secs: u64) -> Child {
+        self.worker_with(name, grace_secs, &[])
+    }
+
+    /// The same, with `env` set on top.
+    fn worker_with(&self, name: &str, grace_secs: u64, env: &[(&str, &str)]) -> Child {
         let log = std::fs::File::create(self.log_path(name)).unwrap();
         Command::new(BIN)
             .args(["serve", "worker"])
@@ -587,6 +592,7 @@ impl Backplane {
             .env("OPENAI_BASE_URL", self.mock.base_url())
             .env("RUST_LOG", "info")
             .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(log)
             .kill_on_drop(true)
@@ -633,6 +639,72 @@ async fn half_done_run(plane: &Backplane, total: usize, progress: u64) -> v1::Su
     )
     .await;
     submitted
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn tasks_told_to_wait_are_handed_back_and_every_answer_is_bought_once() {
+    // A third of the answers are 429s asking for a second's wait, and the
+    // worker holds one batch at a time: the tasks told to wait go back
+    // through RabbitMQ's delay queue while the worker takes the next batch.
+    let plane = Backplane::start().await;
+    plane.mock.set_config(MockConfig {
+        latency_ms: 10,
+        rate_429: 0.3,
+        retry_after_secs: 1,
+        ..MockConfig::default()
+    });
+    let control = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let control_addr = control.local_addr().unwrap().to_string();
+    drop(control);
+    let _worker = plane.worker_with(
+        "only",
+        5,
+        &[
+            ("GAUNTLET_WORKER__PREFETCH", "1"),
+            ("GAUNTLET_WORKER__LISTEN", &control_addr),
+        ],
+    );
+    let total = 200;
+    let mut runs = plane.runs().await;
+    let submitted = submit(
+        &mut runs,
+        suite(&plane.mock.base_url(), total, 0.0),
+        v1::RunOptions::default(),
+    )
+    .await;
+    wait_for(
+        &mut runs,
+        &submitted.run_id,
+        Duration::from_secs(120),
+        "the run ends",
+        ended,
+    )
+    .await;
+    assert_one_result_per_task(&mut runs, &submitted.run_id, total as u64).await;
+    let stats = plane.mock.stats();
+    assert_eq!(stats.ok, total as u64, "each answer bought once: {stats:?}");
+    assert!(stats.faults_429 > 20, "{stats:?}");
+
+    let mut worker = gauntlet_proto::internal::v1::control_client::ControlClient::connect(format!(
+        "http://{control_addr}"
+    ))
+    .await
+    .unwrap();
+    let status = worker
+        .get_status(gauntlet_proto::internal::v1::GetStatusRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let deferred = status
+        .metrics
+        .get("gauntlet_tasks_deferred_total")
+        .copied()
+        .unwrap_or(0.0);
+    assert!(
+        deferred >= stats.faults_429 as f64 * 0.9,
+        "tasks handed back: {deferred}, 429s: {}",
+        stats.faults_429
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -124,3 +124,33 @@ async fn seeded_fault_sequence_is_reproducible() {
     assert_eq!(runs[0], runs[1]);
     assert!(runs[0].contains(&200) && runs[0].contains(&429) && runs[0].contains(&500));
 }
+
+#[tokio::test]
+async fn a_true_cap_serves_its_rate_and_tells_the_rest_when_to_come_back() {
+    let server = start(MockConfig {
+        max_rps: 100,
+        ..MockConfig::default()
+    })
+    .await;
+    // 400 requests at once: the cap admits its burst (a tenth of a second's
+    // worth) and refuses the rest with OpenAI's headers.
+    let answers = futures::future::join_all((0..400).map(|_| chat(&server, user("x")))).await;
+    let ok = answers.iter().filter(|r| r.status() == 200).count();
+    assert!((5..=30).contains(&ok), "{ok} admitted at once");
+    let refused = answers.iter().find(|r| r.status() == 429).unwrap();
+    let headers = refused.headers();
+    assert_eq!(headers["x-ratelimit-remaining-requests"], "0");
+    assert_eq!(headers["x-ratelimit-limit-requests"], "100");
+    let wait_ms: u64 = headers["retry-after-ms"].to_str().unwrap().parse().unwrap();
+    assert!((1..=1000).contains(&wait_ms), "retry-after-ms {wait_ms}");
+    assert_eq!(headers["retry-after"], "1");
+    assert_eq!(server.stats().faults_429, 400 - ok as u64);
+
+    // A client that paces itself under the cap is never refused.
+    server.reset_stats();
+    let start = tokio::time::Instant::now();
+    for i in 0..30u32 {
+        tokio::time::sleep_until(start + std::time::Duration::from_millis(u64::from(i) * 15)).await;
+        assert_eq!(chat(&server, user("x")).await.status(), 200, "request {i}");
+    }
+}

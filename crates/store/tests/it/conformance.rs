@@ -73,6 +73,7 @@ conformance!(
     runs_list_newest_first_in_pages,
     redelivered_batch_inserts_nothing_and_leaves_the_run_alone,
     overlapping_batch_counts_only_its_new_rows,
+    stored_tasks_name_exactly_the_stored_indexes_in_a_range,
     the_batch_bringing_the_last_task_completes_the_run,
     concurrent_overlapping_batches_count_each_task_once,
     a_batch_larger_than_one_statement_inserts_every_row,
@@ -278,6 +279,25 @@ async fn overlapping_batch_counts_only_its_new_rows(store: Arc<dyn Store>) {
     let stored = store.list_results(run.id, None, None, 10).await.unwrap();
     assert_eq!(stored.len(), 4);
     assert_eq!(stored[1].result, result(1, ResultStatus::Pass));
+}
+
+async fn stored_tasks_name_exactly_the_stored_indexes_in_a_range(store: Arc<dyn Store>) {
+    let run = store.create_run(new_run(10)).await.unwrap();
+    let other = store.create_run(new_run(10)).await.unwrap();
+    let rows: Vec<_> = [1, 4, 5, 9]
+        .into_iter()
+        .map(|t| result(t, ResultStatus::Pass))
+        .collect();
+    store.insert_results(run.id, &rows).await.unwrap();
+    store
+        .insert_results(other.id, &[result(2, ResultStatus::Pass)])
+        .await
+        .unwrap();
+    let mut stored = store.stored_tasks(run.id, 2, 9).await.unwrap();
+    stored.sort_unstable();
+    assert_eq!(stored, vec![4, 5, 9]);
+    assert!(store.stored_tasks(run.id, 6, 8).await.unwrap().is_empty());
+    assert_eq!(store.stored_tasks(other.id, 0, 9).await.unwrap(), vec![2]);
 }
 
 async fn the_batch_bringing_the_last_task_completes_the_run(store: Arc<dyn Store>) {

@@ -87,10 +87,16 @@ pub trait Store: Send + Sync + 'static {
     /// `before`, quietest first, at most `limit`.
     async fn stale_runs(&self, before: DateTime<Utc>, limit: u32) -> Result<Vec<RunRecord>>;
     /// Counts one re-drive of the run's missing work and makes it active
-    /// now — if it has not ended and still has `seen` re-drives, so of
-    /// several reconcilers that read the same run exactly one wins. Returns
-    /// the run as it now stands, or `None` when it did not win.
-    async fn claim_redrive(&self, run_id: Uuid, seen: i32) -> Result<Option<RunRecord>>;
+    /// now — if it has not ended, still has `seen` re-drives, and was not
+    /// re-driven since `not_since`: of several reconcilers that look at the
+    /// same stall exactly one wins. Returns the run as it now stands, or
+    /// `None` when it did not win.
+    async fn claim_redrive(
+        &self,
+        run_id: Uuid,
+        seen: i32,
+        not_since: DateTime<Utc>,
+    ) -> Result<Option<RunRecord>>;
     /// Makes a run that has not ended active now (its work was just
     /// re-driven by hand), so the reconciler leaves it alone for a while.
     async fn touch_run(&self, run_id: Uuid) -> Result<()>;

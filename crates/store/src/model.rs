@@ -113,8 +113,10 @@ pub struct RunRecord {
     /// Its last sign of life: created, a result stored, its missing work
     /// re-driven. What the reconciler measures staleness from.
     pub active_at: DateTime<Utc>,
-    /// How many times its missing work was re-driven.
+    /// How many times its missing work was re-driven,
     pub redrives: i32,
+    /// and when last.
+    pub redriven_at: Option<DateTime<Utc>>,
 }
 
 /// Contiguous task indexes `first .. first + count`.

@@ -29,7 +29,7 @@ pub struct PgStore {
 
 const RUN_COLUMNS: &str = "id, project_id, suite_id, description, label, status, options, \
      total_tasks, completed_tasks, passed, failed, errors, cost_usd, created_at, started_at, \
-     finished_at, status_reason, active_at, redrives";
+     finished_at, status_reason, active_at, redrives, redriven_at";
 
 const RESULT_COLUMNS: &str = "run_id, task_index, project_id, test_index, prompt_index, \
      provider_index, repeat_index, provider_id, status, score, reason, rendered_prompt, output, \
@@ -113,6 +113,7 @@ fn run_from_row(row: &PgRow) -> Result<RunRecord> {
         status_reason: row.try_get("status_reason")?,
         active_at: row.try_get("active_at")?,
         redrives: row.try_get("redrives")?,
+        redriven_at: row.try_get("redriven_at")?,
     })
 }
 
@@ -293,14 +294,22 @@ impl Store for PgStore {
         rows.iter().map(run_from_row).collect()
     }
 
-    async fn claim_redrive(&self, run_id: Uuid, seen: i32) -> Result<Option<RunRecord>> {
+    async fn claim_redrive(
+        &self,
+        run_id: Uuid,
+        seen: i32,
+        not_since: DateTime<Utc>,
+    ) -> Result<Option<RunRecord>> {
         sqlx::query(&format!(
-            "UPDATE runs SET redrives = redrives + 1, active_at = clock_timestamp() \
+            "UPDATE runs SET redrives = redrives + 1, active_at = t.now, redriven_at = t.now \
+             FROM (SELECT clock_timestamp() AS now) t \
              WHERE id = $1 AND redrives = $2 AND status IN ('queued', 'running') \
+               AND (redriven_at IS NULL OR redriven_at < $3) \
              RETURNING {RUN_COLUMNS}"
         ))
         .bind(run_id)
         .bind(seen)
+        .bind(not_since)
         .fetch_optional(&self.pool)
         .await?
         .as_ref()

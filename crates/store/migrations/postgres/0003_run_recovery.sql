@@ -3,9 +3,11 @@
 --   status_reason: why the run ended as it did (empty unless it failed).
 --   active_at:     its last sign of life: created, a result stored, its
 --                  missing work re-driven.
---   redrives:      how many times its missing work was re-driven.
+--   redrives:      how many times its missing work was re-driven,
+--   redriven_at:   and when last.
 ALTER TABLE runs ADD COLUMN status_reason TEXT NOT NULL DEFAULT '';
 ALTER TABLE runs ADD COLUMN redrives INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE runs ADD COLUMN redriven_at TIMESTAMPTZ;
 ALTER TABLE runs ADD COLUMN active_at TIMESTAMPTZ;
 UPDATE runs SET active_at = COALESCE(finished_at, created_at);
 UPDATE runs SET active_at = GREATEST(

@@ -1,8 +1,9 @@
 -- The SQLite twin of migrations/postgres/0003_run_recovery.sql: why a run
--- failed, its last sign of life, and how many times its missing work was
--- re-driven.
+-- failed, its last sign of life, and how many times (and when last) its
+-- missing work was re-driven.
 ALTER TABLE runs ADD COLUMN status_reason TEXT NOT NULL DEFAULT '';
 ALTER TABLE runs ADD COLUMN redrives INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE runs ADD COLUMN redriven_at TEXT;
 ALTER TABLE runs ADD COLUMN active_at TEXT NOT NULL DEFAULT '';
 UPDATE runs SET active_at = COALESCE(finished_at, created_at);
 UPDATE runs SET active_at = max(

@@ -173,7 +173,7 @@ async fn a_created_run_reads_back_with_its_suite(store: Arc<dyn Store>) {
     assert_eq!(counters(&run), (0, 0, 0, 0));
     assert_eq!((run.started_at, run.finished_at), (None, None));
     assert_eq!(run.status_reason, "");
-    assert_eq!(run.redrives, 0);
+    assert_eq!((run.redrives, run.redriven_at), (0, None));
     assert_eq!(run.active_at, run.created_at);
 
     assert_eq!(store.get_run(run.id).await.unwrap(), Some(run.clone()));
@@ -816,33 +816,33 @@ async fn a_stored_result_makes_a_run_active_again(store: Arc<dyn Store>) {
 
 async fn exactly_one_claim_of_a_redrive_wins(store: Arc<dyn Store>) {
     let run = store.create_run(new_run(3)).await.unwrap();
+    assert_eq!(run.redriven_at, None);
     let cutoff = a_moment_later().await;
     let (a, b) = tokio::join!(
-        store.claim_redrive(run.id, 0),
-        store.claim_redrive(run.id, 0)
+        store.claim_redrive(run.id, 0, cutoff),
+        store.claim_redrive(run.id, 0, cutoff)
     );
     let winners: Vec<RunRecord> = [a.unwrap(), b.unwrap()].into_iter().flatten().collect();
     assert_eq!(winners.len(), 1, "{winners:?}");
     let claimed = &winners[0];
     assert_eq!(claimed.redrives, 1);
     assert!(claimed.active_at > cutoff);
+    assert_eq!(claimed.redriven_at, Some(claimed.active_at));
     assert_eq!(store.get_run(run.id).await.unwrap().as_ref(), Some(claimed));
 
-    // The next claim must have seen the first.
-    assert_eq!(store.claim_redrive(run.id, 0).await.unwrap(), None);
-    assert_eq!(
-        store
-            .claim_redrive(run.id, 1)
-            .await
-            .unwrap()
-            .unwrap()
-            .redrives,
-        2
-    );
+    // The next claim must have seen the first, and come after it.
+    let later = a_moment_later().await;
+    assert_eq!(store.claim_redrive(run.id, 0, later).await.unwrap(), None);
+    assert_eq!(store.claim_redrive(run.id, 1, cutoff).await.unwrap(), None);
+    let second = store.claim_redrive(run.id, 1, later).await.unwrap();
+    assert_eq!(second.unwrap().redrives, 2);
     // An ended run takes no more.
     store.fail_run(run.id, "lost").await.unwrap();
-    assert_eq!(store.claim_redrive(run.id, 2).await.unwrap(), None);
-    assert_eq!(store.claim_redrive(Uuid::now_v7(), 0).await.unwrap(), None);
+    let much_later = a_moment_later().await;
+    let ended = store.claim_redrive(run.id, 2, much_later).await.unwrap();
+    assert_eq!(ended, None);
+    let unknown = store.claim_redrive(Uuid::now_v7(), 0, much_later).await;
+    assert_eq!(unknown.unwrap(), None);
 }
 
 async fn a_touched_run_is_active_again(store: Arc<dyn Store>) {

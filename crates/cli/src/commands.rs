@@ -1,5 +1,5 @@
 //! The subcommands that talk to a running server: `watch`, `results`,
-//! `report`, `runs`.
+//! `report`, `runs` (`dlq` has a module of its own).
 
 use std::{path::PathBuf, time::Duration};
 
@@ -29,6 +29,9 @@ pub async fn watch(server: &str, run_id: &str) -> anyhow::Result<()> {
             p.failed,
             p.errors
         );
+        if !p.status_reason.is_empty() {
+            println!("  {}", p.status_reason);
+        }
     }
     Ok(())
 }
@@ -58,6 +61,9 @@ pub async fn runs(server: &str, limit: u32) -> anyhow::Result<()> {
             r.errors,
             r.description
         );
+        if !r.status_reason.is_empty() {
+            println!("  {}", r.status_reason);
+        }
     }
     Ok(())
 }

@@ -68,12 +68,15 @@ enum Command {
         #[arg(long, env = "GAUNTLET_SERVER", default_value = "http://127.0.0.1:7070")]
         server: String,
     },
-    /// Task batches the workers gave up on (the dead-letter queue): list
-    /// them, or put them back on the task queue. The gateway's reconciler
-    /// re-drives them by itself once they have been dead
-    /// reconcile.stale_after_secs (15 min), and fails a run whose
-    /// reconcile.max_redrives (3) are spent; these commands are for looking
-    /// and for not waiting.
+    /// Dead-lettered task batches: list them, or put them back on the queue.
+    ///
+    /// Dead-lettered batches are the ones the workers gave up on (the
+    /// database stayed down through their last delivery, their run is
+    /// unknown, its suite unusable) or that came back too many times
+    /// (amqp.delivery_limit). The gateway's reconciler re-drives them by
+    /// itself once they have been dead reconcile.stale_after_secs (15 min),
+    /// and fails a run whose reconcile.max_redrives (3) are spent; these
+    /// commands are for looking, and for not waiting.
     Dlq {
         #[command(subcommand)]
         command: DlqCommand,
@@ -106,10 +109,12 @@ enum Command {
 
 #[derive(Subcommand)]
 enum DlqCommand {
-    /// List dead-lettered task batches, oldest first: run, task range,
-    /// deliveries, the broker's reason (`rejected`: a worker gave up on it;
-    /// `delivery_limit`: returned too many times), age, earlier re-drives
-    /// and the run's status. Listing moves nothing.
+    /// List dead-lettered task batches, oldest first.
+    ///
+    /// One line per batch: its run, task range, deliveries (? when the
+    /// broker does not say), the broker's reason (`rejected`: a worker gave
+    /// up on it; `delivery_limit`: it came back too many times), age,
+    /// earlier re-drives and the run's status. Listing moves nothing.
     List {
         /// Only this run's batches.
         #[arg(long, value_name = "RUN_ID")]
@@ -120,10 +125,13 @@ enum DlqCommand {
         #[arg(long, env = "GAUNTLET_SERVER", default_value = "http://127.0.0.1:7070")]
         server: String,
     },
-    /// Put dead-lettered task batches back on the task queue with a fresh
-    /// delivery count. Workers skip the tasks already stored, so no result
-    /// is stored or counted twice. Batches of a run that has ended are
-    /// dropped by the workers, so --run refuses one.
+    /// Put dead-lettered task batches back on the task queue.
+    ///
+    /// Each goes back as a fresh message (delivery count 0), and is removed
+    /// from the dead-letter queue only once the broker has it. Workers skip
+    /// the tasks already stored, so no result is stored or counted twice.
+    /// Workers drop the batches of a run that has ended, so --run refuses
+    /// one.
     #[command(group(ArgGroup::new("which").required(true).args(["run", "all"])))]
     Redrive {
         /// This run's batches.

@@ -269,3 +269,38 @@ async fn two_reconcilers_redrive_a_stuck_run_once() {
     assert_eq!(env.run(run.id).await.redrives, 1);
     assert_eq!(env.ready().await, 3);
 }
+
+#[tokio::test]
+async fn the_gateway_runs_the_reconciler_on_its_interval() {
+    let env = Env::new().await;
+    let run = env.submit(20, 10).await;
+    env.work(2, |_| Fate::DeadLetter).await;
+    let mut config = gauntlet_config::GauntletConfig::default();
+    config.reconcile = ReconcileConfig {
+        enabled: true,
+        interval_secs: 1,
+        stale_after_secs: 0,
+        max_redrives: 0,
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let gateway = tokio::spawn(gauntlet_gateway::run(
+        config,
+        env.deps(),
+        listener,
+        shutdown.clone(),
+    ));
+    // As `gauntlet up` and `gauntlet run` start it: nothing to call by hand.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while env.run(run.id).await.status != RunStatus::Failed {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{:?}",
+            env.run(run.id).await
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(env.dead().await, 0);
+    shutdown.cancel();
+    gateway.await.unwrap().unwrap();
+}

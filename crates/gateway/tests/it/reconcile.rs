@@ -275,12 +275,14 @@ async fn the_gateway_runs_the_reconciler_on_its_interval() {
     let env = Env::new().await;
     let run = env.submit(20, 10).await;
     env.work(2, |_| Fate::DeadLetter).await;
-    let mut config = gauntlet_config::GauntletConfig::default();
-    config.reconcile = ReconcileConfig {
-        enabled: true,
-        interval_secs: 1,
-        stale_after_secs: 0,
-        max_redrives: 0,
+    let config = gauntlet_config::GauntletConfig {
+        reconcile: ReconcileConfig {
+            enabled: true,
+            interval_secs: 1,
+            stale_after_secs: 0,
+            max_redrives: 0,
+        },
+        ..Default::default()
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let shutdown = tokio_util::sync::CancellationToken::new();

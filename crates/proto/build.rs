@@ -11,6 +11,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "gauntlet/v1/analytics.proto",
         "gauntlet/v1/reports.proto",
         "gauntlet/v1/monitor.proto",
+        "gauntlet/v1/admin.proto",
         "gauntlet/internal/v1/queue.proto",
         "gauntlet/internal/v1/control.proto",
     ];

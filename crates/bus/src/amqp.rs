@@ -2,17 +2,29 @@
 //! a dead-letter exchange; publishes wait for publisher confirms. The
 //! connection is re-established lazily after it drops, so a broker restart
 //! costs the callers one failed call, not a restart of the service.
+//!
+//! A sweep of dead letters takes them with `basic.get` on a channel of its
+//! own in confirm mode; what it keeps goes back to the dead-letter queue
+//! when that channel closes. (A quorum queue counts that return as a
+//! delivery: harmless on a dead-letter queue declared without a delivery
+//! limit, as ours is, but RabbitMQ 4.0–4.2 give every quorum queue a default
+//! limit of 20; there, set a `delivery-limit` policy of -1 on
+//! `gauntlet.*.dead`.)
 
-use std::{collections::HashSet, sync::Arc, time::Duration};
+use std::{
+    collections::HashSet,
+    sync::Arc,
+    time::{Duration, SystemTime},
+};
 
 use async_trait::async_trait;
 use futures::StreamExt;
 use lapin::{
     Acker, BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind,
     options::{
-        BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions,
-        BasicQosOptions, ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions,
-        QueueDeclareOptions,
+        BasicAckOptions, BasicConsumeOptions, BasicGetOptions, BasicNackOptions,
+        BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions, ExchangeDeclareOptions,
+        QueueBindOptions, QueueDeclareOptions,
     },
     types::{AMQPValue, FieldTable, LongString, ShortString},
 };
@@ -20,8 +32,9 @@ use tokio::sync::Mutex;
 use tracing::{debug, warn};
 
 use crate::{
-    Acknowledge, Bus, BusError, DEAD_LETTER_EXCHANGE, Delivery, DeliveryStream, EVENTS_EXCHANGE,
-    Event, EventStream, Message, QueueName, QueueStats, Result,
+    Acknowledge, Bus, BusError, DEAD_LETTER_EXCHANGE, DeadLetter, Decide, Delivery, DeliveryStream,
+    Disposition, EVENTS_EXCHANGE, Event, EventStream, Message, QueueName, QueueStats,
+    REDRIVES_HEADER, Result, Sweep,
 };
 
 /// RabbitMQ-backed [`Bus`].
@@ -116,6 +129,127 @@ impl AmqpBus {
         Ok(stats)
     }
 
+    /// Properties of a persistent message with `headers`.
+    fn properties(headers: &[(String, String)]) -> BasicProperties {
+        BasicProperties::default()
+            .with_delivery_mode(2)
+            .with_content_type("application/protobuf".into())
+            .with_headers(to_field_table(headers))
+    }
+
+    /// The body of [`Bus::sweep_dead_letters`], on `channel` (in confirm
+    /// mode); the caller closes it, which gives back what was kept.
+    async fn sweep_on(
+        &self,
+        channel: &Channel,
+        queue: QueueName,
+        limit: usize,
+        decide: Decide<'_>,
+    ) -> Result<Sweep> {
+        let mut sweep = Sweep::default();
+        while sweep.len() < limit {
+            let Some(got) = channel
+                .basic_get(
+                    queue.dead_letter().into(),
+                    BasicGetOptions { no_ack: false },
+                )
+                .await?
+            else {
+                break;
+            };
+            let remaining = got.message_count;
+            let delivery = got.delivery;
+            let letter = self.dead_letter_of(queue, &delivery.properties, delivery.data);
+            match decide(&letter) {
+                Disposition::Keep => sweep.kept.push(letter),
+                Disposition::Discard => {
+                    delivery.acker.ack(BasicAckOptions::default()).await?;
+                    sweep.discarded.push(letter);
+                }
+                Disposition::Redrive => {
+                    let confirmation = channel
+                        .basic_publish(
+                            "".into(),
+                            queue.as_str().into(),
+                            BasicPublishOptions::default(),
+                            &letter.payload,
+                            Self::properties(&letter.redriven_headers()),
+                        )
+                        .await?
+                        .await?;
+                    if !confirmation.is_ack() {
+                        // Still held, so it goes back with the channel.
+                        return Err(BusError::NotConfirmed);
+                    }
+                    // Only now: until the copy is confirmed, the dead one
+                    // is the only one.
+                    delivery.acker.ack(BasicAckOptions::default()).await?;
+                    sweep.redriven.push(letter);
+                }
+            }
+            if remaining == 0 {
+                break;
+            }
+        }
+        Ok(sweep)
+    }
+
+    /// A message of `queue`'s dead-letter queue, read back from the headers
+    /// RabbitMQ added when it dead-lettered it (`x-death`, newest first).
+    fn dead_letter_of(
+        &self,
+        queue: QueueName,
+        props: &BasicProperties,
+        payload: Vec<u8>,
+    ) -> DeadLetter {
+        let (headers, _) = from_properties(props);
+        let headers: Vec<(String, String)> = headers
+            .into_iter()
+            .filter(|(k, _)| !is_broker_header(k))
+            .collect();
+        let death = props
+            .headers()
+            .as_ref()
+            .and_then(|t| t.inner().get("x-death"))
+            .and_then(|deaths| match deaths {
+                AMQPValue::FieldArray(a) => a.as_slice().iter().find_map(|d| match d {
+                    AMQPValue::FieldTable(t)
+                        if text(t.inner().get("queue")) == Some(queue.as_str().into()) =>
+                    {
+                        Some(t.clone())
+                    }
+                    _ => None,
+                }),
+                _ => None,
+            });
+        let reason = death.as_ref().and_then(|d| text(d.inner().get("reason")));
+        let dead_lettered_at = death.as_ref().and_then(|d| match d.inner().get("time") {
+            Some(AMQPValue::Timestamp(secs)) => {
+                Some(SystemTime::UNIX_EPOCH + Duration::from_secs(*secs))
+            }
+            _ => None,
+        });
+        // Past the limit, it was delivered once more than the limit allows
+        // redeliveries; a consumer's rejection says nothing of the count.
+        let deliveries = match reason.as_deref() {
+            Some("delivery_limit") => Some(self.delivery_limit + 1),
+            _ => None,
+        };
+        let redrives = headers
+            .iter()
+            .find(|(k, _)| k == REDRIVES_HEADER)
+            .and_then(|(_, v)| v.parse().ok())
+            .unwrap_or(0);
+        DeadLetter {
+            payload,
+            headers,
+            reason,
+            deliveries,
+            dead_lettered_at,
+            redrives,
+        }
+    }
+
     async fn publish_inner(
         &self,
         exchange: &str,
@@ -126,10 +260,7 @@ impl AmqpBus {
         let live = self.live().await?;
         let mut confirms = Vec::with_capacity(messages.len());
         for m in messages {
-            let props = BasicProperties::default()
-                .with_delivery_mode(2)
-                .with_content_type("application/protobuf".into())
-                .with_headers(to_field_table(&m.headers));
+            let props = Self::properties(&m.headers);
             let confirm_fut = live
                 .publisher
                 .basic_publish(
@@ -253,6 +384,24 @@ async fn declare_delay_queue(channel: &Channel, queue: QueueName, delay: Duratio
 
 fn long_string(s: &str) -> AMQPValue {
     AMQPValue::LongString(LongString::from(s.as_bytes().to_vec()))
+}
+
+/// A string field of a table.
+fn text(value: Option<&AMQPValue>) -> Option<String> {
+    match value? {
+        AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
+        AMQPValue::ShortString(s) => Some(s.as_str().to_string()),
+        _ => None,
+    }
+}
+
+/// Headers RabbitMQ adds to a copy it delivers or dead-letters: they
+/// describe that copy, so a re-driven one starts without them.
+fn is_broker_header(name: &str) -> bool {
+    name == "x-death"
+        || name == "x-delivery-count"
+        || name.starts_with("x-first-death-")
+        || name.starts_with("x-last-death-")
 }
 
 fn to_field_table(headers: &[(String, String)]) -> FieldTable {
@@ -380,10 +529,11 @@ impl Bus for AmqpBus {
             let _keep = &channel;
             let d = item?;
             let (headers, delivery_count) = from_properties(&d.properties);
+            let redriven = headers.iter().any(|(k, _)| k == REDRIVES_HEADER);
             Ok(Delivery::new(
                 d.data,
                 headers,
-                d.redelivered,
+                d.redelivered || redriven,
                 delivery_count,
                 Box::new(AmqpAcker(d.acker)),
             ))
@@ -447,5 +597,28 @@ impl Bus for AmqpBus {
 
     async fn dead_letter_stats(&self, queue: QueueName) -> Result<QueueStats> {
         self.stats(queue.dead_letter()).await
+    }
+
+    async fn sweep_dead_letters(
+        &self,
+        queue: QueueName,
+        limit: usize,
+        decide: Decide<'_>,
+    ) -> Result<Sweep> {
+        if limit == 0 {
+            return Ok(Sweep::default());
+        }
+        let live = self.live().await?;
+        let channel = live.connection.create_channel().await?;
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await?;
+        let sweep = self.sweep_on(&channel, queue, limit, decide).await;
+        // Gives back every message still held: the kept ones, and on an
+        // error the one being settled.
+        if let Err(error) = channel.close(200, "swept".into()).await {
+            debug!(%error, "closing the sweep channel failed");
+        }
+        sweep
     }
 }

@@ -5,6 +5,12 @@
 //!
 //! Messages carry opaque bytes plus string headers; the callers put protobuf
 //! bodies and the W3C `traceparent` there.
+//!
+//! Dead letters can be looked at and settled one by one
+//! ([`Bus::sweep_dead_letters`]): kept where they are, discarded, or
+//! re-driven — published again onto their work queue as a fresh message
+//! (delivery count 0), the dead copy removed only once the broker confirmed
+//! the new one, so a crash in between leaves a duplicate, never a loss.
 
 pub mod admin;
 mod amqp;
@@ -12,7 +18,10 @@ mod memory;
 #[cfg(feature = "testing")]
 pub mod testing;
 
-use std::{pin::Pin, time::Duration};
+use std::{
+    pin::Pin,
+    time::{Duration, SystemTime},
+};
 
 pub use amqp::AmqpBus;
 use async_trait::async_trait;
@@ -92,6 +101,9 @@ pub fn delay_for(wanted: Duration) -> Duration {
 pub const EVENTS_EXCHANGE: &str = "gauntlet.events";
 /// The exchange dead letters are routed through.
 pub const DEAD_LETTER_EXCHANGE: &str = "gauntlet.dlx";
+/// Header of a re-driven message: how many times it has been re-driven from
+/// the dead-letter queue (or re-published in place of lost work).
+pub const REDRIVES_HEADER: &str = "x-gauntlet-redrives";
 
 /// A message to publish.
 #[derive(Debug, Clone, Default)]
@@ -107,9 +119,12 @@ pub struct Message {
 pub struct Delivery {
     pub payload: Vec<u8>,
     pub headers: Vec<(String, String)>,
-    /// The broker says it delivered this message before.
+    /// This message was delivered before: the broker says so, or it is a
+    /// re-driven copy ([`REDRIVES_HEADER`]) of one that was. Either way its
+    /// work may be partly done.
     pub redelivered: bool,
-    /// Earlier delivery attempts, from the quorum queue's `x-delivery-count`.
+    /// Earlier delivery attempts, from the quorum queue's `x-delivery-count`
+    /// (a re-driven copy starts again from 0).
     pub delivery_count: u32,
     acker: Box<dyn Acknowledge>,
 }
@@ -182,6 +197,80 @@ pub struct Event {
 pub type DeliveryStream = Pin<Box<dyn Stream<Item = Result<Delivery>> + Send>>;
 pub type EventStream = Pin<Box<dyn Stream<Item = Event> + Send>>;
 
+/// A message in a dead-letter queue, as [`Bus::sweep_dead_letters`] sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetter {
+    pub payload: Vec<u8>,
+    /// The headers it was published with (the broker's own bookkeeping
+    /// headers left out).
+    pub headers: Vec<(String, String)>,
+    /// Why it was dead-lettered, when the broker says: `rejected` (a
+    /// consumer gave up on it) or `delivery_limit` (returned once too often).
+    pub reason: Option<String>,
+    /// How many times it was delivered from its work queue before, when known.
+    pub deliveries: Option<u32>,
+    /// When it was dead-lettered, when known (to the second on RabbitMQ).
+    pub dead_lettered_at: Option<SystemTime>,
+    /// How many times it had been re-driven before it died this time.
+    pub redrives: u32,
+}
+
+impl DeadLetter {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The headers of its re-driven copy: its own, with the re-drive count
+    /// raised by one.
+    pub fn redriven_headers(&self) -> Vec<(String, String)> {
+        let mut headers: Vec<(String, String)> = self
+            .headers
+            .iter()
+            .filter(|(k, _)| k != REDRIVES_HEADER)
+            .cloned()
+            .collect();
+        headers.push((REDRIVES_HEADER.into(), (self.redrives + 1).to_string()));
+        headers
+    }
+}
+
+/// What [`Bus::sweep_dead_letters`] does with one dead letter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Disposition {
+    /// Leave it in the dead-letter queue.
+    Keep,
+    /// Publish it again onto its work queue with a fresh delivery count,
+    /// then remove it.
+    Redrive,
+    /// Remove it for good.
+    Discard,
+}
+
+/// What one sweep saw, by what it did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Sweep {
+    pub kept: Vec<DeadLetter>,
+    pub redriven: Vec<DeadLetter>,
+    pub discarded: Vec<DeadLetter>,
+}
+
+impl Sweep {
+    /// Dead letters looked at.
+    pub fn len(&self) -> usize {
+        self.kept.len() + self.redriven.len() + self.discarded.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Decides the fate of one dead letter during a sweep.
+pub type Decide<'a> = &'a (dyn Fn(&DeadLetter) -> Disposition + Send + Sync);
+
 /// Depth of a work queue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct QueueStats {
@@ -219,4 +308,24 @@ pub trait Bus: Send + Sync + 'static {
     /// The same for `queue`'s dead-letter queue (`QueueName::dead_letter`):
     /// messages dead-lettered explicitly or past the delivery limit.
     async fn dead_letter_stats(&self, queue: QueueName) -> Result<QueueStats>;
+    /// Takes up to `limit` messages of `queue`'s dead-letter queue, oldest
+    /// first, and settles each as `decide` says. A re-driven one is
+    /// published onto `queue` (persistent, confirmed, with
+    /// [`DeadLetter::redriven_headers`]) before it is removed; kept ones stay
+    /// in the dead-letter queue. A message another client holds meanwhile
+    /// (another sweep) is not seen. On an error, what was settled stays
+    /// settled and the rest is kept.
+    async fn sweep_dead_letters(
+        &self,
+        queue: QueueName,
+        limit: usize,
+        decide: Decide<'_>,
+    ) -> Result<Sweep>;
+    /// Up to `limit` dead letters of `queue`, oldest first, left where they are.
+    async fn dead_letters(&self, queue: QueueName, limit: usize) -> Result<Vec<DeadLetter>> {
+        let sweep = self
+            .sweep_dead_letters(queue, limit, &|_| Disposition::Keep)
+            .await?;
+        Ok(sweep.kept)
+    }
 }

@@ -2,15 +2,17 @@
 //! mirrors what `AmqpBus` gets from RabbitMQ quorum queues: FIFO work queues,
 //! per-consumer prefetch, returned messages served before fresh ones with
 //! `redelivered` set and the delivery count raised, dead-lettering past the
-//! delivery limit, and a topic exchange whose slow subscribers lose events
-//! rather than slow the publishers down. Nothing survives the process.
+//! delivery limit (with the reason and time RabbitMQ records in `x-death`),
+//! sweeps of the dead letters, and a topic exchange whose slow subscribers
+//! lose events rather than slow the publishers down. Nothing survives the
+//! process.
 
 use std::{
     collections::{HashMap, VecDeque},
     pin::Pin,
     sync::{Arc, Mutex, MutexGuard, PoisonError},
     task::{Context, Poll},
-    time::Duration,
+    time::{Duration, SystemTime},
 };
 
 use async_trait::async_trait;
@@ -19,8 +21,8 @@ use tokio::sync::mpsc;
 use tracing::debug;
 
 use crate::{
-    Acknowledge, Bus, Delivery, DeliveryStream, Event, EventStream, Message, QueueName, QueueStats,
-    Result,
+    Acknowledge, Bus, DeadLetter, Decide, Delivery, DeliveryStream, Disposition, Event,
+    EventStream, Message, QueueName, QueueStats, REDRIVES_HEADER, Result, Sweep,
 };
 
 /// How many events a subscriber may fall behind before new ones are dropped
@@ -69,6 +71,56 @@ struct Stored {
     delivery_count: u32,
 }
 
+impl Stored {
+    fn fresh(payload: Vec<u8>, headers: Vec<(String, String)>) -> Self {
+        Self {
+            payload,
+            headers,
+            redelivered: false,
+            delivery_count: 0,
+        }
+    }
+}
+
+/// A dead-lettered message with what RabbitMQ would record in `x-death`.
+struct Dead {
+    message: Stored,
+    reason: &'static str,
+    deliveries: u32,
+    at: SystemTime,
+}
+
+impl Dead {
+    fn new(message: Stored, reason: &'static str, deliveries: u32) -> Self {
+        Self {
+            message,
+            reason,
+            deliveries,
+            at: SystemTime::now(),
+        }
+    }
+
+    fn letter(&self) -> DeadLetter {
+        DeadLetter {
+            payload: self.message.payload.clone(),
+            headers: self.message.headers.clone(),
+            reason: Some(self.reason.to_string()),
+            deliveries: Some(self.deliveries),
+            dead_lettered_at: Some(self.at),
+            redrives: redrives(&self.message.headers),
+        }
+    }
+}
+
+/// The [`REDRIVES_HEADER`] count of a message; 0 when it has none.
+fn redrives(headers: &[(String, String)]) -> u32 {
+    headers
+        .iter()
+        .find(|(k, _)| k == REDRIVES_HEADER)
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(0)
+}
+
 struct Queue {
     name: QueueName,
     delivery_limit: u32,
@@ -89,7 +141,7 @@ struct QueueState {
     consumers: Vec<ConsumerSlot>,
     /// Where the next round-robin search for a consumer starts.
     cursor: usize,
-    dead: VecDeque<Stored>,
+    dead: VecDeque<Dead>,
     next_tag: u64,
     next_consumer: u64,
 }
@@ -193,7 +245,10 @@ impl Queue {
                 delivery_count = message.delivery_count,
                 "delivery limit exceeded, dead-lettering"
             );
-            state.dead.push_back(message);
+            let deliveries = message.delivery_count;
+            state
+                .dead
+                .push_back(Dead::new(message, "delivery_limit", deliveries));
         } else {
             state.returned.push_back(message);
         }
@@ -209,7 +264,12 @@ impl Queue {
         match outcome {
             Outcome::Ack => {}
             Outcome::Requeue => self.give_back(&mut state, message),
-            Outcome::DeadLetter => state.dead.push_back(message),
+            Outcome::DeadLetter => {
+                let deliveries = message.delivery_count + 1;
+                state
+                    .dead
+                    .push_back(Dead::new(message, "rejected", deliveries));
+            }
         }
         self.dispatch(&mut state);
     }
@@ -232,6 +292,38 @@ impl Queue {
             }
         }
         self.dispatch(&mut state);
+    }
+
+    fn sweep(&self, limit: usize, decide: Decide<'_>) -> Sweep {
+        let mut state = self.lock();
+        let mut sweep = Sweep::default();
+        let mut kept = Vec::new();
+        while sweep.len() < limit {
+            let Some(dead) = state.dead.pop_front() else {
+                break;
+            };
+            let letter = dead.letter();
+            match decide(&letter) {
+                Disposition::Keep => {
+                    kept.push(dead);
+                    sweep.kept.push(letter);
+                }
+                Disposition::Redrive => {
+                    let headers = letter.redriven_headers();
+                    state
+                        .ready
+                        .push_back(Stored::fresh(dead.message.payload, headers));
+                    sweep.redriven.push(letter);
+                }
+                Disposition::Discard => sweep.discarded.push(letter),
+            }
+        }
+        // What is kept stays at the head, in its order.
+        for dead in kept.into_iter().rev() {
+            state.dead.push_front(dead);
+        }
+        self.dispatch(&mut state);
+        sweep
     }
 }
 
@@ -286,10 +378,11 @@ impl Stream for ConsumerStream {
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         self.rx.poll_recv(cx).map(|item| {
             item.map(|Dispatched { tag, message }| {
+                let redelivered = message.redelivered || redrives(&message.headers) > 0;
                 Ok(Delivery::new(
                     message.payload,
                     message.headers,
-                    message.redelivered,
+                    redelivered,
                     message.delivery_count,
                     Box::new(MemoryAcker {
                         queue: Arc::clone(&self.queue),
@@ -343,12 +436,11 @@ impl Bus for MemoryBus {
     async fn publish(&self, queue: QueueName, messages: Vec<Message>) -> Result<()> {
         let queue = self.queue(queue);
         let mut state = queue.lock();
-        state.ready.extend(messages.into_iter().map(|m| Stored {
-            payload: m.payload,
-            headers: m.headers,
-            redelivered: false,
-            delivery_count: 0,
-        }));
+        state.ready.extend(
+            messages
+                .into_iter()
+                .map(|m| Stored::fresh(m.payload, m.headers)),
+        );
         queue.dispatch(&mut state);
         Ok(())
     }
@@ -438,6 +530,15 @@ impl Bus for MemoryBus {
             messages: state.dead.len() as u64,
             consumers: 0,
         })
+    }
+
+    async fn sweep_dead_letters(
+        &self,
+        queue: QueueName,
+        limit: usize,
+        decide: Decide<'_>,
+    ) -> Result<Sweep> {
+        Ok(self.queue(queue).sweep(limit, decide))
     }
 }
 

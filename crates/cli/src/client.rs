@@ -7,8 +7,9 @@ use std::time::Duration;
 use anyhow::Context;
 use gauntlet_config::GauntletConfig;
 use gauntlet_proto::v1::{
-    self, analytics_service_client::AnalyticsServiceClient,
-    report_service_client::ReportServiceClient, run_service_client::RunServiceClient,
+    self, admin_service_client::AdminServiceClient,
+    analytics_service_client::AnalyticsServiceClient, report_service_client::ReportServiceClient,
+    run_service_client::RunServiceClient,
 };
 use gauntlet_service::{MessageLimits, limited};
 use tonic::transport::{Channel, Endpoint};
@@ -29,6 +30,7 @@ pub struct Gateway {
     pub runs: RunServiceClient<Channel>,
     pub analytics: AnalyticsServiceClient<Channel>,
     pub reports: ReportServiceClient<Channel>,
+    pub admin: AdminServiceClient<Channel>,
     pub limits: MessageLimits,
 }
 
@@ -37,7 +39,8 @@ impl Gateway {
         Self {
             runs: limited!(RunServiceClient::new(channel.clone()), limits),
             analytics: limited!(AnalyticsServiceClient::new(channel.clone()), limits),
-            reports: limited!(ReportServiceClient::new(channel), limits),
+            reports: limited!(ReportServiceClient::new(channel.clone()), limits),
+            admin: limited!(AdminServiceClient::new(channel), limits),
             limits,
         }
     }
@@ -129,8 +132,9 @@ fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
 /// A gRPC status as a user-facing message.
 pub fn status_message(what: &str, s: &tonic::Status) -> anyhow::Error {
     match s.code() {
-        tonic::Code::InvalidArgument => anyhow::anyhow!("{}", s.message()),
-        tonic::Code::NotFound => anyhow::anyhow!("{}", s.message()),
+        tonic::Code::InvalidArgument | tonic::Code::NotFound | tonic::Code::FailedPrecondition => {
+            anyhow::anyhow!("{}", s.message())
+        }
         tonic::Code::Unavailable => anyhow::anyhow!("{what}: server unavailable: {}", s.message()),
         _ => anyhow::anyhow!("{what}: {} ({:?})", s.message(), s.code()),
     }

@@ -1,5 +1,5 @@
 //! The subcommands that talk to a running server: `watch`, `results`,
-//! `report`, `runs`.
+//! `report`, `runs` (`dlq` has a module of its own).
 
 use std::{path::PathBuf, time::Duration};
 
@@ -30,6 +30,9 @@ pub async fn watch(config: &GauntletConfig, server: &str, run_id: &str) -> anyho
             p.failed,
             p.errors
         );
+        if !p.status_reason.is_empty() {
+            println!("  {}", p.status_reason);
+        }
     }
     Ok(())
 }
@@ -59,6 +62,9 @@ pub async fn runs(config: &GauntletConfig, server: &str, limit: u32) -> anyhow::
             r.errors,
             r.description
         );
+        if !r.status_reason.is_empty() {
+            println!("  {}", r.status_reason);
+        }
     }
     Ok(())
 }

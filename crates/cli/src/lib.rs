@@ -3,6 +3,7 @@
 
 pub mod client;
 pub mod commands;
+pub mod dlq;
 pub mod embedded;
 pub mod output;
 pub mod run;

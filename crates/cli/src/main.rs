@@ -3,11 +3,11 @@
 use std::{path::PathBuf, process::ExitCode, sync::Arc};
 
 use anyhow::Context;
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{ArgGroup, Parser, Subcommand, ValueEnum};
 use gauntlet_bus::{AmqpBus, Bus, MemoryBus};
 use gauntlet_cache::Cache;
 use gauntlet_cli::{
-    commands,
+    commands, dlq,
     embedded::{self, Backends, Stack},
     run,
 };
@@ -68,6 +68,19 @@ enum Command {
         #[arg(long, env = "GAUNTLET_SERVER", default_value = "http://127.0.0.1:7070")]
         server: String,
     },
+    /// Dead-lettered task batches: list them, or put them back on the queue.
+    ///
+    /// Dead-lettered batches are the ones the workers gave up on (the
+    /// database stayed down through their last delivery, their run is
+    /// unknown, its suite unusable) or that came back too many times
+    /// (amqp.delivery_limit). The gateway's reconciler re-drives them by
+    /// itself once they have been dead reconcile.stale_after_secs (15 min),
+    /// and fails a run whose reconcile.max_redrives (3) are spent; these
+    /// commands are for looking, and for not waiting.
+    Dlq {
+        #[command(subcommand)]
+        command: DlqCommand,
+    },
     /// Run all five services in this process (gateway, worker, analytics,
     /// reports, monitor), the gateway on gateway.listen (127.0.0.1:7070).
     /// By default with the embedded backends (SQLite in --data-dir, an
@@ -91,6 +104,44 @@ enum Command {
     Serve {
         #[arg(value_enum)]
         service: Service,
+    },
+}
+
+#[derive(Subcommand)]
+enum DlqCommand {
+    /// List dead-lettered task batches, oldest first.
+    ///
+    /// One line per batch: its run, task range, deliveries (? when the
+    /// broker does not say), the broker's reason (`rejected`: a worker gave
+    /// up on it; `delivery_limit`: it came back too many times), age,
+    /// earlier re-drives and the run's status. Listing moves nothing.
+    List {
+        /// Only this run's batches.
+        #[arg(long, value_name = "RUN_ID")]
+        run: Option<String>,
+        /// At most this many batches (up to 10000).
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+        #[arg(long, env = "GAUNTLET_SERVER", default_value = "http://127.0.0.1:7070")]
+        server: String,
+    },
+    /// Put dead-lettered task batches back on the task queue.
+    ///
+    /// Each goes back as a fresh message (delivery count 0), and is removed
+    /// from the dead-letter queue only once the broker has it. Workers skip
+    /// the tasks already stored, so no result is stored or counted twice.
+    /// Workers drop the batches of a run that has ended, so --run refuses
+    /// one.
+    #[command(group(ArgGroup::new("which").required(true).args(["run", "all"])))]
+    Redrive {
+        /// This run's batches.
+        #[arg(long, value_name = "RUN_ID")]
+        run: Option<String>,
+        /// Every run's batches.
+        #[arg(long)]
+        all: bool,
+        #[arg(long, env = "GAUNTLET_SERVER", default_value = "http://127.0.0.1:7070")]
+        server: String,
     },
 }
 
@@ -256,6 +307,18 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::Runs { limit, server } => {
             commands::runs(&config, &server, limit).await.map(|()| 0)
         }
+        Command::Dlq { command } => match command {
+            DlqCommand::List { run, limit, server } => {
+                dlq::list(&config, &server, run.as_deref(), limit)
+                    .await
+                    .map(|()| 0)
+            }
+            DlqCommand::Redrive { run, all, server } => {
+                dlq::redrive(&config, &server, run.as_deref(), all)
+                    .await
+                    .map(|()| 0)
+            }
+        },
         Command::Up {
             database_url,
             amqp_url,

@@ -162,9 +162,10 @@ pub async fn run(args: RunArgs, config: GauntletConfig) -> anyhow::Result<i32> {
         submitted.estimated_tokens_out,
     );
 
-    let (interrupted, status) = follow(runs, &run_id, submitted.total_tasks).await?;
+    let (interrupted, status, reason) = follow(runs, &run_id, submitted.total_tasks).await?;
     debug!(elapsed_ms = ms(), "run ended");
     let cost_limited = status == Some(v1::RunStatus::CostLimited);
+    let failed = status == Some(v1::RunStatus::Failed);
     if interrupted || cost_limited {
         settle(runs, &run_id).await;
     }
@@ -173,6 +174,9 @@ pub async fn run(args: RunArgs, config: GauntletConfig) -> anyhow::Result<i32> {
             "run stopped: its results reached the cost cap of {}",
             usd(args.max_cost.unwrap_or(0.0))
         );
+    }
+    if failed {
+        eprintln!("run failed: {reason}");
     }
 
     let summary = analytics
@@ -208,6 +212,9 @@ pub async fn run(args: RunArgs, config: GauntletConfig) -> anyhow::Result<i32> {
     }
     Ok(if interrupted {
         INTERRUPTED
+    } else if failed {
+        // Not a verdict on the suite: the run could not be carried out.
+        1
     } else if cost_limited || summary.failed + summary.errors > 0 {
         args.fail_exit_code
     } else {
@@ -317,12 +324,12 @@ impl View {
 
 /// Follows the run to its end. Ctrl-C cancels the run (results already
 /// written stay) and keeps following until the server confirms the end;
-/// returns whether that happened, and the final status.
+/// returns whether that happened, the final status and why it ended so.
 async fn follow(
     runs: &mut RunServiceClient<tonic::transport::Channel>,
     run_id: &str,
     total: u64,
-) -> anyhow::Result<(bool, Option<v1::RunStatus>)> {
+) -> anyhow::Result<(bool, Option<v1::RunStatus>, String)> {
     let mut stream = runs
         .watch_run(v1::WatchRunRequest {
             run_id: run_id.into(),
@@ -351,7 +358,7 @@ async fn follow(
                     view.update(&p, done);
                     if done {
                         view.finish();
-                        return Ok((interrupted, status.ok()));
+                        return Ok((interrupted, status.ok(), p.status_reason));
                     }
                 }
                 Some(Err(s)) => {

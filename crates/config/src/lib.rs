@@ -30,6 +30,7 @@ pub struct GauntletConfig {
     pub reports: ReportsConfig,
     pub monitor: MonitorConfig,
     pub grpc: GrpcConfig,
+    pub reconcile: ReconcileConfig,
 }
 
 /// What every gRPC server and client of a Gauntlet process uses, so no
@@ -72,6 +73,58 @@ impl GauntletConfig {
             return Err(ConfigError::Invalid(
                 "gateway.max_suite_bytes: must be more than 0".into(),
             ));
+        }
+        self.reconcile.validate(&self.worker)
+    }
+}
+
+/// The reconciler (run by the gateway): finds runs that are not finished
+/// yet but have nothing in flight — their batches dead-lettered, or lost —
+/// and re-drives their missing work, or fails them with the reason once
+/// the re-drives are spent.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ReconcileConfig {
+    /// Look for stuck runs. Several gateways may all do it (they agree
+    /// through the database on who re-drives a run).
+    pub enabled: bool,
+    /// Seconds between two looks.
+    pub interval_secs: u64,
+    /// A run counts as stuck after this many seconds without a sign of life
+    /// (a result stored, a re-drive), and a dead letter is re-driven once it
+    /// has been dead this long, so that the outage that killed it has had
+    /// time to pass. More than `worker.store_retry_secs`: a worker holds a
+    /// batch that long while it cannot write.
+    pub stale_after_secs: u64,
+    /// How many times one run's missing work is re-driven (dead-lettered
+    /// batches put back, lost tasks published again) before the run fails.
+    pub max_redrives: u32,
+}
+
+impl Default for ReconcileConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            interval_secs: 30,
+            stale_after_secs: 900,
+            max_redrives: 3,
+        }
+    }
+}
+
+impl ReconcileConfig {
+    fn validate(&self, worker: &WorkerConfig) -> Result<(), ConfigError> {
+        if self.interval_secs == 0 {
+            return Err(ConfigError::Invalid(
+                "reconcile.interval_secs: must be more than 0".into(),
+            ));
+        }
+        if self.stale_after_secs <= worker.store_retry_secs {
+            return Err(ConfigError::Invalid(format!(
+                "reconcile.stale_after_secs: {} must be more than worker.store_retry_secs ({}), \
+                 or a batch a worker still holds while the database is down would be re-driven",
+                self.stale_after_secs, worker.store_retry_secs
+            )));
         }
         Ok(())
     }
@@ -322,7 +375,16 @@ pub fn load<T: DeserializeOwned>(
         };
         table.insert(key, env_value(&raw));
     }
-    T::deserialize(toml::Value::Table(root)).map_err(|e| ConfigError::Invalid(e.message().into()))
+    // The path of a bad value (`gateway.max_suite_bytes`) goes with its error.
+    serde_path_to_error::deserialize(toml::Value::Table(root)).map_err(|e| {
+        let path = e.path().to_string();
+        let message = e.into_inner().message().to_owned();
+        ConfigError::Invalid(if path.is_empty() || path == "." {
+            message
+        } else {
+            format!("{path}: {message}")
+        })
+    })
 }
 
 /// Environment values are strings; numbers and booleans are recognised so
@@ -379,8 +441,12 @@ mod tests {
         let err = load::<GauntletConfig>(None, env(&[("GAUNTLET_WORKER__PREFETCH", "many")]))
             .unwrap_err()
             .to_string();
+        assert!(err.contains("worker.prefetch: invalid type"), "{err}");
+        let err = load::<GauntletConfig>(Some("[gateway]\nmax_suite_bytes = \"big\"\n"), env(&[]))
+            .unwrap_err()
+            .to_string();
         assert!(
-            err.contains("many") || err.contains("invalid type"),
+            err.contains("gateway.max_suite_bytes: invalid type"),
             "{err}"
         );
     }
@@ -392,6 +458,33 @@ mod tests {
         let err = cfg.validate().unwrap_err().to_string();
         assert!(err.contains("grpc.max_message_bytes"), "{err}");
         assert!(GauntletConfig::default().validate().is_ok());
+    }
+
+    #[test]
+    fn reconcile_keys_are_checked_and_named() {
+        let zero: GauntletConfig =
+            load(None, env(&[("GAUNTLET_RECONCILE__INTERVAL_SECS", "0")])).unwrap();
+        let err = zero.validate().unwrap_err().to_string();
+        assert!(err.contains("reconcile.interval_secs"), "{err}");
+
+        let hasty: GauntletConfig =
+            load(None, env(&[("GAUNTLET_RECONCILE__STALE_AFTER_SECS", "60")])).unwrap();
+        let err = hasty.validate().unwrap_err().to_string();
+        assert!(err.contains("reconcile.stale_after_secs"), "{err}");
+        assert!(err.contains("worker.store_retry_secs (600)"), "{err}");
+
+        let quick: GauntletConfig = load(
+            None,
+            env(&[
+                ("GAUNTLET_RECONCILE__STALE_AFTER_SECS", "5"),
+                ("GAUNTLET_WORKER__STORE_RETRY_SECS", "2"),
+                ("GAUNTLET_RECONCILE__MAX_REDRIVES", "0"),
+            ]),
+        )
+        .unwrap();
+        quick.validate().unwrap();
+        assert_eq!(quick.reconcile.max_redrives, 0);
+        assert!(quick.reconcile.enabled);
     }
 
     #[test]

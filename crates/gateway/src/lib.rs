@@ -1,8 +1,12 @@
 //! The gateway: Gauntlet's one public gRPC endpoint. It validates and stores
 //! suites, expands runs into task batches on the queue, streams progress,
-//! and routes analytics, report and monitor calls to their services.
+//! and routes analytics, report and monitor calls to their services. It
+//! also runs the reconciler, which re-drives or fails runs left without
+//! work in flight, and serves the operators' view of dead letters.
 
+mod admin;
 mod estimate;
+pub mod reconcile;
 mod routing;
 mod runs;
 mod submit;
@@ -13,8 +17,9 @@ use std::sync::Arc;
 use gauntlet_bus::Bus;
 use gauntlet_config::GauntletConfig;
 use gauntlet_proto::v1::{
-    analytics_service_server::AnalyticsServiceServer, monitor_service_server::MonitorServiceServer,
-    report_service_server::ReportServiceServer, run_service_server::RunServiceServer,
+    admin_service_server::AdminServiceServer, analytics_service_server::AnalyticsServiceServer,
+    monitor_service_server::MonitorServiceServer, report_service_server::ReportServiceServer,
+    run_service_server::RunServiceServer,
 };
 use gauntlet_service::{GrpcServer, connect_bus, connect_store, limited};
 use gauntlet_store::Store;
@@ -62,6 +67,24 @@ pub async fn run(
             limits
         ))
         .add_service(limited!(ReportServiceServer::new(routing.clone()), limits))
-        .add_service(limited!(MonitorServiceServer::new(routing), limits));
-    server.serve(listener, shutdown).await
+        .add_service(limited!(MonitorServiceServer::new(routing), limits))
+        .add_service(limited!(
+            AdminServiceServer::new(admin::AdminApi::new(deps.clone())),
+            limits
+        ));
+    let reconciler = config.reconcile.enabled.then(|| {
+        let reconciler = reconcile::Reconciler::new(
+            deps,
+            config.reconcile.clone(),
+            config.amqp.batch_size,
+            server.metrics(),
+        );
+        tokio::spawn(reconciler.run(shutdown.clone()))
+    });
+    let served = server.serve(listener, shutdown).await;
+    if let Some(reconciler) = reconciler {
+        // Cancelled with the server; a pass under way ends with it.
+        let _ = reconciler.await;
+    }
+    served
 }

@@ -218,7 +218,10 @@ pub async fn submit(
             // The run is stored but cannot be fed: end it visibly rather than
             // leave it queued forever.
             warn!(run_id = %run_id, error = %e, "publishing tasks failed, failing run");
-            let _ = deps.store.fail_run(run_id).await;
+            let _ = deps
+                .store
+                .fail_run(run_id, "its tasks could not be queued")
+                .await;
             return Err(internal("publish tasks", e));
         }
     }

@@ -46,6 +46,7 @@ pub fn run(r: &RunRecord) -> v1::Run {
         label: r.label.clone(),
         created_at: Some(timestamp(r.created_at)),
         finished_at: r.finished_at.map(timestamp),
+        status_reason: r.status_reason.clone(),
     }
 }
 
@@ -59,6 +60,7 @@ pub fn progress(r: &RunRecord) -> v1::RunProgress {
         failed: r.failed as u64,
         errors: r.errors as u64,
         at: Some(timestamp(Utc::now())),
+        status_reason: r.status_reason.clone(),
     }
 }
 

@@ -17,6 +17,7 @@ pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 /// What can go wrong talking to the database.
@@ -73,16 +74,40 @@ pub trait Store: Send + Sync + 'static {
     async fn mark_running(&self, run_id: Uuid) -> Result<()>;
     /// Ends a run that has not ended yet. Returns the run as it now stands.
     async fn cancel_run(&self, run_id: Uuid) -> Result<Option<RunRecord>>;
-    /// Ends a run that cannot proceed (its tasks could not be queued).
-    async fn fail_run(&self, run_id: Uuid) -> Result<Option<RunRecord>>;
+    /// Ends a run that cannot proceed as `failed`, with `reason` (shown to
+    /// users) as its `status_reason`; only a run that has not ended yet.
+    /// Returns the run as it now stands.
+    async fn fail_run(&self, run_id: Uuid, reason: &str) -> Result<Option<RunRecord>>;
     /// Ends a run whose results reached its cost cap as `cost_limited`; like
     /// `cancel_run`, only a run that has not ended yet. Returns the run as it
     /// now stands.
     async fn limit_run(&self, run_id: Uuid) -> Result<Option<RunRecord>>;
 
+    /// Runs not ended yet whose last sign of life (`active_at`) is before
+    /// `before`, quietest first, at most `limit`.
+    async fn stale_runs(&self, before: DateTime<Utc>, limit: u32) -> Result<Vec<RunRecord>>;
+    /// Counts one re-drive of the run's missing work and makes it active
+    /// now — if it has not ended, still has `seen` re-drives, and was not
+    /// re-driven since `not_since`: of several reconcilers that look at the
+    /// same stall exactly one wins. Returns the run as it now stands, or
+    /// `None` when it did not win.
+    async fn claim_redrive(
+        &self,
+        run_id: Uuid,
+        seen: i32,
+        not_since: DateTime<Utc>,
+    ) -> Result<Option<RunRecord>>;
+    /// Makes a run that has not ended active now (its work was just
+    /// re-driven by hand), so the reconciler leaves it alone for a while.
+    async fn touch_run(&self, run_id: Uuid) -> Result<()>;
+    /// The task indexes of the run with no stored result, as ranges in task
+    /// order, at most `limit` of them.
+    async fn missing_tasks(&self, run_id: Uuid, limit: u32) -> Result<Vec<TaskRange>>;
+
     /// Inserts the rows that are not there yet and bumps the run's counters by
     /// what was really inserted (`cost_usd` included), in one transaction. A
-    /// run whose every task is in becomes `completed`.
+    /// run whose every task is in becomes `completed`; one that got any new
+    /// row is active now.
     async fn insert_results(&self, run_id: Uuid, rows: &[NewResult]) -> Result<InsertOutcome>;
     /// Results in task order; `after_task` is the last task of the previous page.
     async fn list_results(

@@ -108,6 +108,28 @@ pub struct RunRecord {
     pub created_at: DateTime<Utc>,
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
+    /// Why the run ended as it did; empty unless it `failed`.
+    pub status_reason: String,
+    /// Its last sign of life: created, a result stored, its missing work
+    /// re-driven. What the reconciler measures staleness from.
+    pub active_at: DateTime<Utc>,
+    /// How many times its missing work was re-driven,
+    pub redrives: i32,
+    /// and when last.
+    pub redriven_at: Option<DateTime<Utc>>,
+}
+
+/// Contiguous task indexes `first .. first + count`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TaskRange {
+    pub first: i64,
+    pub count: i64,
+}
+
+impl TaskRange {
+    pub fn end(&self) -> i64 {
+        self.first + self.count
+    }
 }
 
 /// Position of the last run of a page, for keyset pagination.

@@ -23,6 +23,7 @@ use uuid::Uuid;
 use crate::{
     InsertOutcome, NewReport, NewResult, NewRun, ReportOutcome, ReportRecord, ReportStatus, Result,
     ResultMetrics, ResultRecord, ResultStatus, RunCursor, RunRecord, RunStatus, Store, StoreError,
+    TaskRange,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -48,7 +49,7 @@ pub struct SqliteStore {
 
 const RUN_COLUMNS: &str = "id, project_id, suite_id, description, label, status, options, \
      total_tasks, completed_tasks, passed, failed, errors, cost_usd, created_at, started_at, \
-     finished_at";
+     finished_at, status_reason, active_at, redrives, redriven_at";
 
 const RESULT_COLUMNS: &str = "run_id, task_index, project_id, test_index, prompt_index, \
      provider_index, repeat_index, provider_id, status, score, reason, rendered_prompt, output, \
@@ -174,14 +175,20 @@ impl SqliteStore {
         Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
     }
 
-    async fn end_run(&self, run_id: Uuid, status: RunStatus) -> Result<Option<RunRecord>> {
+    async fn end_run(
+        &self,
+        run_id: Uuid,
+        status: RunStatus,
+        reason: &str,
+    ) -> Result<Option<RunRecord>> {
         sqlx::query(
-            "UPDATE runs SET status = ?2, finished_at = ?3 \
+            "UPDATE runs SET status = ?2, finished_at = ?3, status_reason = ?4 \
              WHERE id = ?1 AND status IN ('queued', 'running')",
         )
         .bind(uuid_text(run_id))
         .bind(status.as_str())
         .bind(ts_text(now()))
+        .bind(reason)
         .execute(&self.pool)
         .await?;
         self.get_run(run_id).await
@@ -279,6 +286,10 @@ fn run_from_row(row: &SqliteRow) -> Result<RunRecord> {
         created_at: get_ts(row, "created_at")?,
         started_at: get_opt_ts(row, "started_at")?,
         finished_at: get_opt_ts(row, "finished_at")?,
+        status_reason: row.try_get("status_reason")?,
+        active_at: get_ts(row, "active_at")?,
+        redrives: row.try_get("redrives")?,
+        redriven_at: get_opt_ts(row, "redriven_at")?,
     })
 }
 
@@ -351,8 +362,8 @@ impl Store for SqliteStore {
         .await?;
         let row = sqlx::query(&format!(
             "INSERT INTO runs (id, project_id, suite_id, description, label, status, options, \
-               total_tasks, created_at) \
-             VALUES (?1, ?2, ?3, ?4, ?5, 'queued', ?6, ?7, ?8) RETURNING {RUN_COLUMNS}"
+               total_tasks, created_at, active_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, 'queued', ?6, ?7, ?8, ?8) RETURNING {RUN_COLUMNS}"
         ))
         .bind(uuid_text(run.id))
         .bind(&run.project_id)
@@ -438,15 +449,94 @@ impl Store for SqliteStore {
     }
 
     async fn cancel_run(&self, run_id: Uuid) -> Result<Option<RunRecord>> {
-        self.end_run(run_id, RunStatus::Cancelled).await
+        self.end_run(run_id, RunStatus::Cancelled, "").await
     }
 
-    async fn fail_run(&self, run_id: Uuid) -> Result<Option<RunRecord>> {
-        self.end_run(run_id, RunStatus::Failed).await
+    async fn fail_run(&self, run_id: Uuid, reason: &str) -> Result<Option<RunRecord>> {
+        self.end_run(run_id, RunStatus::Failed, reason).await
     }
 
     async fn limit_run(&self, run_id: Uuid) -> Result<Option<RunRecord>> {
-        self.end_run(run_id, RunStatus::CostLimited).await
+        self.end_run(run_id, RunStatus::CostLimited, "").await
+    }
+
+    async fn stale_runs(&self, before: DateTime<Utc>, limit: u32) -> Result<Vec<RunRecord>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {RUN_COLUMNS} FROM runs \
+             WHERE status IN ('queued', 'running') AND active_at < ?1 \
+             ORDER BY active_at, id LIMIT ?2"
+        ))
+        .bind(ts_text(before))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(run_from_row).collect()
+    }
+
+    async fn claim_redrive(
+        &self,
+        run_id: Uuid,
+        seen: i32,
+        not_since: DateTime<Utc>,
+    ) -> Result<Option<RunRecord>> {
+        sqlx::query(&format!(
+            "UPDATE runs SET redrives = redrives + 1, active_at = ?3, redriven_at = ?3 \
+             WHERE id = ?1 AND redrives = ?2 AND status IN ('queued', 'running') \
+               AND (redriven_at IS NULL OR redriven_at < ?4) \
+             RETURNING {RUN_COLUMNS}"
+        ))
+        .bind(uuid_text(run_id))
+        .bind(seen)
+        .bind(ts_text(now()))
+        .bind(ts_text(not_since))
+        .fetch_optional(&self.pool)
+        .await?
+        .as_ref()
+        .map(run_from_row)
+        .transpose()
+    }
+
+    async fn touch_run(&self, run_id: Uuid) -> Result<()> {
+        sqlx::query(
+            "UPDATE runs SET active_at = ?2 WHERE id = ?1 AND status IN ('queued', 'running')",
+        )
+        .bind(uuid_text(run_id))
+        .bind(ts_text(now()))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn missing_tasks(&self, run_id: Uuid, limit: u32) -> Result<Vec<TaskRange>> {
+        // As in Postgres: the gaps between consecutive stored tasks, and
+        // the tail after the last one.
+        let rows = sqlx::query(
+            "WITH stored AS ( \
+               SELECT task_index, lag(task_index, 1, -1) OVER (ORDER BY task_index) AS prev \
+               FROM results WHERE run_id = ?1 \
+             ), gaps AS ( \
+               SELECT prev + 1 AS first, task_index - prev - 1 AS count FROM stored \
+               WHERE task_index > prev + 1 \
+               UNION ALL \
+               SELECT COALESCE(max(r.task_index), -1) + 1, \
+                      runs.total_tasks - COALESCE(max(r.task_index), -1) - 1 \
+               FROM runs LEFT JOIN results r ON r.run_id = runs.id \
+               WHERE runs.id = ?1 GROUP BY runs.total_tasks \
+             ) \
+             SELECT first, count FROM gaps WHERE count > 0 ORDER BY first LIMIT ?2",
+        )
+        .bind(uuid_text(run_id))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(TaskRange {
+                    first: row.try_get("first")?,
+                    count: row.try_get("count")?,
+                })
+            })
+            .collect()
     }
 
     async fn insert_results(&self, run_id: Uuid, rows: &[NewResult]) -> Result<InsertOutcome> {
@@ -518,7 +608,8 @@ impl Store for SqliteStore {
                              WHEN status = 'queued' THEN 'running' ELSE status END, \
                started_at = COALESCE(started_at, ?6), \
                finished_at = CASE WHEN finished_at IS NULL AND completed_tasks + ?2 >= total_tasks \
-                                  THEN ?6 ELSE finished_at END \
+                                  THEN ?6 ELSE finished_at END, \
+               active_at = CASE WHEN ?2 > 0 THEN ?6 ELSE active_at END \
              WHERE id = ?1 RETURNING {RUN_COLUMNS}"
         ))
         .bind(&run_key)

@@ -2,10 +2,18 @@
 //! test in its own virtual host) and the in-process `MemoryBus`. A behaviour
 //! is written once, as an async fn over `Arc<dyn Bus>`.
 
-use std::{collections::HashSet, future::Future, sync::Arc, time::Duration};
+use std::{
+    collections::HashSet,
+    future::Future,
+    sync::Arc,
+    time::{Duration, SystemTime},
+};
 
 use futures::StreamExt;
-use gauntlet_bus::{Bus, Delivery, DeliveryStream, EventStream, Message, QueueName, QueueStats};
+use gauntlet_bus::{
+    Bus, DeadLetter, Delivery, DeliveryStream, Disposition, EventStream, Message, QueueName,
+    QueueStats, REDRIVES_HEADER,
+};
 
 /// Every backend under test gets this limit: a message is delivered at most
 /// three times.
@@ -63,6 +71,12 @@ conformance_suite!(
     hash_pattern_matches_zero_or_more_words,
     every_matching_subscriber_gets_the_event,
     delayed_messages_arrive_after_their_delay_with_their_headers,
+    dead_letters_are_listed_oldest_first_with_their_reason_and_stay,
+    redriven_dead_letter_comes_back_fresh_and_the_others_stay,
+    redriven_message_dies_again_only_after_a_whole_delivery_limit,
+    discarded_dead_letters_are_gone,
+    a_sweep_looks_at_no_more_than_its_limit,
+    a_message_published_with_a_redrive_count_is_delivered_as_redelivered,
 );
 
 fn msg(s: &str) -> Message {
@@ -447,4 +461,223 @@ async fn delayed_messages_arrive_after_their_delay_with_their_headers(bus: Arc<d
     too.ack().await.unwrap();
     assert_no_delivery(&mut stream).await;
     eventually_dead(&bus, QueueName::Tasks, 0).await;
+}
+
+fn letter_text(d: &DeadLetter) -> &str {
+    std::str::from_utf8(&d.payload).unwrap()
+}
+
+/// Publishes `names` to the tasks queue and has a consumer reject each one
+/// (`Delivery::dead_letter`), in order; returns once all are dead letters.
+async fn reject_all(bus: &Arc<dyn Bus>, names: &[&str]) {
+    bus.publish(QueueName::Tasks, msgs(names)).await.unwrap();
+    let mut stream = bus.consume(QueueName::Tasks, 1).await.unwrap();
+    for name in names {
+        let d = next(&mut stream).await;
+        assert_eq!(text(&d), *name);
+        d.dead_letter().await.unwrap();
+    }
+    drop(stream);
+    eventually_dead(bus, QueueName::Tasks, names.len() as u64).await;
+}
+
+/// Publishes `name` and gives it back until the delivery limit sends it to
+/// the dead-letter queue; returns once it is there.
+async fn exhaust(bus: &Arc<dyn Bus>, name: &str, dead_before: u64) {
+    bus.publish(QueueName::Tasks, vec![msg(name)])
+        .await
+        .unwrap();
+    let mut stream = bus.consume(QueueName::Tasks, 1).await.unwrap();
+    for _ in 0..=DELIVERY_LIMIT {
+        let d = next(&mut stream).await;
+        assert_eq!(text(&d), name);
+        d.requeue().await.unwrap();
+    }
+    assert_no_delivery(&mut stream).await;
+    drop(stream);
+    eventually_dead(bus, QueueName::Tasks, dead_before + 1).await;
+}
+
+fn assert_recent(at: Option<SystemTime>) {
+    let at = at.expect("the time it was dead-lettered");
+    let age = SystemTime::now()
+        .duration_since(at)
+        .unwrap_or(Duration::ZERO);
+    assert!(age < Duration::from_secs(60), "dead-lettered {age:?} ago");
+}
+
+async fn dead_letters_are_listed_oldest_first_with_their_reason_and_stay(bus: Arc<dyn Bus>) {
+    reject_all(&bus, &["rejected"]).await;
+    exhaust(&bus, "worn-out", 1).await;
+
+    for _ in 0..3 {
+        let listed = bus.dead_letters(QueueName::Tasks, 100).await.unwrap();
+        let names: Vec<&str> = listed.iter().map(letter_text).collect();
+        assert_eq!(names, ["rejected", "worn-out"]);
+        let (rejected, worn_out) = (&listed[0], &listed[1]);
+        assert_eq!(rejected.reason.as_deref(), Some("rejected"));
+        assert_eq!(worn_out.reason.as_deref(), Some("delivery_limit"));
+        assert_eq!(worn_out.deliveries, Some(DELIVERY_LIMIT + 1));
+        for d in &listed {
+            // The publisher's headers, none of the broker's bookkeeping.
+            assert_eq!(
+                d.headers,
+                vec![("traceparent".to_string(), format!("tp-{}", letter_text(d)))]
+            );
+            assert_eq!(d.redrives, 0);
+            assert_recent(d.dead_lettered_at);
+        }
+        // Listing takes nothing away.
+        eventually_dead(&bus, QueueName::Tasks, 2).await;
+    }
+    assert!(
+        bus.dead_letters(QueueName::Reports, 100)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    eventually_queue(&bus, QueueName::Tasks, 0, 0).await;
+}
+
+async fn redriven_dead_letter_comes_back_fresh_and_the_others_stay(bus: Arc<dyn Bus>) {
+    reject_all(&bus, &["a", "b", "c"]).await;
+    let sweep = bus
+        .sweep_dead_letters(QueueName::Tasks, 100, &|d| {
+            if letter_text(d) == "b" {
+                Disposition::Redrive
+            } else {
+                Disposition::Keep
+            }
+        })
+        .await
+        .unwrap();
+    let redriven: Vec<&str> = sweep.redriven.iter().map(letter_text).collect();
+    let kept: Vec<&str> = sweep.kept.iter().map(letter_text).collect();
+    assert_eq!(redriven, ["b"]);
+    assert_eq!(kept, ["a", "c"]);
+    assert!(sweep.discarded.is_empty());
+
+    eventually_dead(&bus, QueueName::Tasks, 2).await;
+    let mut stream = bus.consume(QueueName::Tasks, 10).await.unwrap();
+    let b = next(&mut stream).await;
+    assert_eq!(text(&b), "b");
+    // A fresh delivery count, but marked as work that was tried before.
+    assert_eq!(b.delivery_count, 0);
+    assert!(b.redelivered);
+    assert_eq!(b.header("traceparent"), Some("tp-b"));
+    assert_eq!(b.header(REDRIVES_HEADER), Some("1"));
+    b.ack().await.unwrap();
+    assert_no_delivery(&mut stream).await;
+
+    let left: Vec<String> = bus
+        .dead_letters(QueueName::Tasks, 100)
+        .await
+        .unwrap()
+        .iter()
+        .map(|d| letter_text(d).to_string())
+        .collect();
+    assert_eq!(left, ["a", "c"]);
+}
+
+async fn redriven_message_dies_again_only_after_a_whole_delivery_limit(bus: Arc<dyn Bus>) {
+    exhaust(&bus, "poison", 0).await;
+    let sweep = bus
+        .sweep_dead_letters(QueueName::Tasks, 100, &|_| Disposition::Redrive)
+        .await
+        .unwrap();
+    assert_eq!(sweep.redriven.len(), 1);
+    eventually_dead(&bus, QueueName::Tasks, 0).await;
+
+    // Every delivery the limit allows, again.
+    let mut stream = bus.consume(QueueName::Tasks, 1).await.unwrap();
+    for expected_count in 0..=DELIVERY_LIMIT {
+        let d = next(&mut stream).await;
+        assert_eq!(text(&d), "poison");
+        assert_eq!(d.delivery_count, expected_count);
+        assert_eq!(d.header(REDRIVES_HEADER), Some("1"));
+        d.requeue().await.unwrap();
+    }
+    assert_no_delivery(&mut stream).await;
+    drop(stream);
+    eventually_dead(&bus, QueueName::Tasks, 1).await;
+    let dead = bus.dead_letters(QueueName::Tasks, 100).await.unwrap();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].redrives, 1);
+    assert_eq!(dead[0].reason.as_deref(), Some("delivery_limit"));
+    // The next copy counts on.
+    let sweep = bus
+        .sweep_dead_letters(QueueName::Tasks, 100, &|_| Disposition::Redrive)
+        .await
+        .unwrap();
+    assert_eq!(sweep.redriven.len(), 1);
+    let mut stream = bus.consume(QueueName::Tasks, 1).await.unwrap();
+    let d = next(&mut stream).await;
+    assert_eq!(d.header(REDRIVES_HEADER), Some("2"));
+    d.ack().await.unwrap();
+}
+
+async fn discarded_dead_letters_are_gone(bus: Arc<dyn Bus>) {
+    reject_all(&bus, &["keep", "drop"]).await;
+    let sweep = bus
+        .sweep_dead_letters(QueueName::Tasks, 100, &|d| {
+            if letter_text(d) == "drop" {
+                Disposition::Discard
+            } else {
+                Disposition::Keep
+            }
+        })
+        .await
+        .unwrap();
+    assert_eq!(sweep.discarded.len(), 1);
+    assert_eq!(letter_text(&sweep.discarded[0]), "drop");
+    eventually_dead(&bus, QueueName::Tasks, 1).await;
+    let left = bus.dead_letters(QueueName::Tasks, 100).await.unwrap();
+    assert_eq!(left.len(), 1);
+    assert_eq!(letter_text(&left[0]), "keep");
+    // Nothing went back to work.
+    let mut stream = bus.consume(QueueName::Tasks, 10).await.unwrap();
+    assert_no_delivery(&mut stream).await;
+}
+
+async fn a_sweep_looks_at_no_more_than_its_limit(bus: Arc<dyn Bus>) {
+    reject_all(&bus, &["m0", "m1", "m2", "m3"]).await;
+    let listed = bus.dead_letters(QueueName::Tasks, 2).await.unwrap();
+    assert_eq!(
+        listed.iter().map(letter_text).collect::<Vec<_>>(),
+        ["m0", "m1"]
+    );
+    let sweep = bus
+        .sweep_dead_letters(QueueName::Tasks, 3, &|_| Disposition::Redrive)
+        .await
+        .unwrap();
+    assert_eq!(
+        sweep.redriven.iter().map(letter_text).collect::<Vec<_>>(),
+        ["m0", "m1", "m2"]
+    );
+    eventually_dead(&bus, QueueName::Tasks, 1).await;
+    eventually_queue(&bus, QueueName::Tasks, 3, 0).await;
+    assert!(
+        bus.sweep_dead_letters(QueueName::Tasks, 0, &|_| Disposition::Discard)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    eventually_dead(&bus, QueueName::Tasks, 1).await;
+}
+
+async fn a_message_published_with_a_redrive_count_is_delivered_as_redelivered(bus: Arc<dyn Bus>) {
+    let mut again = msg("again");
+    again.headers.push((REDRIVES_HEADER.into(), "1".into()));
+    bus.publish(QueueName::Tasks, vec![msg("first"), again])
+        .await
+        .unwrap();
+    let mut stream = bus.consume(QueueName::Tasks, 10).await.unwrap();
+    let first = next(&mut stream).await;
+    assert!(!first.redelivered);
+    let again = next(&mut stream).await;
+    assert_eq!(text(&again), "again");
+    assert!(again.redelivered);
+    assert_eq!(again.delivery_count, 0);
+    first.ack().await.unwrap();
+    again.ack().await.unwrap();
 }

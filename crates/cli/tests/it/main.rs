@@ -10,3 +10,4 @@ mod e2e;
 mod front_door;
 mod graded;
 mod resilience;
+mod stuck;

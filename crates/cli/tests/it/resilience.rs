@@ -25,7 +25,7 @@ const BIN: &str = env!("CARGO_BIN_EXE_gauntlet");
 
 /// `cases` tests against the mock, each passing; `cost` is the per-token
 /// price the suite sets for the mock model.
-fn suite(mock_url: &str, cases: usize, cost: f64) -> String {
+pub(crate) fn suite(mock_url: &str, cases: usize, cost: f64) -> String {
     let mut y = format!(
         "prompts: ['Say {{{{ n }}}}']\n\
          providers:\n  - id: openai:chat:mock-model\n    config:\n      apiBaseUrl: {mock_url}\n      cost: {cost}\n      max_tokens: 16\n\
@@ -39,7 +39,7 @@ fn suite(mock_url: &str, cases: usize, cost: f64) -> String {
     y
 }
 
-async fn submit(
+pub(crate) async fn submit(
     runs: &mut RunServiceClient<Channel>,
     suite: String,
     options: v1::RunOptions,
@@ -57,7 +57,7 @@ async fn submit(
     .into_inner()
 }
 
-async fn get_run(runs: &mut RunServiceClient<Channel>, run_id: &str) -> v1::Run {
+pub(crate) async fn get_run(runs: &mut RunServiceClient<Channel>, run_id: &str) -> v1::Run {
     runs.get_run(v1::GetRunRequest {
         run_id: run_id.into(),
     })
@@ -67,7 +67,7 @@ async fn get_run(runs: &mut RunServiceClient<Channel>, run_id: &str) -> v1::Run 
 }
 
 /// Polls the run until `done` holds for it.
-async fn wait_for(
+pub(crate) async fn wait_for(
     runs: &mut RunServiceClient<Channel>,
     run_id: &str,
     within: Duration,
@@ -98,7 +98,7 @@ async fn wait_for(
     }
 }
 
-fn ended(run: &v1::Run) -> bool {
+pub(crate) fn ended(run: &v1::Run) -> bool {
     !matches!(
         RunStatus::try_from(run.status),
         Ok(RunStatus::Queued | RunStatus::Running)
@@ -106,7 +106,7 @@ fn ended(run: &v1::Run) -> bool {
 }
 
 /// Task indices of every stored result, in order.
-async fn result_tasks(runs: &mut RunServiceClient<Channel>, run_id: &str) -> Vec<u64> {
+pub(crate) async fn result_tasks(runs: &mut RunServiceClient<Channel>, run_id: &str) -> Vec<u64> {
     let mut out = Vec::new();
     let mut token = String::new();
     loop {
@@ -130,7 +130,7 @@ async fn result_tasks(runs: &mut RunServiceClient<Channel>, run_id: &str) -> Vec
 
 /// The run is `completed` with exactly one result per task: no gaps, no
 /// duplicates.
-async fn assert_one_result_per_task(
+pub(crate) async fn assert_one_result_per_task(
     runs: &mut RunServiceClient<Channel>,
     run_id: &str,
     total: u64,
@@ -143,7 +143,7 @@ async fn assert_one_result_per_task(
     assert_eq!(tasks, (0..total).collect::<Vec<_>>());
 }
 
-fn set_latency(mock: &MockServer, ms: u64) {
+pub(crate) fn set_latency(mock: &MockServer, ms: u64) {
     mock.set_config(MockConfig {
         latency_ms: ms,
         ..MockConfig::default()
@@ -272,13 +272,13 @@ async fn a_cancelled_run_makes_no_calls_beyond_those_in_flight() {
 }
 
 /// The database name in a Postgres URL.
-fn database_name(url: &str) -> &str {
+pub(crate) fn database_name(url: &str) -> &str {
     url.rsplit('/').next().unwrap().split('?').next().unwrap()
 }
 
 /// Terminates every backend of `database` (this test's own), as a Postgres
 /// restart would; returns how many there were.
-async fn terminate_backends(database: &str) -> usize {
+pub(crate) async fn terminate_backends(database: &str) -> usize {
     let out = Command::new("psql")
         .args([gauntlet_store::testing::admin_url().as_str(), "-qAt", "-c"])
         .arg(format!(
@@ -372,7 +372,7 @@ async fn the_worker_carries_on_after_postgres_drops_its_connections() {
 
 /// Runs `sql` as the admin against the shared server (on this test's own
 /// database only).
-async fn admin_sql(sql: &str) {
+pub(crate) async fn admin_sql(sql: &str) {
     let out = Command::new("psql")
         .args([
             gauntlet_store::testing::admin_url().as_str(),

@@ -133,10 +133,16 @@ async fn a_true_cap_serves_its_rate_and_tells_the_rest_when_to_come_back() {
     })
     .await;
     // 400 requests at once: the cap admits its burst (a tenth of a second's
-    // worth) and refuses the rest with OpenAI's headers.
+    // worth) and its rate for as long as the flood lasts, and refuses the
+    // rest with OpenAI's headers.
+    let started = std::time::Instant::now();
     let answers = futures::future::join_all((0..400).map(|_| chat(&server, user("x")))).await;
+    let most = 10 + (started.elapsed().as_secs_f64() * 100.0).ceil() as usize + 1;
     let ok = answers.iter().filter(|r| r.status() == 200).count();
-    assert!((5..=30).contains(&ok), "{ok} admitted at once");
+    assert!(
+        (5..=most).contains(&ok) && ok < 200,
+        "{ok} admitted, at most {most}"
+    );
     let refused = answers.iter().find(|r| r.status() == 429).unwrap();
     let headers = refused.headers();
     assert_eq!(headers["x-ratelimit-remaining-requests"], "0");

@@ -90,6 +90,7 @@ async fn every_method_resolves_from_reflection_alone() {
         "gauntlet.v1.AnalyticsService",
         "gauntlet.v1.ReportService",
         "gauntlet.v1.MonitorService",
+        "gauntlet.v1.AdminService",
     ] {
         assert!(
             services.iter().any(|s| s == public),

@@ -89,6 +89,11 @@ conformance!(
     result_metrics_cover_every_result_of_the_run,
     reports_move_from_pending_to_ready,
     reports_can_fail_with_an_error,
+    stale_runs_are_unfinished_runs_quiet_since_before,
+    a_stored_result_makes_a_run_active_again,
+    exactly_one_claim_of_a_redrive_wins,
+    a_touched_run_is_active_again,
+    missing_tasks_are_the_gaps_and_the_tail,
 );
 
 fn new_run(total: i64) -> NewRun {
@@ -168,6 +173,9 @@ async fn a_created_run_reads_back_with_its_suite(store: Arc<dyn Store>) {
     assert_eq!(run.total_tasks, 4);
     assert_eq!(counters(&run), (0, 0, 0, 0));
     assert_eq!((run.started_at, run.finished_at), (None, None));
+    assert_eq!(run.status_reason, "");
+    assert_eq!((run.redrives, run.redriven_at), (0, None));
+    assert_eq!(run.active_at, run.created_at);
 
     assert_eq!(store.get_run(run.id).await.unwrap(), Some(run.clone()));
     let stored: serde_json::Value =
@@ -189,7 +197,7 @@ async fn unknown_ids_read_as_nothing(store: Arc<dyn Store>) {
     assert_eq!(store.get_suite(unknown).await.unwrap(), None);
     assert_eq!(store.get_report(unknown).await.unwrap(), None);
     assert_eq!(store.cancel_run(unknown).await.unwrap(), None);
-    assert_eq!(store.fail_run(unknown).await.unwrap(), None);
+    assert_eq!(store.fail_run(unknown, "lost").await.unwrap(), None);
     assert!(
         store
             .list_results(unknown, None, None, 10)
@@ -445,7 +453,10 @@ async fn cancel_ends_only_unfinished_runs(store: Arc<dyn Store>) {
         store.cancel_run(run.id).await.unwrap(),
         Some(cancelled.clone())
     );
-    assert_eq!(store.fail_run(run.id).await.unwrap(), Some(cancelled));
+    assert_eq!(
+        store.fail_run(run.id, "lost").await.unwrap(),
+        Some(cancelled)
+    );
 
     let running = store.create_run(new_run(2)).await.unwrap();
     store.mark_running(running.id).await.unwrap();
@@ -459,21 +470,26 @@ async fn cancel_ends_only_unfinished_runs(store: Arc<dyn Store>) {
 async fn fail_ends_only_unfinished_runs(store: Arc<dyn Store>) {
     let run = store.create_run(new_run(2)).await.unwrap();
     store.mark_running(run.id).await.unwrap();
-    let failed = store.fail_run(run.id).await.unwrap().unwrap();
+    let failed = store
+        .fail_run(run.id, "3 tasks were lost")
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(failed.status, RunStatus::Failed);
+    assert_eq!(failed.status_reason, "3 tasks were lost");
     assert!(failed.finished_at.is_some());
     assert_eq!(
         store.cancel_run(run.id).await.unwrap(),
         Some(failed.clone())
     );
-    assert_eq!(store.fail_run(run.id).await.unwrap(), Some(failed));
+    assert_eq!(store.fail_run(run.id, "lost").await.unwrap(), Some(failed));
 
     let queued = store.create_run(new_run(2)).await.unwrap();
-    let failed = store.fail_run(queued.id).await.unwrap().unwrap();
+    let failed = store.fail_run(queued.id, "lost").await.unwrap().unwrap();
     assert_eq!(failed.status, RunStatus::Failed);
 
     let done = completed_run(&*store).await;
-    assert_eq!(store.fail_run(done.id).await.unwrap(), Some(done));
+    assert_eq!(store.fail_run(done.id, "lost").await.unwrap(), Some(done));
 }
 
 async fn run_cost_counts_only_rows_really_inserted(store: Arc<dyn Store>) {
@@ -749,4 +765,153 @@ async fn reports_can_fail_with_an_error(store: Arc<dyn Store>) {
     assert_eq!(got.error, "run has no results");
     assert_eq!(got.content, "");
     assert!(got.finished_at.is_some());
+}
+
+/// A moment strictly after everything written so far (timestamps have
+/// microsecond precision).
+async fn a_moment_later() -> chrono::DateTime<chrono::Utc> {
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    let t = chrono::Utc::now();
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    t
+}
+
+async fn stale_runs_are_unfinished_runs_quiet_since_before(store: Arc<dyn Store>) {
+    let queued = store.create_run(new_run(3)).await.unwrap();
+    let running = store.create_run(new_run(3)).await.unwrap();
+    store.mark_running(running.id).await.unwrap();
+    let cancelled = store.create_run(new_run(3)).await.unwrap();
+    store.cancel_run(cancelled.id).await.unwrap();
+    let failed = store.create_run(new_run(3)).await.unwrap();
+    store.fail_run(failed.id, "lost").await.unwrap();
+    completed_run(&*store).await;
+    let cutoff = a_moment_later().await;
+    let young = store.create_run(new_run(3)).await.unwrap();
+
+    let stale = store.stale_runs(cutoff, 100).await.unwrap();
+    let ids: Vec<Uuid> = stale.iter().map(|r| r.id).collect();
+    // Quietest first; ended runs and runs active since the cutoff are not stale.
+    assert_eq!(ids, [queued.id, running.id]);
+    assert_eq!(store.stale_runs(cutoff, 1).await.unwrap().len(), 1);
+    assert!(
+        store
+            .stale_runs(queued.created_at, 100)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let later = a_moment_later().await;
+    let all: Vec<Uuid> = store
+        .stale_runs(later, 100)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(all, [queued.id, running.id, young.id]);
+}
+
+async fn a_stored_result_makes_a_run_active_again(store: Arc<dyn Store>) {
+    let run = store.create_run(new_run(3)).await.unwrap();
+    let cutoff = a_moment_later().await;
+    let out = store
+        .insert_results(run.id, &[result(0, ResultStatus::Pass)])
+        .await
+        .unwrap();
+    assert!(out.run.active_at > cutoff, "{out:?}");
+    assert!(store.stale_runs(cutoff, 10).await.unwrap().is_empty());
+
+    // A redelivered batch that stores nothing is no sign of life.
+    let cutoff = a_moment_later().await;
+    let again = store
+        .insert_results(run.id, &[result(0, ResultStatus::Pass)])
+        .await
+        .unwrap();
+    assert_eq!(again.inserted, 0);
+    assert_eq!(again.run.active_at, out.run.active_at);
+    let stale = store.stale_runs(cutoff, 10).await.unwrap();
+    assert_eq!(stale.len(), 1);
+    assert_eq!(stale[0].id, run.id);
+}
+
+async fn exactly_one_claim_of_a_redrive_wins(store: Arc<dyn Store>) {
+    let run = store.create_run(new_run(3)).await.unwrap();
+    assert_eq!(run.redriven_at, None);
+    let cutoff = a_moment_later().await;
+    let (a, b) = tokio::join!(
+        store.claim_redrive(run.id, 0, cutoff),
+        store.claim_redrive(run.id, 0, cutoff)
+    );
+    let winners: Vec<RunRecord> = [a.unwrap(), b.unwrap()].into_iter().flatten().collect();
+    assert_eq!(winners.len(), 1, "{winners:?}");
+    let claimed = &winners[0];
+    assert_eq!(claimed.redrives, 1);
+    assert!(claimed.active_at > cutoff);
+    assert_eq!(claimed.redriven_at, Some(claimed.active_at));
+    assert_eq!(store.get_run(run.id).await.unwrap().as_ref(), Some(claimed));
+
+    // The next claim must have seen the first, and come after it.
+    let later = a_moment_later().await;
+    assert_eq!(store.claim_redrive(run.id, 0, later).await.unwrap(), None);
+    assert_eq!(store.claim_redrive(run.id, 1, cutoff).await.unwrap(), None);
+    let second = store.claim_redrive(run.id, 1, later).await.unwrap();
+    assert_eq!(second.unwrap().redrives, 2);
+    // An ended run takes no more.
+    store.fail_run(run.id, "lost").await.unwrap();
+    let much_later = a_moment_later().await;
+    let ended = store.claim_redrive(run.id, 2, much_later).await.unwrap();
+    assert_eq!(ended, None);
+    let unknown = store.claim_redrive(Uuid::now_v7(), 0, much_later).await;
+    assert_eq!(unknown.unwrap(), None);
+}
+
+async fn a_touched_run_is_active_again(store: Arc<dyn Store>) {
+    let run = store.create_run(new_run(3)).await.unwrap();
+    let cutoff = a_moment_later().await;
+    store.touch_run(run.id).await.unwrap();
+    let touched = store.get_run(run.id).await.unwrap().unwrap();
+    assert!(touched.active_at > cutoff);
+    assert_eq!(touched.redrives, 0);
+    assert!(store.stale_runs(cutoff, 10).await.unwrap().is_empty());
+
+    // An ended run keeps its last sign of life.
+    let done = completed_run(&*store).await;
+    store.touch_run(done.id).await.unwrap();
+    assert_eq!(store.get_run(done.id).await.unwrap(), Some(done));
+}
+
+async fn missing_tasks_are_the_gaps_and_the_tail(store: Arc<dyn Store>) {
+    let range = |first, count| gauntlet_store::TaskRange { first, count };
+    let run = store.create_run(new_run(12)).await.unwrap();
+    assert_eq!(
+        store.missing_tasks(run.id, 100).await.unwrap(),
+        [range(0, 12)]
+    );
+    let rows: Vec<NewResult> = [1, 2, 5, 6, 7, 9]
+        .into_iter()
+        .map(|t| result(t, ResultStatus::Pass))
+        .collect();
+    store.insert_results(run.id, &rows).await.unwrap();
+    assert_eq!(
+        store.missing_tasks(run.id, 100).await.unwrap(),
+        [range(0, 1), range(3, 2), range(8, 1), range(10, 2)]
+    );
+    assert_eq!(
+        store.missing_tasks(run.id, 2).await.unwrap(),
+        [range(0, 1), range(3, 2)]
+    );
+    let rest: Vec<NewResult> = [0, 3, 4, 8, 10, 11]
+        .into_iter()
+        .map(|t| result(t, ResultStatus::Pass))
+        .collect();
+    let out = store.insert_results(run.id, &rest).await.unwrap();
+    assert_eq!(out.run.status, RunStatus::Completed);
+    assert!(store.missing_tasks(run.id, 100).await.unwrap().is_empty());
+    assert!(
+        store
+            .missing_tasks(Uuid::now_v7(), 100)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }

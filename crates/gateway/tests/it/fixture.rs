@@ -1,0 +1,200 @@
+//! A store and a bus, runs created straight in the store with their batches
+//! on the queue, and a stand-in worker that stores, drops or dead-letters
+//! the batches it takes.
+
+use std::{sync::Arc, time::Duration};
+
+use futures::StreamExt;
+use gauntlet_bus::{Bus, Delivery, DeliveryStream, MemoryBus, Message, QueueName};
+use gauntlet_gateway::Deps;
+use gauntlet_proto::internal::v1::TaskBatch;
+use gauntlet_store::{NewResult, NewRun, ResultStatus, RunRecord, SqliteStore, Store};
+use prost::Message as _;
+use uuid::Uuid;
+
+pub struct Env {
+    pub store: Arc<dyn Store>,
+    pub bus: Arc<dyn Bus>,
+}
+
+impl Env {
+    pub async fn new() -> Self {
+        Self {
+            store: Arc::new(SqliteStore::in_memory().await.unwrap()),
+            bus: Arc::new(MemoryBus::new(2)),
+        }
+    }
+
+    pub fn deps(&self) -> Deps {
+        Deps {
+            store: self.store.clone(),
+            bus: self.bus.clone(),
+        }
+    }
+
+    /// A run of `total` tasks with its batches of `batch` tasks queued, as
+    /// SubmitRun leaves it.
+    pub async fn submit(&self, total: u64, batch: u64) -> RunRecord {
+        let run = self
+            .store
+            .create_run(NewRun {
+                id: Uuid::now_v7(),
+                project_id: "default".into(),
+                description: "stuck".into(),
+                label: String::new(),
+                source: String::new(),
+                compiled: "{}".into(),
+                options: serde_json::json!({"repeat": 1}),
+                total_tasks: total as i64,
+            })
+            .await
+            .unwrap();
+        let messages = (0..total)
+            .step_by(batch as usize)
+            .map(|first| Message {
+                payload: TaskBatch {
+                    run_id: run.id.to_string(),
+                    project_id: "default".into(),
+                    first_task: first,
+                    count: (total - first).min(batch) as u32,
+                    ..TaskBatch::default()
+                }
+                .encode_to_vec(),
+                headers: vec![],
+            })
+            .collect();
+        self.bus.publish(QueueName::Tasks, messages).await.unwrap();
+        run
+    }
+
+    pub async fn run(&self, id: Uuid) -> RunRecord {
+        self.store.get_run(id).await.unwrap().unwrap()
+    }
+
+    pub async fn dead(&self) -> u64 {
+        self.bus
+            .dead_letter_stats(QueueName::Tasks)
+            .await
+            .unwrap()
+            .messages
+    }
+
+    pub async fn ready(&self) -> u64 {
+        self.bus
+            .queue_stats(QueueName::Tasks)
+            .await
+            .unwrap()
+            .messages
+    }
+
+    /// Takes the next `n` batches and does to each what `fate` says.
+    pub async fn work(&self, n: usize, fate: impl Fn(&TaskBatch) -> Fate) -> Vec<Taken> {
+        let mut stream = self.bus.consume(QueueName::Tasks, 1).await.unwrap();
+        let mut taken = Vec::new();
+        for _ in 0..n {
+            let delivery = next(&mut stream).await;
+            let batch = TaskBatch::decode(delivery.payload.as_slice()).unwrap();
+            taken.push(Taken {
+                batch: batch.clone(),
+                redelivered: delivery.redelivered,
+                delivery_count: delivery.delivery_count,
+                redrives: delivery
+                    .header(gauntlet_bus::REDRIVES_HEADER)
+                    .map(str::to_string),
+            });
+            match fate(&batch) {
+                Fate::Store => {
+                    self.store_tasks(
+                        &batch,
+                        batch.first_task..batch.first_task + u64::from(batch.count),
+                    )
+                    .await;
+                    delivery.ack().await.unwrap();
+                }
+                Fate::StoreOnly(tasks) => {
+                    self.store_tasks(&batch, tasks).await;
+                    delivery.ack().await.unwrap();
+                }
+                Fate::Drop => delivery.ack().await.unwrap(),
+                Fate::DeadLetter => delivery.dead_letter().await.unwrap(),
+            }
+        }
+        taken
+    }
+
+    async fn store_tasks(&self, batch: &TaskBatch, tasks: std::ops::Range<u64>) {
+        let run_id = Uuid::parse_str(&batch.run_id).unwrap();
+        let rows: Vec<NewResult> = tasks.map(|t| result(t as i64)).collect();
+        self.store.insert_results(run_id, &rows).await.unwrap();
+    }
+}
+
+/// What the stand-in worker does with a batch.
+pub enum Fate {
+    /// Stores a result for each of its tasks and acks it.
+    Store,
+    /// Stores results for these tasks only, and acks it (a bug loses the rest).
+    StoreOnly(std::ops::Range<u64>),
+    /// Acks it without storing anything (lost).
+    Drop,
+    /// Gives up on it.
+    DeadLetter,
+}
+
+/// A batch as the stand-in worker received it.
+#[derive(Debug, Clone)]
+pub struct Taken {
+    pub batch: TaskBatch,
+    pub redelivered: bool,
+    pub delivery_count: u32,
+    pub redrives: Option<String>,
+}
+
+impl Taken {
+    pub fn range(&self) -> (u64, u32) {
+        (self.batch.first_task, self.batch.count)
+    }
+}
+
+async fn next(stream: &mut DeliveryStream) -> Delivery {
+    tokio::time::timeout(Duration::from_secs(5), stream.next())
+        .await
+        .expect("a batch in time")
+        .expect("stream open")
+        .expect("delivery ok")
+}
+
+pub fn result(task: i64) -> NewResult {
+    NewResult {
+        task_index: task,
+        project_id: "default".into(),
+        test_index: 0,
+        prompt_index: 0,
+        provider_index: 0,
+        repeat_index: 0,
+        provider_id: "echo".into(),
+        status: ResultStatus::Pass,
+        score: 1.0,
+        reason: String::new(),
+        rendered_prompt: String::new(),
+        output: String::new(),
+        assertions: serde_json::json!([]),
+        latency_ms: 1,
+        tokens_in: 1,
+        tokens_out: 1,
+        cost_usd: 0.0,
+        cached: false,
+        error: String::new(),
+    }
+}
+
+/// Every stored task index of the run, in order.
+pub async fn stored(store: &dyn Store, run_id: Uuid) -> Vec<i64> {
+    store
+        .list_results(run_id, None, None, 10_000)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.result.task_index)
+        .collect()
+}

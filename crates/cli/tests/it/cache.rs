@@ -91,7 +91,12 @@ async fn run_once(cluster: &Cluster, no_cache: bool) -> Vec<v1::Result> {
 }
 
 pub(crate) async fn worker_metric(cluster: &Cluster, name: &str) -> f64 {
-    let mut control = ControlClient::connect(format!("http://{}", cluster.worker()))
+    control_metric(cluster.worker(), name).await
+}
+
+/// A metric of the service whose Control API listens on `addr`.
+pub(crate) async fn control_metric(addr: impl std::fmt::Display, name: &str) -> f64 {
+    let mut control = ControlClient::connect(format!("http://{addr}"))
         .await
         .unwrap();
     let status = control

@@ -685,21 +685,8 @@ async fn tasks_told_to_wait_are_handed_back_and_every_answer_is_bought_once() {
     assert_eq!(stats.ok, total as u64, "each answer bought once: {stats:?}");
     assert!(stats.faults_429 > 20, "{stats:?}");
 
-    let mut worker = gauntlet_proto::internal::v1::control_client::ControlClient::connect(format!(
-        "http://{control_addr}"
-    ))
-    .await
-    .unwrap();
-    let status = worker
-        .get_status(gauntlet_proto::internal::v1::GetStatusRequest {})
-        .await
-        .unwrap()
-        .into_inner();
-    let deferred = status
-        .metrics
-        .get("gauntlet_tasks_deferred_total")
-        .copied()
-        .unwrap_or(0.0);
+    let deferred =
+        crate::cache::control_metric(&control_addr, "gauntlet_tasks_deferred_total").await;
     assert!(
         deferred >= stats.faults_429 as f64 * 0.9,
         "tasks handed back: {deferred}, 429s: {}",

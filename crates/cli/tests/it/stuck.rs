@@ -15,10 +15,7 @@ use gauntlet_bus::{AmqpBus, Bus, QueueName, testing::TestVhost};
 use gauntlet_cache::Cache;
 use gauntlet_config::GauntletConfig;
 use gauntlet_mockllm::{MockConfig, MockServer};
-use gauntlet_proto::{
-    internal::v1::{GetStatusRequest, control_client::ControlClient},
-    v1::{self, RunStatus, run_service_client::RunServiceClient},
-};
+use gauntlet_proto::v1::{self, RunStatus, run_service_client::RunServiceClient};
 use gauntlet_providers::ProviderFactory;
 use gauntlet_store::{PgStore, Store, testing::TestDatabase};
 use tokio::process::Command;
@@ -74,15 +71,7 @@ async fn queue_counts(vhost: &str, queue: &str) -> Option<(u64, u64)> {
 
 /// A metric of the gateway's own (its Control API).
 async fn gateway_metric(cluster: &Cluster, name: &str) -> f64 {
-    let mut control = ControlClient::connect(format!("http://{}", cluster.stack.gateway))
-        .await
-        .unwrap();
-    let status = control
-        .get_status(GetStatusRequest {})
-        .await
-        .unwrap()
-        .into_inner();
-    status.metrics.get(name).copied().unwrap_or(0.0)
+    crate::cache::control_metric(cluster.stack.gateway, name).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

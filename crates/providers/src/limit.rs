@@ -599,6 +599,7 @@ mod tests {
                 return Err(ProviderError::RateLimited {
                     retry_after: None,
                     message: "slow down".into(),
+                    limits: None,
                 });
             }
             Ok(Completion {
@@ -657,6 +658,7 @@ mod tests {
                 return Err(ProviderError::RateLimited {
                     retry_after: Some(self.wait),
                     message: "slow down".into(),
+                    limits: None,
                 });
             }
             Ok(Completion::default())

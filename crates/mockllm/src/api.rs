@@ -93,19 +93,7 @@ pub(crate) async fn handle(
         let ms = wait.as_millis().max(1) as u64;
         headers.insert(RETRY_AFTER, HeaderValue::from(ms.div_ceil(1000)));
         headers.insert("retry-after-ms", HeaderValue::from(ms));
-        headers.insert(
-            "x-ratelimit-limit-requests",
-            HeaderValue::from(config.max_rps),
-        );
-        headers.insert(
-            "x-ratelimit-remaining-requests",
-            HeaderValue::from_static("0"),
-        );
-        headers.insert(
-            "x-ratelimit-reset-requests",
-            HeaderValue::from_str(&format!("{ms}ms")).expect("ascii"),
-        );
-        return resp;
+        return with_cap_headers(shared, config.max_rps, resp);
     }
     let seq = shared.seq.fetch_add(1, Ordering::Relaxed);
     let plan = match faults::plan(&config, seq, &parts.headers) {
@@ -135,7 +123,7 @@ pub(crate) async fn handle(
     if !plan.latency.is_zero() {
         tokio::time::sleep(plan.latency).await;
     }
-    match plan.fault {
+    let resp = match plan.fault {
         Some(Fault::RateLimited) => {
             Counters::bump(&counters.faults_429);
             let mut resp = json(StatusCode::TOO_MANY_REQUESTS, RATE_LIMIT_BODY);
@@ -158,7 +146,34 @@ pub(crate) async fn handle(
             Counters::bump(&counters.ok);
             json(StatusCode::OK, payload)
         }
+    };
+    with_cap_headers(shared, config.max_rps, resp)
+}
+
+/// Under a cap every answer reports the bucket as it is when sent, as
+/// OpenAI's do: `x-ratelimit-limit-requests` (the burst),
+/// `x-ratelimit-remaining-requests` and `x-ratelimit-reset-requests` (until
+/// the bucket is whole; `<n>ms`).
+fn with_cap_headers(shared: &Shared, max_rps: u64, mut resp: Response) -> Response {
+    if max_rps == 0 {
+        return resp;
     }
+    let room = shared.cap.headroom(max_rps, std::time::Instant::now());
+    let headers = resp.headers_mut();
+    headers.insert(
+        "x-ratelimit-limit-requests",
+        HeaderValue::from(room.capacity),
+    );
+    headers.insert(
+        "x-ratelimit-remaining-requests",
+        HeaderValue::from(room.remaining),
+    );
+    let reset = format!("{}ms", room.reset.as_micros().div_ceil(1000));
+    headers.insert(
+        "x-ratelimit-reset-requests",
+        HeaderValue::from_str(&reset).expect("digits and ms are a valid header value"),
+    );
+    resp
 }
 
 const RATE_LIMIT_BODY: &str = r#"{"error":{"message":"Rate limit reached for requests (mock). Please try again later.","type":"requests","param":null,"code":"rate_limit_exceeded"}}"#;

@@ -3,11 +3,26 @@
 //! on by `1/max_rps`; a request that comes more than the burst tolerance
 //! (a tenth of a second's worth, at least one request) ahead of it is
 //! refused and told how long to wait.
+//!
+//! Every answer under a cap reports the bucket as OpenAI does: its
+//! capacity (`x-ratelimit-limit-requests`, the burst), what is left of it
+//! and how long until it is whole again (`x-ratelimit-reset-requests`), so
+//! capacity over reset is the rate, as with OpenAI's per-minute buckets.
 
 use std::{
     sync::Mutex,
     time::{Duration, Instant},
 };
+
+/// The bucket as an answer reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Headroom {
+    /// Requests admitted at once from a whole bucket.
+    pub(crate) capacity: u64,
+    pub(crate) remaining: u64,
+    /// Until the bucket is whole again.
+    pub(crate) reset: Duration,
+}
 
 #[derive(Debug)]
 pub(crate) struct Cap {
@@ -33,8 +48,7 @@ impl Cap {
         if max_rps == 0 {
             return Ok(());
         }
-        let interval = Duration::from_secs_f64(1.0 / max_rps as f64);
-        let tolerance = interval.max(Duration::from_millis(100));
+        let (interval, tolerance) = shape(max_rps);
         let mut tat = self.tat.lock().unwrap_or_else(|e| e.into_inner());
         let next = tat.map_or(now, |t| t.max(now));
         let ahead = next - now;
@@ -44,6 +58,31 @@ impl Cap {
         *tat = Some(next + interval);
         Ok(())
     }
+
+    /// The bucket at `now` under `max_rps` (which must not be 0).
+    pub(crate) fn headroom(&self, max_rps: u64, now: Instant) -> Headroom {
+        let (interval, tolerance) = shape(max_rps);
+        let tat = *self.tat.lock().unwrap_or_else(|e| e.into_inner());
+        let ahead = tat.map_or(Duration::ZERO, |t| t.saturating_duration_since(now));
+        let per = |d: Duration| (d.as_nanos() / interval.as_nanos()) as u64;
+        // A request is admitted while the arrival time it would push on is at
+        // most `tolerance` ahead: one now, and one per interval of slack.
+        let capacity = per(tolerance) + 1;
+        let remaining = tolerance
+            .checked_sub(ahead)
+            .map_or(0, |slack| per(slack) + 1);
+        Headroom {
+            capacity,
+            remaining: remaining.min(capacity),
+            reset: ahead,
+        }
+    }
+}
+
+/// The gap between requests at `max_rps` and the burst tolerance.
+fn shape(max_rps: u64) -> (Duration, Duration) {
+    let interval = Duration::from_secs_f64(1.0 / max_rps as f64);
+    (interval, interval.max(Duration::from_millis(100)))
 }
 
 #[cfg(test)]
@@ -98,6 +137,40 @@ mod tests {
         let wait = cap.admit(10, now).unwrap_err();
         assert!(wait <= Duration::from_millis(100), "{wait:?}");
         assert!(cap.admit(10, now + wait).is_ok());
+    }
+
+    #[test]
+    fn headroom_counts_down_the_burst_and_resets_at_the_rate() {
+        // 100/s: 10 ms a request, a burst of 100 ms worth plus one.
+        let cap = Cap::new();
+        let now = Instant::now();
+        let whole = cap.headroom(100, now);
+        assert_eq!(
+            whole,
+            Headroom {
+                capacity: 11,
+                remaining: 11,
+                reset: Duration::ZERO
+            }
+        );
+        cap.admit(100, now).unwrap();
+        let after_one = cap.headroom(100, now);
+        assert_eq!((after_one.remaining, after_one.reset), (10, ms(10)));
+        let mut admitted = 1;
+        while cap.admit(100, now).is_ok() {
+            admitted += 1;
+        }
+        assert_eq!(admitted, 11, "the remaining count was the truth");
+        let empty = cap.headroom(100, now);
+        assert_eq!((empty.remaining, empty.reset), (0, ms(110)));
+        // Capacity over reset is the rate: 11 in 110 ms.
+        let later = cap.headroom(100, now + ms(25));
+        assert_eq!((later.remaining, later.reset), (2, ms(85)));
+        assert_eq!(cap.headroom(100, now + ms(500)).remaining, 11);
+    }
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
     }
 
     #[test]

@@ -32,8 +32,10 @@ pub struct MockConfig {
     pub seed: Option<u64>,
     /// A true provider cap: at most this many requests per second are
     /// served (GCRA, bursts of up to a tenth of a second's worth); the
-    /// others get a 429 with `Retry-After` and OpenAI's
-    /// `x-ratelimit-remaining-requests: 0` / `x-ratelimit-reset-requests`.
+    /// others get a 429 with `Retry-After`. Every answer under a cap
+    /// carries OpenAI's `x-ratelimit-limit-requests` (the burst),
+    /// `x-ratelimit-remaining-requests` (0 on its 429s) and
+    /// `x-ratelimit-reset-requests` (until the burst is whole again).
     /// 0 means no cap.
     pub max_rps: u64,
 }

@@ -277,6 +277,7 @@ impl Provider for AnthropicProvider {
                 .price
                 .map_or(0.0, |p| p.cost_usd(tokens_in, tokens_out)),
             cached: false,
+            rate_limit: answer.rate_limit,
         })
     }
 }

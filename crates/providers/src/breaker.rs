@@ -462,6 +462,7 @@ mod tests {
         let limited: Result<(), _> = Err(ProviderError::RateLimited {
             retry_after: None,
             message: String::new(),
+            limits: None,
         });
         assert!(b.call(async { limited }).await.is_err());
         let bad: Result<(), _> = Err(ProviderError::Http {

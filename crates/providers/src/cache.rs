@@ -272,6 +272,7 @@ mod tests {
             finish_reason: Some("stop".into()),
             cost_usd: 0.5,
             cached: false,
+            rate_limit: None,
         };
         let bytes = encode(&big).unwrap();
         assert_eq!(bytes[0], LZ4);

@@ -23,6 +23,7 @@ impl Provider for EchoProvider {
             finish_reason: Some("stop".to_owned()),
             cost_usd: 0.0,
             cached: false,
+            rate_limit: None,
         })
     }
 }

@@ -17,6 +17,9 @@ pub struct Embeddings {
     /// Time of the successful attempt, request sent to body read.
     pub latency_ms: u32,
     pub cost_usd: f64,
+    /// The answer's rate-limit headers; see [`Completion::rate_limit`](crate::Completion::rate_limit).
+    #[serde(skip)]
+    pub rate_limit: Option<crate::RateLimitInfo>,
 }
 
 #[derive(Serialize)]
@@ -60,13 +63,14 @@ pub(crate) async fn embed(
     if texts.is_empty() {
         return Ok(Embeddings::default());
     }
-    let (answer, latency_ms): (Answer, u32) = provider
+    let (answer, sent): (Answer, _) = provider
         .post_json(&Body {
             model: &provider.model,
             input: texts,
             params: &provider.params,
         })
         .await?;
+    let latency_ms = sent.latency_ms;
     let vectors = in_order(answer.data, texts.len())
         .map_err(|problem| ProviderError::Decode(format!("{}: {problem}", provider.id)))?;
     let tokens_in = answer.usage.and_then(|u| u.prompt_tokens).map_or_else(
@@ -79,6 +83,7 @@ pub(crate) async fn embed(
         tokens_in,
         latency_ms,
         cost_usd: provider.price.map_or(0.0, |p| p.cost_usd(tokens_in, 0)),
+        rate_limit: sent.rate_limit,
     })
 }
 

@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use crate::RateLimitInfo;
+
 /// Why a provider call failed. Messages never contain API keys.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum ProviderError {
@@ -9,6 +11,9 @@ pub enum ProviderError {
     RateLimited {
         retry_after: Option<Duration>,
         message: String,
+        /// The answer's rate-limit headers: whether the whole key is out
+        /// (remaining 0) or this was one refusal among successes.
+        limits: Option<Box<RateLimitInfo>>,
     },
     #[error("provider answered HTTP {status}: {message}")]
     Http { status: u16, message: String },
@@ -69,6 +74,14 @@ impl ProviderError {
         }
     }
 
+    /// The rate-limit headers of a 429, when it sent any.
+    pub fn rate_limit_info(&self) -> Option<&RateLimitInfo> {
+        match self {
+            Self::RateLimited { limits, .. } => limits.as_deref(),
+            _ => None,
+        }
+    }
+
     /// Classifies a transport error. The URL is dropped from the message: it
     /// carries no key today, but a user-supplied base URL might.
     pub(crate) fn from_reqwest(err: reqwest::Error) -> Self {
@@ -122,6 +135,7 @@ mod tests {
             ProviderError::RateLimited {
                 retry_after: None,
                 message: String::new(),
+                limits: None,
             },
         ] {
             assert!(e.is_retryable(), "{e}");
@@ -152,6 +166,7 @@ mod tests {
         let e = ProviderError::RateLimited {
             retry_after: Some(Duration::from_secs(2)),
             message: "slow down".into(),
+            limits: None,
         };
         assert_eq!(
             e.to_string(),

@@ -352,6 +352,7 @@ impl Provider for HttpProvider {
             finish_reason: None,
             cost_usd: 0.0,
             cached: false,
+            rate_limit: answer.rate_limit,
         })
     }
 }

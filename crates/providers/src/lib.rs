@@ -7,6 +7,8 @@
 //! shares one pooled HTTP client, retries transient failures with backoff
 //! honouring `Retry-After` ([`retry`]), fails fast while its endpoint's
 //! circuit breaker is open ([`breaker`]), and prices each call ([`pricing`]).
+//! Every answer's rate-limit headers ([`RateLimitInfo`]) travel with it, so
+//! [`limit`] can hold a key's calls while the provider says it has no room.
 
 mod anthropic;
 pub mod breaker;
@@ -21,6 +23,7 @@ pub mod limit;
 mod ollama;
 mod openai;
 pub mod pricing;
+mod ratelimit;
 pub mod retry;
 mod transport;
 
@@ -32,6 +35,7 @@ pub use echo::EchoProvider;
 pub use embeddings::Embeddings;
 pub use error::ProviderError;
 pub use factory::{FactoryOptions, ProviderFactory};
+pub use ratelimit::{Quota, RateLimitInfo};
 
 /// A model that completes rendered prompts.
 #[async_trait]
@@ -72,6 +76,10 @@ pub struct Completion {
     pub cost_usd: f64,
     /// Whether the answer came from a cache rather than the provider.
     pub cached: bool,
+    /// The answer's rate-limit headers, for the limits of its key; never
+    /// cached (a stored answer says nothing about the key now).
+    #[serde(skip)]
+    pub rate_limit: Option<RateLimitInfo>,
 }
 
 /// A rough token count (about four characters a token, at least one) for

@@ -1,9 +1,11 @@
 //! Limits on calls to one provider and API key: requests and tokens per
 //! minute shared by the whole cluster (through a
 //! [`RateLimiter`](gauntlet_cache::limiter::RateLimiter), Redis-backed when
-//! there is one), and this worker's adaptive concurrency, which comes down
+//! there is one); this worker's adaptive concurrency, which comes down
 //! when a window of calls is mostly 429s and grows back otherwise (see
-//! [`AdaptiveConcurrency`]).
+//! [`AdaptiveConcurrency`]); and the key's pause, which holds every
+//! attempt while the provider's headers say the key has nothing left (see
+//! [`KeyPause`]).
 //!
 //! Budgets come from the suite's provider config: `requestsPerMinute` and
 //! `tokensPerMinute` (or LiteLLM's `rpm` and `tpm`). A budget is named by
@@ -14,19 +16,30 @@
 //! The wrapper sits under the retry loop ([`ProviderFactory::build_layered`]):
 //! every attempt waits for budget and every 429 is seen.
 
+mod adaptive;
+mod pause;
+
 use std::{
     collections::HashMap,
     future::Future,
     sync::{Arc, Mutex, PoisonError},
+    time::Duration,
 };
 
 use async_trait::async_trait;
 use gauntlet_cache::limiter::{self, Charge, Rate, RateLimiter};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
-use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 
-use crate::{Completion, Provider, ProviderError, ProviderFactory, config, estimate_tokens};
+pub use self::{
+    adaptive::{AdaptiveConcurrency, AdaptiveOptions, ConcurrencyPermit, RATE_LIMITED_SHARE},
+    pause::{Exhausted, KeyPause, MAX_PAUSE},
+};
+use crate::{
+    Completion, Embeddings, Provider, ProviderError, ProviderFactory, RateLimitInfo, config,
+    estimate_tokens, retry,
+};
 
 /// Per-minute budgets of one provider, from its suite config.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -56,170 +69,6 @@ impl LimitSettings {
     }
 }
 
-/// How a worker adapts its concurrency per provider and key.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct AdaptiveOptions {
-    /// The ceiling, and where a provider starts.
-    pub max_in_flight: usize,
-    /// The fewest call outcomes a window needs before the limit moves
-    /// (a window is also at least the limit itself: about one round trip).
-    pub grow_after: u32,
-}
-
-/// Share of a window's calls answered 429 above which the limit comes down.
-/// Real providers answer a steady trickle of 429s that more or fewer calls
-/// would not change; shrinking on each of them collapses throughput (at
-/// 20 % random 429s the old halve-per-429 rule sat at one call in flight).
-/// A true cap shows up as a share that grows with the calls sent.
-pub const RATE_LIMITED_SHARE: f64 = 0.3;
-
-/// A concurrency limit that follows what the provider accepts, between 1
-/// and `max_in_flight`, decided once per window of outcomes (calls started
-/// under the current limit; at least the limit and `grow_after` of them,
-/// about one round trip):
-/// - more than [`RATE_LIMITED_SHARE`] of the window answered 429: the limit
-///   drops by a quarter;
-/// - otherwise it grows by an eighth (at least one).
-///
-/// At a true cap the limit settles just above what the provider serves,
-/// so throughput stays at the cap; random 429s below the share leave it at
-/// the ceiling, and the retry loop waits out each one's `Retry-After`.
-pub struct AdaptiveConcurrency {
-    options: AdaptiveOptions,
-    state: Mutex<ConcurrencyState>,
-    released: Notify,
-}
-
-#[derive(Debug)]
-struct ConcurrencyState {
-    limit: usize,
-    in_flight: usize,
-    /// Bumped whenever the limit changes: outcomes of calls started under
-    /// an older limit do not count towards the new window.
-    epoch: u64,
-    window_calls: u32,
-    window_limited: u32,
-}
-
-impl ConcurrencyState {
-    fn record(&mut self, options: &AdaptiveOptions, epoch: u64, limited: bool) {
-        if epoch != self.epoch {
-            return;
-        }
-        self.window_calls += 1;
-        self.window_limited += u32::from(limited);
-        let window = (self.limit as u32).max(options.grow_after);
-        if self.window_calls < window {
-            return;
-        }
-        let share = f64::from(self.window_limited) / f64::from(self.window_calls);
-        let before = self.limit;
-        self.limit = if share > RATE_LIMITED_SHARE {
-            (self.limit * 3 / 4).max(1)
-        } else {
-            (self.limit + (self.limit / 8).max(1)).min(options.max_in_flight)
-        };
-        if self.limit < before {
-            tracing::debug!(
-                limit = self.limit,
-                share_rate_limited = share,
-                "provider rate limited, concurrency lowered"
-            );
-        }
-        self.epoch += 1;
-        self.window_calls = 0;
-        self.window_limited = 0;
-    }
-}
-
-impl AdaptiveConcurrency {
-    pub fn new(options: AdaptiveOptions) -> Arc<Self> {
-        let options = AdaptiveOptions {
-            max_in_flight: options.max_in_flight.max(1),
-            grow_after: options.grow_after.max(1),
-        };
-        Arc::new(Self {
-            options,
-            state: Mutex::new(ConcurrencyState {
-                limit: options.max_in_flight,
-                in_flight: 0,
-                epoch: 0,
-                window_calls: 0,
-                window_limited: 0,
-            }),
-            released: Notify::new(),
-        })
-    }
-
-    /// Calls allowed in flight now.
-    pub fn limit(&self) -> usize {
-        self.lock().limit
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, ConcurrencyState> {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// Waits for room under the current limit.
-    pub async fn acquire(self: &Arc<Self>) -> ConcurrencyPermit {
-        loop {
-            let released = self.released.notified();
-            tokio::pin!(released);
-            // Registered before looking, so a release in between is not missed.
-            released.as_mut().enable();
-            {
-                let mut s = self.lock();
-                if s.in_flight < s.limit {
-                    s.in_flight += 1;
-                    return ConcurrencyPermit {
-                        owner: self.clone(),
-                        epoch: s.epoch,
-                    };
-                }
-            }
-            released.await;
-        }
-    }
-}
-
-/// One call in flight. Dropping it releases the slot without a verdict
-/// (errors other than 429 say nothing about the provider's capacity).
-pub struct ConcurrencyPermit {
-    owner: Arc<AdaptiveConcurrency>,
-    epoch: u64,
-}
-
-impl ConcurrencyPermit {
-    /// The call succeeded.
-    pub fn succeeded(self) {
-        self.record(false);
-    }
-
-    /// The provider said 429.
-    pub fn rate_limited(self) {
-        self.record(true);
-    }
-
-    fn record(&self, limited: bool) {
-        let mut s = self.owner.lock();
-        let before = s.limit;
-        s.record(&self.owner.options, self.epoch, limited);
-        if s.limit > before {
-            // New slots may admit waiters; the drop wakes one more.
-            for _ in before..s.limit {
-                self.owner.released.notify_one();
-            }
-        }
-    }
-}
-
-impl Drop for ConcurrencyPermit {
-    fn drop(&mut self) {
-        self.owner.lock().in_flight -= 1;
-        self.owner.released.notify_one();
-    }
-}
-
 /// Whether `error` is the provider saying "too many requests".
 fn is_rate_limited(error: &ProviderError) -> bool {
     matches!(
@@ -228,8 +77,35 @@ fn is_rate_limited(error: &ProviderError) -> bool {
     )
 }
 
-/// A provider whose calls wait for the shared budget and the adaptive
-/// concurrency limit of its provider and key.
+/// What the limits read from a provider's answer.
+trait Answer {
+    /// Tokens spent, for the token budget.
+    fn tokens_used(&self) -> i64;
+    fn rate_limit(&self) -> Option<&RateLimitInfo>;
+}
+
+impl Answer for Completion {
+    fn tokens_used(&self) -> i64 {
+        i64::from(self.tokens_in) + i64::from(self.tokens_out)
+    }
+
+    fn rate_limit(&self) -> Option<&RateLimitInfo> {
+        self.rate_limit.as_ref()
+    }
+}
+
+impl Answer for Embeddings {
+    fn tokens_used(&self) -> i64 {
+        i64::from(self.tokens_in)
+    }
+
+    fn rate_limit(&self) -> Option<&RateLimitInfo> {
+        self.rate_limit.as_ref()
+    }
+}
+
+/// A provider whose calls wait for the pause, the shared budget and the
+/// adaptive concurrency limit of its provider and key.
 pub struct LimitedProvider {
     inner: Arc<dyn Provider>,
     limiter: Arc<dyn RateLimiter>,
@@ -237,6 +113,7 @@ pub struct LimitedProvider {
     rpm_key: String,
     tpm_key: String,
     concurrency: Option<Arc<AdaptiveConcurrency>>,
+    pause: Option<Arc<KeyPause>>,
     /// What each attempt waits for before it starts.
     attempts: AttemptLimits,
 }
@@ -299,29 +176,57 @@ impl LimitedProvider {
 }
 
 impl LimitedProvider {
-    /// Runs `call` once there is room and budget for it: a request and
-    /// `estimate` tokens up front, settled with `used` (the tokens the
-    /// answer reports) afterwards. Adapts the concurrency to the outcome.
-    async fn limited<T>(
+    /// Runs `call` once the key is not paused and there is room and budget
+    /// for it: a request and `estimate` tokens up front, settled with the
+    /// tokens the answer reports afterwards. Adapts the concurrency to the
+    /// outcome and pauses the key when the answer says it is out.
+    async fn limited<T: Answer>(
         &self,
         estimate: i64,
         call: impl Future<Output = Result<T, ProviderError>>,
-        used: impl FnOnce(&T) -> i64,
     ) -> Result<T, ProviderError> {
-        // Slots first, then concurrency: budget taken while queueing for a
-        // slot would idle.
-        let _held = self.attempts.acquire().await?;
-        let permit = match &self.concurrency {
-            Some(c) => Some(c.acquire().await),
-            None => None,
+        let (_held, permit) = loop {
+            let took_turn = self.wait_for_turn().await?;
+            // Slots first, then concurrency: budget taken while queueing for
+            // a slot would idle.
+            let held = self.attempts.acquire().await?;
+            let permit = match &self.concurrency {
+                Some(c) => Some(c.acquire().await),
+                None => None,
+            };
+            let paused_meanwhile = self
+                .pause
+                .as_ref()
+                .is_some_and(|p| !p.remaining().is_zero());
+            if took_turn || !paused_meanwhile {
+                break (held, permit);
+            }
+            // The key ran out while this attempt queued for a slot: give the
+            // slots back and queue behind the pause.
         };
         if self.settings.is_limited() {
             limiter::acquire(self.limiter.as_ref(), &self.charges(estimate)).await;
         }
         let result = call.await;
+        // Before the permit goes, so the attempts it lets in see the pause.
+        if let Some(pause) = &self.pause {
+            let exhausted = match &result {
+                Ok(answer) => answer.rate_limit().and_then(Exhausted::from_headers),
+                Err(error) => Exhausted::from_error(error),
+            };
+            if let Some(exhausted) = exhausted {
+                tracing::debug!(
+                    provider = %self.inner.id(),
+                    wait_ms = exhausted.wait.as_millis() as u64,
+                    spacing_ms = exhausted.spacing.as_millis() as u64,
+                    "provider key out of requests, pausing its calls"
+                );
+                pause.exhausted(exhausted);
+            }
+        }
         match &result {
             Ok(answer) => {
-                let used = used(answer);
+                let used = answer.tokens_used();
                 if used != estimate
                     && let Some(correction) = self.token_charge(used - estimate)
                 {
@@ -340,6 +245,35 @@ impl LimitedProvider {
         }
         result
     }
+
+    /// Waits for this attempt's turn while the key is paused; `true` when
+    /// it waited. A caller that hands long waits back ([`retry::deferring`])
+    /// gets a wait it would defer as a 429 at once, holding nothing.
+    async fn wait_for_turn(&self) -> Result<bool, ProviderError> {
+        let Some(pause) = &self.pause else {
+            return Ok(false);
+        };
+        let wait = pause.remaining();
+        if !wait.is_zero() {
+            let paused = ProviderError::RateLimited {
+                retry_after: Some(wait),
+                message: "the provider said this key has no requests left until its reset; \
+                          not sent"
+                    .into(),
+                limits: None,
+            };
+            if retry::is_deferred(&paused) {
+                return Err(paused);
+            }
+        }
+        match pause.turn() {
+            Some(at) => {
+                tokio::time::sleep_until(at).await;
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
 }
 
 #[async_trait]
@@ -353,46 +287,67 @@ impl Provider for LimitedProvider {
         self.limited(
             i64::from(estimate_tokens(prompt)),
             self.inner.complete(prompt),
-            |c| i64::from(c.tokens_in) + i64::from(c.tokens_out),
         )
         .await
     }
 
     /// Embedding calls spend the same provider budget.
-    async fn embed(&self, texts: &[String]) -> Result<crate::Embeddings, ProviderError> {
+    async fn embed(&self, texts: &[String]) -> Result<Embeddings, ProviderError> {
         let estimate = texts.iter().map(|t| i64::from(estimate_tokens(t))).sum();
-        self.limited(estimate, self.inner.embed(texts), |e| {
-            i64::from(e.tokens_in)
-        })
-        .await
+        self.limited(estimate, self.inner.embed(texts)).await
     }
 }
 
-/// A worker's limits: the shared rate limiter and one adaptive concurrency
-/// limit per provider and key, kept across runs.
+/// A worker's limits: the shared rate limiter, and per provider and key an
+/// adaptive concurrency limit and a pause, kept across runs.
 pub struct ProviderLimits {
     limiter: Arc<dyn RateLimiter>,
     adaptive: Option<AdaptiveOptions>,
-    concurrency: Mutex<HashMap<String, Arc<AdaptiveConcurrency>>>,
+    max_pause: Duration,
+    keys: Mutex<HashMap<String, KeyLimits>>,
+}
+
+/// What all clients of one provider and key in this worker share.
+#[derive(Clone, Default)]
+struct KeyLimits {
+    concurrency: Option<Arc<AdaptiveConcurrency>>,
+    pause: Option<Arc<KeyPause>>,
 }
 
 impl ProviderLimits {
-    /// `adaptive: None` turns adaptive concurrency off.
+    /// `adaptive: None` turns adaptive concurrency off. Keys are paused
+    /// for at most [`MAX_PAUSE`] an answer (see [`with_max_pause`](Self::with_max_pause)).
     pub fn new(limiter: Arc<dyn RateLimiter>, adaptive: Option<AdaptiveOptions>) -> Self {
         Self {
             limiter,
             adaptive,
-            concurrency: Mutex::new(HashMap::new()),
+            max_pause: MAX_PAUSE,
+            keys: Mutex::new(HashMap::new()),
         }
     }
 
-    /// The concurrency limit of a budget, for status and tests.
-    pub fn concurrency(&self, bucket: &str) -> Option<Arc<AdaptiveConcurrency>> {
-        self.concurrency
+    /// The longest one answer may pause a key; zero never pauses.
+    pub fn with_max_pause(mut self, max: Duration) -> Self {
+        self.max_pause = max;
+        self
+    }
+
+    fn key(&self, bucket: &str) -> Option<KeyLimits> {
+        self.keys
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .get(bucket)
             .cloned()
+    }
+
+    /// The concurrency limit of a budget, for status and tests.
+    pub fn concurrency(&self, bucket: &str) -> Option<Arc<AdaptiveConcurrency>> {
+        self.key(bucket)?.concurrency
+    }
+
+    /// The pause of a budget, for status and tests.
+    pub fn pause(&self, bucket: &str) -> Option<Arc<KeyPause>> {
+        self.key(bucket)?.pause
     }
 
     /// Builds suite provider `id` with `config` through `factory`, every
@@ -407,18 +362,24 @@ impl ProviderLimits {
         attempts: &AttemptLimits,
     ) -> Result<Arc<dyn Provider>, ProviderError> {
         let settings = LimitSettings::from_config(config)?;
-        if !settings.is_limited() && self.adaptive.is_none() && attempts.is_empty() {
+        if !settings.is_limited()
+            && self.adaptive.is_none()
+            && self.max_pause.is_zero()
+            && attempts.is_empty()
+        {
             return factory.build(id, config);
         }
         let bucket = bucket(id, config, |var| factory.env_var(var).map(str::to_owned))?;
-        let concurrency = self.adaptive.map(|options| {
-            self.concurrency
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .entry(bucket.clone())
-                .or_insert_with(|| AdaptiveConcurrency::new(options))
-                .clone()
-        });
+        let key = self
+            .keys
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(bucket.clone())
+            .or_insert_with(|| KeyLimits {
+                concurrency: self.adaptive.map(AdaptiveConcurrency::new),
+                pause: (!self.max_pause.is_zero()).then(|| Arc::new(KeyPause::new(self.max_pause))),
+            })
+            .clone();
         let limiter = self.limiter.clone();
         factory.build_layered(id, config, &|inner| {
             Arc::new(LimitedProvider {
@@ -427,7 +388,8 @@ impl ProviderLimits {
                 settings,
                 rpm_key: format!("{bucket}:rpm"),
                 tpm_key: format!("{bucket}:tpm"),
-                concurrency: concurrency.clone(),
+                concurrency: key.concurrency.clone(),
+                pause: key.pause.clone(),
                 attempts: attempts.clone(),
             })
         })
@@ -478,110 +440,6 @@ mod tests {
 
     use super::*;
 
-    fn adaptive(max: usize, grow_after: u32) -> Arc<AdaptiveConcurrency> {
-        AdaptiveConcurrency::new(AdaptiveOptions {
-            max_in_flight: max,
-            grow_after,
-        })
-    }
-
-    /// Runs `rounds` windows: each round takes every permit the limit
-    /// allows, then settles them with `outcome(i, n)` (true: 429) for the
-    /// i-th of n.
-    async fn rounds(
-        c: &Arc<AdaptiveConcurrency>,
-        rounds: usize,
-        outcome: impl Fn(usize, usize) -> bool,
-    ) -> Vec<usize> {
-        let mut limits = Vec::new();
-        for _ in 0..rounds {
-            let n = c.limit();
-            let permits = acquire_all(c, n).await;
-            for (i, p) in permits.into_iter().enumerate() {
-                if outcome(i, n) {
-                    p.rate_limited();
-                } else {
-                    p.succeeded();
-                }
-            }
-            limits.push(c.limit());
-        }
-        limits
-    }
-
-    #[tokio::test]
-    async fn random_429s_below_the_share_leave_the_limit_at_its_ceiling() {
-        let c = adaptive(64, 10);
-        // Every fifth call 429: 20 %, whatever the calls in flight.
-        let limits = rounds(&c, 50, |i, _| i % 5 == 4).await;
-        assert!(limits.iter().all(|&l| l == 64), "{limits:?}");
-    }
-
-    #[tokio::test]
-    async fn a_true_cap_brings_the_limit_down_to_just_above_it_and_keeps_it_there() {
-        let c = adaptive(256, 10);
-        // The provider serves 40 calls at once and answers 429 to the rest.
-        let limits = rounds(&c, 60, |i, _| i >= 40).await;
-        let settled = &limits[30..];
-        assert!(
-            settled.iter().all(|&l| (40..=70).contains(&l)),
-            "settles above the cap, not far above it: {limits:?}"
-        );
-        // Served per round = min(limit, 40): always the cap once settled.
-        assert!(settled.iter().all(|&l| l.min(40) == 40));
-    }
-
-    #[tokio::test]
-    async fn the_limit_stays_between_one_and_the_ceiling() {
-        let c = adaptive(16, 3);
-        let limits = rounds(&c, 30, |_, _| true).await;
-        assert_eq!(*limits.last().unwrap(), 1, "{limits:?}");
-        let limits = rounds(&c, 60, |_, _| false).await;
-        assert_eq!(*limits.last().unwrap(), 16, "{limits:?}");
-    }
-
-    #[tokio::test]
-    async fn outcomes_of_calls_started_under_an_older_limit_do_not_count_twice() {
-        let c = adaptive(8, 1);
-        let old = acquire_all(&c, 8).await;
-        // A full window of 429s lowers the limit once...
-        for p in old {
-            p.rate_limited();
-        }
-        assert_eq!(c.limit(), 6);
-        // ...and a straggler from that window changes nothing.
-        let mut straggler = c.acquire().await;
-        straggler.epoch = 0;
-        straggler.rate_limited();
-        assert_eq!(c.limit(), 6);
-    }
-
-    async fn acquire_all(c: &Arc<AdaptiveConcurrency>, n: usize) -> Vec<ConcurrencyPermit> {
-        let mut permits = Vec::new();
-        for _ in 0..n {
-            permits.push(c.acquire().await);
-        }
-        permits
-    }
-
-    #[tokio::test]
-    async fn calls_over_the_limit_wait_for_a_release() {
-        let c = adaptive(1, 1);
-        assert_eq!(c.limit(), 1);
-        let held = c.acquire().await;
-        let waiter = tokio::spawn({
-            let c = c.clone();
-            async move { c.acquire().await.succeeded() }
-        });
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        assert!(!waiter.is_finished(), "a second call must wait at limit 1");
-        drop(held);
-        tokio::time::timeout(Duration::from_secs(5), waiter)
-            .await
-            .expect("the release wakes the waiter")
-            .unwrap();
-    }
-
     /// Answers 429 for its first `fail_first` calls, then succeeds.
     struct Flaky {
         calls: AtomicU32,
@@ -599,6 +457,7 @@ mod tests {
                 return Err(ProviderError::RateLimited {
                     retry_after: None,
                     message: "slow down".into(),
+                    limits: None,
                 });
             }
             Ok(Completion {
@@ -612,7 +471,10 @@ mod tests {
 
     #[tokio::test]
     async fn a_limited_provider_adapts_to_429s_from_the_provider() {
-        let concurrency = adaptive(4, 1);
+        let concurrency = AdaptiveConcurrency::new(AdaptiveOptions {
+            max_in_flight: 4,
+            grow_after: 1,
+        });
         let provider = LimitedProvider {
             inner: Arc::new(Flaky {
                 calls: AtomicU32::new(0),
@@ -626,6 +488,7 @@ mod tests {
             rpm_key: "b:rpm".into(),
             tpm_key: "b:tpm".into(),
             concurrency: Some(concurrency.clone()),
+            pause: None,
             attempts: AttemptLimits::default(),
         };
         // A window (the limit's worth of calls) of 429s lowers it by a quarter...
@@ -657,6 +520,7 @@ mod tests {
                 return Err(ProviderError::RateLimited {
                     retry_after: Some(self.wait),
                     message: "slow down".into(),
+                    limits: None,
                 });
             }
             Ok(Completion::default())
@@ -677,6 +541,7 @@ mod tests {
             rpm_key: "b:rpm".into(),
             tpm_key: "b:tpm".into(),
             concurrency: None,
+            pause: None,
             attempts: AttemptLimits {
                 slots: vec![slot.clone()],
                 gate: Some(gate),
@@ -706,6 +571,155 @@ mod tests {
             .expect("the retry goes once the gate opens")
             .unwrap()
             .unwrap();
+    }
+
+    /// Answers with what `script` says for each call in turn (then plain
+    /// successes) and notes when each call reached it.
+    struct Scripted {
+        script: Mutex<std::collections::VecDeque<Result<Completion, ProviderError>>>,
+        calls: Mutex<Vec<tokio::time::Instant>>,
+    }
+
+    impl Scripted {
+        fn new(script: Vec<Result<Completion, ProviderError>>) -> Arc<Self> {
+            Arc::new(Self {
+                script: Mutex::new(script.into()),
+                calls: Mutex::new(Vec::new()),
+            })
+        }
+
+        fn calls_since(&self, start: tokio::time::Instant) -> Vec<Duration> {
+            self.calls
+                .lock()
+                .unwrap()
+                .iter()
+                .map(|t| *t - start)
+                .collect()
+        }
+    }
+
+    #[async_trait]
+    impl Provider for Scripted {
+        fn id(&self) -> &str {
+            "scripted"
+        }
+
+        async fn complete(&self, _prompt: &str) -> Result<Completion, ProviderError> {
+            self.calls.lock().unwrap().push(tokio::time::Instant::now());
+            let next = self.script.lock().unwrap().pop_front();
+            next.unwrap_or_else(|| Ok(Completion::default()))
+        }
+    }
+
+    /// A client of the key `pause` stands for, straight onto `inner`.
+    fn client(inner: Arc<Scripted>, pause: &Arc<KeyPause>) -> LimitedProvider {
+        LimitedProvider {
+            inner,
+            limiter: Arc::new(LocalLimiter::new()),
+            settings: LimitSettings::default(),
+            rpm_key: "b:rpm".into(),
+            tpm_key: "b:tpm".into(),
+            concurrency: None,
+            pause: Some(pause.clone()),
+            attempts: AttemptLimits::default(),
+        }
+    }
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    /// OpenAI's headers of a key with `remaining` of 10 requests left, whole in a second.
+    fn requests_left(remaining: u64) -> Option<RateLimitInfo> {
+        Some(RateLimitInfo {
+            requests: crate::Quota {
+                limit: Some(10),
+                remaining: Some(remaining),
+                reset: Some(Duration::from_secs(1)),
+            },
+            tokens: crate::Quota::default(),
+        })
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_answer_saying_the_key_is_out_paces_every_client_of_the_key() {
+        let inner = Scripted::new(vec![Ok(Completion {
+            rate_limit: requests_left(0),
+            ..Completion::default()
+        })]);
+        let pause = Arc::new(KeyPause::new(MAX_PAUSE));
+        let (first, second) = (client(inner.clone(), &pause), client(inner.clone(), &pause));
+        let start = tokio::time::Instant::now();
+        first.complete("a").await.unwrap();
+        // Ten a second and none left: the other client's calls go one every
+        // 100 ms from 100 ms on, not at once into 429s.
+        let second = Arc::new(second);
+        let calls: Vec<_> = (0..3)
+            .map(|_| {
+                let second = second.clone();
+                tokio::spawn(async move { second.complete("b").await })
+            })
+            .collect();
+        for call in calls {
+            call.await.unwrap().unwrap();
+        }
+        assert_eq!(inner.calls_since(start), [ms(0), ms(100), ms(200), ms(300)]);
+        // The next keeps the pace; once it has passed, calls go at once again.
+        first.complete("c").await.unwrap();
+        assert_eq!(*inner.calls_since(start).last().unwrap(), ms(400));
+        tokio::time::sleep(ms(150)).await;
+        let now = tokio::time::Instant::now();
+        first.complete("d").await.unwrap();
+        assert_eq!(*inner.calls_since(now).last().unwrap(), Duration::ZERO);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_429_pauses_the_key_only_when_it_says_the_key_is_out() {
+        let refused = |limits: Option<RateLimitInfo>| {
+            Err(ProviderError::RateLimited {
+                retry_after: Some(ms(700)),
+                message: "slow down".into(),
+                limits: limits.map(Box::new),
+            })
+        };
+        // A random 429 (room left, or no headers at all): the next call goes at once.
+        let inner = Scripted::new(vec![refused(requests_left(4)), refused(None)]);
+        let pause = Arc::new(KeyPause::new(MAX_PAUSE));
+        let limited = client(inner.clone(), &pause);
+        let start = tokio::time::Instant::now();
+        for _ in 0..3 {
+            let _ = limited.complete("x").await;
+        }
+        assert_eq!(inner.calls_since(start), [Duration::ZERO; 3]);
+        // The key's own 429: the next call waits its Retry-After.
+        let inner = Scripted::new(vec![refused(requests_left(0))]);
+        let limited = client(inner.clone(), &pause);
+        let start = tokio::time::Instant::now();
+        assert!(limited.complete("x").await.is_err());
+        limited.complete("x").await.unwrap();
+        assert_eq!(inner.calls_since(start), [ms(0), ms(700)]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_deferring_caller_gets_a_long_pause_back_without_a_call() {
+        let inner = Scripted::new(Vec::new());
+        let pause = Arc::new(KeyPause::new(MAX_PAUSE));
+        pause.exhausted(Exhausted {
+            wait: Duration::from_secs(5),
+            spacing: Duration::ZERO,
+        });
+        let limited = client(inner.clone(), &pause);
+        let start = tokio::time::Instant::now();
+        let err = retry::deferring(Duration::from_secs(1), limited.complete("x"))
+            .await
+            .unwrap_err();
+        assert_eq!(err.retry_after(), Some(Duration::from_secs(5)));
+        assert_eq!(start.elapsed(), Duration::ZERO, "handed back at once");
+        assert!(inner.calls_since(start).is_empty(), "nothing was sent");
+        // A shorter pause is waited in place.
+        let err = retry::deferring(Duration::from_secs(10), limited.complete("x")).await;
+        assert!(err.is_ok());
+        assert_eq!(inner.calls_since(start), [Duration::from_secs(5)]);
     }
 
     #[test]

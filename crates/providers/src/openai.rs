@@ -2,11 +2,7 @@
 //! the OpenAI API (OpenAI, Azure-style gateways, vLLM, Ollama, the Gauntlet
 //! mock) is reached through `apiBaseUrl`.
 
-use std::{
-    collections::HashMap,
-    fmt,
-    time::{Duration, Instant},
-};
+use std::{collections::HashMap, time::Duration};
 
 use async_trait::async_trait;
 use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderName, HeaderValue};
@@ -18,6 +14,7 @@ use crate::{
     config::{self, ConfigMap},
     estimate_tokens,
     pricing::{self, Price},
+    transport::{self, Answer, Secret, env_var, saturate},
 };
 
 const DEFAULT_BASE_URL: &str = "https://api.openai.com/v1";
@@ -75,16 +72,6 @@ impl OpenAiApi {
     }
 }
 
-/// An API key that never shows up in `Debug` output.
-#[derive(Clone)]
-struct ApiKey(String);
-
-impl fmt::Debug for ApiKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("ApiKey(<redacted>)")
-    }
-}
-
 #[derive(Debug)]
 pub(crate) struct OpenAiProvider {
     pub(crate) id: String,
@@ -97,37 +84,27 @@ pub(crate) struct OpenAiProvider {
     timeout: Option<Duration>,
     pub(crate) price: Option<Price>,
     client: reqwest::Client,
-    key: Option<ApiKey>,
+    /// The API key, scrubbed from error messages (some gateways quote it).
+    secrets: Vec<Secret>,
 }
 
 impl OpenAiProvider {
     /// POSTs `body` to this provider's endpoint with its headers and timeout,
-    /// and decodes the answer (for [`crate::embeddings`]); also the latency.
+    /// and decodes the answer (for [`crate::embeddings`]); also the latency
+    /// and the answer's rate-limit headers.
     pub(crate) async fn post_json<T: serde::de::DeserializeOwned>(
         &self,
         body: &impl Serialize,
-    ) -> Result<(T, u32), ProviderError> {
-        let mut req = self
+    ) -> Result<(T, Answer), ProviderError> {
+        let req = self
             .client
             .post(&self.url)
             .headers(self.headers.clone())
             .json(body);
-        if let Some(timeout) = self.timeout {
-            req = req.timeout(timeout);
-        }
-        let started = Instant::now();
-        let resp = req.send().await.map_err(ProviderError::from_reqwest)?;
-        let status = resp.status();
-        let headers = resp.headers().clone();
-        let bytes = resp.bytes().await.map_err(ProviderError::from_reqwest)?;
-        let latency_ms = u32::try_from(started.elapsed().as_millis()).unwrap_or(u32::MAX);
-        if !status.is_success() {
-            let secret = self.key.as_ref().map(|k| k.0.as_str());
-            return Err(status_error(status.as_u16(), &headers, &bytes, secret));
-        }
-        let parsed = serde_json::from_slice(&bytes)
+        let answer = transport::send(req, self.timeout, &self.secrets).await?;
+        let parsed = serde_json::from_slice(&answer.body)
             .map_err(|e| ProviderError::Decode(format!("{}: {e}", self.id)))?;
-        Ok((parsed, latency_ms))
+        Ok((parsed, answer))
     }
 
     /// Where the breaker is keyed: the base URL's `scheme://host:port`.
@@ -144,7 +121,7 @@ impl OpenAiProvider {
         client: reqwest::Client,
     ) -> Result<Self, ProviderError> {
         let base_url = base_url(config, env)?;
-        let key = api_key(config, env)?;
+        let key = transport::api_key(config, env, "OPENAI_API_KEY")?;
         if key.is_none() && host_of(&base_url) == "api.openai.com" {
             return Err(ProviderError::Config(format!(
                 "{id}: no OpenAI API key; set OPENAI_API_KEY, or the `apiKey` or `apiKeyEnvar` config key"
@@ -153,13 +130,7 @@ impl OpenAiProvider {
 
         let mut headers = HeaderMap::new();
         if let Some(key) = &key {
-            let mut value = HeaderValue::try_from(format!("Bearer {}", key.0)).map_err(|_| {
-                ProviderError::Config(format!(
-                    "{id}: the API key contains characters not allowed in a header"
-                ))
-            })?;
-            value.set_sensitive(true);
-            headers.insert(AUTHORIZATION, value);
+            headers.insert(AUTHORIZATION, key.header_value(id, "Bearer ")?);
         }
         let organization = config::string(config, "organization")?
             .map(str::to_owned)
@@ -200,13 +171,13 @@ impl OpenAiProvider {
             timeout,
             price: pricing::resolve(model, config)?,
             client,
-            key,
+            secrets: key.into_iter().collect(),
         })
     }
 
-    async fn send(&self, prompt: &str) -> Result<(Response, u32), ProviderError> {
-        let mut req = self.client.post(&self.url).headers(self.headers.clone());
-        req = match self.api {
+    async fn send(&self, prompt: &str) -> Result<(Response, Answer), ProviderError> {
+        let req = self.client.post(&self.url).headers(self.headers.clone());
+        let req = match self.api {
             OpenAiApi::Chat => {
                 let messages = match chat_messages(prompt) {
                     Some(parsed) => Messages::Parsed(parsed),
@@ -233,24 +204,10 @@ impl OpenAiProvider {
                 )));
             }
         };
-        if let Some(timeout) = self.timeout {
-            req = req.timeout(timeout);
-        }
-
-        let started = Instant::now();
-        let resp = req.send().await.map_err(ProviderError::from_reqwest)?;
-        let status = resp.status();
-        let headers = resp.headers().clone();
-        let body = resp.bytes().await.map_err(ProviderError::from_reqwest)?;
-        let latency_ms = u32::try_from(started.elapsed().as_millis()).unwrap_or(u32::MAX);
-
-        if !status.is_success() {
-            let secret = self.key.as_ref().map(|k| k.0.as_str());
-            return Err(status_error(status.as_u16(), &headers, &body, secret));
-        }
-        let parsed: Response = serde_json::from_slice(&body)
+        let answer = transport::send(req, self.timeout, &self.secrets).await?;
+        let parsed: Response = serde_json::from_slice(&answer.body)
             .map_err(|e| ProviderError::Decode(format!("{}: {e}", self.id)))?;
-        Ok((parsed, latency_ms))
+        Ok((parsed, answer))
     }
 }
 
@@ -265,7 +222,8 @@ impl Provider for OpenAiProvider {
     }
 
     async fn complete(&self, prompt: &str) -> Result<Completion, ProviderError> {
-        let (resp, latency_ms) = self.send(prompt).await?;
+        let (resp, answer) = self.send(prompt).await?;
+        let latency_ms = answer.latency_ms;
         let Some(choice) = resp.choices.into_iter().next() else {
             return Err(ProviderError::Decode(format!(
                 "{}: the answer has no choices",
@@ -297,19 +255,9 @@ impl Provider for OpenAiProvider {
                 .price
                 .map_or(0.0, |p| p.cost_usd(tokens_in, tokens_out)),
             cached: false,
+            rate_limit: answer.rate_limit,
         })
     }
-}
-
-fn saturate(n: u64) -> u32 {
-    u32::try_from(n).unwrap_or(u32::MAX)
-}
-
-fn env_var(env: &HashMap<String, String>, name: &str) -> Option<String> {
-    env.get(name)
-        .map(|v| v.trim())
-        .filter(|v| !v.is_empty())
-        .map(str::to_owned)
 }
 
 /// `apiBaseUrl`, then `apiHost`, then `OPENAI_BASE_URL`, `OPENAI_API_BASE_URL`,
@@ -342,24 +290,6 @@ fn host_of(url: &str) -> &str {
     let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
     let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
     host_port.split(':').next().unwrap_or("")
-}
-
-/// `apiKey`, then the variable named by `apiKeyEnvar`, then `OPENAI_API_KEY`.
-fn api_key(
-    config: &ConfigMap,
-    env: &HashMap<String, String>,
-) -> Result<Option<ApiKey>, ProviderError> {
-    if let Some(key) = config::string(config, "apiKey")? {
-        return Ok(Some(ApiKey(key.to_owned())));
-    }
-    if let Some(var) = config::string(config, "apiKeyEnvar")? {
-        return env_var(env, var).map(|k| Some(ApiKey(k))).ok_or_else(|| {
-            ProviderError::Config(format!(
-                "environment variable `{var}` (named by `apiKeyEnvar`) is not set"
-            ))
-        });
-    }
-    Ok(env_var(env, "OPENAI_API_KEY").map(ApiKey))
 }
 
 fn extra_headers(
@@ -414,22 +344,6 @@ pub(crate) fn chat_messages(prompt: &str) -> Option<Vec<Value>> {
         })
     };
     (!messages.is_empty() && messages.iter().all(well_formed)).then_some(messages)
-}
-
-/// Turns an error answer into an error (the shared reading of error bodies
-/// and `Retry-After`). Some gateways quote the key they rejected; `secret` is
-/// scrubbed out.
-fn status_error(
-    status: u16,
-    headers: &HeaderMap,
-    body: &[u8],
-    secret: Option<&str>,
-) -> ProviderError {
-    let secrets: Vec<crate::transport::Secret> = secret
-        .map(crate::transport::Secret::new)
-        .into_iter()
-        .collect();
-    crate::transport::status_error(status, headers, body, &secrets)
 }
 
 #[derive(Serialize)]
@@ -518,6 +432,17 @@ mod tests {
         v.as_object().unwrap().clone()
     }
 
+    /// The error the client makes of an error answer; `secret` is its key.
+    fn status_error(
+        status: u16,
+        headers: &HeaderMap,
+        body: &[u8],
+        secret: Option<&str>,
+    ) -> ProviderError {
+        let secrets: Vec<Secret> = secret.map(Secret::new).into_iter().collect();
+        transport::status_error(status, headers, body, &secrets)
+    }
+
     #[test]
     fn chat_arrays_are_messages_and_everything_else_is_text() {
         let conv = r#"[{"role":"system","content":"s"},{"role":"user","content":"u"}]"#;
@@ -583,7 +508,9 @@ mod tests {
     #[test]
     fn key_comes_from_config_then_named_var_then_default_var() {
         let e = env(&[("OPENAI_API_KEY", "sk-env"), ("MY_KEY", "sk-mine")]);
-        let key = |c: Value| api_key(&cfg(c), &e).unwrap().map(|k| k.0);
+        let api_key =
+            |c: &ConfigMap, e: &HashMap<String, String>| transport::api_key(c, e, "OPENAI_API_KEY");
+        let key = |c: Value| api_key(&cfg(c), &e).unwrap().map(|k| k.expose().to_owned());
         assert_eq!(key(json!({"apiKey": "sk-cfg"})).as_deref(), Some("sk-cfg"));
         assert_eq!(
             key(json!({"apiKeyEnvar": "MY_KEY"})).as_deref(),
@@ -686,7 +613,8 @@ mod tests {
             err,
             ProviderError::RateLimited {
                 retry_after: Some(Duration::from_secs(2)),
-                message: "slow down".into()
+                message: "slow down".into(),
+                limits: None,
             }
         );
         headers.insert("retry-after-ms", HeaderValue::from_static("1500"));

@@ -263,6 +263,7 @@ mod tests {
                     Err(ProviderError::RateLimited {
                         retry_after: Some(Duration::from_millis(50)),
                         message: String::new(),
+                        limits: None,
                     })
                 } else {
                     Ok(attempt)
@@ -279,6 +280,7 @@ mod tests {
                 Err(ProviderError::RateLimited {
                     retry_after: None,
                     message: String::new(),
+                    limits: None,
                 })
             }
         })
@@ -340,6 +342,7 @@ mod tests {
         let long = || ProviderError::RateLimited {
             retry_after: Some(Duration::from_secs(2)),
             message: "slow down".into(),
+            limits: None,
         };
         let started = Instant::now();
         let err = deferring(
@@ -366,6 +369,7 @@ mod tests {
                         Err(ProviderError::RateLimited {
                             retry_after: Some(Duration::from_millis(300)),
                             message: "brief".into(),
+                            limits: None,
                         })
                     } else {
                         Ok(7)
@@ -390,6 +394,7 @@ mod tests {
                 Err(ProviderError::RateLimited {
                     retry_after: Some(Duration::from_secs(7)),
                     message: String::new(),
+                    limits: None,
                 })
             } else {
                 Ok(())
@@ -426,6 +431,7 @@ mod tests {
                 Err(ProviderError::RateLimited {
                     retry_after: Some(Duration::from_secs(60)),
                     message: String::new(),
+                    limits: None,
                 })
             }
         })

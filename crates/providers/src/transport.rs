@@ -1,8 +1,9 @@
 //! What the Anthropic, Ollama and generic HTTP providers share on the wire:
 //! keys that never print, base URLs and headers from config and environment,
-//! sending a request under its timeout, and turning an error answer into a
-//! [`ProviderError`] that carries the provider's message and `Retry-After`
-//! with every secret scrubbed out.
+//! sending a request under its timeout, reading every answer's rate-limit
+//! headers, and turning an error answer into a [`ProviderError`] that
+//! carries the provider's message, `Retry-After` and rate-limit headers with
+//! every secret scrubbed out.
 
 use std::{
     collections::HashMap,
@@ -17,7 +18,7 @@ use reqwest::{
 use serde_json::Value;
 
 use crate::{
-    ProviderError,
+    ProviderError, RateLimitInfo,
     config::{self, ConfigMap},
 };
 
@@ -195,6 +196,7 @@ pub(crate) fn header_secrets(headers: &HeaderMap) -> Vec<Secret> {
 pub(crate) struct Answer {
     pub(crate) body: Vec<u8>,
     pub(crate) latency_ms: u32,
+    pub(crate) rate_limit: Option<RateLimitInfo>,
 }
 
 /// Sends `req` (under `timeout` when given, else the client's) and reads the
@@ -220,6 +222,7 @@ pub(crate) async fn send(
     Ok(Answer {
         body: body.to_vec(),
         latency_ms,
+        rate_limit: RateLimitInfo::from_headers(&headers),
     })
 }
 
@@ -254,6 +257,7 @@ pub(crate) fn status_error(
         ProviderError::RateLimited {
             retry_after: retry_after(headers),
             message,
+            limits: RateLimitInfo::from_headers(headers).map(Box::new),
         }
     } else if let Some(retry_after) =
         retry_after(headers).filter(|_| matches!(status, 408 | 500..=599))
@@ -371,6 +375,28 @@ mod tests {
         assert_eq!(msg("plain text"), "plain text");
         let limited = status_error(429, &headers(&[("retry-after", "2")]), b"{}", &[]);
         assert_eq!(limited.retry_after(), Some(Duration::from_secs(2)));
+        assert_eq!(limited.rate_limit_info(), None);
+    }
+
+    #[test]
+    fn a_429_keeps_its_rate_limit_headers() {
+        // As the mock's cap (and OpenAI) refuses a request: the key is out.
+        let err = status_error(
+            429,
+            &headers(&[
+                ("retry-after", "1"),
+                ("retry-after-ms", "40"),
+                ("x-ratelimit-limit-requests", "11"),
+                ("x-ratelimit-remaining-requests", "0"),
+                ("x-ratelimit-reset-requests", "104ms"),
+            ]),
+            br#"{"error":{"message":"Rate limit reached for requests"}}"#,
+            &[],
+        );
+        assert_eq!(err.retry_after(), Some(Duration::from_millis(40)));
+        let info = err.rate_limit_info().expect("headers kept");
+        assert!(info.is_exhausted());
+        assert_eq!(info.requests.reset, Some(Duration::from_millis(104)));
     }
 
     #[test]

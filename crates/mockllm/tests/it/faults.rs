@@ -146,10 +146,16 @@ async fn a_true_cap_serves_its_rate_and_tells_the_rest_when_to_come_back() {
     let refused = answers.iter().find(|r| r.status() == 429).unwrap();
     let headers = refused.headers();
     assert_eq!(headers["x-ratelimit-remaining-requests"], "0");
-    assert_eq!(headers["x-ratelimit-limit-requests"], "100");
+    // The burst: 100 ms worth at 10 ms a request, and one.
+    assert_eq!(headers["x-ratelimit-limit-requests"], "11");
     let wait_ms: u64 = headers["retry-after-ms"].to_str().unwrap().parse().unwrap();
-    assert!((1..=1000).contains(&wait_ms), "retry-after-ms {wait_ms}");
+    assert!((1..=10).contains(&wait_ms), "retry-after-ms {wait_ms}");
     assert_eq!(headers["retry-after"], "1");
+    let reset = header_ms(headers, "x-ratelimit-reset-requests");
+    assert!(
+        (100..=111).contains(&reset) && reset >= wait_ms,
+        "reset {reset} ms"
+    );
     assert_eq!(server.stats().faults_429, 400 - ok as u64);
 
     // A client that paces itself under the cap is never refused.
@@ -159,4 +165,60 @@ async fn a_true_cap_serves_its_rate_and_tells_the_rest_when_to_come_back() {
         tokio::time::sleep_until(start + std::time::Duration::from_millis(u64::from(i) * 15)).await;
         assert_eq!(chat(&server, user("x")).await.status(), 200, "request {i}");
     }
+}
+
+fn header_ms(headers: &reqwest::header::HeaderMap, name: &str) -> u64 {
+    let text = headers[name].to_str().unwrap();
+    text.strip_suffix("ms")
+        .unwrap_or_else(|| panic!("{name}: {text}"))
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn answers_under_a_cap_say_what_is_left_as_openai_does() {
+    // 20/s: 50 ms a request, a burst of three.
+    let server = start(MockConfig {
+        max_rps: 20,
+        ..MockConfig::default()
+    })
+    .await;
+    let mut served = Vec::new();
+    let refused = loop {
+        let resp = chat(&server, user("x")).await;
+        let headers = resp.headers();
+        assert_eq!(headers["x-ratelimit-limit-requests"], "3");
+        let remaining: u64 = headers["x-ratelimit-remaining-requests"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        let reset = header_ms(headers, "x-ratelimit-reset-requests");
+        if resp.status() == 429 {
+            break (remaining, reset);
+        }
+        assert_eq!(resp.status(), 200);
+        served.push((remaining, reset));
+        assert!(served.len() < 20, "never refused: {served:?}");
+    };
+    // The first answer spent one of three, which comes back within 50 ms.
+    let (first_left, first_reset) = served[0];
+    assert_eq!(first_left, 2, "{served:?}");
+    assert!((1..=50).contains(&first_reset), "{served:?}");
+    // The answer before the refusal said nothing was left (the next request
+    // came later, so the bucket could only have grown), and when it would
+    // be whole again: over the tolerance, within one more interval.
+    let (last_left, last_reset) = *served.last().unwrap();
+    assert_eq!(last_left, 0, "{served:?}");
+    assert!((101..=150).contains(&last_reset), "{served:?}");
+    assert_eq!(refused.0, 0);
+    assert!(refused.1 > 100, "{refused:?}");
+    // Without a cap there is no bucket to report.
+    server.set_config(MockConfig::default());
+    let resp = chat(&server, user("x")).await;
+    assert!(
+        resp.headers()
+            .get("x-ratelimit-remaining-requests")
+            .is_none()
+    );
 }

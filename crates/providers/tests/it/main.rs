@@ -8,6 +8,7 @@ mod embeddings;
 mod http;
 mod ollama;
 mod openai;
+mod pause;
 mod retries;
 mod secrets;
 

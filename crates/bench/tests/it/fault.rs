@@ -54,7 +54,7 @@ async fn scenario(scenario: Scenario) {
     let _one_at_a_time = SERIAL.lock().await;
     let mut opts = FaultOptions::new(gauntlet_binary(), 2000);
     opts.concurrency = 32;
-    opts.latency_ms = 20;
+    opts.latency_ms = 50;
     opts.down = Duration::from_secs(1);
     opts.storm = Duration::from_secs(3);
     opts.deadline = Duration::from_secs(50);

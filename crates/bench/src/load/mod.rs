@@ -192,10 +192,14 @@ pub async fn wait_all(
     }
 }
 
+/// Latencies of the answered requests (µs) and the count of errors, by
+/// request name.
+type ByName = BTreeMap<&'static str, (Histogram<u64>, u64)>;
+
 /// Latency histograms (µs) and error counts, by name.
 #[derive(Clone, Default)]
 pub struct Latencies {
-    inner: Arc<Mutex<BTreeMap<&'static str, (Histogram<u64>, u64)>>>,
+    inner: Arc<Mutex<ByName>>,
     pub in_flight: Arc<AtomicU64>,
 }
 
@@ -215,7 +219,7 @@ impl Latencies {
         }
     }
 
-    pub fn snapshot(&self) -> BTreeMap<&'static str, (Histogram<u64>, u64)> {
+    pub fn snapshot(&self) -> ByName {
         self.inner.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 

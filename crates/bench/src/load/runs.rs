@@ -270,9 +270,12 @@ async fn spike_in(args: &SpikeArgs, env: &Env) -> anyhow::Result<()> {
     ];
     let submits = Latencies::default();
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(&'static str, Instant, String)>();
-    // The broker's queue depth, sampled each second while submitting.
+    // While submitting and draining: the broker's queue depth each second,
+    // and when each run (the database holds only this test's) was first
+    // seen ended.
     let amqp_url = env.backends.amqp_url.clone();
     let sampling = Arc::new(AtomicBool::new(false));
+    let ended_seen = Arc::new(std::sync::Mutex::new(BTreeMap::<String, Instant>::new()));
     let sampler = {
         let stop = sampling.clone();
         tokio::spawn(async move {
@@ -284,6 +287,24 @@ async fn spike_in(args: &SpikeArgs, env: &Env) -> anyhow::Result<()> {
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
             peak
+        })
+    };
+    let watcher = {
+        let (stop, seen, mut g) = (sampling.clone(), ended_seen.clone(), gateway.clone());
+        tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                if let Ok(runs) = list_runs(&mut g).await {
+                    let now = Instant::now();
+                    let mut seen = seen.lock().unwrap_or_else(|e| e.into_inner());
+                    for r in runs
+                        .iter()
+                        .filter(|r| v1::RunStatus::is_terminal_value(r.status))
+                    {
+                        seen.entry(r.id.clone()).or_insert(now);
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
         })
     };
     let started = Instant::now();
@@ -323,10 +344,17 @@ async fn spike_in(args: &SpikeArgs, env: &Env) -> anyhow::Result<()> {
     }
     let ids: Vec<String> = runs.iter().map(|r| r.2.clone()).collect();
     let mut g = gateway.clone();
-    let (finals, ended_at) = wait_all(&mut g, &ids, args.drain_deadline).await?;
-    let all_ended = started.elapsed();
+    let (finals, _) = wait_all(&mut g, &ids, args.drain_deadline).await?;
+    // One more round of the watcher, so it has seen every run end.
+    tokio::time::sleep(Duration::from_millis(600)).await;
     sampling.store(true, Ordering::Relaxed);
     let peak_queue = sampler.await.unwrap_or(0);
+    let _ = watcher.await;
+    let ended_at = ended_seen.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let all_ended = ended_at
+        .values()
+        .max()
+        .map_or(started.elapsed(), |t| t.duration_since(started));
     let (queued, dead) = verify::queue_depths(&env.backends.amqp_url).await?;
 
     println!(
@@ -381,7 +409,7 @@ async fn spike_in(args: &SpikeArgs, env: &Env) -> anyhow::Result<()> {
     }
     println!("{t}");
     println!(
-        "last submission after {:.1} s, last run ended after {:.1} s; peak task-queue depth {peak_queue} batches; left in queue / DLQ: {queued} / {dead}",
+        "last submission after {:.1} s, last run ended after {:.1} s; peak task-queue depth (ready batches, sampled each second) {peak_queue}; left in queue / DLQ: {queued} / {dead}",
         submitted_for.as_secs_f64(),
         all_ended.as_secs_f64()
     );

@@ -1,558 +1,160 @@
-//! `gauntlet-bench e2e`: N test cases against the project's mock model at a
-//! given latency and concurrency, through the real binaries, embedded
-//! (`gauntlet up` over SQLite and the in-process bus) or distributed (one
-//! `gauntlet serve <service>` process per service over RabbitMQ, Postgres
-//! and Redis). Prints tests/s, task latency percentiles and the peak RSS of
-//! every process.
+//! `gauntlet-bench`: the end-to-end benchmark, the load and soak suite and
+//! the fault suite, against the real binaries.
 //!
 //! Build the binaries first, in release:
 //! `cargo build --release -p gauntlet-cli -p gauntlet-mockllm -p gauntlet-bench`
 
-use std::{
-    collections::BTreeMap,
-    net::TcpListener,
-    path::PathBuf,
-    process::Stdio,
-    time::{Duration, Instant},
-};
+use std::{path::PathBuf, process::ExitCode, time::Duration};
 
-use anyhow::{Context, bail};
-use clap::{Parser, ValueEnum};
-use futures::StreamExt;
-use gauntlet_cli::client::{self, Gateway};
-use gauntlet_proto::v1;
-use tokio::process::{Child, Command};
+use clap::{Parser, Subcommand};
+use gauntlet_bench::{
+    e2e,
+    fault::{self, FaultOptions, Scenario},
+    instances, load,
+    load::api::humantime,
+    procs,
+};
 
 #[derive(Parser)]
 #[command(
     name = "gauntlet-bench",
-    about = "Gauntlet's end-to-end load benchmark"
+    about = "Gauntlet's benchmarks, load suite and fault suite"
 )]
 enum Cli {
     /// Run N cases against the mock model and report throughput and memory.
-    E2e(E2eArgs),
+    E2e(e2e::E2eArgs),
+    /// Load the real services: the read API, many runs, a spike, a soak.
+    #[command(subcommand)]
+    Load(Load),
+    /// Break one thing mid-run and check the run still ends right.
+    Fault(FaultArgs),
+}
+
+#[derive(Subcommand)]
+enum Load {
+    /// ListRuns/GetRun/ListResults/GetRunSummary at a fixed arrival rate.
+    Api(load::api::ApiArgs),
+    /// Many runs submitted at once; all complete, with their progress spread.
+    ManyRuns(load::runs::ManyRunsArgs),
+    /// Submissions at a base rate, ten times it for a while, and back.
+    Spike(load::runs::SpikeArgs),
+    /// Mixed load for a long time, sampling RSS, fds and DB connections.
+    Soak(load::soak::SoakArgs),
 }
 
 #[derive(clap::Args)]
-struct E2eArgs {
-    #[arg(long, value_enum, default_value = "embedded")]
-    mode: Mode,
-    /// Test cases (one prompt, one provider: N tasks).
-    #[arg(long, short = 'n', default_value_t = 20_000)]
-    cases: usize,
-    /// Latency of every mock answer.
-    #[arg(long, default_value_t = 50)]
-    latency_ms: u64,
-    /// Provider calls in flight (worker.max_in_flight and the run's limit).
-    #[arg(long, default_value_t = 1000)]
+struct FaultArgs {
+    /// `all`, or one scenario name; may be repeated.
+    #[arg(long, default_value = "all")]
+    scenario: Vec<String>,
+    /// Tasks of each scenario's run.
+    #[arg(long, default_value_t = 20_000)]
+    tasks: u64,
+    /// The run's maxConcurrency and the worker's max_in_flight.
+    #[arg(long, default_value_t = 256)]
     concurrency: u32,
-    /// Tasks per queue message.
-    #[arg(long, default_value_t = 100)]
-    batch_size: u32,
-    /// Unacknowledged batches per worker (default: enough for twice the
-    /// concurrency).
-    #[arg(long)]
-    prefetch: Option<u32>,
-    /// Submit the suite as YAML text instead of JSON.
-    #[arg(long)]
-    yaml: bool,
-    /// Measure the user's command instead of the engine: write the suite as
-    /// YAML and time `gauntlet run suite.yaml -o out.json` (embedded, or
-    /// `--server` against the distributed services), from its start to its
-    /// exit, with its peak RSS and the time until the mock got its first call.
-    #[arg(long)]
-    via_cli: bool,
-    /// Share of the mock's answers that are 429s (with `Retry-After`).
-    #[arg(long, default_value_t = 0.0)]
-    mock_rate_429: f64,
-    /// The `Retry-After` of the mock's 429s, in seconds.
-    #[arg(long, default_value_t = 1)]
-    mock_retry_after_secs: u64,
-    /// A true provider cap: the mock serves at most this many requests per
-    /// second and answers the rest 429 (0: none).
-    #[arg(long, default_value_t = 0)]
-    mock_max_rps: u64,
-    /// Where `gauntlet` and `gauntlet-mockllm` are (default: next to this binary).
-    #[arg(long)]
+    #[arg(long, default_value_t = 20)]
+    latency_ms: u64,
+    /// Share of the tasks stored when the fault strikes.
+    #[arg(long, default_value_t = 0.3)]
+    fault_at: f64,
+    /// How long a restarted service stays down.
+    #[arg(long, value_parser = humantime, default_value = "2s")]
+    down: Duration,
+    /// How long postgres-outage keeps the database down.
+    #[arg(long, value_parser = humantime, default_value = "5m")]
+    outage: Duration,
+    /// How long a provider storm lasts.
+    #[arg(long, value_parser = humantime, default_value = "10s")]
+    storm: Duration,
+    /// The most a scenario's run may take, past its outage.
+    #[arg(long, value_parser = humantime, default_value = "5m")]
+    deadline: Duration,
+    /// `RUST_LOG` of the services.
+    #[arg(long, default_value = "warn")]
+    log: String,
+    /// Where `gauntlet` is (default: next to this binary).
+    #[arg(long, env = "GAUNTLET_BIN_DIR")]
     bin_dir: Option<PathBuf>,
 }
 
-#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum Mode {
-    Embedded,
-    Distributed,
-}
-
-fn free_port() -> anyhow::Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
-
-async fn wait_port(port: u16, what: &str) -> anyhow::Result<()> {
-    for _ in 0..300 {
-        if tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_ok()
-        {
-            return Ok(());
+fn scenarios(names: &[String]) -> anyhow::Result<Vec<Scenario>> {
+    let mut out = Vec::new();
+    for name in names {
+        if name == "all" {
+            out.extend(Scenario::ALL);
+            continue;
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        let s = Scenario::ALL
+            .into_iter()
+            .find(|s| s.name() == name)
+            .ok_or_else(|| {
+                let known: Vec<&str> = Scenario::ALL.iter().map(|s| s.name()).collect();
+                anyhow::anyhow!(
+                    "unknown scenario `{name}`; known: all, {}",
+                    known.join(", ")
+                )
+            })?;
+        out.push(s);
     }
-    bail!("{what} did not listen on port {port} within 30 s")
+    Ok(out)
 }
 
-/// Peak resident set size of a live process, from /proc (VmHWM).
-fn peak_rss_kib(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-}
-
-/// CPU seconds (user + system) a live process has used, from /proc.
-fn cpu_secs(pid: u32) -> Option<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after the parenthesised command name; utime and stime are the
-    // 14th and 15th fields overall, in clock ticks (100 per second on Linux).
-    let rest = &stat[stat.rfind(')')? + 2..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
-    Some(ticks as f64 / 100.0)
-}
-
-struct Procs {
-    children: Vec<(String, Child)>,
-}
-
-impl Procs {
-    fn spawn(&mut self, name: &str, cmd: &mut Command) -> anyhow::Result<u32> {
-        let child = cmd
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .with_context(|| format!("cannot start {name}"))?;
-        let pid = child.id().context("child has no pid")?;
-        self.children.push((name.to_string(), child));
-        Ok(pid)
-    }
-
-    /// Peak RSS (KiB) and CPU seconds of every process still running.
-    fn usage(&self) -> BTreeMap<String, (u64, f64)> {
-        self.children
-            .iter()
-            .filter_map(|(n, c)| {
-                let pid = c.id()?;
-                Some((n.clone(), (peak_rss_kib(pid)?, cpu_secs(pid)?)))
-            })
-            .collect()
-    }
-
-    async fn stop(mut self) {
-        for (_, c) in &self.children {
-            if let Some(pid) = c.id() {
-                let _ = std::process::Command::new("kill")
-                    .args(["-s", "TERM", &pid.to_string()])
-                    .status();
-            }
-        }
-        for (_, c) in &mut self.children {
-            let _ = tokio::time::timeout(Duration::from_secs(30), c.wait()).await;
-        }
-    }
-}
-
-/// The suite as JSON, the form `gauntlet run` submits (it reads the user's
-/// YAML and sends the validated suite as JSON) and `--yaml` as YAML text.
-fn suite(cases: usize, mock: &str, yaml: bool) -> String {
-    if yaml {
-        let mut s = format!(
-            "description: bench\nprompts: ['Echo case {{{{ i }}}}']\nproviders:\n  - id: openai:chat:bench\n    config: {{ apiBaseUrl: '{mock}/v1' }}\ntests:\n"
-        );
-        for i in 0..cases {
-            s.push_str(&format!(
-                "  - vars: {{ i: '{i}' }}\n    assert: [{{ type: contains, value: 'case {i}' }}]\n"
-            ));
-        }
-        return s;
-    }
-    let mut s = format!(
-        "{{\"description\":\"bench\",\"prompts\":[\"Echo case {{{{ i }}}}\"],\"providers\":[{{\"id\":\"openai:chat:bench\",\"config\":{{\"apiBaseUrl\":\"{mock}/v1\"}}}}],\"tests\":["
-    );
-    for i in 0..cases {
-        if i > 0 {
-            s.push(',');
-        }
-        s.push_str(&format!(
-            "{{\"vars\":{{\"i\":\"{i}\"}},\"assert\":[{{\"type\":\"contains\",\"value\":\"case {i}\"}}]}}"
-        ));
-    }
-    s.push_str("]}");
-    s
-}
-
-async fn e2e(args: E2eArgs) -> anyhow::Result<()> {
-    let bin_dir = match args.bin_dir.clone() {
-        Some(d) => d,
-        None => std::env::current_exe()?
-            .parent()
-            .context("binary has no directory")?
-            .to_path_buf(),
-    };
-    let bin = |name: &str| -> anyhow::Result<PathBuf> {
-        let p = bin_dir.join(name);
-        anyhow::ensure!(
-            p.exists(),
-            "{} not found; build it first: cargo build --release -p gauntlet-cli -p gauntlet-mockllm",
-            p.display()
-        );
-        Ok(p)
-    };
-    let gauntlet = bin("gauntlet")?;
-    let mockllm = bin("gauntlet-mockllm")?;
-    let tmp = tempfile::tempdir()?;
-    let mut procs = Procs {
-        children: Vec::new(),
-    };
-
-    let mock_port = free_port()?;
-    procs.spawn(
-        "mockllm",
-        Command::new(&mockllm).args([
-            "--listen",
-            &format!("127.0.0.1:{mock_port}"),
-            "--latency-ms",
-            &args.latency_ms.to_string(),
-            "--rate-429",
-            &args.mock_rate_429.to_string(),
-            "--retry-after-secs",
-            &args.mock_retry_after_secs.to_string(),
-            "--max-rps",
-            &args.mock_max_rps.to_string(),
-        ]),
-    )?;
-    wait_port(mock_port, "mockllm").await?;
-    let mock_url = format!("http://127.0.0.1:{mock_port}");
-
-    let prefetch = args
-        .prefetch
-        .unwrap_or((args.concurrency / args.batch_size.max(1) * 2).clamp(2, 1000));
-    let gateway_port = free_port()?;
-    let common: Vec<(String, String)> = vec![
-        (
-            "GAUNTLET_GATEWAY__LISTEN".into(),
-            format!("127.0.0.1:{gateway_port}"),
-        ),
-        (
-            "GAUNTLET_WORKER__MAX_IN_FLIGHT".into(),
-            args.concurrency.to_string(),
-        ),
-        ("GAUNTLET_WORKER__PREFETCH".into(), prefetch.to_string()),
-        (
-            "GAUNTLET_AMQP__BATCH_SIZE".into(),
-            args.batch_size.to_string(),
-        ),
-        ("OPENAI_API_KEY".into(), "bench".into()),
-        ("RUST_LOG".into(), "warn".into()),
-    ];
-    // Throwaway database and vhost for the distributed run, dropped at the end.
-    let mut _db = None;
-    let mut _vhost = None;
-    match args.mode {
-        Mode::Embedded if args.via_cli => {}
-        Mode::Embedded => {
-            procs.spawn(
-                "gauntlet up (all services)",
-                Command::new(&gauntlet)
-                    .args(["up", "--data-dir"])
-                    .arg(tmp.path().join("data"))
-                    .envs(common.iter().cloned()),
-            )?;
-        }
-        Mode::Distributed => {
-            let db = gauntlet_store::testing::TestDatabase::create().await;
-            let vhost = gauntlet_bus::testing::TestVhost::create().await;
-            let ports: Vec<u16> = (0..4).map(|_| free_port()).collect::<Result<_, _>>()?;
-            let url = |p: u16| format!("http://127.0.0.1:{p}");
-            let mut env = common.clone();
-            env.extend([
-                ("GAUNTLET_DATABASE__URL".into(), db.config.url.clone()),
-                ("GAUNTLET_AMQP__URL".into(), vhost.url.clone()),
-                (
-                    "GAUNTLET_REDIS__PREFIX".into(),
-                    format!("gauntlet-bench-{}", uuid::Uuid::new_v4().simple()),
-                ),
-                (
-                    "GAUNTLET_WORKER__LISTEN".into(),
-                    format!("127.0.0.1:{}", ports[0]),
-                ),
-                (
-                    "GAUNTLET_ANALYTICS__LISTEN".into(),
-                    format!("127.0.0.1:{}", ports[1]),
-                ),
-                (
-                    "GAUNTLET_REPORTS__LISTEN".into(),
-                    format!("127.0.0.1:{}", ports[2]),
-                ),
-                (
-                    "GAUNTLET_MONITOR__LISTEN".into(),
-                    format!("127.0.0.1:{}", ports[3]),
-                ),
-                ("GAUNTLET_GATEWAY__ANALYTICS_URL".into(), url(ports[1])),
-                ("GAUNTLET_GATEWAY__MONITOR_URL".into(), url(ports[3])),
-                ("GAUNTLET_REPORTS__ANALYTICS_URL".into(), url(ports[1])),
-            ]);
-            for service in ["gateway", "worker", "analytics", "reports", "monitor"] {
-                procs.spawn(
-                    service,
-                    Command::new(&gauntlet)
-                        .args(["serve", service])
-                        .envs(env.iter().cloned()),
-                )?;
-            }
-            _db = Some(db);
-            _vhost = Some(vhost);
-        }
-    }
-    if args.via_cli {
-        let server =
-            (args.mode == Mode::Distributed).then(|| format!("http://127.0.0.1:{gateway_port}"));
-        if server.is_some() {
-            wait_port(gateway_port, "gateway").await?;
-        }
-        let result = via_cli(
-            &args,
-            &gauntlet,
-            &mock_url,
-            mock_port,
-            server,
-            &common,
-            tmp.path(),
-        )
-        .await;
-        let usage = procs.usage();
-        procs.stop().await;
-        let run = result?;
-        println!(
-            "via cli: mode={} cases={} latency_ms={} concurrency={}",
-            match args.mode {
-                Mode::Embedded => "embedded",
-                Mode::Distributed => "distributed",
-            },
-            args.cases,
-            args.latency_ms,
-            args.concurrency
-        );
-        println!(
-            "`gauntlet run suite.yaml -o out.json`: wall {:.2} s, {:.0} tests/s, first provider call after {} ms, exit {}",
-            run.wall.as_secs_f64(),
-            args.cases as f64 / run.wall.as_secs_f64(),
-            run.first_call
-                .map_or("-".into(), |d| d.as_millis().to_string()),
-            run.exit
-        );
-        println!(
-            "peak RSS gauntlet run: {:.1} MB, CPU {:.2} s",
-            run.peak_kib as f64 / 1024.0,
-            run.cpu_secs
-        );
-        for (name, (kib, cpu)) in usage {
-            println!(
-                "peak RSS {name}: {:.1} MB, CPU {cpu:.2} s",
-                kib as f64 / 1024.0
-            );
-        }
-        return Ok(());
-    }
-    wait_port(gateway_port, "gateway").await?;
-    let result = drive(&args, &mock_url, gateway_port).await;
-    let usage = procs.usage();
-    procs.stop().await;
-    let (elapsed, summary) = result?;
-
-    let rate = args.cases as f64 / elapsed.as_secs_f64();
-    let latency = summary.latency.unwrap_or_default();
-    println!(
-        "mode={} cases={} latency_ms={} concurrency={} batch={}",
-        match args.mode {
-            Mode::Embedded => "embedded",
-            Mode::Distributed => "distributed",
-        },
-        args.cases,
-        args.latency_ms,
-        args.concurrency,
-        args.batch_size
-    );
-    println!(
-        "wall {:.2} s, {:.0} tests/s, {} passed, {} failed, {} errors",
-        elapsed.as_secs_f64(),
-        rate,
-        summary.passed,
-        summary.failed,
-        summary.errors
-    );
-    println!(
-        "task latency p50 {:.1} ms, p99 {:.1} ms",
-        latency.p50_ms, latency.p99_ms
-    );
-    for (name, (kib, cpu)) in usage {
-        println!(
-            "peak RSS {name}: {:.1} MB, CPU {cpu:.2} s",
-            kib as f64 / 1024.0
-        );
-    }
-    Ok(())
-}
-
-/// What the user's command did.
-struct CliRun {
-    wall: Duration,
-    first_call: Option<Duration>,
-    peak_kib: u64,
-    cpu_secs: f64,
-    exit: i32,
-}
-
-/// Requests the mock has answered so far, from its `/stats` (plain HTTP/1.0).
-async fn mock_requests(port: u16) -> Option<u64> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut conn = tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .ok()?;
-    conn.write_all(b"GET /stats HTTP/1.1\r\nHost: mock\r\nConnection: close\r\n\r\n")
-        .await
-        .ok()?;
-    let mut body = String::new();
-    tokio::time::timeout(Duration::from_millis(200), conn.read_to_string(&mut body))
-        .await
-        .ok()?
-        .ok()?;
-    let at = body.find("\"requests\":")? + "\"requests\":".len();
-    let digits: String = body[at..]
-        .chars()
-        .take_while(char::is_ascii_digit)
+async fn fault_suite(args: FaultArgs) -> anyhow::Result<bool> {
+    let list = scenarios(&args.scenario)?;
+    let kinds: Vec<instances::Kind> = list
+        .iter()
+        .flat_map(|s| s.private().iter().copied())
         .collect();
-    digits.parse().ok()
-}
-
-/// Runs `gauntlet run suite.yaml -o out.json` as a user would, sampling its
-/// peak RSS and CPU from /proc until it exits.
-async fn via_cli(
-    args: &E2eArgs,
-    gauntlet: &std::path::Path,
-    mock_url: &str,
-    mock_port: u16,
-    server: Option<String>,
-    env: &[(String, String)],
-    dir: &std::path::Path,
-) -> anyhow::Result<CliRun> {
-    let suite_path = dir.join("suite.yaml");
-    std::fs::write(&suite_path, suite(args.cases, mock_url, true))?;
-    let mut cmd = Command::new(gauntlet);
-    cmd.arg("run")
-        .arg(&suite_path)
-        .arg("-o")
-        .arg(dir.join("out.json"))
-        .args([
-            "--no-cache",
-            "--max-concurrency",
-            &args.concurrency.to_string(),
-        ])
-        .arg("--data-dir")
-        .arg(dir.join("cli-data"))
-        .envs(env.iter().cloned())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true);
-    if let Some(url) = &server {
-        cmd.args(["--server", url]);
-    }
-    let started = Instant::now();
-    let mut child = cmd.spawn().context("cannot start gauntlet run")?;
-    let pid = child.id().context("child has no pid")?;
-    let (mut peak_kib, mut cpu, mut first_call) = (0, 0.0, None);
-    let status = loop {
-        if let Some(kib) = peak_rss_kib(pid) {
-            peak_kib = peak_kib.max(kib);
-        }
-        if let Some(c) = cpu_secs(pid) {
-            cpu = c;
-        }
-        if first_call.is_none() && mock_requests(mock_port).await.is_some_and(|n| n > 0) {
-            first_call = Some(started.elapsed());
-        }
-        tokio::select! {
-            status = child.wait() => break status?,
-            _ = tokio::time::sleep(Duration::from_millis(if first_call.is_none() { 5 } else { 25 })) => {}
-        }
-    };
-    Ok(CliRun {
-        wall: started.elapsed(),
-        first_call,
-        peak_kib,
-        cpu_secs: cpu,
-        exit: status.code().unwrap_or(-1),
-    })
-}
-
-/// Submits the suite, follows the run to its end, returns the time from
-/// submit to the final event and the run's summary.
-async fn drive(
-    args: &E2eArgs,
-    mock_url: &str,
-    gateway_port: u16,
-) -> anyhow::Result<(Duration, v1::RunSummary)> {
-    // The CLI's own client: the suite streams in chunks, so its size is
-    // bounded by gateway.max_suite_bytes, not by one message.
-    let mut gateway = Gateway::new(
-        client::connect(&format!("http://127.0.0.1:{gateway_port}")).await?,
-        client::limits(&gauntlet_config::load(None, std::env::vars())?, false),
-    );
-    let text = suite(args.cases, mock_url, args.yaml);
-    let started = Instant::now();
-    let submitted = gateway
-        .submit(
-            text,
-            if args.yaml {
-                v1::SuiteFormat::Yaml
-            } else {
-                v1::SuiteFormat::Json
-            },
-            v1::RunOptions {
-                max_concurrency: args.concurrency,
-                no_cache: true,
-                ..Default::default()
-            },
-        )
-        .await
-        .context("submit")?;
-    let mut runs = gateway.runs.clone();
-    let mut stream = runs
-        .watch_run(v1::WatchRunRequest {
-            run_id: submitted.run_id.clone(),
-        })
-        .await?
-        .into_inner();
-    while let Some(p) = stream.next().await {
-        let p = p?;
-        if v1::RunStatus::is_terminal_value(p.status) {
-            break;
+    let missing = instances::missing_programs(&kinds);
+    anyhow::ensure!(missing.is_empty(), "not installed: {}", missing.join(", "));
+    let dir = procs::bin_dir(args.bin_dir.clone())?;
+    let mut opts = FaultOptions::new(procs::binary(&dir, "gauntlet")?, args.tasks);
+    opts.concurrency = args.concurrency;
+    opts.latency_ms = args.latency_ms;
+    opts.fault_at = args.fault_at;
+    opts.down = args.down;
+    opts.outage = args.outage;
+    opts.storm = args.storm;
+    opts.deadline = args.deadline;
+    opts.log = args.log.clone();
+    let mut outcomes = Vec::new();
+    let mut all_ok = true;
+    for scenario in list {
+        eprintln!("fault scenario {} ({} tasks)…", scenario.name(), args.tasks);
+        match fault::run(scenario, &opts).await {
+            Ok(o) => {
+                if !o.passed() {
+                    all_ok = false;
+                    eprintln!("{} FAILED:\n{}\n{}", scenario.name(), o.failures(), o.logs);
+                }
+                outcomes.push(o);
+            }
+            Err(e) => {
+                all_ok = false;
+                eprintln!("{} could not run: {e:#}", scenario.name());
+            }
         }
     }
-    let elapsed = started.elapsed();
-    let summary = gateway
-        .analytics
-        .get_run_summary(v1::GetRunSummaryRequest {
-            run_id: submitted.run_id,
-        })
-        .await?
-        .into_inner();
-    Ok((elapsed, summary))
+    println!("{}", fault::table(&outcomes));
+    Ok(all_ok)
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Runtime::new()?;
-    match Cli::parse() {
-        Cli::E2e(args) => runtime.block_on(e2e(args)),
-    }
+    let ok = match Cli::parse() {
+        Cli::E2e(args) => runtime.block_on(e2e::run(args)).map(|()| true),
+        Cli::Load(Load::Api(args)) => runtime.block_on(load::api::run(args)).map(|()| true),
+        Cli::Load(Load::ManyRuns(args)) => {
+            runtime.block_on(load::runs::many_runs(args)).map(|()| true)
+        }
+        Cli::Load(Load::Spike(args)) => runtime.block_on(load::runs::spike(args)).map(|()| true),
+        Cli::Load(Load::Soak(args)) => runtime.block_on(load::soak::run(args)).map(|()| true),
+        Cli::Fault(args) => runtime.block_on(fault_suite(args)),
+    }?;
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }

@@ -110,8 +110,9 @@ pub struct RunRecord {
     pub finished_at: Option<DateTime<Utc>>,
     /// Why the run ended as it did; empty unless it `failed`.
     pub status_reason: String,
-    /// Its last sign of life: created, a result stored, its missing work
-    /// re-driven. What the reconciler measures staleness from.
+    /// Its last sign of life: created, a result stored (Postgres moves it
+    /// at most once a second, to keep the run's counter updates HOT), its
+    /// missing work re-driven. What the reconciler measures staleness from.
     pub active_at: DateTime<Utc>,
     /// How many times its missing work was re-driven,
     pub redrives: i32,

@@ -462,6 +462,9 @@ impl Store for PgStore {
         // would wait on the key-share locks other batches' inserts hold and
         // deadlock with overlapping batches); `finished_at` is the moment of the update itself
         // (`clock_timestamp`), not the start of the transaction.
+        // `active_at` (indexed, for the reconciler) moves at most once a
+        // second: an update that leaves every indexed column alone stays a
+        // HOT update, and this row is updated by every write of the run.
         let row = sqlx::query(&format!(
             "WITH prev AS (SELECT status AS prev_status FROM runs WHERE id = $1 FOR NO KEY UPDATE) \
              UPDATE runs SET \
@@ -473,7 +476,8 @@ impl Store for PgStore {
                started_at = COALESCE(started_at, now()), \
                finished_at = CASE WHEN finished_at IS NULL AND completed_tasks + $2 >= total_tasks \
                                   THEN clock_timestamp() ELSE finished_at END, \
-               active_at = CASE WHEN $2 > 0 THEN clock_timestamp() ELSE active_at END \
+               active_at = CASE WHEN $2 > 0 AND active_at < clock_timestamp() - interval '1 second' \
+                                THEN clock_timestamp() ELSE active_at END \
              FROM prev WHERE id = $1 RETURNING {RUN_COLUMNS}, prev.prev_status"
         ))
         .bind(run_id)

@@ -813,6 +813,8 @@ async fn stale_runs_are_unfinished_runs_quiet_since_before(store: Arc<dyn Store>
 
 async fn a_stored_result_makes_a_run_active_again(store: Arc<dyn Store>) {
     let run = store.create_run(new_run(3)).await.unwrap();
+    // `active_at` may trail the last stored result by up to a second.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
     let cutoff = a_moment_later().await;
     let out = store
         .insert_results(run.id, &[result(0, ResultStatus::Pass)])

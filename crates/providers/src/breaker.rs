@@ -168,10 +168,19 @@ impl CircuitBreaker {
                 inner.state = State::HalfOpen { probing: true };
                 true
             }
-            State::Open { .. } | State::HalfOpen { probing: true } => {
+            State::Open { until } => {
                 return Err(ProviderError::CircuitOpen {
                     endpoint: self.endpoint.clone(),
                     reason: inner.last_failure.clone(),
+                    retry_in: until.saturating_duration_since(Instant::now()),
+                });
+            }
+            // The probe decides; until it does, come back in a second.
+            State::HalfOpen { probing: true } => {
+                return Err(ProviderError::CircuitOpen {
+                    endpoint: self.endpoint.clone(),
+                    reason: inner.last_failure.clone(),
+                    retry_in: Duration::from_secs(1),
                 });
             }
         };

@@ -36,9 +36,15 @@ pub enum ProviderError {
     #[error("unsupported provider: {0}")]
     Unsupported(String),
     /// The endpoint's circuit breaker is open: recent calls failed, so this one
-    /// was not sent. `reason` is the failure that opened it.
+    /// was not sent. `reason` is the failure that opened it; `retry_in`, how
+    /// long until the breaker lets a probe through (a caller that can hand
+    /// its work back, as the worker does, waits that long rather than fail).
     #[error("circuit breaker open for {endpoint} after repeated failures (last: {reason})")]
-    CircuitOpen { endpoint: String, reason: String },
+    CircuitOpen {
+        endpoint: String,
+        reason: String,
+        retry_in: Duration,
+    },
 }
 
 fn retry_after_text(retry_after: Option<Duration>) -> String {
@@ -70,6 +76,7 @@ impl ProviderError {
         match self {
             Self::RateLimited { retry_after, .. } => *retry_after,
             Self::Unavailable { retry_after, .. } => Some(*retry_after),
+            Self::CircuitOpen { retry_in, .. } => Some(*retry_in),
             _ => None,
         }
     }
@@ -155,6 +162,7 @@ mod tests {
             ProviderError::CircuitOpen {
                 endpoint: "http://x".into(),
                 reason: "HTTP 500".into(),
+                retry_in: Duration::from_secs(30),
             },
         ] {
             assert!(!e.is_retryable(), "{e}");

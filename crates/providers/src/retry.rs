@@ -86,10 +86,14 @@ pub async fn deferring<F: Future>(min_wait: Duration, call: F) -> F::Output {
     DEFER_WAITS_FROM.scope(min_wait, call).await
 }
 
-/// Whether `err` asks for a wait the caller chose to defer (see [`deferring`]).
+/// Whether `err` asks for a wait the caller chose to defer (see
+/// [`deferring`]): one of at least the caller's minimum, or an open circuit
+/// breaker (whose wait ends when it lets a probe through; failing the work
+/// instead would turn a short outage into an error for every task).
 pub fn is_deferred(err: &ProviderError) -> bool {
+    let open = matches!(err, ProviderError::CircuitOpen { .. });
     err.retry_after()
-        .is_some_and(|wait| DEFER_WAITS_FROM.try_with(|min| wait >= *min) == Ok(true))
+        .is_some_and(|wait| DEFER_WAITS_FROM.try_with(|min| open || wait >= *min) == Ok(true))
 }
 
 /// Runs `op` (given the 1-based attempt number) until it succeeds, fails with
@@ -384,6 +388,34 @@ mod tests {
             !is_deferred(&long()),
             "outside `deferring` nothing is deferred"
         );
+    }
+
+    #[tokio::test]
+    async fn a_deferring_caller_gets_an_open_circuit_back_with_its_wait() {
+        let open = |retry_in| ProviderError::CircuitOpen {
+            endpoint: "http://x".into(),
+            reason: "HTTP 500".into(),
+            retry_in,
+        };
+        let calls = AtomicU32::new(0);
+        let err = deferring(
+            Duration::from_secs(1),
+            call_with_retry(&policy(), |_| {
+                calls.fetch_add(1, Ordering::SeqCst);
+                async { Err::<(), _>(open(Duration::from_millis(200))) }
+            }),
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        assert_eq!(err.retry_after(), Some(Duration::from_millis(200)));
+        // Even a wait shorter than the caller's minimum: the breaker, not
+        // the provider, refused, and failing would make the task an error.
+        assert!(
+            deferring(Duration::from_secs(1), async { is_deferred(&err) }).await,
+            "an open circuit is handed back"
+        );
+        assert!(!is_deferred(&open(Duration::from_secs(30))));
     }
 
     #[tokio::test(start_paused = true)]

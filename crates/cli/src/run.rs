@@ -119,8 +119,7 @@ pub async fn run(args: RunArgs, config: GauntletConfig) -> anyhow::Result<i32> {
         }
     };
     debug!(elapsed_ms = ms(), "connected");
-    let mut runs_client = gateway.runs.clone();
-    let runs = &mut runs_client;
+    let runs = &mut gateway.runs.clone();
     let mut analytics = gateway.analytics.clone();
 
     let submitted = gateway
@@ -208,9 +207,6 @@ pub async fn run(args: RunArgs, config: GauntletConfig) -> anyhow::Result<i32> {
     }
     println!("run id: {run_id}");
     if let Some(stack) = stack {
-        // Our connection closed first: the servers' graceful shutdown then
-        // has no client to wait for.
-        drop((runs_client, analytics, gateway));
         stack.stop().await;
         debug!(elapsed_ms = ms(), "embedded stack stopped");
     }

@@ -21,7 +21,10 @@ use serde_yaml_ng::{Mapping, Value as Yaml};
 pub use self::expansion::MAX_TESTS;
 use crate::{error::SuiteError, js, suite::Suite, template::PromptRenderer};
 
-pub use normalized::{parse_normalized, to_normalized_json};
+pub use normalized::{
+    NormalizedLines, normalized_header_line, normalized_test_line, parse_normalized,
+    to_normalized_json,
+};
 
 /// Line and column (1-based) in a suite's YAML or JSON `text` of the field
 /// at `path` (`providers[1].id`), or of its nearest ancestor found there.

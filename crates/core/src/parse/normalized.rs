@@ -9,7 +9,7 @@
 use crate::{
     error::SuiteError,
     parse::cases,
-    suite::{Assertion, AssertionKind, Suite},
+    suite::{Assertion, AssertionKind, Suite, TestCase},
     template::PromptRenderer,
 };
 
@@ -34,40 +34,130 @@ pub fn to_normalized_json(suite: &Suite) -> String {
 }
 
 fn check(suite: &mut Suite) -> Result<(), SuiteError> {
-    if suite.prompts.is_empty() {
-        return Err(SuiteError::at(
-            "prompts",
-            "the suite needs at least one prompt",
-        ));
+    let tests = std::mem::take(&mut suite.tests);
+    let mut lines = NormalizedLines::from_header(std::mem::replace(
+        suite,
+        Suite {
+            description: None,
+            prompts: Vec::new(),
+            providers: Vec::new(),
+            tests: Vec::new(),
+            env: Default::default(),
+            max_concurrency: None,
+            repeat: None,
+        },
+    ))?;
+    let mut checked = Vec::with_capacity(tests.len());
+    for test in tests {
+        checked.push(lines.check_test(test)?);
     }
-    if suite.providers.is_empty() {
-        return Err(SuiteError::at(
-            "providers",
-            "the suite needs at least one provider",
-        ));
-    }
-    if suite.tests.is_empty() {
-        return Err(SuiteError::at("tests", "the suite needs at least one test"));
-    }
-    if suite.tests.len() > cases::MAX_TESTS || u32::try_from(suite.prompts.len()).is_err() {
-        return Err(SuiteError::at(
-            "tests",
-            format!(
-                "{} test cases is more than the limit of {}",
-                suite.tests.len(),
-                cases::MAX_TESTS
-            ),
-        ));
-    }
-    for (i, p) in suite.providers.iter().enumerate() {
-        if p.id.trim().is_empty() {
-            return Err(SuiteError::at(format!("providers[{i}].id"), "is empty"));
+    *suite = lines.finish()?;
+    suite.tests = checked;
+    Ok(())
+}
+
+/// The first line of [`SuiteFormat::NormalizedJsonLines`]: `header` is a
+/// suite whose tests travel on the lines after it, so its own `tests` is
+/// empty.
+pub fn normalized_header_line(header: &Suite) -> String {
+    debug_assert!(header.tests.is_empty(), "the header carries no tests");
+    serde_json::to_string(header).expect("a suite always encodes as JSON")
+}
+
+/// One test line of the normalized JSON lines form.
+pub fn normalized_test_line(test: &TestCase) -> String {
+    serde_json::to_string(test).expect("a test case always encodes as JSON")
+}
+
+/// Reads the normalized JSON lines form a line at a time, checking each
+/// test as [`parse_normalized`] does, so a suite of any size is read
+/// without holding it: the header first ([`NormalizedLines::header`]),
+/// then every test line ([`NormalizedLines::test`]), then
+/// [`NormalizedLines::finish`]. Errors name the test's index
+/// (`tests[41].vars`) and, for a line that is not a test, its line number.
+#[derive(Debug)]
+pub struct NormalizedLines {
+    header: Suite,
+    /// `(prompt, var)` for every var some prompt uses.
+    required: Vec<(usize, String)>,
+    tests: usize,
+}
+
+impl NormalizedLines {
+    /// Reads and checks the first line.
+    pub fn header(line: &str) -> Result<Self, SuiteError> {
+        let header: Suite = serde_json::from_str(line).map_err(|err| {
+            SuiteError::syntax(
+                Some(1),
+                Some(err.column()),
+                format!("invalid normalized suite header: {err}"),
+            )
+        })?;
+        if !header.tests.is_empty() {
+            return Err(SuiteError::at(
+                "tests",
+                "the header line carries no tests; send each on a line of its own",
+            ));
         }
+        Self::from_header(header)
     }
-    let renderer = PromptRenderer::new(suite)?;
-    for k in 0..suite.prompts.len() {
-        for var in renderer.variables(k) {
-            if let Some(i) = suite.tests.iter().position(|t| !t.vars.contains_key(&var)) {
+
+    fn from_header(header: Suite) -> Result<Self, SuiteError> {
+        if header.prompts.is_empty() {
+            return Err(SuiteError::at(
+                "prompts",
+                "the suite needs at least one prompt",
+            ));
+        }
+        if header.providers.is_empty() {
+            return Err(SuiteError::at(
+                "providers",
+                "the suite needs at least one provider",
+            ));
+        }
+        if u32::try_from(header.prompts.len()).is_err() {
+            return Err(SuiteError::at("prompts", "too many prompts"));
+        }
+        for (i, p) in header.providers.iter().enumerate() {
+            if p.id.trim().is_empty() {
+                return Err(SuiteError::at(format!("providers[{i}].id"), "is empty"));
+            }
+        }
+        let renderer = PromptRenderer::new(&header)?;
+        let required = (0..header.prompts.len())
+            .flat_map(|k| renderer.variables(k).into_iter().map(move |v| (k, v)))
+            .collect();
+        Ok(Self {
+            header,
+            required,
+            tests: 0,
+        })
+    }
+
+    /// Reads and checks the next test line; `line_number` (1-based, the
+    /// header being line 1) is named if the line is not a test case.
+    pub fn test(&mut self, line: &str, line_number: usize) -> Result<TestCase, SuiteError> {
+        let test: TestCase = serde_json::from_str(line).map_err(|err| {
+            let mut e = SuiteError::at(
+                format!("tests[{}]", self.tests),
+                format!("invalid normalized test: {err}"),
+            );
+            (e.line, e.column) = (Some(line_number), Some(err.column()));
+            e
+        })?;
+        self.check_test(test)
+    }
+
+    fn check_test(&mut self, mut test: TestCase) -> Result<TestCase, SuiteError> {
+        let i = self.tests;
+        if i >= cases::MAX_TESTS {
+            return Err(SuiteError::at(
+                "tests",
+                format!("more than the limit of {} test cases", cases::MAX_TESTS),
+            ));
+        }
+        for (k, var) in &self.required {
+            if !test.vars.contains_key(var) {
                 return Err(SuiteError::at(
                     format!("tests[{i}].vars"),
                     format!(
@@ -76,8 +166,6 @@ fn check(suite: &mut Suite) -> Result<(), SuiteError> {
                 ));
             }
         }
-    }
-    for (i, test) in suite.tests.iter_mut().enumerate() {
         if let Some(t) = test.threshold
             && !t.is_finite()
         {
@@ -89,8 +177,27 @@ fn check(suite: &mut Suite) -> Result<(), SuiteError> {
         for (k, assertion) in test.assert.iter_mut().enumerate() {
             check_assertion(assertion, &format!("tests[{i}].assert[{k}]"))?;
         }
+        self.tests += 1;
+        Ok(test)
     }
-    Ok(())
+
+    /// Test lines read so far.
+    pub fn tests(&self) -> usize {
+        self.tests
+    }
+
+    /// The header, once every test is read: a suite needs at least one.
+    pub fn finish(self) -> Result<Suite, SuiteError> {
+        if self.tests == 0 {
+            return Err(SuiteError::at("tests", "the suite needs at least one test"));
+        }
+        Ok(self.header)
+    }
+
+    /// The header, read so far.
+    pub fn suite(&self) -> &Suite {
+        &self.header
+    }
 }
 
 fn check_assertion(assertion: &mut Assertion, path: &str) -> Result<(), SuiteError> {

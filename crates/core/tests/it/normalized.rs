@@ -5,7 +5,11 @@
 //! options, scenarios, prompt configs, provider configs with any float).
 
 use gauntlet_core::{
-    AssertionKind, Suite, SuiteFormat, parse::parse_normalized, parse::to_normalized_json,
+    AssertionKind, Suite, SuiteFormat,
+    parse::{
+        NormalizedLines, normalized_header_line, normalized_test_line, parse_normalized,
+        to_normalized_json,
+    },
     parse_suite,
 };
 use proptest::prelude::*;
@@ -217,7 +221,67 @@ proptest! {
         prop_assert_eq!(&back, &suite);
         // And the encoding is stable: a second trip changes nothing.
         prop_assert_eq!(to_normalized_json(&back), normalized);
+
+        // The JSON lines form (large suites, a test at a time) reads back
+        // the identical suite too.
+        let back = read_lines(&lines(&suite))
+            .unwrap_or_else(|e| panic!("normalized lines refused: {e}"));
+        prop_assert_eq!(&back, &suite);
     }
+}
+
+/// `suite` in the normalized JSON lines form.
+fn lines(suite: &Suite) -> String {
+    let header = Suite {
+        tests: Vec::new(),
+        ..suite.clone()
+    };
+    let mut text = normalized_header_line(&header);
+    for test in &suite.tests {
+        text.push('\n');
+        text.push_str(&normalized_test_line(test));
+    }
+    text
+}
+
+fn read_lines(text: &str) -> Result<Suite, gauntlet_core::SuiteError> {
+    let mut lines = text.lines();
+    let mut reader = NormalizedLines::header(lines.next().unwrap_or_default())?;
+    let mut tests = Vec::new();
+    for (i, line) in lines.enumerate() {
+        tests.push(reader.test(line, i + 2)?);
+    }
+    let mut suite = reader.finish()?;
+    suite.tests = tests;
+    Ok(suite)
+}
+
+#[test]
+fn normalized_lines_are_checked_a_test_at_a_time() {
+    let suite = parse_suite(
+        "prompts: ['{{q}}']\nproviders: [echo]\ntests:\n  - vars: {q: a}\n  - vars: {q: b}\n",
+        SuiteFormat::Yaml,
+    )
+    .unwrap();
+    let text = lines(&suite);
+    assert_eq!(read_lines(&text).unwrap(), suite);
+
+    // A test missing a prompt's var is named by its index.
+    let bad = text.replace("{\"q\":\"b\"}", "{\"r\":\"b\"}");
+    let err = read_lines(&bad).unwrap_err();
+    assert_eq!(err.path, "tests[1].vars", "{err}");
+    // A line that is not a test names its line.
+    let err = read_lines(&format!("{text}\n[1, 2]")).unwrap_err();
+    assert_eq!(
+        (err.path.as_str(), err.line),
+        ("tests[2]", Some(4)),
+        "{err}"
+    );
+    // No test at all, or tests inside the header, are refused.
+    let header = text.lines().next().unwrap();
+    assert_eq!(read_lines(header).unwrap_err().path, "tests");
+    let err = NormalizedLines::header(&to_normalized_json(&suite)).unwrap_err();
+    assert_eq!(err.path, "tests", "{err}");
 }
 
 #[test]

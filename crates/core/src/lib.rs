@@ -12,7 +12,10 @@ pub mod template;
 
 pub use error::{SuiteError, TemplateError};
 pub use grading::{AssertionOutcome, Grade, ProviderOutput, grade};
-pub use parse::{FileResolver, NoFiles, SuiteFormat, parse_suite, parse_suite_with};
+pub use parse::{
+    FileResolver, NoFiles, SuiteFormat, SuiteStream, parse_suite, parse_suite_stream,
+    parse_suite_with,
+};
 pub use stats::{LatencySummary, pass_rate, percentile};
 pub use suite::{Assertion, AssertionKind, Prompt, ProviderSpec, Suite, TaskCoord, TestCase};
 pub use template::PromptRenderer;

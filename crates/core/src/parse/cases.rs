@@ -11,9 +11,11 @@ use serde_yaml_ng::Value as Yaml;
 
 use super::{
     Files, csv, entries,
-    expansion::{self, Combinations, TestBudget},
-    expect_map, expect_str, extension, file_path, join, kind, optional_bool, optional_number,
-    optional_string, parse_yaml, to_json, unknown_key_message, with_origin,
+    expansion::{self, TestBudget},
+    expect_map, expect_str, extension, file_path,
+    items::{JsonItems, YamlItems},
+    join, kind, optional_bool, optional_number, optional_string, parse_yaml, to_json,
+    unknown_key_message, with_origin,
 };
 use crate::{
     error::SuiteError,
@@ -105,111 +107,300 @@ pub(super) fn parse_default(value: Option<&Yaml>, files: &Files) -> Result<RawTe
     }
 }
 
-/// A suite's `tests`: a YAML value, or the items of a JSON array still as
-/// text (each is read into a tree only when its turn comes).
+/// A suite's `tests`: a YAML value, or the items of an inline list still
+/// as text (each is read into a tree only when its turn comes).
 pub(super) enum TestsValue<'a> {
     Yaml(Yaml),
-    JsonItems(Vec<&'a serde_json::value::RawValue>),
+    JsonItems(JsonItems<'a>),
+    YamlItems(YamlItems<'a>),
 }
 
-/// Takes the tests by value: each is dropped once parsed, so a large suite's
-/// tests never all exist as a document tree and as tests at once. Each test
-/// claims its var combinations from `budget` as it is read.
-pub(super) fn parse_tests(
-    value: Option<TestsValue<'_>>,
-    default: &RawTest,
-    files: &Files,
-    budget: &mut TestBudget,
-) -> Result<Vec<SourceTest>, SuiteError> {
-    let value = value
-        .ok_or_else(|| SuiteError::at("tests", "missing; the suite needs at least one test"))?;
-    let mut out = Vec::new();
-    let push =
-        |doc: &Yaml, origin: Option<String>, out: &mut Vec<SourceTest>, budget: &mut TestBudget| {
-            let path = format!("tests[{}]", out.len());
-            let raw = parse_test(doc, &path, false, files)
-                .map_err(|e| with_origin(e, origin.as_deref()))?;
-            let source = merge(path, origin, raw, default);
-            claim(&source, budget)?;
-            out.push(source);
-            Ok::<(), SuiteError>(())
-        };
-    let item = |i: usize, item: Yaml, out: &mut Vec<SourceTest>, budget: &mut TestBudget| {
-        match item {
-            Yaml::String(reference) => {
-                for (doc, origin) in load_tests_file(&reference, &format!("tests[{i}]"), files)? {
-                    push(&doc, Some(origin), out, budget)?;
-                }
-            }
-            Yaml::Mapping(_) => push(&item, None, out, budget)?,
-            other => {
-                return Err(SuiteError::at(
-                    format!("tests[{i}]"),
-                    format!(
-                        "expected a test (a mapping) or a file reference, found {}",
-                        kind(&other)
-                    ),
-                ));
-            }
+impl TestsValue<'_> {
+    /// `tests: []`, which scenarios may stand in for.
+    pub(super) fn is_empty_list(&self) -> bool {
+        match self {
+            TestsValue::Yaml(Yaml::Sequence(items)) => items.is_empty(),
+            TestsValue::Yaml(_) => false,
+            TestsValue::JsonItems(items) => items.clone().next().is_none(),
+            TestsValue::YamlItems(items) => items.is_empty(),
         }
-        Ok(())
-    };
-    match value {
-        TestsValue::JsonItems(items) => {
-            out.reserve(items.len());
-            for (i, raw) in items.into_iter().enumerate() {
-                let value: Yaml = serde_json::from_str(raw.get())
-                    .map_err(|e| SuiteError::at(format!("tests[{i}]"), e.to_string()))?;
-                item(i, value, &mut out, budget)?;
-            }
+    }
+}
+
+/// The items of `tests`, one at a time.
+enum TestItems<'a> {
+    Tree(std::vec::IntoIter<Yaml>),
+    Json(JsonItems<'a>),
+    Yaml(YamlItems<'a>),
+}
+
+impl TestItems<'_> {
+    /// Item `i`, read into a tree.
+    fn next(&mut self, i: usize) -> Option<Result<Yaml, SuiteError>> {
+        match self {
+            TestItems::Tree(items) => items.next().map(Ok),
+            TestItems::Json(items) => items.next().map(|raw| {
+                serde_json::from_str(raw)
+                    .map_err(|e| SuiteError::at(format!("tests[{i}]"), e.to_string()))
+            }),
+            TestItems::Yaml(items) => items.next(),
         }
-        TestsValue::Yaml(Yaml::String(reference)) => {
-            for (doc, origin) in load_tests_file(&reference, "tests", files)? {
-                push(&doc, Some(origin), &mut out, budget)?;
+    }
+}
+
+enum Phase<'a> {
+    /// Neither `tests` nor `scenarios`.
+    Missing,
+    /// `tests` of another kind than a list or a file.
+    Invalid(SuiteError),
+    Tests(TestItems<'a>),
+    Scenarios(Box<Scenarios>),
+    Done,
+}
+
+/// A suite's test sources (each test as written, `defaultTest` merged in),
+/// in order: the items of `tests`, a file's rows in turn, then the
+/// scenarios' products. Each is read only when asked for, and claims its
+/// var combinations from the suite's budget as it is read, so an oversized
+/// suite is refused before its tests exist, and a large one never exists
+/// whole.
+pub(super) struct Sources<'a> {
+    files: Files<'a>,
+    default: RawTest,
+    budget: TestBudget,
+    phase: Phase<'a>,
+    /// The file of `tests` (or of one of its items) being read.
+    file: Option<FileItems<'a>>,
+    scenarios: Option<Yaml>,
+    /// Items of `tests` read so far.
+    items: usize,
+    /// Whether `tests` must yield a test (scenarios stand in for none).
+    require_tests: bool,
+    /// Sources produced by `tests` (they are named `tests[n]`) and in all.
+    from_tests: usize,
+    produced: usize,
+    done: bool,
+}
+
+impl<'a> Sources<'a> {
+    pub(super) fn new(
+        tests: Option<TestsValue<'a>>,
+        scenarios: Option<Yaml>,
+        default: RawTest,
+        files: Files<'a>,
+        budget: TestBudget,
+    ) -> Self {
+        // promptfoo runs a suite's scenarios after its tests; with
+        // scenarios, `tests` may be left out (or empty).
+        let skip_tests =
+            scenarios.is_some() && tests.as_ref().is_none_or(TestsValue::is_empty_list);
+        let mut file = None;
+        let phase = match tests {
+            _ if skip_tests => Phase::Tests(TestItems::Tree(Vec::new().into_iter())),
+            None => Phase::Missing,
+            Some(TestsValue::JsonItems(items)) => Phase::Tests(TestItems::Json(items)),
+            Some(TestsValue::YamlItems(items)) => Phase::Tests(TestItems::Yaml(items)),
+            Some(TestsValue::Yaml(Yaml::Sequence(items))) => {
+                Phase::Tests(TestItems::Tree(items.into_iter()))
             }
-        }
-        TestsValue::Yaml(Yaml::Sequence(items)) => {
-            out.reserve(items.len());
-            for (i, value) in items.into_iter().enumerate() {
-                item(i, value, &mut out, budget)?;
+            Some(TestsValue::Yaml(Yaml::String(reference))) => {
+                file = Some(FileItems::new(reference, "tests".to_owned(), files));
+                Phase::Tests(TestItems::Tree(Vec::new().into_iter()))
             }
-        }
-        TestsValue::Yaml(Yaml::Null) => {}
-        TestsValue::Yaml(other) => {
-            return Err(SuiteError::at(
+            Some(TestsValue::Yaml(Yaml::Null)) => {
+                Phase::Tests(TestItems::Tree(Vec::new().into_iter()))
+            }
+            Some(TestsValue::Yaml(other)) => Phase::Invalid(SuiteError::at(
                 "tests",
                 format!("expected a list of tests, found {}", kind(&other)),
-            ));
+            )),
+        };
+        Self {
+            files,
+            default,
+            budget,
+            phase,
+            file,
+            scenarios,
+            items: 0,
+            require_tests: !skip_tests,
+            from_tests: 0,
+            produced: 0,
+            done: false,
         }
     }
-    if out.is_empty() {
-        return Err(SuiteError::at("tests", "the suite needs at least one test"));
+
+    /// A test of `tests` (or a row of its files), parsed and claimed.
+    fn read_test(&mut self, doc: &Yaml, origin: Option<String>) -> Result<SourceTest, SuiteError> {
+        let path = format!("tests[{}]", self.from_tests);
+        let raw = parse_test(doc, &path, false, &self.files)
+            .map_err(|e| with_origin(e, origin.as_deref()))?;
+        let source = merge(path, origin, raw, &self.default);
+        claim(&source, &mut self.budget)?;
+        self.from_tests += 1;
+        Ok(source)
     }
-    Ok(out)
+
+    fn advance(&mut self) -> Option<Result<SourceTest, SuiteError>> {
+        loop {
+            if let Some(file) = &mut self.file {
+                match file.next() {
+                    Some(Ok((doc, origin))) => return Some(self.read_test(&doc, Some(origin))),
+                    Some(Err(err)) => return Some(Err(err)),
+                    None => self.file = None,
+                }
+            }
+            match &mut self.phase {
+                Phase::Missing => {
+                    return Some(Err(SuiteError::at(
+                        "tests",
+                        "missing; the suite needs at least one test",
+                    )));
+                }
+                Phase::Invalid(err) => return Some(Err(err.clone())),
+                Phase::Tests(items) => {
+                    let i = self.items;
+                    match items.next(i) {
+                        Some(Ok(item)) => {
+                            self.items += 1;
+                            match item {
+                                Yaml::String(reference) => {
+                                    self.file = Some(FileItems::new(
+                                        reference,
+                                        format!("tests[{i}]"),
+                                        self.files,
+                                    ));
+                                }
+                                Yaml::Mapping(_) => return Some(self.read_test(&item, None)),
+                                other => {
+                                    return Some(Err(SuiteError::at(
+                                        format!("tests[{i}]"),
+                                        format!(
+                                            "expected a test (a mapping) or a file reference, found {}",
+                                            kind(&other)
+                                        ),
+                                    )));
+                                }
+                            }
+                        }
+                        Some(Err(err)) => return Some(Err(err)),
+                        None => {
+                            if self.require_tests && self.from_tests == 0 {
+                                return Some(Err(SuiteError::at(
+                                    "tests",
+                                    "the suite needs at least one test",
+                                )));
+                            }
+                            self.phase = match self.scenarios.take() {
+                                Some(value) => match Scenarios::new(value) {
+                                    Ok(scenarios) => Phase::Scenarios(Box::new(scenarios)),
+                                    Err(err) => return Some(Err(err)),
+                                },
+                                None => Phase::Done,
+                            };
+                        }
+                    }
+                }
+                Phase::Scenarios(scenarios) => {
+                    match scenarios.next(&self.default, &self.files, &mut self.budget) {
+                        Some(source) => return Some(source),
+                        None => {
+                            self.phase = Phase::Done;
+                            if self.produced == 0 {
+                                return Some(Err(SuiteError::at(
+                                    "scenarios",
+                                    "the suite needs at least one test or scenario",
+                                )));
+                            }
+                        }
+                    }
+                }
+                Phase::Done => return None,
+            }
+        }
+    }
+}
+
+impl Iterator for Sources<'_> {
+    type Item = Result<SourceTest, SuiteError>;
+
+    /// Ends after the first error.
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.done {
+            return None;
+        }
+        let next = self.advance();
+        match &next {
+            Some(Ok(_)) => self.produced += 1,
+            _ => self.done = true,
+        }
+        next
+    }
 }
 
 /// promptfoo's `scenarios`: each scenario runs every test of its `tests`
 /// (one empty test when absent) once per entry of its `config`, the entry's
-/// vars, assertions and metadata under the test's own. The product is
-/// counted against `budget` before any of it is built.
-pub(super) fn parse_scenarios(
-    value: &Yaml,
-    default: &RawTest,
-    files: &Files,
-    budget: &mut TestBudget,
-) -> Result<Vec<SourceTest>, SuiteError> {
-    let items = match value {
-        Yaml::Null => return Ok(Vec::new()),
-        Yaml::Sequence(items) => items,
-        other => {
-            return Err(SuiteError::at(
-                "scenarios",
-                format!("expected a list of scenarios, found {}", kind(other)),
-            ));
+/// vars, assertions and metadata under the test's own. Each scenario's
+/// product is counted against the budget before any of it is built, then
+/// built one test at a time.
+struct Scenarios {
+    items: std::iter::Enumerate<std::vec::IntoIter<Yaml>>,
+    current: Option<Scenario>,
+}
+
+struct Scenario {
+    path: String,
+    configs: Vec<Yaml>,
+    /// Each test's path, mapping and file.
+    tests: Vec<(String, Yaml, Option<String>)>,
+    /// The next config entry and test, and the entry, parsed.
+    config: usize,
+    test: usize,
+    data: Option<RawTest>,
+}
+
+impl Scenarios {
+    fn new(value: Yaml) -> Result<Self, SuiteError> {
+        let items = match value {
+            Yaml::Null => Vec::new(),
+            Yaml::Sequence(items) => items,
+            other => {
+                return Err(SuiteError::at(
+                    "scenarios",
+                    format!("expected a list of scenarios, found {}", kind(&other)),
+                ));
+            }
+        };
+        Ok(Self {
+            items: items.into_iter().enumerate(),
+            current: None,
+        })
+    }
+
+    fn next(
+        &mut self,
+        default: &RawTest,
+        files: &Files,
+        budget: &mut TestBudget,
+    ) -> Option<Result<SourceTest, SuiteError>> {
+        loop {
+            if let Some(scenario) = &mut self.current {
+                match scenario.next(default, files, budget) {
+                    Some(source) => return Some(source),
+                    None => self.current = None,
+                }
+            }
+            let (i, item) = self.items.next()?;
+            match Scenario::open(i, &item, files, budget) {
+                Ok(scenario) => self.current = Some(scenario),
+                Err(err) => return Some(Err(err)),
+            }
         }
-    };
-    let mut out = Vec::new();
-    for (i, item) in items.iter().enumerate() {
+    }
+}
+
+impl Scenario {
+    fn open(i: usize, item: &Yaml, files: &Files, budget: &TestBudget) -> Result<Self, SuiteError> {
         let spath = format!("scenarios[{i}]");
         let mut configs = None;
         let mut tests = Vec::new();
@@ -220,7 +411,7 @@ pub(super) fn parse_scenarios(
                     optional_string(v, &field)?;
                 }
                 "config" => match v {
-                    Yaml::Sequence(list) => configs = Some(list),
+                    Yaml::Sequence(list) => configs = Some(list.clone()),
                     other => {
                         return Err(SuiteError::at(
                             field,
@@ -238,7 +429,9 @@ pub(super) fn parse_scenarios(
                         let tpath = format!("{field}[{j}]");
                         match test {
                             Yaml::String(reference) => {
-                                for (doc, origin) in load_tests_file(reference, &tpath, files)? {
+                                for row in FileItems::new(reference.clone(), tpath.clone(), *files)
+                                {
+                                    let (doc, origin) = row?;
                                     tests.push((tpath.clone(), doc, Some(origin)));
                                 }
                             }
@@ -276,12 +469,35 @@ pub(super) fn parse_scenarios(
                 tests.len()
             ),
         )?;
-        for (k, data) in configs.iter().enumerate() {
-            let cpath = format!("{spath}.config[{k}]");
-            let data = parse_test(data, &cpath, false, files)?;
-            for (tpath, doc, origin) in &tests {
-                let test = parse_test(doc, tpath, false, files)
-                    .map_err(|e| with_origin(e, origin.as_deref()))?;
+        Ok(Self {
+            path: spath,
+            configs,
+            tests,
+            config: 0,
+            test: 0,
+            data: None,
+        })
+    }
+
+    fn next(
+        &mut self,
+        default: &RawTest,
+        files: &Files,
+        budget: &mut TestBudget,
+    ) -> Option<Result<SourceTest, SuiteError>> {
+        let entry = self.configs.get(self.config)?;
+        let cpath = format!("{}.config[{}]", self.path, self.config);
+        let data = match &mut self.data {
+            Some(data) => data,
+            slot @ None => match parse_test(entry, &cpath, false, files) {
+                Ok(data) => slot.insert(data),
+                Err(err) => return Some(Err(err)),
+            },
+        };
+        let (tpath, doc, origin) = &self.tests[self.test];
+        let source = parse_test(doc, tpath, false, files)
+            .map_err(|e| with_origin(e, origin.as_deref()))
+            .and_then(|test| {
                 let mut vars = data.vars.clone();
                 for (name, value) in test.vars {
                     match vars.iter_mut().find(|(n, _)| *n == name) {
@@ -307,11 +523,16 @@ pub(super) fn parse_scenarios(
                 });
                 let source = merge(tpath.clone(), origin, combined, default);
                 claim(&source, budget)?;
-                out.push(source);
-            }
+                Ok(source)
+            });
+        self.test += 1;
+        if self.test == self.tests.len() {
+            self.test = 0;
+            self.config += 1;
+            self.data = None;
         }
+        Some(source)
     }
-    Ok(out)
 }
 
 /// Claims a test's var combinations from `budget`, before any is built.
@@ -773,120 +994,198 @@ fn load_yaml_file(reference: &str, path: &str, files: &Files) -> Result<Yaml, Su
         .map_err(|err| SuiteError::at(path, format!("`{reference}` is not valid YAML/JSON: {err}")))
 }
 
-/// Tests from a `.csv`, `.yaml`/`.yml`/`.json` (a list of tests) or `.jsonl` file.
-fn load_tests_file(
-    reference: &str,
-    path: &str,
-    files: &Files,
-) -> Result<Vec<(Yaml, String)>, SuiteError> {
-    let references = files.expand(reference, path)?;
-    if references.len() != 1 || references[0] != reference {
-        let mut tests = Vec::new();
-        for reference in &references {
-            tests.extend(load_tests_file(reference, path, files)?);
-        }
-        return Ok(tests);
-    }
-    let file = format!("file://{}", file_path(reference));
-    match extension(reference).as_str() {
-        "csv" => {
-            let text = files.read(reference, path)?;
-            let rows = csv::tests_from_csv(&text)
-                .map_err(|err| SuiteError::at(path, format!("`{file}`: {err}")))?;
-            Ok(rows
-                .into_iter()
-                .map(|(row, test)| (test, format!("row {row} of {file}")))
-                .collect())
-        }
-        "jsonl" => {
-            let text = files.read(reference, path)?;
-            text.lines()
-                .enumerate()
-                .filter(|(_, line)| !line.trim().is_empty())
-                .map(|(n, line)| {
-                    serde_json::from_str::<Yaml>(line)
-                        .map(|test| (test, format!("line {} of {file}", n + 1)))
-                        .map_err(|err| {
-                            SuiteError::at(
-                                path,
-                                format!("`{file}` line {}: invalid JSON: {err}", n + 1),
-                            )
-                        })
-                })
-                .collect()
-        }
-        "yaml" | "yml" | "json" => match load_yaml_file(reference, path, files)? {
-            Yaml::Sequence(items) => Ok(items
-                .into_iter()
-                .enumerate()
-                .map(|(i, test)| (test, format!("item {i} of {file}")))
-                .collect()),
-            map @ Yaml::Mapping(_) => Ok(vec![(map, file)]),
-            other => Err(SuiteError::at(
-                path,
-                format!("`{file}` must hold a list of tests, not {}", kind(&other)),
-            )),
-        },
-        other => Err(SuiteError::at(
+/// The tests of a `file://` reference, one record at a time: a `.csv` (a
+/// row each), `.jsonl` (a line each), or `.yaml`/`.yml`/`.json` (a list of
+/// tests, or one test) file, or each file a glob matches in turn. Each
+/// comes with its origin (`row 2 of file://tests.csv`).
+pub(super) struct FileItems<'a> {
+    files: Files<'a>,
+    /// The field the reference is in, for errors.
+    path: String,
+    /// References still to read, the next last.
+    pending: Vec<String>,
+    current: Option<Records>,
+}
+
+enum Records {
+    Csv {
+        rows: csv::CsvTests,
+        file: String,
+    },
+    Jsonl {
+        text: String,
+        /// Byte offset and number of the next line.
+        at: usize,
+        line: usize,
+        file: String,
+    },
+    List {
+        items: std::iter::Enumerate<std::vec::IntoIter<Yaml>>,
+        file: String,
+    },
+    One(Option<(Yaml, String)>),
+}
+
+impl<'a> FileItems<'a> {
+    pub(super) fn new(reference: String, path: String, files: Files<'a>) -> Self {
+        Self {
+            files,
             path,
-            format!(
-                "`{reference}`: test files of type `.{other}` are not supported (use .csv, .yaml, .json or .jsonl)"
-            ),
-        )),
+            pending: vec![reference],
+            current: None,
+        }
     }
 }
 
-/// Expands every source test into its var combinations and renders and
-/// validates its assertion values against each. All combinations are
-/// counted against `max_tests` before the first test is built, and each
-/// test's are then produced one at a time.
-pub(super) fn expand(
-    sources: Vec<SourceTest>,
-    env: &Environment<'static>,
-    files: &Files,
-    max_tests: usize,
-) -> Result<Vec<TestCase>, SuiteError> {
-    let mut budget = TestBudget::new(max_tests);
-    for source in &sources {
-        claim(source, &mut budget)?;
-    }
-    let mut tests = Vec::with_capacity(budget.used());
-    let mut file_cache: BTreeMap<String, Value> = BTreeMap::new();
-    // By value: each source is dropped once its tests are built.
-    for source in sources {
-        let origin = source.origin.as_deref();
-        let combos = Combinations::new(expansion::choices(&source.vars, source.expand_vars));
-        for combo in combos {
-            let mut vars = BTreeMap::new();
-            for (name, value) in combo {
-                let path = format!("{}.vars.{name}", source.path);
-                let json = load_var(value, &path, files, &mut file_cache)
-                    .map_err(|e| with_origin(e, origin))?;
-                vars.insert(name.clone(), json);
+impl Iterator for FileItems<'_> {
+    type Item = Result<(Yaml, String), SuiteError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if let Some(records) = &mut self.current {
+                match records.next(&self.path) {
+                    Some(record) => return Some(record),
+                    None => self.current = None,
+                }
             }
-            let mut ctx = None;
-            let mut asserts = Vec::with_capacity(source.asserts.len());
-            for sa in &source.asserts {
-                let who = if sa.from_default {
-                    source.path.clone()
-                } else {
-                    "this test".to_owned()
-                };
-                let mut assertion = sa.assertion.clone();
-                prepare(&mut assertion, &sa.path, &who, env, &vars, &mut ctx)
-                    .map_err(|e| with_origin(e, if sa.from_default { None } else { origin }))?;
-                asserts.push(assertion);
+            let reference = self.pending.pop()?;
+            let references = match self.files.expand(&reference, &self.path) {
+                Ok(references) => references,
+                Err(err) => return Some(Err(err)),
+            };
+            if references.len() != 1 || references[0] != reference {
+                self.pending.extend(references.into_iter().rev());
+                continue;
             }
-            tests.push(TestCase {
-                description: source.description.clone(),
-                vars,
-                assert: asserts,
-                threshold: source.threshold,
-                metadata: source.metadata.clone(),
-            });
+            match Records::open(&reference, &self.path, &self.files) {
+                Ok(records) => self.current = Some(records),
+                Err(err) => return Some(Err(err)),
+            }
         }
     }
-    Ok(tests)
+}
+
+impl Records {
+    fn open(reference: &str, path: &str, files: &Files) -> Result<Self, SuiteError> {
+        let file = format!("file://{}", file_path(reference));
+        match extension(reference).as_str() {
+            "csv" => {
+                let text = files.read(reference, path)?;
+                let rows = csv::CsvTests::new(text)
+                    .map_err(|err| SuiteError::at(path, format!("`{file}`: {err}")))?;
+                Ok(Records::Csv { rows, file })
+            }
+            "jsonl" => Ok(Records::Jsonl {
+                text: files.read(reference, path)?,
+                at: 0,
+                line: 0,
+                file,
+            }),
+            "yaml" | "yml" | "json" => match load_yaml_file(reference, path, files)? {
+                Yaml::Sequence(items) => Ok(Records::List {
+                    items: items.into_iter().enumerate(),
+                    file,
+                }),
+                map @ Yaml::Mapping(_) => Ok(Records::One(Some((map, file)))),
+                other => Err(SuiteError::at(
+                    path,
+                    format!("`{file}` must hold a list of tests, not {}", kind(&other)),
+                )),
+            },
+            other => Err(SuiteError::at(
+                path,
+                format!(
+                    "`{reference}`: test files of type `.{other}` are not supported (use .csv, .yaml, .json or .jsonl)"
+                ),
+            )),
+        }
+    }
+
+    fn next(&mut self, path: &str) -> Option<Result<(Yaml, String), SuiteError>> {
+        match self {
+            Records::Csv { rows, file } => Some(
+                rows.next()?
+                    .map(|(row, test)| (test, format!("row {row} of {file}")))
+                    .map_err(|err| SuiteError::at(path, format!("`{file}`: {err}"))),
+            ),
+            Records::Jsonl {
+                text,
+                at,
+                line,
+                file,
+            } => loop {
+                let rest = text.get(*at..).filter(|rest| !rest.is_empty())?;
+                let (this, len) = match rest.find('\n') {
+                    Some(end) => (&rest[..end], end + 1),
+                    None => (rest, rest.len()),
+                };
+                let this = this.strip_suffix('\r').unwrap_or(this);
+                *at += len;
+                *line += 1;
+                if this.trim().is_empty() {
+                    continue;
+                }
+                let n = *line;
+                return Some(
+                    serde_json::from_str::<Yaml>(this)
+                        .map(|test| (test, format!("line {n} of {file}")))
+                        .map_err(|err| {
+                            SuiteError::at(path, format!("`{file}` line {n}: invalid JSON: {err}"))
+                        }),
+                );
+            },
+            Records::List { items, file } => {
+                let (i, test) = items.next()?;
+                Some(Ok((test, format!("item {i} of {file}"))))
+            }
+            Records::One(one) => one.take().map(Ok),
+        }
+    }
+}
+
+/// The number of var combinations `source` expands into (claimed already).
+pub(super) fn combinations(source: &SourceTest) -> u64 {
+    expansion::count(&expansion::choices(&source.vars, source.expand_vars)).unwrap_or_default()
+}
+
+/// Combination `n` of `source`'s vars as a test case: file vars loaded,
+/// assertion values rendered over its vars and validated. `cache` holds
+/// each var file's value across the suite.
+pub(super) fn build(
+    source: &SourceTest,
+    n: u64,
+    env: &Environment<'static>,
+    files: &Files,
+    cache: &mut BTreeMap<String, Value>,
+) -> Result<TestCase, SuiteError> {
+    let origin = source.origin.as_deref();
+    let choices = expansion::choices(&source.vars, source.expand_vars);
+    let mut vars = BTreeMap::new();
+    for (name, value) in expansion::combination(&choices, n) {
+        let path = format!("{}.vars.{name}", source.path);
+        let json = load_var(value, &path, files, cache).map_err(|e| with_origin(e, origin))?;
+        vars.insert(name.clone(), json);
+    }
+    let mut ctx = None;
+    let mut asserts = Vec::with_capacity(source.asserts.len());
+    for sa in &source.asserts {
+        let who = if sa.from_default {
+            source.path.clone()
+        } else {
+            "this test".to_owned()
+        };
+        let mut assertion = sa.assertion.clone();
+        prepare(&mut assertion, &sa.path, &who, env, &vars, &mut ctx)
+            .map_err(|e| with_origin(e, if sa.from_default { None } else { origin }))?;
+        asserts.push(assertion);
+    }
+    Ok(TestCase {
+        description: source.description.clone(),
+        vars,
+        assert: asserts,
+        threshold: source.threshold,
+        metadata: source.metadata.clone(),
+    })
 }
 
 /// A var value as JSON; `file://` strings are replaced by the file's content

@@ -186,25 +186,52 @@ pub(super) fn assertion_from_string(expected: &str) -> Yaml {
     assertion(&kind, value, None)
 }
 
-/// Rows of a promptfoo test CSV as test mappings (with their 1-based row).
-pub(super) fn tests_from_csv(text: &str) -> Result<Vec<(usize, Yaml)>, String> {
-    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-    let mut reader = ::csv::ReaderBuilder::new()
-        .has_headers(true)
-        .from_reader(text.as_bytes());
-    let headers: Vec<String> = reader
-        .headers()
-        .map_err(|err| format!("invalid CSV: {err}"))?
-        .iter()
-        .map(|h| h.trim().to_owned())
-        .collect();
-    let mut tests = Vec::new();
-    for (n, record) in reader.records().enumerate() {
-        let row = n + 1;
-        let record = record.map_err(|err| format!("invalid CSV at row {row}: {err}"))?;
-        tests.push((row, test_from_row(&headers, &record)?));
+/// The rows of a promptfoo test CSV as test mappings (with their 1-based
+/// row), read one record at a time: a file of a million rows never exists
+/// as a million mappings.
+pub(super) struct CsvTests {
+    reader: ::csv::Reader<std::io::Cursor<Vec<u8>>>,
+    headers: Vec<String>,
+    record: ::csv::StringRecord,
+    row: usize,
+}
+
+impl CsvTests {
+    /// Reads the header row of `text`.
+    pub(super) fn new(mut text: String) -> Result<Self, String> {
+        if text.starts_with('\u{feff}') {
+            text.drain(..'\u{feff}'.len_utf8());
+        }
+        let mut reader = ::csv::ReaderBuilder::new()
+            .has_headers(true)
+            .from_reader(std::io::Cursor::new(text.into_bytes()));
+        let headers = reader
+            .headers()
+            .map_err(|err| format!("invalid CSV: {err}"))?
+            .iter()
+            .map(|h| h.trim().to_owned())
+            .collect();
+        Ok(Self {
+            reader,
+            headers,
+            record: ::csv::StringRecord::new(),
+            row: 0,
+        })
     }
-    Ok(tests)
+}
+
+impl Iterator for CsvTests {
+    type Item = Result<(usize, Yaml), String>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.row += 1;
+        let row = self.row;
+        match self.reader.read_record(&mut self.record) {
+            Ok(false) => None,
+            Ok(true) => Some(test_from_row(&self.headers, &self.record).map(|test| (row, test))),
+            Err(err) => Some(Err(format!("invalid CSV at row {row}: {err}"))),
+        }
+    }
 }
 
 fn test_from_row(headers: &[String], record: &::csv::StringRecord) -> Result<Yaml, String> {
@@ -339,6 +366,12 @@ fn parse_float(value: &str) -> Option<f64> {
     });
     re.find(value.trim_start())
         .and_then(|m| m.as_str().parse().ok())
+}
+
+/// Every row of a test CSV at once, for the unit tests.
+#[cfg(test)]
+fn tests_from_csv(text: &str) -> Result<Vec<(usize, Yaml)>, String> {
+    CsvTests::new(text.to_owned())?.collect()
 }
 
 #[cfg(test)]

@@ -2,7 +2,7 @@
 //! array vars (one test per combination) and `scenarios` (config entries ×
 //! tests) are products, and a few hundred bytes of suite can ask for
 //! billions of tests. [`TestBudget`] refuses them while they are still
-//! numbers; [`Combinations`] then walks a test's combinations one at a time,
+//! numbers; [`combination`] then builds a test's combinations one at a time,
 //! so memory holds only the tests produced.
 
 use serde_yaml_ng::Value as Yaml;
@@ -25,11 +25,6 @@ impl TestBudget {
             limit: to_u64(limit.min(MAX_TESTS)),
             used: 0,
         }
-    }
-
-    /// The test cases claimed so far.
-    pub(super) fn used(&self) -> usize {
-        usize::try_from(self.used).unwrap_or(usize::MAX)
     }
 
     /// Claims `count` more test cases (`None`: more than a `u64` holds) for
@@ -121,50 +116,25 @@ pub(super) fn count(choices: &[(&String, &[Yaml])]) -> Option<u64> {
         .try_fold(1u64, |n, (_, values)| n.checked_mul(to_u64(values.len())))
 }
 
-/// promptfoo's `generateVarCombinations`, one combination at a time: an
-/// odometer over the vars' value indices whose last var turns fastest.
-pub(super) struct Combinations<'a> {
-    choices: Vec<(&'a String, &'a [Yaml])>,
-    /// The index into each var's values of the next combination; `None`
-    /// once every combination was produced.
-    next: Option<Vec<usize>>,
-}
-
-impl<'a> Combinations<'a> {
-    pub(super) fn new(choices: Vec<(&'a String, &'a [Yaml])>) -> Self {
-        let next = choices
-            .iter()
-            .all(|(_, values)| !values.is_empty())
-            .then(|| vec![0; choices.len()]);
-        Self { choices, next }
-    }
-}
-
-impl<'a> Iterator for Combinations<'a> {
-    type Item = Vec<(&'a String, &'a Yaml)>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        let index = self.next.as_mut()?;
-        let combo = self
-            .choices
-            .iter()
-            .zip(index.iter())
-            .map(|((name, values), &i)| (*name, &values[i]))
-            .collect();
-        let mut wrapped = true;
-        for ((_, values), i) in self.choices.iter().zip(index.iter_mut()).rev() {
-            *i += 1;
-            if *i < values.len() {
-                wrapped = false;
-                break;
-            }
-            *i = 0;
+/// Combination `n` (from 0 to [`count`] − 1) of promptfoo's
+/// `generateVarCombinations`, in its order: an odometer over the vars'
+/// values whose last var turns fastest. By index, so a test's combinations
+/// are built one at a time as a stream asks for them.
+pub(super) fn combination<'a>(
+    choices: &[(&'a String, &'a [Yaml])],
+    mut n: u64,
+) -> Vec<(&'a String, &'a Yaml)> {
+    let mut combo = Vec::with_capacity(choices.len());
+    for (name, values) in choices.iter().rev() {
+        let len = to_u64(values.len()).max(1);
+        let i = usize::try_from(n % len).unwrap_or_default();
+        n /= len;
+        if let Some(value) = values.get(i) {
+            combo.push((*name, value));
         }
-        if wrapped {
-            self.next = None;
-        }
-        Some(combo)
     }
+    combo.reverse();
+    combo
 }
 
 #[cfg(test)]
@@ -196,13 +166,15 @@ mod tests {
         ];
         let choices = choices(&vars, true);
         assert_eq!(count(&choices), Some(6));
-        let combos: Vec<String> = Combinations::new(choices).map(|c| names(&c)).collect();
+        let combos: Vec<String> = (0..6).map(|n| names(&combination(&choices, n))).collect();
         assert_eq!(combos, ["1xp", "1xq", "1xr", "2xp", "2xq", "2xr"]);
     }
 
     #[test]
     fn a_test_without_vars_is_one_empty_combination() {
-        let combos: Vec<_> = Combinations::new(choices(&[], true)).collect();
+        let combos: Vec<_> = (0..1)
+            .map(|n| combination(&choices(&[], true), n))
+            .collect();
         assert_eq!(combos, [Vec::new()]);
         assert_eq!(count(&[]), Some(1));
     }

@@ -6,6 +6,7 @@
 mod cases;
 mod csv;
 mod expansion;
+mod items;
 mod locate;
 mod normalized;
 mod prompts;
@@ -19,7 +20,12 @@ use serde_json::Value;
 use serde_yaml_ng::{Mapping, Value as Yaml};
 
 pub use self::expansion::MAX_TESTS;
-use crate::{error::SuiteError, js, suite::Suite, template::PromptRenderer};
+use crate::{
+    error::SuiteError,
+    js,
+    suite::{Suite, TestCase},
+    template::PromptRenderer,
+};
 
 pub use normalized::{
     NormalizedLines, normalized_header_line, normalized_test_line, parse_normalized,
@@ -100,30 +106,188 @@ pub fn parse_suite_limited(
     files: &dyn FileResolver,
     max_tests: usize,
 ) -> Result<Suite, SuiteError> {
-    parse_document(text, format, files, max_tests).map_err(|err| locate::locate(text, err))
+    let mut stream = parse_suite_stream(text, format, files, max_tests)?;
+    let mut tests = Vec::new();
+    let mut counted = false;
+    while let Some(test) = stream.next() {
+        tests.push(test?);
+        // A stream counts its tests as they come; all of them at once are
+        // counted before a test's many combinations are built, so a suite
+        // over the limit costs a second read of its sources, not its tests.
+        if !counted && stream.expanding() {
+            counted = true;
+            parse_suite_stream(text, format, files, max_tests)?.check_sources()?;
+        }
+    }
+    Ok(Suite {
+        tests,
+        ..stream.header
+    })
 }
 
-fn parse_document(
-    text: &str,
+/// Parses and validates a suite's header (everything but its tests, as
+/// [`parse_suite_limited`] gives it with `tests` empty) and returns it with
+/// its tests still to come: [`SuiteStream`] reads, checks and builds them
+/// one at a time, in the order `parse_suite_limited` lists them, so memory
+/// holds the suite's text (and a test file's) but never all its tests. The
+/// count against `max_tests` is kept as they come, and a test that expands
+/// into many is counted before any of them is built.
+pub fn parse_suite_stream<'a>(
+    text: &'a str,
     format: SuiteFormat,
-    files: &dyn FileResolver,
+    files: &'a dyn FileResolver,
     max_tests: usize,
-) -> Result<Suite, SuiteError> {
-    let files = Files(files);
-    // The tests are most of a large suite: taken out of the tree, each is
-    // dropped as soon as it is parsed (see `cases::parse_tests`); from JSON
-    // without references they are not even read into a tree up front.
-    let (doc, tests_value) = match split_json(text, format) {
-        Some((rest, tests)) => (Yaml::Mapping(rest), tests),
-        None => {
-            let mut doc = load_document(text, format)?;
-            refs::resolve(&mut doc)?;
-            let tests = match &mut doc {
-                Yaml::Mapping(map) => map.shift_remove("tests").map(cases::TestsValue::Yaml),
-                _ => None,
+) -> Result<SuiteStream<'a>, SuiteError> {
+    open(text, format, Files(files), max_tests).map_err(|err| locate::locate(text, err))
+}
+
+/// A suite's header and its tests, read as they are asked for (see
+/// [`parse_suite_stream`]). Its items are exactly the tests of
+/// [`parse_suite_limited`], or the first error, located in the suite's
+/// text like every other, after which it ends.
+pub struct SuiteStream<'a> {
+    /// The suite without its tests.
+    pub header: Suite,
+    text: &'a str,
+    files: Files<'a>,
+    sources: cases::Sources<'a>,
+    renderer: PromptRenderer,
+    prompts: Vec<prompts::Entry>,
+    vars: VarCheck,
+    /// Each var file's value, read once for the whole suite.
+    var_files: BTreeMap<String, Value>,
+    /// The test source being expanded: its next combination and how many.
+    current: Option<(cases::SourceTest, u64, u64)>,
+    produced: usize,
+    done: bool,
+}
+
+impl SuiteStream<'_> {
+    fn next_test(&mut self) -> Option<Result<TestCase, SuiteError>> {
+        loop {
+            if let Some((source, next, count)) = &mut self.current
+                && *next < *count
+            {
+                let n = *next;
+                *next += 1;
+                let test = match cases::build(
+                    source,
+                    n,
+                    self.renderer.env(),
+                    &self.files,
+                    &mut self.var_files,
+                ) {
+                    Ok(test) => test,
+                    Err(err) => return Some(Err(err)),
+                };
+                let i = self.produced;
+                self.produced += 1;
+                let rendered = i == 0
+                    || (i + 1).saturating_mul(self.header.prompts.len()) <= DRY_RENDER_BUDGET;
+                if rendered && let Err(err) = dry_render(&self.renderer, i, &test) {
+                    let entry = prompt_entry(&err, &self.prompts);
+                    return Some(Err(at_prompt(
+                        self.text,
+                        with_origin(err, entry.and_then(|p| p.origin.as_deref())),
+                        entry,
+                    )));
+                }
+                return Some(Ok(test));
+            }
+            let source = match self.sources.next()? {
+                Ok(source) => source,
+                Err(err) => return Some(Err(err)),
             };
-            (doc, tests)
+            self.vars.see(&source);
+            if self.vars.failing {
+                return Some(Err(self.vars_error()));
+            }
+            let count = cases::combinations(&source);
+            self.current = Some((source, 0, count));
         }
+    }
+
+    /// Whether the test source being built expands into several tests.
+    fn expanding(&self) -> bool {
+        matches!(&self.current, Some((_, _, count)) if *count > 1)
+    }
+
+    /// Reads every test source without building a test: their errors, an
+    /// oversized suite's included, in the order the whole suite meets them.
+    fn check_sources(mut self) -> Result<(), SuiteError> {
+        let checked = (|| {
+            for source in &mut self.sources {
+                self.vars.see(&source?);
+                if self.vars.failing {
+                    return Err(self.vars_error());
+                }
+            }
+            Ok(())
+        })();
+        checked.map_err(|err| locate::locate(self.text, err))
+    }
+
+    /// Some test leaves a prompt's var undefined: the error the whole suite
+    /// gives, which needs every source read (an error among them first).
+    fn vars_error(&mut self) -> SuiteError {
+        for source in &mut self.sources {
+            match source {
+                Ok(source) => self.vars.see(&source),
+                Err(err) => return err,
+            }
+        }
+        let err = self.vars.error();
+        let entry = prompt_entry(&err, &self.prompts);
+        at_prompt(self.text, err, entry)
+    }
+}
+
+impl Iterator for SuiteStream<'_> {
+    type Item = Result<TestCase, SuiteError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.done {
+            return None;
+        }
+        let next = self.next_test();
+        if !matches!(next, Some(Ok(_))) {
+            self.done = true;
+        }
+        next.map(|test| test.map_err(|err| locate::locate(self.text, err)))
+    }
+}
+
+fn open<'a>(
+    text: &'a str,
+    format: SuiteFormat,
+    files: Files<'a>,
+    max_tests: usize,
+) -> Result<SuiteStream<'a>, SuiteError> {
+    // The tests are most of a large suite: they are left in the text and
+    // read one at a time (`items`), unless the suite's `$ref`s or aliases
+    // may reach into them; then the whole tree is read, and each test is
+    // still dropped as soon as it is parsed.
+    let (mut doc, tests_value) = match split_json(text, format) {
+        Some((rest, tests)) => (Yaml::Mapping(rest), tests),
+        None => match split_yaml(text, format) {
+            Some((rest, items)) => (
+                Yaml::Mapping(rest),
+                Some(cases::TestsValue::YamlItems(items)),
+            ),
+            None => {
+                let mut doc = load_document(text, format)?;
+                refs::resolve(&mut doc)?;
+                let tests = match &mut doc {
+                    Yaml::Mapping(map) => map.shift_remove("tests").map(cases::TestsValue::Yaml),
+                    _ => None,
+                };
+                (doc, tests)
+            }
+        },
+    };
+    let scenarios_value = match &mut doc {
+        Yaml::Mapping(map) => map.shift_remove("scenarios"),
+        _ => None,
     };
     let map = match &doc {
         Yaml::Mapping(map) => map,
@@ -138,11 +302,9 @@ fn parse_document(
             ));
         }
     };
-
     let mut description = None;
     let mut prompts_value = None;
     let mut providers_value: Option<(&str, &Yaml)> = None;
-    let mut scenarios_value = None;
     let mut default_value = None;
     let mut env = BTreeMap::new();
     let mut max_concurrency = None;
@@ -167,7 +329,6 @@ fn parse_document(
             "evaluateOptions" => {
                 (max_concurrency, repeat) = parse_evaluate_options(value)?;
             }
-            "scenarios" => scenarios_value = Some(value),
             // Output and UI settings that do not change results; assertion
             // templates were already substituted where `$ref` names them.
             "sharing" | "outputPath" | "writeLatestResults" | "tags" | "metadata" | "tracing"
@@ -219,34 +380,10 @@ fn parse_document(
     let prompts = prompts::parse(prompts_value, &files)?;
     let providers = providers::parse(providers_value)?;
     let default = cases::parse_default(default_value, &files)?;
-    // promptfoo runs a suite's scenarios after its tests; with scenarios,
-    // `tests` may be left out. Both claim their test cases from one budget
-    // as they are read, so an oversized product is refused before it exists.
-    let mut budget = expansion::TestBudget::new(max_tests);
-    let mut sources = match (&tests_value, scenarios_value) {
-        (None, Some(_)) => Vec::new(),
-        (Some(cases::TestsValue::Yaml(Yaml::Sequence(items))), Some(_)) if items.is_empty() => {
-            Vec::new()
-        }
-        (Some(cases::TestsValue::JsonItems(items)), Some(_)) if items.is_empty() => Vec::new(),
-        _ => cases::parse_tests(tests_value, &default, &files, &mut budget)?,
-    };
-    if let Some(scenarios) = scenarios_value {
-        sources.extend(cases::parse_scenarios(
-            scenarios,
-            &default,
-            &files,
-            &mut budget,
-        )?);
-        if sources.is_empty() {
-            return Err(SuiteError::at(
-                "scenarios",
-                "the suite needs at least one test or scenario",
-            ));
-        }
+    if u32::try_from(prompts.len()).is_err() {
+        return Err(SuiteError::at("prompts", "the suite has too many prompts"));
     }
-
-    let mut suite = Suite {
+    let header = Suite {
         description,
         prompts: prompts.iter().map(|p| p.prompt.clone()).collect(),
         providers,
@@ -255,7 +392,7 @@ fn parse_document(
         max_concurrency,
         repeat,
     };
-    let renderer = PromptRenderer::new(&suite).map_err(|err| {
+    let renderer = PromptRenderer::new(&header).map_err(|err| {
         let entry = prompt_entry(&err, &prompts);
         at_prompt(
             text,
@@ -263,23 +400,33 @@ fn parse_document(
             entry,
         )
     })?;
-    check_prompt_vars(&renderer, &prompts, &sources).map_err(|err| {
-        let entry = prompt_entry(&err, &prompts);
-        at_prompt(text, err, entry)
-    })?;
-    suite.tests = cases::expand(sources, renderer.env(), &files, max_tests)?;
-    if u32::try_from(suite.tests.len()).is_err() || u32::try_from(suite.prompts.len()).is_err() {
-        return Err(SuiteError::at("tests", "the suite is too large"));
+    // `tests` and `scenarios` claim their test cases from one budget as
+    // they are read, so an oversized product is refused before it exists.
+    let sources = cases::Sources::new(
+        tests_value,
+        scenarios_value,
+        default,
+        files,
+        expansion::TestBudget::new(max_tests),
+    );
+    let vars = VarCheck::new(&renderer, &prompts);
+    let mut stream = SuiteStream {
+        header,
+        text,
+        files,
+        sources,
+        renderer,
+        prompts,
+        vars,
+        var_files: BTreeMap::new(),
+        current: None,
+        produced: 0,
+        done: false,
+    };
+    if stream.vars.failing {
+        return Err(stream.vars_error());
     }
-    dry_render(&renderer, &suite).map_err(|err| {
-        let entry = prompt_entry(&err, &prompts);
-        at_prompt(
-            text,
-            with_origin(err, entry.and_then(|p| p.origin.as_deref())),
-            entry,
-        )
-    })?;
-    Ok(suite)
+    Ok(stream)
 }
 
 /// The prompt an error at `prompts[k]` is about.
@@ -304,78 +451,120 @@ fn at_prompt(text: &str, mut err: SuiteError, entry: Option<&prompts::Entry>) ->
     err
 }
 
-/// Most prompt renderings checked at load time; past this only the first
-/// test of each prompt is rendered, so huge suites still load quickly.
+/// Most prompt renderings checked at load time: every prompt is rendered
+/// with the vars of each test while tests × prompts stays within it, and
+/// with the first test's always, so huge suites still load quickly.
 const DRY_RENDER_BUDGET: usize = 100_000;
 
-/// Renders every prompt with every test's vars, so failures that only show
+/// Renders every prompt with test `i`'s vars, so failures that only show
 /// when rendering (an unknown filter, `load` of text that is not JSON) are
 /// reported before any task is queued.
-fn dry_render(renderer: &PromptRenderer, suite: &Suite) -> Result<(), SuiteError> {
-    let all = suite.tests.len().saturating_mul(suite.prompts.len()) <= DRY_RENDER_BUDGET;
-    let tests = if all { suite.tests.len() } else { 1 };
-    for (i, test) in suite.tests.iter().take(tests).enumerate() {
-        for k in 0..suite.prompts.len() {
-            if let Err(err) = renderer.render(k, &test.vars) {
-                let which = match &test.description {
-                    Some(d) => format!("test case {i} (`{d}`)"),
-                    None => format!("test case {i}"),
-                };
-                return Err(SuiteError::at(
-                    format!("prompts[{k}]"),
-                    format!("cannot render with the vars of {which}: {}", err.message),
-                ));
-            }
+fn dry_render(renderer: &PromptRenderer, i: usize, test: &TestCase) -> Result<(), SuiteError> {
+    for k in 0..renderer.prompt_count() {
+        if let Err(err) = renderer.render(k, &test.vars) {
+            let which = match &test.description {
+                Some(d) => format!("test case {i} (`{d}`)"),
+                None => format!("test case {i}"),
+            };
+            return Err(SuiteError::at(
+                format!("prompts[{k}]"),
+                format!("cannot render with the vars of {which}: {}", err.message),
+            ));
         }
     }
     Ok(())
 }
 
-/// Every var a prompt uses must be defined by every test.
-fn check_prompt_vars(
-    renderer: &PromptRenderer,
-    prompts: &[prompts::Entry],
-    tests: &[cases::SourceTest],
-) -> Result<(), SuiteError> {
-    for (k, entry) in prompts.iter().enumerate() {
-        let from = entry
-            .origin
-            .as_deref()
-            .map(|o| format!(" (from {o})"))
-            .unwrap_or_default();
-        for var in renderer.variables(k) {
+/// Every var a prompt uses must be defined by every test. Kept as test
+/// sources stream by: for each prompt's var, whether some test defines it
+/// and the first that does not.
+struct VarCheck {
+    uses: Vec<VarUse>,
+    /// An error is certain (then the rest of the sources is read for it).
+    failing: bool,
+}
+
+struct VarUse {
+    prompt: usize,
+    var: String,
+    /// ` (from prompts/a.txt)`, or empty.
+    from: String,
+    defined: bool,
+    /// The first test without it: its path and origin.
+    missing: Option<(String, Option<String>)>,
+}
+
+impl VarCheck {
+    fn new(renderer: &PromptRenderer, prompts: &[prompts::Entry]) -> Self {
+        let mut uses = Vec::new();
+        for (k, entry) in prompts.iter().enumerate() {
+            let from = entry
+                .origin
+                .as_deref()
+                .map(|o| format!(" (from {o})"))
+                .unwrap_or_default();
+            for var in renderer.variables(k) {
+                uses.push(VarUse {
+                    prompt: k,
+                    var,
+                    from: from.clone(),
+                    defined: false,
+                    missing: None,
+                });
+            }
+        }
+        let failing = uses.iter().any(|u| u.var == "_conversation");
+        Self { uses, failing }
+    }
+
+    fn see(&mut self, test: &cases::SourceTest) {
+        for used in &mut self.uses {
+            if test.defines(&used.var) {
+                used.defined = true;
+            } else if used.missing.is_none() {
+                used.missing = Some((test.path.clone(), test.origin.clone()));
+                self.failing = true;
+            }
+        }
+    }
+
+    /// The error for the first prompt and var at fault, once every test
+    /// was seen.
+    fn error(&self) -> SuiteError {
+        for used in &self.uses {
+            let (k, var, from) = (used.prompt, &used.var, &used.from);
             if var == "_conversation" {
-                return Err(SuiteError::at(
+                return SuiteError::at(
                     format!("prompts[{k}]"),
                     format!(
                         "uses `_conversation` (multi-turn history), which Gauntlet does not support{from}"
                     ),
-                ));
+                );
             }
-            if !tests.iter().any(|t| t.defines(&var)) {
-                return Err(SuiteError::at(
+            if !used.defined {
+                return SuiteError::at(
                     format!("prompts[{k}]"),
                     format!("uses var `{var}`, which no test defines{from}"),
-                ));
+                );
             }
-            if let Some(test) = tests.iter().find(|t| !t.defines(&var)) {
-                return Err(with_origin(
+            if let Some((path, origin)) = &used.missing {
+                return with_origin(
                     SuiteError::at(
-                        format!("{}.vars", test.path),
+                        format!("{path}.vars"),
                         format!(
                             "prompt prompts[{k}] uses var `{var}`, which this test does not define"
                         ),
                     ),
-                    test.origin.as_deref(),
-                ));
+                    origin.as_deref(),
+                );
             }
         }
+        SuiteError::at("prompts", "a prompt uses a var some test does not define")
     }
-    Ok(())
 }
 
 /// A JSON suite object without `$ref`s, split into everything but `tests`
-/// (as a tree) and the items of `tests` (as text). `None` when the text is
+/// (as a tree) and the items of `tests` (as text, read one at a time). `None` when the text is
 /// not that: the whole-document path then parses it, errors included.
 fn split_json(
     text: &str,
@@ -401,13 +590,30 @@ fn split_json(
     let tests = match split.tests {
         None => None,
         Some(raw) if raw.get().trim_start().starts_with('[') => Some(cases::TestsValue::JsonItems(
-            serde_json::from_str(raw.get()).ok()?,
+            items::JsonItems::new(raw.get()),
         )),
         Some(raw) => Some(cases::TestsValue::Yaml(
             serde_json::from_str(raw.get()).ok()?,
         )),
     };
     Some((split.rest, tests))
+}
+
+/// A YAML suite without `$ref`s split like [`split_json`] (see `items`).
+fn split_yaml(
+    text: &str,
+    format: SuiteFormat,
+) -> Option<(serde_yaml_ng::Mapping, items::YamlItems<'_>)> {
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    let yaml = match format {
+        SuiteFormat::Json => false,
+        SuiteFormat::Yaml => true,
+        SuiteFormat::Auto => !text.trim_start().starts_with('{'),
+    };
+    if !yaml || text.contains("$ref") {
+        return None;
+    }
+    items::split_yaml(text)
 }
 
 fn load_document(text: &str, format: SuiteFormat) -> Result<Yaml, SuiteError> {
@@ -513,6 +719,7 @@ fn parse_evaluate_options(value: &Yaml) -> Result<(Option<u32>, Option<u32>), Su
 }
 
 /// Resolver wrapper that turns failures into field errors.
+#[derive(Clone, Copy)]
 pub(super) struct Files<'a>(&'a dyn FileResolver);
 
 impl Files<'_> {

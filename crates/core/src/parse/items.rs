@@ -1,0 +1,466 @@
+//! The items of a suite's inline `tests` list, read one at a time from the
+//! suite's text, so a suite of a million tests never exists as one tree
+//! (serde_yaml_ng's loader alone peaks at 50 times the text's size).
+//!
+//! JSON: `split_json` already checked the text; the array's items are cut
+//! out of it one by one. YAML: yaml-rust2's event parser (which keeps
+//! positions, unlike serde_yaml_ng) first checks that the document is one
+//! plain mapping whose `tests` is a list and that nothing refers across
+//! items (no aliases, tags or merge keys at the top); the header (the text
+//! with the list cut out) and each item's own text are then read by
+//! serde_yaml_ng, the same reader as the whole-document path, so a value
+//! reads the same either way. Anything else takes the whole-document path.
+
+use std::str::Chars;
+
+use serde_yaml_ng::{Mapping, Value as Yaml};
+use yaml_rust2::{
+    parser::{Event, Parser},
+    scanner::{Marker, TScalarStyle},
+};
+
+use super::{SuiteFormat, load_document, parse_yaml};
+use crate::error::SuiteError;
+
+/// The items of a JSON array, as text, one at a time.
+#[derive(Clone, Copy)]
+pub(super) struct JsonItems<'a> {
+    rest: &'a str,
+}
+
+impl<'a> JsonItems<'a> {
+    /// `array` must be a valid JSON array (checked by the caller's parse).
+    pub(super) fn new(array: &'a str) -> Self {
+        let rest = array.trim_start().strip_prefix('[').unwrap_or_default();
+        Self { rest }
+    }
+}
+
+impl<'a> Iterator for JsonItems<'a> {
+    type Item = &'a str;
+
+    fn next(&mut self) -> Option<&'a str> {
+        let rest = self.rest.trim_start();
+        let rest = rest.strip_prefix(',').unwrap_or(rest).trim_start();
+        if rest.is_empty() || rest.starts_with(']') {
+            self.rest = "";
+            return None;
+        }
+        let end = json_value_end(rest);
+        self.rest = &rest[end..];
+        Some(&rest[..end])
+    }
+}
+
+/// The length in bytes of the (valid) JSON value at the start of `text`.
+fn json_value_end(text: &str) -> usize {
+    let mut depth = 0usize;
+    let mut in_string = false;
+    let mut escaped = false;
+    for (i, b) in text.bytes().enumerate() {
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if b == b'\\' {
+                escaped = true;
+            } else if b == b'"' {
+                in_string = false;
+                if depth == 0 {
+                    return i + 1;
+                }
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'{' | b'[' => depth += 1,
+            b'}' | b']' => {
+                if depth == 0 {
+                    return i;
+                }
+                depth -= 1;
+                if depth == 0 {
+                    return i + 1;
+                }
+            }
+            b',' if depth == 0 => return i,
+            b if depth == 0 && b.is_ascii_whitespace() => return i,
+            _ => {}
+        }
+    }
+    text.len()
+}
+
+/// What the first pass over a YAML suite found.
+struct Shape {
+    /// Events before the first of the `tests` list's items.
+    skip: usize,
+    /// The list's text, in chars (yaml-rust2 counts chars).
+    start: usize,
+    end: usize,
+    empty: bool,
+}
+
+/// A YAML suite (`text` without its BOM) split like `split_json`: every
+/// top-level key but `tests` as a tree, and the items of `tests`, a list,
+/// read one at a time. `None` when the suite is not that simple: the
+/// whole-document path then reads it, errors included.
+pub(super) fn split_yaml(text: &str) -> Option<(Mapping, YamlItems<'_>)> {
+    let shape = shape(text)?;
+    let start = byte_offset(text, shape.start)?;
+    let end = byte_offset(text, shape.end)?;
+    // The list gives way to its line breaks, so `tests:` is left null and
+    // everything after it keeps its lines.
+    let mut header = String::with_capacity(text.len() - (end - start));
+    header.push_str(&text[..start]);
+    header.extend(text[start..end].chars().filter(|c| *c == '\n'));
+    header.push_str(&text[end..]);
+    let Ok(Yaml::Mapping(mut header)) = parse_yaml(&header) else {
+        return None;
+    };
+    header.shift_remove("tests");
+    let mut parser = Parser::new_from_str(text);
+    for _ in 0..shape.skip {
+        parser.next_token().ok()?;
+    }
+    let items = YamlItems {
+        text,
+        state: State::Events {
+            parser: Box::new(parser),
+            cursor: (0, 0),
+        },
+        read: 0,
+        empty: shape.empty,
+    };
+    Some((header, items))
+}
+
+/// The byte offset of char `index` of `text`.
+fn byte_offset(text: &str, index: usize) -> Option<usize> {
+    text.char_indices()
+        .map(|(at, _)| at)
+        .chain(std::iter::once(text.len()))
+        .nth(index)
+}
+
+/// The first pass: one document, a mapping at the top with one `tests`
+/// key whose value is a list, and no alias, tag or top-level merge key.
+fn shape(text: &str) -> Option<Shape> {
+    let mut parser = Parser::new_from_str(text);
+    let mut events = 0usize;
+    let mut depth = 0usize;
+    let mut documents = 0;
+    // At the top mapping: whether the next node is a key, and whether the
+    // value being read is that of `tests`.
+    let mut at_key = true;
+    let mut in_tests = false;
+    let mut tests_seen = false;
+    let mut shape: Option<Shape> = None;
+    loop {
+        let (event, mark) = parser.next_token().ok()?;
+        events += 1;
+        match event {
+            Event::StreamEnd => break,
+            Event::StreamStart | Event::DocumentEnd | Event::Nothing => {}
+            Event::DocumentStart => {
+                documents += 1;
+                if documents > 1 {
+                    return None;
+                }
+            }
+            Event::Alias(_) => return None,
+            Event::Scalar(value, _, _, tag) => {
+                if tag.is_some() || depth == 0 {
+                    return None;
+                }
+                if depth == 1 {
+                    if at_key {
+                        if value == "<<" || (value == "tests" && tests_seen) {
+                            return None;
+                        }
+                        in_tests = value == "tests";
+                        tests_seen |= in_tests;
+                    } else if in_tests {
+                        return None;
+                    }
+                    at_key = !at_key;
+                } else if depth == 2
+                    && in_tests
+                    && let Some(shape) = &mut shape
+                {
+                    shape.empty = false;
+                }
+            }
+            Event::SequenceStart(_, ref tag) | Event::MappingStart(_, ref tag) => {
+                let is_list = matches!(event, Event::SequenceStart(..));
+                if tag.is_some() || (depth == 0 && is_list) || (depth == 1 && at_key) {
+                    return None;
+                }
+                if depth == 1 && in_tests {
+                    if !is_list {
+                        return None;
+                    }
+                    shape = Some(Shape {
+                        skip: events,
+                        start: mark.index(),
+                        end: mark.index(),
+                        empty: true,
+                    });
+                } else if depth == 2
+                    && in_tests
+                    && let Some(shape) = &mut shape
+                {
+                    shape.empty = false;
+                }
+                depth += 1;
+            }
+            Event::SequenceEnd | Event::MappingEnd => {
+                depth = depth.checked_sub(1)?;
+                if depth == 1 {
+                    if in_tests && let Some(shape) = &mut shape {
+                        // A flow list's end is marked at its `]`.
+                        shape.end = mark.index();
+                        if text.chars().nth(mark.index()) == Some(']') {
+                            shape.end += 1;
+                        }
+                        in_tests = false;
+                    }
+                    at_key = true;
+                }
+            }
+        }
+    }
+    shape
+}
+
+/// The items of a YAML suite's `tests` list, one at a time.
+pub(super) struct YamlItems<'a> {
+    text: &'a str,
+    state: State<'a>,
+    /// Items read so far.
+    read: usize,
+    empty: bool,
+}
+
+enum State<'a> {
+    /// Reading events; `cursor` is a (char, byte) offset pair at or before
+    /// the next item, to turn yaml-rust2's char offsets into byte offsets.
+    Events {
+        parser: Box<Parser<Chars<'a>>>,
+        cursor: (usize, usize),
+    },
+    /// The whole document was read after all (see [`YamlItems::fall_back`]).
+    Tree(std::vec::IntoIter<Yaml>),
+    Done,
+}
+
+impl YamlItems<'_> {
+    pub(super) fn is_empty(&self) -> bool {
+        self.empty
+    }
+
+    /// An item serde_yaml_ng refused on its own, or an event yaml-rust2
+    /// refused on the second pass: the whole document is read as before
+    /// the split, for its exact error, or, should it read, for the rest of
+    /// its items.
+    fn fall_back(&mut self) -> Option<Result<Yaml, SuiteError>> {
+        self.state = State::Done;
+        let mut doc = match load_document(self.text, SuiteFormat::Yaml) {
+            Ok(doc) => doc,
+            Err(err) => return Some(Err(err)),
+        };
+        if let Yaml::Mapping(map) = &mut doc
+            && let Some(Yaml::Sequence(items)) = map.shift_remove("tests")
+        {
+            let mut rest = items.into_iter();
+            rest.by_ref().take(self.read).for_each(drop);
+            self.state = State::Tree(rest);
+        }
+        self.next()
+    }
+}
+
+impl Iterator for YamlItems<'_> {
+    type Item = Result<Yaml, SuiteError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let item = match &mut self.state {
+            State::Done => return None,
+            State::Tree(items) => items.next().map(Ok),
+            State::Events { parser, cursor } => match next_item(self.text, parser, cursor) {
+                Ok(Some(item)) => Some(Ok(item)),
+                Ok(None) => {
+                    self.state = State::Done;
+                    None
+                }
+                Err(()) => return self.fall_back(),
+            },
+        };
+        self.read += usize::from(item.is_some());
+        item
+    }
+}
+
+/// The next item of the list, read from its own text; `None` at the list's
+/// end, `Err` for anything the split cannot read (the caller falls back).
+fn next_item(
+    text: &str,
+    parser: &mut Parser<Chars<'_>>,
+    cursor: &mut (usize, usize),
+) -> Result<Option<Yaml>, ()> {
+    let (event, mark) = parser.next_token().map_err(drop)?;
+    match event {
+        Event::SequenceEnd => Ok(None),
+        // Quoted and block scalars are strings; a plain one reads alone as
+        // it reads in place.
+        Event::Scalar(value, TScalarStyle::Plain, ..) => {
+            serde_yaml_ng::from_str(&value).map(Some).map_err(drop)
+        }
+        Event::Scalar(value, ..) => Ok(Some(Yaml::String(value))),
+        // Only its kind matters: a list is not a test.
+        Event::SequenceStart(..) => {
+            skip_to_end(parser)?;
+            Ok(Some(Yaml::Sequence(Vec::new())))
+        }
+        Event::MappingStart(..) => {
+            // A block mapping's start is marked after its first key.
+            let first = parser.peek().map_err(drop)?.1;
+            let start: Marker = if first.index() < mark.index() {
+                first
+            } else {
+                mark
+            };
+            let end = skip_to_end(parser)?;
+            let from = advance(text, cursor, start.index())?;
+            let mut to = advance(text, cursor, end.index())?;
+            // A flow mapping's end is marked at its `}`, a block mapping's
+            // at whatever follows it.
+            if text[from..].starts_with('{') && text[to..].starts_with('}') {
+                to += 1;
+            }
+            // Indented as in the suite, so block scalars and nested
+            // mappings keep their columns.
+            let mut item = " ".repeat(start.col());
+            item.push_str(text.get(from..to).ok_or(())?);
+            parse_yaml(&item).map(Some).map_err(drop)
+        }
+        _ => Err(()),
+    }
+}
+
+/// Reads past the end of the collection just opened; the end's mark.
+fn skip_to_end(parser: &mut Parser<Chars<'_>>) -> Result<Marker, ()> {
+    let mut depth = 1usize;
+    loop {
+        let (event, mark) = parser.next_token().map_err(drop)?;
+        match event {
+            Event::SequenceStart(..) | Event::MappingStart(..) => depth += 1,
+            Event::SequenceEnd | Event::MappingEnd => {
+                depth -= 1;
+                if depth == 0 {
+                    return Ok(mark);
+                }
+            }
+            Event::StreamEnd => return Err(()),
+            _ => {}
+        }
+    }
+}
+
+/// Moves `cursor` forward to char `index`; its byte offset.
+fn advance(text: &str, cursor: &mut (usize, usize), index: usize) -> Result<usize, ()> {
+    let (chars, bytes) = cursor;
+    if index < *chars {
+        return Err(());
+    }
+    for c in text.get(*bytes..).ok_or(())?.chars().take(index - *chars) {
+        *bytes += c.len_utf8();
+    }
+    *chars = index;
+    Ok(*bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_items_are_cut_whole() {
+        let items: Vec<&str> =
+            JsonItems::new(" [ {\"a\": [1, \"]\"]}, \"x\\\"y\" ,3,true, null , [] ] ").collect();
+        assert_eq!(
+            items,
+            [
+                "{\"a\": [1, \"]\"]}",
+                "\"x\\\"y\"",
+                "3",
+                "true",
+                "null",
+                "[]"
+            ]
+        );
+        assert_eq!(JsonItems::new("[ ]").count(), 0);
+    }
+
+    fn items(text: &str) -> Option<(Mapping, Vec<Yaml>)> {
+        let (header, items) = split_yaml(text)?;
+        Some((header, items.map(Result::unwrap).collect()))
+    }
+
+    #[test]
+    fn yaml_items_read_as_the_whole_document_reads_them() {
+        let text = "prompts: [x]\ntests:\n  - vars: {x: 1}\n    assert: []\n  # c\n  - \"file://a.csv\"\n  - 'q'\n  - 12\n  -\n    vars:\n      y: |\n        hi\n  - {a: 1,\n     b: 2}\n  - [a]\nproviders: [echo]\n";
+        let (header, got) = items(text).unwrap();
+        let whole = parse_yaml(text).unwrap();
+        let Yaml::Sequence(want) = &whole["tests"] else {
+            panic!()
+        };
+        assert_eq!(got.len(), want.len());
+        for (g, w) in got.iter().zip(want) {
+            if !w.is_sequence() {
+                assert_eq!(g, w);
+            }
+        }
+        assert_eq!(header.len(), 2);
+        assert_eq!(header["providers"], whole["providers"]);
+    }
+
+    #[test]
+    fn flow_and_indentless_lists_split_too() {
+        for text in [
+            "tests: [{vars: {x: 1}}, 'file://t.csv', {}]\nprompts: [x]\n",
+            "tests:\n- vars: {x: 1}\n- \"file://t.csv\"\n- {}\nprompts: [x]\n",
+            "{\"prompts\": [\"x\"], \"tests\": [{\"vars\": {\"x\": 1}}, \"file://t.csv\", {}]}",
+        ] {
+            let (header, got) = items(text).unwrap();
+            let whole = parse_yaml(text).unwrap();
+            assert_eq!(Yaml::Sequence(got), whole["tests"], "{text}");
+            assert_eq!(header["prompts"], whole["prompts"], "{text}");
+        }
+    }
+
+    #[test]
+    fn suites_with_references_across_items_are_not_split() {
+        for text in [
+            "d: &d {x: 1}\ntests:\n  - vars: *d\n",
+            "tests:\n  - !t {vars: {x: 1}}\n",
+            "tests: file://t.csv\n",
+            "tests: []\ntests: []\n",
+            "- a\n",
+            "a: 1\n---\nb: 2\n",
+        ] {
+            assert!(split_yaml(text).is_none(), "{text}");
+        }
+    }
+
+    #[test]
+    fn an_item_only_the_whole_document_refuses_gives_its_error() {
+        let text = "tests:\n  - vars: {x: 1}\n  - vars: {x: 1}\n    vars: {x: 2}\n";
+        let (_, items) = split_yaml(text).unwrap();
+        let got: Vec<_> = items.collect();
+        assert!(got[0].is_ok());
+        let err = got[1].as_ref().unwrap_err();
+        assert!(err.message.contains("duplicate entry"), "{err}");
+        assert_eq!(err, &load_document(text, SuiteFormat::Yaml).unwrap_err());
+    }
+}

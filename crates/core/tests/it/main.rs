@@ -3,4 +3,5 @@
 mod compat;
 mod golden;
 mod normalized;
+mod stream;
 mod suite_format;

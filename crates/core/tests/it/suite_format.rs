@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use gauntlet_core::{FileResolver, PromptRenderer, SuiteFormat, parse_suite_with};
 use serde_json::Value;
 
-struct Dir(PathBuf);
+pub(crate) struct Dir(pub(crate) PathBuf);
 
 impl FileResolver for Dir {
     fn read(&self, path: &str) -> Result<String, String> {

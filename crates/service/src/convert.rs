@@ -1,7 +1,7 @@
 //! Store records to API messages, shared by the services that return them.
 
 use chrono::{DateTime, Utc};
-use gauntlet_core::suite::Suite;
+use gauntlet_core::suite::{Suite, TestCase};
 use gauntlet_proto::{Timestamp, v1};
 use gauntlet_store::{ResultRecord, ResultStatus, RunRecord, RunStatus};
 
@@ -77,11 +77,10 @@ pub fn event_key(run_id: &str, finished: bool) -> String {
     )
 }
 
-/// A stored result as the API returns it; vars, description and prompt
-/// label come from the run's suite.
-pub fn result(r: &ResultRecord, suite: &Suite) -> v1::Result {
+/// A stored result as the API returns it; the prompt label comes from the
+/// run's suite, vars and description from its `test` (see [`crate::tests`]).
+pub fn result(r: &ResultRecord, suite: &Suite, test: Option<&TestCase>) -> v1::Result {
     let x = &r.result;
-    let test = suite.tests.get(x.test_index as usize);
     let assertions = x
         .assertions
         .as_array()

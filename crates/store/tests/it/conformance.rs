@@ -928,7 +928,10 @@ async fn suite_tests_read_back_by_range_and_are_stored_once(store: Arc<dyn Store
     store.put_tests(run.id, 0, &tests[..5000]).await.unwrap();
     store.put_tests(run.id, 5000, &tests[5000..]).await.unwrap();
     // A test written again (a retried chunk) keeps its first body.
-    store.put_tests(run.id, 7, &["{}".to_owned()]).await.unwrap();
+    store
+        .put_tests(run.id, 7, &["{}".to_owned()])
+        .await
+        .unwrap();
     let run = store.create_run(run).await.unwrap();
 
     let got = store.get_tests(run.id, 6, 9).await.unwrap();
@@ -940,7 +943,13 @@ async fn suite_tests_read_back_by_range_and_are_stored_once(store: Arc<dyn Store
     let other = new_run(1);
     store.put_tests(other.id, 0, &[body(99)]).await.unwrap();
     assert_eq!(store.get_tests(run.id, 0, 0).await.unwrap(), [(0, body(0))]);
-    assert!(store.get_tests(Uuid::now_v7(), 0, 10).await.unwrap().is_empty());
+    assert!(
+        store
+            .get_tests(Uuid::now_v7(), 0, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
 
 async fn refused_and_orphaned_uploads_leave_no_tests(store: Arc<dyn Store>) {

@@ -232,6 +232,9 @@ impl PassReport {
     }
 }
 
+/// Why a run whose upload stopped half way failed.
+const UPLOAD_NEVER_FINISHED: &str = "the upload of its suite never finished";
+
 /// How old an upload's tests must be, with no run, before they are swept.
 const ORPHAN_UPLOAD_AGE: Duration = Duration::from_secs(3600);
 
@@ -333,6 +336,15 @@ impl Reconciler {
                 continue;
             }
             let stale = run.active_at < stale_before;
+            if run.is_uploading() {
+                // Its gateway died while the suite was arriving: what
+                // is missing can never be known.
+                if stale && self.fail(run, UPLOAD_NEVER_FINISHED).await? {
+                    report.failed_runs.push(run.id);
+                    discard.insert(run.id);
+                }
+                continue;
+            }
             match decide(run, its_dead, stale, queue_ready, &self.config) {
                 Action::Wait => {
                     debug!(run_id = %run.id, stale, dead = its_dead.len(), queue_ready, "waiting");

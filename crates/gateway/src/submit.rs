@@ -12,7 +12,7 @@ use gauntlet_core::{
 use gauntlet_proto::{internal::v1::TaskBatch, v1};
 use gauntlet_providers::{ProviderError, ProviderFactory};
 use gauntlet_service::{convert, internal, invalid};
-use gauntlet_store::NewRun;
+use gauntlet_store::{NewRun, UPLOADING_TOTAL};
 use prost::Message as _;
 use tonic::Status;
 use tracing::{info, warn};
@@ -32,6 +32,9 @@ const MAX_TASKS: u64 = 10_000_000;
 const PUBLISH_CHUNK: usize = 500;
 /// Tests stored per write while a suite is read.
 const TESTS_PER_WRITE: usize = 1000;
+/// Tests in the first write of a run opened while its tests arrive; each
+/// write after it holds twice as many, up to [`TESTS_PER_WRITE`].
+const FIRST_WRITE: usize = 16;
 /// Bytes of tests held before they are written, whatever their count.
 const TEST_BYTES_PER_WRITE: usize = 1 << 20;
 
@@ -165,7 +168,7 @@ pub async fn read_text(
 }
 
 /// The run options of a request, checked; `repeat` is at least 1.
-fn run_options(options: Option<v1::RunOptions>) -> Result<v1::RunOptions, Status> {
+fn check_options(options: Option<v1::RunOptions>) -> Result<v1::RunOptions, Status> {
     let mut options = options.unwrap_or_default();
     options.repeat = options.repeat.max(1);
     if options.repeat > MAX_REPEAT {
@@ -197,6 +200,19 @@ struct Intake<'a> {
     pending_bytes: usize,
     /// Tests received, written or pending.
     tests: u64,
+    /// Set once the run exists while tests still arrive: each write then
+    /// publishes the tasks of the tests it stored.
+    open: Option<Publisher>,
+    /// Tests held before the next write: small at first, so the first
+    /// tasks of an open run go out at once, then up to [`TESTS_PER_WRITE`].
+    write_at: usize,
+}
+
+/// Publishes a run's task batches.
+struct Publisher {
+    batch_size: u64,
+    headers: Vec<(String, String)>,
+    batches: u64,
 }
 
 impl<'a> Intake<'a> {
@@ -211,7 +227,36 @@ impl<'a> Intake<'a> {
             pending: Vec::with_capacity(TESTS_PER_WRITE),
             pending_bytes: 0,
             tests: 0,
+            open: None,
+            write_at: TESTS_PER_WRITE,
         }
+    }
+
+    /// Creates the run now, before its tests have all arrived, so its
+    /// first tasks run while the rest is read. Only for a single repeat:
+    /// a task's index then does not depend on how many tests there are.
+    async fn open_run(
+        &mut self,
+        header: &Suite,
+        options: &v1::RunOptions,
+        batch_size: u32,
+    ) -> Result<(), Status> {
+        debug_assert_eq!(options.repeat, 1);
+        self.deps
+            .store
+            .create_run(new_run(
+                self.run_id,
+                header,
+                options,
+                String::new(),
+                UPLOADING_TOTAL,
+                run_options(options, None, None),
+            ))
+            .await
+            .map_err(|e| internal("create run", e))?;
+        self.open = Some(Publisher::new(batch_size));
+        self.write_at = FIRST_WRITE;
+        Ok(())
     }
 
     async fn push(&mut self, test: &TestCase) -> Result<(), Status> {
@@ -229,26 +274,57 @@ impl<'a> Intake<'a> {
         let line = normalized_test_line(test);
         self.pending_bytes += line.len();
         self.pending.push(line);
-        if self.pending.len() >= TESTS_PER_WRITE || self.pending_bytes >= TEST_BYTES_PER_WRITE {
+        if self.pending.len() >= self.write_at || self.pending_bytes >= TEST_BYTES_PER_WRITE {
             self.flush().await?;
+            self.write_at = (self.write_at * 2).min(TESTS_PER_WRITE);
         }
         Ok(())
     }
 
     async fn flush(&mut self) -> Result<(), Status> {
-        let first = (self.tests - self.pending.len() as u64) as i64;
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let first = self.tests - self.pending.len() as u64;
         self.deps
             .store
-            .put_tests(self.run_id, first, &self.pending)
+            .put_tests(self.run_id, first as i64, &self.pending)
             .await
             .map_err(|e| internal("store tests", e))?;
         self.pending.clear();
         self.pending_bytes = 0;
+        if let Some(publisher) = &mut self.open {
+            let tasks = first * self.tasks_per_test..self.tests * self.tasks_per_test;
+            publisher.publish(self.deps, self.run_id, tasks).await?;
+        }
         Ok(())
     }
 
-    /// Removes what was stored of a suite that will not run.
-    async fn abandon(&self) {
+    /// Removes what was stored of a suite that will not run. A run already
+    /// open ends `failed` with `reason`, keeping what it has.
+    async fn abandon(&self, reason: &Status) {
+        if self.open.is_some() {
+            // Its total becomes the tasks that were published.
+            let why = format!("its suite was refused: {}", reason.message());
+            let stored = self.tests - self.pending.len() as u64;
+            let published = stored * self.tasks_per_test;
+            let store = &self.deps.store;
+            let ended = match store.fail_run(self.run_id, &why).await {
+                Ok(_) => store
+                    .finish_upload(
+                        self.run_id,
+                        published as i64,
+                        serde_json::json!({"repeat": 1, "tests": stored}),
+                    )
+                    .await
+                    .map(|_| ()),
+                Err(e) => Err(e),
+            };
+            if let Err(e) = ended {
+                warn!(run_id = %self.run_id, error = %e, "cannot fail a run whose suite was refused");
+            }
+            return;
+        }
         if let Err(e) = self.deps.store.delete_tests(self.run_id).await {
             // The reconciler sweeps them later (`sweep_orphan_tests`).
             warn!(run_id = %self.run_id, error = %e, "cannot remove the tests of a refused suite");
@@ -273,7 +349,7 @@ pub async fn submit(
     req: v1::SubmitRunRequest,
 ) -> Result<v1::SubmitRunResponse, Status> {
     let mut suite = validate(&req.suite, req.format, max_bytes, providers)?;
-    let options = run_options(req.options)?;
+    let options = check_options(req.options)?;
     let tests = std::mem::take(&mut suite.tests);
     if tests.is_empty() {
         return Err(invalid("suite", "expands into no tasks"));
@@ -288,7 +364,7 @@ pub async fn submit(
     .await;
     drop(tests);
     if let Err(status) = stored {
-        intake.abandon().await;
+        intake.abandon(&status).await;
         return Err(status);
     }
     let source = if req.format == v1::SuiteFormat::NormalizedJson as i32 {
@@ -315,7 +391,7 @@ pub async fn submit_lines(
     if header.suite_bytes != 0 {
         check_size("header.suite_bytes", header.suite_bytes, usize::MAX)?;
     }
-    let options = run_options(header.options)?;
+    let options = check_options(header.options)?;
     let mut lines = LineSplitter::new(max_bytes);
     // The header line, before anything is stored.
     let mut reader = loop {
@@ -341,6 +417,11 @@ pub async fn submit_lines(
         }
     };
     let mut intake = Intake::new(deps, reader.suite(), options.repeat);
+    if options.repeat == 1 {
+        intake
+            .open_run(reader.suite(), &options, batch_size)
+            .await?;
+    }
     let received = async {
         let mut trailer = None;
         let mut ended = false;
@@ -402,7 +483,7 @@ pub async fn submit_lines(
     }) {
         Ok(header) => header,
         Err(status) => {
-            intake.abandon().await;
+            intake.abandon(&status).await;
             return Err(status);
         }
     };
@@ -493,8 +574,100 @@ impl LineSplitter {
     }
 }
 
-/// Creates the run of a suite whose tests are all stored, and publishes
-/// its task batches.
+/// The stored options of a run: what workers read (`repeat`, `tests`,
+/// limits, the cost cap) and the estimate. `tests` is `None` while they
+/// still arrive.
+fn run_options(
+    options: &v1::RunOptions,
+    tests: Option<u64>,
+    estimate: Option<&Estimate>,
+) -> serde_json::Value {
+    let max_cost = options.max_cost_usd;
+    serde_json::json!({
+        "repeat": options.repeat,
+        "tests": tests,
+        "max_concurrency": options.max_concurrency,
+        "no_cache": options.no_cache,
+        // Read by workers, which stop the run once its results cost this much.
+        "max_cost_usd": (max_cost > 0.0).then_some(max_cost),
+        "estimated_cost_usd": estimate.map(|e| e.cost_usd),
+    })
+}
+
+fn new_run(
+    id: Uuid,
+    header: &Suite,
+    options: &v1::RunOptions,
+    source: String,
+    total_tasks: i64,
+    stored_options: serde_json::Value,
+) -> NewRun {
+    NewRun {
+        id,
+        project_id: DEFAULT_PROJECT.into(),
+        description: header.description.clone().unwrap_or_default(),
+        label: options.label.clone(),
+        source,
+        compiled: gauntlet_core::parse::normalized_header_line(header),
+        options: stored_options,
+        total_tasks,
+    }
+}
+
+impl Publisher {
+    fn new(batch_size: u32) -> Self {
+        Self {
+            batch_size: u64::from(batch_size.max(1)),
+            headers: gauntlet_telemetry::propagation::inject_current(),
+            batches: 0,
+        }
+    }
+
+    /// Publishes `tasks` in batches, with confirms, a few hundred
+    /// messages at a time.
+    async fn publish(
+        &mut self,
+        deps: &Deps,
+        run_id: Uuid,
+        tasks: std::ops::Range<u64>,
+    ) -> Result<(), Status> {
+        let end = tasks.end;
+        let mut firsts = tasks.step_by(self.batch_size as usize).peekable();
+        while firsts.peek().is_some() {
+            let chunk: Vec<Message> = firsts
+                .by_ref()
+                .take(PUBLISH_CHUNK)
+                .map(|first| Message {
+                    payload: TaskBatch {
+                        run_id: run_id.to_string(),
+                        project_id: DEFAULT_PROJECT.into(),
+                        first_task: first,
+                        count: (end - first).min(self.batch_size) as u32,
+                        ..TaskBatch::default()
+                    }
+                    .encode_to_vec(),
+                    headers: self.headers.clone(),
+                })
+                .collect();
+            self.batches += chunk.len() as u64;
+            if let Err(e) = deps.bus.publish(QueueName::Tasks, chunk).await {
+                // The run is stored but cannot be fed: end it visibly rather
+                // than leave it queued forever.
+                warn!(run_id = %run_id, error = %e, "publishing tasks failed, failing run");
+                let _ = deps
+                    .store
+                    .fail_run(run_id, "its tasks could not be queued")
+                    .await;
+                return Err(internal("publish tasks", e));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Starts the run of a suite whose tests are all stored: creates it and
+/// publishes its task batches, or, for a run opened while its tests
+/// arrived (whose batches are out already), sets its real total.
 async fn start(
     deps: &Deps,
     batch_size: u32,
@@ -503,80 +676,60 @@ async fn start(
     options: v1::RunOptions,
     source: String,
 ) -> Result<v1::SubmitRunResponse, Status> {
-    let repeat = options.repeat;
     let total = intake.tests * intake.tasks_per_test;
     if total == 0 {
-        intake.abandon().await;
-        return Err(invalid("suite", "expands into no tasks"));
+        let status = invalid("suite", "expands into no tasks");
+        intake.abandon(&status).await;
+        return Err(status);
     }
-    let estimate = intake.estimate(&header, repeat);
+    let estimate = intake.estimate(&header, options.repeat);
     let run_id = intake.run_id;
-    let max_cost = options.max_cost_usd;
-    let compiled = gauntlet_core::parse::normalized_header_line(&header);
-    let created = deps
-        .store
-        .create_run(NewRun {
-            id: run_id,
-            project_id: DEFAULT_PROJECT.into(),
-            description: header.description.clone().unwrap_or_default(),
-            label: options.label.clone(),
-            source,
-            compiled,
-            options: serde_json::json!({
-                "repeat": repeat,
-                "tests": intake.tests,
-                "max_concurrency": options.max_concurrency,
-                "no_cache": options.no_cache,
-                // Read by workers, which stop the run once its results cost this much.
-                "max_cost_usd": (max_cost > 0.0).then_some(max_cost),
-                "estimated_cost_usd": estimate.cost_usd,
-            }),
-            total_tasks: total as i64,
-        })
-        .await;
-    let run = match created {
-        Ok(run) => run,
-        Err(e) => {
-            intake.abandon().await;
-            return Err(internal("create run", e));
+    let stored_options = run_options(&options, Some(intake.tests), Some(&estimate));
+    let (run, publisher) = match intake.open.take() {
+        Some(publisher) => {
+            let run = deps
+                .store
+                .finish_upload(run_id, total as i64, stored_options)
+                .await
+                .map_err(|e| internal("finish upload", e))?
+                .ok_or_else(|| {
+                    internal("finish upload", anyhow::anyhow!("run {run_id} vanished"))
+                })?;
+            if run.status.is_terminal() {
+                // Every task was done before the upload ended.
+                gauntlet_service::events::publish_progress(deps.bus.as_ref(), &run).await;
+            }
+            (run, publisher)
+        }
+        None => {
+            let created = deps
+                .store
+                .create_run(new_run(
+                    run_id,
+                    &header,
+                    &options,
+                    source,
+                    total as i64,
+                    stored_options,
+                ))
+                .await;
+            let run = match created {
+                Ok(run) => run,
+                Err(e) => {
+                    let status = internal("create run", e);
+                    intake.abandon(&status).await;
+                    return Err(status);
+                }
+            };
+            let mut publisher = Publisher::new(batch_size);
+            publisher.publish(deps, run_id, 0..total).await?;
+            (run, publisher)
         }
     };
-
-    let headers = gauntlet_telemetry::propagation::inject_current();
-    let batch_size = u64::from(batch_size.max(1));
-    let batches = total.div_ceil(batch_size);
-    let mut firsts = (0..total).step_by(batch_size as usize).peekable();
-    while firsts.peek().is_some() {
-        let chunk: Vec<Message> = firsts
-            .by_ref()
-            .take(PUBLISH_CHUNK)
-            .map(|first| Message {
-                payload: TaskBatch {
-                    run_id: run_id.to_string(),
-                    project_id: DEFAULT_PROJECT.into(),
-                    first_task: first,
-                    count: (total - first).min(batch_size) as u32,
-                    ..TaskBatch::default()
-                }
-                .encode_to_vec(),
-                headers: headers.clone(),
-            })
-            .collect();
-        if let Err(e) = deps.bus.publish(QueueName::Tasks, chunk).await {
-            // The run is stored but cannot be fed: end it visibly rather than
-            // leave it queued forever.
-            warn!(run_id = %run_id, error = %e, "publishing tasks failed, failing run");
-            let _ = deps
-                .store
-                .fail_run(run_id, "its tasks could not be queued")
-                .await;
-            return Err(internal("publish tasks", e));
-        }
-    }
     info!(
         run_id = %run_id,
         tasks = total,
-        batches,
+        batches = publisher.batches,
         estimated_cost_usd = estimate.cost_usd,
         "run submitted"
     );

@@ -37,7 +37,12 @@ pub fn run(r: &RunRecord) -> v1::Run {
         project_id: r.project_id.clone(),
         description: r.description.clone(),
         status: run_status(r.status) as i32,
-        total_tasks: r.total_tasks as u64,
+        // 0: not known yet, while the suite's tests are still arriving.
+        total_tasks: if r.is_uploading() {
+            0
+        } else {
+            r.total_tasks as u64
+        },
         completed_tasks: r.completed_tasks as u64,
         passed: r.passed as u64,
         failed: r.failed as u64,
@@ -54,7 +59,12 @@ pub fn progress(r: &RunRecord) -> v1::RunProgress {
     v1::RunProgress {
         run_id: r.id.to_string(),
         status: run_status(r.status) as i32,
-        total_tasks: r.total_tasks as u64,
+        // 0: not known yet, while the suite's tests are still arriving.
+        total_tasks: if r.is_uploading() {
+            0
+        } else {
+            r.total_tasks as u64
+        },
         completed_tasks: r.completed_tasks as u64,
         passed: r.passed as u64,
         failed: r.failed as u64,

@@ -83,6 +83,17 @@ pub trait Store: Send + Sync + 'static {
     /// Removes the tests of uploads that never became a run, for run ids
     /// (UUIDv7, so time-ordered) below `before`. Returns the rows removed.
     async fn sweep_orphan_tests(&self, before: Uuid) -> Result<u64>;
+    /// Closes the upload of a run created before all its tests had arrived
+    /// (`total_tasks` then stands for "not known yet"): sets its real
+    /// `total_tasks` and `options`, and completes it if every task is in
+    /// already. A run that has ended keeps its status. Returns the run as
+    /// it now stands.
+    async fn finish_upload(
+        &self,
+        run_id: Uuid,
+        total_tasks: i64,
+        options: serde_json::Value,
+    ) -> Result<Option<RunRecord>>;
     /// Queued → running, the first time a worker touches the run.
     async fn mark_running(&self, run_id: Uuid) -> Result<()>;
     /// Ends a run that has not ended yet. Returns the run as it now stands.

@@ -314,6 +314,32 @@ impl Store for PgStore {
         .rows_affected())
     }
 
+    async fn finish_upload(
+        &self,
+        run_id: Uuid,
+        total_tasks: i64,
+        options: serde_json::Value,
+    ) -> Result<Option<RunRecord>> {
+        // The row lock orders this against the result writes: whichever
+        // comes last sees every task in and completes the run.
+        sqlx::query(&format!(
+            "UPDATE runs SET total_tasks = $2, options = $3, \
+               status = CASE WHEN status IN ('queued', 'running') AND completed_tasks >= $2 \
+                             THEN 'completed' ELSE status END, \
+               finished_at = CASE WHEN status IN ('queued', 'running') AND completed_tasks >= $2 \
+                                  THEN clock_timestamp() ELSE finished_at END \
+             WHERE id = $1 RETURNING {RUN_COLUMNS}"
+        ))
+        .bind(run_id)
+        .bind(total_tasks)
+        .bind(&options)
+        .fetch_optional(&self.pool)
+        .await?
+        .as_ref()
+        .map(run_from_row)
+        .transpose()
+    }
+
     async fn mark_running(&self, run_id: Uuid) -> Result<()> {
         sqlx::query(
             "UPDATE runs SET status = 'running', started_at = now() \

@@ -131,7 +131,12 @@ impl RunCache {
         let repeat = run.options["repeat"].as_u64().unwrap_or(1).max(1) as u32;
         let shape = match run.options["tests"].as_u64() {
             Some(tests) => suite.shape_with(tests, repeat),
-            None => suite.shape(repeat),
+            // Stored with its tests inline (before tests became rows).
+            None if !suite.tests.is_empty() => suite.shape(repeat),
+            // Its tests are still arriving; it runs once (the gateway opens
+            // only such runs early), so a task's test does not depend on how
+            // many there will be.
+            None => suite.shape_with(u64::from(u32::MAX), repeat),
         };
         // Repeats exist to sample a model again (as promptfoo, which turns
         // its cache off for them); `no_cache` asks for fresh answers.

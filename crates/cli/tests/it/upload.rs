@@ -28,10 +28,12 @@ fn suite(n: usize) -> Suite {
     parse_suite(&yaml, SuiteFormat::Yaml).unwrap()
 }
 
-/// The upload of `suite` as header, data chunks of `chunk` bytes and, if
-/// `trailer`, the trailer; `edit` may change the text first.
+/// The upload of `suite`, run `repeat` times, as header, data chunks of
+/// `chunk` bytes and, if `trailer`, the trailer; `edit` may change the
+/// text first.
 fn upload(
     suite: &Suite,
+    repeat: u32,
     chunk: usize,
     trailer: Option<u64>,
     edit: impl Fn(String) -> String,
@@ -49,7 +51,10 @@ fn upload(
     let mut messages = vec![v1::SubmitRunChunk {
         part: Some(Part::Header(v1::SubmitRunHeader {
             format: v1::SuiteFormat::NormalizedJsonLines as i32,
-            options: Some(v1::RunOptions::default()),
+            options: Some(v1::RunOptions {
+                repeat,
+                ..Default::default()
+            }),
             suite_bytes: 0,
         })),
     }];
@@ -84,6 +89,7 @@ async fn a_json_lines_upload_runs_every_test_with_its_own_vars() {
     let submitted = runs
         .submit_run_stream(futures::stream::iter(upload(
             &suite,
+            1,
             7000,
             Some(2500),
             |t| t,
@@ -137,6 +143,8 @@ async fn a_json_lines_upload_runs_every_test_with_its_own_vars() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_or_broken_off_upload_leaves_no_run_and_no_tests() {
+    // Run twice, the suite runs only once every test is in (a task's index
+    // depends on the test count), so a refused one leaves nothing.
     let cluster = Cluster::start().await;
     let mut runs = cluster.runs().await;
     let suite = suite(3000);
@@ -145,6 +153,7 @@ async fn a_refused_or_broken_off_upload_leaves_no_run_and_no_tests() {
     let status = runs
         .submit_run_stream(futures::stream::iter(upload(
             &suite,
+            2,
             64 * 1024,
             None,
             |t| t,
@@ -158,6 +167,7 @@ async fn a_refused_or_broken_off_upload_leaves_no_run_and_no_tests() {
     let status = runs
         .submit_run_stream(futures::stream::iter(upload(
             &suite,
+            2,
             64 * 1024,
             Some(2999),
             |t| t,
@@ -171,6 +181,7 @@ async fn a_refused_or_broken_off_upload_leaves_no_run_and_no_tests() {
     let status = runs
         .submit_run_stream(futures::stream::iter(upload(
             &suite,
+            2,
             64 * 1024,
             Some(3000),
             |t| t.replace("{\"word\":\"w2345\"}", "{\"other\":\"w2345\"}"),
@@ -185,6 +196,7 @@ async fn a_refused_or_broken_off_upload_leaves_no_run_and_no_tests() {
     let status = runs
         .submit_run_stream(futures::stream::iter(upload(
             &suite,
+            2,
             64 * 1024,
             Some(3001),
             |t| format!("{t}\n[1, 2]"),
@@ -202,4 +214,107 @@ async fn a_refused_or_broken_off_upload_leaves_no_run_and_no_tests() {
     assert!(listed.runs.is_empty(), "{:?}", listed.runs);
     assert_eq!(orphan_tests(&cluster).await, 0);
     cluster.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_starts_while_its_tests_arrive_and_a_refused_one_keeps_its_results() {
+    let cluster = Cluster::start().await;
+    let mut runs = cluster.runs().await;
+    let suite = suite(3000);
+
+    // Run once, the run starts with its first tests: the first results
+    // are in before the last test is sent.
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let call = tokio::spawn({
+        let mut runs = runs.clone();
+        async move {
+            runs.submit_run_stream(tokio_stream::wrappers::ReceiverStream::new(rx))
+                .await
+        }
+    });
+    let mut messages = upload(&suite, 1, 4096, Some(3000), |t| t).into_iter();
+    let last = messages.len() - 2;
+    for message in messages.by_ref().take(last) {
+        tx.send(message).await.unwrap();
+    }
+    let run = wait_for_a_run(&mut runs).await;
+    assert_eq!(run.total_tasks, 0, "not known while tests arrive: {run:?}");
+    let run = wait_for(
+        &mut runs,
+        &run.id,
+        Duration::from_secs(30),
+        "results",
+        |r| r.completed_tasks > 0,
+    )
+    .await;
+    assert_eq!(run.status, v1::RunStatus::Running as i32, "{run:?}");
+    for message in messages {
+        tx.send(message).await.unwrap();
+    }
+    drop(tx);
+    let submitted = call.await.unwrap().unwrap().into_inner();
+    assert_eq!(
+        (submitted.run_id.as_str(), submitted.total_tasks),
+        (run.id.as_str(), 3000)
+    );
+    let run = wait_for(
+        &mut runs,
+        &run.id,
+        Duration::from_secs(60),
+        "completed",
+        |r| r.status == v1::RunStatus::Completed as i32,
+    )
+    .await;
+    assert_eq!((run.total_tasks, run.passed), (3000, 3000));
+
+    // Refused half way: the run ends failed, naming the test, and keeps
+    // the results of the tests before it.
+    let status = runs
+        .submit_run_stream(futures::stream::iter(upload(
+            &suite,
+            1,
+            64 * 1024,
+            Some(3000),
+            |t| t.replace("{\"word\":\"w2345\"}", "{\"other\":\"w2345\"}"),
+        )))
+        .await
+        .unwrap_err();
+    assert!(status.message().contains("tests[2345].vars"), "{status:?}");
+    let listed = runs
+        .list_runs(v1::ListRunsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    let failed = listed.runs.iter().find(|r| r.id != run.id).unwrap();
+    assert_eq!(failed.status, v1::RunStatus::Failed as i32, "{failed:?}");
+    assert!(
+        failed.status_reason.contains("tests[2345].vars"),
+        "{failed:?}"
+    );
+    // Its total is what was published: whole writes of tests before 2345.
+    assert!(
+        failed.total_tasks > 0 && failed.total_tasks <= 2345,
+        "{failed:?}"
+    );
+    assert_eq!(orphan_tests(&cluster).await, 0);
+    cluster.stop().await;
+}
+
+/// The first run listed, once there is one.
+async fn wait_for_a_run(
+    runs: &mut gauntlet_proto::v1::run_service_client::RunServiceClient<tonic::transport::Channel>,
+) -> v1::Run {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let listed = runs
+            .list_runs(v1::ListRunsRequest::default())
+            .await
+            .unwrap()
+            .into_inner();
+        if let Some(run) = listed.runs.into_iter().next() {
+            return run;
+        }
+        assert!(std::time::Instant::now() < deadline, "no run was created");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

@@ -96,6 +96,7 @@ conformance!(
     missing_tasks_are_the_gaps_and_the_tail,
     suite_tests_read_back_by_range_and_are_stored_once,
     refused_and_orphaned_uploads_leave_no_tests,
+    finishing_an_upload_sets_the_total_and_completes_a_run_already_done,
 );
 
 fn new_run(total: i64) -> NewRun {
@@ -973,4 +974,55 @@ async fn refused_and_orphaned_uploads_leave_no_tests(store: Arc<dyn Store>) {
     assert!(store.get_tests(orphan, 0, 10).await.unwrap().is_empty());
     assert_eq!(store.get_tests(run.id, 0, 10).await.unwrap().len(), 2);
     assert_eq!(store.get_tests(newer, 0, 10).await.unwrap().len(), 2);
+}
+
+async fn finishing_an_upload_sets_the_total_and_completes_a_run_already_done(
+    store: Arc<dyn Store>,
+) {
+    // Created while its tests still arrive: the total is not known yet.
+    let open = store.create_run(new_run(i64::MAX)).await.unwrap();
+    let rows: Vec<NewResult> = (0..3).map(|t| result(t, ResultStatus::Pass)).collect();
+    let out = store.insert_results(open.id, &rows).await.unwrap();
+    assert_eq!(out.run.status, RunStatus::Running);
+    // Every task was in before the upload ended: it completes now.
+    let options = serde_json::json!({"repeat": 1, "tests": 3});
+    let run = store
+        .finish_upload(open.id, 3, options.clone())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((run.total_tasks, run.status), (3, RunStatus::Completed));
+    assert_eq!(run.options, options);
+    assert!(run.finished_at.is_some());
+
+    // Tasks still to come: it keeps running and completes with the last.
+    let open = store.create_run(new_run(i64::MAX)).await.unwrap();
+    store.insert_results(open.id, &rows[..1]).await.unwrap();
+    let run = store
+        .finish_upload(open.id, 3, options.clone())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((run.total_tasks, run.status), (3, RunStatus::Running));
+    assert!(run.finished_at.is_none());
+    let out = store.insert_results(open.id, &rows[1..]).await.unwrap();
+    assert_eq!(out.run.status, RunStatus::Completed);
+    assert!(out.finished_now);
+
+    // A run that failed meanwhile stays failed.
+    let open = store.create_run(new_run(i64::MAX)).await.unwrap();
+    store.fail_run(open.id, "bad test").await.unwrap();
+    let run = store
+        .finish_upload(open.id, 3, options)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(run.status, RunStatus::Failed);
+    assert!(
+        store
+            .finish_upload(Uuid::now_v7(), 1, serde_json::json!({}))
+            .await
+            .unwrap()
+            .is_none()
+    );
 }

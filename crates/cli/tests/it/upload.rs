@@ -149,60 +149,33 @@ async fn a_refused_or_broken_off_upload_leaves_no_run_and_no_tests() {
     let mut runs = cluster.runs().await;
     let suite = suite(3000);
 
+    let mut refused = async |trailer, edit: fn(String) -> String| {
+        let messages = upload(&suite, 2, 64 * 1024, trailer, edit);
+        runs.submit_run_stream(futures::stream::iter(messages))
+            .await
+            .unwrap_err()
+    };
     // Cut short: the client stops before its trailer.
-    let status = runs
-        .submit_run_stream(futures::stream::iter(upload(
-            &suite,
-            2,
-            64 * 1024,
-            None,
-            |t| t,
-        )))
-        .await
-        .unwrap_err();
+    let status = refused(None, |t| t).await;
     assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
     assert!(status.message().contains("trailer"), "{status:?}");
 
     // A trailer that does not count what arrived.
-    let status = runs
-        .submit_run_stream(futures::stream::iter(upload(
-            &suite,
-            2,
-            64 * 1024,
-            Some(2999),
-            |t| t,
-        )))
-        .await
-        .unwrap_err();
+    let status = refused(Some(2999), |t| t).await;
     assert!(status.message().contains("3000 arrived"), "{status:?}");
 
     // Test 2,345 of 3,000 (line 2,347) lacks the prompt's var: refused
     // naming it, after the tests before it were stored.
-    let status = runs
-        .submit_run_stream(futures::stream::iter(upload(
-            &suite,
-            2,
-            64 * 1024,
-            Some(3000),
-            |t| t.replace("{\"word\":\"w2345\"}", "{\"other\":\"w2345\"}"),
-        )))
-        .await
-        .unwrap_err();
+    let status = refused(Some(3000), |t| {
+        t.replace("{\"word\":\"w2345\"}", "{\"other\":\"w2345\"}")
+    })
+    .await;
     assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
     assert!(status.message().contains("tests[2345].vars"), "{status:?}");
     assert!(status.message().contains("`word`"), "{status:?}");
 
     // A line that is not a test is named by its line.
-    let status = runs
-        .submit_run_stream(futures::stream::iter(upload(
-            &suite,
-            2,
-            64 * 1024,
-            Some(3001),
-            |t| format!("{t}\n[1, 2]"),
-        )))
-        .await
-        .unwrap_err();
+    let status = refused(Some(3001), |t| format!("{t}\n[1, 2]")).await;
     assert!(status.message().contains("tests[3000]"), "{status:?}");
     assert!(status.message().contains("3002"), "{status:?}");
 

@@ -162,6 +162,12 @@ pub async fn run(args: RunArgs, config: GauntletConfig) -> anyhow::Result<i32> {
         submitted.estimated_tokens_out,
     );
 
+    // Results are gathered while the run goes, for the result files.
+    let spool = if args.outputs.is_empty() {
+        None
+    } else {
+        Some(output::Spool::start(runs.clone(), run_id.clone())?)
+    };
     let (interrupted, status, reason) = follow(runs, &run_id, submitted.total_tasks).await?;
     debug!(elapsed_ms = ms(), "run ended");
     let cost_limited = status == Some(v1::RunStatus::CostLimited);
@@ -196,10 +202,10 @@ pub async fn run(args: RunArgs, config: GauntletConfig) -> anyhow::Result<i32> {
     output::summary_table(&summary, &mut stdout)?;
     drop(stdout);
 
-    if !args.outputs.is_empty() {
-        // Written while paging through the results: memory stays flat
-        // however large the run.
-        output::write_files(&args.outputs, &summary, runs, &run_id).await?;
+    if let Some(spool) = spool {
+        // Spooled to disk while the run went: memory stays flat however
+        // large the run.
+        spool.finish().await?.write_files(&args.outputs, &summary)?;
         debug!(elapsed_ms = ms(), "result files written");
         for path in &args.outputs {
             eprintln!("wrote {}", path.display());

@@ -301,28 +301,70 @@ impl Suite {
     /// so an unset protobuf field still runs the suite once). Saturates at
     /// `u64::MAX`.
     pub fn task_count(&self, repeat: u32) -> u64 {
-        (self.tests.len() as u64)
-            .saturating_mul(self.prompts.len() as u64)
-            .saturating_mul(self.providers.len() as u64)
-            .saturating_mul(u64::from(repeat.max(1)))
+        self.shape(repeat).count()
+    }
+
+    /// The task at `index`; see [`TaskShape::task`].
+    pub fn task(&self, index: u64, repeat: u32) -> Option<TaskCoord> {
+        self.shape(repeat).task(index)
+    }
+
+    /// Inverse of [`Suite::task`]; `coord` must lie inside the suite.
+    pub fn task_index(&self, coord: &TaskCoord) -> u64 {
+        self.shape(1).index(coord)
+    }
+
+    /// The shape of a run of this suite with its tests held here.
+    pub fn shape(&self, repeat: u32) -> TaskShape {
+        self.shape_with(self.tests.len() as u64, repeat)
+    }
+
+    /// The shape of a run of this suite's prompts and providers over
+    /// `tests` tests stored elsewhere (a stored run keeps them as rows).
+    pub fn shape_with(&self, tests: u64, repeat: u32) -> TaskShape {
+        TaskShape {
+            tests,
+            prompts: self.prompts.len() as u64,
+            providers: self.providers.len() as u64,
+            repeat: repeat.max(1),
+        }
+    }
+}
+
+/// How a run's task indexes map to tests, prompts, providers and repeats:
+/// all a task needs to know of its run besides its own test.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TaskShape {
+    pub tests: u64,
+    pub prompts: u64,
+    pub providers: u64,
+    /// At least 1.
+    pub repeat: u32,
+}
+
+impl TaskShape {
+    /// Number of tasks.
+    pub fn count(&self) -> u64 {
+        self.tests
+            .saturating_mul(self.prompts)
+            .saturating_mul(self.providers)
+            .saturating_mul(u64::from(self.repeat.max(1)))
     }
 
     /// The task at `index`. Indices run repeat-major, then test, then prompt,
     /// then provider (the provider varies fastest), so a contiguous batch of
-    /// indices sends the same rendered prompt to every provider.
-    pub fn task(&self, index: u64, repeat: u32) -> Option<TaskCoord> {
-        if index >= self.task_count(repeat) {
+    /// indices sends the same rendered prompt to every provider, and needs
+    /// a contiguous range of tests.
+    pub fn task(&self, index: u64) -> Option<TaskCoord> {
+        if index >= self.count() {
             return None;
         }
-        let providers = self.providers.len() as u64;
-        let prompts = self.prompts.len() as u64;
-        let tests = self.tests.len() as u64;
-        let provider = index % providers;
-        let rest = index / providers;
-        let prompt = rest % prompts;
-        let rest = rest / prompts;
-        let test = rest % tests;
-        let rep = rest / tests;
+        let provider = index % self.providers;
+        let rest = index / self.providers;
+        let prompt = rest % self.prompts;
+        let rest = rest / self.prompts;
+        let test = rest % self.tests;
+        let rep = rest / self.tests;
         Some(TaskCoord {
             test: test as u32,
             prompt: prompt as u32,
@@ -331,14 +373,11 @@ impl Suite {
         })
     }
 
-    /// Inverse of [`Suite::task`]; `coord` must lie inside the suite.
-    pub fn task_index(&self, coord: &TaskCoord) -> u64 {
-        let providers = self.providers.len() as u64;
-        let prompts = self.prompts.len() as u64;
-        let tests = self.tests.len() as u64;
-        ((u64::from(coord.repeat) * tests + u64::from(coord.test)) * prompts
+    /// Inverse of [`TaskShape::task`]; `coord` must lie inside the shape.
+    pub fn index(&self, coord: &TaskCoord) -> u64 {
+        ((u64::from(coord.repeat) * self.tests + u64::from(coord.test)) * self.prompts
             + u64::from(coord.prompt))
-            * providers
+            * self.providers
             + u64::from(coord.provider)
     }
 }

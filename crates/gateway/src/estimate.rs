@@ -3,7 +3,10 @@
 //! a default answer size), priced per provider. Model-graded assertions make
 //! calls of their own that are not counted here.
 
-use gauntlet_core::{suite::Suite, template::PromptRenderer};
+use gauntlet_core::{
+    suite::{Suite, TestCase},
+    template::PromptRenderer,
+};
 use gauntlet_providers::{estimate_tokens, pricing};
 
 /// Completion tokens assumed for a provider whose config sets no `max_tokens`.
@@ -21,57 +24,104 @@ pub struct Estimate {
     pub unpriced: Vec<String>,
 }
 
-/// The estimate for `repeat` repetitions of `suite`.
+/// The estimate for `repeat` repetitions of `suite`, held whole.
+#[cfg(test)]
 pub fn estimate(suite: &Suite, repeat: u32) -> Estimate {
-    let Ok(renderer) = PromptRenderer::new(suite) else {
+    let Some(mut estimator) = Estimator::new(suite) else {
         return Estimate::default();
     };
-    let prompts = suite.prompts.len() as u64;
-    let pairs = suite.tests.len() as u64 * prompts;
-    if pairs == 0 {
-        return Estimate::default();
+    for test in &suite.tests {
+        estimator.add(test);
     }
-    // Prompt tokens of one pass over the pairs, and how many pairs render
-    // (one that does not becomes an error result without a call).
-    let step = pairs.div_ceil(MAX_RENDERED).max(1);
-    let (mut sampled, mut rendered, mut tokens) = (0u64, 0u64, 0u64);
-    for pair in (0..pairs).step_by(step as usize) {
-        let test = &suite.tests[(pair / prompts) as usize];
-        sampled += 1;
-        if let Ok(text) = renderer.render((pair % prompts) as usize, &test.vars) {
-            rendered += 1;
-            tokens += u64::from(estimate_tokens(&text));
-        }
-    }
-    let scale = |n: u64| (n as f64 * pairs as f64 / sampled as f64).round() as u64;
-    let repeat = u64::from(repeat.max(1));
-    let prompt_tokens = scale(tokens) * repeat;
-    let calls = scale(rendered) * repeat;
+    estimator.finish(suite, repeat)
+}
 
-    let mut out = Estimate::default();
-    for provider in &suite.providers {
-        let max_out = ["max_tokens", "max_completion_tokens", "maxTokens"]
-            .iter()
-            .find_map(|k| provider.config.get(*k).and_then(serde_json::Value::as_u64))
-            .unwrap_or(DEFAULT_OUTPUT_TOKENS);
-        // `echo` answers with the prompt itself.
-        let completion_tokens = if provider.id == "echo" {
-            prompt_tokens
-        } else {
-            calls * max_out
-        };
-        out.tokens_in += prompt_tokens;
-        out.tokens_out += completion_tokens;
-        match pricing::for_provider(&provider.id, &provider.config) {
-            Ok(Some(price)) => {
-                out.cost_usd += (prompt_tokens as f64 * price.input_per_million
-                    + completion_tokens as f64 * price.output_per_million)
-                    / 1e6;
+/// An estimate built a test at a time, for suites read as they arrive: the
+/// test × prompt pairs are sampled at a stride that doubles whenever the
+/// sample reaches twice [`MAX_RENDERED`], so at most that many prompts are
+/// held and a suite of any size costs at most a few thousand renders.
+pub struct Estimator {
+    renderer: PromptRenderer,
+    prompts: u64,
+    /// Pairs seen so far.
+    pairs: u64,
+    /// Every `stride`-th pair is sampled.
+    stride: u64,
+    /// `(pair, prompt tokens if it rendered)` of the sampled pairs.
+    samples: Vec<(u64, Option<u64>)>,
+}
+
+impl Estimator {
+    /// `None` when the suite's prompts do not compile (nothing can be estimated).
+    pub fn new(header: &Suite) -> Option<Self> {
+        Some(Self {
+            renderer: PromptRenderer::new(header).ok()?,
+            prompts: header.prompts.len() as u64,
+            pairs: 0,
+            stride: 1,
+            samples: Vec::new(),
+        })
+    }
+
+    pub fn add(&mut self, test: &TestCase) {
+        for prompt in 0..self.prompts {
+            if self.pairs.is_multiple_of(self.stride) {
+                let tokens = self
+                    .renderer
+                    .render(prompt as usize, &test.vars)
+                    .ok()
+                    .map(|text| u64::from(estimate_tokens(&text)));
+                self.samples.push((self.pairs, tokens));
+                if self.samples.len() as u64 >= 2 * MAX_RENDERED {
+                    self.stride *= 2;
+                    let stride = self.stride;
+                    self.samples.retain(|(pair, _)| pair.is_multiple_of(stride));
+                }
             }
-            _ => out.unpriced.push(provider.id.clone()),
+            self.pairs += 1;
         }
     }
-    out
+
+    /// The estimate for `repeat` repetitions, priced with `header`'s providers.
+    pub fn finish(self, header: &Suite, repeat: u32) -> Estimate {
+        let pairs = self.pairs;
+        let sampled = self.samples.len() as u64;
+        if sampled == 0 {
+            return Estimate::default();
+        }
+        let rendered = self.samples.iter().filter(|(_, t)| t.is_some()).count() as u64;
+        let tokens: u64 = self.samples.iter().filter_map(|(_, t)| *t).sum();
+        let suite = header;
+        let scale = |n: u64| (n as f64 * pairs as f64 / sampled as f64).round() as u64;
+        let repeat = u64::from(repeat.max(1));
+        let prompt_tokens = scale(tokens) * repeat;
+        let calls = scale(rendered) * repeat;
+
+        let mut out = Estimate::default();
+        for provider in &suite.providers {
+            let max_out = ["max_tokens", "max_completion_tokens", "maxTokens"]
+                .iter()
+                .find_map(|k| provider.config.get(*k).and_then(serde_json::Value::as_u64))
+                .unwrap_or(DEFAULT_OUTPUT_TOKENS);
+            // `echo` answers with the prompt itself.
+            let completion_tokens = if provider.id == "echo" {
+                prompt_tokens
+            } else {
+                calls * max_out
+            };
+            out.tokens_in += prompt_tokens;
+            out.tokens_out += completion_tokens;
+            match pricing::for_provider(&provider.id, &provider.config) {
+                Ok(Some(price)) => {
+                    out.cost_usd += (prompt_tokens as f64 * price.input_per_million
+                        + completion_tokens as f64 * price.output_per_million)
+                        / 1e6;
+                }
+                _ => out.unpriced.push(provider.id.clone()),
+            }
+        }
+        out
+    }
 }
 
 #[cfg(test)]

@@ -222,6 +222,8 @@ pub struct PassReport {
     pub failed_runs: Vec<Uuid>,
     /// Dead batches of ended runs removed.
     pub discarded_batches: usize,
+    /// Stored tests of uploads that never became a run, removed.
+    pub swept_tests: u64,
 }
 
 impl PassReport {
@@ -229,6 +231,12 @@ impl PassReport {
         *self == Self::default()
     }
 }
+
+/// Why a run whose upload stopped half way failed.
+const UPLOAD_NEVER_FINISHED: &str = "the upload of its suite never finished";
+
+/// How old an upload's tests must be, with no run, before they are swept.
+const ORPHAN_UPLOAD_AGE: Duration = Duration::from_secs(3600);
 
 pub struct Reconciler {
     deps: Deps,
@@ -328,6 +336,15 @@ impl Reconciler {
                 continue;
             }
             let stale = run.active_at < stale_before;
+            if run.is_uploading() {
+                // Its gateway died while the suite was arriving: what
+                // is missing can never be known.
+                if stale && self.fail(run, UPLOAD_NEVER_FINISHED).await? {
+                    report.failed_runs.push(run.id);
+                    discard.insert(run.id);
+                }
+                continue;
+            }
             match decide(run, its_dead, stale, queue_ready, &self.config) {
                 Action::Wait => {
                     debug!(run_id = %run.id, stale, dead = its_dead.len(), queue_ready, "waiting");
@@ -389,6 +406,19 @@ impl Reconciler {
                 );
             }
         }
+        // Tests stored by an upload that never became a run (its gateway
+        // died half way); an hour, or the stale time if longer, is far
+        // beyond any upload still under way.
+        let orphaned = SystemTime::now() - stale_after.max(ORPHAN_UPLOAD_AGE);
+        let since_epoch = orphaned
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default();
+        let cut = Uuid::new_v7(uuid::Timestamp::from_unix(
+            uuid::NoContext,
+            since_epoch.as_secs(),
+            since_epoch.subsec_nanos(),
+        ));
+        report.swept_tests = store.sweep_orphan_tests(cut).await?;
         self.count(&report);
         Ok(report)
     }

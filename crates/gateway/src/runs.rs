@@ -27,7 +27,8 @@ pub struct RunApi {
     shutdown: CancellationToken,
     /// Validates provider ids at submission.
     providers: gauntlet_providers::ProviderFactory,
-    /// Parsed suites of recent runs, for filling result rows.
+    /// Suite headers (prompts and providers, not tests) of recent runs, for
+    /// filling result rows.
     suites: moka::future::Cache<Uuid, Arc<Suite>>,
     limits: MessageLimits,
 }
@@ -109,7 +110,21 @@ impl RunService for RunApi {
         request: Request<tonic::Streaming<v1::SubmitRunChunk>>,
     ) -> Result<Response<v1::SubmitRunResponse>, Status> {
         let max_bytes = self.config.gateway.max_suite_bytes;
-        let req = submit::read_stream(request.into_inner(), max_bytes).await?;
+        let mut stream = request.into_inner();
+        let header = submit::read_header(&mut stream).await?;
+        if header.format == v1::SuiteFormat::NormalizedJsonLines as i32 {
+            let resp = submit::submit_lines(
+                &self.deps,
+                &self.providers,
+                self.config.amqp.batch_size,
+                max_bytes,
+                header,
+                stream,
+            )
+            .await?;
+            return Ok(Response::new(resp));
+        }
+        let req = submit::read_text(header, stream, max_bytes).await?;
         let resp = submit::submit(
             &self.deps,
             &self.providers,
@@ -214,11 +229,19 @@ impl RunService for RunApi {
             .map_err(|e| internal("list results", e))?;
         // A page ends early rather than grow past one message: results
         // carry whole prompts and outputs, so 1000 of them can be large.
+        let tests = gauntlet_service::tests::read(
+            self.deps.store.as_ref(),
+            id,
+            &suite,
+            rows.iter().map(|r| r.result.test_index as u32),
+        )
+        .await
+        .map_err(|e| internal("read tests", e))?;
         let budget = self.limits.payload_budget();
         let mut results = Vec::with_capacity(rows.len());
         let mut bytes = 0usize;
         for row in &rows {
-            let result = convert::result(row, &suite);
+            let result = convert::result(row, &suite, tests.get(row.result.test_index as u32));
             let size = prost::Message::encoded_len(&result) + 8;
             if !results.is_empty() && bytes + size > budget {
                 break;

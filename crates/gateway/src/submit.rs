@@ -1,21 +1,27 @@
 //! SubmitRun: validate, store, expand into task batches, publish with
-//! confirms. Nothing is stored for a suite that fails validation.
+//! confirms. A suite's tests are stored as rows while it is read (a
+//! JSON-lines upload is checked and stored a test at a time, so no suite
+//! is ever held whole); the run itself is created only once every test
+//! passed, and the rows of a refused or broken-off upload are removed.
 
 use gauntlet_bus::{Message, QueueName};
 use gauntlet_core::{
-    parse::{SuiteFormat, parse_normalized, parse_suite},
-    suite::Suite,
+    parse::{NormalizedLines, SuiteFormat, normalized_test_line, parse_normalized, parse_suite},
+    suite::{Suite, TestCase},
 };
 use gauntlet_proto::{internal::v1::TaskBatch, v1};
 use gauntlet_providers::{ProviderError, ProviderFactory};
 use gauntlet_service::{convert, internal, invalid};
-use gauntlet_store::NewRun;
+use gauntlet_store::{NewRun, UPLOADING_TOTAL};
 use prost::Message as _;
 use tonic::Status;
 use tracing::{info, warn};
 use uuid::Uuid;
 
-use crate::{DEFAULT_PROJECT, Deps, estimate::estimate};
+use crate::{
+    DEFAULT_PROJECT, Deps,
+    estimate::{Estimate, Estimator},
+};
 
 /// Most repeats a run may ask for.
 const MAX_REPEAT: u32 = 1000;
@@ -24,6 +30,13 @@ const MAX_TASKS: u64 = 10_000_000;
 /// Messages per publish call, so a huge run does not hold one giant batch of
 /// unconfirmed publishes.
 const PUBLISH_CHUNK: usize = 500;
+/// Tests stored per write while a suite is read.
+const TESTS_PER_WRITE: usize = 1000;
+/// Tests in the first write of a run opened while its tests arrive; each
+/// write after it holds twice as many, up to [`TESTS_PER_WRITE`].
+const FIRST_WRITE: usize = 16;
+/// Bytes of tests held before they are written, whatever their count.
+const TEST_BYTES_PER_WRITE: usize = 1 << 20;
 
 /// A suite larger than `max_bytes` is refused before it is read: `field`
 /// names where the size came from.
@@ -55,34 +68,54 @@ pub fn validate(
         Ok(v1::SuiteFormat::Json) => parse_suite(suite, SuiteFormat::Json),
         Ok(v1::SuiteFormat::Unspecified) => parse_suite(suite, SuiteFormat::Auto),
         Ok(v1::SuiteFormat::NormalizedJson) => parse_normalized(suite),
+        Ok(v1::SuiteFormat::NormalizedJsonLines) => {
+            return Err(invalid(
+                "format",
+                "SUITE_FORMAT_NORMALIZED_JSON_LINES is read a test at a time: send it through SubmitRunStream",
+            ));
+        }
         Err(_) => return Err(invalid("format", format!("unknown value {format}"))),
     };
     let suite = parsed.map_err(|e| Status::invalid_argument(e.to_string()))?;
-    // An id no worker could serve is the client's mistake. Other build errors
-    // (a key missing here) may be fine where the workers run.
+    check_providers(&suite, providers)?;
+    Ok(suite)
+}
+
+/// An id no worker could serve is the client's mistake. Other build errors
+/// (a key missing here) may be fine where the workers run.
+fn check_providers(suite: &Suite, providers: &ProviderFactory) -> Result<(), Status> {
     for (i, p) in suite.providers.iter().enumerate() {
         if let Err(e @ ProviderError::Unsupported(_)) = providers.build(&p.id, &p.config) {
             return Err(invalid(&format!("providers[{i}].id"), e));
         }
     }
-    Ok(suite)
+    Ok(())
 }
 
-/// Reads a `SubmitRunStream` into the request it stands for. The declared
-/// size is checked against `max_bytes` before anything is buffered, and the
-/// chunks must add up to exactly that size.
-pub async fn read_stream(
+/// What a `SubmitRunStream` starts with.
+pub async fn read_header(
+    stream: &mut tonic::Streaming<v1::SubmitRunChunk>,
+) -> Result<v1::SubmitRunHeader, Status> {
+    use v1::submit_run_chunk::Part;
+    match stream.message().await? {
+        Some(v1::SubmitRunChunk {
+            part: Some(Part::Header(header)),
+        }) => Ok(header),
+        Some(_) => Err(invalid("header", "the first message must be the header")),
+        None => Err(invalid("header", "the stream is empty")),
+    }
+}
+
+/// Reads the rest of a `SubmitRunStream` carrying a whole suite text into
+/// the request it stands for. The declared size is checked against
+/// `max_bytes` before anything is buffered, and the chunks must add up to
+/// exactly that size.
+pub async fn read_text(
+    header: v1::SubmitRunHeader,
     mut stream: tonic::Streaming<v1::SubmitRunChunk>,
     max_bytes: usize,
 ) -> Result<v1::SubmitRunRequest, Status> {
     use v1::submit_run_chunk::Part;
-    let header = match stream.message().await? {
-        Some(v1::SubmitRunChunk {
-            part: Some(Part::Header(header)),
-        }) => header,
-        Some(_) => return Err(invalid("header", "the first message must be the header")),
-        None => return Err(invalid("header", "the stream is empty")),
-    };
     check_size("header.suite_bytes", header.suite_bytes, max_bytes)?;
     let declared = header.suite_bytes as usize;
     let mut text = Vec::with_capacity(declared);
@@ -100,6 +133,12 @@ pub async fn read_stream(
                 text.extend_from_slice(&data);
             }
             Some(Part::Header(_)) => return Err(invalid("header", "sent more than once")),
+            Some(Part::Trailer(_)) => {
+                return Err(invalid(
+                    "trailer",
+                    "only a SUITE_FORMAT_NORMALIZED_JSON_LINES upload ends with one",
+                ));
+            }
             None => {}
         }
     }
@@ -128,24 +167,14 @@ pub async fn read_stream(
     })
 }
 
-pub async fn submit(
-    deps: &Deps,
-    providers: &ProviderFactory,
-    batch_size: u32,
-    max_bytes: usize,
-    req: v1::SubmitRunRequest,
-) -> Result<v1::SubmitRunResponse, Status> {
-    let suite = validate(&req.suite, req.format, max_bytes, providers)?;
-    let options = req.options.unwrap_or_default();
-    let repeat = if options.repeat == 0 {
-        1
-    } else {
-        options.repeat
-    };
-    if repeat > MAX_REPEAT {
+/// The run options of a request, checked; `repeat` is at least 1.
+fn check_options(options: Option<v1::RunOptions>) -> Result<v1::RunOptions, Status> {
+    let mut options = options.unwrap_or_default();
+    options.repeat = options.repeat.max(1);
+    if options.repeat > MAX_REPEAT {
         return Err(invalid(
             "options.repeat",
-            format!("{repeat} is more than {MAX_REPEAT}"),
+            format!("{} is more than {MAX_REPEAT}", options.repeat),
         ));
     }
     let max_cost = options.max_cost_usd;
@@ -155,80 +184,552 @@ pub async fn submit(
             format!("{max_cost} is not a non-negative amount of US dollars"),
         ));
     }
-    let total = suite.task_count(repeat);
-    if total == 0 {
-        return Err(invalid("suite", "expands into no tasks"));
-    }
-    if total > MAX_TASKS {
-        return Err(invalid(
-            "suite",
-            format!("expands into {total} tasks, more than {MAX_TASKS}"),
-        ));
-    }
+    Ok(options)
+}
 
-    let estimate = estimate(&suite, repeat);
-    let run_id = Uuid::now_v7();
-    let compiled = serde_json::to_string(&suite)
-        .map_err(|e| internal("encode suite", anyhow::Error::from(e)))?;
-    let run = deps
-        .store
-        .create_run(NewRun {
-            id: run_id,
-            project_id: DEFAULT_PROJECT.into(),
-            description: suite.description.clone().unwrap_or_default(),
-            label: options.label.clone(),
-            source: if req.format == v1::SuiteFormat::NormalizedJson as i32 {
-                String::new()
-            } else {
-                req.suite
-            },
-            compiled,
-            options: serde_json::json!({
-                "repeat": repeat,
-                "max_concurrency": options.max_concurrency,
-                "no_cache": options.no_cache,
-                // Read by workers, which stop the run once its results cost this much.
-                "max_cost_usd": (max_cost > 0.0).then_some(max_cost),
-                "estimated_cost_usd": estimate.cost_usd,
-            }),
-            total_tasks: total as i64,
-        })
-        .await
-        .map_err(|e| internal("create run", e))?;
+/// A suite's tests on their way into the store: written in chunks as they
+/// come, estimated as they pass, counted against the task limit. The run
+/// id is chosen before the first test, as the rows are keyed by it.
+struct Intake<'a> {
+    deps: &'a Deps,
+    run_id: Uuid,
+    /// Tasks per test: prompts × providers × repeat.
+    tasks_per_test: u64,
+    estimator: Option<Estimator>,
+    pending: Vec<String>,
+    pending_bytes: usize,
+    /// Tests received, written or pending.
+    tests: u64,
+    /// Set once the run exists while tests still arrive: each write then
+    /// publishes the tasks of the tests it stored.
+    open: Option<Publisher>,
+    /// Tests held before the next write: small at first, so the first
+    /// tasks of an open run go out at once, then up to [`TESTS_PER_WRITE`].
+    write_at: usize,
+}
 
-    let headers = gauntlet_telemetry::propagation::inject_current();
-    let batch_size = u64::from(batch_size.max(1));
-    let messages: Vec<Message> = (0..total)
-        .step_by(batch_size as usize)
-        .map(|first| Message {
-            payload: TaskBatch {
-                run_id: run_id.to_string(),
-                project_id: DEFAULT_PROJECT.into(),
-                first_task: first,
-                count: (total - first).min(batch_size) as u32,
-                ..TaskBatch::default()
-            }
-            .encode_to_vec(),
-            headers: headers.clone(),
-        })
-        .collect();
-    let batches = messages.len();
-    for chunk in messages.chunks(PUBLISH_CHUNK) {
-        if let Err(e) = deps.bus.publish(QueueName::Tasks, chunk.to_vec()).await {
-            // The run is stored but cannot be fed: end it visibly rather than
-            // leave it queued forever.
-            warn!(run_id = %run_id, error = %e, "publishing tasks failed, failing run");
-            let _ = deps
-                .store
-                .fail_run(run_id, "its tasks could not be queued")
-                .await;
-            return Err(internal("publish tasks", e));
+/// Publishes a run's task batches.
+struct Publisher {
+    batch_size: u64,
+    headers: Vec<(String, String)>,
+    batches: u64,
+}
+
+impl<'a> Intake<'a> {
+    fn new(deps: &'a Deps, header: &Suite, repeat: u32) -> Self {
+        Self {
+            deps,
+            run_id: Uuid::now_v7(),
+            tasks_per_test: header.prompts.len() as u64
+                * header.providers.len() as u64
+                * u64::from(repeat),
+            estimator: Estimator::new(header),
+            pending: Vec::with_capacity(TESTS_PER_WRITE),
+            pending_bytes: 0,
+            tests: 0,
+            open: None,
+            write_at: TESTS_PER_WRITE,
         }
     }
+
+    /// Creates the run now, before its tests have all arrived, so its
+    /// first tasks run while the rest is read. Only for a single repeat:
+    /// a task's index then does not depend on how many tests there are.
+    async fn open_run(
+        &mut self,
+        header: &Suite,
+        options: &v1::RunOptions,
+        batch_size: u32,
+    ) -> Result<(), Status> {
+        debug_assert_eq!(options.repeat, 1);
+        self.deps
+            .store
+            .create_run(new_run(
+                self.run_id,
+                header,
+                options,
+                String::new(),
+                UPLOADING_TOTAL,
+                run_options(options, None, None),
+            ))
+            .await
+            .map_err(|e| internal("create run", e))?;
+        self.open = Some(Publisher::new(batch_size));
+        self.write_at = FIRST_WRITE;
+        Ok(())
+    }
+
+    async fn push(&mut self, test: &TestCase) -> Result<(), Status> {
+        self.tests += 1;
+        let total = self.tests.saturating_mul(self.tasks_per_test);
+        if total > MAX_TASKS {
+            return Err(invalid(
+                "suite",
+                format!("expands into more than {MAX_TASKS} tasks"),
+            ));
+        }
+        if let Some(estimator) = &mut self.estimator {
+            estimator.add(test);
+        }
+        let line = normalized_test_line(test);
+        self.pending_bytes += line.len();
+        self.pending.push(line);
+        if self.pending.len() >= self.write_at || self.pending_bytes >= TEST_BYTES_PER_WRITE {
+            self.flush().await?;
+            self.write_at = (self.write_at * 2).min(TESTS_PER_WRITE);
+        }
+        Ok(())
+    }
+
+    async fn flush(&mut self) -> Result<(), Status> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let first = self.tests - self.pending.len() as u64;
+        self.deps
+            .store
+            .put_tests(self.run_id, first as i64, &self.pending)
+            .await
+            .map_err(|e| internal("store tests", e))?;
+        self.pending.clear();
+        self.pending_bytes = 0;
+        if let Some(publisher) = &mut self.open {
+            let tasks = first * self.tasks_per_test..self.tests * self.tasks_per_test;
+            publisher.publish(self.deps, self.run_id, tasks).await?;
+        }
+        Ok(())
+    }
+
+    /// Removes what was stored of a suite that will not run. A run already
+    /// open ends `failed` with `reason`, keeping what it has.
+    async fn abandon(&self, reason: &Status) {
+        if self.open.is_some() {
+            // Its total becomes the tasks that were published.
+            let why = format!("its suite was refused: {}", reason.message());
+            let stored = self.tests - self.pending.len() as u64;
+            let published = stored * self.tasks_per_test;
+            let store = &self.deps.store;
+            let ended = match store.fail_run(self.run_id, &why).await {
+                Ok(_) => store
+                    .finish_upload(
+                        self.run_id,
+                        published as i64,
+                        serde_json::json!({"repeat": 1, "tests": stored}),
+                    )
+                    .await
+                    .map(|_| ()),
+                Err(e) => Err(e),
+            };
+            if let Err(e) = ended {
+                warn!(run_id = %self.run_id, error = %e, "cannot fail a run whose suite was refused");
+            }
+            return;
+        }
+        if let Err(e) = self.deps.store.delete_tests(self.run_id).await {
+            // The reconciler sweeps them later (`sweep_orphan_tests`).
+            warn!(run_id = %self.run_id, error = %e, "cannot remove the tests of a refused suite");
+        }
+    }
+
+    fn estimate(&mut self, header: &Suite, repeat: u32) -> Estimate {
+        self.estimator
+            .take()
+            .map(|e| e.finish(header, repeat))
+            .unwrap_or_default()
+    }
+}
+
+/// Submits a suite sent whole (YAML, JSON or normalized JSON): parsed and
+/// checked at once, then stored a chunk of tests at a time.
+pub async fn submit(
+    deps: &Deps,
+    providers: &ProviderFactory,
+    batch_size: u32,
+    max_bytes: usize,
+    req: v1::SubmitRunRequest,
+) -> Result<v1::SubmitRunResponse, Status> {
+    let mut suite = validate(&req.suite, req.format, max_bytes, providers)?;
+    let options = check_options(req.options)?;
+    let tests = std::mem::take(&mut suite.tests);
+    if tests.is_empty() {
+        return Err(invalid("suite", "expands into no tasks"));
+    }
+    let mut intake = Intake::new(deps, &suite, options.repeat);
+    let stored = async {
+        for test in &tests {
+            intake.push(test).await?;
+        }
+        intake.flush().await
+    }
+    .await;
+    drop(tests);
+    if let Err(status) = stored {
+        intake.abandon(&status).await;
+        return Err(status);
+    }
+    let source = if req.format == v1::SuiteFormat::NormalizedJson as i32 {
+        String::new()
+    } else {
+        req.suite
+    };
+    start(deps, batch_size, intake, suite, options, source).await
+}
+
+/// Submits a suite sent as normalized JSON lines through `stream` (the
+/// header message already read): every line is checked as it arrives
+/// (`max_bytes` bounds each line, not the suite) and its test stored, so
+/// the gateway holds a chunk of tests at a time, whatever the suite's size.
+pub async fn submit_lines(
+    deps: &Deps,
+    providers: &ProviderFactory,
+    batch_size: u32,
+    max_bytes: usize,
+    header: v1::SubmitRunHeader,
+    mut stream: tonic::Streaming<v1::SubmitRunChunk>,
+) -> Result<v1::SubmitRunResponse, Status> {
+    use v1::submit_run_chunk::Part;
+    if header.suite_bytes != 0 {
+        check_size("header.suite_bytes", header.suite_bytes, usize::MAX)?;
+    }
+    let options = check_options(header.options)?;
+    let mut lines = LineSplitter::new(max_bytes);
+    // The header line, before anything is stored.
+    let mut reader = loop {
+        match stream.message().await? {
+            Some(v1::SubmitRunChunk {
+                part: Some(Part::Data(data)),
+            }) => {
+                lines.push(&data);
+                if let Some((_, line)) = lines.next_line()? {
+                    let reader = NormalizedLines::header(line)
+                        .map_err(|e| Status::invalid_argument(e.to_string()))?;
+                    check_providers(reader.suite(), providers)?;
+                    break reader;
+                }
+            }
+            Some(_) => return Err(invalid("data", "the suite's header line must come first")),
+            None => {
+                return Err(invalid(
+                    "data",
+                    "the stream ended before the suite's header line",
+                ));
+            }
+        }
+    };
+    let mut intake = Intake::new(deps, reader.suite(), options.repeat);
+    if options.repeat == 1 {
+        intake
+            .open_run(reader.suite(), &options, batch_size)
+            .await?;
+    }
+    let received = async {
+        let mut trailer = None;
+        let mut ended = false;
+        loop {
+            while let Some((number, line)) = lines.next_line()? {
+                let test = reader
+                    .test(line, number)
+                    .map_err(|e| Status::invalid_argument(e.to_string()))?;
+                intake.push(&test).await?;
+            }
+            if ended {
+                break;
+            }
+            match stream.message().await? {
+                Some(chunk) => match chunk.part {
+                    Some(Part::Data(_)) if trailer.is_some() => {
+                        return Err(invalid("data", "sent after the trailer"));
+                    }
+                    Some(Part::Data(data)) => lines.push(&data),
+                    Some(Part::Trailer(t)) => {
+                        // What is left unterminated is the last line.
+                        trailer = Some(t);
+                        lines.finish();
+                    }
+                    Some(Part::Header(_)) => {
+                        return Err(invalid("header", "sent more than once"));
+                    }
+                    None => {}
+                },
+                None => {
+                    lines.finish();
+                    ended = true;
+                }
+            }
+        }
+        let Some(trailer) = trailer else {
+            return Err(invalid(
+                "trailer",
+                "the stream ended without its trailer: the upload was cut short",
+            ));
+        };
+        if trailer.tests != reader.tests() as u64 {
+            return Err(invalid(
+                "trailer.tests",
+                format!(
+                    "says {} tests, but {} arrived",
+                    trailer.tests,
+                    reader.tests()
+                ),
+            ));
+        }
+        intake.flush().await
+    }
+    .await;
+    let header = match received.and_then(|()| {
+        reader
+            .finish()
+            .map_err(|e| Status::invalid_argument(e.to_string()))
+    }) {
+        Ok(header) => header,
+        Err(status) => {
+            intake.abandon(&status).await;
+            return Err(status);
+        }
+    };
+    start(deps, batch_size, intake, header, options, String::new()).await
+}
+
+/// Splits a byte stream into lines of at most `max_bytes`, counting them.
+struct LineSplitter {
+    buffer: Vec<u8>,
+    /// Where the next line starts in `buffer`.
+    at: usize,
+    max_bytes: usize,
+    /// The number (1-based) of the line last returned.
+    number: usize,
+    /// The stream has ended: what is left is the last line.
+    ended: bool,
+}
+
+impl LineSplitter {
+    fn new(max_bytes: usize) -> Self {
+        Self {
+            buffer: Vec::new(),
+            at: 0,
+            max_bytes,
+            number: 0,
+            ended: false,
+        }
+    }
+
+    fn push(&mut self, data: &[u8]) {
+        if self.at > 0 {
+            self.buffer.drain(..self.at);
+            self.at = 0;
+        }
+        self.buffer.extend_from_slice(data);
+    }
+
+    /// Marks the end of the text: what is left is the last line.
+    fn finish(&mut self) {
+        self.ended = true;
+    }
+
+    /// The next complete, non-blank line, with its number.
+    fn next_line(&mut self) -> Result<Option<(usize, &str)>, Status> {
+        loop {
+            let rest = &self.buffer[self.at..];
+            let (line, used) = match rest.iter().position(|&b| b == b'\n') {
+                Some(end) => (&rest[..end], end + 1),
+                None if self.ended && !rest.is_empty() => (rest, rest.len()),
+                None => {
+                    if rest.len() > self.max_bytes {
+                        return Err(self.too_long());
+                    }
+                    return Ok(None);
+                }
+            };
+            if line.len() > self.max_bytes {
+                return Err(self.too_long());
+            }
+            let start = self.at;
+            self.at += used;
+            self.number += 1;
+            let line = &self.buffer[start..start + line.len()];
+            if line.iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
+            let number = self.number;
+            return std::str::from_utf8(line)
+                .map(|l| Some((number, l)))
+                .map_err(|e| {
+                    invalid(
+                        "data",
+                        format!("line {number} is not UTF-8 (at byte {})", e.valid_up_to()),
+                    )
+                });
+        }
+    }
+
+    fn too_long(&self) -> Status {
+        invalid(
+            "data",
+            format!(
+                "line {} is longer than {} bytes (gateway.max_suite_bytes)",
+                self.number + 1,
+                self.max_bytes
+            ),
+        )
+    }
+}
+
+/// The stored options of a run: what workers read (`repeat`, `tests`,
+/// limits, the cost cap) and the estimate. `tests` is `None` while they
+/// still arrive.
+fn run_options(
+    options: &v1::RunOptions,
+    tests: Option<u64>,
+    estimate: Option<&Estimate>,
+) -> serde_json::Value {
+    let max_cost = options.max_cost_usd;
+    serde_json::json!({
+        "repeat": options.repeat,
+        "tests": tests,
+        "max_concurrency": options.max_concurrency,
+        "no_cache": options.no_cache,
+        // Read by workers, which stop the run once its results cost this much.
+        "max_cost_usd": (max_cost > 0.0).then_some(max_cost),
+        "estimated_cost_usd": estimate.map(|e| e.cost_usd),
+    })
+}
+
+fn new_run(
+    id: Uuid,
+    header: &Suite,
+    options: &v1::RunOptions,
+    source: String,
+    total_tasks: i64,
+    stored_options: serde_json::Value,
+) -> NewRun {
+    NewRun {
+        id,
+        project_id: DEFAULT_PROJECT.into(),
+        description: header.description.clone().unwrap_or_default(),
+        label: options.label.clone(),
+        source,
+        compiled: gauntlet_core::parse::normalized_header_line(header),
+        options: stored_options,
+        total_tasks,
+    }
+}
+
+impl Publisher {
+    fn new(batch_size: u32) -> Self {
+        Self {
+            batch_size: u64::from(batch_size.max(1)),
+            headers: gauntlet_telemetry::propagation::inject_current(),
+            batches: 0,
+        }
+    }
+
+    /// Publishes `tasks` in batches, with confirms, a few hundred
+    /// messages at a time.
+    async fn publish(
+        &mut self,
+        deps: &Deps,
+        run_id: Uuid,
+        tasks: std::ops::Range<u64>,
+    ) -> Result<(), Status> {
+        let end = tasks.end;
+        let mut firsts = tasks.step_by(self.batch_size as usize).peekable();
+        while firsts.peek().is_some() {
+            let chunk: Vec<Message> = firsts
+                .by_ref()
+                .take(PUBLISH_CHUNK)
+                .map(|first| Message {
+                    payload: TaskBatch {
+                        run_id: run_id.to_string(),
+                        project_id: DEFAULT_PROJECT.into(),
+                        first_task: first,
+                        count: (end - first).min(self.batch_size) as u32,
+                        ..TaskBatch::default()
+                    }
+                    .encode_to_vec(),
+                    headers: self.headers.clone(),
+                })
+                .collect();
+            self.batches += chunk.len() as u64;
+            if let Err(e) = deps.bus.publish(QueueName::Tasks, chunk).await {
+                // The run is stored but cannot be fed: end it visibly rather
+                // than leave it queued forever.
+                warn!(run_id = %run_id, error = %e, "publishing tasks failed, failing run");
+                let _ = deps
+                    .store
+                    .fail_run(run_id, "its tasks could not be queued")
+                    .await;
+                return Err(internal("publish tasks", e));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Starts the run of a suite whose tests are all stored: creates it and
+/// publishes its task batches, or, for a run opened while its tests
+/// arrived (whose batches are out already), sets its real total.
+async fn start(
+    deps: &Deps,
+    batch_size: u32,
+    mut intake: Intake<'_>,
+    header: Suite,
+    options: v1::RunOptions,
+    source: String,
+) -> Result<v1::SubmitRunResponse, Status> {
+    let total = intake.tests * intake.tasks_per_test;
+    if total == 0 {
+        let status = invalid("suite", "expands into no tasks");
+        intake.abandon(&status).await;
+        return Err(status);
+    }
+    let estimate = intake.estimate(&header, options.repeat);
+    let run_id = intake.run_id;
+    let stored_options = run_options(&options, Some(intake.tests), Some(&estimate));
+    let (run, publisher) = match intake.open.take() {
+        Some(publisher) => {
+            let run = deps
+                .store
+                .finish_upload(run_id, total as i64, stored_options)
+                .await
+                .map_err(|e| internal("finish upload", e))?
+                .ok_or_else(|| {
+                    internal("finish upload", anyhow::anyhow!("run {run_id} vanished"))
+                })?;
+            if run.status.is_terminal() {
+                // Every task was done before the upload ended.
+                gauntlet_service::events::publish_progress(deps.bus.as_ref(), &run).await;
+            }
+            (run, publisher)
+        }
+        None => {
+            let created = deps
+                .store
+                .create_run(new_run(
+                    run_id,
+                    &header,
+                    &options,
+                    source,
+                    total as i64,
+                    stored_options,
+                ))
+                .await;
+            let run = match created {
+                Ok(run) => run,
+                Err(e) => {
+                    let status = internal("create run", e);
+                    intake.abandon(&status).await;
+                    return Err(status);
+                }
+            };
+            let mut publisher = Publisher::new(batch_size);
+            publisher.publish(deps, run_id, 0..total).await?;
+            (run, publisher)
+        }
+    };
     info!(
         run_id = %run_id,
         tasks = total,
-        batches,
+        batches = publisher.batches,
         estimated_cost_usd = estimate.cost_usd,
         "run submitted"
     );
@@ -241,4 +742,42 @@ pub async fn submit(
         estimated_cost_usd: estimate.cost_usd,
         unpriced_providers: estimate.unpriced,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn drain(lines: &mut LineSplitter) -> Vec<(usize, String)> {
+        let mut out = Vec::new();
+        while let Some((n, line)) = lines.next_line().unwrap() {
+            out.push((n, line.to_owned()));
+        }
+        out
+    }
+
+    #[test]
+    fn lines_are_split_across_chunks_numbered_and_bounded() {
+        let mut lines = LineSplitter::new(8);
+        lines.push(b"ab");
+        assert!(drain(&mut lines).is_empty());
+        lines.push(b"c\n\n  \nde");
+        // Blank lines count, but are not returned.
+        assert_eq!(drain(&mut lines), [(1, "abc".to_owned())]);
+        lines.push(b"f\nlast");
+        assert_eq!(drain(&mut lines), [(4, "def".to_owned())]);
+        lines.finish();
+        assert_eq!(drain(&mut lines), [(5, "last".to_owned())]);
+
+        // A line longer than the limit is refused as soon as it is, even
+        // before its end arrives, naming its line.
+        let mut lines = LineSplitter::new(8);
+        lines.push(b"ok\n0123456789");
+        assert_eq!(lines.next_line().unwrap(), Some((1, "ok")));
+        let err = lines.next_line().unwrap_err();
+        assert!(
+            err.message().contains("line 2 is longer than 8 bytes"),
+            "{err:?}"
+        );
+    }
 }

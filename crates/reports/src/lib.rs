@@ -210,8 +210,16 @@ async fn build(
     let mut after = None;
     loop {
         let page = store.list_results(run_id, None, after, PAGE).await?;
+        let tests = gauntlet_service::tests::read(
+            store,
+            run_id,
+            &suite,
+            page.iter().map(|r| r.result.test_index as u32),
+        )
+        .await?;
         for record in &page {
-            sink.result(&convert::result(record, &suite))?;
+            let test = tests.get(record.result.test_index as u32);
+            sink.result(&convert::result(record, &suite, test))?;
         }
         after = page.last().map(|r| r.result.task_index);
         if page.len() < PAGE as usize {

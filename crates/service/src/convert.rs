@@ -1,7 +1,7 @@
 //! Store records to API messages, shared by the services that return them.
 
 use chrono::{DateTime, Utc};
-use gauntlet_core::suite::Suite;
+use gauntlet_core::suite::{Suite, TestCase};
 use gauntlet_proto::{Timestamp, v1};
 use gauntlet_store::{ResultRecord, ResultStatus, RunRecord, RunStatus};
 
@@ -37,7 +37,12 @@ pub fn run(r: &RunRecord) -> v1::Run {
         project_id: r.project_id.clone(),
         description: r.description.clone(),
         status: run_status(r.status) as i32,
-        total_tasks: r.total_tasks as u64,
+        // 0: not known yet, while the suite's tests are still arriving.
+        total_tasks: if r.is_uploading() {
+            0
+        } else {
+            r.total_tasks as u64
+        },
         completed_tasks: r.completed_tasks as u64,
         passed: r.passed as u64,
         failed: r.failed as u64,
@@ -54,7 +59,12 @@ pub fn progress(r: &RunRecord) -> v1::RunProgress {
     v1::RunProgress {
         run_id: r.id.to_string(),
         status: run_status(r.status) as i32,
-        total_tasks: r.total_tasks as u64,
+        // 0: not known yet, while the suite's tests are still arriving.
+        total_tasks: if r.is_uploading() {
+            0
+        } else {
+            r.total_tasks as u64
+        },
         completed_tasks: r.completed_tasks as u64,
         passed: r.passed as u64,
         failed: r.failed as u64,
@@ -77,11 +87,10 @@ pub fn event_key(run_id: &str, finished: bool) -> String {
     )
 }
 
-/// A stored result as the API returns it; vars, description and prompt
-/// label come from the run's suite.
-pub fn result(r: &ResultRecord, suite: &Suite) -> v1::Result {
+/// A stored result as the API returns it; the prompt label comes from the
+/// run's suite, vars and description from its `test` (see [`crate::tests`]).
+pub fn result(r: &ResultRecord, suite: &Suite, test: Option<&TestCase>) -> v1::Result {
     let x = &r.result;
-    let test = suite.tests.get(x.test_index as usize);
     let assertions = x
         .assertions
         .as_array()

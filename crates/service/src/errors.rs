@@ -90,6 +90,15 @@ impl From<StoreError> for Internal {
     }
 }
 
+impl From<crate::tests::TestsError> for Internal {
+    fn from(e: crate::tests::TestsError) -> Self {
+        match e {
+            crate::tests::TestsError::Store(e) => Internal::Store(e),
+            e => Internal::Other(e.into()),
+        }
+    }
+}
+
 impl From<BusError> for Internal {
     fn from(e: BusError) -> Self {
         Internal::Bus(e)

@@ -9,6 +9,7 @@ pub mod events;
 pub mod limits;
 pub mod server;
 pub mod startup;
+pub mod tests;
 
 pub use errors::{existing_run, internal, invalid, not_found, parse_id};
 pub use limits::MessageLimits;

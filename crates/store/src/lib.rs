@@ -70,6 +70,30 @@ pub trait Store: Send + Sync + 'static {
     /// The compiled suite of a run, as stored by `create_run`.
     /// JSON text: callers decode it straight into their `Suite`.
     async fn get_suite(&self, run_id: Uuid) -> Result<Option<String>>;
+    /// Stores tests `first..first + tests.len()` of the suite of run
+    /// `run_id` (each the JSON of one `TestCase`), before or after the run
+    /// itself; a test already stored is left as it is.
+    async fn put_tests(&self, run_id: Uuid, first: i64, tests: &[String]) -> Result<()>;
+    /// The stored tests `first..=last` of the run's suite, as
+    /// `(test_index, JSON)` in index order.
+    async fn get_tests(&self, run_id: Uuid, first: i64, last: i64) -> Result<Vec<(i64, String)>>;
+    /// Removes the tests stored for `run_id` when the upload they came in
+    /// was refused or cut short (the run was never created).
+    async fn delete_tests(&self, run_id: Uuid) -> Result<u64>;
+    /// Removes the tests of uploads that never became a run, for run ids
+    /// (UUIDv7, so time-ordered) below `before`. Returns the rows removed.
+    async fn sweep_orphan_tests(&self, before: Uuid) -> Result<u64>;
+    /// Closes the upload of a run created before all its tests had arrived
+    /// (`total_tasks` then stands for "not known yet"): sets its real
+    /// `total_tasks` and `options`, and completes it if every task is in
+    /// already. A run that has ended keeps its status. Returns the run as
+    /// it now stands.
+    async fn finish_upload(
+        &self,
+        run_id: Uuid,
+        total_tasks: i64,
+        options: serde_json::Value,
+    ) -> Result<Option<RunRecord>>;
     /// Queued → running, the first time a worker touches the run.
     async fn mark_running(&self, run_id: Uuid) -> Result<()>;
     /// Ends a run that has not ended yet. Returns the run as it now stands.

@@ -120,6 +120,18 @@ pub struct RunRecord {
     pub redriven_at: Option<DateTime<Utc>>,
 }
 
+/// The `total_tasks` of a run created while its tests still arrive: more
+/// than any run has, so it cannot complete before its upload ends
+/// ([`Store::finish_upload`](crate::Store::finish_upload) sets the real one).
+pub const UPLOADING_TOTAL: i64 = i64::MAX;
+
+impl RunRecord {
+    /// Its tests are still arriving: the total is not known yet.
+    pub fn is_uploading(&self) -> bool {
+        self.total_tasks == UPLOADING_TOTAL
+    }
+}
+
 /// Contiguous task indexes `first .. first + count`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct TaskRange {

@@ -258,6 +258,88 @@ impl Store for PgStore {
         Ok(row.map(|r| r.try_get("compiled")).transpose()?)
     }
 
+    async fn put_tests(&self, run_id: Uuid, first: i64, tests: &[String]) -> Result<()> {
+        if tests.is_empty() {
+            return Ok(());
+        }
+        sqlx::query(
+            "INSERT INTO suite_tests (run_id, test_index, body) \
+             SELECT $1, $2 + t.i - 1, t.body FROM UNNEST($3::text[]) WITH ORDINALITY AS t(body, i) \
+             ON CONFLICT (run_id, test_index) DO NOTHING",
+        )
+        .bind(run_id)
+        .bind(first)
+        .bind(tests)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn get_tests(&self, run_id: Uuid, first: i64, last: i64) -> Result<Vec<(i64, String)>> {
+        let rows = sqlx::query(
+            "SELECT test_index, body FROM suite_tests \
+             WHERE run_id = $1 AND test_index BETWEEN $2 AND $3 ORDER BY test_index",
+        )
+        .bind(run_id)
+        .bind(first)
+        .bind(last)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok((
+                    i64::from(row.try_get::<i32, _>("test_index")?),
+                    row.try_get("body")?,
+                ))
+            })
+            .collect()
+    }
+
+    async fn delete_tests(&self, run_id: Uuid) -> Result<u64> {
+        Ok(sqlx::query("DELETE FROM suite_tests WHERE run_id = $1")
+            .bind(run_id)
+            .execute(&self.pool)
+            .await?
+            .rows_affected())
+    }
+
+    async fn sweep_orphan_tests(&self, before: Uuid) -> Result<u64> {
+        Ok(sqlx::query(
+            "DELETE FROM suite_tests t WHERE t.run_id < $1 \
+             AND NOT EXISTS (SELECT 1 FROM runs r WHERE r.id = t.run_id)",
+        )
+        .bind(before)
+        .execute(&self.pool)
+        .await?
+        .rows_affected())
+    }
+
+    async fn finish_upload(
+        &self,
+        run_id: Uuid,
+        total_tasks: i64,
+        options: serde_json::Value,
+    ) -> Result<Option<RunRecord>> {
+        // The row lock orders this against the result writes: whichever
+        // comes last sees every task in and completes the run.
+        sqlx::query(&format!(
+            "UPDATE runs SET total_tasks = $2, options = $3, \
+               status = CASE WHEN status IN ('queued', 'running') AND completed_tasks >= $2 \
+                             THEN 'completed' ELSE status END, \
+               finished_at = CASE WHEN status IN ('queued', 'running') AND completed_tasks >= $2 \
+                                  THEN clock_timestamp() ELSE finished_at END \
+             WHERE id = $1 RETURNING {RUN_COLUMNS}"
+        ))
+        .bind(run_id)
+        .bind(total_tasks)
+        .bind(&options)
+        .fetch_optional(&self.pool)
+        .await?
+        .as_ref()
+        .map(run_from_row)
+        .transpose()
+    }
+
     async fn mark_running(&self, run_id: Uuid) -> Result<()> {
         sqlx::query(
             "UPDATE runs SET status = 'running', started_at = now() \

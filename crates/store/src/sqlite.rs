@@ -40,6 +40,8 @@ const RESULT_PARAMS: usize = 21;
 
 /// Rows per `INSERT` statement, so a batch never exceeds [`MAX_PARAMS`].
 const RESULT_ROWS_PER_STATEMENT: usize = MAX_PARAMS / RESULT_PARAMS;
+/// Rows of `suite_tests` per INSERT statement (three parameters each).
+const TEST_ROWS_PER_STATEMENT: usize = MAX_PARAMS / 3;
 
 /// SQLite-backed [`Store`].
 #[derive(Clone, Debug)]
@@ -434,6 +436,89 @@ impl Store for SqliteStore {
         .map(|row| row.try_get::<String, _>("compiled"))
         .transpose()
         .map_err(StoreError::from)
+    }
+
+    async fn put_tests(&self, run_id: Uuid, first: i64, tests: &[String]) -> Result<()> {
+        if tests.is_empty() {
+            return Ok(());
+        }
+        let run_key = uuid_text(run_id);
+        let mut tx = self.begin_write().await?;
+        let mut index = first;
+        for chunk in tests.chunks(TEST_ROWS_PER_STATEMENT) {
+            let mut insert =
+                QueryBuilder::<Sqlite>::new("INSERT INTO suite_tests (run_id, test_index, body) ");
+            insert.push_values(chunk, |mut values, body| {
+                values
+                    .push_bind(run_key.as_str())
+                    .push_bind(index)
+                    .push_bind(body.as_str());
+                index += 1;
+            });
+            insert.push(" ON CONFLICT (run_id, test_index) DO NOTHING");
+            insert.build().execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn get_tests(&self, run_id: Uuid, first: i64, last: i64) -> Result<Vec<(i64, String)>> {
+        let rows = sqlx::query(
+            "SELECT test_index, body FROM suite_tests \
+             WHERE run_id = ?1 AND test_index BETWEEN ?2 AND ?3 ORDER BY test_index",
+        )
+        .bind(uuid_text(run_id))
+        .bind(first)
+        .bind(last)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| Ok((row.try_get("test_index")?, row.try_get("body")?)))
+            .collect()
+    }
+
+    async fn delete_tests(&self, run_id: Uuid) -> Result<u64> {
+        Ok(sqlx::query("DELETE FROM suite_tests WHERE run_id = ?1")
+            .bind(uuid_text(run_id))
+            .execute(&self.pool)
+            .await?
+            .rows_affected())
+    }
+
+    async fn sweep_orphan_tests(&self, before: Uuid) -> Result<u64> {
+        Ok(sqlx::query(
+            "DELETE FROM suite_tests WHERE run_id < ?1 \
+             AND NOT EXISTS (SELECT 1 FROM runs r WHERE r.id = suite_tests.run_id)",
+        )
+        .bind(uuid_text(before))
+        .execute(&self.pool)
+        .await?
+        .rows_affected())
+    }
+
+    async fn finish_upload(
+        &self,
+        run_id: Uuid,
+        total_tasks: i64,
+        options: serde_json::Value,
+    ) -> Result<Option<RunRecord>> {
+        sqlx::query(&format!(
+            "UPDATE runs SET total_tasks = ?2, options = ?3, \
+               status = CASE WHEN status IN ('queued', 'running') AND completed_tasks >= ?2 \
+                             THEN 'completed' ELSE status END, \
+               finished_at = CASE WHEN status IN ('queued', 'running') AND completed_tasks >= ?2 \
+                                  THEN ?4 ELSE finished_at END \
+             WHERE id = ?1 RETURNING {RUN_COLUMNS}"
+        ))
+        .bind(uuid_text(run_id))
+        .bind(total_tasks)
+        .bind(options.to_string())
+        .bind(ts_text(now()))
+        .fetch_optional(&self.pool)
+        .await?
+        .as_ref()
+        .map(run_from_row)
+        .transpose()
     }
 
     async fn mark_running(&self, run_id: Uuid) -> Result<()> {

@@ -310,9 +310,25 @@ impl Worker {
         } else {
             HashSet::new()
         };
-        let mut tasks: FuturesUnordered<_> = task_indexes(&batch)
+        let todo: Vec<u64> = task_indexes(&batch)
             .filter(|index| !stored.contains(&(*index as i64)))
-            .map(|index| self.run_task(&plan, &batch.project_id, index, deferrable))
+            .collect();
+        let tests = match self.runs.tests(run_id, &plan, &todo).await {
+            Ok(tests) => tests,
+            Err(PlanError::Suite(e)) => {
+                self.dead_letter(delivery, "unusable_suite", &e).await;
+                return;
+            }
+            Err(error) => {
+                warn!(%error, "cannot read the batch's tests, requeueing batch");
+                self.requeue(delivery, "store_unavailable", &error.to_string())
+                    .await;
+                return;
+            }
+        };
+        let mut tasks: FuturesUnordered<_> = todo
+            .iter()
+            .map(|&index| self.run_task(&plan, &tests, &batch.project_id, index, deferrable))
             .collect();
         let mut deferred = Vec::new();
         let mut defer_wait = Duration::ZERO;
@@ -563,14 +579,14 @@ impl Worker {
     async fn run_task(
         &self,
         plan: &RunPlan,
+        tests: &gauntlet_service::tests::Tests,
         project_id: &str,
         index: u64,
         deferrable: bool,
     ) -> Outcome {
-        let Some(coord) = plan.suite.task(index, plan.repeat) else {
+        let Some(coord) = plan.shape.task(index) else {
             return Outcome::Skip;
         };
-        let test = &plan.suite.tests[coord.test as usize];
         let provider = &plan.suite.providers[coord.provider as usize];
         let mut row = NewResult {
             task_index: index as i64,
@@ -595,6 +611,11 @@ impl Worker {
             cost_usd: 0.0,
             cached: false,
             error: String::new(),
+        };
+        let Some(test) = tests.get(coord.test) else {
+            row.error = format!("test {} of the suite is not stored", coord.test);
+            row.reason = row.error.clone();
+            return Outcome::Row(Box::new(row));
         };
         let prompt = match plan.renderer.render(coord.prompt as usize, &test.vars) {
             Ok(p) => p,

@@ -1,13 +1,20 @@
 //! Everything a worker derives from a run once and reuses for each of its
-//! batches: the parsed suite, compiled prompt templates, built providers.
+//! batches: the suite's header (everything but its tests), compiled prompt
+//! templates, built providers. Tests are stored one row each and read per
+//! batch ([`RunCache::tests`]), so a worker holds a batch's tests, never a
+//! whole suite.
 //! The run's status and cost are re-read at most once a second so a
 //! cancelled or cost-capped run stops being worked on quickly without a
 //! query per batch.
 
 use std::{sync::Arc, time::Duration};
 
-use gauntlet_core::{suite::Suite, template::PromptRenderer};
+use gauntlet_core::{
+    suite::{Suite, TaskShape},
+    template::PromptRenderer,
+};
 use gauntlet_providers::{Provider, ProviderFactory, limit::AttemptLimits};
+use gauntlet_service::tests::{self, Tests, TestsError};
 use gauntlet_store::{RunStatus, Store};
 use moka::future::Cache;
 use tokio::sync::Semaphore;
@@ -17,14 +24,17 @@ use crate::{calls::ProviderCalls, grading::Graders};
 
 /// A run as the worker executes it.
 pub struct RunPlan {
+    /// The suite without its tests (a run stored before tests became rows
+    /// still has them here).
     pub suite: Suite,
+    /// Where each task index points.
+    pub shape: TaskShape,
     pub renderer: PromptRenderer,
     /// One per `suite.providers`, or the reason it could not be built (every
     /// task for it becomes an `error` result). Each attempt of a client
     /// holds a slot of the run's limit on calls in flight (from its options
     /// or the suite's `evaluateOptions.maxConcurrency`) and of the worker's.
     pub providers: Vec<Result<Arc<dyn Provider>, String>>,
-    pub repeat: u32,
     /// The run's cost cap (`options.max_cost_usd`), in USD.
     pub max_cost_usd: Option<f64>,
     /// Clients of the model-graded assertions' graders, built on first use.
@@ -119,6 +129,15 @@ impl RunCache {
             serde_json::from_str(&value).map_err(|e| PlanError::Suite(e.to_string()))?;
         let renderer = PromptRenderer::new(&suite).map_err(|e| PlanError::Suite(e.to_string()))?;
         let repeat = run.options["repeat"].as_u64().unwrap_or(1).max(1) as u32;
+        let shape = match run.options["tests"].as_u64() {
+            Some(tests) => suite.shape_with(tests, repeat),
+            // Stored with its tests inline (before tests became rows).
+            None if !suite.tests.is_empty() => suite.shape(repeat),
+            // Its tests are still arriving; it runs once (the gateway opens
+            // only such runs early), so a task's test does not depend on how
+            // many there will be.
+            None => suite.shape_with(u64::from(u32::MAX), repeat),
+        };
         // Repeats exist to sample a model again (as promptfoo, which turns
         // its cache off for them); `no_cache` asks for fresh answers.
         let use_cache = repeat == 1 && !run.options["no_cache"].as_bool().unwrap_or(false);
@@ -146,12 +165,31 @@ impl RunCache {
         let max_cost_usd = run.options["max_cost_usd"].as_f64().filter(|&c| c > 0.0);
         Ok(Arc::new(RunPlan {
             suite,
+            shape,
             renderer,
             providers,
-            repeat,
             max_cost_usd,
             graders: Graders::new(self.calls.clone(), use_cache),
         }))
+    }
+
+    /// The tests the tasks `tasks` of the run need.
+    pub async fn tests(
+        &self,
+        run_id: Uuid,
+        plan: &RunPlan,
+        tasks: &[u64],
+    ) -> Result<Tests, PlanError> {
+        let needed = tasks
+            .iter()
+            .filter_map(|&t| plan.shape.task(t))
+            .map(|c| c.test);
+        tests::read(self.store.as_ref(), run_id, &plan.suite, needed)
+            .await
+            .map_err(|e| match e {
+                TestsError::Store(e) => PlanError::Store(e),
+                e @ TestsError::Corrupt { .. } => PlanError::Suite(e.to_string()),
+            })
     }
 
     /// Records what this worker just learnt of the run (it limited it).

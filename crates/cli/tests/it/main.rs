@@ -11,3 +11,4 @@ mod front_door;
 mod graded;
 mod resilience;
 mod stuck;
+mod upload;

@@ -94,6 +94,9 @@ conformance!(
     exactly_one_claim_of_a_redrive_wins,
     a_touched_run_is_active_again,
     missing_tasks_are_the_gaps_and_the_tail,
+    suite_tests_read_back_by_range_and_are_stored_once,
+    refused_and_orphaned_uploads_leave_no_tests,
+    finishing_an_upload_sets_the_total_and_completes_a_run_already_done,
 );
 
 fn new_run(total: i64) -> NewRun {
@@ -915,5 +918,111 @@ async fn missing_tasks_are_the_gaps_and_the_tail(store: Arc<dyn Store>) {
             .await
             .unwrap()
             .is_empty()
+    );
+}
+
+async fn suite_tests_read_back_by_range_and_are_stored_once(store: Arc<dyn Store>) {
+    let run = new_run(4);
+    let body = |i: i64| format!("{{\"vars\":{{\"i\":{i}}}}}");
+    // More rows than one SQLite statement binds, written before the run.
+    let tests: Vec<String> = (0..12_000).map(body).collect();
+    store.put_tests(run.id, 0, &tests[..5000]).await.unwrap();
+    store.put_tests(run.id, 5000, &tests[5000..]).await.unwrap();
+    // A test written again (a retried chunk) keeps its first body.
+    store
+        .put_tests(run.id, 7, &["{}".to_owned()])
+        .await
+        .unwrap();
+    let run = store.create_run(run).await.unwrap();
+
+    let got = store.get_tests(run.id, 6, 9).await.unwrap();
+    assert_eq!(got, (6..=9).map(|i| (i, body(i))).collect::<Vec<_>>());
+    let all = store.get_tests(run.id, 0, 20_000).await.unwrap();
+    assert_eq!(all.len(), 12_000);
+    assert_eq!(all.last().unwrap(), &(11_999, body(11_999)));
+    // Another run's tests are not mixed in.
+    let other = new_run(1);
+    store.put_tests(other.id, 0, &[body(99)]).await.unwrap();
+    assert_eq!(store.get_tests(run.id, 0, 0).await.unwrap(), [(0, body(0))]);
+    assert!(
+        store
+            .get_tests(Uuid::now_v7(), 0, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+async fn refused_and_orphaned_uploads_leave_no_tests(store: Arc<dyn Store>) {
+    let tests = ["{}".to_owned(), "{}".to_owned()];
+    // A refused upload removes its rows.
+    let refused = Uuid::now_v7();
+    store.put_tests(refused, 0, &tests).await.unwrap();
+    assert_eq!(store.delete_tests(refused).await.unwrap(), 2);
+    assert!(store.get_tests(refused, 0, 10).await.unwrap().is_empty());
+
+    // An upload cut short by a crash is swept once it is old enough; a
+    // run's tests, and uploads newer than the cut, are kept.
+    let orphan = Uuid::now_v7();
+    store.put_tests(orphan, 0, &tests).await.unwrap();
+    let run = store.create_run(new_run(2)).await.unwrap();
+    store.put_tests(run.id, 0, &tests).await.unwrap();
+    let cut = Uuid::now_v7();
+    let newer = Uuid::now_v7();
+    store.put_tests(newer, 0, &tests).await.unwrap();
+    assert_eq!(store.sweep_orphan_tests(cut).await.unwrap(), 2);
+    assert!(store.get_tests(orphan, 0, 10).await.unwrap().is_empty());
+    assert_eq!(store.get_tests(run.id, 0, 10).await.unwrap().len(), 2);
+    assert_eq!(store.get_tests(newer, 0, 10).await.unwrap().len(), 2);
+}
+
+async fn finishing_an_upload_sets_the_total_and_completes_a_run_already_done(
+    store: Arc<dyn Store>,
+) {
+    // Created while its tests still arrive: the total is not known yet.
+    let open = store.create_run(new_run(i64::MAX)).await.unwrap();
+    let rows: Vec<NewResult> = (0..3).map(|t| result(t, ResultStatus::Pass)).collect();
+    let out = store.insert_results(open.id, &rows).await.unwrap();
+    assert_eq!(out.run.status, RunStatus::Running);
+    // Every task was in before the upload ended: it completes now.
+    let options = serde_json::json!({"repeat": 1, "tests": 3});
+    let run = store
+        .finish_upload(open.id, 3, options.clone())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((run.total_tasks, run.status), (3, RunStatus::Completed));
+    assert_eq!(run.options, options);
+    assert!(run.finished_at.is_some());
+
+    // Tasks still to come: it keeps running and completes with the last.
+    let open = store.create_run(new_run(i64::MAX)).await.unwrap();
+    store.insert_results(open.id, &rows[..1]).await.unwrap();
+    let run = store
+        .finish_upload(open.id, 3, options.clone())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((run.total_tasks, run.status), (3, RunStatus::Running));
+    assert!(run.finished_at.is_none());
+    let out = store.insert_results(open.id, &rows[1..]).await.unwrap();
+    assert_eq!(out.run.status, RunStatus::Completed);
+    assert!(out.finished_now);
+
+    // A run that failed meanwhile stays failed.
+    let open = store.create_run(new_run(i64::MAX)).await.unwrap();
+    store.fail_run(open.id, "bad test").await.unwrap();
+    let run = store
+        .finish_upload(open.id, 3, options)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(run.status, RunStatus::Failed);
+    assert!(
+        store
+            .finish_upload(Uuid::now_v7(), 1, serde_json::json!({}))
+            .await
+            .unwrap()
+            .is_none()
     );
 }

@@ -1,11 +1,17 @@
 //! Talking to a Gauntlet gateway (a remote one, or the embedded stack on
 //! loopback): connecting with a clear error, the message limits, streamed
-//! submission and streamed report documents.
+//! submission (a suite's text, or its tests as normalized JSON lines while
+//! they are parsed) and streamed report documents.
 
 use std::time::Duration;
 
 use anyhow::Context;
+use futures::{Stream, StreamExt};
 use gauntlet_config::GauntletConfig;
+use gauntlet_core::{
+    Suite, TestCase,
+    parse::{normalized_header_line, normalized_test_line},
+};
 use gauntlet_proto::v1::{
     self, admin_service_client::AdminServiceClient,
     analytics_service_client::AnalyticsServiceClient, report_service_client::ReportServiceClient,
@@ -60,7 +66,7 @@ impl Gateway {
     ) -> Result<v1::SubmitRunResponse, tonic::Status> {
         use v1::submit_run_chunk::Part;
         let bytes = std::sync::Arc::new(suite.into_bytes());
-        let chunk = SUBMIT_CHUNK.min(self.limits.payload_budget()).max(1);
+        let chunk = chunk_size(&self.limits);
         let header = v1::SubmitRunChunk {
             part: Some(Part::Header(v1::SubmitRunHeader {
                 format: format as i32,
@@ -77,6 +83,59 @@ impl Gateway {
             .submit_run_stream(messages)
             .await
             .map(tonic::Response::into_inner)
+    }
+
+    /// Submits a suite as normalized JSON lines
+    /// (`SUITE_FORMAT_NORMALIZED_JSON_LINES`, size not declared) from
+    /// `chunks` as they come (see [`encode_lines`]), so the suite is parsed
+    /// while it is uploaded and never held whole; its [`Lines::End`] is
+    /// the trailer. An `Err` (the suite broke off) ends the upload without
+    /// its trailer, which the gateway refuses and keeps nothing of (a run
+    /// it had started fails); the error is returned, once the gateway has
+    /// answered, as [`SubmitError::Suite`].
+    pub async fn submit_lines<S>(
+        &mut self,
+        chunks: S,
+        options: v1::RunOptions,
+    ) -> Result<v1::SubmitRunResponse, SubmitError>
+    where
+        S: Stream<Item = anyhow::Result<Lines>> + Send + 'static,
+    {
+        use v1::submit_run_chunk::Part;
+        let header = v1::SubmitRunChunk {
+            part: Some(Part::Header(v1::SubmitRunHeader {
+                format: v1::SuiteFormat::NormalizedJsonLines as i32,
+                options: Some(options),
+                suite_bytes: 0,
+            })),
+        };
+        let (broke, mut broken) = tokio::sync::oneshot::channel();
+        let data = futures::stream::unfold(
+            (Box::pin(chunks), Some(broke)),
+            |(mut chunks, mut broke)| async move {
+                let part = match chunks.next().await? {
+                    Ok(Lines::Data(bytes)) => Part::Data(bytes),
+                    Ok(Lines::End { tests }) => Part::Trailer(v1::SubmitRunTrailer { tests }),
+                    Err(err) => {
+                        if let Some(broke) = broke.take() {
+                            let _ = broke.send(err);
+                        }
+                        return None;
+                    }
+                };
+                Some((v1::SubmitRunChunk { part: Some(part) }, (chunks, broke)))
+            },
+        );
+        let response = self
+            .runs
+            .submit_run_stream(futures::stream::iter([header]).chain(data))
+            .await;
+        if let Ok(err) = broken.try_recv() {
+            return Err(SubmitError::Suite(err));
+        }
+        response
+            .map(tonic::Response::into_inner)
+            .map_err(SubmitError::Status)
     }
 
     /// A ready report's document, whether it came inline or must be streamed.
@@ -106,6 +165,101 @@ impl Gateway {
 
 /// Bytes of suite per `SubmitRunStream` message.
 const SUBMIT_CHUNK: usize = 1024 * 1024;
+
+/// Bytes of suite per `SubmitRunStream` message under `limits`.
+pub fn chunk_size(limits: &MessageLimits) -> usize {
+    SUBMIT_CHUNK.min(limits.payload_budget()).max(1)
+}
+
+/// Why [`Gateway::submit_lines`] started no run.
+#[derive(Debug)]
+pub enum SubmitError {
+    /// The suite broke off while it was read (the call was cancelled).
+    Suite(anyhow::Error),
+    /// The gateway refused the suite, or could not be reached.
+    Status(tonic::Status),
+}
+
+/// A suite in normalized JSON lines, as [`encode_lines`] hands it on.
+#[derive(Debug, PartialEq)]
+pub enum Lines {
+    /// The next bytes of text.
+    Data(Vec<u8>),
+    /// The end: how many test lines there were (the upload's trailer).
+    End { tests: u64 },
+}
+
+/// Writes a suite as normalized JSON lines (`header`'s line, then a line
+/// per test) in chunks of `chunk` bytes (the last one shorter), handing
+/// each to `send` as soon as it is full, then [`Lines::End`]; `send`
+/// answers false when nobody takes them any more. A test's error is handed
+/// on (after the lines before it, whole) in place of the rest and ends the
+/// suite without [`Lines::End`]. Returns how many tests were written.
+pub fn encode_lines(
+    header: &Suite,
+    tests: impl Iterator<Item = anyhow::Result<TestCase>>,
+    chunk: usize,
+    send: impl FnMut(anyhow::Result<Lines>) -> bool,
+) -> u64 {
+    let mut out = Chunks {
+        chunk: chunk.max(1),
+        buf: Vec::new(),
+        send,
+    };
+    if !out.write(normalized_header_line(header).as_bytes()) {
+        return 0;
+    }
+    let mut written = 0;
+    for test in tests {
+        match test {
+            Ok(test) => {
+                if !out.write(b"\n") || !out.write(normalized_test_line(&test).as_bytes()) {
+                    return written;
+                }
+                written += 1;
+            }
+            Err(err) => {
+                // Whole lines first, so the gateway hears of an upload cut
+                // short, not of a broken line.
+                if out.buf.is_empty() || (out.send)(Ok(Lines::Data(out.buf))) {
+                    (out.send)(Err(err));
+                }
+                return written;
+            }
+        }
+    }
+    if out.buf.is_empty() || (out.send)(Ok(Lines::Data(out.buf))) {
+        (out.send)(Ok(Lines::End { tests: written }));
+    }
+    written
+}
+
+/// Bytes gathered into chunks of a fixed size.
+struct Chunks<F> {
+    chunk: usize,
+    buf: Vec<u8>,
+    send: F,
+}
+
+impl<F: FnMut(anyhow::Result<Lines>) -> bool> Chunks<F> {
+    /// False once `send` refused a chunk.
+    fn write(&mut self, mut bytes: &[u8]) -> bool {
+        while !bytes.is_empty() {
+            if self.buf.capacity() == 0 {
+                self.buf.reserve_exact(self.chunk);
+            }
+            let (now, later) = bytes.split_at((self.chunk - self.buf.len()).min(bytes.len()));
+            self.buf.extend_from_slice(now);
+            bytes = later;
+            if self.buf.len() == self.chunk
+                && !(self.send)(Ok(Lines::Data(std::mem::take(&mut self.buf))))
+            {
+                return false;
+            }
+        }
+        true
+    }
+}
 
 /// Connects to the gateway at `url`, failing fast with one clear line.
 pub async fn connect(url: &str) -> anyhow::Result<Channel> {
@@ -137,5 +291,119 @@ pub fn status_message(what: &str, s: &tonic::Status) -> anyhow::Error {
         }
         tonic::Code::Unavailable => anyhow::anyhow!("{what}: server unavailable: {}", s.message()),
         _ => anyhow::anyhow!("{what}: {} ({:?})", s.message(), s.code()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use gauntlet_core::{SuiteFormat, parse_suite};
+
+    use super::*;
+
+    fn suite(n: usize) -> Suite {
+        let mut yaml = String::from("prompts: ['Say {{w}}']\nproviders: [echo]\ntests:\n");
+        for i in 0..n {
+            yaml.push_str(&format!("  - vars: {{w: word {i}}}\n"));
+        }
+        parse_suite(&yaml, SuiteFormat::Yaml).unwrap()
+    }
+
+    /// Everything `encode_lines` hands on, and how many tests it wrote.
+    fn encoded(
+        suite: &Suite,
+        tests: Vec<anyhow::Result<TestCase>>,
+        chunk: usize,
+    ) -> (Vec<anyhow::Result<Lines>>, u64) {
+        let header = Suite {
+            tests: Vec::new(),
+            ..suite.clone()
+        };
+        let mut out = Vec::new();
+        let written = encode_lines(&header, tests.into_iter(), chunk, |c| {
+            out.push(c);
+            true
+        });
+        (out, written)
+    }
+
+    fn text(parts: &[anyhow::Result<Lines>]) -> String {
+        let mut bytes = Vec::new();
+        for part in parts {
+            if let Ok(Lines::Data(data)) = part {
+                bytes.extend_from_slice(data);
+            }
+        }
+        String::from_utf8(bytes).unwrap()
+    }
+
+    #[test]
+    fn chunks_add_up_to_the_header_line_and_a_line_per_test_then_the_count() {
+        let suite = suite(50);
+        let (parts, written) = encoded(&suite, suite.tests.iter().cloned().map(Ok).collect(), 100);
+        assert_eq!(written, 50);
+        let (last, data) = parts.split_last().unwrap();
+        assert_eq!(last.as_ref().unwrap(), &Lines::End { tests: 50 });
+        for part in data {
+            let Ok(Lines::Data(bytes)) = part else {
+                panic!("{part:?}")
+            };
+            assert!(!bytes.is_empty() && bytes.len() <= 100);
+        }
+        let mut want = normalized_header_line(&Suite {
+            tests: Vec::new(),
+            ..suite.clone()
+        });
+        for test in &suite.tests {
+            want.push('\n');
+            want.push_str(&normalized_test_line(test));
+        }
+        assert_eq!(text(data), want);
+        // The gateway's reader takes it back whole.
+        let mut lines = want.lines();
+        let mut reader =
+            gauntlet_core::parse::NormalizedLines::header(lines.next().unwrap()).unwrap();
+        let back: Vec<TestCase> = lines
+            .enumerate()
+            .map(|(i, line)| reader.test(line, i + 2).unwrap())
+            .collect();
+        assert_eq!(back, suite.tests);
+    }
+
+    #[test]
+    fn a_broken_suite_ends_with_its_error_after_whole_lines_and_no_count() {
+        let suite = suite(10);
+        let mut tests: Vec<anyhow::Result<TestCase>> =
+            suite.tests.iter().take(4).cloned().map(Ok).collect();
+        tests.push(Err(anyhow::anyhow!(
+            "suite.yaml:9:5: tests[4].vars: broken"
+        )));
+        tests.extend(suite.tests.iter().skip(5).cloned().map(Ok));
+        let (parts, written) = encoded(&suite, tests, 64);
+        assert_eq!(written, 4);
+        let (last, data) = parts.split_last().unwrap();
+        assert_eq!(
+            last.as_ref().unwrap_err().to_string(),
+            "suite.yaml:9:5: tests[4].vars: broken"
+        );
+        assert!(data.iter().all(|p| matches!(p, Ok(Lines::Data(_)))));
+        let text = text(data);
+        assert_eq!(text.lines().count(), 5, "the header and 4 whole tests");
+        assert!(text.ends_with('}'));
+    }
+
+    #[test]
+    fn a_receiver_gone_stops_the_encoding() {
+        let suite = suite(100);
+        let header = Suite {
+            tests: Vec::new(),
+            ..suite.clone()
+        };
+        let mut calls = 0;
+        let written = encode_lines(&header, suite.tests.into_iter().map(Ok), 10, |_| {
+            calls += 1;
+            calls < 3
+        });
+        assert_eq!(calls, 3);
+        assert!(written < 5, "{written}");
     }
 }

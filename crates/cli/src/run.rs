@@ -59,6 +59,9 @@ pub struct RunArgs {
     pub data_dir: PathBuf,
 }
 
+/// Chunks of suite parsed ahead of the upload, at most.
+const CHUNKS_AHEAD: usize = 4;
+
 /// Exit code of an interrupted run (128 + SIGINT).
 const INTERRUPTED: i32 = 130;
 
@@ -90,28 +93,43 @@ pub async fn run(args: RunArgs, config: GauntletConfig) -> anyhow::Result<i32> {
     for path in &args.outputs {
         output::FileFormat::for_path(path)?;
     }
-    let suite = suite_file::load(
+    let file = suite_file::open(
         &args.suite,
-        &suite_file::Filters {
+        suite_file::Filters {
             first_n: args.filter_first_n,
             pattern,
         },
     )?;
-    // The gateway gets the suite exactly as it was read here: the model's
-    // own encoding, with every file already inlined.
-    let (tests, prompts, providers) = (
-        suite.tests.len(),
-        suite.prompts.len(),
-        suite.providers.len(),
-    );
-    let normalized = gauntlet_core::parse::to_normalized_json(&suite);
-    drop(suite);
-
-    debug!(elapsed_ms = ms(), tests, "suite read");
+    // The suite is parsed on a thread of its own while it is uploaded, a
+    // test at a time, as normalized JSON lines (the model's own encoding,
+    // every file already inlined): memory holds its text and a few chunks,
+    // never all its tests. Its header and first test are read before
+    // connecting, so a suite that does not parse starts nothing.
+    let limits = client::limits(&config, args.server.is_some());
+    let chunk = client::chunk_size(&limits);
+    let (ready, header) = tokio::sync::oneshot::channel();
+    let (chunks, chunks_rx) = tokio::sync::mpsc::channel(CHUNKS_AHEAD);
+    tokio::task::spawn_blocking(move || {
+        let tests = match file.tests() {
+            Ok(tests) => tests,
+            Err(err) => {
+                let _ = ready.send(Err(err));
+                return;
+            }
+        };
+        let shape = (tests.header.prompts.len(), tests.header.providers.len());
+        if ready.send(Ok(shape)).is_ok() {
+            let tests_read = client::encode_lines(&tests.header, tests.tests, chunk, |c| {
+                chunks.blocking_send(c).is_ok()
+            });
+            debug!(tests_read, "suite read");
+        }
+    });
+    let (prompts, providers) = header.await.context("the suite reader stopped")??;
+    debug!(elapsed_ms = ms(), "suite header read");
     let (mut gateway, stack) = match &args.server {
         Some(url) => (client::Gateway::connect(url, &config).await?, None),
         None => {
-            let limits = client::limits(&config, false);
             let stack =
                 embedded::Stack::start(config, &args.data_dir, args.max_concurrency).await?;
             let channel = client::connect(&stack.url()).await?;
@@ -122,10 +140,12 @@ pub async fn run(args: RunArgs, config: GauntletConfig) -> anyhow::Result<i32> {
     let runs = &mut gateway.runs.clone();
     let mut analytics = gateway.analytics.clone();
 
+    let chunks = futures::stream::unfold(chunks_rx, |mut rx| async move {
+        rx.recv().await.map(|chunk| (chunk, rx))
+    });
     let submitted = gateway
-        .submit(
-            normalized,
-            v1::SuiteFormat::NormalizedJson,
+        .submit_lines(
+            chunks,
             v1::RunOptions {
                 repeat: args.repeat,
                 max_concurrency: args.max_concurrency,
@@ -135,13 +155,22 @@ pub async fn run(args: RunArgs, config: GauntletConfig) -> anyhow::Result<i32> {
             },
         )
         .await
-        .map_err(|s| {
-            anyhow::anyhow!(
+        .map_err(|err| match err {
+            client::SubmitError::Suite(err) => err,
+            client::SubmitError::Status(s) => anyhow::anyhow!(
                 "{}: {}",
                 args.suite.display(),
                 client::status_message("submit", &s)
-            )
+            ),
         })?;
+    // The tests were counted as they streamed by, on the gateway.
+    let per_test = (prompts as u64)
+        .saturating_mul(providers as u64)
+        .saturating_mul(u64::from(args.repeat.max(1)));
+    let tests = submitted
+        .total_tasks
+        .checked_div(per_test)
+        .unwrap_or_default();
     let run_id = submitted.run_id.clone();
     debug!(elapsed_ms = ms(), "run submitted");
     let unpriced = if submitted.unpriced_providers.is_empty() {

@@ -1,14 +1,16 @@
 //! Reading a suite file for the CLI: `file://` references resolved relative
 //! to the suite, errors prefixed with the file (and line:col for syntax
-//! errors), provider ids checked, and test filters applied. The suite then
-//! travels to the gateway in its normalized form (see `run`).
+//! errors), provider ids checked, and test filters applied. The header is
+//! parsed first and the tests follow one at a time, so a suite of a million
+//! tests never exists whole here; they travel to the gateway as normalized
+//! JSON lines while they are read (see `run` and `client`).
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use gauntlet_core::{
-    Suite, SuiteError,
-    parse::{FileResolver, SuiteFormat, field_position, parse_suite_with},
+    Suite, SuiteError, TestCase,
+    parse::{FileResolver, MAX_TESTS, SuiteFormat, field_position, parse_suite_stream},
 };
 use gauntlet_providers::{ProviderError, ProviderFactory};
 
@@ -78,7 +80,25 @@ pub struct Filters {
     pub pattern: Option<regex::Regex>,
 }
 
-pub fn load(path: &Path, filters: &Filters) -> anyhow::Result<Suite> {
+/// A suite file read into memory (its text; its tests are parsed as they
+/// are asked for, see [`SuiteFile::tests`]).
+pub struct SuiteFile {
+    path: PathBuf,
+    files: Relative,
+    text: String,
+    format: SuiteFormat,
+    filters: Filters,
+}
+
+/// A suite's header (everything but its tests) and its tests, filtered, one
+/// at a time; an error ends them.
+pub struct Tests<'a> {
+    pub header: Suite,
+    pub tests: Box<dyn Iterator<Item = anyhow::Result<TestCase>> + 'a>,
+}
+
+/// Reads the suite at `path`; parsing waits for [`SuiteFile::tests`].
+pub fn open(path: &Path, filters: Filters) -> anyhow::Result<SuiteFile> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read suite {}", path.display()))?;
     let format = match path.extension().and_then(|e| e.to_str()) {
@@ -90,34 +110,62 @@ pub fn load(path: &Path, filters: &Filters) -> anyhow::Result<Suite> {
         .parent()
         .map(Path::to_path_buf)
         .unwrap_or_else(|| PathBuf::from("."));
-    let mut suite = parse_suite_with(&text, format, &Relative(dir.clone()))
-        .map_err(|e| located(path, &dir, &e))?;
-    // The gateway refuses ids no worker could serve; say so here, where the
-    // error can point at the line.
-    let providers = ProviderFactory::from_process_env();
-    for (i, p) in suite.providers.iter().enumerate() {
-        if let Err(e @ ProviderError::Unsupported(_)) = providers.build(&p.id, &p.config) {
-            let mut err = SuiteError::at(format!("providers[{i}].id"), e.to_string());
-            if let Some((line, column)) = field_position(&text, &err.path) {
-                (err.line, err.column) = (Some(line), Some(column));
+    Ok(SuiteFile {
+        path: path.to_path_buf(),
+        files: Relative(dir),
+        text,
+        format,
+        filters,
+    })
+}
+
+impl SuiteFile {
+    /// Parses the header and checks its provider ids; the tests that pass
+    /// the filters follow, parsed as they are taken. Fails, as the whole
+    /// suite would, when no test passes them (the first is read here).
+    pub fn tests(&self) -> anyhow::Result<Tests<'_>> {
+        let (path, dir) = (self.path.as_path(), self.files.0.as_path());
+        let stream = parse_suite_stream(&self.text, self.format, &self.files, MAX_TESTS)
+            .map_err(|e| located(path, dir, &e))?;
+        let header = stream.header.clone();
+        // The gateway refuses ids no worker could serve; say so here, where
+        // the error can point at the line.
+        let providers = ProviderFactory::from_process_env();
+        for (i, p) in header.providers.iter().enumerate() {
+            if let Err(e @ ProviderError::Unsupported(_)) = providers.build(&p.id, &p.config) {
+                let mut err = SuiteError::at(format!("providers[{i}].id"), e.to_string());
+                if let Some((line, column)) = field_position(&self.text, &err.path) {
+                    (err.line, err.column) = (Some(line), Some(column));
+                }
+                return Err(located(path, dir, &err));
             }
-            return Err(located(path, &dir, &err));
         }
+        let pattern = self.filters.pattern.clone();
+        let mut tests = stream
+            .map(move |test| test.map_err(|e| located(path, dir, &e)))
+            .filter(move |test| match (test, &pattern) {
+                (Ok(test), Some(re)) => {
+                    let text = test
+                        .description
+                        .clone()
+                        .unwrap_or_else(|| serde_json::to_string(&test.vars).unwrap_or_default());
+                    re.is_match(&text)
+                }
+                _ => true,
+            })
+            .take(self.filters.first_n.unwrap_or(usize::MAX))
+            .peekable();
+        if let Some(Err(_)) = tests.peek()
+            && let Some(Err(err)) = tests.next()
+        {
+            return Err(err);
+        }
+        if tests.peek().is_none() {
+            bail!("{}: no test matches the filters", path.display());
+        }
+        Ok(Tests {
+            header,
+            tests: Box::new(tests),
+        })
     }
-    if let Some(re) = &filters.pattern {
-        suite.tests.retain(|t| {
-            let text = t
-                .description
-                .clone()
-                .unwrap_or_else(|| serde_json::to_string(&t.vars).unwrap_or_default());
-            re.is_match(&text)
-        });
-    }
-    if let Some(n) = filters.first_n {
-        suite.tests.truncate(n);
-    }
-    if suite.tests.is_empty() {
-        bail!("{}: no test matches the filters", path.display());
-    }
-    Ok(suite)
 }

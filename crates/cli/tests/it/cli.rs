@@ -237,6 +237,31 @@ async fn bad_input_gets_one_clear_line() {
     assert!(text(&bad_output).1.contains("r.pdf"));
 }
 
+/// A suite is uploaded while it is parsed: one broken far past its first
+/// megabyte still reports its error as `file:line:col: field.path`, and
+/// the upload ends without its trailer, so the gateway runs nothing of it.
+#[tokio::test]
+async fn a_suite_broken_half_way_reports_its_error_and_no_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut yaml = String::from("prompts: ['Say {{w}}']\nproviders: [echo]\ntests:\n");
+    for i in 0..30_000 {
+        let kind = if i == 25_000 { "containz" } else { "contains" };
+        yaml.push_str(&format!(
+            "  - description: case {i}\n    vars: {{w: w{i}}}\n    assert: [{{type: {kind}, value: w{i}}}]\n"
+        ));
+    }
+    std::fs::write(dir.path().join("half.yaml"), yaml).unwrap();
+    let out = gauntlet(&["run", "half.yaml", "--data-dir", "data"], dir.path()).await;
+    let (stdout, err) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stdout}{err}");
+    assert!(
+        err.starts_with("error: half.yaml:75006:15: tests[25000].assert[0].type: unknown assertion type `containz`"),
+        "{err}"
+    );
+    assert!(!err.contains("run "), "no run was announced: {err}");
+    assert!(stdout.is_empty(), "{stdout}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_mode_gives_the_same_summary_against_the_real_services() {
     let cluster = Cluster::start().await;

@@ -111,7 +111,8 @@ fn stream_peak(text: &str, files: &dyn FileResolver) -> usize {
     counting::peak() - base
 }
 
-fn yaml_suite() -> String {
+/// `TESTS` inline tests; the test at `broken` has an unknown assertion type.
+fn yaml_suite(broken: Option<usize>) -> String {
     let mut text = String::from(
         "prompts: ['Answer {{q}}']\nproviders: [echo]\ndefaultTest:\n  assert: [{type: contains, value: '{{a}}'}]\ntests:\n",
     );
@@ -122,6 +123,9 @@ fn yaml_suite() -> String {
             2 * i
         )
         .unwrap();
+        if broken == Some(i) {
+            text.push_str("    assert: [{type: containz, value: x}]\n");
+        }
     }
     text
 }
@@ -129,7 +133,7 @@ fn yaml_suite() -> String {
 #[test]
 fn an_inline_yaml_suite_streams_in_flat_memory() {
     let _turn = one_at_a_time();
-    let text = yaml_suite();
+    let text = yaml_suite(None);
     let streamed = stream_peak(&text, &gauntlet_core::NoFiles);
     let base = counting::reset_peak();
     let suite = parse_suite_with(&text, SuiteFormat::Auto, &gauntlet_core::NoFiles).unwrap();
@@ -164,4 +168,35 @@ fn a_jsonl_test_file_streams_in_flat_memory() {
         files.0.len()
     );
     assert!(streamed < STREAM_BUDGET + files.0.len(), "{streamed}");
+}
+
+#[test]
+fn an_error_near_the_end_is_located_in_flat_memory_too() {
+    let _turn = one_at_a_time();
+    let broken = TESTS - 10;
+    let text = yaml_suite(Some(broken));
+    let base = counting::reset_peak();
+    let stream = parse_suite_stream(
+        &text,
+        SuiteFormat::Auto,
+        &gauntlet_core::NoFiles,
+        usize::MAX,
+    )
+    .unwrap();
+    let mut tests = 0;
+    let mut error = None;
+    for test in stream {
+        match test {
+            Ok(_) => tests += 1,
+            Err(err) => error = Some(err),
+        }
+    }
+    let peak = counting::peak() - base;
+    let err = error.expect("the broken test is refused");
+    eprintln!("an error after {tests} tests: {peak} bytes at peak: {err}");
+    assert_eq!(tests, broken);
+    assert_eq!(err.path, format!("tests[{broken}].assert[0].type"));
+    // Its line: 5 header lines, 4 per test, and the broken test's `assert`.
+    assert_eq!(err.line, Some(5 + 4 * broken + 5));
+    assert!(peak < STREAM_BUDGET, "{peak}");
 }

@@ -1,7 +1,8 @@
 //! Finds the line and column of the field a [`SuiteError`] names
 //! (`tests[2].assert[0].value`) in the suite's text, so errors point into the
 //! file. serde_yaml_ng keeps no positions, so the text is scanned a second
-//! time, only when there is an error, with yaml-rust2's marked events.
+//! time, only when there is an error, with yaml-rust2's marked events,
+//! keeping only the nodes on the error's path.
 
 use yaml_rust2::{
     parser::{Event, MarkedEventReceiver, Parser},
@@ -10,7 +11,9 @@ use yaml_rust2::{
 
 use crate::error::SuiteError;
 
-/// A node's position (1-based) and its children.
+/// A node's position (1-based) and, when it lies on the path looked for,
+/// its children on that path: a suite of a million tests is scanned with
+/// memory for one path, not a tree of every node.
 #[derive(Debug)]
 struct Node {
     line: usize,
@@ -21,67 +24,174 @@ struct Node {
 #[derive(Debug)]
 enum Children {
     Leaf,
-    Seq(Vec<Node>),
-    /// Each entry is positioned at its key.
+    /// The items on the path (with their index), and whether every item
+    /// is a mapping.
+    Seq {
+        items: Vec<(usize, Node)>,
+        all_maps: bool,
+    },
+    /// The entries on the path, each positioned at its key.
     Map(Vec<(String, Node)>),
 }
 
 enum Frame {
-    Seq(Node, Vec<Node>),
+    Seq {
+        node: Node,
+        path: String,
+        keep: bool,
+        len: usize,
+        items: Vec<(usize, Node)>,
+        all_maps: bool,
+    },
     Map {
         node: Node,
+        path: String,
+        keep: bool,
         entries: Vec<(String, Node)>,
         key: Option<(String, usize, usize)>,
+        /// Where its first key is.
+        first_key: Option<(usize, usize)>,
     },
 }
 
-#[derive(Default)]
-struct Builder {
+/// Whether the node at `path` is `target` or one of its ancestors.
+fn on_path(target: &str, path: &str) -> bool {
+    path.is_empty()
+        || target
+            .strip_prefix(path)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with(['.', '[']))
+}
+
+struct Builder<'a> {
+    target: &'a str,
     stack: Vec<Frame>,
     root: Option<Node>,
 }
 
-impl Builder {
+impl Builder<'_> {
+    /// The path of the next node in the innermost collection, when that
+    /// node is on the target path (`None` for a mapping's key).
+    fn next_path(&self) -> Option<String> {
+        let path = match self.stack.last() {
+            None => String::new(),
+            Some(Frame::Seq {
+                keep: true,
+                path,
+                len,
+                ..
+            }) => format!("{path}[{len}]"),
+            Some(Frame::Map {
+                keep: true,
+                path,
+                key: Some((key, ..)),
+                ..
+            }) => {
+                if path.is_empty() {
+                    key.clone()
+                } else {
+                    format!("{path}.{key}")
+                }
+            }
+            Some(_) => return None,
+        };
+        on_path(self.target, &path).then_some(path)
+    }
+
     fn emit(&mut self, node: Node, key_text: Option<String>) {
+        let kept = self.next_path().is_some();
         match self.stack.last_mut() {
             None => {
                 if self.root.is_none() {
                     self.root = Some(node);
                 }
             }
-            Some(Frame::Seq(_, items)) => items.push(node),
-            Some(Frame::Map { entries, key, .. }) => match key.take() {
-                None => *key = Some((key_text.unwrap_or_default(), node.line, node.column)),
-                Some((text, line, column)) => entries.push((
-                    text,
-                    Node {
-                        line,
-                        column,
-                        children: node.children,
-                    },
-                )),
+            Some(Frame::Seq {
+                len,
+                items,
+                all_maps,
+                ..
+            }) => {
+                *all_maps &= matches!(node.children, Children::Map(_));
+                if kept {
+                    items.push((*len, node));
+                }
+                *len += 1;
+            }
+            Some(Frame::Map {
+                entries,
+                key,
+                first_key,
+                ..
+            }) => match key.take() {
+                None => {
+                    first_key.get_or_insert((node.line, node.column));
+                    *key = Some((key_text.unwrap_or_default(), node.line, node.column));
+                }
+                Some((text, line, column)) => {
+                    if kept {
+                        entries.push((
+                            text,
+                            Node {
+                                line,
+                                column,
+                                children: node.children,
+                            },
+                        ));
+                    }
+                }
             },
         }
     }
-}
 
-impl Builder {
+    fn open(&mut self, node: Node, seq: bool) {
+        let path = self.next_path();
+        let keep = path.is_some();
+        let path = path.unwrap_or_default();
+        self.stack.push(if seq {
+            Frame::Seq {
+                node,
+                path,
+                keep,
+                len: 0,
+                items: Vec::new(),
+                all_maps: true,
+            }
+        } else {
+            Frame::Map {
+                node,
+                path,
+                keep,
+                entries: Vec::new(),
+                key: None,
+                first_key: None,
+            }
+        });
+    }
+
     /// Closes the innermost open collection.
     fn end(&mut self) {
         let node = match self.stack.pop() {
-            Some(Frame::Seq(mut node, items)) => {
-                node.children = Children::Seq(items);
+            Some(Frame::Seq {
+                mut node,
+                items,
+                all_maps,
+                ..
+            }) => {
+                node.children = Children::Seq { items, all_maps };
                 node
             }
             Some(Frame::Map {
-                mut node, entries, ..
+                mut node,
+                entries,
+                first_key,
+                ..
             }) => {
                 // A block mapping's start is marked after its first key; the
                 // key is where a reader looks.
-                if let Some((_, first)) = entries.first()
-                    && (first.line, first.column) < (node.line, node.column)
+                if let Some(first) = first_key
+                    && first < (node.line, node.column)
                 {
-                    (node.line, node.column) = (first.line, first.column);
+                    (node.line, node.column) = first;
                 }
                 node.children = Children::Map(entries);
                 node
@@ -92,7 +202,7 @@ impl Builder {
     }
 }
 
-impl MarkedEventReceiver for Builder {
+impl MarkedEventReceiver for Builder<'_> {
     fn on_event(&mut self, event: Event, mark: Marker) {
         let at = |children| Node {
             line: mark.line(),
@@ -102,21 +212,21 @@ impl MarkedEventReceiver for Builder {
         match event {
             Event::Scalar(text, ..) => self.emit(at(Children::Leaf), Some(text)),
             Event::Alias(_) => self.emit(at(Children::Leaf), None),
-            Event::SequenceStart(..) => self.stack.push(Frame::Seq(at(Children::Leaf), Vec::new())),
-            Event::MappingStart(..) => self.stack.push(Frame::Map {
-                node: at(Children::Leaf),
-                entries: Vec::new(),
-                key: None,
-            }),
+            Event::SequenceStart(..) => self.open(at(Children::Leaf), true),
+            Event::MappingStart(..) => self.open(at(Children::Leaf), false),
             Event::SequenceEnd | Event::MappingEnd => self.end(),
             _ => {}
         }
     }
 }
 
-/// The document's position tree, as far as it parses.
-fn tree(text: &str) -> Option<Node> {
-    let mut builder = Builder::default();
+/// The document's position tree along `target`, as far as it parses.
+fn tree(text: &str, target: &str) -> Option<Node> {
+    let mut builder = Builder {
+        target,
+        stack: Vec::new(),
+        root: None,
+    };
     let mut parser = Parser::new_from_str(text);
     // On a scan error the events so far still stand; close what is open.
     let _ = parser.load(&mut builder, false);
@@ -134,11 +244,12 @@ fn find<'a>(node: &'a Node, path: &str) -> Option<&'a Node> {
         return Some(node);
     }
     let (child, rest) = match &node.children {
-        Children::Seq(items) => {
+        Children::Seq { items, .. } => {
             let inner = path.strip_prefix('[')?;
             let end = inner.find(']')?;
             let index: usize = inner[..end].parse().ok()?;
-            (items.get(index)?, &inner[end + 1..])
+            let (_, item) = items.iter().find(|(i, _)| *i == index)?;
+            (item, &inner[end + 1..])
         }
         Children::Map(entries) => entries
             .iter()
@@ -159,14 +270,13 @@ pub(super) fn position(text: &str, path: &str) -> Option<(usize, usize)> {
     if path.is_empty() {
         return None;
     }
-    let root = tree(text)?;
+    let root = tree(text, path)?;
     // Tests read from files are numbered after the document's own items, so
     // an index under `tests` only names a document item when no item is a file.
     if path.starts_with("tests[")
         && let Children::Map(entries) = &root.children
         && let Some((_, tests)) = entries.iter().find(|(k, _)| k == "tests")
-        && !matches!(&tests.children, Children::Seq(items)
-            if items.iter().all(|i| matches!(i.children, Children::Map(_))))
+        && !matches!(&tests.children, Children::Seq { all_maps: true, .. })
     {
         return None;
     }

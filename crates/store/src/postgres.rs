@@ -117,6 +117,15 @@ fn run_from_row(row: &PgRow) -> Result<RunRecord> {
     })
 }
 
+/// A stored result status no `ResultStatus` has, as an error decoding its
+/// column (inside a row mapping, which can only fail with sqlx's errors).
+fn corrupt_status(v: impl std::fmt::Display) -> sqlx::Error {
+    sqlx::Error::ColumnDecode {
+        index: "status".to_owned(),
+        source: format!("result status {v}").into(),
+    }
+}
+
 fn result_status(v: i16) -> Result<ResultStatus> {
     ResultStatus::from_i16(v).ok_or_else(|| StoreError::Corrupt(format!("result status {v}")))
 }
@@ -615,26 +624,26 @@ impl Store for PgStore {
     }
 
     async fn result_metrics(&self, run_id: Uuid) -> Result<Vec<ResultMetrics>> {
-        let rows = sqlx::query(
-            "SELECT provider_index, prompt_index, status, latency_ms, tokens_in, tokens_out, cost_usd \
-             FROM results WHERE run_id = $1",
-        )
+        // Each row is read into its few numbers as it arrives: a run of a
+        // million results never exists as a million driver rows (≈1 GB).
+        Ok(sqlx::query("SELECT provider_index, prompt_index, status, latency_ms, tokens_in, tokens_out, cost_usd \
+             FROM results WHERE run_id = $1")
         .bind(run_id)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|row| {
-                Ok(ResultMetrics {
-                    provider_index: row.try_get("provider_index")?,
-                    prompt_index: row.try_get("prompt_index")?,
-                    status: result_status(row.try_get("status")?)?,
-                    latency_ms: row.try_get("latency_ms")?,
-                    tokens_in: row.try_get("tokens_in")?,
-                    tokens_out: row.try_get("tokens_out")?,
-                    cost_usd: row.try_get("cost_usd")?,
-                })
+        .try_map(|row: PgRow| {
+                let status: i16 = row.try_get("status")?;
+                let status = ResultStatus::from_i16(status).ok_or_else(|| corrupt_status(status))?;
+            Ok(ResultMetrics {
+                provider_index: row.try_get("provider_index")?,
+                prompt_index: row.try_get("prompt_index")?,
+                status,
+                latency_ms: row.try_get("latency_ms")?,
+                tokens_in: row.try_get("tokens_in")?,
+                tokens_out: row.try_get("tokens_out")?,
+                cost_usd: row.try_get("cost_usd")?,
             })
-            .collect()
+        })
+        .fetch_all(&self.pool)
+        .await?)
     }
 
     async fn create_report(&self, report: NewReport) -> Result<ReportRecord> {

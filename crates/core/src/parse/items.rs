@@ -108,7 +108,7 @@ struct Shape {
 pub(super) fn split_yaml(text: &str) -> Option<(Mapping, YamlItems<'_>)> {
     let shape = shape(text)?;
     let start = byte_offset(text, shape.start)?;
-    let end = byte_offset(text, shape.end)?;
+    let end = byte_offset(text, shape.end)?.max(start);
     // The list gives way to its line breaks, so `tests:` is left null and
     // everything after it keeps its lines.
     let mut header = String::with_capacity(text.len() - (end - start));
@@ -462,5 +462,15 @@ mod tests {
         let err = got[1].as_ref().unwrap_err();
         assert!(err.message.contains("duplicate entry"), "{err}");
         assert_eq!(err, &load_document(text, SuiteFormat::Yaml).unwrap_err());
+    }
+
+    #[test]
+    fn every_cut_of_a_suite_parses_or_fails_without_panicking() {
+        let text = "prompts: ['Say {{x}}']\nproviders: [echo]\ntests:\n  - vars: {x: 'é1'}\n    assert: [{type: contains, value: '{{x}}'}]\n  - \"file://t.csv\"\n  -\n    vars:\n      x: |\n        ü\n  - {vars: {x: [a, b]}}\ntests2: [{a: 1}]\n";
+        for (at, _) in text.char_indices() {
+            let cut = &text[..at];
+            let _ = super::super::parse_suite(cut, SuiteFormat::Auto);
+            let _ = split_yaml(cut).map(|(_, items)| items.count());
+        }
     }
 }

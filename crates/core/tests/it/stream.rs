@@ -196,3 +196,58 @@ fn errors_in_the_stream_are_located_in_the_suite() {
     assert_eq!(stream.next().unwrap().unwrap_err(), err);
     assert!(stream.next().is_none());
 }
+
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// A var value in one of YAML's spellings.
+    fn scalar() -> impl Strategy<Value = String> {
+        prop_oneof![
+            "[a-z]{1,8}",
+            "-?[0-9]{1,4}(\\.[0-9]{1,2})?",
+            Just("yes".to_owned()),
+            Just("0x1F".to_owned()),
+            Just("'it''s: # not a comment'".to_owned()),
+            Just("\"tab\\there \\u00e9\"".to_owned()),
+            Just("[a, b]".to_owned()),
+            Just("{k: v}".to_owned()),
+            Just("~".to_owned()),
+            Just("émoji ✓".to_owned()),
+        ]
+    }
+
+    /// One item of `tests:` (or a comment between items), as block YAML.
+    fn item() -> impl Strategy<Value = String> {
+        prop_oneof![
+            (scalar(), "[a-z ]{0,12}")
+                .prop_map(|(x, d)| format!("  - vars:\n      x: {x}\n    description: '{d}'\n")),
+            scalar().prop_map(|x| format!(
+                "  - {{vars: {{x: {x}}}, assert: [{{type: contains, value: '{{{{x}}}}'}}]}}\n"
+            )),
+            scalar().prop_map(|x| format!("  -\n    vars:\n      x: {x}\n")),
+            Just("  - vars:\n      x: |\n        two\n         lines\n".to_owned()),
+            Just("  - vars:\n      x: >-\n        folded\n        text\n".to_owned()),
+            Just("  # a comment\n".to_owned()),
+            Just("  - file://t.csv\n".to_owned()),
+            Just("  - 42\n".to_owned()),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(200))]
+        #[test]
+        fn suites_split_as_they_read_whole(items in proptest::collection::vec(item(), 1..8)) {
+            let files = MapFiles(FILES.into_iter().collect());
+            let text = format!(
+                "prompts: ['Say {{{{x}}}}']\nproviders: [echo]\ntests:\n{}",
+                items.concat()
+            );
+            let split = parse_suite_limited(&text, SuiteFormat::Auto, &files, 100);
+            let whole = parse_suite_limited(&whole(&text), SuiteFormat::Auto, &files, 100);
+            prop_assert_eq!(&split, &whole, "{}", text);
+            prop_assert_eq!(streamed(&text, &files, 100), split);
+        }
+    }
+}

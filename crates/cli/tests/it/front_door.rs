@@ -210,21 +210,34 @@ async fn forty_thousand_cases_run_against_the_real_services() {
     cluster.stop().await;
 }
 
+/// A suite of one test whose var is `bytes` long.
+fn one_huge_case(bytes: usize) -> String {
+    format!(
+        "prompts: ['Say {{{{word}}}}']\nproviders: [echo]\ntests:\n  - vars: {{word: '{}'}}\n",
+        "x".repeat(bytes)
+    )
+}
+
+/// `gauntlet run` uploads a suite as JSON lines, where
+/// `gateway.max_suite_bytes` bounds each line (a test), not the suite: a
+/// suite of many small tests passes a limit it is larger than, and a test
+/// larger than it is refused naming the limit.
 #[tokio::test]
 async fn a_suite_over_the_suite_limit_is_refused_naming_the_limit() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("big.yaml"), many_cases(2_000)).unwrap();
-    let out = gauntlet_env(
-        &["run", "big.yaml"],
-        dir.path(),
-        &[("GAUNTLET_GATEWAY__MAX_SUITE_BYTES", "100000")],
-    )
-    .await;
+    let limit = [("GAUNTLET_GATEWAY__MAX_SUITE_BYTES", "100000")];
+    std::fs::write(dir.path().join("many.yaml"), many_cases(2_000)).unwrap();
+    let out = gauntlet_env(&["run", "many.yaml"], dir.path(), &limit).await;
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+
+    std::fs::write(dir.path().join("big.yaml"), one_huge_case(150_000)).unwrap();
+    let out = gauntlet_env(&["run", "big.yaml"], dir.path(), &limit).await;
     let (stdout, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
     assert!(stderr.contains("big.yaml"), "{stderr}");
     assert!(
-        stderr.contains("more than the limit of 100000 (gateway.max_suite_bytes)"),
+        stderr.contains("longer than 100000 bytes (gateway.max_suite_bytes)"),
         "{stderr}"
     );
 }
@@ -232,7 +245,7 @@ async fn a_suite_over_the_suite_limit_is_refused_naming_the_limit() {
 #[tokio::test]
 async fn the_config_file_given_with_config_sets_the_embedded_limits() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("big.yaml"), many_cases(2_000)).unwrap();
+    std::fs::write(dir.path().join("big.yaml"), one_huge_case(150_000)).unwrap();
     std::fs::write(
         dir.path().join("gauntlet.toml"),
         "[gateway]\nmax_suite_bytes = 100000\n",
@@ -247,7 +260,7 @@ async fn the_config_file_given_with_config_sets_the_embedded_limits() {
     let (stdout, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
     assert!(
-        stderr.contains("more than the limit of 100000 (gateway.max_suite_bytes)"),
+        stderr.contains("longer than 100000 bytes (gateway.max_suite_bytes)"),
         "{stderr}"
     );
 

@@ -332,6 +332,13 @@ fn next_item(
             };
             let end = skip_to_end(parser)?;
             let from = advance(text, cursor, start.index())?;
+            // Only what follows an entry's `-` (or a flow list's `[`/`,`)
+            // starts where its first key does; `? key` and the like are
+            // left to the whole document.
+            let before = text[..from].trim_end_matches([' ', '\t']);
+            if !(before.is_empty() || before.ends_with(['-', '\n', '[', ','])) {
+                return Err(());
+            }
             let mut to = advance(text, cursor, end.index())?;
             // A flow mapping's end is marked at its `}`, a block mapping's
             // at whatever follows it.
@@ -462,6 +469,18 @@ mod tests {
         let err = got[1].as_ref().unwrap_err();
         assert!(err.message.contains("duplicate entry"), "{err}");
         assert_eq!(err, &load_document(text, SuiteFormat::Yaml).unwrap_err());
+    }
+
+    #[test]
+    fn items_that_do_not_start_at_their_first_key_are_read_whole() {
+        for text in [
+            "tests:\n  - ? vars\n    : {x: 1}\n  - vars: {x: 2}\n",
+            "tests:\n  - &a vars: {x: 1}\n  - vars: {x: 2}\n",
+        ] {
+            let (_, got) = items(text).unwrap();
+            let whole = parse_yaml(text).unwrap();
+            assert_eq!(Yaml::Sequence(got), whole["tests"], "{text}");
+        }
     }
 
     #[test]

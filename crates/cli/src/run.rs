@@ -104,7 +104,8 @@ pub async fn run(args: RunArgs, config: GauntletConfig) -> anyhow::Result<i32> {
     // test at a time, as normalized JSON lines (the model's own encoding,
     // every file already inlined): memory holds its text and a few chunks,
     // never all its tests. Its header and first test are read before
-    // connecting, so a suite that does not parse starts nothing.
+    // connecting, so a suite broken there starts nothing; an error further
+    // on ends the upload without its trailer (`Gateway::submit_lines`).
     let limits = client::limits(&config, args.server.is_some());
     let chunk = client::chunk_size(&limits);
     let (ready, header) = tokio::sync::oneshot::channel();

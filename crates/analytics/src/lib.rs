@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 use tracing::instrument;
 
-pub use summary::summarize;
+pub use summary::Summarizer;
 
 /// L1 budget of the summary cache.
 const L1_BYTES: u64 = 64 * 1024 * 1024;
@@ -100,13 +100,13 @@ impl AnalyticsService for Analytics {
             max_concurrency: None,
             repeat: None,
         };
-        let metrics = self
-            .deps
+        let mut summarizer = Summarizer::default();
+        self.deps
             .store
-            .result_metrics(id)
+            .for_each_result_metrics(id, &mut |m| summarizer.add(&m))
             .await
             .map_err(|e| internal("result metrics", e))?;
-        let summary = summarize(&run, &suite, &metrics);
+        let summary = summarizer.finish(&run, &suite);
         let ttl = if run.status.is_terminal() {
             self.config.finished_ttl_secs
         } else {

@@ -30,6 +30,13 @@ struct Entry {
     ttl: Duration,
 }
 
+/// What an L1 entry costs beyond its key and value (moka's entry, its
+/// timer-wheel and deque nodes, the allocations of key and value), so
+/// the L1 budget is memory really used: without it, a cache of small
+/// answers used twice its budget (a 1,000,000-task run of ~300-byte
+/// answers: 130 MB for a 64 MB budget, measured with heaptrack).
+const ENTRY_OVERHEAD: usize = 256;
+
 struct PerEntryTtl;
 
 impl Expiry<String, Entry> for PerEntryTtl {
@@ -87,7 +94,9 @@ impl Cache {
         };
         Ok(Self {
             l1: Moka::builder()
-                .weigher(|k: &String, v: &Entry| (k.len() + v.bytes.len()) as u32)
+                .weigher(|k: &String, v: &Entry| {
+                    (k.len() + v.bytes.len() + ENTRY_OVERHEAD).min(u32::MAX as usize) as u32
+                })
                 .max_capacity(l1_bytes)
                 .expire_after(PerEntryTtl)
                 .build(),

@@ -60,8 +60,9 @@ pub async fn sqlite_store(data_dir: &Path) -> anyhow::Result<SqliteStore> {
         .with_context(|| format!("cannot open the database in {}", data_dir.display()))
 }
 
-/// In-process L1 budget of the embedded cache.
-pub const CACHE_BYTES: u64 = 64 * 1024 * 1024;
+/// In-process L1 budget of the embedded cache: the whole process of a
+/// run of any size is meant to stay within about 200 MB.
+pub const CACHE_BYTES: u64 = 32 * 1024 * 1024;
 
 async fn loopback() -> anyhow::Result<(TcpListener, SocketAddr)> {
     let l = TcpListener::bind("127.0.0.1:0")

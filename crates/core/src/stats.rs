@@ -53,6 +53,65 @@ impl LatencySummary {
     }
 }
 
+/// Whole-number latencies counted by value: the same summary as
+/// [`LatencySummary::from_unsorted`] over the values, exactly, in memory
+/// that grows with the distinct values (a few thousand milliseconds), not
+/// with their count, so a run of a million results is summarized in a few
+/// kilobytes.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LatencyCounts {
+    counts: std::collections::BTreeMap<i64, u64>,
+    count: u64,
+    sum: i128,
+}
+
+impl LatencyCounts {
+    pub fn add(&mut self, value: i64) {
+        *self.counts.entry(value).or_default() += 1;
+        self.count += 1;
+        self.sum += i128::from(value);
+    }
+
+    /// The value at `index` of the values in ascending order.
+    fn at(&self, index: u64) -> f64 {
+        let mut seen = 0;
+        for (&value, &n) in &self.counts {
+            seen += n;
+            if index < seen {
+                return value as f64;
+            }
+        }
+        f64::NAN
+    }
+
+    /// As [`percentile`] over the sorted values.
+    fn percentile(&self, p: f64) -> f64 {
+        let rank = p.clamp(0.0, 100.0) / 100.0 * (self.count - 1) as f64;
+        let (lower, upper) = (rank.floor() as u64, rank.ceil() as u64);
+        let fraction = rank - lower as f64;
+        let low = self.at(lower);
+        if lower == upper {
+            low
+        } else {
+            low + fraction * (self.at(upper) - low)
+        }
+    }
+
+    pub fn summary(&self) -> LatencySummary {
+        if self.count == 0 {
+            return LatencySummary::default();
+        }
+        LatencySummary {
+            p50: self.percentile(50.0),
+            p95: self.percentile(95.0),
+            p99: self.percentile(99.0),
+            mean: self.sum as f64 / self.count as f64,
+            max: self.counts.keys().next_back().map_or(0.0, |&v| v as f64),
+            count: self.count,
+        }
+    }
+}
+
 /// `passed / total` in 0..=1; 0 when there is nothing to count.
 pub fn pass_rate(passed: u64, total: u64) -> f64 {
     if total == 0 {
@@ -67,6 +126,24 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
+
+    proptest! {
+        #[test]
+        fn counted_latencies_summarize_exactly_as_the_values(
+            values in prop::collection::vec(-5i64..100_000, 0..400),
+            repeats in 1usize..4,
+        ) {
+            let mut counts = LatencyCounts::default();
+            let mut all = Vec::new();
+            for _ in 0..repeats {
+                for &v in &values {
+                    counts.add(v);
+                    all.push(v as f64);
+                }
+            }
+            prop_assert_eq!(counts.summary(), LatencySummary::from_unsorted(all));
+        }
+    }
 
     #[test]
     fn percentile_interpolates_between_closest_ranks() {

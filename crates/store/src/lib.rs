@@ -143,8 +143,14 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Vec<ResultRecord>>;
     /// The task indexes in `first..=last` that have a result (in any order).
     async fn stored_tasks(&self, run_id: Uuid, first: i64, last: i64) -> Result<Vec<i64>>;
-    /// The few columns statistics need, for every result of a run.
-    async fn result_metrics(&self, run_id: Uuid) -> Result<Vec<ResultMetrics>>;
+    /// The few columns statistics need, for every result of a run, handed
+    /// to `each` a row at a time as the rows arrive: a run of any size is
+    /// summarized without its results ever being held together.
+    async fn for_each_result_metrics(
+        &self,
+        run_id: Uuid,
+        each: &mut (dyn FnMut(ResultMetrics) + Send),
+    ) -> Result<()>;
 
     async fn create_report(&self, report: NewReport) -> Result<ReportRecord>;
     async fn get_report(&self, report_id: Uuid) -> Result<Option<ReportRecord>>;

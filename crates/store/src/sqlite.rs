@@ -757,10 +757,15 @@ impl Store for SqliteStore {
         .await?)
     }
 
-    async fn result_metrics(&self, run_id: Uuid) -> Result<Vec<ResultMetrics>> {
+    async fn for_each_result_metrics(
+        &self,
+        run_id: Uuid,
+        each: &mut (dyn FnMut(ResultMetrics) + Send),
+    ) -> Result<()> {
+        use futures::TryStreamExt;
         // Each row is read into its few numbers as it arrives: a run of a
-        // million results never exists as a million driver rows (≈1 GB).
-        Ok(sqlx::query("SELECT provider_index, prompt_index, status, latency_ms, tokens_in, tokens_out, cost_usd \
+        // million results never exists as a million rows.
+        let mut rows = sqlx::query("SELECT provider_index, prompt_index, status, latency_ms, tokens_in, tokens_out, cost_usd \
              FROM results WHERE run_id = ?1")
         .bind(uuid_text(run_id))
         .try_map(|row: SqliteRow| {
@@ -779,8 +784,11 @@ impl Store for SqliteStore {
                 cost_usd: row.try_get("cost_usd")?,
             })
         })
-        .fetch_all(&self.pool)
-        .await?)
+        .fetch(&self.pool);
+        while let Some(m) = rows.try_next().await? {
+            each(m);
+        }
+        Ok(())
     }
 
     async fn create_report(&self, report: NewReport) -> Result<ReportRecord> {

@@ -208,7 +208,17 @@ async fn unknown_ids_read_as_nothing(store: Arc<dyn Store>) {
             .unwrap()
             .is_empty()
     );
-    assert!(store.result_metrics(unknown).await.unwrap().is_empty());
+    assert!(result_metrics(store.as_ref(), unknown).await.is_empty());
+}
+
+/// Every result's metrics, as the store hands them over one by one.
+async fn result_metrics(store: &dyn Store, run_id: Uuid) -> Vec<gauntlet_store::ResultMetrics> {
+    let mut out = Vec::new();
+    store
+        .for_each_result_metrics(run_id, &mut |m| out.push(m))
+        .await
+        .unwrap();
+    out
 }
 
 async fn runs_list_newest_first_in_pages(store: Arc<dyn Store>) {
@@ -696,7 +706,7 @@ async fn result_metrics_cover_every_result_of_the_run(store: Arc<dyn Store>) {
         .await
         .unwrap();
 
-    let mut metrics = store.result_metrics(run.id).await.unwrap();
+    let mut metrics = result_metrics(store.as_ref(), run.id).await;
     // No order is promised; latency is unique per task here.
     metrics.sort_by_key(|m| m.latency_ms);
     let expected: Vec<_> = rows

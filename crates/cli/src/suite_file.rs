@@ -22,6 +22,13 @@ impl FileResolver for Relative {
         std::fs::read_to_string(&full).map_err(|e| format!("cannot read {}: {e}", full.display()))
     }
 
+    fn open(&self, path: &str) -> Result<Box<dyn std::io::BufRead + Send>, String> {
+        let full = self.0.join(path);
+        let file = std::fs::File::open(&full)
+            .map_err(|e| format!("cannot read {}: {e}", full.display()))?;
+        Ok(Box::new(std::io::BufReader::with_capacity(1 << 16, file)))
+    }
+
     fn glob(&self, pattern: &str) -> Result<Vec<String>, String> {
         // The suite's directory is taken literally, whatever characters it holds.
         let full = if Path::new(pattern).is_absolute() {

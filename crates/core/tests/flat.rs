@@ -87,6 +87,20 @@ impl FileResolver for OneFile {
     }
 }
 
+/// A file read in pieces, as from disk: the text lives before the
+/// measurement starts and is never copied.
+struct OnDisk(&'static str);
+
+impl FileResolver for OnDisk {
+    fn read(&self, _path: &str) -> Result<String, String> {
+        Ok(self.0.to_owned())
+    }
+
+    fn open(&self, _path: &str) -> Result<Box<dyn std::io::BufRead + Send>, String> {
+        Ok(Box::new(std::io::Cursor::new(self.0.as_bytes())))
+    }
+}
+
 /// One measurement at a time: the allocator's counters are process-wide.
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
@@ -168,6 +182,13 @@ fn a_jsonl_test_file_streams_in_flat_memory() {
         files.0.len()
     );
     assert!(streamed < STREAM_BUDGET + files.0.len(), "{streamed}");
+
+    // Opened rather than read, the file costs a line at a time.
+    let on_disk = OnDisk(files.0.leak());
+    let streamed = stream_peak(text, &on_disk);
+    eprintln!("the same file opened: {streamed} bytes at peak streamed");
+    assert!(streamed < STREAM_BUDGET, "{streamed}");
+    assert!(streamed * 8 < on_disk.0.len(), "{streamed}");
 }
 
 #[test]

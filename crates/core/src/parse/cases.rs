@@ -1012,10 +1012,11 @@ enum Records {
         rows: csv::CsvTests,
         file: String,
     },
+    /// Read a line at a time, so a file of any size costs a line.
     Jsonl {
-        text: String,
-        /// Byte offset and number of the next line.
-        at: usize,
+        reader: Box<dyn std::io::BufRead + Send>,
+        /// The line being read, and the number of the last one.
+        buf: String,
         line: usize,
         file: String,
     },
@@ -1076,8 +1077,8 @@ impl Records {
                 Ok(Records::Csv { rows, file })
             }
             "jsonl" => Ok(Records::Jsonl {
-                text: files.read(reference, path)?,
-                at: 0,
+                reader: files.open(reference, path)?,
+                buf: String::new(),
                 line: 0,
                 file,
             }),
@@ -1109,19 +1110,28 @@ impl Records {
                     .map_err(|err| SuiteError::at(path, format!("`{file}`: {err}"))),
             ),
             Records::Jsonl {
-                text,
-                at,
+                reader,
+                buf,
                 line,
                 file,
             } => loop {
-                let rest = text.get(*at..).filter(|rest| !rest.is_empty())?;
-                let (this, len) = match rest.find('\n') {
-                    Some(end) => (&rest[..end], end + 1),
-                    None => (rest, rest.len()),
-                };
-                let this = this.strip_suffix('\r').unwrap_or(this);
-                *at += len;
+                buf.clear();
                 *line += 1;
+                match reader.read_line(buf) {
+                    Ok(0) => return None,
+                    Ok(_) => {}
+                    Err(err) => {
+                        let n = *line;
+                        // Nothing after an unreadable line can be trusted.
+                        *reader = Box::new(std::io::empty());
+                        return Some(Err(SuiteError::at(
+                            path,
+                            format!("`{file}` line {n}: cannot read: {err}"),
+                        )));
+                    }
+                }
+                let this = buf.strip_suffix('\n').unwrap_or(buf);
+                let this = this.strip_suffix('\r').unwrap_or(this);
                 if this.trim().is_empty() {
                     continue;
                 }

@@ -54,6 +54,14 @@ pub trait FileResolver {
     /// relative to the suite file). The error is shown to the user.
     fn read(&self, path: &str) -> Result<String, String>;
 
+    /// The contents of `path`, to be read in order a piece at a time (a
+    /// JSONL test file of any size is read a line at a time). The default
+    /// reads the whole file through [`FileResolver::read`].
+    fn open(&self, path: &str) -> Result<Box<dyn std::io::BufRead + Send>, String> {
+        let text = self.read(path)?;
+        Ok(Box::new(std::io::Cursor::new(text.into_bytes())))
+    }
+
     /// The files matching the glob `pattern` (as written after `file://`,
     /// e.g. `prompts/*.txt`), sorted, each in the form [`FileResolver::read`]
     /// accepts. Resolvers that cannot list files keep this default, which
@@ -747,19 +755,37 @@ impl Files<'_> {
 
     /// Reads `reference` (with or without `file://`) for the field at `path`.
     pub(super) fn read(&self, reference: &str, path: &str) -> Result<String, SuiteError> {
-        let file = file_path(reference);
-        if is_glob(file) {
-            return Err(SuiteError::at(
-                path,
-                format!(
-                    "glob patterns in file references (`{reference}`) are not supported; list the files"
-                ),
-            ));
-        }
+        let file = single_file(reference, path)?;
         self.0
             .read(file)
             .map_err(|err| SuiteError::at(path, format!("cannot read `file://{file}`: {err}")))
     }
+
+    /// Opens `reference` to be read a piece at a time, for the field at `path`.
+    pub(super) fn open(
+        &self,
+        reference: &str,
+        path: &str,
+    ) -> Result<Box<dyn std::io::BufRead + Send>, SuiteError> {
+        let file = single_file(reference, path)?;
+        self.0
+            .open(file)
+            .map_err(|err| SuiteError::at(path, format!("cannot read `file://{file}`: {err}")))
+    }
+}
+
+/// The file `reference` names; a glob is refused where one file is meant.
+fn single_file<'r>(reference: &'r str, path: &str) -> Result<&'r str, SuiteError> {
+    let file = file_path(reference);
+    if is_glob(file) {
+        return Err(SuiteError::at(
+            path,
+            format!(
+                "glob patterns in file references (`{reference}`) are not supported; list the files"
+            ),
+        ));
+    }
+    Ok(file)
 }
 
 pub(super) fn is_glob(file: &str) -> bool {

@@ -252,7 +252,11 @@ impl Worker {
             let _ = delivery.ack().await;
             return;
         }
-        let plan = match self.runs.plan(run_id).await {
+        let plan = self.patiently(
+            || self.runs.plan(run_id),
+            |e| matches!(e.as_ref(), PlanError::Store(e) if e.is_transient()),
+        );
+        let plan = match plan.await {
             Ok(p) => p,
             Err(e) => {
                 match e.as_ref() {
@@ -298,7 +302,11 @@ impl Worker {
         // back may have been redelivered too, after a crash before its ack).
         let deferrable = batch.deferrals < MAX_DEFERRALS;
         let stored = if delivery.redelivered || !batch.tasks.is_empty() {
-            match self.stored_tasks(run_id, &batch).await {
+            let read = self.patiently(
+                || self.stored_tasks(run_id, &batch),
+                gauntlet_store::StoreError::is_transient,
+            );
+            match read.await {
                 Ok(s) => s,
                 Err(error) => {
                     warn!(%error, "cannot read stored results, requeueing batch");
@@ -313,7 +321,11 @@ impl Worker {
         let todo: Vec<u64> = task_indexes(&batch)
             .filter(|index| !stored.contains(&(*index as i64)))
             .collect();
-        let tests = match self.runs.tests(run_id, &plan, &todo).await {
+        let read_tests = self.patiently(
+            || self.runs.tests(run_id, &plan, &todo),
+            |e| matches!(e, PlanError::Store(e) if e.is_transient()),
+        );
+        let tests = match read_tests.await {
             Ok(tests) => tests,
             Err(PlanError::Suite(e)) => {
                 self.dead_letter(delivery, "unusable_suite", &e).await;
@@ -523,6 +535,41 @@ impl Worker {
     }
 
     /// Task indices of `batch` that already have a stored result.
+    /// Reads what a batch needs before it calls, waiting out a store that
+    /// is down (`transient` errors) as result writes do: again after 250 ms,
+    /// doubling to 5 s, for at most `store_patience` or until shutdown. A
+    /// batch delivered during a database outage is then held, not requeued
+    /// again and again until its delivery limit dead-letters it.
+    async fn patiently<T, E, F>(
+        &self,
+        mut read: impl FnMut() -> F,
+        transient: impl Fn(&E) -> bool,
+    ) -> Result<T, E>
+    where
+        E: std::fmt::Display,
+        F: std::future::Future<Output = Result<T, E>>,
+    {
+        let since = tokio::time::Instant::now();
+        let mut backoff = FIRST_WRITE_BACKOFF;
+        loop {
+            match read().await {
+                Err(error)
+                    if transient(&error)
+                        && since.elapsed() < self.store_patience
+                        && !self.abort.is_cancelled() =>
+                {
+                    debug!(%error, "the store is unavailable, reading again after a pause");
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        _ = self.abort.cancelled() => {}
+                    }
+                    backoff = (backoff * 2).min(MAX_WRITE_BACKOFF);
+                }
+                result => return result,
+            }
+        }
+    }
+
     async fn stored_tasks(
         &self,
         run_id: Uuid,

@@ -254,7 +254,7 @@ impl Worker {
         }
         let plan = self.patiently(
             || self.runs.plan(run_id),
-            |e| matches!(e.as_ref(), PlanError::Store(e) if e.is_transient()),
+            |e| matches!(e.as_ref(), PlanError::Store(_)),
         );
         let plan = match plan.await {
             Ok(p) => p,
@@ -302,10 +302,7 @@ impl Worker {
         // back may have been redelivered too, after a crash before its ack).
         let deferrable = batch.deferrals < MAX_DEFERRALS;
         let stored = if delivery.redelivered || !batch.tasks.is_empty() {
-            let read = self.patiently(
-                || self.stored_tasks(run_id, &batch),
-                gauntlet_store::StoreError::is_transient,
-            );
+            let read = self.patiently(|| self.stored_tasks(run_id, &batch), |_| true);
             match read.await {
                 Ok(s) => s,
                 Err(error) => {
@@ -323,7 +320,7 @@ impl Worker {
             .collect();
         let read_tests = self.patiently(
             || self.runs.tests(run_id, &plan, &todo),
-            |e| matches!(e, PlanError::Store(e) if e.is_transient()),
+            |e| matches!(e, PlanError::Store(_)),
         );
         let tests = match read_tests.await {
             Ok(tests) => tests,
@@ -536,14 +533,16 @@ impl Worker {
 
     /// Task indices of `batch` that already have a stored result.
     /// Reads what a batch needs before it calls, waiting out a store that
-    /// is down (`transient` errors) as result writes do: again after 250 ms,
+    /// fails (`retry` errors: any store error, as for result writes — a
+    /// database refusing connections answers with a database error, not an
+    /// I/O one) as result writes do: again after 250 ms,
     /// doubling to 5 s, for at most `store_patience` or until shutdown. A
     /// batch delivered during a database outage is then held, not requeued
     /// again and again until its delivery limit dead-letters it.
     async fn patiently<T, E, F>(
         &self,
         mut read: impl FnMut() -> F,
-        transient: impl Fn(&E) -> bool,
+        retry: impl Fn(&E) -> bool,
     ) -> Result<T, E>
     where
         E: std::fmt::Display,
@@ -554,7 +553,7 @@ impl Worker {
         loop {
             match read().await {
                 Err(error)
-                    if transient(&error)
+                    if retry(&error)
                         && since.elapsed() < self.store_patience
                         && !self.abort.is_cancelled() =>
                 {

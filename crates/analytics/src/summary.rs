@@ -20,15 +20,16 @@ struct Acc {
 
 impl Acc {
     fn add(&mut self, m: &ResultMetrics) {
+        let n = m.count.max(0) as u64;
         match m.status {
-            ResultStatus::Pass => self.passed += 1,
-            ResultStatus::Fail => self.failed += 1,
-            ResultStatus::Error => self.errors += 1,
+            ResultStatus::Pass => self.passed += n,
+            ResultStatus::Fail => self.failed += n,
+            ResultStatus::Error => self.errors += n,
         }
         // Errors have no meaningful latency: they would drag percentiles
         // towards the timeout.
         if m.status != ResultStatus::Error {
-            self.latencies.add(i64::from(m.latency_ms));
+            self.latencies.add_n(i64::from(m.latency_ms), n);
         }
         self.tokens_in += m.tokens_in.max(0) as u64;
         self.tokens_out += m.tokens_out.max(0) as u64;
@@ -59,8 +60,9 @@ impl Acc {
 }
 
 /// Counts, pass rate, latency percentiles, tokens and cost, overall and per
-/// provider × prompt, gathered a result at a time: memory grows with the
-/// groups and the distinct latencies, never with the results.
+/// provider × prompt, gathered a group of like results at a time (see
+/// [`ResultMetrics`]): memory grows with the groups and the distinct
+/// latencies, never with the results.
 #[derive(Default)]
 pub struct Summarizer {
     groups: BTreeMap<(i32, i32), Acc>,

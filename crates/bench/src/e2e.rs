@@ -54,6 +54,10 @@ pub struct E2eArgs {
     /// exit, with its peak RSS and the time until the mock got its first call.
     #[arg(long)]
     via_cli: bool,
+    /// With `--via-cli`: keep the command's phase timings
+    /// (`RUST_LOG=gauntlet_cli=debug`) in this file.
+    #[arg(long, value_name = "FILE", requires = "via_cli")]
+    cli_log: Option<PathBuf>,
     /// Share of the mock's answers that are 429s (with `Retry-After`).
     #[arg(long, default_value_t = 0.0)]
     mock_rate_429: f64,
@@ -334,6 +338,11 @@ async fn via_cli(
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .kill_on_drop(true);
+    if let Some(log) = &args.cli_log {
+        let file = std::fs::File::create(log)
+            .with_context(|| format!("cannot write {}", log.display()))?;
+        cmd.env("RUST_LOG", "gauntlet_cli=debug,warn").stderr(file);
+    }
     if let Some(url) = &server {
         cmd.args(["--server", url]);
     }

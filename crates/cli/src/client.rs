@@ -201,8 +201,10 @@ pub fn encode_lines(
     chunk: usize,
     send: impl FnMut(anyhow::Result<Lines>) -> bool,
 ) -> u64 {
+    let chunk = chunk.max(1);
     let mut out = Chunks {
-        chunk: chunk.max(1),
+        size: FIRST_CHUNK.min(chunk),
+        chunk,
         buf: Vec::new(),
         send,
     };
@@ -234,8 +236,15 @@ pub fn encode_lines(
     written
 }
 
-/// Bytes gathered into chunks of a fixed size.
+/// Bytes of the first chunk: the first tests reach the gateway (which
+/// opens the run at its first few) without waiting for a whole chunk to be
+/// read; each chunk after doubles, up to the full size.
+const FIRST_CHUNK: usize = 16 * 1024;
+
+/// Bytes gathered into chunks, each twice the last up to `chunk`.
 struct Chunks<F> {
+    /// The size of the chunk being gathered.
+    size: usize,
     chunk: usize,
     buf: Vec<u8>,
     send: F,
@@ -246,15 +255,16 @@ impl<F: FnMut(anyhow::Result<Lines>) -> bool> Chunks<F> {
     fn write(&mut self, mut bytes: &[u8]) -> bool {
         while !bytes.is_empty() {
             if self.buf.capacity() == 0 {
-                self.buf.reserve_exact(self.chunk);
+                self.buf.reserve_exact(self.size);
             }
-            let (now, later) = bytes.split_at((self.chunk - self.buf.len()).min(bytes.len()));
+            let (now, later) = bytes.split_at((self.size - self.buf.len()).min(bytes.len()));
             self.buf.extend_from_slice(now);
             bytes = later;
-            if self.buf.len() == self.chunk
-                && !(self.send)(Ok(Lines::Data(std::mem::take(&mut self.buf))))
-            {
-                return false;
+            if self.buf.len() == self.size {
+                self.size = self.size.saturating_mul(2).min(self.chunk);
+                if !(self.send)(Ok(Lines::Data(std::mem::take(&mut self.buf)))) {
+                    return false;
+                }
             }
         }
         true
@@ -367,6 +377,32 @@ mod tests {
             .map(|(i, line)| reader.test(line, i + 2).unwrap())
             .collect();
         assert_eq!(back, suite.tests);
+    }
+
+    #[test]
+    fn the_first_chunks_are_small_so_the_run_can_start_early_and_grow_to_the_full_size() {
+        let suite = suite(20_000);
+        let full = 256 * 1024;
+        let (parts, _) = encoded(&suite, suite.tests.iter().cloned().map(Ok).collect(), full);
+        let sizes: Vec<usize> = parts
+            .iter()
+            .filter_map(|p| match p {
+                Ok(Lines::Data(d)) => Some(d.len()),
+                _ => None,
+            })
+            .collect();
+        assert!(sizes.len() > 6, "{sizes:?}");
+        let (last, whole) = sizes.split_last().unwrap();
+        assert!(*last <= full);
+        assert_eq!(
+            whole,
+            [16, 32, 64, 128]
+                .iter()
+                .map(|k| k * 1024)
+                .chain(std::iter::repeat(full))
+                .take(whole.len())
+                .collect::<Vec<_>>()
+        );
     }
 
     #[test]

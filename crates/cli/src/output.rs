@@ -6,6 +6,7 @@ use std::{
     fs::File,
     io::{self, BufWriter, Write},
     path::{Path, PathBuf},
+    sync::{Arc, Mutex, MutexGuard, PoisonError},
 };
 
 use anyhow::{Context, bail};
@@ -170,22 +171,100 @@ async fn page(
     .map_err(|s| client::status_message("list results", &s))
 }
 
-/// A run's results gathered while it runs, so that once it ends only the
-/// last few are left to fetch before the result files are written: the
-/// results stored so far without a gap, in task order, are appended to a
-/// temporary file (each a length-prefixed `v1::Result`) as they come.
-/// Memory stays flat, and the paging that took most of the time spent
-/// writing the files after the run (a 20,000-result run: 40 pages) is done
-/// while the run goes.
+/// A run's result files, rendered while it runs: the results stored so far
+/// without a gap, in task order, are fed to every file's sink as they
+/// come, so once the run ends only the last few are left to fetch and
+/// render. Memory stays flat (a sink writes as it goes, or spills), and the
+/// paging and rendering that took most of the time spent on the files
+/// after the run (a 20,000-result run: 40 pages) are done while it goes.
 pub struct Spool {
-    task: tokio::task::JoinHandle<anyhow::Result<SpoolFile>>,
+    task: tokio::task::JoinHandle<anyhow::Result<Vec<Staged>>>,
     ended: tokio::sync::watch::Sender<bool>,
 }
 
-/// A spooled run: every result, in task order, on disk.
-pub struct SpoolFile {
-    file: BufWriter<File>,
-    results: u64,
+/// A result file whose results are rendered before its head. The head
+/// needs the run's summary, known only at the end, and a sink's results do
+/// not depend on it (see [`ResultSink`]): so the sink writes into a
+/// temporary file first; at the end it is pointed at the real file, writes
+/// its head there, the body is copied after it, and `finish` writes the rest.
+pub struct Staged {
+    path: PathBuf,
+    sink: Box<dyn ResultSink + Send>,
+    out: Redirect,
+}
+
+/// The writer under a staged sink: the temporary body, then the real file.
+#[derive(Clone)]
+struct Redirect(Arc<Mutex<BufWriter<File>>>);
+
+impl Redirect {
+    fn lock(&self) -> MutexGuard<'_, BufWriter<File>> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Points the writer at `file`; returns the body written so far.
+    fn redirect(&self, file: File) -> io::Result<File> {
+        let body = std::mem::replace(&mut *self.lock(), BufWriter::new(file));
+        body.into_inner().map_err(io::IntoInnerError::into_error)
+    }
+
+    /// Copies `body` after what was written since [`Self::redirect`].
+    fn append(&self, mut body: File) -> io::Result<()> {
+        use std::io::Seek;
+        let mut out = self.lock();
+        out.flush()?;
+        body.rewind()?;
+        io::copy(&mut body, out.get_mut()).map(drop)
+    }
+}
+
+impl Write for Redirect {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.lock().write(buf)
+    }
+
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        self.lock().write_all(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.lock().flush()
+    }
+}
+
+impl Staged {
+    fn new(path: &Path) -> anyhow::Result<Self> {
+        let format = FileFormat::for_path(path)?.render_format();
+        let body = tempfile::tempfile().context("cannot create a temporary file")?;
+        let out = Redirect(Arc::new(Mutex::new(BufWriter::new(body))));
+        Ok(Self {
+            path: path.to_owned(),
+            sink: render::sink(format, out.clone()),
+            out,
+        })
+    }
+
+    fn result(&mut self, r: &v1::Result) -> anyhow::Result<()> {
+        self.sink
+            .result(r)
+            .with_context(|| format!("cannot write the temporary copy of {}", self.path.display()))
+    }
+
+    /// Writes the file: the head, the results rendered so far, the tail.
+    fn write(mut self, summary: &v1::RunSummary) -> anyhow::Result<()> {
+        let failed = |e: io::Error| {
+            anyhow::Error::new(e).context(format!("cannot write {}", self.path.display()))
+        };
+        if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+        }
+        let file = File::create(&self.path).map_err(failed)?;
+        let body = self.out.redirect(file).map_err(failed)?;
+        self.sink.begin(summary).map_err(failed)?;
+        self.out.append(body).map_err(failed)?;
+        self.sink.finish().map_err(failed)
+    }
 }
 
 /// How long to wait before looking again when the next result in task
@@ -193,38 +272,52 @@ pub struct SpoolFile {
 const SPOOL_POLL: std::time::Duration = std::time::Duration::from_millis(100);
 
 impl Spool {
-    /// Starts following the results of `run_id`.
-    pub fn start(mut runs: RunServiceClient<Channel>, run_id: String) -> anyhow::Result<Self> {
+    /// Starts following the results of `run_id` for the files `paths`.
+    pub fn start(
+        mut runs: RunServiceClient<Channel>,
+        run_id: String,
+        paths: &[PathBuf],
+    ) -> anyhow::Result<Self> {
         let (ended, mut ended_rx) = tokio::sync::watch::channel(false);
-        let file = tempfile::tempfile().context("cannot create a temporary file")?;
-        let mut spool = SpoolFile {
-            file: BufWriter::new(file),
-            results: 0,
-        };
+        let mut files = paths
+            .iter()
+            .map(|p| Staged::new(p))
+            .collect::<anyhow::Result<Vec<_>>>()?;
         let task = tokio::spawn(async move {
             // The next task index expected in order.
             let mut next = 0u64;
+            let (mut pages, mut fetched) = (0u64, 0u64);
+            let mut seen_end = false;
             loop {
                 // Read before the page: once the run has ended, every
                 // result there will be is stored, and gaps are for good.
                 let ended = *ended_rx.borrow_and_update();
+                if ended && !seen_end {
+                    seen_end = true;
+                    tracing::debug!(rendered = next, pages, "run ended; spool at");
+                }
                 let token = next
                     .checked_sub(1)
                     .map(|t| t.to_string())
                     .unwrap_or_default();
                 let page = page(&mut runs, &run_id, token).await?;
+                pages += 1;
+                fetched += page.results.len() as u64;
                 let mut in_order = 0;
                 for r in &page.results {
                     if !ended && r.task_index != next {
                         break;
                     }
-                    spool.push(r)?;
+                    for f in &mut files {
+                        f.result(r)?;
+                    }
                     next = r.task_index + 1;
                     in_order += 1;
                 }
                 if ended {
                     if page.next_page_token.is_empty() {
-                        return Ok(spool);
+                        tracing::debug!(pages, fetched, rendered = next, "results spooled");
+                        return Ok(files);
                     }
                 } else if in_order < page.results.len() || page.next_page_token.is_empty() {
                     // Waiting on the next result in order.
@@ -238,47 +331,21 @@ impl Spool {
         Ok(Self { task, ended })
     }
 
-    /// The run has ended: fetches the results not spooled yet.
-    pub async fn finish(self) -> anyhow::Result<SpoolFile> {
+    /// The run has ended: renders the results not rendered yet.
+    pub async fn finish(self) -> anyhow::Result<Spooled> {
         let _ = self.ended.send(true);
-        self.task.await.context("spooling results")?
+        let files = self.task.await.context("spooling results")??;
+        Ok(Spooled(files))
     }
 }
 
-impl SpoolFile {
-    fn push(&mut self, r: &v1::Result) -> anyhow::Result<()> {
-        let bytes = prost::Message::encode_to_vec(r);
-        self.file
-            .write_all(&(bytes.len() as u32).to_le_bytes())
-            .and_then(|()| self.file.write_all(&bytes))
-            .context("cannot write the temporary result file")?;
-        self.results += 1;
-        Ok(())
-    }
+/// Every result of a run, rendered into each file's body.
+pub struct Spooled(Vec<Staged>);
 
-    /// Writes every spooled result to every file of `paths`, each in the
-    /// format its extension names.
-    pub fn write_files(self, paths: &[PathBuf], summary: &v1::RunSummary) -> anyhow::Result<()> {
-        use std::io::{Read, Seek};
-        let mut files = Files::begin(paths, summary)?;
-        let mut file = self
-            .file
-            .into_inner()
-            .map_err(|e| e.into_error())
-            .context("cannot write the temporary result file")?;
-        file.rewind()?;
-        let mut reader = io::BufReader::new(file);
-        let mut buf = Vec::new();
-        for _ in 0..self.results {
-            let mut len = [0u8; 4];
-            reader.read_exact(&mut len)?;
-            buf.resize(u32::from_le_bytes(len) as usize, 0);
-            reader.read_exact(&mut buf)?;
-            let r: v1::Result = prost::Message::decode(buf.as_slice())
-                .context("the temporary result file is corrupt")?;
-            files.result(&r)?;
-        }
-        files.finish()
+impl Spooled {
+    /// Writes every file, `summary` at its head.
+    pub fn write_files(self, summary: &v1::RunSummary) -> anyhow::Result<()> {
+        self.0.into_iter().try_for_each(|f| f.write(summary))
     }
 }
 
@@ -463,6 +530,31 @@ mod tests {
             })
             .collect();
         assert_eq!(tasks, [0, 1, 2]);
+    }
+
+    #[test]
+    fn files_rendered_before_their_head_is_known_match_files_written_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut d = data();
+        d.summary.description = "staged".into();
+        d.summary.passed = 2;
+        d.results[1].status = v1::ResultStatus::Fail as i32;
+        d.results[1].vars_json = r#"{"x":"1"}"#.into();
+        for ext in ["json", "jsonl", "csv", "md", "html", "xml"] {
+            let direct = dir.path().join(format!("direct.{ext}"));
+            write(&direct, &d).unwrap();
+            let staged_path = dir.path().join(format!("sub/staged.{ext}"));
+            let mut staged = Staged::new(&staged_path).unwrap();
+            for r in &d.results {
+                staged.result(r).unwrap();
+            }
+            staged.write(&d.summary).unwrap();
+            assert_eq!(
+                std::fs::read_to_string(&staged_path).unwrap(),
+                std::fs::read_to_string(&direct).unwrap(),
+                "{ext}"
+            );
+        }
     }
 
     #[test]

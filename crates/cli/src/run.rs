@@ -192,13 +192,18 @@ pub async fn run(args: RunArgs, config: GauntletConfig) -> anyhow::Result<i32> {
         submitted.estimated_tokens_out,
     );
 
-    // Results are gathered while the run goes, for the result files.
+    // The result files are rendered while the run goes.
     let spool = if args.outputs.is_empty() {
         None
     } else {
-        Some(output::Spool::start(runs.clone(), run_id.clone())?)
+        Some(output::Spool::start(
+            runs.clone(),
+            run_id.clone(),
+            &args.outputs,
+        )?)
     };
-    let (interrupted, status, reason) = follow(runs, &run_id, submitted.total_tasks).await?;
+    let (interrupted, status, reason, unpassed) =
+        follow(runs, &run_id, submitted.total_tasks).await?;
     debug!(elapsed_ms = ms(), "run ended");
     let cost_limited = status == Some(v1::RunStatus::CostLimited);
     let failed = status == Some(v1::RunStatus::Failed);
@@ -215,37 +220,63 @@ pub async fn run(args: RunArgs, config: GauntletConfig) -> anyhow::Result<i32> {
         eprintln!("run failed: {reason}");
     }
 
-    let summary = analytics
-        .get_run_summary(v1::GetRunSummaryRequest {
-            run_id: run_id.clone(),
-        })
-        .await
-        .map_err(|s| client::status_message("summary", &s))?
-        .into_inner();
-    let failures = if summary.failed + summary.errors > 0 {
-        first_failures(runs, &run_id).await?
-    } else {
-        Vec::new()
+    // The summary, the last results and the failures listed are fetched at
+    // once.
+    let summary = async {
+        analytics
+            .get_run_summary(v1::GetRunSummaryRequest {
+                run_id: run_id.clone(),
+            })
+            .await
+            .map(tonic::Response::into_inner)
+            .map_err(|s| client::status_message("summary", &s))
+            .inspect(|_| debug!(elapsed_ms = ms(), "summary fetched"))
     };
+    let spooled = async {
+        match spool {
+            Some(spool) => {
+                let spooled = spool.finish().await.map(Some);
+                debug!(elapsed_ms = ms(), "last results rendered");
+                spooled
+            }
+            None => Ok(None),
+        }
+    };
+    let failures = async {
+        // After a cancel, results written since the last event count too.
+        if unpassed > 0 || interrupted || cost_limited {
+            first_failures(&mut runs.clone(), &run_id).await
+        } else {
+            Ok(Vec::new())
+        }
+    };
+    let (summary, spooled, failures) = tokio::join!(summary, spooled, failures);
+    let (summary, spooled, failures) = (summary?, spooled?, failures?);
+    debug!(elapsed_ms = ms(), "summary and last results fetched");
     let mut stdout = std::io::stdout().lock();
     output::failure_lines(&failures, summary.failed + summary.errors, &mut stdout)?;
     output::summary_table(&summary, &mut stdout)?;
     drop(stdout);
 
-    if let Some(spool) = spool {
-        // Spooled to disk while the run went: memory stays flat however
-        // large the run.
-        spool.finish().await?.write_files(&args.outputs, &summary)?;
+    // The files are written while the embedded stack stops: it is no
+    // longer needed.
+    let written = spooled.map(|spooled| {
+        let summary = summary.clone();
+        tokio::task::spawn_blocking(move || spooled.write_files(&summary))
+    });
+    if let Some(stack) = stack {
+        drop(gateway);
+        stack.stop().await;
+        debug!(elapsed_ms = ms(), "embedded stack stopped");
+    }
+    if let Some(written) = written {
+        written.await.context("writing result files")??;
         debug!(elapsed_ms = ms(), "result files written");
         for path in &args.outputs {
             eprintln!("wrote {}", path.display());
         }
     }
     println!("run id: {run_id}");
-    if let Some(stack) = stack {
-        stack.stop().await;
-        debug!(elapsed_ms = ms(), "embedded stack stopped");
-    }
     Ok(if interrupted {
         INTERRUPTED
     } else if failed {
@@ -360,12 +391,13 @@ impl View {
 
 /// Follows the run to its end. Ctrl-C cancels the run (results already
 /// written stay) and keeps following until the server confirms the end;
-/// returns whether that happened, the final status and why it ended so.
+/// returns whether that happened, the final status, why it ended so, and
+/// how many results failed or errored.
 async fn follow(
     runs: &mut RunServiceClient<tonic::transport::Channel>,
     run_id: &str,
     total: u64,
-) -> anyhow::Result<(bool, Option<v1::RunStatus>, String)> {
+) -> anyhow::Result<(bool, Option<v1::RunStatus>, String, u64)> {
     let mut stream = runs
         .watch_run(v1::WatchRunRequest {
             run_id: run_id.into(),
@@ -394,7 +426,7 @@ async fn follow(
                     view.update(&p, done);
                     if done {
                         view.finish();
-                        return Ok((interrupted, status.ok(), p.status_reason));
+                        return Ok((interrupted, status.ok(), p.status_reason, p.failed + p.errors));
                     }
                 }
                 Some(Err(s)) => {

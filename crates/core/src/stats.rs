@@ -67,9 +67,17 @@ pub struct LatencyCounts {
 
 impl LatencyCounts {
     pub fn add(&mut self, value: i64) {
-        *self.counts.entry(value).or_default() += 1;
-        self.count += 1;
-        self.sum += i128::from(value);
+        self.add_n(value, 1);
+    }
+
+    /// Counts `value` `n` times.
+    pub fn add_n(&mut self, value: i64, n: u64) {
+        if n == 0 {
+            return;
+        }
+        *self.counts.entry(value).or_default() += n;
+        self.count += n;
+        self.sum += i128::from(value) * i128::from(n);
     }
 
     /// The value at `index` of the values in ascending order.
@@ -134,6 +142,7 @@ mod tests {
             repeats in 1usize..4,
         ) {
             let mut counts = LatencyCounts::default();
+            let mut grouped = LatencyCounts::default();
             let mut all = Vec::new();
             for _ in 0..repeats {
                 for &v in &values {
@@ -141,6 +150,11 @@ mod tests {
                     all.push(v as f64);
                 }
             }
+            // As a database's GROUP BY hands them: each value once, counted.
+            for &v in &values {
+                grouped.add_n(v, repeats as u64);
+            }
+            prop_assert_eq!(grouped.summary(), counts.summary());
             prop_assert_eq!(counts.summary(), LatencySummary::from_unsorted(all));
         }
     }

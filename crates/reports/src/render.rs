@@ -43,6 +43,11 @@ pub enum Format {
 /// [`result`](Self::result) per result in task order, then
 /// [`finish`](Self::finish), which completes the document and flushes the
 /// writer. The document is incomplete until `finish` returns `Ok`.
+///
+/// What `result` writes never depends on the summary `begin` was given, so
+/// a caller that learns the summary last may call `result` first with the
+/// writer pointed elsewhere, then `begin` and copy those bytes after the
+/// head (`gauntlet run` renders its result files so while the run goes).
 pub trait ResultSink {
     fn begin(&mut self, summary: &v1::RunSummary) -> io::Result<()>;
     fn result(&mut self, result: &v1::Result) -> io::Result<()>;
@@ -309,6 +314,59 @@ mod tests {
         assert_eq!(lines.len(), d.results.len());
         let doc: Value = serde_json::from_str(&json(&d)).unwrap();
         assert_eq!(Value::Array(lines), doc["results"]);
+    }
+
+    #[test]
+    fn a_result_is_written_with_every_field_under_its_name_in_alphabetical_order() {
+        let r = v1::Result {
+            run_id: "r".into(),
+            task_index: 7,
+            test_index: 3,
+            prompt_index: 1,
+            provider_index: 2,
+            repeat_index: 1,
+            provider_id: "echo".into(),
+            prompt_label: "p".into(),
+            vars_json: r#"{"z":1,"a":"x"}"#.into(),
+            rendered_prompt: "Say x".into(),
+            output: "x\"y".into(),
+            status: v1::ResultStatus::Fail as i32,
+            score: 0.5,
+            reason: "why".into(),
+            assertions: vec![v1::AssertionResult {
+                r#type: "contains".into(),
+                pass: false,
+                score: 0.25,
+                reason: "no".into(),
+            }],
+            latency_ms: 12,
+            tokens_in: 4,
+            tokens_out: 5,
+            cost_usd: 0.001,
+            cached: true,
+            error: "e".into(),
+            test_description: "d".into(),
+        };
+        let d = ReportData {
+            summary: v1::RunSummary::default(),
+            results: vec![r],
+        };
+        // The schema: `serde_json::json!` sorts an object's keys.
+        let want = serde_json::json!({
+            "task_index": 7, "test_index": 3, "prompt_index": 1, "provider": "echo",
+            "repeat_index": 1, "description": "d", "vars": {"a": "x", "z": 1},
+            "prompt": "Say x", "output": "x\"y", "status": "fail", "score": 0.5,
+            "reason": "why",
+            "assertions": [{"type": "contains", "pass": false, "score": 0.25, "reason": "no"}],
+            "latency_ms": 12, "tokens_in": 4, "tokens_out": 5, "cost_usd": 0.001,
+            "cached": true, "error": "e",
+        });
+        assert_eq!(jsonl(&d), format!("{want}\n"));
+        let doc = json(&d);
+        let pretty = serde_json::to_string_pretty(&want)
+            .unwrap()
+            .replace('\n', "\n    ");
+        assert!(doc.contains(&format!("[\n    {pretty}\n  ]")), "{doc}");
     }
 
     #[test]

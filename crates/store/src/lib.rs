@@ -9,6 +9,14 @@
 mod model;
 mod postgres;
 mod sqlite;
+
+/// The grouped metrics of [`Store::for_each_result_metrics`], the same SQL
+/// on both backends (their `WHERE` between the two parts).
+pub(crate) const METRICS_SELECT: &str = "SELECT provider_index, prompt_index, status, latency_ms, \
+     COUNT(*) AS n, SUM(tokens_in) AS tokens_in, SUM(tokens_out) AS tokens_out, \
+     SUM(cost_usd) AS cost_usd FROM results";
+pub(crate) const METRICS_GROUP: &str = "GROUP BY provider_index, prompt_index, status, latency_ms";
+
 #[cfg(feature = "testing")]
 pub mod testing;
 
@@ -143,9 +151,10 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Vec<ResultRecord>>;
     /// The task indexes in `first..=last` that have a result (in any order).
     async fn stored_tasks(&self, run_id: Uuid, first: i64, last: i64) -> Result<Vec<i64>>;
-    /// The few columns statistics need, for every result of a run, handed
-    /// to `each` a row at a time as the rows arrive: a run of any size is
-    /// summarized without its results ever being held together.
+    /// What statistics need of a run's results, grouped by provider,
+    /// prompt, status and latency (see [`ResultMetrics`]), handed to `each`
+    /// a group at a time as they arrive: a run of any size is summarized
+    /// without its results ever being held together.
     async fn for_each_result_metrics(
         &self,
         run_id: Uuid,

@@ -183,14 +183,20 @@ pub struct ResultRecord {
     pub created_at: DateTime<Utc>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq)]
+/// The results of a run that share a provider, a prompt, a status and a
+/// latency: how many, and their tokens and cost summed. A run's statistics
+/// need no more, and a run of a million results has a few thousand such
+/// groups.
+#[derive(Debug, Clone, PartialEq)]
 pub struct ResultMetrics {
     pub provider_index: i32,
     pub prompt_index: i32,
     pub status: ResultStatus,
     pub latency_ms: i32,
-    pub tokens_in: i32,
-    pub tokens_out: i32,
+    /// Results in the group, at least 1.
+    pub count: i64,
+    pub tokens_in: i64,
+    pub tokens_out: i64,
     pub cost_usd: f64,
 }
 

@@ -21,9 +21,9 @@ use sqlx::{
 use uuid::Uuid;
 
 use crate::{
-    InsertOutcome, NewReport, NewResult, NewRun, ReportOutcome, ReportRecord, ReportStatus, Result,
-    ResultMetrics, ResultRecord, ResultStatus, RunCursor, RunRecord, RunStatus, Store, StoreError,
-    TaskRange,
+    InsertOutcome, METRICS_GROUP, METRICS_SELECT, NewReport, NewResult, NewRun, ReportOutcome,
+    ReportRecord, ReportStatus, Result, ResultMetrics, ResultRecord, ResultStatus, RunCursor,
+    RunRecord, RunStatus, Store, StoreError, TaskRange,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -763,28 +763,29 @@ impl Store for SqliteStore {
         each: &mut (dyn FnMut(ResultMetrics) + Send),
     ) -> Result<()> {
         use futures::TryStreamExt;
-        // Each row is read into its few numbers as it arrives: a run of a
-        // million results never exists as a million rows.
-        let mut rows = sqlx::query("SELECT provider_index, prompt_index, status, latency_ms, tokens_in, tokens_out, cost_usd \
-             FROM results WHERE run_id = ?1")
-        .bind(uuid_text(run_id))
-        .try_map(|row: SqliteRow| {
+        // The database groups the rows: what arrives grows with the
+        // distinct latencies, not with the results.
+        let sql = format!("{METRICS_SELECT} WHERE run_id = ?1 {METRICS_GROUP}");
+        let mut rows = sqlx::query(&sql)
+            .bind(uuid_text(run_id))
+            .try_map(|row: SqliteRow| {
                 let status: i64 = row.try_get("status")?;
                 let status = i16::try_from(status)
                     .ok()
                     .and_then(ResultStatus::from_i16)
                     .ok_or_else(|| corrupt_status(status))?;
-            Ok(ResultMetrics {
-                provider_index: row.try_get("provider_index")?,
-                prompt_index: row.try_get("prompt_index")?,
-                status,
-                latency_ms: row.try_get("latency_ms")?,
-                tokens_in: row.try_get("tokens_in")?,
-                tokens_out: row.try_get("tokens_out")?,
-                cost_usd: row.try_get("cost_usd")?,
+                Ok(ResultMetrics {
+                    provider_index: row.try_get("provider_index")?,
+                    prompt_index: row.try_get("prompt_index")?,
+                    status,
+                    latency_ms: row.try_get("latency_ms")?,
+                    count: row.try_get("n")?,
+                    tokens_in: row.try_get("tokens_in")?,
+                    tokens_out: row.try_get("tokens_out")?,
+                    cost_usd: row.try_get("cost_usd")?,
+                })
             })
-        })
-        .fetch(&self.pool);
+            .fetch(&self.pool);
         while let Some(m) = rows.try_next().await? {
             each(m);
         }

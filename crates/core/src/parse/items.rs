@@ -95,9 +95,11 @@ fn json_value_end(text: &str) -> usize {
 struct Shape {
     /// Events before the first of the `tests` list's items.
     skip: usize,
-    /// The list's text, in chars (yaml-rust2 counts chars).
+    /// The list's text, in chars (yaml-rust2 counts chars); `end` is
+    /// `None` when the list is the last thing in the text.
     start: usize,
-    end: usize,
+    end: Option<usize>,
+    /// Known only once the list was read to its end.
     empty: bool,
 }
 
@@ -108,7 +110,10 @@ struct Shape {
 pub(super) fn split_yaml(text: &str) -> Option<(Mapping, YamlItems<'_>)> {
     let shape = shape(text)?;
     let start = byte_offset(text, shape.start)?;
-    let end = byte_offset(text, shape.end)?.max(start);
+    let end = match shape.end {
+        Some(end) => byte_offset(text, end)?.max(start),
+        None => text.len(),
+    };
     // The list gives way to its line breaks, so `tests:` is left null and
     // everything after it keeps its lines.
     let mut header = String::with_capacity(text.len() - (end - start));
@@ -123,6 +128,10 @@ pub(super) fn split_yaml(text: &str) -> Option<(Mapping, YamlItems<'_>)> {
     for _ in 0..shape.skip {
         parser.next_token().ok()?;
     }
+    let empty = match shape.end {
+        Some(_) => shape.empty,
+        None => matches!(parser.peek(), Ok((Event::SequenceEnd, _))),
+    };
     let items = YamlItems {
         text,
         state: State::Events {
@@ -130,9 +139,30 @@ pub(super) fn split_yaml(text: &str) -> Option<(Mapping, YamlItems<'_>)> {
             cursor: (0, 0),
         },
         read: 0,
-        empty: shape.empty,
+        empty,
     };
     Some((header, items))
+}
+
+/// Whether nothing follows the block list that starts at byte `start` but
+/// its own items, the list being the value of a key at column `key_col`:
+/// every line from there on that starts at or left of that column is
+/// blank, a comment or one of the list's `- ` entries. Another key of the
+/// same mapping, a document marker or a flow list's closing `]` would; so
+/// would a few things the split reads well (a multi-line scalar running
+/// back to the margin), for which it answers no, and the whole text is
+/// scanned first.
+fn nothing_after_list(text: &str, start: usize, key_col: usize) -> bool {
+    let line_start = text[..start].rfind('\n').map_or(0, |at| at + 1);
+    text[line_start..].split('\n').all(|line| {
+        let line = line.strip_suffix('\r').unwrap_or(line);
+        let content = line.trim_start_matches(' ');
+        line.len() - content.len() > key_col
+            || matches!(
+                content.as_bytes(),
+                [] | [b'#', ..] | [b'-'] | [b'-', b' ', ..]
+            )
+    })
 }
 
 /// The byte offset of char `index` of `text`.
@@ -145,6 +175,10 @@ fn byte_offset(text: &str, index: usize) -> Option<usize> {
 
 /// The first pass: one document, a mapping at the top with one `tests`
 /// key whose value is a list, and no alias, tag or top-level merge key.
+/// When the list is the last thing in the text (the usual layout), the
+/// pass stops at its start: its items are read once, by [`YamlItems`],
+/// and anything there the split cannot read (an alias to an anchor
+/// outside the item, say) makes it read the whole document after all.
 fn shape(text: &str) -> Option<Shape> {
     let mut parser = Parser::new_from_str(text);
     let mut events = 0usize;
@@ -155,6 +189,7 @@ fn shape(text: &str) -> Option<Shape> {
     let mut at_key = true;
     let mut in_tests = false;
     let mut tests_seen = false;
+    let mut key_col = 0;
     let mut shape: Option<Shape> = None;
     loop {
         let (event, mark) = parser.next_token().ok()?;
@@ -180,6 +215,9 @@ fn shape(text: &str) -> Option<Shape> {
                         }
                         in_tests = value == "tests";
                         tests_seen |= in_tests;
+                        if in_tests {
+                            key_col = mark.col();
+                        }
                     } else if in_tests {
                         return None;
                     }
@@ -200,10 +238,20 @@ fn shape(text: &str) -> Option<Shape> {
                     if !is_list {
                         return None;
                     }
+                    if let Some(at) = byte_offset(text, mark.index())
+                        && nothing_after_list(text, at, key_col)
+                    {
+                        return Some(Shape {
+                            skip: events,
+                            start: mark.index(),
+                            end: None,
+                            empty: false,
+                        });
+                    }
                     shape = Some(Shape {
                         skip: events,
                         start: mark.index(),
-                        end: mark.index(),
+                        end: Some(mark.index()),
                         empty: true,
                     });
                 } else if depth == 2
@@ -219,10 +267,11 @@ fn shape(text: &str) -> Option<Shape> {
                 if depth == 1 {
                     if in_tests && let Some(shape) = &mut shape {
                         // A flow list's end is marked at its `]`.
-                        shape.end = mark.index();
-                        if text.chars().nth(mark.index()) == Some(']') {
-                            shape.end += 1;
+                        let mut end = mark.index();
+                        if text.chars().nth(end) == Some(']') {
+                            end += 1;
                         }
+                        shape.end = Some(end);
                         in_tests = false;
                     }
                     at_key = true;
@@ -447,16 +496,72 @@ mod tests {
     }
 
     #[test]
-    fn suites_with_references_across_items_are_not_split() {
+    fn suites_not_shaped_for_the_split_are_not_split() {
         for text in [
-            "d: &d {x: 1}\ntests:\n  - vars: *d\n",
-            "tests:\n  - !t {vars: {x: 1}}\n",
+            "d: &d {x: 1}\ntests:\n  - vars: *d\nprompts: [x]\n",
+            "tests:\n  - !t {vars: {x: 1}}\nprompts: [x]\n",
             "tests: file://t.csv\n",
             "tests: []\ntests: []\n",
             "- a\n",
             "a: 1\n---\nb: 2\n",
         ] {
             assert!(split_yaml(text).is_none(), "{text}");
+        }
+    }
+
+    #[test]
+    fn items_that_refer_outside_themselves_are_read_from_the_whole_document() {
+        // The list is last, so the first pass stopped at its start; each
+        // item then reads alone, or the whole document is read for it.
+        for text in [
+            "prompts: [x]\nd: &d {x: 1}\ntests:\n  - vars: {x: 0}\n  - vars: *d\n  - vars: {x: 2}\n",
+            "prompts: [x]\ntests:\n  - &a {vars: {x: 1}}\n  - *a\n",
+            "prompts: [x]\nb: &b {x: 1}\ntests:\n  - vars:\n      <<: *b\n      y: 2\n",
+            "prompts: [x]\ntests:\n  - !t {vars: {x: 1}}\n  - vars: {x: 2}\n",
+        ] {
+            let (header, got) = items(text).unwrap();
+            let whole = parse_yaml(text).unwrap();
+            assert_eq!(Yaml::Sequence(got), whole["tests"], "{text}");
+            assert_eq!(header["prompts"], whole["prompts"], "{text}");
+        }
+    }
+
+    #[test]
+    fn keys_after_the_list_are_found_however_the_mapping_is_indented() {
+        for (text, after) in [
+            (
+                "prompts: [x]\ntests:\n- vars: {x: 1}\n# done\n\nproviders: [echo]\n",
+                true,
+            ),
+            (
+                "  prompts: [x]\n  tests:\n    - vars: {x: 1}\n  providers: [echo]\n",
+                true,
+            ),
+            (
+                "prompts: [x]\ntests:\n  - vars: {x: 1}\n-providers: [echo]\n",
+                true,
+            ),
+            ("prompts: [x]\ntests:\n  - vars: {x: 1}\n---\n", true),
+            (
+                "prompts: [x]\ntests:\n- vars: {x: 1}\n  # c\n\n- vars: {x: 2}\n",
+                false,
+            ),
+            ("prompts: [x]\ntests:\r\n  - vars: {x: 1}\r\n", false),
+        ] {
+            let start = text.find("- ").unwrap();
+            let key_col = text[..text.find("tests").unwrap()]
+                .rsplit('\n')
+                .next()
+                .unwrap()
+                .len();
+            assert_eq!(!nothing_after_list(text, start, key_col), after, "{text}");
+            if let Some((header, got)) = items(text) {
+                let whole = parse_yaml(text).unwrap();
+                assert_eq!(Yaml::Sequence(got), whole["tests"], "{text}");
+                for key in ["prompts", "providers", "-providers"] {
+                    assert_eq!(header.get(key), whole.get(key), "{text}");
+                }
+            }
         }
     }
 

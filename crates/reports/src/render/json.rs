@@ -1,5 +1,5 @@
 //! The JSON report (one pretty-printed document) and JSON Lines (one
-//! compact object per result). Both encode a result with [`result_json`].
+//! compact object per result). Both encode a result with [`ResultJson`].
 //!
 //! The JSON document is written the way `serde_json`'s pretty printer lays
 //! out an object, key by key in the map's order, with the `results` array
@@ -20,30 +20,74 @@ fn latency_json(l: Option<v1::LatencyStats>) -> Value {
     json!({"p50_ms": l.p50_ms, "p95_ms": l.p95_ms, "p99_ms": l.p99_ms, "mean_ms": l.mean_ms, "max_ms": l.max_ms})
 }
 
-fn result_json(r: &v1::Result) -> Value {
-    json!({
-        "task_index": r.task_index,
-        "test_index": r.test_index,
-        "prompt_index": r.prompt_index,
-        "provider": r.provider_id,
-        "repeat_index": r.repeat_index,
-        "description": r.test_description,
-        "vars": serde_json::from_str::<Value>(&r.vars_json).unwrap_or(Value::Null),
-        "prompt": r.rendered_prompt,
-        "output": r.output,
-        "status": result_status_name(r.status),
-        "score": r.score,
-        "reason": r.reason,
-        "assertions": r.assertions.iter().map(|a| json!({
-            "type": a.r#type, "pass": a.pass, "score": a.score, "reason": a.reason,
-        })).collect::<Vec<_>>(),
-        "latency_ms": r.latency_ms,
-        "tokens_in": r.tokens_in,
-        "tokens_out": r.tokens_out,
-        "cost_usd": r.cost_usd,
-        "cached": r.cached,
-        "error": r.error,
-    })
+/// A result as the JSON report and JSON Lines write it. Its fields are in
+/// alphabetical order, the order a document built with `serde_json::json!`
+/// has (and this one had before it was a struct): written straight from
+/// the result, with no intermediate tree.
+#[derive(serde::Serialize)]
+struct ResultJson<'a> {
+    assertions: Vec<AssertionJson<'a>>,
+    cached: bool,
+    cost_usd: f64,
+    description: &'a str,
+    error: &'a str,
+    latency_ms: u32,
+    output: &'a str,
+    prompt: &'a str,
+    prompt_index: u32,
+    provider: &'a str,
+    reason: &'a str,
+    repeat_index: u32,
+    score: f64,
+    status: &'static str,
+    task_index: u64,
+    test_index: u32,
+    tokens_in: u32,
+    tokens_out: u32,
+    /// Parsed, so its keys are sorted and it is laid out like the rest.
+    vars: Value,
+}
+
+#[derive(serde::Serialize)]
+struct AssertionJson<'a> {
+    pass: bool,
+    reason: &'a str,
+    score: f64,
+    #[serde(rename = "type")]
+    kind: &'a str,
+}
+
+fn result_json(r: &v1::Result) -> ResultJson<'_> {
+    ResultJson {
+        assertions: r
+            .assertions
+            .iter()
+            .map(|a| AssertionJson {
+                pass: a.pass,
+                reason: &a.reason,
+                score: a.score,
+                kind: &a.r#type,
+            })
+            .collect(),
+        cached: r.cached,
+        cost_usd: r.cost_usd,
+        description: &r.test_description,
+        error: &r.error,
+        latency_ms: r.latency_ms,
+        output: &r.output,
+        prompt: &r.rendered_prompt,
+        prompt_index: r.prompt_index,
+        provider: &r.provider_id,
+        reason: &r.reason,
+        repeat_index: r.repeat_index,
+        score: r.score,
+        status: result_status_name(r.status),
+        task_index: r.task_index,
+        test_index: r.test_index,
+        tokens_in: r.tokens_in,
+        tokens_out: r.tokens_out,
+        vars: serde_json::from_str::<Value>(&r.vars_json).unwrap_or(Value::Null),
+    }
 }
 
 /// The document's fields, `results` a placeholder.
@@ -117,7 +161,11 @@ impl<W: Write> Write for Indented<'_, W> {
     }
 }
 
-fn pretty_at<W: Write>(w: &mut W, indent: &'static [u8], value: &Value) -> io::Result<()> {
+fn pretty_at<W: Write>(
+    w: &mut W,
+    indent: &'static [u8],
+    value: &impl serde::Serialize,
+) -> io::Result<()> {
     serde_json::to_writer_pretty(Indented { w, indent }, value).map_err(io::Error::from)
 }
 
@@ -139,6 +187,8 @@ pub(super) struct Json<W> {
     /// Members that follow `results`, written by `finish`.
     after: Vec<(String, Value)>,
     results: u64,
+    /// A result's text, written to `w` whole.
+    buf: Vec<u8>,
 }
 
 impl<W: Write> Json<W> {
@@ -147,6 +197,7 @@ impl<W: Write> Json<W> {
             w,
             after: Vec::new(),
             results: 0,
+            buf: Vec::new(),
         }
     }
 }
@@ -169,13 +220,15 @@ impl<W: Write> ResultSink for Json<W> {
     }
 
     fn result(&mut self, r: &v1::Result) -> io::Result<()> {
-        self.w.write_all(if self.results == 0 {
+        self.buf.clear();
+        self.buf.extend_from_slice(if self.results == 0 {
             b"[\n    "
         } else {
             b",\n    "
-        })?;
+        });
         self.results += 1;
-        pretty_at(&mut self.w, b"    ", &result_json(r))
+        pretty_at(&mut self.buf, b"    ", &result_json(r))?;
+        self.w.write_all(&self.buf)
     }
 
     fn finish(&mut self) -> io::Result<()> {
@@ -191,11 +244,13 @@ impl<W: Write> ResultSink for Json<W> {
 
 pub(super) struct Jsonl<W> {
     w: W,
+    /// A result's line, written to `w` whole.
+    buf: Vec<u8>,
 }
 
 impl<W: Write> Jsonl<W> {
     pub(super) fn new(w: W) -> Self {
-        Self { w }
+        Self { w, buf: Vec::new() }
     }
 }
 
@@ -205,8 +260,10 @@ impl<W: Write> ResultSink for Jsonl<W> {
     }
 
     fn result(&mut self, r: &v1::Result) -> io::Result<()> {
-        serde_json::to_writer(&mut self.w, &result_json(r))?;
-        self.w.write_all(b"\n")
+        self.buf.clear();
+        serde_json::to_writer(&mut self.buf, &result_json(r))?;
+        self.buf.push(b'\n');
+        self.w.write_all(&self.buf)
     }
 
     fn finish(&mut self) -> io::Result<()> {

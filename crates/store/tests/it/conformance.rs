@@ -697,8 +697,20 @@ async fn results_page_in_task_order_and_filter_by_status(store: Arc<dyn Store>) 
 }
 
 async fn result_metrics_cover_every_result_of_the_run(store: Arc<dyn Store>) {
-    let run = store.create_run(new_run(6)).await.unwrap();
-    let rows: Vec<_> = (0..6).map(|t| result(t, cycling_status(t))).collect();
+    let run = store.create_run(new_run(8)).await.unwrap();
+    let mut rows: Vec<_> = (0..6).map(|t| result(t, cycling_status(t))).collect();
+    // Two more like task 0 (provider, prompt, status, latency): one group.
+    for t in [6, 7] {
+        rows.push(NewResult {
+            latency_ms: rows[0].latency_ms,
+            status: rows[0].status,
+            provider_index: rows[0].provider_index,
+            prompt_index: rows[0].prompt_index,
+            tokens_in: 10 * t as i32,
+            cost_usd: 0.5,
+            ..result(t, rows[0].status)
+        });
+    }
     store.insert_results(run.id, &rows).await.unwrap();
     let other = store.create_run(new_run(1)).await.unwrap();
     store
@@ -707,21 +719,34 @@ async fn result_metrics_cover_every_result_of_the_run(store: Arc<dyn Store>) {
         .unwrap();
 
     let mut metrics = result_metrics(store.as_ref(), run.id).await;
-    // No order is promised; latency is unique per task here.
+    // No order is promised; latency is unique per group here.
     metrics.sort_by_key(|m| m.latency_ms);
-    let expected: Vec<_> = rows
-        .iter()
-        .map(|r| gauntlet_store::ResultMetrics {
-            provider_index: r.provider_index,
-            prompt_index: r.prompt_index,
-            status: r.status,
-            latency_ms: r.latency_ms,
-            tokens_in: r.tokens_in,
-            tokens_out: r.tokens_out,
-            cost_usd: r.cost_usd,
-        })
-        .collect();
-    assert_eq!(metrics, expected);
+    let group = |r: &[&NewResult]| gauntlet_store::ResultMetrics {
+        provider_index: r[0].provider_index,
+        prompt_index: r[0].prompt_index,
+        status: r[0].status,
+        latency_ms: r[0].latency_ms,
+        count: r.len() as i64,
+        tokens_in: r.iter().map(|r| i64::from(r.tokens_in)).sum(),
+        tokens_out: r.iter().map(|r| i64::from(r.tokens_out)).sum(),
+        cost_usd: r.iter().map(|r| r.cost_usd).sum(),
+    };
+    let mut expected = vec![group(&[&rows[0], &rows[6], &rows[7]])];
+    expected.extend(rows[1..6].iter().map(|r| group(&[r])));
+    assert_eq!(metrics.len(), expected.len(), "{metrics:?}");
+    for (got, want) in metrics.iter().zip(&expected) {
+        assert!(
+            (got.cost_usd - want.cost_usd).abs() < 1e-9,
+            "{got:?} {want:?}"
+        );
+        assert_eq!(
+            gauntlet_store::ResultMetrics {
+                cost_usd: want.cost_usd,
+                ..got.clone()
+            },
+            *want
+        );
+    }
 }
 
 async fn reports_move_from_pending_to_ready(store: Arc<dyn Store>) {

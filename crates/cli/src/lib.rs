@@ -8,3 +8,4 @@ pub mod embedded;
 pub mod output;
 pub mod run;
 pub mod suite_file;
+mod suite_text;

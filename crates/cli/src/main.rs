@@ -37,6 +37,14 @@ enum Command {
     /// Run a suite and print its summary. Without --server, starts the whole
     /// stack in this process (SQLite in --data-dir, no services needed).
     Run(run::RunArgs),
+    /// Check a suite without running it: read every test (CSV, JSONL and
+    /// other referenced files included) and check it as `run` would, then
+    /// say how many tasks it makes. Exits 1 naming file:line of the first
+    /// problem.
+    Validate {
+        /// The suite: a promptfoo-style YAML or JSON file.
+        suite: PathBuf,
+    },
     /// Follow a run's progress on a server until it ends.
     Watch {
         run_id: String,
@@ -286,6 +294,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             let _telemetry = gauntlet_telemetry::init_with_log_filter("gauntlet", "warn")?;
             run::run(args, config).await
         }
+        Command::Validate { suite } => run::validate(&suite).map(|()| 0),
         Command::Watch { run_id, server } => {
             commands::watch(&config, &server, &run_id).await.map(|()| 0)
         }

@@ -289,6 +289,37 @@ pub async fn run(args: RunArgs, config: GauntletConfig) -> anyhow::Result<i32> {
     })
 }
 
+/// `gauntlet validate SUITE`: every test read and checked as `run` reads
+/// it (and encoded as it would be sent), nothing started.
+pub fn validate(path: &std::path::Path) -> anyhow::Result<()> {
+    let file = suite_file::open(path, suite_file::Filters::default())?;
+    let tests = file.tests()?;
+    let (prompts, providers) = (tests.header.prompts.len(), tests.header.providers.len());
+    let mut broken = None;
+    let read = client::encode_lines(&tests.header, tests.tests, 1 << 20, |chunk| match chunk {
+        Err(err) => {
+            broken = Some(err);
+            false
+        }
+        Ok(_) => true,
+    });
+    if let Some(err) = broken {
+        return Err(err);
+    }
+    let repeat = tests.header.repeat.unwrap_or(1).max(1) as u64;
+    println!(
+        "{}: valid: {read} tests × {prompts} prompts × {providers} providers{} = {} tasks",
+        path.display(),
+        if repeat > 1 {
+            format!(" × {repeat} repeats")
+        } else {
+            String::new()
+        },
+        read * prompts as u64 * providers as u64 * repeat
+    );
+    Ok(())
+}
+
 /// Failures listed above the summary, at most.
 const LISTED_FAILURES: u32 = 10;
 

@@ -14,6 +14,8 @@ use gauntlet_core::{
 };
 use gauntlet_providers::{ProviderError, ProviderFactory};
 
+use crate::suite_text::SuiteText;
+
 struct Relative(PathBuf);
 
 impl FileResolver for Relative {
@@ -80,6 +82,9 @@ fn located(suite: &Path, dir: &Path, e: &gauntlet_core::SuiteError) -> anyhow::E
     }
 }
 
+/// Tests read between two hand-backs of a mapped suite's pages.
+const RELEASE_EVERY: usize = 16_384;
+
 /// Which tests of the suite to run.
 #[derive(Debug, Default, Clone)]
 pub struct Filters {
@@ -92,7 +97,7 @@ pub struct Filters {
 pub struct SuiteFile {
     path: PathBuf,
     files: Relative,
-    text: String,
+    text: SuiteText,
     format: SuiteFormat,
     filters: Filters,
 }
@@ -106,8 +111,8 @@ pub struct Tests<'a> {
 
 /// Reads the suite at `path`; parsing waits for [`SuiteFile::tests`].
 pub fn open(path: &Path, filters: Filters) -> anyhow::Result<SuiteFile> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read suite {}", path.display()))?;
+    let text =
+        SuiteText::read(path).with_context(|| format!("cannot read suite {}", path.display()))?;
     let format = match path.extension().and_then(|e| e.to_str()) {
         Some("json") => SuiteFormat::Json,
         Some("yaml" | "yml") => SuiteFormat::Yaml,
@@ -132,8 +137,12 @@ impl SuiteFile {
     /// suite would, when no test passes them (the first is read here).
     pub fn tests(&self) -> anyhow::Result<Tests<'_>> {
         let (path, dir) = (self.path.as_path(), self.files.0.as_path());
-        let stream = parse_suite_stream(&self.text, self.format, &self.files, MAX_TESTS)
+        let text = self.text.as_str();
+        let stream = parse_suite_stream(text, self.format, &self.files, MAX_TESTS)
             .map_err(|e| located(path, dir, &e))?;
+        // Finding the tests may have read the whole text (a JSON suite is
+        // checked whole first); those pages go back before the tests come.
+        self.text.release();
         let header = stream.header.clone();
         // The gateway refuses ids no worker could serve; say so here, where
         // the error can point at the line.
@@ -141,14 +150,22 @@ impl SuiteFile {
         for (i, p) in header.providers.iter().enumerate() {
             if let Err(e @ ProviderError::Unsupported(_)) = providers.build(&p.id, &p.config) {
                 let mut err = SuiteError::at(format!("providers[{i}].id"), e.to_string());
-                if let Some((line, column)) = field_position(&self.text, &err.path) {
+                if let Some((line, column)) = field_position(text, &err.path) {
                     (err.line, err.column) = (Some(line), Some(column));
                 }
                 return Err(located(path, dir, &err));
             }
         }
         let pattern = self.filters.pattern.clone();
+        let mut read = 0usize;
         let mut tests = stream
+            .inspect(move |_| {
+                // A large suite's pages parsed so far go back to the kernel.
+                read += 1;
+                if read.is_multiple_of(RELEASE_EVERY) {
+                    self.text.release();
+                }
+            })
             .map(move |test| test.map_err(|e| located(path, dir, &e)))
             .filter(move |test| match (test, &pattern) {
                 (Ok(test), Some(re)) => {

@@ -262,6 +262,49 @@ async fn a_suite_broken_half_way_reports_its_error_and_no_run() {
     assert!(stdout.is_empty(), "{stdout}");
 }
 
+#[tokio::test]
+async fn validate_counts_the_tasks_or_names_the_first_broken_test() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("tests.csv"),
+        "w,__expected\na,contains:a\nb,contains:b\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("ok.yaml"),
+        "prompts: ['Say {{w}}', 'Shout {{w}}']\nproviders: [echo]\nevaluateOptions: {repeat: 3}\n\
+         tests:\n  - vars: {w: x}\n  - file://tests.csv\n",
+    )
+    .unwrap();
+    let out = gauntlet(&["validate", "ok.yaml"], dir.path()).await;
+    let (stdout, err) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{err}");
+    assert_eq!(
+        stdout,
+        "ok.yaml: valid: 3 tests × 2 prompts × 1 providers × 3 repeats = 18 tasks\n"
+    );
+    assert!(
+        !dir.path().join(".gauntlet").exists(),
+        "nothing was started"
+    );
+
+    std::fs::write(
+        dir.path().join("bad.yaml"),
+        "prompts: ['Say {{w}}']\nproviders: [echo]\ntests:\n  - vars: {w: x}\n  - vars: {w: y}\n    assert: [{type: containz, value: y}]\n",
+    )
+    .unwrap();
+    let out = gauntlet(&["validate", "bad.yaml"], dir.path()).await;
+    let (stdout, err) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stdout}{err}");
+    assert!(
+        err.starts_with(
+            "error: bad.yaml:6:15: tests[1].assert[0].type: unknown assertion type `containz`"
+        ),
+        "{err}"
+    );
+    assert!(stdout.is_empty(), "{stdout}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_mode_gives_the_same_summary_against_the_real_services() {
     let cluster = Cluster::start().await;

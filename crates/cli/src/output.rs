@@ -140,7 +140,7 @@ pub async fn write_files(
     let fetch = |token: String| {
         let mut runs = runs.clone();
         let run_id = run_id.to_owned();
-        tokio::spawn(async move { page(&mut runs, &run_id, token).await })
+        tokio::spawn(async move { page(&mut runs, &run_id, token, PAGE_SIZE).await })
     };
     let mut next = Some(fetch(String::new()));
     while let Some(pending) = next.take() {
@@ -159,11 +159,12 @@ async fn page(
     runs: &mut RunServiceClient<Channel>,
     run_id: &str,
     token: String,
+    page_size: u32,
 ) -> anyhow::Result<v1::ListResultsResponse> {
     runs.list_results(v1::ListResultsRequest {
         run_id: run_id.to_owned(),
         status: v1::ResultStatus::Unspecified as i32,
-        page_size: PAGE_SIZE,
+        page_size,
         page_token: token,
     })
     .await
@@ -267,9 +268,71 @@ impl Staged {
     }
 }
 
+/// A run's results put in task order as pages of them arrive while it
+/// runs. Results are stored out of order (many calls are in flight), so a
+/// page can stop at a gap: what it holds past the gap is kept, and only
+/// the gap is asked for next, not the page again.
+#[derive(Default)]
+struct InOrder {
+    /// The next task index to hand on.
+    next: u64,
+    /// Results fetched past a gap, in task order (at most about a page).
+    held: std::collections::VecDeque<v1::Result>,
+}
+
+impl InOrder {
+    /// The `ListResults` page token and size to ask for next. Once the run
+    /// has `ended`, what is held is dropped and asked for again: its own
+    /// gaps may have filled since.
+    fn ask(&mut self, ended: bool) -> (String, u32) {
+        if ended {
+            self.held.clear();
+        }
+        let token = self
+            .next
+            .checked_sub(1)
+            .map(|t| t.to_string())
+            .unwrap_or_default();
+        let size = self.held.front().map_or(PAGE_SIZE, |h| {
+            (h.task_index.saturating_sub(self.next)).clamp(1, u64::from(PAGE_SIZE)) as u32
+        });
+        (token, size)
+    }
+
+    /// Hands on, in task order, the results of `page` (asked for with
+    /// [`Self::ask`]) and those held, up to the first gap; once the run
+    /// has `ended` gaps are for good and everything goes.
+    fn take(
+        &mut self,
+        page: Vec<v1::Result>,
+        ended: bool,
+        mut each: impl FnMut(&v1::Result) -> anyhow::Result<()>,
+    ) -> anyhow::Result<()> {
+        let front = self.held.front().map(|h| h.task_index);
+        // What fills the gap comes before the held results; anything the
+        // page repeats of them is dropped.
+        let mut merged: Vec<v1::Result> = page
+            .into_iter()
+            .filter(|r| front.is_none_or(|f| r.task_index < f))
+            .collect();
+        merged.extend(self.held.drain(..));
+        let mut results = merged.into_iter();
+        while let Some(r) = results.next() {
+            if !ended && r.task_index != self.next {
+                self.held.push_back(r);
+                self.held.extend(results);
+                break;
+            }
+            each(&r)?;
+            self.next = r.task_index + 1;
+        }
+        Ok(())
+    }
+}
+
 /// How long to wait before looking again when the next result in task
 /// order is not stored yet.
-const SPOOL_POLL: std::time::Duration = std::time::Duration::from_millis(100);
+const SPOOL_POLL: std::time::Duration = std::time::Duration::from_millis(25);
 
 impl Spool {
     /// Starts following the results of `run_id` for the files `paths`.
@@ -284,42 +347,26 @@ impl Spool {
             .map(|p| Staged::new(p))
             .collect::<anyhow::Result<Vec<_>>>()?;
         let task = tokio::spawn(async move {
-            // The next task index expected in order.
-            let mut next = 0u64;
+            let mut order = InOrder::default();
             let (mut pages, mut fetched) = (0u64, 0u64);
-            let mut seen_end = false;
             loop {
                 // Read before the page: once the run has ended, every
                 // result there will be is stored, and gaps are for good.
                 let ended = *ended_rx.borrow_and_update();
-                if ended && !seen_end {
-                    seen_end = true;
-                    tracing::debug!(rendered = next, pages, "run ended; spool at");
-                }
-                let token = next
-                    .checked_sub(1)
-                    .map(|t| t.to_string())
-                    .unwrap_or_default();
-                let page = page(&mut runs, &run_id, token).await?;
+                let (token, size) = order.ask(ended);
+                let page = page(&mut runs, &run_id, token, size).await?;
                 pages += 1;
                 fetched += page.results.len() as u64;
-                let mut in_order = 0;
-                for r in &page.results {
-                    if !ended && r.task_index != next {
-                        break;
-                    }
-                    for f in &mut files {
-                        f.result(r)?;
-                    }
-                    next = r.task_index + 1;
-                    in_order += 1;
-                }
+                let more = !page.next_page_token.is_empty();
+                order.take(page.results, ended, |r| {
+                    files.iter_mut().try_for_each(|f| f.result(r))
+                })?;
                 if ended {
-                    if page.next_page_token.is_empty() {
-                        tracing::debug!(pages, fetched, rendered = next, "results spooled");
+                    if !more && order.held.is_empty() {
+                        tracing::debug!(pages, fetched, rendered = order.next, "results spooled");
                         return Ok(files);
                     }
-                } else if in_order < page.results.len() || page.next_page_token.is_empty() {
+                } else if !order.held.is_empty() || !more {
                     // Waiting on the next result in order.
                     tokio::select! {
                         _ = ended_rx.changed() => {}
@@ -530,6 +577,109 @@ mod tests {
             })
             .collect();
         assert_eq!(tasks, [0, 1, 2]);
+    }
+
+    /// A store stand-in for `InOrder`: `ListResults` over the results
+    /// stored so far.
+    fn list(stored: &std::collections::BTreeSet<u64>, token: &str, size: u32) -> Vec<v1::Result> {
+        let after = token.parse::<u64>().map_or(0, |t| t + 1);
+        stored
+            .range(after..)
+            .take(size as usize)
+            .map(|&t| v1::Result {
+                task_index: t,
+                ..Default::default()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn results_stored_out_of_order_are_handed_on_once_each_in_order() {
+        // 5,000 tasks finishing in a shuffled order, up to 300 apart.
+        let n = 5000u64;
+        let mut finish: Vec<u64> = (0..n).collect();
+        let mut seed = 7u64;
+        for i in 0..finish.len() {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let j = (i + (seed >> 33) as usize % 300).min(finish.len() - 1);
+            finish.swap(i, j);
+        }
+        let mut stored = std::collections::BTreeSet::new();
+        let mut order = InOrder::default();
+        let mut got = Vec::new();
+        let (mut asked, mut fetched) = (0, 0);
+        for chunk in finish.chunks(137) {
+            stored.extend(chunk.iter().copied());
+            // A few polls between two chunks being stored.
+            for _ in 0..3 {
+                let (token, size) = order.ask(false);
+                let page = list(&stored, &token, size);
+                asked += 1;
+                fetched += page.len();
+                order
+                    .take(page, false, |r| {
+                        got.push(r.task_index);
+                        Ok(())
+                    })
+                    .unwrap();
+                assert!(
+                    order.held.len() <= 2 * PAGE_SIZE as usize,
+                    "{}",
+                    order.held.len()
+                );
+            }
+        }
+        loop {
+            let (token, size) = order.ask(true);
+            let page = list(&stored, &token, size);
+            let last = page.len() < size as usize && order.held.is_empty();
+            order
+                .take(page, true, |r| {
+                    got.push(r.task_index);
+                    Ok(())
+                })
+                .unwrap();
+            if last && order.held.is_empty() {
+                break;
+            }
+        }
+        assert_eq!(got, (0..n).collect::<Vec<_>>());
+        // A gap costs its own size, not another page.
+        assert!(
+            fetched < 2 * n as usize,
+            "{fetched} fetched in {asked} pages"
+        );
+    }
+
+    #[test]
+    fn once_the_run_has_ended_gaps_are_skipped() {
+        let stored: std::collections::BTreeSet<u64> = [0, 1, 3, 4, 7].into();
+        let mut order = InOrder::default();
+        let mut got = Vec::new();
+        let (token, size) = order.ask(false);
+        order
+            .take(list(&stored, &token, size), false, |r| {
+                got.push(r.task_index);
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(got, [0, 1]);
+        assert_eq!(
+            order.ask(false),
+            ("1".to_string(), 1),
+            "only the gap is asked for"
+        );
+        let (token, size) = order.ask(true);
+        order
+            .take(list(&stored, &token, size), true, |r| {
+                got.push(r.task_index);
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(got, [0, 1, 3, 4, 7]);
+        assert!(order.held.is_empty());
     }
 
     #[test]

@@ -43,7 +43,8 @@ pub enum StoreError {
 
 impl StoreError {
     /// Whether retrying later may succeed (a restart, a dropped connection,
-    /// another SQLite writer holding the lock past the busy timeout).
+    /// another SQLite writer holding the lock past the busy timeout, a
+    /// Postgres shutting down or refusing connections for now).
     pub fn is_transient(&self) -> bool {
         match self {
             StoreError::Unavailable(_) => true,
@@ -52,10 +53,26 @@ impl StoreError {
                     e,
                     sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed
                 ) || sqlite::is_busy(e)
+                    || e.as_database_error()
+                        .and_then(|d| d.try_downcast_ref::<sqlx::postgres::PgDatabaseError>())
+                        .is_some_and(|d| postgres_code_is_transient(d.code()))
             }
             _ => false,
         }
     }
+}
+
+/// Postgres SQLSTATEs that a retry may get past: class 08 (the connection
+/// failed), 57P01–57P03 (the server is shutting down, crashed, or is not
+/// accepting connections yet), 53300 (too many connections), 40001 and
+/// 40P01 (a serialization failure or deadlock: the transaction may simply
+/// be run again).
+fn postgres_code_is_transient(code: &str) -> bool {
+    code.starts_with("08")
+        || matches!(
+            code,
+            "57P01" | "57P02" | "57P03" | "53300" | "40001" | "40P01"
+        )
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;

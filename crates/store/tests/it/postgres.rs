@@ -29,3 +29,29 @@ async fn connect_creates_a_missing_database_and_migrates_it() {
     again.ping().await.unwrap();
     again.close().await;
 }
+
+#[tokio::test]
+async fn a_connection_the_server_terminates_is_a_transient_error() {
+    let db = TestDatabase::create().await;
+    let mut conn = PgConnection::connect(&db.config.url).await.unwrap();
+    // What a restarting server does to every session: FATAL 57P01.
+    let err = sqlx::query("SELECT pg_terminate_backend(pg_backend_pid())")
+        .execute(&mut conn)
+        .await
+        .unwrap_err();
+    let code = err
+        .as_database_error()
+        .and_then(|d| d.code())
+        .map(|c| c.into_owned());
+    assert_eq!(code.as_deref(), Some("57P01"), "{err}");
+    assert!(gauntlet_store::StoreError::from(err).is_transient());
+
+    // A constraint violation is not.
+    let store = PgStore::connect(&db.config).await.unwrap();
+    let err = sqlx::query("INSERT INTO projects (id) VALUES ('default')")
+        .execute(store.pool())
+        .await
+        .unwrap_err();
+    assert!(!gauntlet_store::StoreError::from(err).is_transient());
+    store.close().await;
+}

@@ -90,7 +90,8 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(2);
 const FIRST_WRITE_BACKOFF: Duration = Duration::from_millis(250);
 const MAX_WRITE_BACKOFF: Duration = Duration::from_secs(5);
 
-/// A batch's failing writes: when to try again, and since when it fails.
+/// A batch's failing store calls (its result writes, and the reads it
+/// needs before it calls): when to try again, and since when they fail.
 struct WriteRetry {
     since: tokio::time::Instant,
     next: tokio::time::Instant,
@@ -548,21 +549,20 @@ impl Worker {
         E: std::fmt::Display,
         F: std::future::Future<Output = Result<T, E>>,
     {
-        let since = tokio::time::Instant::now();
-        let mut backoff = FIRST_WRITE_BACKOFF;
+        let mut pause = WriteRetry::new();
         loop {
             match read().await {
                 Err(error)
                     if retry(&error)
-                        && since.elapsed() < self.store_patience
+                        && pause.since.elapsed() < self.store_patience
                         && !self.abort.is_cancelled() =>
                 {
                     debug!(%error, "the store is unavailable, reading again after a pause");
                     tokio::select! {
-                        _ = tokio::time::sleep(backoff) => {}
+                        _ = tokio::time::sleep_until(pause.next) => {}
                         _ = self.abort.cancelled() => {}
                     }
-                    backoff = (backoff * 2).min(MAX_WRITE_BACKOFF);
+                    pause.failed_again();
                 }
                 result => return result,
             }

@@ -320,7 +320,13 @@ impl Reconciler {
             }
         }
         if runs.is_empty() {
-            return Ok(PassReport::default());
+            // No run to look at, but orphaned tests all the same.
+            let report = PassReport {
+                swept_tests: self.sweep_orphans(stale_after).await?,
+                ..PassReport::default()
+            };
+            self.count(&report);
+            return Ok(report);
         }
         let queue_ready = bus.queue_stats(QueueName::Tasks).await?.messages;
 
@@ -406,9 +412,15 @@ impl Reconciler {
                 );
             }
         }
-        // Tests stored by an upload that never became a run (its gateway
-        // died half way); an hour, or the stale time if longer, is far
-        // beyond any upload still under way.
+        report.swept_tests = self.sweep_orphans(stale_after).await?;
+        self.count(&report);
+        Ok(report)
+    }
+
+    /// Removes the tests stored by uploads that never became a run (their
+    /// gateway died half way); an hour, or the stale time if longer, is far
+    /// beyond any upload still under way. Returns the rows removed.
+    async fn sweep_orphans(&self, stale_after: Duration) -> Result<u64, ReconcileError> {
         let orphaned = SystemTime::now() - stale_after.max(ORPHAN_UPLOAD_AGE);
         let since_epoch = orphaned
             .duration_since(SystemTime::UNIX_EPOCH)
@@ -418,9 +430,7 @@ impl Reconciler {
             since_epoch.as_secs(),
             since_epoch.subsec_nanos(),
         ));
-        report.swept_tests = store.sweep_orphan_tests(cut).await?;
-        self.count(&report);
-        Ok(report)
+        Ok(self.deps.store.sweep_orphan_tests(cut).await?)
     }
 
     /// Ends `run` as failed; false when it had ended meanwhile.

@@ -306,3 +306,76 @@ async fn the_gateway_runs_the_reconciler_on_its_interval() {
     shutdown.cancel();
     gateway.await.unwrap().unwrap();
 }
+
+/// A run created at the start of an upload that its gateway never
+/// finished (it died half way), as the store has it.
+async fn uploading_run(env: &Env) -> gauntlet_store::RunRecord {
+    let run = env
+        .store
+        .create_run(gauntlet_store::NewRun {
+            id: uuid::Uuid::now_v7(),
+            project_id: "default".into(),
+            description: "cut short".into(),
+            label: String::new(),
+            source: String::new(),
+            compiled: "{}".into(),
+            options: serde_json::json!({"repeat": 1}),
+            total_tasks: gauntlet_store::UPLOADING_TOTAL,
+        })
+        .await
+        .unwrap();
+    env.store
+        .put_tests(run.id, 0, &["{}".to_owned(), "{}".to_owned()])
+        .await
+        .unwrap();
+    run
+}
+
+#[tokio::test]
+async fn a_run_whose_upload_never_finished_fails_once_quiet_and_orphaned_tests_are_swept() {
+    let env = Env::new().await;
+    let run = uploading_run(&env).await;
+    // Tests of uploads that never became a run: one two hours old (its id
+    // is a UUIDv7 of then), one just begun.
+    let then = std::time::SystemTime::now() - std::time::Duration::from_secs(2 * 3600);
+    let since = then.duration_since(std::time::UNIX_EPOCH).unwrap();
+    let old = uuid::Uuid::new_v7(uuid::Timestamp::from_unix(
+        uuid::NoContext,
+        since.as_secs(),
+        since.subsec_nanos(),
+    ));
+    let fresh = uuid::Uuid::now_v7();
+    for id in [old, fresh] {
+        env.store
+            .put_tests(id, 0, &["{}".to_owned()])
+            .await
+            .unwrap();
+    }
+
+    // Still within the stale time: an upload may be under way.
+    let patient = reconciler_with(&env, 3600, 3).pass().await.unwrap();
+    assert!(patient.failed_runs.is_empty(), "{patient:?}");
+    assert!(env.run(run.id).await.is_uploading());
+    assert_eq!(patient.swept_tests, 1, "only the old orphan: {patient:?}");
+    assert!(env.store.get_tests(old, 0, 9).await.unwrap().is_empty());
+    assert_eq!(env.store.get_tests(fresh, 0, 9).await.unwrap().len(), 1);
+
+    let report = reconciler(&env, 3).pass().await.unwrap();
+    assert_eq!(report.failed_runs, [run.id], "{report:?}");
+    let failed = env.run(run.id).await;
+    assert_eq!(failed.status, RunStatus::Failed);
+    assert_eq!(
+        failed.status_reason,
+        "the upload of its suite never finished"
+    );
+    // The failed run's tests are its own, not an orphan's.
+    assert_eq!(env.store.get_tests(run.id, 0, 9).await.unwrap().len(), 2);
+    assert!(
+        reconciler(&env, 3)
+            .pass()
+            .await
+            .unwrap()
+            .failed_runs
+            .is_empty()
+    );
+}

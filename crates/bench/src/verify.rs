@@ -5,8 +5,9 @@
 use std::time::Duration;
 
 use anyhow::Context;
+use futures::StreamExt;
 use gauntlet_bus::{AmqpBus, Bus, QueueName};
-use gauntlet_cli::client::Gateway;
+use gauntlet_cli::client::{self, Gateway};
 use gauntlet_proto::v1;
 use tokio::time::Instant;
 
@@ -90,26 +91,19 @@ pub async fn wait_run(
 
 /// Every stored result's task index and status, page by page.
 pub async fn results(gateway: &mut Gateway, run_id: &str) -> anyhow::Result<Vec<(u64, i32)>> {
+    let pages = client::result_pages(
+        gateway.runs.clone(),
+        run_id.to_string(),
+        v1::ResultStatus::Unspecified,
+        1000,
+    );
+    futures::pin_mut!(pages);
     let mut out = Vec::new();
-    let mut token = String::new();
-    loop {
-        let page = gateway
-            .runs
-            .list_results(v1::ListResultsRequest {
-                run_id: run_id.to_string(),
-                status: v1::ResultStatus::Unspecified as i32,
-                page_size: 1000,
-                page_token: token.clone(),
-            })
-            .await
-            .context("ListResults")?
-            .into_inner();
+    while let Some(page) = pages.next().await {
+        let page = page.context("ListResults")?;
         out.extend(page.results.iter().map(|r| (r.task_index, r.status)));
-        if page.next_page_token.is_empty() {
-            return Ok(out);
-        }
-        token = page.next_page_token;
     }
+    Ok(out)
 }
 
 /// How the stored rows compare with the task count and the run's counters.

@@ -271,6 +271,38 @@ impl<F: FnMut(anyhow::Result<Lines>) -> bool> Chunks<F> {
     }
 }
 
+/// A run's stored results (those of `status`, or all with
+/// `ResultStatus::Unspecified`), in task order, as a stream of
+/// `ListResults` pages of `page_size`: however large the run, one page is
+/// held at a time. Ends after the last page, or with the first error.
+pub fn result_pages(
+    runs: RunServiceClient<Channel>,
+    run_id: String,
+    status: v1::ResultStatus,
+    page_size: u32,
+) -> impl Stream<Item = Result<v1::ListResultsResponse, tonic::Status>> {
+    futures::stream::try_unfold(Some(String::new()), move |token| {
+        let mut runs = runs.clone();
+        let run_id = run_id.clone();
+        async move {
+            let Some(token) = token else {
+                return Ok(None);
+            };
+            let page = runs
+                .list_results(v1::ListResultsRequest {
+                    run_id,
+                    status: status as i32,
+                    page_size,
+                    page_token: token,
+                })
+                .await?
+                .into_inner();
+            let next = (!page.next_page_token.is_empty()).then(|| page.next_page_token.clone());
+            Ok(Some((page, next)))
+        }
+    })
+}
+
 /// Connects to the gateway at `url`, failing fast with one clear line.
 pub async fn connect(url: &str) -> anyhow::Result<Channel> {
     let endpoint = Endpoint::from_shared(url.to_string())

@@ -91,19 +91,15 @@ pub async fn results(
         return Ok(());
     }
     // Printed a page at a time, so a huge run needs no more memory than a page.
-    let mut token = String::new();
-    loop {
-        let page = gateway
-            .runs
-            .list_results(v1::ListResultsRequest {
-                run_id: run_id.into(),
-                status: v1::ResultStatus::Unspecified as i32,
-                page_size: 1000,
-                page_token: token,
-            })
-            .await
-            .map_err(|s| client::status_message("list results", &s))?
-            .into_inner();
+    let pages = client::result_pages(
+        gateway.runs.clone(),
+        run_id.into(),
+        v1::ResultStatus::Unspecified,
+        1000,
+    );
+    futures::pin_mut!(pages);
+    while let Some(page) = pages.next().await {
+        let page = page.map_err(|s| client::status_message("list results", &s))?;
         for r in page.results {
             let status = match v1::ResultStatus::try_from(r.status) {
                 Ok(v1::ResultStatus::Pass) => "PASS",
@@ -122,11 +118,8 @@ pub async fn results(
                 }
             );
         }
-        if page.next_page_token.is_empty() {
-            return Ok(());
-        }
-        token = page.next_page_token;
     }
+    Ok(())
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]

@@ -135,19 +135,15 @@ pub async fn write_files(
     run_id: &str,
 ) -> anyhow::Result<()> {
     let mut files = Files::begin(paths, summary)?;
-    // The next page is fetched while this one is written: the server's work
-    // and ours overlap, and at most two pages are held at once.
-    let fetch = |token: String| {
-        let mut runs = runs.clone();
-        let run_id = run_id.to_owned();
-        tokio::spawn(async move { page(&mut runs, &run_id, token, PAGE_SIZE).await })
-    };
-    let mut next = Some(fetch(String::new()));
-    while let Some(pending) = next.take() {
-        let page = pending.await.context("list results")??;
-        if !page.next_page_token.is_empty() {
-            next = Some(fetch(page.next_page_token.clone()));
-        }
+    let pages = client::result_pages(
+        runs.clone(),
+        run_id.to_owned(),
+        v1::ResultStatus::Unspecified,
+        PAGE_SIZE,
+    );
+    futures::pin_mut!(pages);
+    while let Some(page) = futures::StreamExt::next(&mut pages).await {
+        let page = page.map_err(|s| client::status_message("list results", &s))?;
         for r in &page.results {
             files.result(r)?;
         }

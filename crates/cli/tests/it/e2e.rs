@@ -2,6 +2,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use gauntlet_bus::{Message, QueueName};
+use gauntlet_cli::client;
 use gauntlet_proto::{
     internal::v1::{GetStatusRequest, TaskBatch, control_client::ControlClient},
     v1::{self, ResultStatus, RunStatus},
@@ -100,26 +101,10 @@ async fn watch_to_end(cluster: &Cluster, run_id: &str) -> Vec<v1::RunProgress> {
 }
 
 async fn all_results(cluster: &Cluster, run_id: &str, status: ResultStatus) -> Vec<v1::Result> {
-    let mut runs = cluster.runs().await;
-    let mut out = Vec::new();
-    let mut token = String::new();
-    loop {
-        let page = runs
-            .list_results(v1::ListResultsRequest {
-                run_id: run_id.into(),
-                status: status as i32,
-                page_size: 150,
-                page_token: token.clone(),
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        out.extend(page.results);
-        if page.next_page_token.is_empty() {
-            return out;
-        }
-        token = page.next_page_token;
-    }
+    client::result_pages(cluster.runs().await, run_id.into(), status, 150)
+        .map(|page| page.unwrap().results)
+        .concat()
+        .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

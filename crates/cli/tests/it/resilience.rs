@@ -10,7 +10,9 @@ use std::{
     time::{Duration, Instant},
 };
 
+use futures::StreamExt;
 use gauntlet_bus::{AmqpBus, Bus, testing::TestVhost};
+use gauntlet_cli::client;
 use gauntlet_config::GauntletConfig;
 use gauntlet_mockllm::{MockConfig, MockServer};
 use gauntlet_proto::v1::{self, RunStatus, run_service_client::RunServiceClient};
@@ -107,25 +109,16 @@ pub(crate) fn ended(run: &v1::Run) -> bool {
 
 /// Task indices of every stored result, in order.
 pub(crate) async fn result_tasks(runs: &mut RunServiceClient<Channel>, run_id: &str) -> Vec<u64> {
-    let mut out = Vec::new();
-    let mut token = String::new();
-    loop {
-        let page = runs
-            .list_results(v1::ListResultsRequest {
-                run_id: run_id.into(),
-                status: v1::ResultStatus::Unspecified as i32,
-                page_size: 1000,
-                page_token: token.clone(),
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        out.extend(page.results.iter().map(|r| r.task_index));
-        if page.next_page_token.is_empty() {
-            return out;
-        }
-        token = page.next_page_token;
-    }
+    client::result_pages(
+        runs.clone(),
+        run_id.into(),
+        v1::ResultStatus::Unspecified,
+        1000,
+    )
+    .map(|page| page.unwrap().results.into_iter().map(|r| r.task_index))
+    .flat_map(futures::stream::iter)
+    .collect()
+    .await
 }
 
 /// The run is `completed` with exactly one result per task: no gaps, no

@@ -11,10 +11,7 @@ use std::{
 
 use anyhow::{Context, bail};
 use gauntlet_proto::v1::{self, run_service_client::RunServiceClient};
-use gauntlet_reports::{
-    ReportData,
-    render::{self, ResultSink},
-};
+use gauntlet_reports::render::{self, ResultSink};
 use tonic::transport::Channel;
 
 use crate::client;
@@ -68,6 +65,14 @@ impl FileFormat {
 /// Results asked for per `ListResults` call.
 const PAGE_SIZE: u32 = 1000;
 
+/// Creates the result file `path`, and its directory; errors name them.
+fn create_file(path: &Path) -> anyhow::Result<File> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    File::create(path).with_context(|| format!("cannot write {}", path.display()))
+}
+
 /// A result file being written.
 struct OutputFile<'p> {
     path: &'p Path,
@@ -78,15 +83,9 @@ impl OutputFile<'_> {
     /// Creates the file (and its directory) and the sink for its extension.
     fn create(path: &Path) -> anyhow::Result<OutputFile<'_>> {
         let format = FileFormat::for_path(path)?.render_format();
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)
-                .with_context(|| format!("cannot create {}", dir.display()))?;
-        }
-        let file =
-            File::create(path).with_context(|| format!("cannot write {}", path.display()))?;
         Ok(OutputFile {
             path,
-            sink: render::sink(format, BufWriter::new(file)),
+            sink: render::sink(format, BufWriter::new(create_file(path)?)),
         })
     }
 
@@ -252,12 +251,10 @@ impl Staged {
         let failed = |e: io::Error| {
             anyhow::Error::new(e).context(format!("cannot write {}", self.path.display()))
         };
-        if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)
-                .with_context(|| format!("cannot create {}", dir.display()))?;
-        }
-        let file = File::create(&self.path).map_err(failed)?;
-        let body = self.out.redirect(file).map_err(failed)?;
+        let body = self
+            .out
+            .redirect(create_file(&self.path)?)
+            .map_err(failed)?;
         self.sink.begin(summary).map_err(failed)?;
         self.out.append(body).map_err(failed)?;
         self.sink.finish().map_err(failed)
@@ -392,17 +389,6 @@ impl Spooled {
     }
 }
 
-/// Writes results already in memory to `path`, in the format its extension
-/// names.
-pub fn write(path: &Path, data: &ReportData) -> anyhow::Result<()> {
-    let mut file = OutputFile::create(path)?;
-    file.sink.begin(&data.summary).map_err(|e| file.failed(e))?;
-    for r in &data.results {
-        file.sink.result(r).map_err(|e| file.failed(e))?;
-    }
-    file.sink.finish().map_err(|e| file.failed(e))
-}
-
 fn pct(r: f64) -> String {
     format!("{:.1}%", r * 100.0)
 }
@@ -530,7 +516,19 @@ pub fn summary_table(s: &v1::RunSummary, out: &mut impl Write) -> std::io::Resul
 
 #[cfg(test)]
 mod tests {
+    use gauntlet_reports::ReportData;
+
     use super::*;
+
+    /// Results already in memory written to `path` at once, head first.
+    fn write(path: &Path, data: &ReportData) -> anyhow::Result<()> {
+        let paths = [path.to_owned()];
+        let mut files = Files::begin(&paths, &data.summary)?;
+        for r in &data.results {
+            files.result(r)?;
+        }
+        files.finish()
+    }
 
     fn data() -> ReportData {
         ReportData {

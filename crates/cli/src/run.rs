@@ -31,9 +31,10 @@ pub struct RunArgs {
     /// paging through the results, so memory stays flat.
     #[arg(short, long = "output", value_name = "FILE")]
     pub outputs: Vec<PathBuf>,
-    /// Run every test × prompt × provider this many times.
-    #[arg(long, default_value_t = 1)]
-    pub repeat: u32,
+    /// Run every test × prompt × provider this many times (default: the
+    /// suite's `evaluateOptions.repeat`, else 1).
+    #[arg(long)]
+    pub repeat: Option<u32>,
     /// Most provider calls in flight (0: the worker's default, 256). The
     /// embedded stack sizes its worker to allow this many.
     #[arg(long, default_value_t = 0)]
@@ -118,7 +119,11 @@ pub async fn run(args: RunArgs, config: GauntletConfig) -> anyhow::Result<i32> {
                 return;
             }
         };
-        let shape = (tests.header.prompts.len(), tests.header.providers.len());
+        let shape = (
+            tests.header.prompts.len(),
+            tests.header.providers.len(),
+            tests.header.repeat,
+        );
         if ready.send(Ok(shape)).is_ok() {
             let tests_read = client::encode_lines(&tests.header, tests.tests, chunk, |c| {
                 chunks.blocking_send(c).is_ok()
@@ -126,7 +131,8 @@ pub async fn run(args: RunArgs, config: GauntletConfig) -> anyhow::Result<i32> {
             debug!(tests_read, "suite read");
         }
     });
-    let (prompts, providers) = header.await.context("the suite reader stopped")??;
+    let (prompts, providers, suite_repeat) = header.await.context("the suite reader stopped")??;
+    let repeat = args.repeat.or(suite_repeat).unwrap_or(1).max(1);
     debug!(elapsed_ms = ms(), "suite header read");
     let (mut gateway, stack) = match &args.server {
         Some(url) => (client::Gateway::connect(url, &config).await?, None),
@@ -148,7 +154,7 @@ pub async fn run(args: RunArgs, config: GauntletConfig) -> anyhow::Result<i32> {
         .submit_lines(
             chunks,
             v1::RunOptions {
-                repeat: args.repeat,
+                repeat,
                 max_concurrency: args.max_concurrency,
                 no_cache: args.no_cache,
                 label: String::new(),
@@ -167,7 +173,7 @@ pub async fn run(args: RunArgs, config: GauntletConfig) -> anyhow::Result<i32> {
     // The tests were counted as they streamed by, on the gateway.
     let per_test = (prompts as u64)
         .saturating_mul(providers as u64)
-        .saturating_mul(u64::from(args.repeat.max(1)));
+        .saturating_mul(u64::from(repeat));
     let tests = submitted
         .total_tasks
         .checked_div(per_test)
@@ -186,7 +192,7 @@ pub async fn run(args: RunArgs, config: GauntletConfig) -> anyhow::Result<i32> {
         tests,
         prompts,
         providers,
-        args.repeat.max(1),
+        repeat,
         usd(submitted.estimated_cost_usd),
         submitted.estimated_tokens_in,
         submitted.estimated_tokens_out,
@@ -306,16 +312,22 @@ pub fn validate(path: &std::path::Path) -> anyhow::Result<()> {
     if let Some(err) = broken {
         return Err(err);
     }
-    let repeat = tests.header.repeat.unwrap_or(1).max(1) as u64;
+    let shape = gauntlet_core::suite::TaskShape {
+        tests: read,
+        prompts: prompts as u64,
+        providers: providers as u64,
+        // As `run` uses it without `--repeat`.
+        repeat: tests.header.repeat.unwrap_or(1).max(1),
+    };
     println!(
         "{}: valid: {read} tests × {prompts} prompts × {providers} providers{} = {} tasks",
         path.display(),
-        if repeat > 1 {
-            format!(" × {repeat} repeats")
+        if shape.repeat > 1 {
+            format!(" × {} repeats", shape.repeat)
         } else {
             String::new()
         },
-        read * prompts as u64 * providers as u64 * repeat
+        shape.count()
     );
     Ok(())
 }

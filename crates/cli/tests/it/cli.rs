@@ -287,6 +287,13 @@ async fn validate_counts_the_tasks_or_names_the_first_broken_test() {
         !dir.path().join(".gauntlet").exists(),
         "nothing was started"
     );
+    // `run` makes the tasks `validate` counted, the suite's repeat included.
+    let out = gauntlet(&["run", "ok.yaml", "--data-dir", "data"], dir.path()).await;
+    let (stdout, err) = text(&out);
+    assert!(
+        err.contains(": 18 tasks (3 tests × 2 prompts × 1 providers × 3 repeats)"),
+        "{stdout}{err}"
+    );
 
     std::fs::write(
         dir.path().join("bad.yaml"),

@@ -271,10 +271,29 @@ impl<F: FnMut(anyhow::Result<Lines>) -> bool> Chunks<F> {
     }
 }
 
-/// A run's stored results (those of `status`, or all with
-/// `ResultStatus::Unspecified`), in task order, as a stream of
-/// `ListResults` pages of `page_size`: however large the run, one page is
-/// held at a time. Ends after the last page, or with the first error.
+/// One `ListResults` page: up to `page_size` of a run's stored results
+/// (those of `status`, or all with `ResultStatus::Unspecified`) after the
+/// task of `page_token` (empty: from the first), in task order.
+pub async fn result_page(
+    runs: &mut RunServiceClient<Channel>,
+    run_id: &str,
+    status: v1::ResultStatus,
+    page_size: u32,
+    page_token: String,
+) -> Result<v1::ListResultsResponse, tonic::Status> {
+    runs.list_results(v1::ListResultsRequest {
+        run_id: run_id.to_owned(),
+        status: status as i32,
+        page_size,
+        page_token,
+    })
+    .await
+    .map(tonic::Response::into_inner)
+}
+
+/// Every [`result_page`] of a run in turn, as a stream: however large the
+/// run, one page is held at a time. Ends after the last page, or with the
+/// first error.
 pub fn result_pages(
     runs: RunServiceClient<Channel>,
     run_id: String,
@@ -288,15 +307,7 @@ pub fn result_pages(
             let Some(token) = token else {
                 return Ok(None);
             };
-            let page = runs
-                .list_results(v1::ListResultsRequest {
-                    run_id,
-                    status: status as i32,
-                    page_size,
-                    page_token: token,
-                })
-                .await?
-                .into_inner();
+            let page = result_page(&mut runs, &run_id, status, page_size, token).await?;
             let next = (!page.next_page_token.is_empty()).then(|| page.next_page_token.clone());
             Ok(Some((page, next)))
         }

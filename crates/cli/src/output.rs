@@ -150,23 +150,6 @@ pub async fn write_files(
     files.finish()
 }
 
-async fn page(
-    runs: &mut RunServiceClient<Channel>,
-    run_id: &str,
-    token: String,
-    page_size: u32,
-) -> anyhow::Result<v1::ListResultsResponse> {
-    runs.list_results(v1::ListResultsRequest {
-        run_id: run_id.to_owned(),
-        status: v1::ResultStatus::Unspecified as i32,
-        page_size,
-        page_token: token,
-    })
-    .await
-    .map(tonic::Response::into_inner)
-    .map_err(|s| client::status_message("list results", &s))
-}
-
 /// A run's result files, rendered while it runs: the results stored so far
 /// without a gap, in task order, are fed to every file's sink as they
 /// come, so once the run ends only the last few are left to fetch and
@@ -347,7 +330,15 @@ impl Spool {
                 // result there will be is stored, and gaps are for good.
                 let ended = *ended_rx.borrow_and_update();
                 let (token, size) = order.ask(ended);
-                let page = page(&mut runs, &run_id, token, size).await?;
+                let page = client::result_page(
+                    &mut runs,
+                    &run_id,
+                    v1::ResultStatus::Unspecified,
+                    size,
+                    token,
+                )
+                .await
+                .map_err(|s| client::status_message("list results", &s))?;
                 pages += 1;
                 fetched += page.results.len() as u64;
                 let more = !page.next_page_token.is_empty();

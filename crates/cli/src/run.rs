@@ -342,16 +342,9 @@ async fn first_failures(
 ) -> anyhow::Result<Vec<v1::Result>> {
     let mut out = Vec::new();
     for status in [v1::ResultStatus::Fail, v1::ResultStatus::Error] {
-        let page = runs
-            .list_results(v1::ListResultsRequest {
-                run_id: run_id.into(),
-                status: status as i32,
-                page_size: LISTED_FAILURES,
-                page_token: String::new(),
-            })
+        let page = client::result_page(runs, run_id, status, LISTED_FAILURES, String::new())
             .await
-            .map_err(|s| client::status_message("list results", &s))?
-            .into_inner();
+            .map_err(|s| client::status_message("list results", &s))?;
         out.extend(page.results);
     }
     out.sort_by_key(|r| r.task_index);

@@ -252,27 +252,87 @@ impl Staged {
 struct InOrder {
     /// The next task index to hand on.
     next: u64,
-    /// Results fetched past a gap, in task order (at most about a page).
+    /// Results fetched past a gap, in task order (at most [`PAGES_AHEAD`]
+    /// pages).
     held: std::collections::VecDeque<v1::Result>,
 }
 
+/// One `ListResults` call: the results after the task before `first`, at
+/// most `size`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Ask {
+    first: u64,
+    size: u32,
+}
+
+impl Ask {
+    fn token(self) -> String {
+        self.first
+            .checked_sub(1)
+            .map(|t| t.to_string())
+            .unwrap_or_default()
+    }
+}
+
+/// Pages asked for at once while the spool is behind. A page's round trip,
+/// not its rendering, bounds how fast the spool follows a run (a page of
+/// 1,000 took 50–120 ms while an embedded run's writes shared the store,
+/// rendering it 3–10 ms), so the next pages are asked for together, each
+/// for its own range of tasks.
+const PAGES_AHEAD: u64 = 4;
+
 impl InOrder {
-    /// The `ListResults` page token and size to ask for next. Once the run
-    /// has `ended`, what is held is dropped and asked for again: its own
-    /// gaps may have filled since.
-    fn ask(&mut self, ended: bool) -> (String, u32) {
+    /// The `ListResults` calls to make next: the gap before what is held,
+    /// or, with nothing held, `pages` consecutive pages (each for its own
+    /// [`PAGE_SIZE`] tasks; see [`Self::join`]). Once the run has `ended`,
+    /// what is held is dropped and asked for again: its own gaps may have
+    /// filled since.
+    fn ask(&mut self, ended: bool, pages: u64) -> Vec<Ask> {
         if ended {
             self.held.clear();
         }
-        let token = self
-            .next
-            .checked_sub(1)
-            .map(|t| t.to_string())
-            .unwrap_or_default();
-        let size = self.held.front().map_or(PAGE_SIZE, |h| {
-            (h.task_index.saturating_sub(self.next)).clamp(1, u64::from(PAGE_SIZE)) as u32
-        });
-        (token, size)
+        match self.held.front() {
+            Some(h) => vec![Ask {
+                first: self.next,
+                size: (h.task_index.saturating_sub(self.next)).clamp(1, u64::from(PAGE_SIZE))
+                    as u32,
+            }],
+            None => (0..pages.max(1))
+                .map(|k| Ask {
+                    first: self.next + k * u64::from(PAGE_SIZE),
+                    size: PAGE_SIZE,
+                })
+                .collect(),
+        }
+    }
+
+    /// The answers to [`Self::ask`]'s calls as one page, in task order, and
+    /// whether more results may be stored after it. A page of several is
+    /// kept to its own range (across a gap it runs into the next one's),
+    /// and the pages after one the gateway ended early (at its message
+    /// budget) are dropped, so no range is left unasked: once a run has
+    /// ended, [`Self::take`] takes a gap as for good.
+    fn join(answers: Vec<(Ask, v1::ListResultsResponse)>) -> (Vec<v1::Result>, bool) {
+        let single = answers.len() == 1;
+        let mut results = Vec::new();
+        for (ask, page) in answers {
+            let end = ask.first + u64::from(PAGE_SIZE);
+            let more = !page.next_page_token.is_empty();
+            let covered = page.results.last().is_some_and(|r| r.task_index + 1 >= end);
+            results.extend(
+                page.results
+                    .into_iter()
+                    .filter(|r| single || r.task_index < end),
+            );
+            if single || (more && !covered) {
+                return (results, more);
+            }
+            if !more {
+                // Nothing was stored past this page when it was read.
+                return (results, false);
+            }
+        }
+        (results, true)
     }
 
     /// Hands on, in task order, the results of `page` (asked for with
@@ -313,7 +373,7 @@ const SPOOL_POLL: std::time::Duration = std::time::Duration::from_millis(25);
 impl Spool {
     /// Starts following the results of `run_id` for the files `paths`.
     pub fn start(
-        mut runs: RunServiceClient<Channel>,
+        runs: RunServiceClient<Channel>,
         run_id: String,
         paths: &[PathBuf],
     ) -> anyhow::Result<Self> {
@@ -325,24 +385,36 @@ impl Spool {
         let task = tokio::spawn(async move {
             let mut order = InOrder::default();
             let (mut pages, mut fetched) = (0u64, 0u64);
+            // Whether the last answer ended at a full page: the spool is
+            // behind the run, and asks for pages ahead.
+            let mut behind = true;
             loop {
                 // Read before the page: once the run has ended, every
                 // result there will be is stored, and gaps are for good.
                 let ended = *ended_rx.borrow_and_update();
-                let (token, size) = order.ask(ended);
-                let page = client::result_page(
-                    &mut runs,
-                    &run_id,
-                    v1::ResultStatus::Unspecified,
-                    size,
-                    token,
-                )
+                let asks = order.ask(ended, if behind { PAGES_AHEAD } else { 1 });
+                let answers = futures::future::try_join_all(asks.into_iter().map(|ask| {
+                    let mut runs = runs.clone();
+                    let run_id = &run_id;
+                    async move {
+                        client::result_page(
+                            &mut runs,
+                            run_id,
+                            v1::ResultStatus::Unspecified,
+                            ask.size,
+                            ask.token(),
+                        )
+                        .await
+                        .map(|page| (ask, page))
+                    }
+                }))
                 .await
                 .map_err(|s| client::status_message("list results", &s))?;
-                pages += 1;
-                fetched += page.results.len() as u64;
-                let more = !page.next_page_token.is_empty();
-                order.take(page.results, ended, |r| {
+                pages += answers.len() as u64;
+                let (page, more) = InOrder::join(answers);
+                fetched += page.len() as u64;
+                behind = more;
+                order.take(page, ended, |r| {
                     files.iter_mut().try_for_each(|f| f.result(r))
                 })?;
                 if ended {
@@ -565,17 +637,62 @@ mod tests {
     }
 
     /// A store stand-in for `InOrder`: `ListResults` over the results
-    /// stored so far.
-    fn list(stored: &std::collections::BTreeSet<u64>, token: &str, size: u32) -> Vec<v1::Result> {
-        let after = token.parse::<u64>().map_or(0, |t| t + 1);
-        stored
-            .range(after..)
-            .take(size as usize)
+    /// stored so far, a page ending early after `budget` results (as the
+    /// gateway ends one at its message budget).
+    fn list(
+        stored: &std::collections::BTreeSet<u64>,
+        ask: Ask,
+        budget: usize,
+    ) -> v1::ListResultsResponse {
+        let rows: Vec<u64> = stored
+            .range(ask.first..)
+            .take(ask.size as usize)
+            .copied()
+            .collect();
+        let results: Vec<v1::Result> = rows
+            .iter()
+            .take(budget)
             .map(|&t| v1::Result {
                 task_index: t,
                 ..Default::default()
             })
-            .collect()
+            .collect();
+        let next_page_token = match results.last() {
+            Some(last) if results.len() < rows.len() || rows.len() == ask.size as usize => {
+                last.task_index.to_string()
+            }
+            _ => String::new(),
+        };
+        v1::ListResultsResponse {
+            results,
+            next_page_token,
+        }
+    }
+
+    /// One turn of the spool's loop over `stored`: asks, joins, hands on.
+    /// Whether more may be stored past what it read.
+    fn turn(
+        order: &mut InOrder,
+        stored: &std::collections::BTreeSet<u64>,
+        ended: bool,
+        pages: u64,
+        budget: usize,
+        got: &mut Vec<u64>,
+    ) -> (bool, usize) {
+        let answers = order
+            .ask(ended, pages)
+            .into_iter()
+            .map(|ask| (ask, list(stored, ask, budget)))
+            .collect();
+        let (page, more) = InOrder::join(answers);
+        let fetched = page.len();
+        order
+            .take(page, ended, |r| {
+                got.push(r.task_index);
+                Ok(())
+            })
+            .unwrap();
+        (more, fetched)
     }
 
     #[test]
@@ -591,51 +708,60 @@ mod tests {
             let j = (i + (seed >> 33) as usize % 300).min(finish.len() - 1);
             finish.swap(i, j);
         }
-        let mut stored = std::collections::BTreeSet::new();
-        let mut order = InOrder::default();
-        let mut got = Vec::new();
-        let (mut asked, mut fetched) = (0, 0);
-        for chunk in finish.chunks(137) {
-            stored.extend(chunk.iter().copied());
-            // A few polls between two chunks being stored.
-            for _ in 0..3 {
-                let (token, size) = order.ask(false);
-                let page = list(&stored, &token, size);
-                asked += 1;
-                fetched += page.len();
-                order
-                    .take(page, false, |r| {
-                        got.push(r.task_index);
-                        Ok(())
-                    })
-                    .unwrap();
-                assert!(
-                    order.held.len() <= 2 * PAGE_SIZE as usize,
-                    "{}",
-                    order.held.len()
-                );
+        // One page at a time and pages ahead; whole pages and pages the
+        // gateway ends early.
+        for (ahead, budget) in [
+            (1, usize::MAX),
+            (PAGES_AHEAD, usize::MAX),
+            (PAGES_AHEAD, 170),
+        ] {
+            let mut stored = std::collections::BTreeSet::new();
+            let mut order = InOrder::default();
+            let mut got = Vec::new();
+            let (mut behind, mut fetched) = (true, 0);
+            for chunk in finish.chunks(137) {
+                stored.extend(chunk.iter().copied());
+                // A few polls between two chunks being stored.
+                for _ in 0..3 {
+                    let pages = if behind { ahead } else { 1 };
+                    let (more, n) = turn(&mut order, &stored, false, pages, budget, &mut got);
+                    (behind, fetched) = (more, fetched + n);
+                    assert!(
+                        order.held.len() <= (PAGES_AHEAD * u64::from(PAGE_SIZE)) as usize,
+                        "{}",
+                        order.held.len()
+                    );
+                }
             }
-        }
-        loop {
-            let (token, size) = order.ask(true);
-            let page = list(&stored, &token, size);
-            let last = page.len() < size as usize && order.held.is_empty();
-            order
-                .take(page, true, |r| {
-                    got.push(r.task_index);
-                    Ok(())
-                })
-                .unwrap();
-            if last && order.held.is_empty() {
-                break;
+            loop {
+                let pages = if behind { ahead } else { 1 };
+                let (more, n) = turn(&mut order, &stored, true, pages, budget, &mut got);
+                (behind, fetched) = (more, fetched + n);
+                if !more && order.held.is_empty() {
+                    break;
+                }
             }
+            assert_eq!(got, (0..n).collect::<Vec<_>>(), "{ahead} {budget}");
+            // A gap costs its own size, not another page.
+            assert!(
+                fetched < 2 * n as usize,
+                "{fetched} fetched ({ahead} {budget})"
+            );
         }
-        assert_eq!(got, (0..n).collect::<Vec<_>>());
-        // A gap costs its own size, not another page.
-        assert!(
-            fetched < 2 * n as usize,
-            "{fetched} fetched in {asked} pages"
-        );
+    }
+
+    #[test]
+    fn pages_asked_for_at_once_leave_no_range_unread_when_one_ends_early() {
+        // A run that has ended with tasks that never stored a result: its
+        // gaps are for good, so a page that ended early must not let the
+        // range after it pass for a gap.
+        let stored: std::collections::BTreeSet<u64> = (0..5000).filter(|t| t % 7 != 3).collect();
+        for budget in [usize::MAX, 999, 250, 1] {
+            let mut order = InOrder::default();
+            let mut got = Vec::new();
+            while turn(&mut order, &stored, true, PAGES_AHEAD, budget, &mut got).0 {}
+            assert_eq!(got, stored.iter().copied().collect::<Vec<_>>(), "{budget}");
+        }
     }
 
     #[test]
@@ -643,26 +769,22 @@ mod tests {
         let stored: std::collections::BTreeSet<u64> = [0, 1, 3, 4, 7].into();
         let mut order = InOrder::default();
         let mut got = Vec::new();
-        let (token, size) = order.ask(false);
-        order
-            .take(list(&stored, &token, size), false, |r| {
-                got.push(r.task_index);
-                Ok(())
-            })
-            .unwrap();
+        assert_eq!(
+            order.ask(false, PAGES_AHEAD)[1],
+            Ask {
+                first: PAGE_SIZE.into(),
+                size: PAGE_SIZE
+            },
+            "pages ahead, each for its own range"
+        );
+        turn(&mut order, &stored, false, 1, usize::MAX, &mut got);
         assert_eq!(got, [0, 1]);
         assert_eq!(
-            order.ask(false),
-            ("1".to_string(), 1),
+            order.ask(false, PAGES_AHEAD),
+            [Ask { first: 2, size: 1 }],
             "only the gap is asked for"
         );
-        let (token, size) = order.ask(true);
-        order
-            .take(list(&stored, &token, size), true, |r| {
-                got.push(r.task_index);
-                Ok(())
-            })
-            .unwrap();
+        turn(&mut order, &stored, true, 1, usize::MAX, &mut got);
         assert_eq!(got, [0, 1, 3, 4, 7]);
         assert!(order.held.is_empty());
     }

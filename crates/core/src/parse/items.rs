@@ -7,16 +7,20 @@
 //! positions, unlike serde_yaml_ng) first checks that the document is one
 //! plain mapping whose `tests` is a list and that nothing refers across
 //! items (no aliases, tags or merge keys at the top); the header (the text
-//! with the list cut out) and each item's own text are then read by
-//! serde_yaml_ng, the same reader as the whole-document path, so a value
-//! reads the same either way. Anything else takes the whole-document path.
+//! with the list cut out) is then read by serde_yaml_ng, the reader of the
+//! whole-document path, and each item is built from the same events, its
+//! scalars resolved as serde_yaml_ng resolves them, so a value reads the
+//! same either way (reading each item's text again with serde_yaml_ng cost
+//! about as much as finding it). An item with anything else in it (an
+//! alias, an anchor, a tag, a merge key) has the whole document read, as
+//! does any suite of another shape.
 
 use std::str::Chars;
 
 use serde_yaml_ng::{Mapping, Value as Yaml};
 use yaml_rust2::{
     parser::{Event, Parser},
-    scanner::{Marker, TScalarStyle},
+    scanner::TScalarStyle,
 };
 
 use super::{SuiteFormat, load_document, parse_yaml};
@@ -136,7 +140,6 @@ pub(super) fn split_yaml(text: &str) -> Option<(Mapping, YamlItems<'_>)> {
         text,
         state: State::Events {
             parser: Box::new(parser),
-            cursor: (0, 0),
         },
         read: 0,
         empty,
@@ -292,11 +295,9 @@ pub(super) struct YamlItems<'a> {
 }
 
 enum State<'a> {
-    /// Reading events; `cursor` is a (char, byte) offset pair at or before
-    /// the next item, to turn yaml-rust2's char offsets into byte offsets.
+    /// Reading events.
     Events {
         parser: Box<Parser<Chars<'a>>>,
-        cursor: (usize, usize),
     },
     /// The whole document was read after all (see [`YamlItems::fall_back`]).
     Tree(std::vec::IntoIter<Yaml>),
@@ -336,7 +337,7 @@ impl Iterator for YamlItems<'_> {
         let item = match &mut self.state {
             State::Done => return None,
             State::Tree(items) => items.next().map(Ok),
-            State::Events { parser, cursor } => match next_item(self.text, parser, cursor) {
+            State::Events { parser } => match next_item(parser) {
                 Ok(Some(item)) => Some(Ok(item)),
                 Ok(None) => {
                     self.state = State::Done;
@@ -350,90 +351,100 @@ impl Iterator for YamlItems<'_> {
     }
 }
 
-/// The next item of the list, read from its own text; `None` at the list's
+/// The next item of the list, built from its events; `None` at the list's
 /// end, `Err` for anything the split cannot read (the caller falls back).
-fn next_item(
-    text: &str,
-    parser: &mut Parser<Chars<'_>>,
-    cursor: &mut (usize, usize),
-) -> Result<Option<Yaml>, ()> {
-    let (event, mark) = parser.next_token().map_err(drop)?;
+fn next_item(parser: &mut Parser<Chars<'_>>) -> Result<Option<Yaml>, ()> {
+    let (event, _) = parser.next_token().map_err(drop)?;
     match event {
         Event::SequenceEnd => Ok(None),
-        // Quoted and block scalars are strings; a plain one reads alone as
-        // it reads in place.
-        Event::Scalar(value, TScalarStyle::Plain, ..) => {
-            serde_yaml_ng::from_str(&value).map(Some).map_err(drop)
-        }
-        Event::Scalar(value, ..) => Ok(Some(Yaml::String(value))),
         // Only its kind matters: a list is not a test.
         Event::SequenceStart(..) => {
             skip_to_end(parser)?;
             Ok(Some(Yaml::Sequence(Vec::new())))
         }
-        Event::MappingStart(..) => {
-            // A block mapping's start is marked after its first key.
-            let first = parser.peek().map_err(drop)?.1;
-            let start: Marker = if first.index() < mark.index() {
-                first
-            } else {
-                mark
-            };
-            let end = skip_to_end(parser)?;
-            let from = advance(text, cursor, start.index())?;
-            // Only what follows an entry's `-` (or a flow list's `[`/`,`)
-            // starts where its first key does; `? key` and the like are
-            // left to the whole document.
-            let before = text[..from].trim_end_matches([' ', '\t']);
-            if !(before.is_empty() || before.ends_with(['-', '\n', '[', ','])) {
-                return Err(());
+        event => node(parser, event, 0).map(Some),
+    }
+}
+
+/// Nesting deeper than this is left to the whole document (serde_yaml_ng
+/// refuses it there, as it does past 128 levels).
+const MAX_DEPTH: usize = 128;
+
+/// The node that `event` starts, read from its events as serde_yaml_ng
+/// reads it in place (scalars resolved by [`plain`]). `Err` for what only
+/// the whole document can read: aliases, anchors, tags, merge keys, a key
+/// repeated (an error there), deep nesting.
+fn node(parser: &mut Parser<Chars<'_>>, event: Event, depth: usize) -> Result<Yaml, ()> {
+    if depth > MAX_DEPTH {
+        return Err(());
+    }
+    let next = |parser: &mut Parser<Chars<'_>>| parser.next_token().map(|(e, _)| e).map_err(drop);
+    match event {
+        Event::Scalar(value, TScalarStyle::Plain, 0, None) => plain(value),
+        Event::Scalar(value, _, 0, None) => Ok(Yaml::String(value)),
+        Event::SequenceStart(0, None) => {
+            let mut items = Vec::new();
+            loop {
+                match next(parser)? {
+                    Event::SequenceEnd => return Ok(Yaml::Sequence(items)),
+                    event => items.push(node(parser, event, depth + 1)?),
+                }
             }
-            let mut to = advance(text, cursor, end.index())?;
-            // A flow mapping's end is marked at its `}`, a block mapping's
-            // at whatever follows it.
-            if text[from..].starts_with('{') && text[to..].starts_with('}') {
-                to += 1;
+        }
+        Event::MappingStart(0, None) => {
+            let mut map = Mapping::new();
+            loop {
+                let key = match next(parser)? {
+                    Event::MappingEnd => return Ok(Yaml::Mapping(map)),
+                    event => node(parser, event, depth + 1)?,
+                };
+                if key.as_str() == Some("<<") || map.contains_key(&key) {
+                    return Err(());
+                }
+                let event = next(parser)?;
+                map.insert(key, node(parser, event, depth + 1)?);
             }
-            // Indented as in the suite, so block scalars and nested
-            // mappings keep their columns.
-            let mut item = " ".repeat(start.col());
-            item.push_str(text.get(from..to).ok_or(())?);
-            parse_yaml(&item).map(Some).map_err(drop)
         }
         _ => Err(()),
     }
 }
 
-/// Reads past the end of the collection just opened; the end's mark.
-fn skip_to_end(parser: &mut Parser<Chars<'_>>) -> Result<Marker, ()> {
+/// A plain scalar as serde_yaml_ng resolves it: null, a boolean, a number
+/// or a string. One that starts with a letter (keys and words, the most of
+/// them) is resolved here as it does (no number starts with a letter: only
+/// `null` and the booleans, in their three spellings, are not strings);
+/// the rest are read by serde_yaml_ng alone.
+fn plain(value: String) -> Result<Yaml, ()> {
+    if value.starts_with(|c: char| c.is_ascii_alphabetic()) {
+        return Ok(match value.as_str() {
+            "null" | "Null" | "NULL" => Yaml::Null,
+            "true" | "True" | "TRUE" => Yaml::Bool(true),
+            "false" | "False" | "FALSE" => Yaml::Bool(false),
+            _ => Yaml::String(value),
+        });
+    }
+    match serde_yaml_ng::from_str(&value) {
+        Ok(scalar @ (Yaml::Null | Yaml::Bool(_) | Yaml::Number(_) | Yaml::String(_))) => Ok(scalar),
+        _ => Err(()),
+    }
+}
+
+/// Reads past the end of the collection just opened.
+fn skip_to_end(parser: &mut Parser<Chars<'_>>) -> Result<(), ()> {
     let mut depth = 1usize;
     loop {
-        let (event, mark) = parser.next_token().map_err(drop)?;
-        match event {
+        match parser.next_token().map_err(drop)?.0 {
             Event::SequenceStart(..) | Event::MappingStart(..) => depth += 1,
             Event::SequenceEnd | Event::MappingEnd => {
                 depth -= 1;
                 if depth == 0 {
-                    return Ok(mark);
+                    return Ok(());
                 }
             }
             Event::StreamEnd => return Err(()),
             _ => {}
         }
     }
-}
-
-/// Moves `cursor` forward to char `index`; its byte offset.
-fn advance(text: &str, cursor: &mut (usize, usize), index: usize) -> Result<usize, ()> {
-    let (chars, bytes) = cursor;
-    if index < *chars {
-        return Err(());
-    }
-    for c in text.get(*bytes..).ok_or(())?.chars().take(index - *chars) {
-        *bytes += c.len_utf8();
-    }
-    *chars = index;
-    Ok(*bytes)
 }
 
 #[cfg(test)]
@@ -479,6 +490,95 @@ mod tests {
         }
         assert_eq!(header.len(), 2);
         assert_eq!(header["providers"], whole["providers"]);
+    }
+
+    #[test]
+    fn scalars_resolve_as_serde_yaml_ng_resolves_them_in_place() {
+        let scalars = [
+            "x",
+            "type",
+            "null",
+            "Null",
+            "NULL",
+            "nULL",
+            "~",
+            "true",
+            "True",
+            "TRUE",
+            "tRUE",
+            "false",
+            "yes",
+            "no",
+            "on",
+            "off",
+            "y",
+            "n",
+            "0",
+            "12",
+            "-3",
+            "+4",
+            "012",
+            "-012",
+            "0x1F",
+            "0o17",
+            "0b1",
+            "1.5",
+            "-.5",
+            "1e3",
+            "1_000",
+            ".inf",
+            "-.Inf",
+            ".NaN",
+            "inf",
+            "nan",
+            "infinity",
+            "1.0.0",
+            "2024-01-01",
+            "12:30",
+            "a b  c",
+            "é",
+            "3 apples",
+            "'q'",
+            "\"d\\n\"",
+            "\"\\u00e9\"",
+            "a:b",
+            "x#y",
+        ];
+        let mut text = String::from("prompts: [x]\ntests:\n");
+        for s in scalars {
+            text.push_str(&format!(
+                "  - vars: {{k: {s}}}\n    v:\n      {s}: {s}\n      l: [{s}, {s}]\n"
+            ));
+            text.push_str(&format!("  - {s}\n"));
+        }
+        text.push_str("  - vars:\n      b: |\n        one\n         two\n\n      f: >-\n        a\n        b\n      m: x\n        y\n");
+        let (_, got) = items(&text).unwrap();
+        let whole = parse_yaml(&text).unwrap();
+        let Yaml::Sequence(want) = &whole["tests"] else {
+            panic!()
+        };
+        assert_eq!(got.len(), want.len());
+        for (g, w) in got.iter().zip(want) {
+            assert_eq!(g, w);
+        }
+    }
+
+    #[test]
+    fn items_with_anchors_tags_merges_or_repeated_keys_read_as_the_whole_document() {
+        for text in [
+            "prompts: [x]\ntests:\n  - vars: &v {x: 1}\n    y: *v\n  - vars: {x: 2}\n",
+            "prompts: [x]\ntests:\n  - vars: !!map {x: 1}\n",
+            "prompts: [x]\ntests:\n  - vars: {x: !!str 1}\n",
+            "prompts: [x]\ntests:\n  - vars:\n      <<: {x: 1}\n      y: 2\n",
+        ] {
+            let (_, got) = items(text).unwrap();
+            let whole = parse_yaml(text).unwrap();
+            assert_eq!(Yaml::Sequence(got), whole["tests"], "{text}");
+        }
+        // A repeated key is the whole document's error.
+        let text = "prompts: [x]\ntests:\n  - vars: {x: 1, x: 2}\n";
+        let (_, mut items) = split_yaml(text).unwrap();
+        assert!(matches!(items.next(), Some(Err(_))), "{text}");
     }
 
     #[test]

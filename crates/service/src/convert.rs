@@ -1,7 +1,8 @@
 //! Store records to API messages, shared by the services that return them.
 
+use crate::tests::TestHead;
 use chrono::{DateTime, Utc};
-use gauntlet_core::suite::{Suite, TestCase};
+use gauntlet_core::suite::Suite;
 use gauntlet_proto::{Timestamp, v1};
 use gauntlet_store::{ResultRecord, ResultStatus, RunRecord, RunStatus};
 
@@ -89,7 +90,7 @@ pub fn event_key(run_id: &str, finished: bool) -> String {
 
 /// A stored result as the API returns it; the prompt label comes from the
 /// run's suite, vars and description from its `test` (see [`crate::tests`]).
-pub fn result(r: &ResultRecord, suite: &Suite, test: Option<&TestCase>) -> v1::Result {
+pub fn result(r: &ResultRecord, suite: &Suite, test: Option<&TestHead>) -> v1::Result {
     let x = &r.result;
     let assertions = x
         .assertions

@@ -3,16 +3,59 @@
 //! tests (a worker for its batch, a page of results, a report page) reads
 //! only those, and no process ever holds a whole suite.
 
+use std::collections::BTreeMap;
+
 use gauntlet_core::suite::{Suite, TestCase};
 use gauntlet_store::{Store, StoreError};
+use serde::{Deserialize, de::DeserializeOwned};
+use serde_json::Value;
 use uuid::Uuid;
 
-/// Tests of one run, by index.
-#[derive(Debug, Default)]
-pub struct Tests(Vec<(u32, TestCase)>);
+/// Tests of one run, by index: whole ([`TestCase`], what a worker grades
+/// with) or only what a result shows of them ([`TestHead`]).
+#[derive(Debug)]
+pub struct Tests<T = TestCase>(Vec<(u32, T)>);
 
-impl Tests {
-    pub fn get(&self, test: u32) -> Option<&TestCase> {
+/// What a result shows of its test. A page of results reads only this:
+/// reading each stored test whole, its assertions included, cost a page
+/// of 1,000 results more than the rest of the page did.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+pub struct TestHead {
+    #[serde(default)]
+    pub description: Option<String>,
+    #[serde(default)]
+    pub vars: BTreeMap<String, Value>,
+}
+
+/// A test as [`read`] gives it: read from its stored row, or taken from
+/// a suite that holds its tests inline.
+pub trait StoredTest: DeserializeOwned {
+    fn from_test(test: &TestCase) -> Self;
+}
+
+impl StoredTest for TestCase {
+    fn from_test(test: &TestCase) -> Self {
+        test.clone()
+    }
+}
+
+impl StoredTest for TestHead {
+    fn from_test(test: &TestCase) -> Self {
+        Self {
+            description: test.description.clone(),
+            vars: test.vars.clone(),
+        }
+    }
+}
+
+impl<T> Default for Tests<T> {
+    fn default() -> Self {
+        Self(Vec::new())
+    }
+}
+
+impl<T> Tests<T> {
+    pub fn get(&self, test: u32) -> Option<&T> {
         self.0
             .binary_search_by_key(&test, |(i, _)| *i)
             .ok()
@@ -40,12 +83,12 @@ pub enum TestsError {
 /// The tests `indexes` (in any order, repeats allowed) of run `run_id`,
 /// whose suite header is `suite`. A run stored with its tests inline (before
 /// tests became rows) is served from `suite` itself.
-pub async fn read(
+pub async fn read<T: StoredTest>(
     store: &dyn Store,
     run_id: Uuid,
     suite: &Suite,
     indexes: impl IntoIterator<Item = u32>,
-) -> Result<Tests, TestsError> {
+) -> Result<Tests<T>, TestsError> {
     let mut needed: Vec<u32> = indexes.into_iter().collect();
     needed.sort_unstable();
     needed.dedup();
@@ -53,7 +96,7 @@ pub async fn read(
         return Ok(Tests(
             needed
                 .iter()
-                .filter_map(|&i| Some((i, suite.tests.get(i as usize)?.clone())))
+                .filter_map(|&i| Some((i, T::from_test(suite.tests.get(i as usize)?))))
                 .collect(),
         ));
     }
@@ -66,7 +109,7 @@ pub async fn read(
             if needed.binary_search(&(index as u32)).is_err() {
                 continue;
             }
-            let test: TestCase = serde_json::from_str(&body).map_err(|e| TestsError::Corrupt {
+            let test: T = serde_json::from_str(&body).map_err(|e| TestsError::Corrupt {
                 index,
                 message: e.to_string(),
             })?;
@@ -95,6 +138,25 @@ fn ranges(sorted: &[u32]) -> Vec<(u32, u32)> {
 #[cfg(test)]
 mod unit {
     use super::*;
+
+    #[test]
+    fn a_stored_test_reads_as_the_same_head_as_an_inline_one() {
+        let case: TestCase = serde_json::from_value(serde_json::json!({
+            "description": "d",
+            "vars": {"b": [1, {"c": null}], "a": "x"},
+            "assert": [{"kind": "contains", "value": "x", "metric": "m"}],
+            "threshold": 0.5,
+        }))
+        .unwrap();
+        let stored: TestHead =
+            serde_json::from_str(&serde_json::to_string(&case).unwrap()).unwrap();
+        assert_eq!(stored, TestHead::from_test(&case));
+        assert_eq!(stored.description.as_deref(), Some("d"));
+        assert_eq!(
+            serde_json::to_string(&stored.vars).unwrap(),
+            r#"{"a":"x","b":[1,{"c":null}]}"#
+        );
+    }
 
     #[test]
     fn indexes_group_into_ranges_across_small_gaps() {

@@ -551,7 +551,7 @@ mod tests {
             ));
             text.push_str(&format!("  - {s}\n"));
         }
-        text.push_str("  - vars:\n      b: |\n        one\n         two\n\n      f: >-\n        a\n        b\n      m: x\n        y\n");
+        text.push_str("  - vars:\n      b: |\n        one\n         two\n\n      f: >-\n        a\n        b\n      m: x\n        y\n      e:\n      q: ''\n      c: [a, {}, [], ~, \"\"]\n    ? [k, 1]\n    : complex\n  -\n  - ~\n");
         let (_, got) = items(&text).unwrap();
         let whole = parse_yaml(&text).unwrap();
         let Yaml::Sequence(want) = &whole["tests"] else {

@@ -28,8 +28,10 @@ pub struct RunApi {
     /// Validates provider ids at submission.
     providers: gauntlet_providers::ProviderFactory,
     /// Suite headers (prompts and providers, not tests) of recent runs, for
-    /// filling result rows.
-    suites: moka::future::Cache<Uuid, Arc<Suite>>,
+    /// filling result rows, with their stored size: the cache is bounded by
+    /// bytes ([`SUITE_CACHE_BYTES`]), since a header can be large (prompts,
+    /// a run stored before tests became rows holds its tests too).
+    suites: moka::future::Cache<Uuid, (Arc<Suite>, u32)>,
     limits: MessageLimits,
 }
 
@@ -41,7 +43,7 @@ impl RunApi {
             deps,
             shutdown,
             providers: gauntlet_providers::ProviderFactory::from_process_env(),
-            suites: moka::future::Cache::new(256),
+            suites: suite_cache(SUITE_CACHE_BYTES),
             limits,
         }
     }
@@ -57,11 +59,25 @@ impl RunApi {
                     .ok_or_else(|| not_found("run", run_id))?;
                 let suite: Suite = serde_json::from_str(&value)
                     .map_err(|e| internal("decode suite", anyhow::Error::from(e)))?;
-                Ok::<_, Status>(Arc::new(suite))
+                let bytes = u32::try_from(value.len()).unwrap_or(u32::MAX);
+                Ok::<_, Status>((Arc::new(suite), bytes))
             })
             .await
+            .map(|(suite, _)| suite)
             .map_err(|e: Arc<Status>| (*e).clone())
     }
+}
+
+/// Bytes of stored suite text the gateway keeps parsed, at most (the
+/// parsed form takes a few times its text).
+const SUITE_CACHE_BYTES: u64 = 16 * 1024 * 1024;
+
+/// A cache of parsed suites holding at most `bytes` of their stored text.
+fn suite_cache(bytes: u64) -> moka::future::Cache<Uuid, (Arc<Suite>, u32)> {
+    moka::future::Cache::builder()
+        .weigher(|_, (_, bytes): &(Arc<Suite>, u32)| (*bytes).max(1))
+        .max_capacity(bytes)
+        .build()
 }
 
 fn page_size(requested: u32) -> u32 {
@@ -259,5 +275,44 @@ impl RunService for RunApi {
             results,
             next_page_token,
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header() -> Arc<Suite> {
+        Arc::new(Suite {
+            description: None,
+            prompts: Vec::new(),
+            providers: Vec::new(),
+            tests: Vec::new(),
+            env: Default::default(),
+            max_concurrency: None,
+            repeat: None,
+        })
+    }
+
+    #[tokio::test]
+    async fn the_suite_cache_is_bounded_by_the_suites_size_not_their_number() {
+        let cache = suite_cache(1_000_000);
+        for _ in 0..40 {
+            cache.insert(Uuid::new_v4(), (header(), 100_000)).await;
+            cache.run_pending_tasks().await;
+        }
+        assert!(
+            cache.weighted_size() <= 1_000_000,
+            "{}",
+            cache.weighted_size()
+        );
+        assert!(cache.entry_count() <= 10, "{}", cache.entry_count());
+        // Small headers: hundreds fit.
+        let cache = suite_cache(1_000_000);
+        for _ in 0..300 {
+            cache.insert(Uuid::new_v4(), (header(), 500)).await;
+        }
+        cache.run_pending_tasks().await;
+        assert_eq!(cache.entry_count(), 300);
     }
 }

@@ -324,12 +324,10 @@ impl InOrder {
                     .into_iter()
                     .filter(|r| single || r.task_index < end),
             );
-            if single || (more && !covered) {
+            // Past a page that was not full (nothing was stored after it
+            // when it was read) or that ended early, the rest waits.
+            if !(more && covered) {
                 return (results, more);
-            }
-            if !more {
-                // Nothing was stored past this page when it was read.
-                return (results, false);
             }
         }
         (results, true)

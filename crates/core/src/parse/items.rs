@@ -309,10 +309,10 @@ impl YamlItems<'_> {
         self.empty
     }
 
-    /// An item serde_yaml_ng refused on its own, or an event yaml-rust2
-    /// refused on the second pass: the whole document is read as before
-    /// the split, for its exact error, or, should it read, for the rest of
-    /// its items.
+    /// An item the events cannot build alone (see [`node`]), or an event
+    /// yaml-rust2 refused on the second pass: the whole document is read as
+    /// before the split, for its exact error, or, should it read, for the
+    /// rest of its items.
     fn fall_back(&mut self) -> Option<Result<Yaml, SuiteError>> {
         self.state = State::Done;
         let mut doc = match load_document(self.text, SuiteFormat::Yaml) {

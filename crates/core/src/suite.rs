@@ -9,7 +9,7 @@ use serde_json::{Map, Value};
 /// A validated suite: every prompt compiles, every test defines the vars its
 /// prompts use, `defaultTest` is merged into each test, array vars are expanded
 /// and assertion values are already rendered with their test's vars.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Suite {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,

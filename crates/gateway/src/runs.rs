@@ -283,15 +283,7 @@ mod tests {
     use super::*;
 
     fn header() -> Arc<Suite> {
-        Arc::new(Suite {
-            description: None,
-            prompts: Vec::new(),
-            providers: Vec::new(),
-            tests: Vec::new(),
-            env: Default::default(),
-            max_concurrency: None,
-            repeat: None,
-        })
+        Arc::new(Suite::default())
     }
 
     #[tokio::test]

@@ -35,18 +35,7 @@ pub fn to_normalized_json(suite: &Suite) -> String {
 
 fn check(suite: &mut Suite) -> Result<(), SuiteError> {
     let tests = std::mem::take(&mut suite.tests);
-    let mut lines = NormalizedLines::from_header(std::mem::replace(
-        suite,
-        Suite {
-            description: None,
-            prompts: Vec::new(),
-            providers: Vec::new(),
-            tests: Vec::new(),
-            env: Default::default(),
-            max_concurrency: None,
-            repeat: None,
-        },
-    ))?;
+    let mut lines = NormalizedLines::from_header(std::mem::take(suite))?;
     let mut checked = Vec::with_capacity(tests.len());
     for test in tests {
         checked.push(lines.check_test(test)?);

@@ -132,7 +132,7 @@ pub async fn run(args: RunArgs, config: GauntletConfig) -> anyhow::Result<i32> {
         }
     });
     let (prompts, providers, suite_repeat) = header.await.context("the suite reader stopped")??;
-    let repeat = args.repeat.or(suite_repeat).unwrap_or(1).max(1);
+    let repeat = repeats(args.repeat, suite_repeat);
     debug!(elapsed_ms = ms(), "suite header read");
     let (mut gateway, stack) = match &args.server {
         Some(url) => (client::Gateway::connect(url, &config).await?, None),
@@ -295,6 +295,12 @@ pub async fn run(args: RunArgs, config: GauntletConfig) -> anyhow::Result<i32> {
     })
 }
 
+/// How many times each test × prompt × provider runs: `--repeat`, else the
+/// suite's `evaluateOptions.repeat`, else once.
+fn repeats(flag: Option<u32>, suite: Option<u32>) -> u32 {
+    flag.or(suite).unwrap_or(1).max(1)
+}
+
 /// `gauntlet validate SUITE`: every test read and checked as `run` reads
 /// it (and encoded as it would be sent), nothing started.
 pub fn validate(path: &std::path::Path) -> anyhow::Result<()> {
@@ -317,7 +323,7 @@ pub fn validate(path: &std::path::Path) -> anyhow::Result<()> {
         prompts: prompts as u64,
         providers: providers as u64,
         // As `run` uses it without `--repeat`.
-        repeat: tests.header.repeat.unwrap_or(1).max(1),
+        repeat: repeats(None, tests.header.repeat),
     };
     println!(
         "{}: valid: {read} tests × {prompts} prompts × {providers} providers{} = {} tasks",

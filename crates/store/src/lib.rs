@@ -17,6 +17,19 @@ pub(crate) const METRICS_SELECT: &str = "SELECT provider_index, prompt_index, st
      SUM(cost_usd) AS cost_usd FROM results";
 pub(crate) const METRICS_GROUP: &str = "GROUP BY provider_index, prompt_index, status, latency_ms";
 
+/// The columns of an [`Outcome`], the same SQL on both backends (`WHERE
+/// run_id = …` and the order follow).
+pub(crate) const OUTCOME_SELECT: &str = "SELECT test_index, prompt_index, provider_index, \
+     repeat_index, status, score, latency_ms, cost_usd FROM results";
+
+/// The digest of a stored test (its JSON body, the model's one encoding):
+/// equal bodies, equal digests, on every platform and version (XXH3 is
+/// specified). Stored beside the body, it lets two runs' test cases be
+/// matched without reading them.
+pub fn test_digest(body: &str) -> i64 {
+    xxhash_rust::xxh3::xxh3_64(body.as_bytes()) as i64
+}
+
 #[cfg(feature = "testing")]
 pub mod testing;
 
@@ -177,6 +190,16 @@ pub trait Store: Send + Sync + 'static {
         run_id: Uuid,
         each: &mut (dyn FnMut(ResultMetrics) + Send),
     ) -> Result<()>;
+    /// Every result of the run as an [`Outcome`], in task order, handed to
+    /// `each` as they arrive.
+    async fn for_each_outcome(
+        &self,
+        run_id: Uuid,
+        each: &mut (dyn FnMut(Outcome) + Send),
+    ) -> Result<()>;
+    /// The [`test_digest`] of every stored test of the run's suite, as
+    /// `(test_index, digest)` in index order.
+    async fn test_digests(&self, run_id: Uuid) -> Result<Vec<(i64, i64)>>;
 
     async fn create_report(&self, report: NewReport) -> Result<ReportRecord>;
     async fn get_report(&self, report_id: Uuid) -> Result<Option<ReportRecord>>;

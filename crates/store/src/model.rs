@@ -200,6 +200,20 @@ pub struct ResultMetrics {
     pub cost_usd: f64,
 }
 
+/// One result as a comparison needs it: where it sits in its run and how
+/// it did.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Outcome {
+    pub test_index: i32,
+    pub prompt_index: i32,
+    pub provider_index: i32,
+    pub repeat_index: i32,
+    pub status: ResultStatus,
+    pub score: f64,
+    pub latency_ms: i32,
+    pub cost_usd: f64,
+}
+
 /// What one `insert_results` call changed.
 #[derive(Debug, Clone, PartialEq)]
 pub struct InsertOutcome {

@@ -14,9 +14,9 @@ use sqlx::{
 use uuid::Uuid;
 
 use crate::{
-    InsertOutcome, METRICS_GROUP, METRICS_SELECT, NewReport, NewResult, NewRun, ReportOutcome,
-    ReportRecord, ReportStatus, Result, ResultMetrics, ResultRecord, ResultStatus, RunCursor,
-    RunRecord, RunStatus, Store, StoreError, TaskRange,
+    InsertOutcome, METRICS_GROUP, METRICS_SELECT, NewReport, NewResult, NewRun, OUTCOME_SELECT,
+    Outcome, ReportOutcome, ReportRecord, ReportStatus, Result, ResultMetrics, ResultRecord,
+    ResultStatus, RunCursor, RunRecord, RunStatus, Store, StoreError, TaskRange,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
@@ -271,14 +271,17 @@ impl Store for PgStore {
         if tests.is_empty() {
             return Ok(());
         }
+        let digests: Vec<i64> = tests.iter().map(|t| crate::test_digest(t)).collect();
         sqlx::query(
-            "INSERT INTO suite_tests (run_id, test_index, body) \
-             SELECT $1, $2 + t.i - 1, t.body FROM UNNEST($3::text[]) WITH ORDINALITY AS t(body, i) \
+            "INSERT INTO suite_tests (run_id, test_index, body, digest) \
+             SELECT $1, $2 + t.i - 1, t.body, t.digest \
+             FROM UNNEST($3::text[], $4::int8[]) WITH ORDINALITY AS t(body, digest, i) \
              ON CONFLICT (run_id, test_index) DO NOTHING",
         )
         .bind(run_id)
         .bind(first)
         .bind(tests)
+        .bind(&digests)
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -654,6 +657,56 @@ impl Store for PgStore {
             each(m);
         }
         Ok(())
+    }
+
+    async fn for_each_outcome(
+        &self,
+        run_id: Uuid,
+        each: &mut (dyn FnMut(Outcome) + Send),
+    ) -> Result<()> {
+        use futures::TryStreamExt;
+        let sql = format!("{OUTCOME_SELECT} WHERE run_id = $1 ORDER BY task_index");
+        let mut rows = sqlx::query(&sql)
+            .bind(run_id)
+            .try_map(|row: PgRow| {
+                let status: i16 = row.try_get("status")?;
+                Ok(Outcome {
+                    test_index: row.try_get("test_index")?,
+                    prompt_index: row.try_get("prompt_index")?,
+                    provider_index: row.try_get("provider_index")?,
+                    repeat_index: row.try_get("repeat_index")?,
+                    status: ResultStatus::from_i16(status).ok_or_else(|| corrupt_status(status))?,
+                    score: row.try_get("score")?,
+                    latency_ms: row.try_get("latency_ms")?,
+                    cost_usd: row.try_get("cost_usd")?,
+                })
+            })
+            .fetch(&self.pool);
+        while let Some(o) = rows.try_next().await? {
+            each(o);
+        }
+        Ok(())
+    }
+
+    async fn test_digests(&self, run_id: Uuid) -> Result<Vec<(i64, i64)>> {
+        // A row stored before digests were has its body read instead.
+        let rows = sqlx::query(
+            "SELECT test_index, digest, CASE WHEN digest IS NULL THEN body END AS body \
+             FROM suite_tests WHERE run_id = $1 ORDER BY test_index",
+        )
+        .bind(run_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let digest: Option<i64> = row.try_get("digest")?;
+                let digest = match digest {
+                    Some(d) => d,
+                    None => crate::test_digest(row.try_get("body")?),
+                };
+                Ok((i64::from(row.try_get::<i32, _>("test_index")?), digest))
+            })
+            .collect()
     }
 
     async fn create_report(&self, report: NewReport) -> Result<ReportRecord> {

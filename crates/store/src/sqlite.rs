@@ -21,9 +21,9 @@ use sqlx::{
 use uuid::Uuid;
 
 use crate::{
-    InsertOutcome, METRICS_GROUP, METRICS_SELECT, NewReport, NewResult, NewRun, ReportOutcome,
-    ReportRecord, ReportStatus, Result, ResultMetrics, ResultRecord, ResultStatus, RunCursor,
-    RunRecord, RunStatus, Store, StoreError, TaskRange,
+    InsertOutcome, METRICS_GROUP, METRICS_SELECT, NewReport, NewResult, NewRun, OUTCOME_SELECT,
+    Outcome, ReportOutcome, ReportRecord, ReportStatus, Result, ResultMetrics, ResultRecord,
+    ResultStatus, RunCursor, RunRecord, RunStatus, Store, StoreError, TaskRange,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -455,13 +455,15 @@ impl Store for SqliteStore {
         let mut tx = self.begin_write().await?;
         let mut index = first;
         for chunk in tests.chunks(TEST_ROWS_PER_STATEMENT) {
-            let mut insert =
-                QueryBuilder::<Sqlite>::new("INSERT INTO suite_tests (run_id, test_index, body) ");
+            let mut insert = QueryBuilder::<Sqlite>::new(
+                "INSERT INTO suite_tests (run_id, test_index, body, digest) ",
+            );
             insert.push_values(chunk, |mut values, body| {
                 values
                     .push_bind(run_key.as_str())
                     .push_bind(index)
-                    .push_bind(body.as_str());
+                    .push_bind(body.as_str())
+                    .push_bind(crate::test_digest(body));
                 index += 1;
             });
             insert.push(" ON CONFLICT (run_id, test_index) DO NOTHING");
@@ -790,6 +792,59 @@ impl Store for SqliteStore {
             each(m);
         }
         Ok(())
+    }
+
+    async fn for_each_outcome(
+        &self,
+        run_id: Uuid,
+        each: &mut (dyn FnMut(Outcome) + Send),
+    ) -> Result<()> {
+        use futures::TryStreamExt;
+        let sql = format!("{OUTCOME_SELECT} WHERE run_id = ?1 ORDER BY task_index");
+        let mut rows = sqlx::query(&sql)
+            .bind(uuid_text(run_id))
+            .try_map(|row: SqliteRow| {
+                let status: i64 = row.try_get("status")?;
+                Ok(Outcome {
+                    test_index: row.try_get("test_index")?,
+                    prompt_index: row.try_get("prompt_index")?,
+                    provider_index: row.try_get("provider_index")?,
+                    repeat_index: row.try_get("repeat_index")?,
+                    status: i16::try_from(status)
+                        .ok()
+                        .and_then(ResultStatus::from_i16)
+                        .ok_or_else(|| corrupt_status(status))?,
+                    score: row.try_get("score")?,
+                    latency_ms: row.try_get("latency_ms")?,
+                    cost_usd: row.try_get("cost_usd")?,
+                })
+            })
+            .fetch(&self.pool);
+        while let Some(o) = rows.try_next().await? {
+            each(o);
+        }
+        Ok(())
+    }
+
+    async fn test_digests(&self, run_id: Uuid) -> Result<Vec<(i64, i64)>> {
+        // A row stored before digests were has its body read instead.
+        let rows = sqlx::query(
+            "SELECT test_index, digest, CASE WHEN digest IS NULL THEN body END AS body \
+             FROM suite_tests WHERE run_id = ?1 ORDER BY test_index",
+        )
+        .bind(uuid_text(run_id))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let digest: Option<i64> = row.try_get("digest")?;
+                let digest = match digest {
+                    Some(d) => d,
+                    None => crate::test_digest(row.try_get("body")?),
+                };
+                Ok((row.try_get("test_index")?, digest))
+            })
+            .collect()
     }
 
     async fn create_report(&self, report: NewReport) -> Result<ReportRecord> {

@@ -6,8 +6,8 @@
 use std::sync::Arc;
 
 use gauntlet_store::{
-    NewReport, NewResult, NewRun, PgStore, ReportOutcome, ReportStatus, ResultStatus, RunCursor,
-    RunRecord, RunStatus, SqliteStore, Store, testing::TestDatabase,
+    NewReport, NewResult, NewRun, Outcome, PgStore, ReportOutcome, ReportStatus, ResultStatus,
+    RunCursor, RunRecord, RunStatus, SqliteStore, Store, testing::TestDatabase,
 };
 use tempfile::TempDir;
 use uuid::Uuid;
@@ -97,6 +97,8 @@ conformance!(
     suite_tests_read_back_by_range_and_are_stored_once,
     refused_and_orphaned_uploads_leave_no_tests,
     finishing_an_upload_sets_the_total_and_completes_a_run_already_done,
+    outcomes_come_in_task_order_with_what_a_comparison_needs,
+    equal_tests_have_equal_digests_across_runs,
 );
 
 fn new_run(total: i64) -> NewRun {
@@ -1060,4 +1062,71 @@ async fn finishing_an_upload_sets_the_total_and_completes_a_run_already_done(
             .unwrap()
             .is_none()
     );
+}
+
+async fn outcomes_come_in_task_order_with_what_a_comparison_needs(store: Arc<dyn Store>) {
+    let run = store.create_run(new_run(40)).await.unwrap();
+    let mut rows: Vec<NewResult> = (0..40).map(|t| result(t, cycling_status(t))).collect();
+    for r in &mut rows {
+        r.repeat_index = (r.task_index % 4) as i32;
+        r.score = r.task_index as f64 / 8.0;
+        r.cost_usd = r.task_index as f64 * 0.25;
+    }
+    // Stored out of order, in two batches.
+    rows.reverse();
+    store.insert_results(run.id, &rows[..17]).await.unwrap();
+    store.insert_results(run.id, &rows[17..]).await.unwrap();
+    let mut got = Vec::new();
+    store
+        .for_each_outcome(run.id, &mut |o| got.push(o))
+        .await
+        .unwrap();
+    rows.reverse();
+    let want: Vec<Outcome> = rows
+        .iter()
+        .map(|r| Outcome {
+            test_index: r.test_index,
+            prompt_index: r.prompt_index,
+            provider_index: r.provider_index,
+            repeat_index: r.repeat_index,
+            status: r.status,
+            score: r.score,
+            latency_ms: r.latency_ms,
+            cost_usd: r.cost_usd,
+        })
+        .collect();
+    assert_eq!(got, want);
+    let mut none = 0;
+    store
+        .for_each_outcome(Uuid::now_v7(), &mut |_| none += 1)
+        .await
+        .unwrap();
+    assert_eq!(none, 0);
+}
+
+async fn equal_tests_have_equal_digests_across_runs(store: Arc<dyn Store>) {
+    let (a, b) = (new_run(3), new_run(2));
+    let (x, y) = (
+        "{\"vars\":{\"q\":1}}".to_owned(),
+        "{\"vars\":{\"q\":2}}".to_owned(),
+    );
+    store
+        .put_tests(a.id, 0, &[x.clone(), y.clone(), x.clone()])
+        .await
+        .unwrap();
+    store
+        .put_tests(b.id, 0, &[y.clone(), x.clone()])
+        .await
+        .unwrap();
+    let (dx, dy) = (
+        gauntlet_store::test_digest(&x),
+        gauntlet_store::test_digest(&y),
+    );
+    assert_ne!(dx, dy);
+    assert_eq!(
+        store.test_digests(a.id).await.unwrap(),
+        [(0, dx), (1, dy), (2, dx)]
+    );
+    assert_eq!(store.test_digests(b.id).await.unwrap(), [(0, dy), (1, dx)]);
+    assert!(store.test_digests(Uuid::now_v7()).await.unwrap().is_empty());
 }

@@ -56,3 +56,23 @@ async fn memory_databases_are_private_to_their_store() {
     );
     assert_eq!(other.get_run(run.id).await.unwrap(), None);
 }
+
+#[tokio::test]
+async fn tests_stored_before_digests_get_theirs_from_the_body() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("gauntlet.db"))
+        .await
+        .unwrap();
+    let run = new_run();
+    let body = "{\"vars\":{\"q\":1}}".to_owned();
+    store.put_tests(run.id, 0, &[body.clone()]).await.unwrap();
+    // As a row written before migration 0005 is.
+    sqlx::query("UPDATE suite_tests SET digest = NULL")
+        .execute(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(
+        store.test_digests(run.id).await.unwrap(),
+        [(0, gauntlet_store::test_digest(&body))]
+    );
+}

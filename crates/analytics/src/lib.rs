@@ -3,6 +3,8 @@
 //! run's completed count and status, so a cached summary is never stale:
 //! new results make a new key, and the TTL only bounds memory.
 
+pub mod compare;
+pub mod stats;
 mod summary;
 
 use std::{sync::Arc, time::Duration};
@@ -11,13 +13,16 @@ use gauntlet_cache::Cache;
 use gauntlet_config::{AnalyticsConfig, GauntletConfig};
 use gauntlet_core::suite::Suite;
 use gauntlet_proto::v1::{self, analytics_service_server::AnalyticsService};
-use gauntlet_service::{GrpcServer, connect_store, existing_run, internal, not_found, parse_id};
+use gauntlet_service::{
+    GrpcServer, connect_store, existing_run, internal, invalid, not_found, parse_id,
+};
 use gauntlet_store::Store;
 use prost::Message as _;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 use tracing::instrument;
+use uuid::Uuid;
 
 pub use summary::Summarizer;
 
@@ -81,32 +86,43 @@ impl AnalyticsService for Analytics {
         {
             return Ok(Response::new(summary));
         }
-        let suite_json = self
-            .deps
-            .store
-            .get_suite(id)
-            .await
-            .map_err(|e| internal("get suite", e))?
-            .ok_or_else(|| not_found("run", id))?;
-        // Only the labels: the tests (most of a large suite) are skipped.
-        let labels: Labels = serde_json::from_str(&suite_json)
-            .map_err(|e| internal("decode suite", anyhow::Error::from(e)))?;
+        let labels = self.labels(id).await?;
         let suite = Suite {
-            description: None,
             prompts: labels.prompts,
             providers: labels.providers,
-            tests: Vec::new(),
-            env: Default::default(),
-            max_concurrency: None,
-            repeat: None,
+            ..Suite::default()
         };
+        let store = self.deps.store.as_ref();
         let mut summarizer = Summarizer::default();
-        self.deps
-            .store
+        store
             .for_each_result_metrics(id, &mut |m| summarizer.add(&m))
             .await
             .map_err(|e| internal("result metrics", e))?;
-        let summary = summarizer.finish(&run, &suite);
+        store
+            .for_each_assertion_metrics(id, &mut |m| summarizer.add_assertions(&m))
+            .await
+            .map_err(|e| internal("assertion metrics", e))?;
+        let (slowest, most_failed) = tokio::try_join!(
+            store.slowest_results(id, summary::LISTED),
+            store.most_failed_tests(id, summary::LISTED),
+        )
+        .map_err(|e| internal("listed cases", e))?;
+        let listed = slowest
+            .iter()
+            .map(|(_, o)| o.test_index as u32)
+            .chain(most_failed.iter().map(|f| f.test_index as u32));
+        let heads = gauntlet_service::tests::read(store, id, &suite, listed)
+            .await
+            .map_err(|e| internal("test heads", e))?;
+        let summary = summarizer.finish(
+            &run,
+            &suite,
+            summary::Cases {
+                slowest,
+                most_failed,
+                heads,
+            },
+        );
         let ttl = if run.status.is_terminal() {
             self.config.finished_ttl_secs
         } else {
@@ -117,6 +133,131 @@ impl AnalyticsService for Analytics {
             .set(&key, &summary.encode_to_vec(), Duration::from_secs(ttl))
             .await;
         Ok(Response::new(summary))
+    }
+
+    #[instrument(skip_all, name = "CompareRuns", fields(run_a = %request.get_ref().run_a, run_b = %request.get_ref().run_b))]
+    async fn compare_runs(
+        &self,
+        request: Request<v1::CompareRunsRequest>,
+    ) -> Result<Response<v1::Comparison>, Status> {
+        let req = request.into_inner();
+        let a = parse_id("run_a", &req.run_a)?;
+        let b = match req.run_b.as_str() {
+            "" => None,
+            text => Some(parse_id("run_b", text)?),
+        };
+        if b == Some(a) {
+            return Err(invalid(
+                "run_b",
+                "is run_a: leave it empty to compare within one run",
+            ));
+        }
+        let alpha = match req.alpha {
+            0.0 => DEFAULT_ALPHA,
+            x if x > 0.0 && x < 1.0 => x,
+            x => return Err(invalid("alpha", format!("{x} is not in (0, 1)"))),
+        };
+        let by_proto = v1::CompareBy::try_from(req.by)
+            .map_err(|_| invalid("by", format!("{} is not a CompareBy", req.by)))?;
+        let by = compare::By::from_proto(by_proto, b.is_some());
+        let run_a = existing_run(self.deps.store.as_ref(), a).await?;
+        let run_b = match b {
+            Some(b) => Some(existing_run(self.deps.store.as_ref(), b).await?),
+            None => None,
+        };
+        let progress = |r: &gauntlet_store::RunRecord| {
+            format!("{}:{}:{}", r.id, r.completed_tasks, r.status.as_str())
+        };
+        let key = format!(
+            "compare:{}:{}:{by:?}:{alpha}:{}",
+            progress(&run_a),
+            run_b.as_ref().map(progress).unwrap_or_default(),
+            req.seed
+        );
+        if let Some(bytes) = self.deps.cache.get(&key).await
+            && let Ok(c) = v1::Comparison::decode(&*bytes)
+        {
+            return Ok(Response::new(c));
+        }
+        let side_a = self.side(a, b.is_some()).await?;
+        let side_b = match b {
+            Some(b) => Some(self.side(b, true).await?),
+            None => None,
+        };
+        let pairs = compare::compare(&side_a, side_b.as_ref(), by, alpha, req.seed)
+            .map_err(|r| Status::failed_precondition(r.0))?;
+        let partial =
+            !run_a.status.is_terminal() || run_b.as_ref().is_some_and(|r| !r.status.is_terminal());
+        let comparison = v1::Comparison {
+            run_a: req.run_a,
+            run_b: req.run_b,
+            by: by_proto as i32,
+            alpha,
+            seed: req.seed,
+            partial,
+            pairs,
+        };
+        let ttl = if partial {
+            self.config.live_ttl_secs
+        } else {
+            self.config.finished_ttl_secs
+        };
+        self.deps
+            .cache
+            .set(&key, &comparison.encode_to_vec(), Duration::from_secs(ttl))
+            .await;
+        Ok(Response::new(comparison))
+    }
+}
+
+/// The significance level when a request names none.
+pub const DEFAULT_ALPHA: f64 = 0.05;
+
+impl Analytics {
+    /// The labels of the run's providers and prompts (only the suite's
+    /// header is read).
+    async fn labels(&self, id: Uuid) -> Result<Labels, Status> {
+        let suite_json = self
+            .deps
+            .store
+            .get_suite(id)
+            .await
+            .map_err(|e| internal("get suite", e))?
+            .ok_or_else(|| not_found("run", id))?;
+        serde_json::from_str(&suite_json)
+            .map_err(|e| internal("decode suite", anyhow::Error::from(e)))
+    }
+
+    /// A run as a comparison reads it; its tests matched by content when
+    /// it is compared with another run.
+    async fn side(&self, id: Uuid, by_content: bool) -> Result<compare::Side, Status> {
+        let labels = self.labels(id).await?;
+        let store = self.deps.store.as_ref();
+        let test_keys = if by_content {
+            let digests = store
+                .test_digests(id)
+                .await
+                .map_err(|e| internal("test digests", e))?;
+            compare::TestKeys::from_digests(&digests)
+        } else {
+            compare::TestKeys::Index
+        };
+        let mut outcomes = Vec::new();
+        store
+            .for_each_outcome(id, &mut |o| outcomes.push(o))
+            .await
+            .map_err(|e| internal("outcomes", e))?;
+        Ok(compare::Side {
+            run_id: id.to_string(),
+            providers: labels
+                .providers
+                .iter()
+                .map(|p| p.name().to_owned())
+                .collect(),
+            prompts: labels.prompts.into_iter().map(|p| p.label).collect(),
+            test_keys,
+            outcomes,
+        })
     }
 }
 

@@ -8,118 +8,134 @@ use futures::StreamExt;
 use gauntlet_config::GauntletConfig;
 use gauntlet_proto::v1;
 
-use crate::client;
+use crate::{client, target::Target};
 
-pub async fn watch(config: &GauntletConfig, server: &str, run_id: &str) -> anyhow::Result<()> {
-    let mut runs = client::Gateway::connect(server, config).await?.runs;
-    let mut stream = runs
-        .watch_run(v1::WatchRunRequest {
-            run_id: run_id.into(),
+pub async fn watch(config: &GauntletConfig, target: &Target, run_id: &str) -> anyhow::Result<()> {
+    target
+        .with_gateway(config, async |gateway| {
+            let runs = &mut gateway.runs;
+            let mut stream = runs
+                .watch_run(v1::WatchRunRequest {
+                    run_id: run_id.into(),
+                })
+                .await
+                .map_err(|s| client::status_message("watch", &s))?
+                .into_inner();
+            while let Some(p) = stream.next().await {
+                let p = p.map_err(|s| client::status_message("watch", &s))?;
+                println!(
+                    "{} {}/{} done, {} passed, {} failed, {} errors",
+                    v1::RunStatus::label_of(p.status),
+                    p.completed_tasks,
+                    p.total_tasks,
+                    p.passed,
+                    p.failed,
+                    p.errors
+                );
+                if !p.status_reason.is_empty() {
+                    println!("  {}", p.status_reason);
+                }
+            }
+            Ok(())
         })
         .await
-        .map_err(|s| client::status_message("watch", &s))?
-        .into_inner();
-    while let Some(p) = stream.next().await {
-        let p = p.map_err(|s| client::status_message("watch", &s))?;
-        println!(
-            "{} {}/{} done, {} passed, {} failed, {} errors",
-            v1::RunStatus::label_of(p.status),
-            p.completed_tasks,
-            p.total_tasks,
-            p.passed,
-            p.failed,
-            p.errors
-        );
-        if !p.status_reason.is_empty() {
-            println!("  {}", p.status_reason);
-        }
-    }
-    Ok(())
 }
 
-pub async fn runs(config: &GauntletConfig, server: &str, limit: u32) -> anyhow::Result<()> {
-    let mut client_ = client::Gateway::connect(server, config).await?.runs;
-    let page = client_
-        .list_runs(v1::ListRunsRequest {
-            page_size: limit,
-            page_token: String::new(),
+pub async fn runs(config: &GauntletConfig, target: &Target, limit: u32) -> anyhow::Result<()> {
+    target
+        .with_gateway(config, async |gateway| {
+            let client_ = &mut gateway.runs;
+            let page = client_
+                .list_runs(v1::ListRunsRequest {
+                    page_size: limit,
+                    page_token: String::new(),
+                })
+                .await
+                .map_err(|s| client::status_message("list runs", &s))?
+                .into_inner();
+            println!(
+                "{:<36}  {:<9}  {:>11}  {:>6}  {:>6}  {:>6}  description",
+                "run", "status", "done", "pass", "fail", "error"
+            );
+            for r in page.runs {
+                println!(
+                    "{:<36}  {:<9}  {:>11}  {:>6}  {:>6}  {:>6}  {}",
+                    r.id,
+                    v1::RunStatus::label_of(r.status),
+                    format!("{}/{}", r.completed_tasks, r.total_tasks),
+                    r.passed,
+                    r.failed,
+                    r.errors,
+                    r.description
+                );
+                if !r.status_reason.is_empty() {
+                    println!("  {}", r.status_reason);
+                }
+            }
+            Ok(())
         })
         .await
-        .map_err(|s| client::status_message("list runs", &s))?
-        .into_inner();
-    println!(
-        "{:<36}  {:<9}  {:>11}  {:>6}  {:>6}  {:>6}  description",
-        "run", "status", "done", "pass", "fail", "error"
-    );
-    for r in page.runs {
-        println!(
-            "{:<36}  {:<9}  {:>11}  {:>6}  {:>6}  {:>6}  {}",
-            r.id,
-            v1::RunStatus::label_of(r.status),
-            format!("{}/{}", r.completed_tasks, r.total_tasks),
-            r.passed,
-            r.failed,
-            r.errors,
-            r.description
-        );
-        if !r.status_reason.is_empty() {
-            println!("  {}", r.status_reason);
-        }
-    }
-    Ok(())
 }
 
 pub async fn results(
     config: &GauntletConfig,
-    server: &str,
+    target: &Target,
     run_id: &str,
     output: Option<PathBuf>,
 ) -> anyhow::Result<()> {
-    let mut gateway = client::Gateway::connect(server, config).await?;
-    if let Some(path) = output {
-        let summary = gateway
-            .analytics
-            .get_run_summary(v1::GetRunSummaryRequest {
-                run_id: run_id.into(),
-            })
-            .await
-            .map_err(|s| client::status_message("summary", &s))?
-            .into_inner();
-        crate::output::write_files(std::slice::from_ref(&path), &summary, &gateway.runs, run_id)
-            .await?;
-        eprintln!("wrote {}", path.display());
-        return Ok(());
-    }
-    // Printed a page at a time, so a huge run needs no more memory than a page.
-    let pages = client::result_pages(
-        gateway.runs.clone(),
-        run_id.into(),
-        v1::ResultStatus::Unspecified,
-        1000,
-    );
-    futures::pin_mut!(pages);
-    while let Some(page) = pages.next().await {
-        let page = page.map_err(|s| client::status_message("list results", &s))?;
-        for r in page.results {
-            let status = match v1::ResultStatus::try_from(r.status) {
-                Ok(v1::ResultStatus::Pass) => "PASS",
-                Ok(v1::ResultStatus::Fail) => "FAIL",
-                _ => "ERROR",
-            };
-            println!(
-                "{:>6} {:<5} {:<24} {}",
-                r.task_index,
-                status,
-                r.provider_id,
-                if r.reason.is_empty() {
-                    &r.output
-                } else {
-                    &r.reason
-                }
+    target
+        .with_gateway(config, async |gateway| {
+            if let Some(path) = output {
+                let summary = gateway
+                    .analytics
+                    .get_run_summary(v1::GetRunSummaryRequest {
+                        run_id: run_id.into(),
+                    })
+                    .await
+                    .map_err(|s| client::status_message("summary", &s))?
+                    .into_inner();
+                crate::output::write_files(
+                    std::slice::from_ref(&path),
+                    &summary,
+                    &gateway.runs,
+                    run_id,
+                )
+                .await?;
+                eprintln!("wrote {}", path.display());
+                return Ok(());
+            }
+            // Printed a page at a time, so a huge run needs no more memory than a page.
+            let pages = client::result_pages(
+                gateway.runs.clone(),
+                run_id.into(),
+                v1::ResultStatus::Unspecified,
+                1000,
             );
-        }
-    }
-    Ok(())
+            futures::pin_mut!(pages);
+            while let Some(page) = pages.next().await {
+                let page = page.map_err(|s| client::status_message("list results", &s))?;
+                for r in page.results {
+                    let status = match v1::ResultStatus::try_from(r.status) {
+                        Ok(v1::ResultStatus::Pass) => "PASS",
+                        Ok(v1::ResultStatus::Fail) => "FAIL",
+                        _ => "ERROR",
+                    };
+                    println!(
+                        "{:>6} {:<5} {:<24} {}",
+                        r.task_index,
+                        status,
+                        r.provider_id,
+                        if r.reason.is_empty() {
+                            &r.output
+                        } else {
+                            &r.reason
+                        }
+                    );
+                }
+            }
+            Ok(())
+        })
+        .await
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
@@ -133,63 +149,66 @@ pub enum ReportFormat {
 
 pub async fn report(
     config: &GauntletConfig,
-    server: &str,
+    target: &Target,
     run_id: &str,
     format: ReportFormat,
     output: Option<PathBuf>,
 ) -> anyhow::Result<()> {
-    let mut gateway = client::Gateway::connect(server, config).await?;
-    let mut reports = gateway.reports.clone();
-    let format = match format {
-        ReportFormat::Markdown => v1::ReportFormat::Markdown,
-        ReportFormat::Json => v1::ReportFormat::Json,
-        ReportFormat::Html => v1::ReportFormat::Html,
-        ReportFormat::Csv => v1::ReportFormat::Csv,
-        ReportFormat::Junit => v1::ReportFormat::Junit,
-    };
-    let created = reports
-        .create_report(v1::CreateReportRequest {
-            run_id: run_id.into(),
-            format: format as i32,
+    target
+        .with_gateway(config, async |gateway| {
+            let mut reports = gateway.reports.clone();
+            let format = match format {
+                ReportFormat::Markdown => v1::ReportFormat::Markdown,
+                ReportFormat::Json => v1::ReportFormat::Json,
+                ReportFormat::Html => v1::ReportFormat::Html,
+                ReportFormat::Csv => v1::ReportFormat::Csv,
+                ReportFormat::Junit => v1::ReportFormat::Junit,
+            };
+            let created = reports
+                .create_report(v1::CreateReportRequest {
+                    run_id: run_id.into(),
+                    format: format as i32,
+                })
+                .await
+                .map_err(|s| client::status_message("create report", &s))?
+                .into_inner();
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(300);
+            let report = loop {
+                let r = reports
+                    .get_report(v1::GetReportRequest {
+                        report_id: created.id.clone(),
+                    })
+                    .await
+                    .map_err(|s| client::status_message("get report", &s))?
+                    .into_inner();
+                if r.status != v1::ReportStatus::Pending as i32 {
+                    break r;
+                }
+                anyhow::ensure!(
+                    tokio::time::Instant::now() < deadline,
+                    "report {} still pending after 5 minutes",
+                    created.id
+                );
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            };
+            anyhow::ensure!(
+                report.status == v1::ReportStatus::Ready as i32,
+                "report failed: {}",
+                report.error
+            );
+            let content = gateway.report_content(report).await?;
+            match output {
+                Some(path) => {
+                    std::fs::write(&path, content)
+                        .with_context(|| format!("cannot write {}", path.display()))?;
+                    eprintln!("wrote {}", path.display());
+                }
+                None => {
+                    use std::io::Write;
+                    std::io::stdout().lock().write_all(&content)?;
+                }
+            }
+            Ok(())
         })
         .await
-        .map_err(|s| client::status_message("create report", &s))?
-        .into_inner();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(300);
-    let report = loop {
-        let r = reports
-            .get_report(v1::GetReportRequest {
-                report_id: created.id.clone(),
-            })
-            .await
-            .map_err(|s| client::status_message("get report", &s))?
-            .into_inner();
-        if r.status != v1::ReportStatus::Pending as i32 {
-            break r;
-        }
-        anyhow::ensure!(
-            tokio::time::Instant::now() < deadline,
-            "report {} still pending after 5 minutes",
-            created.id
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
-    anyhow::ensure!(
-        report.status == v1::ReportStatus::Ready as i32,
-        "report failed: {}",
-        report.error
-    );
-    let content = gateway.report_content(report).await?;
-    match output {
-        Some(path) => {
-            std::fs::write(&path, content)
-                .with_context(|| format!("cannot write {}", path.display()))?;
-            eprintln!("wrote {}", path.display());
-        }
-        None => {
-            use std::io::Write;
-            std::io::stdout().lock().write_all(&content)?;
-        }
-    }
-    Ok(())
 }

@@ -46,7 +46,10 @@ impl Backends {
     }
 }
 
-/// The embedded database, `gauntlet.db` in `data_dir`, which is created if
+/// The embedded database's file in the data directory.
+pub const DATABASE_FILE: &str = "gauntlet.db";
+
+/// The embedded database, [`DATABASE_FILE`] in `data_dir`, which is created if
 /// missing and must be writable.
 pub async fn sqlite_store(data_dir: &Path) -> anyhow::Result<SqliteStore> {
     std::fs::create_dir_all(data_dir)
@@ -55,7 +58,7 @@ pub async fn sqlite_store(data_dir: &Path) -> anyhow::Result<SqliteStore> {
     std::fs::write(&probe, b"")
         .with_context(|| format!("data directory {} is not writable", data_dir.display()))?;
     let _ = std::fs::remove_file(probe);
-    SqliteStore::open(&data_dir.join("gauntlet.db"))
+    SqliteStore::open(&data_dir.join(DATABASE_FILE))
         .await
         .with_context(|| format!("cannot open the database in {}", data_dir.display()))
 }

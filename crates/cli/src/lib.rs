@@ -3,9 +3,11 @@
 
 pub mod client;
 pub mod commands;
+pub mod compare;
 pub mod dlq;
 pub mod embedded;
 pub mod output;
 pub mod run;
 pub mod suite_file;
 mod suite_text;
+pub mod target;

@@ -7,9 +7,10 @@ use clap::{ArgGroup, Parser, Subcommand, ValueEnum};
 use gauntlet_bus::{AmqpBus, Bus, MemoryBus};
 use gauntlet_cache::Cache;
 use gauntlet_cli::{
-    commands, dlq,
+    commands, compare, dlq,
     embedded::{self, Backends, Stack},
     run,
+    target::Target,
 };
 use gauntlet_config::GauntletConfig;
 use gauntlet_providers::ProviderFactory;
@@ -21,7 +22,7 @@ use tokio_util::sync::CancellationToken;
     name = "gauntlet",
     version,
     about = "Run LLM test suites, on a laptop or a cluster",
-    after_help = "Exit codes of `run`: 0 all passed, 100 some failed (--fail-exit-code), 1 error, 2 usage, 130 interrupted."
+    after_help = "Exit codes of `run`: 0 all passed, 100 some failed (--fail-exit-code), 1 error, 2 usage, 130 interrupted.\nExit codes of `compare`: 0, or 100 on a significant regression with --fail-on-regression."
 )]
 struct Cli {
     /// TOML configuration file (also GAUNTLET_CONFIG); GAUNTLET_<SECTION>__<KEY>
@@ -48,16 +49,16 @@ enum Command {
     /// Follow a run's progress on a server until it ends.
     Watch {
         run_id: String,
-        #[arg(long, env = "GAUNTLET_SERVER", default_value = "http://127.0.0.1:7070")]
-        server: String,
+        #[command(flatten)]
+        target: Target,
     },
     /// List a run's results, or write them to a file (.json .csv .md .html .xml).
     Results {
         run_id: String,
         #[arg(short, long)]
         output: Option<PathBuf>,
-        #[arg(long, env = "GAUNTLET_SERVER", default_value = "http://127.0.0.1:7070")]
-        server: String,
+        #[command(flatten)]
+        target: Target,
     },
     /// Have the reports service render a run's report.
     Report {
@@ -66,15 +67,15 @@ enum Command {
         format: commands::ReportFormat,
         #[arg(short, long)]
         output: Option<PathBuf>,
-        #[arg(long, env = "GAUNTLET_SERVER", default_value = "http://127.0.0.1:7070")]
-        server: String,
+        #[command(flatten)]
+        target: Target,
     },
     /// List recent runs.
     Runs {
         #[arg(long, default_value_t = 20)]
         limit: u32,
-        #[arg(long, env = "GAUNTLET_SERVER", default_value = "http://127.0.0.1:7070")]
-        server: String,
+        #[command(flatten)]
+        target: Target,
     },
     /// Dead-lettered task batches: list them, or put them back on the queue.
     ///
@@ -89,6 +90,12 @@ enum Command {
         #[command(subcommand)]
         command: DlqCommand,
     },
+    /// Compare two runs, or the providers (or prompts) of one run, on
+    /// results paired by test case: exact McNemar on pass/fail (Holm-
+    /// corrected across the pairs), a paired bootstrap interval of the
+    /// score difference, Wilcoxon on latency, cost. B is the candidate, A
+    /// the baseline: "worse" means B passes significantly less often.
+    Compare(compare::CompareArgs),
     /// Run all five services in this process (gateway, worker, analytics,
     /// reports, monitor), the gateway on gateway.listen (127.0.0.1:7070).
     /// By default with the embedded backends (SQLite in --data-dir, an
@@ -295,27 +302,28 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             run::run(args, config).await
         }
         Command::Validate { suite } => run::validate(&suite).map(|()| 0),
-        Command::Watch { run_id, server } => {
-            commands::watch(&config, &server, &run_id).await.map(|()| 0)
+        Command::Watch { run_id, target } => {
+            commands::watch(&config, &target, &run_id).await.map(|()| 0)
         }
         Command::Results {
             run_id,
             output,
-            server,
-        } => commands::results(&config, &server, &run_id, output)
+            target,
+        } => commands::results(&config, &target, &run_id, output)
             .await
             .map(|()| 0),
         Command::Report {
             run_id,
             format,
             output,
-            server,
-        } => commands::report(&config, &server, &run_id, format, output)
+            target,
+        } => commands::report(&config, &target, &run_id, format, output)
             .await
             .map(|()| 0),
-        Command::Runs { limit, server } => {
-            commands::runs(&config, &server, limit).await.map(|()| 0)
+        Command::Runs { limit, target } => {
+            commands::runs(&config, &target, limit).await.map(|()| 0)
         }
+        Command::Compare(args) => compare::compare(&config, &args).await,
         Command::Dlq { command } => match command {
             DlqCommand::List { run, limit, server } => {
                 dlq::list(&config, &server, run.as_deref(), limit)

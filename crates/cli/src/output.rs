@@ -450,11 +450,22 @@ impl Spooled {
     }
 }
 
-fn pct(r: f64) -> String {
+pub(crate) fn pct(r: f64) -> String {
     format!("{:.1}%", r * 100.0)
 }
 
-fn clip(s: &str, max: usize) -> String {
+/// A rate with its interval: `66.7% [30.0–90.3]`.
+fn with_interval(rate: f64, interval: Option<&v1::Interval>) -> String {
+    match interval {
+        Some(i) if i.high > 0.0 => {
+            format!("{} [{:.1}–{:.1}]", pct(rate), 100.0 * i.low, 100.0 * i.high)
+        }
+        _ => pct(rate),
+    }
+}
+
+/// `s` on one line, at most `max` characters (cut with …).
+pub(crate) fn clip(s: &str, max: usize) -> String {
     let one_line = s.replace('\n', " ");
     if one_line.chars().count() > max {
         format!("{}…", one_line.chars().take(max - 1).collect::<String>())
@@ -512,7 +523,7 @@ pub fn summary_table(s: &v1::RunSummary, out: &mut impl Write) -> std::io::Resul
     let header = [
         "provider",
         "prompt",
-        "pass rate",
+        "pass rate [95% CI]",
         "pass",
         "fail",
         "error",
@@ -528,7 +539,7 @@ pub fn summary_table(s: &v1::RunSummary, out: &mut impl Write) -> std::io::Resul
         rows.push(vec![
             clip(&g.provider_id, 32),
             clip(&g.prompt_label, 40),
-            pct(g.pass_rate),
+            with_interval(g.pass_rate, g.pass_rate_interval.as_ref()),
             g.passed.to_string(),
             g.failed.to_string(),
             g.errors.to_string(),
@@ -572,7 +583,25 @@ pub fn summary_table(s: &v1::RunSummary, out: &mut impl Write) -> std::io::Resul
         s.tokens_in,
         s.tokens_out,
         s.cost_usd
-    )
+    )?;
+    if !s.metrics.is_empty() {
+        let metrics: Vec<String> = s
+            .metrics
+            .iter()
+            .map(|m| {
+                let rate = m.pass_rate.unwrap_or_default();
+                format!(
+                    "{} {} ({}/{})",
+                    clip(&m.name, 32),
+                    with_interval(rate.estimate, Some(&rate)),
+                    m.passed,
+                    m.passed + m.failed
+                )
+            })
+            .collect();
+        writeln!(out, "metrics: {}", metrics.join(", "))?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -585,6 +614,7 @@ mod tests {
     fn write(path: &Path, data: &ReportData) -> anyhow::Result<()> {
         let paths = [path.to_owned()];
         let mut files = Files::begin(&paths, &data.summary)?;
+
         for r in &data.results {
             files.result(r)?;
         }

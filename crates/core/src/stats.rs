@@ -26,6 +26,8 @@ pub fn percentile(sorted: &[f64], p: f64) -> f64 {
 #[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
 pub struct LatencySummary {
     pub p50: f64,
+    #[serde(default)]
+    pub p90: f64,
     pub p95: f64,
     pub p99: f64,
     pub mean: f64,
@@ -44,6 +46,7 @@ impl LatencySummary {
         let sum: f64 = values.iter().sum();
         Self {
             p50: percentile(&values, 50.0),
+            p90: percentile(&values, 90.0),
             p95: percentile(&values, 95.0),
             p99: percentile(&values, 99.0),
             mean: sum / values.len() as f64,
@@ -111,6 +114,7 @@ impl LatencyCounts {
         }
         LatencySummary {
             p50: self.percentile(50.0),
+            p90: self.percentile(90.0),
             p95: self.percentile(95.0),
             p99: self.percentile(99.0),
             mean: self.sum as f64 / self.count as f64,

@@ -46,6 +46,13 @@ pub struct ProviderSpec {
     pub config: Map<String, Value>,
 }
 
+impl ProviderSpec {
+    /// What reports and comparisons call it: its label, else its id.
+    pub fn name(&self) -> &str {
+        self.label.as_deref().unwrap_or(&self.id)
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TestCase {
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -143,6 +143,19 @@ impl AnalyticsService for Router {
             .map(|r| Response::new(r.into_inner()))
             .map_err(|s| internal("analytics", s))
     }
+
+    async fn compare_runs(
+        &self,
+        request: Request<v1::CompareRunsRequest>,
+    ) -> Result<Response<v1::Comparison>, Status> {
+        parse_id("run_a", &request.get_ref().run_a)?;
+        let mut client = self.analytics.clone();
+        client
+            .compare_runs(request.into_inner())
+            .await
+            .map(|r| Response::new(r.into_inner()))
+            .map_err(|s| internal("analytics", s))
+    }
 }
 
 #[tonic::async_trait]

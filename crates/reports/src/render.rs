@@ -210,6 +210,7 @@ mod tests {
                 p99_ms: 50.0,
                 mean_ms: 15.0,
                 max_ms: 51.0,
+                ..Default::default()
             }),
             ..Default::default()
         };

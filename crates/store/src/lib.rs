@@ -14,7 +14,8 @@ mod sqlite;
 /// on both backends (their `WHERE` between the two parts).
 pub(crate) const METRICS_SELECT: &str = "SELECT provider_index, prompt_index, status, latency_ms, \
      COUNT(*) AS n, SUM(tokens_in) AS tokens_in, SUM(tokens_out) AS tokens_out, \
-     SUM(cost_usd) AS cost_usd FROM results";
+     SUM(cost_usd) AS cost_usd, SUM(score) AS score_sum, SUM(score * score) AS score_sq_sum \
+     FROM results";
 pub(crate) const METRICS_GROUP: &str = "GROUP BY provider_index, prompt_index, status, latency_ms";
 
 /// The columns of an [`Outcome`], the same SQL on both backends (`WHERE
@@ -190,6 +191,21 @@ pub trait Store: Send + Sync + 'static {
         run_id: Uuid,
         each: &mut (dyn FnMut(ResultMetrics) + Send),
     ) -> Result<()>;
+    /// The run's assertion outcomes grouped by provider, prompt, assertion
+    /// type, metric and verdict (see [`AssertionMetrics`]), handed to
+    /// `each` a group at a time.
+    async fn for_each_assertion_metrics(
+        &self,
+        run_id: Uuid,
+        each: &mut (dyn FnMut(AssertionMetrics) + Send),
+    ) -> Result<()>;
+    /// The run's `limit` slowest results that are not errors, slowest
+    /// first (ties in task order), with their task index.
+    async fn slowest_results(&self, run_id: Uuid, limit: u32) -> Result<Vec<(i64, Outcome)>>;
+    /// The run's `limit` test cases with the most results that did not
+    /// pass, most first (ties in test order); tests that always passed are
+    /// not listed.
+    async fn most_failed_tests(&self, run_id: Uuid, limit: u32) -> Result<Vec<TestFailures>>;
     /// Every result of the run as an [`Outcome`], in task order, handed to
     /// `each` as they arrive.
     async fn for_each_outcome(

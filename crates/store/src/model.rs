@@ -198,6 +198,33 @@ pub struct ResultMetrics {
     pub tokens_in: i64,
     pub tokens_out: i64,
     pub cost_usd: f64,
+    /// Σ score and Σ score² of the group's results.
+    pub score_sum: f64,
+    pub score_sq_sum: f64,
+}
+
+/// A run's assertion outcomes that share a provider, a prompt, an
+/// assertion type, a named metric and a verdict: how many.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AssertionMetrics {
+    pub provider_index: i32,
+    pub prompt_index: i32,
+    /// The promptfoo type, `not-` prefix included.
+    pub kind: String,
+    /// The assertion's `metric:` name; empty when it has none.
+    pub metric: String,
+    pub passed: bool,
+    pub count: i64,
+}
+
+/// How often one test case did not pass, over its prompts, providers and
+/// repeats.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TestFailures {
+    pub test_index: i32,
+    /// Results that failed or errored.
+    pub unpassed: i64,
+    pub total: i64,
 }
 
 /// One result as a comparison needs it: where it sits in its run and how

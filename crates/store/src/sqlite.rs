@@ -21,9 +21,10 @@ use sqlx::{
 use uuid::Uuid;
 
 use crate::{
-    InsertOutcome, METRICS_GROUP, METRICS_SELECT, NewReport, NewResult, NewRun, OUTCOME_SELECT,
-    Outcome, ReportOutcome, ReportRecord, ReportStatus, Result, ResultMetrics, ResultRecord,
-    ResultStatus, RunCursor, RunRecord, RunStatus, Store, StoreError, TaskRange,
+    AssertionMetrics, InsertOutcome, METRICS_GROUP, METRICS_SELECT, NewReport, NewResult, NewRun,
+    OUTCOME_SELECT, Outcome, ReportOutcome, ReportRecord, ReportStatus, Result, ResultMetrics,
+    ResultRecord, ResultStatus, RunCursor, RunRecord, RunStatus, Store, StoreError, TaskRange,
+    TestFailures,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -262,6 +263,23 @@ fn get_json(row: &SqliteRow, column: &str) -> Result<serde_json::Value> {
 
 /// A stored result status no `ResultStatus` has, as an error decoding its
 /// column (inside a row mapping, which can only fail with sqlx's errors).
+fn sqlite_outcome(row: &SqliteRow) -> Result<Outcome, sqlx::Error> {
+    let status: i64 = row.try_get("status")?;
+    Ok(Outcome {
+        test_index: row.try_get("test_index")?,
+        prompt_index: row.try_get("prompt_index")?,
+        provider_index: row.try_get("provider_index")?,
+        repeat_index: row.try_get("repeat_index")?,
+        status: i16::try_from(status)
+            .ok()
+            .and_then(ResultStatus::from_i16)
+            .ok_or_else(|| corrupt_status(status))?,
+        score: row.try_get("score")?,
+        latency_ms: row.try_get("latency_ms")?,
+        cost_usd: row.try_get("cost_usd")?,
+    })
+}
+
 fn corrupt_status(v: impl std::fmt::Display) -> sqlx::Error {
     sqlx::Error::ColumnDecode {
         index: "status".to_owned(),
@@ -785,6 +803,8 @@ impl Store for SqliteStore {
                     tokens_in: row.try_get("tokens_in")?,
                     tokens_out: row.try_get("tokens_out")?,
                     cost_usd: row.try_get("cost_usd")?,
+                    score_sum: row.try_get("score_sum")?,
+                    score_sq_sum: row.try_get("score_sq_sum")?,
                 })
             })
             .fetch(&self.pool);
@@ -792,6 +812,75 @@ impl Store for SqliteStore {
             each(m);
         }
         Ok(())
+    }
+
+    async fn for_each_assertion_metrics(
+        &self,
+        run_id: Uuid,
+        each: &mut (dyn FnMut(AssertionMetrics) + Send),
+    ) -> Result<()> {
+        use futures::TryStreamExt;
+        let mut rows = sqlx::query(
+            "SELECT r.provider_index, r.prompt_index, json_extract(a.value, '$.type') AS kind, \
+             COALESCE(json_extract(a.value, '$.metric'), '') AS metric, \
+             COALESCE(json_extract(a.value, '$.pass'), 0) AS passed, COUNT(*) AS n \
+             FROM results r, json_each(r.assertions) a WHERE r.run_id = ?1 \
+             GROUP BY 1, 2, 3, 4, 5",
+        )
+        .bind(uuid_text(run_id))
+        .try_map(|row: SqliteRow| {
+            Ok(AssertionMetrics {
+                provider_index: row.try_get("provider_index")?,
+                prompt_index: row.try_get("prompt_index")?,
+                kind: row
+                    .try_get::<Option<String>, _>("kind")?
+                    .unwrap_or_default(),
+                metric: row.try_get("metric")?,
+                passed: row.try_get::<i64, _>("passed")? != 0,
+                count: row.try_get("n")?,
+            })
+        })
+        .fetch(&self.pool);
+        while let Some(m) = rows.try_next().await? {
+            each(m);
+        }
+        Ok(())
+    }
+
+    async fn slowest_results(&self, run_id: Uuid, limit: u32) -> Result<Vec<(i64, Outcome)>> {
+        let sql = format!(
+            "{} WHERE run_id = ?1 AND status <> 3 ORDER BY latency_ms DESC, task_index LIMIT ?2",
+            OUTCOME_SELECT.replacen("SELECT ", "SELECT task_index, ", 1)
+        );
+        let rows = sqlx::query(&sql)
+            .bind(uuid_text(run_id))
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|row| Ok((row.try_get("task_index")?, sqlite_outcome(row)?)))
+            .collect()
+    }
+
+    async fn most_failed_tests(&self, run_id: Uuid, limit: u32) -> Result<Vec<TestFailures>> {
+        let rows = sqlx::query(
+            "SELECT test_index, SUM(status <> 1) AS unpassed, COUNT(*) AS total \
+             FROM results WHERE run_id = ?1 GROUP BY test_index HAVING SUM(status <> 1) > 0 \
+             ORDER BY unpassed DESC, test_index LIMIT ?2",
+        )
+        .bind(uuid_text(run_id))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(TestFailures {
+                    test_index: row.try_get("test_index")?,
+                    unpassed: row.try_get("unpassed")?,
+                    total: row.try_get("total")?,
+                })
+            })
+            .collect()
     }
 
     async fn for_each_outcome(
@@ -803,22 +892,7 @@ impl Store for SqliteStore {
         let sql = format!("{OUTCOME_SELECT} WHERE run_id = ?1 ORDER BY task_index");
         let mut rows = sqlx::query(&sql)
             .bind(uuid_text(run_id))
-            .try_map(|row: SqliteRow| {
-                let status: i64 = row.try_get("status")?;
-                Ok(Outcome {
-                    test_index: row.try_get("test_index")?,
-                    prompt_index: row.try_get("prompt_index")?,
-                    provider_index: row.try_get("provider_index")?,
-                    repeat_index: row.try_get("repeat_index")?,
-                    status: i16::try_from(status)
-                        .ok()
-                        .and_then(ResultStatus::from_i16)
-                        .ok_or_else(|| corrupt_status(status))?,
-                    score: row.try_get("score")?,
-                    latency_ms: row.try_get("latency_ms")?,
-                    cost_usd: row.try_get("cost_usd")?,
-                })
-            })
+            .try_map(|row: SqliteRow| sqlite_outcome(&row))
             .fetch(&self.pool);
         while let Some(o) = rows.try_next().await? {
             each(o);

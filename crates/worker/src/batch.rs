@@ -736,9 +736,13 @@ impl Worker {
                         .assertions
                         .iter()
                         .map(|a| {
-                            serde_json::json!({
+                            let mut json = serde_json::json!({
                                 "type": a.kind, "pass": a.pass, "score": a.score, "reason": a.reason,
-                            })
+                            });
+                            if let Some(metric) = &a.metric {
+                                json["metric"] = metric.as_str().into();
+                            }
+                            json
                         })
                         .collect(),
                 );

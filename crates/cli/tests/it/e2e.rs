@@ -45,7 +45,10 @@ fn suite_yaml(mock_url: &str, cases: usize) -> String {
     );
     for i in 0..cases {
         let assertion = match case(i) {
-            Case::Missing => "      - type: contains\n        value: never-there\n".to_string(),
+            Case::Missing => {
+                "      - type: contains\n        value: never-there\n        metric: presence\n"
+                    .to_string()
+            }
             Case::EchoPrefix => "      - type: regex\n        value: '^ECHO: Say'\n".to_string(),
             Case::Mentions => {
                 format!("      - type: icontains\n        value: 'SAY HELLO NUMBER {i}'\n")
@@ -180,6 +183,62 @@ async fn a_200_by_2_run_flows_end_to_end_with_known_verdicts() {
         (echo_pass, echo_fail)
     );
     assert!(group("mock").latency.unwrap().p50_ms >= 0.0);
+
+    // Per assertion type and named metric, each with its pass rate.
+    let missing = (0..CASES)
+        .filter(|&i| matches!(case(i), Case::Missing))
+        .count() as u64;
+    let prefixed = (0..CASES)
+        .filter(|&i| matches!(case(i), Case::EchoPrefix))
+        .count() as u64;
+    let stats = |list: &[v1::AssertionStats], name: &str| {
+        let s = list
+            .iter()
+            .find(|s| s.name == name)
+            .unwrap_or_else(|| panic!("{name} in {list:?}"));
+        (s.passed, s.failed)
+    };
+    assert_eq!(
+        stats(&summary.assertion_types, "contains"),
+        (0, 2 * missing)
+    );
+    assert_eq!(
+        stats(&summary.assertion_types, "regex"),
+        (prefixed, prefixed)
+    );
+    assert_eq!(stats(&summary.metrics, "presence"), (0, 2 * missing));
+    assert_eq!(summary.metrics.len(), 1, "{:?}", summary.metrics);
+    assert_eq!(
+        stats(&group("echo").assertion_types, "regex"),
+        (0, prefixed)
+    );
+    // The pass rate's Wilson interval, and the mean score (1 a pass, 0 a
+    // fail) with its own.
+    let rate = summary.pass_rate_interval.unwrap();
+    assert_eq!(rate.estimate, summary.pass_rate);
+    assert!(
+        rate.low < rate.estimate && rate.estimate < rate.high,
+        "{rate:?}"
+    );
+    let score = summary.score.unwrap();
+    assert!(
+        (score.estimate - summary.pass_rate).abs() < 1e-12,
+        "{score:?}"
+    );
+    assert!(score.low < score.estimate && score.estimate < score.high);
+    // The cases that failed most: the Missing ones fail on both
+    // providers, named by their vars, in test order.
+    let first = &summary.most_failed[0];
+    assert_eq!((first.test_index, first.unpassed, first.total), (0, 2, 2));
+    assert_eq!(first.description, "n=0, word=hello");
+    assert_eq!(summary.most_failed.len(), 10);
+    assert_eq!(summary.slowest.len(), 10);
+    assert!(
+        summary
+            .slowest
+            .windows(2)
+            .all(|w| w[0].latency_ms >= w[1].latency_ms)
+    );
 
     let fails = all_results(&cluster, &submitted.run_id, ResultStatus::Fail).await;
     assert_eq!(fails.len() as u64, mock_fail + echo_fail);

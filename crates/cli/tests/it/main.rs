@@ -6,6 +6,7 @@
 mod cache;
 mod cli;
 mod cluster;
+mod compare;
 mod e2e;
 mod front_door;
 mod graded;

@@ -54,6 +54,8 @@ pub struct AssertionOutcome {
     pub pass: bool,
     pub score: f64,
     pub reason: String,
+    /// The assertion's `metric:` name, which analytics counts by.
+    pub metric: Option<String>,
 }
 
 const PASSED: &str = "Assertion passed";
@@ -102,7 +104,8 @@ pub fn grade_with(
             sets.push(i);
             continue;
         }
-        let outcome = single(a);
+        let mut outcome = single(a);
+        outcome.metric.clone_from(&a.metric);
         main.add(&outcome, a.metric.as_deref(), a.weight, None);
         slots[i].push(outcome);
     }
@@ -111,7 +114,8 @@ pub fn grade_with(
         let mut tally = Tally::new(set.threshold);
         let mut members = Vec::with_capacity(set.assert.len());
         for member in &set.assert {
-            let outcome = single(member);
+            let mut outcome = single(member);
+            outcome.metric.clone_from(&member.metric);
             tally.add(&outcome, member.metric.as_deref(), member.weight, None);
             members.push(outcome);
         }
@@ -121,6 +125,7 @@ pub fn grade_with(
             pass: result.pass,
             score: result.score,
             reason: result.reason.clone(),
+            metric: set.metric.clone(),
         };
         main.add(&outcome, set.metric.as_deref(), set.weight, Some(&tally));
         slots[i].push(outcome);
@@ -259,6 +264,7 @@ pub fn grade_assertion(assertion: &Assertion, output: &ProviderOutput) -> Assert
         pass: verdict.pass,
         score: verdict.score,
         reason: verdict.reason,
+        metric: assertion.metric.clone(),
     }
 }
 

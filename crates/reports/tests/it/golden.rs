@@ -100,10 +100,12 @@ fn varied_run() -> ReportData {
             p99_ms: 50.0,
             mean_ms: 15.333,
             max_ms: 51.0,
+            ..Default::default()
         }),
         tokens_in: 100 + u64::from(provider_index),
         tokens_out: 200 + u64::from(prompt_index),
         cost_usd: 0.012345,
+        ..Default::default()
     };
     ReportData {
         summary: v1::RunSummary {
@@ -125,10 +127,12 @@ fn varied_run() -> ReportData {
                 p99_ms: 45.5,
                 mean_ms: 12.0,
                 max_ms: 99.0,
+                ..Default::default()
             }),
             tokens_in: 1234,
             tokens_out: 5678,
             cost_usd: 1.5,
+            ..Default::default()
         },
         results,
     }

@@ -99,6 +99,8 @@ conformance!(
     finishing_an_upload_sets_the_total_and_completes_a_run_already_done,
     outcomes_come_in_task_order_with_what_a_comparison_needs,
     equal_tests_have_equal_digests_across_runs,
+    assertion_metrics_count_each_type_metric_and_verdict,
+    slowest_results_and_most_failed_tests,
 );
 
 fn new_run(total: i64) -> NewRun {
@@ -732,6 +734,8 @@ async fn result_metrics_cover_every_result_of_the_run(store: Arc<dyn Store>) {
         tokens_in: r.iter().map(|r| i64::from(r.tokens_in)).sum(),
         tokens_out: r.iter().map(|r| i64::from(r.tokens_out)).sum(),
         cost_usd: r.iter().map(|r| r.cost_usd).sum(),
+        score_sum: r.iter().map(|r| r.score).sum(),
+        score_sq_sum: r.iter().map(|r| r.score * r.score).sum(),
     };
     let mut expected = vec![group(&[&rows[0], &rows[6], &rows[7]])];
     expected.extend(rows[1..6].iter().map(|r| group(&[r])));
@@ -1129,4 +1133,80 @@ async fn equal_tests_have_equal_digests_across_runs(store: Arc<dyn Store>) {
     );
     assert_eq!(store.test_digests(b.id).await.unwrap(), [(0, dy), (1, dx)]);
     assert!(store.test_digests(Uuid::now_v7()).await.unwrap().is_empty());
+}
+
+async fn assertion_metrics_count_each_type_metric_and_verdict(store: Arc<dyn Store>) {
+    let run = store.create_run(new_run(6)).await.unwrap();
+    let rows: Vec<NewResult> = (0..6)
+        .map(|t| {
+            let mut r = result(t, ResultStatus::Pass);
+            r.provider_index = 0;
+            r.prompt_index = 0;
+            r.assertions = serde_json::json!([
+                {"type": "contains", "pass": t % 2 == 0, "score": 1.0, "reason": ""},
+                {"type": "llm-rubric", "metric": "tone", "pass": t < 2, "score": 0.5, "reason": ""},
+            ]);
+            r
+        })
+        .collect();
+    store.insert_results(run.id, &rows).await.unwrap();
+    let mut got = Vec::new();
+    store
+        .for_each_assertion_metrics(run.id, &mut |m| {
+            got.push((m.kind, m.metric, m.passed, m.count))
+        })
+        .await
+        .unwrap();
+    got.sort();
+    let s = |x: &str| x.to_owned();
+    assert_eq!(
+        got,
+        [
+            (s("contains"), s(""), false, 3),
+            (s("contains"), s(""), true, 3),
+            (s("llm-rubric"), s("tone"), false, 4),
+            (s("llm-rubric"), s("tone"), true, 2),
+        ]
+    );
+}
+
+async fn slowest_results_and_most_failed_tests(store: Arc<dyn Store>) {
+    let run = store.create_run(new_run(12)).await.unwrap();
+    // Tests 0..4, three results each; test t fails t times; errors are
+    // the slowest but are not listed as slow.
+    let rows: Vec<NewResult> = (0..12)
+        .map(|task| {
+            let test = task / 3;
+            let k = task % 3;
+            let status = if k < test.min(3) {
+                if k == 0 {
+                    ResultStatus::Error
+                } else {
+                    ResultStatus::Fail
+                }
+            } else {
+                ResultStatus::Pass
+            };
+            let mut r = result(task, status);
+            r.test_index = test as i32;
+            r.latency_ms = if status == ResultStatus::Error {
+                10_000
+            } else {
+                100 + task as i32
+            };
+            r
+        })
+        .collect();
+    store.insert_results(run.id, &rows).await.unwrap();
+    let slow = store.slowest_results(run.id, 3).await.unwrap();
+    let tasks: Vec<i64> = slow.iter().map(|(t, _)| *t).collect();
+    assert_eq!(tasks, [11, 10, 8]);
+    assert_eq!(slow[0].1.latency_ms, 111);
+    let failed = store.most_failed_tests(run.id, 10).await.unwrap();
+    let got: Vec<_> = failed
+        .iter()
+        .map(|f| (f.test_index, f.unpassed, f.total))
+        .collect();
+    assert_eq!(got, [(3, 3, 3), (2, 2, 3), (1, 1, 3)]);
+    assert_eq!(store.most_failed_tests(run.id, 1).await.unwrap().len(), 1);
 }

@@ -65,7 +65,10 @@ async fn tests_stored_before_digests_get_theirs_from_the_body() {
         .unwrap();
     let run = new_run();
     let body = "{\"vars\":{\"q\":1}}".to_owned();
-    store.put_tests(run.id, 0, &[body.clone()]).await.unwrap();
+    store
+        .put_tests(run.id, 0, std::slice::from_ref(&body))
+        .await
+        .unwrap();
     // As a row written before migration 0005 is.
     sqlx::query("UPDATE suite_tests SET digest = NULL")
         .execute(store.pool())

@@ -10,6 +10,7 @@
 //!   faults that stop or kill them; [`stack`] and [`procs`]: the services
 //!   as processes.
 
+pub mod analytics;
 pub mod e2e;
 pub mod fault;
 pub mod instances;

@@ -28,6 +28,9 @@ enum Cli {
     Load(Load),
     /// Break one thing mid-run and check the run still ends right.
     Fault(FaultArgs),
+    /// Seed two runs of N results into a throwaway Postgres database and
+    /// time GetRunSummary and CompareRuns, cold and cached.
+    Analytics(gauntlet_bench::analytics::AnalyticsArgs),
 }
 
 #[derive(Subcommand)]
@@ -144,6 +147,9 @@ fn main() -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Runtime::new()?;
     let ok = match Cli::parse() {
         Cli::E2e(args) => runtime.block_on(e2e::run(args)).map(|()| true),
+        Cli::Analytics(args) => runtime
+            .block_on(gauntlet_bench::analytics::run(args))
+            .map(|()| true),
         Cli::Load(Load::Api(args)) => runtime.block_on(load::api::run(args)).map(|()| true),
         Cli::Load(Load::ManyRuns(args)) => {
             runtime.block_on(load::runs::many_runs(args)).map(|()| true)

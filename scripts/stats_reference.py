@@ -66,12 +66,17 @@ def mean_interval_cases():
     cases = [
         ([1.0, 2.0, 3.0, 4.0, 5.0], 1, 0.95),
         ([0.1, 0.9], 1, 0.95),
+        # df = 1 far in the tail, where statrs's inverse cdf needs polishing.
+        ([0.1, 0.9], 1, 0.9999999999),
         ([0.0, 1.0, 1.0, 0.5, 1.0, 0.0, 0.25, 1.0], 1, 0.9),
         ([float(v) for v in np.round(rng.normal(0.6, 0.2, 30), 6)], 1, 0.95),
         ([float(v) for v in np.round(rng.normal(-3.0, 10.0, 30), 6)], 1, 0.99),
-        # Large n: df = 2e5 and 1e6, where the t quantile needs polishing.
+        # Large n, on both sides of df = 1e4, where the Rust side changes
+        # from statrs's inverse cdf to an expansion in the normal quantile.
+        ([0.0, 1.0, 0.5, 1.0, 0.25], 1_000, 0.95),
         ([0.0, 1.0, 0.5, 1.0, 0.25], 40_000, 0.95),
         ([0.0, 1.0, 0.5, 1.0, 0.25], 200_000, 0.99),
+        ([0.0, 1.0, 0.5, 1.0, 0.25], 2_000_000, 0.95),
     ]
     out = []
     for pattern, repeat, confidence in cases:
@@ -110,8 +115,15 @@ def mcnemar_cases():
         (499_000, 501_000),
         (490_000, 510_000),
         (999_000, 1_001_000),
+        # Within a standard deviation of the centre, where statrs's cdf
+        # alone does not converge.
+        (12_345, 12_345),
+        (49_990, 50_010),
+        (499_900, 500_100),
+        (999_700, 1_000_300),
         # Past 2e6 discordant pairs statrs is only good to ~1e-7 relative.
         (4_995_000, 5_005_000),
+        (4_999_000, 5_001_000),
     ]
     out = []
     for b, c in cases:

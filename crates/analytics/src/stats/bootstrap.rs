@@ -237,6 +237,8 @@ fn direct_means(diffs: &[f64], samples: u32, seed: u64) -> Resamples {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
 
     /// 1,000,000 diffs of three values: 20% −1, 50% 0, 30% 1.
@@ -357,5 +359,61 @@ mod tests {
             (interval.estimate, interval.low, interval.high),
             (0.5, 0.5, 0.5)
         );
+    }
+
+    /// Score differences (few values, often on the distinct-value path), or
+    /// many distinct ones.
+    fn differences() -> impl Strategy<Value = Vec<f64>> {
+        prop_oneof![
+            prop::collection::vec(
+                prop::sample::select(vec![-1.0, -0.5, -0.25, 0.0, 0.25, 0.5, 1.0]),
+                1..160,
+            ),
+            prop::collection::vec(-1.0..1.0f64, 1..60),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(128))]
+
+        #[test]
+        fn interval_holds_its_estimate_and_repeats_for_a_seed(
+            diffs in differences(),
+            seed in any::<u64>(),
+            confidence in 0.5..0.999f64,
+        ) {
+            let interval = paired_bootstrap_mean(&diffs, 200, seed, confidence);
+            prop_assert!(interval.low <= interval.estimate && interval.estimate <= interval.high);
+            prop_assert_eq!(interval, paired_bootstrap_mean(&diffs, 200, seed, confidence));
+        }
+
+        #[test]
+        fn negated_diffs_mirror_the_interval(
+            diffs in differences(),
+            seed in any::<u64>(),
+            confidence in 0.5..0.999f64,
+        ) {
+            let negated: Vec<f64> = diffs.iter().map(|d| -d).collect();
+            let interval = paired_bootstrap_mean(&diffs, 200, seed, confidence);
+            let mirror = paired_bootstrap_mean(&negated, 200, seed, confidence);
+            prop_assert_eq!(mirror.estimate, -interval.estimate);
+            let n = diffs.len() as u64;
+            let equally_frequent_opposites = distinct_values(&diffs, 1 + (n / BINOMIAL_COST) as usize)
+                .is_some_and(|values| {
+                    values.iter().any(|&(v, count)| v > 0.0 && values.contains(&(-v, count)))
+                });
+            if equally_frequent_opposites {
+                // Not the same draws: only the same distribution. 200
+                // resamples put each bound within ~0.2 standard errors.
+                let sd = (diffs.iter().map(|d| (d - interval.estimate).powi(2)).sum::<f64>()
+                    / n as f64)
+                    .sqrt();
+                let tolerance = 3.0 * sd / (n as f64).sqrt() + 1e-12;
+                prop_assert!((mirror.low + interval.high).abs() <= tolerance);
+                prop_assert!((mirror.high + interval.low).abs() <= tolerance);
+            } else {
+                prop_assert_eq!((mirror.low, mirror.high), (-interval.high, -interval.low));
+            }
+        }
     }
 }

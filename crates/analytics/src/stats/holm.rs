@@ -25,6 +25,8 @@ pub fn holm(p_values: &[f64]) -> Vec<f64> {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
 
     #[test]
@@ -42,5 +44,31 @@ mod tests {
         let adjusted = holm(&[0.01, f64::NAN, 0.04]);
         assert!(adjusted[1].is_nan());
         assert_eq!((adjusted[0], adjusted[2]), (0.02, 0.04));
+    }
+
+    proptest! {
+        #[test]
+        fn adjusted_p_values_rise_to_at_most_one_in_rank_order(
+            p_values in prop::collection::vec(
+                prop_oneof![0.0..=1.0f64, prop::sample::select(vec![0.0, 0.01, 0.05, 0.5, 1.0])],
+                0..40,
+            ),
+        ) {
+            let adjusted = holm(&p_values);
+            prop_assert_eq!(adjusted.len(), p_values.len());
+            for (p, a) in p_values.iter().zip(&adjusted) {
+                prop_assert!(p <= a && *a <= 1.0, "{} adjusted to {}", p, a);
+            }
+            for i in 0..p_values.len() {
+                for j in 0..p_values.len() {
+                    if p_values[i] < p_values[j] {
+                        prop_assert!(adjusted[i] <= adjusted[j]);
+                    }
+                    if p_values[i] == p_values[j] {
+                        prop_assert_eq!(adjusted[i], adjusted[j]);
+                    }
+                }
+            }
+        }
     }
 }

@@ -67,10 +67,6 @@ pub fn mean_interval_from_sums(n: u64, sum: f64, sum_sq: f64, confidence: f64) -
     }
 }
 
-/// Degrees of freedom from which the t quantile is taken by its expansion
-/// around the normal one.
-const T_ASYMPTOTIC_DF: f64 = 1e5;
-
 /// Degrees of freedom from which [`t_upper_quantile`] uses the expansion.
 const T_EXPANSION_DF: f64 = 1e4;
 
@@ -87,14 +83,25 @@ const T_EXPANSION_DF: f64 = 1e4;
 ///   agrees with scipy within 1e-14 there for tails down to 5e-16.
 fn t_upper_quantile(df: f64, tail: f64) -> f64 {
     if df >= T_EXPANSION_DF {
-        let x = normal_upper_quantile(tail);
-        let x2 = x * x;
-        let g1 = x * (x2 + 1.0) / 4.0;
-        let g2 = x * ((5.0 * x2 + 16.0) * x2 + 3.0) / 96.0;
-        let g3 = x * (((3.0 * x2 + 19.0) * x2 + 17.0) * x2 - 15.0) / 384.0;
-        let g4 = x * ((((79.0 * x2 + 776.0) * x2 + 1482.0) * x2 - 1920.0) * x2 - 945.0) / 92160.0;
-        return x + (g1 + (g2 + (g3 + g4 / df) / df) / df) / df;
+        t_expansion(df, tail)
+    } else {
+        t_polished(df, tail)
     }
+}
+
+/// Abramowitz & Stegun 26.7.5, to the 1/df⁴ term.
+fn t_expansion(df: f64, tail: f64) -> f64 {
+    let x = normal_upper_quantile(tail);
+    let x2 = x * x;
+    let g1 = x * (x2 + 1.0) / 4.0;
+    let g2 = x * ((5.0 * x2 + 16.0) * x2 + 3.0) / 96.0;
+    let g3 = x * (((3.0 * x2 + 19.0) * x2 + 17.0) * x2 - 15.0) / 384.0;
+    let g4 = x * ((((79.0 * x2 + 776.0) * x2 + 1482.0) * x2 - 1920.0) * x2 - 945.0) / 92160.0;
+    x + (g1 + (g2 + (g3 + g4 / df) / df) / df) / df
+}
+
+/// statrs's inverse cdf, polished by Newton steps on its cdf.
+fn t_polished(df: f64, tail: f64) -> f64 {
     let t = StudentsT::new(0.0, 1.0, df).expect("df >= 1 and a unit scale are valid");
     // The lower-tail quantile, where a small `tail` keeps its precision.
     let mut x = t.inverse_cdf(tail);
@@ -102,13 +109,13 @@ fn t_upper_quantile(df: f64, tail: f64) -> f64 {
     // Far in a heavy tail Newton only doubles x each step: allow enough.
     for _ in 0..100 {
         let density = t.pdf(x);
-        if error == 0.0 || !(density > 0.0) {
+        if error == 0.0 || density.is_nan() || density <= 0.0 {
             break;
         }
         let next = x - error / density;
         let next_error = t.cdf(next) - tail;
         // Stop where the cdf's own noise is reached.
-        if !(next_error.abs() < error.abs()) {
+        if next_error.is_nan() || next_error.abs() >= error.abs() {
             break;
         }
         x = next;
@@ -148,6 +155,8 @@ pub(super) fn lerp(a: f64, b: f64, t: f64) -> f64 {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
 
     #[test]
@@ -229,13 +238,13 @@ mod tests {
     }
 
     #[test]
-    fn t_quantile_is_continuous_where_the_expansion_takes_over() {
+    fn t_quantile_ways_agree_where_the_expansion_takes_over() {
         for tail in [5e-16, 1e-6, 0.025, 0.25] {
-            let below = t_upper_quantile(T_EXPANSION_DF - 1e-3, tail);
-            let above = t_upper_quantile(T_EXPANSION_DF, tail);
+            let polished = t_polished(T_EXPANSION_DF, tail);
+            let expanded = t_expansion(T_EXPANSION_DF, tail);
             assert!(
-                (below - above).abs() < 1e-10,
-                "tail {tail}: {below} vs {above}"
+                (polished - expanded).abs() < 1e-10,
+                "tail {tail}: {polished} vs {expanded}"
             );
         }
     }
@@ -266,5 +275,41 @@ mod tests {
         assert_eq!(percentile(&sorted, -5.0), -2.0);
         assert_eq!(percentile(&sorted, 250.0), 7.0);
         assert_eq!(percentile(&sorted, f64::NAN), -2.0);
+    }
+
+    proptest! {
+        #[test]
+        fn wilson_holds_its_estimate(
+            n in 0u64..2_000_000,
+            share in 0.0..=1.0f64,
+            confidence in 0.5..0.9999f64,
+        ) {
+            let successes = (share * n as f64).round() as u64;
+            let interval = wilson(successes, n, confidence);
+            prop_assert!(0.0 <= interval.low && interval.low <= interval.estimate);
+            prop_assert!(interval.estimate <= interval.high && interval.high <= 1.0);
+        }
+
+        #[test]
+        fn mean_interval_holds_its_estimate(
+            values in prop::collection::vec(-1e3..1e3f64, 0..60),
+            confidence in 0.5..0.9999f64,
+        ) {
+            let interval = mean_interval(&values, confidence);
+            prop_assert!(interval.low <= interval.estimate && interval.estimate <= interval.high);
+        }
+
+        #[test]
+        fn percentile_rises_with_q_between_the_extremes(
+            mut values in prop::collection::vec(-1e3..1e3f64, 1..40),
+            q in 0.0..=100.0f64,
+            r in 0.0..=100.0f64,
+        ) {
+            values.sort_by(f64::total_cmp);
+            let (low, high) = (q.min(r), q.max(r));
+            let (at_low, at_high) = (percentile(&values, low), percentile(&values, high));
+            prop_assert!(values[0] <= at_low && at_low <= at_high);
+            prop_assert!(at_high <= values[values.len() - 1]);
+        }
     }
 }

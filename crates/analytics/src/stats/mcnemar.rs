@@ -38,9 +38,12 @@ pub fn mcnemar_exact(b: u64, c: u64) -> f64 {
     let binomial = Binomial::new(0.5, n).expect("p = 0.5 is a valid probability");
     let (low, high) = (b.min(c), b.max(c));
     let between = high - low;
+    // b = c, or one apart with b + c odd: P(X ≤ min) ≥ 1/2.
+    if between <= 1 {
+        return 1.0;
+    }
     if (between as f64) < CENTRE_SDS * (n as f64).sqrt() && between <= MAX_CENTRE_TERMS {
-        // P(X <= low) + P(X >= high) by symmetry; `low + 1..high` is empty
-        // when b = c, and then p = 1.
+        // P(X <= low) + P(X >= high), by symmetry.
         let inside: f64 = (low + 1..high).map(|x| binomial.pmf(x)).sum();
         return (1.0 - inside).clamp(0.0, 1.0);
     }
@@ -83,6 +86,8 @@ pub fn mcnemar_sample_size(p10: f64, p01: f64, alpha: f64, power: f64) -> Option
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
 
     #[test]
@@ -148,9 +153,42 @@ mod tests {
         let narrow = mcnemar_sample_size(0.3, 0.25, 0.05, 0.8).unwrap();
         assert!(narrow > wide, "{narrow} <= {wide}");
     }
+
+    proptest! {
+        #[test]
+        fn swapping_the_arms_keeps_p(b in 0u64..3_000, c in 0u64..3_000) {
+            prop_assert_eq!(mcnemar_exact(b, c), mcnemar_exact(c, b));
+        }
+
+        #[test]
+        fn swapping_the_arms_keeps_p_for_large_counts(
+            b in 0u64..3_000_000,
+            c in 0u64..3_000_000,
+        ) {
+            let p = mcnemar_exact(b, c);
+            prop_assert_eq!(p, mcnemar_exact(c, b));
+            prop_assert!((0.0..=1.0).contains(&p));
+        }
+
+        #[test]
+        fn concordant_pairs_change_nothing(
+            pairs in prop::collection::vec(any::<(bool, bool)>(), 0..200),
+            concordant in prop::collection::vec((any::<bool>(), any::<usize>()), 0..50),
+        ) {
+            let before = discordant(pairs.iter().copied());
+            let mut more = pairs.clone();
+            for (passed, at) in concordant {
+                more.insert(at % (more.len() + 1), (passed, passed));
+            }
+            let after = discordant(more);
+            prop_assert_eq!(before, after);
+            prop_assert_eq!(mcnemar_exact(before.0, before.1), mcnemar_exact(after.0, after.1));
+        }
+    }
 }
-/// Discordant counts past [`DIRECT_CDF_MAX`], near the centre where
-/// statrs's cdf fell short, against scipy 1.17.1's
+
+/// Discordant counts past 10^5, near the centre where statrs's cdf falls
+/// short, against scipy 1.17.1's
 /// `min(1, 2 * binom.cdf(k, n, 0.5))`, within the bound its doc states.
 #[cfg(test)]
 mod large_counts {

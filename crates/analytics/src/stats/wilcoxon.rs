@@ -153,6 +153,8 @@ impl Ranks {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
 
     #[test]
@@ -199,5 +201,25 @@ mod tests {
         let (method, p) = wilcoxon(&[1.0, 2.0, 3.0, 4.0, 5.0]).unwrap();
         assert_eq!(method, Method::Exact);
         assert_eq!(p, 2.0 / 32.0);
+    }
+
+    /// Differences with ties and zeros (a grid of halves), or without.
+    fn differences() -> impl Strategy<Value = Vec<f64>> {
+        prop_oneof![
+            prop::collection::vec((-6i32..=6).prop_map(|k| f64::from(k) / 2.0), 0..80),
+            prop::collection::vec(-10.0..10.0f64, 0..80),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn swapping_the_arms_keeps_p(diffs in differences()) {
+            let negated: Vec<f64> = diffs.iter().map(|d| -d).collect();
+            let result = wilcoxon(&diffs);
+            prop_assert_eq!(result, wilcoxon(&negated));
+            if let Some((_, p)) = result {
+                prop_assert!(p > 0.0 && p <= 1.0);
+            }
+        }
     }
 }

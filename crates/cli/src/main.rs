@@ -46,7 +46,7 @@ enum Command {
         /// The suite: a promptfoo-style YAML or JSON file.
         suite: PathBuf,
     },
-    /// Follow a run's progress on a server until it ends.
+    /// Follow a run's progress until it ends (on --server, or in --data-dir).
     Watch {
         run_id: String,
         #[command(flatten)]

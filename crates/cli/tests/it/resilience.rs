@@ -423,8 +423,18 @@ async fn answers_wait_out_a_database_outage_and_are_never_bought_twice() {
     // Within a write timeout (2 s) and a flush every worker sees its writes
     // fail and stops starting calls; the calls in flight finish and their
     // answers wait.
+    // On a loaded machine (CI runs the 40,000-case tests alongside) that
+    // takes longer: wait, up to 20 s, until no call has started for 1 s.
     tokio::time::sleep(Duration::from_millis(3000)).await;
-    let early = cluster.mock.stats().requests;
+    let mut early = cluster.mock.stats().requests;
+    for _ in 0..20 {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let now = cluster.mock.stats().requests;
+        if now == early {
+            break;
+        }
+        early = now;
+    }
     assert_eq!(
         crate::cache::worker_metric(&cluster, "gauntlet_worker_store_unavailable").await,
         1.0,

@@ -174,8 +174,19 @@ impl SqliteStore {
     /// the busy timeout), the SQLite analogue of `SELECT … FOR UPDATE`. A
     /// deferred transaction that reads first fails with `SQLITE_BUSY` instead
     /// of waiting when another writer got in between.
+    ///
+    /// It is begun on a task of its own, so a caller cut off (the worker's
+    /// write timeout) cannot cut the BEGIN off: sqlx does not roll back a
+    /// custom BEGIN cancelled after SQLite ran it, and the connection would
+    /// go back to the pool with the write lock held for good, stalling every
+    /// writer. Finished on its task, the transaction is simply dropped, and
+    /// so rolled back, when nobody waits for it any more.
     async fn begin_write(&self) -> Result<sqlx::Transaction<'static, Sqlite>> {
-        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
+        let pool = self.pool.clone();
+        tokio::spawn(async move { pool.begin_with("BEGIN IMMEDIATE").await })
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("beginning a write: {e}")))?
+            .map_err(StoreError::from)
     }
 
     async fn end_run(

@@ -79,3 +79,74 @@ async fn tests_stored_before_digests_get_theirs_from_the_body() {
         [(0, gauntlet_store::test_digest(&body))]
     );
 }
+
+/// A write cut off by a timeout at any moment, its BEGIN included, leaves
+/// no transaction open on a pooled connection: the next writers get the
+/// write lock. (A custom `BEGIN IMMEDIATE` cancelled after SQLite ran it
+/// but before sqlx handed back the transaction used to go back to the pool
+/// still open, holding the write lock for good; an embedded 40,000-case
+/// run stalled on it.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_cut_off_anywhere_leave_no_transaction_open() {
+    use std::time::Duration;
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("gauntlet.db"))
+        .await
+        .unwrap();
+    let mut run = new_run();
+    run.total_tasks = 1_000_000;
+    let run = store.create_run(run).await.unwrap();
+    let row = |task: i64| gauntlet_store::NewResult {
+        task_index: task,
+        project_id: "default".into(),
+        test_index: 0,
+        prompt_index: 0,
+        provider_index: 0,
+        repeat_index: 0,
+        provider_id: "echo".into(),
+        status: gauntlet_store::ResultStatus::Pass,
+        score: 1.0,
+        reason: String::new(),
+        rendered_prompt: String::new(),
+        output: String::new(),
+        assertions: serde_json::json!([]),
+        latency_ms: 1,
+        tokens_in: 1,
+        tokens_out: 1,
+        cost_usd: 0.0,
+        cached: false,
+        error: String::new(),
+    };
+    // Eight writers at once, each write cut off after 0 to 2 ms: some while
+    // waiting for the write lock, some as their BEGIN is answered, some
+    // mid-insert.
+    let store = std::sync::Arc::new(store);
+    let writers: Vec<_> = (0..8i64)
+        .map(|w| {
+            let store = store.clone();
+            let row = row.clone();
+            tokio::spawn(async move {
+                for i in 0..300i64 {
+                    let cut = Duration::from_micros(((i * 37 + w * 11) % 200) as u64 * 10);
+                    let task = 10_000 + w * 1_000 + i;
+                    let _ =
+                        tokio::time::timeout(cut, store.insert_results(run.id, &[row(task)])).await;
+                }
+            })
+        })
+        .collect();
+    for w in writers {
+        w.await.unwrap();
+    }
+    // Every connection of the pool writes in turn, each within a second.
+    for i in 0..32i64 {
+        tokio::time::timeout(
+            Duration::from_secs(1),
+            store.insert_results(run.id, &[row(1_000 + i)]),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("write {i} waited on a write lock left held"))
+        .unwrap();
+    }
+}

@@ -125,7 +125,6 @@ async fn writes_cut_off_anywhere_leave_no_transaction_open() {
     let writers: Vec<_> = (0..8i64)
         .map(|w| {
             let store = store.clone();
-            let row = row.clone();
             tokio::spawn(async move {
                 for i in 0..300i64 {
                     let cut = Duration::from_micros(((i * 37 + w * 11) % 200) as u64 * 10);

@@ -279,7 +279,11 @@ fn pair(
             ci_high: score.high,
         }),
         latency_wilcoxon_p: stats::wilcoxon_signed_rank(&latency_diffs),
-        latency_median_diff_ms: stats::percentile(&latency_diffs, 50.0),
+        latency_median_diff_ms: if latency_diffs.is_empty() {
+            0.0
+        } else {
+            gauntlet_core::percentile(&latency_diffs, 50.0)
+        },
         a_cost_usd: a_cost,
         b_cost_usd: b_cost,
         cost_diff_usd: b_cost - a_cost,

@@ -311,8 +311,8 @@ mod tests {
         assert!((spread(&by_values) - spread(&by_index)).abs() < 0.002);
         for q in [2.5, 25.0, 50.0, 75.0, 97.5] {
             let (a, b) = (
-                super::super::percentile(&by_values, q),
-                super::super::percentile(&by_index, q),
+                gauntlet_core::percentile(&by_values, q),
+                gauntlet_core::percentile(&by_index, q),
             );
             assert!((a - b).abs() < 0.006, "q {q}: {a} vs {b}");
         }

@@ -1,5 +1,5 @@
 //! Intervals of one arm: a pass rate (Wilson), a mean score (Student t), and
-//! the percentile that the bootstrap and latency summaries read off.
+//! and the interpolation the bootstrap reads its bounds off with.
 
 use statrs::distribution::{Continuous, ContinuousCDF, StudentsT};
 
@@ -124,25 +124,6 @@ fn t_polished(df: f64, tail: f64) -> f64 {
     -x
 }
 
-/// Percentile with linear interpolation between closest ranks
-/// (numpy.percentile default, "linear"), q in [0, 100] (clamped; NaN is
-/// taken as 0); `sorted` ascending; empty → 0.
-pub fn percentile(sorted: &[f64], q: f64) -> f64 {
-    let Some(last) = sorted.len().checked_sub(1) else {
-        return 0.0;
-    };
-    let q = if q.is_nan() { 0.0 } else { q.clamp(0.0, 100.0) };
-    // numpy's virtual index and split, so the results agree to the last bit.
-    let virtual_index = last as f64 * (q / 100.0);
-    let below = virtual_index.floor();
-    let index = (below as usize).min(last);
-    lerp(
-        sorted[index],
-        sorted[(index + 1).min(last)],
-        virtual_index - below,
-    )
-}
-
 /// numpy's `_lerp`: from the nearer end, so `t` = 0 and 1 give the ends exactly.
 pub(super) fn lerp(a: f64, b: f64, t: f64) -> f64 {
     let difference = b - a;
@@ -155,6 +136,7 @@ pub(super) fn lerp(a: f64, b: f64, t: f64) -> f64 {
 
 #[cfg(test)]
 mod tests {
+    use gauntlet_core::percentile;
     use proptest::prelude::*;
 
     use super::*;
@@ -263,18 +245,14 @@ mod tests {
     }
 
     #[test]
-    fn percentile_of_nothing_is_zero() {
-        assert_eq!(percentile(&[], 50.0), 0.0);
-    }
-
-    #[test]
     fn percentile_ends_are_the_extremes() {
+        // The percentile is core's (the one latency summaries use); numpy's
+        // agreement is checked in `reference`.
         let sorted = [-2.0, 0.1, 0.3, 7.0];
         assert_eq!(percentile(&sorted, 0.0), -2.0);
         assert_eq!(percentile(&sorted, 100.0), 7.0);
         assert_eq!(percentile(&sorted, -5.0), -2.0);
         assert_eq!(percentile(&sorted, 250.0), 7.0);
-        assert_eq!(percentile(&sorted, f64::NAN), -2.0);
     }
 
     proptest! {

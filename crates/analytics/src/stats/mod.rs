@@ -26,7 +26,7 @@ use statrs::distribution::{ContinuousCDF, Normal};
 
 pub use bootstrap::paired_bootstrap_mean;
 pub use holm::holm;
-pub use interval::{mean_interval, mean_interval_from_sums, percentile, wilson};
+pub use interval::{mean_interval, mean_interval_from_sums, wilson};
 pub use mcnemar::{discordant, mcnemar_exact, mcnemar_sample_size};
 pub use wilcoxon::wilcoxon_signed_rank;
 

@@ -10,7 +10,7 @@
 use serde::Deserialize;
 
 use super::{
-    holm, mcnemar_exact, mcnemar_sample_size, mean_interval, percentile,
+    holm, mcnemar_exact, mcnemar_sample_size, mean_interval,
     wilcoxon::{Method, wilcoxon},
     wilson,
 };
@@ -213,8 +213,10 @@ fn holm_matches_statsmodels() {
     }
 }
 
+/// Core's percentile, the one latency summaries and comparisons use.
 #[test]
 fn percentile_matches_numpy() {
+    use gauntlet_core::percentile;
     for case in fixture().percentile {
         let what = format!("percentile({:?}, {})", case.sorted, case.q);
         assert_close(percentile(&case.sorted, case.q), case.value, &what);

@@ -8,15 +8,14 @@
 
 mod model;
 mod postgres;
+mod rollup;
 mod sqlite;
 
-/// The grouped metrics of [`Store::for_each_result_metrics`], the same SQL
-/// on both backends (their `WHERE` between the two parts).
-pub(crate) const METRICS_SELECT: &str = "SELECT provider_index, prompt_index, status, latency_ms, \
-     COUNT(*) AS n, SUM(tokens_in) AS tokens_in, SUM(tokens_out) AS tokens_out, \
-     SUM(cost_usd) AS cost_usd, SUM(score) AS score_sum, SUM(score * score) AS score_sq_sum \
-     FROM results";
-pub(crate) const METRICS_GROUP: &str = "GROUP BY provider_index, prompt_index, status, latency_ms";
+/// What [`Store::for_each_result_metrics`] reads: the `run_metrics` rollup
+/// (`rollup.rs`), the same SQL on both backends.
+pub(crate) const ROLLUP_METRICS_SELECT: &str = "SELECT provider_index, prompt_index, status, \
+     latency_ms, n, tokens_in, tokens_out, cost_usd, score_sum, score_sq_sum \
+     FROM run_metrics WHERE run_id = $1";
 
 /// The columns of an [`Outcome`], the same SQL on both backends (`WHERE
 /// run_id = …` and the order follow).

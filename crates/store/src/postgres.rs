@@ -14,10 +14,10 @@ use sqlx::{
 use uuid::Uuid;
 
 use crate::{
-    AssertionMetrics, InsertOutcome, METRICS_GROUP, METRICS_SELECT, NewReport, NewResult, NewRun,
-    OUTCOME_SELECT, Outcome, ReportOutcome, ReportRecord, ReportStatus, Result, ResultMetrics,
+    AssertionMetrics, InsertOutcome, NewReport, NewResult, NewRun, OUTCOME_SELECT, Outcome,
+    ROLLUP_METRICS_SELECT, ReportOutcome, ReportRecord, ReportStatus, Result, ResultMetrics,
     ResultRecord, ResultStatus, RunCursor, RunRecord, RunStatus, Store, StoreError, TaskRange,
-    TestFailures,
+    TestFailures, rollup::Rollup,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
@@ -512,14 +512,8 @@ impl Store for PgStore {
             error.push(r.error.as_str());
         }
 
-        // The rows go in first, with no lock on the run (their foreign key
-        // takes only a key-share lock, which counter updates do not block),
-        // so batches of one run insert in parallel. Only the counter update
-        // at the end locks the run row, until the commit right after it;
-        // that still serializes the updates, so exactly one of them sees the
-        // run complete.
         let mut tx = self.pool.begin().await?;
-        let rows_inserted = sqlx::query(
+        let inserted_tasks: Vec<i64> = sqlx::query_scalar(
             "INSERT INTO results (run_id, task_index, project_id, test_index, prompt_index, \
                provider_index, repeat_index, provider_id, status, score, reason, rendered_prompt, \
                output, assertions, latency_ms, tokens_in, tokens_out, cost_usd, cached, error) \
@@ -530,7 +524,7 @@ impl Store for PgStore {
                          $18::float8[], $19::bool[], $20::text[]) \
                AS u(ti, pid, te, pr, pv, rp, prov, st, sc, re, rpt, outp, asr, lat, tin, tout, cost, ca, er) \
              ON CONFLICT (run_id, task_index) DO NOTHING \
-             RETURNING status, cost_usd",
+             RETURNING task_index",
         )
         .bind(run_id)
         .bind(&task_index)
@@ -554,28 +548,55 @@ impl Store for PgStore {
         .bind(&error)
         .fetch_all(&mut *tx)
         .await?;
+        let rollup = Rollup::of_inserted(rows, &inserted_tasks);
 
-        let (mut pass, mut fail, mut err) = (0i64, 0i64, 0i64);
-        let mut cost = 0f64;
-        for row in &rows_inserted {
-            cost += row.try_get::<f64, _>("cost_usd")?;
-            match result_status(row.try_get("status")?)? {
-                ResultStatus::Pass => pass += 1,
-                ResultStatus::Fail => fail += 1,
-                ResultStatus::Error => err += 1,
-            }
-        }
-        let inserted = rows_inserted.len() as i64;
-        // `prev` takes the row lock and reads the status this update
-        // replaces (NO KEY UPDATE, as the update itself: a plain FOR UPDATE
-        // would wait on the key-share locks other batches' inserts hold and
-        // deadlock with overlapping batches); `finished_at` is the moment of the update itself
-        // (`clock_timestamp`), not the start of the transaction.
-        // `active_at` (indexed, for the reconciler) moves at most once a
-        // second: an update that leaves every indexed column alone stays a
-        // HOT update, and this row is updated by every write of the run.
+        // The run row's lock is taken here, after the rows went in with no
+        // lock on the run (their foreign key takes only a key-share lock,
+        // which counter updates do not block), so batches of one run insert
+        // in parallel and then add to the rollups and counters one at a
+        // time; exactly one of them sees the run complete. NO KEY UPDATE,
+        // as the update itself: a plain FOR UPDATE would wait on the
+        // key-share locks other batches' inserts hold and deadlock with
+        // overlapping batches.
+        let before_status: String =
+            sqlx::query_scalar("SELECT status FROM runs WHERE id = $1 FOR NO KEY UPDATE")
+                .bind(run_id)
+                .fetch_optional(&mut *tx)
+                .await?
+                .ok_or_else(|| StoreError::Corrupt(format!("results for unknown run {run_id}")))?;
+
+        // The rollups and the counters in one statement. `finished_at` is
+        // the moment of the update itself (`clock_timestamp`), not the
+        // start of the transaction. `active_at` (indexed, for the
+        // reconciler) moves at most once a second: an update that leaves
+        // every indexed column alone stays a HOT update, and this row is
+        // updated by every write of the run.
+        let metrics = rollup.metrics.iter();
+        let assertions = rollup.assertions.iter();
+        let tests = rollup.tests.iter();
         let row = sqlx::query(&format!(
-            "WITH prev AS (SELECT status AS prev_status FROM runs WHERE id = $1 FOR NO KEY UPDATE) \
+            "WITH m AS (\
+               INSERT INTO run_metrics (run_id, provider_index, prompt_index, status, latency_ms, n, \
+                 tokens_in, tokens_out, cost_usd, score_sum, score_sq_sum) \
+               SELECT $1, * FROM UNNEST($7::int[], $8::int[], $9::smallint[], $10::int[], \
+                 $11::bigint[], $12::bigint[], $13::bigint[], $14::float8[], $15::float8[], $16::float8[]) \
+               ON CONFLICT (run_id, provider_index, prompt_index, status, latency_ms) DO UPDATE SET \
+                 n = run_metrics.n + EXCLUDED.n, tokens_in = run_metrics.tokens_in + EXCLUDED.tokens_in, \
+                 tokens_out = run_metrics.tokens_out + EXCLUDED.tokens_out, \
+                 cost_usd = run_metrics.cost_usd + EXCLUDED.cost_usd, \
+                 score_sum = run_metrics.score_sum + EXCLUDED.score_sum, \
+                 score_sq_sum = run_metrics.score_sq_sum + EXCLUDED.score_sq_sum), \
+             a AS (\
+               INSERT INTO run_assertions (run_id, provider_index, prompt_index, kind, metric, passed, n) \
+               SELECT $1, * FROM UNNEST($17::int[], $18::int[], $19::text[], $20::text[], $21::bool[], $22::bigint[]) \
+               ON CONFLICT (run_id, provider_index, prompt_index, kind, metric, passed) DO UPDATE SET \
+                 n = run_assertions.n + EXCLUDED.n), \
+             t AS (\
+               INSERT INTO run_test_tallies (run_id, test_index, unpassed, total) \
+               SELECT $1, * FROM UNNEST($23::int[], $24::bigint[], $25::bigint[]) \
+               ON CONFLICT (run_id, test_index) DO UPDATE SET \
+                 unpassed = run_test_tallies.unpassed + EXCLUDED.unpassed, \
+                 total = run_test_tallies.total + EXCLUDED.total) \
              UPDATE runs SET \
                completed_tasks = completed_tasks + $2, passed = passed + $3, \
                failed = failed + $4, errors = errors + $5, cost_usd = cost_usd + $6, \
@@ -587,19 +608,37 @@ impl Store for PgStore {
                                   THEN clock_timestamp() ELSE finished_at END, \
                active_at = CASE WHEN $2 > 0 AND active_at < clock_timestamp() - interval '1 second' \
                                 THEN clock_timestamp() ELSE active_at END \
-             FROM prev WHERE id = $1 RETURNING {RUN_COLUMNS}, prev.prev_status"
+             WHERE id = $1 RETURNING {RUN_COLUMNS}"
         ))
         .bind(run_id)
-        .bind(inserted)
-        .bind(pass)
-        .bind(fail)
-        .bind(err)
-        .bind(cost)
-        .fetch_optional(&mut *tx)
-        .await?
-        .ok_or_else(|| StoreError::Corrupt(format!("results for unknown run {run_id}")))?;
+        .bind(rollup.inserted())
+        .bind(rollup.passed)
+        .bind(rollup.failed)
+        .bind(rollup.errors)
+        .bind(rollup.cost_usd)
+        .bind(metrics.clone().map(|(k, _)| k.0).collect::<Vec<_>>())
+        .bind(metrics.clone().map(|(k, _)| k.1).collect::<Vec<_>>())
+        .bind(metrics.clone().map(|(k, _)| k.2).collect::<Vec<_>>())
+        .bind(metrics.clone().map(|(k, _)| k.3).collect::<Vec<_>>())
+        .bind(metrics.clone().map(|(_, s)| s.n).collect::<Vec<_>>())
+        .bind(metrics.clone().map(|(_, s)| s.tokens_in).collect::<Vec<_>>())
+        .bind(metrics.clone().map(|(_, s)| s.tokens_out).collect::<Vec<_>>())
+        .bind(metrics.clone().map(|(_, s)| s.cost_usd).collect::<Vec<_>>())
+        .bind(metrics.clone().map(|(_, s)| s.score_sum).collect::<Vec<_>>())
+        .bind(metrics.map(|(_, s)| s.score_sq_sum).collect::<Vec<_>>())
+        .bind(assertions.clone().map(|(k, _)| k.0).collect::<Vec<_>>())
+        .bind(assertions.clone().map(|(k, _)| k.1).collect::<Vec<_>>())
+        .bind(assertions.clone().map(|(k, _)| k.2.as_str()).collect::<Vec<_>>())
+        .bind(assertions.clone().map(|(k, _)| k.3.as_str()).collect::<Vec<_>>())
+        .bind(assertions.clone().map(|(k, _)| k.4).collect::<Vec<_>>())
+        .bind(assertions.map(|(_, n)| *n).collect::<Vec<_>>())
+        .bind(tests.clone().map(|(t, _)| *t).collect::<Vec<_>>())
+        .bind(tests.clone().map(|(_, c)| c.0).collect::<Vec<_>>())
+        .bind(tests.map(|(_, c)| c.1).collect::<Vec<_>>())
+        .fetch_one(&mut *tx)
+        .await?;
+        let inserted = rollup.inserted();
         let run = run_from_row(&row)?;
-        let before_status: String = row.try_get("prev_status")?;
         tx.commit().await?;
         let finished_now = run.status == RunStatus::Completed && before_status != "completed";
         Ok(InsertOutcome {
@@ -647,10 +686,9 @@ impl Store for PgStore {
         each: &mut (dyn FnMut(ResultMetrics) + Send),
     ) -> Result<()> {
         use futures::TryStreamExt;
-        // The database groups the rows: what arrives grows with the
-        // distinct latencies, not with the results.
-        let sql = format!("{METRICS_SELECT} WHERE run_id = $1 {METRICS_GROUP}");
-        let mut rows = sqlx::query(&sql)
+        // The rollup: what arrives grows with the distinct latencies, not
+        // with the results.
+        let mut rows = sqlx::query(ROLLUP_METRICS_SELECT)
             .bind(run_id)
             .try_map(|row: PgRow| {
                 let status: i16 = row.try_get("status")?;
@@ -683,18 +721,15 @@ impl Store for PgStore {
     ) -> Result<()> {
         use futures::TryStreamExt;
         let mut rows = sqlx::query(
-            "SELECT r.provider_index, r.prompt_index, a->>'type' AS kind, \
-             COALESCE(a->>'metric', '') AS metric, COALESCE((a->>'pass')::boolean, false) AS passed, \
-             COUNT(*) AS n \
-             FROM results r, jsonb_array_elements(r.assertions) a WHERE r.run_id = $1 \
-             GROUP BY 1, 2, 3, 4, 5",
+            "SELECT provider_index, prompt_index, kind, metric, passed, n \
+             FROM run_assertions WHERE run_id = $1",
         )
         .bind(run_id)
         .try_map(|row: PgRow| {
             Ok(AssertionMetrics {
                 provider_index: row.try_get("provider_index")?,
                 prompt_index: row.try_get("prompt_index")?,
-                kind: row.try_get::<Option<String>, _>("kind")?.unwrap_or_default(),
+                kind: row.try_get("kind")?,
                 metric: row.try_get("metric")?,
                 passed: row.try_get("passed")?,
                 count: row.try_get("n")?,
@@ -724,10 +759,8 @@ impl Store for PgStore {
 
     async fn most_failed_tests(&self, run_id: Uuid, limit: u32) -> Result<Vec<TestFailures>> {
         let rows = sqlx::query(
-            "SELECT test_index, COUNT(*) FILTER (WHERE status <> 1) AS unpassed, COUNT(*) AS total \
-             FROM results WHERE run_id = $1 GROUP BY test_index \
-             HAVING COUNT(*) FILTER (WHERE status <> 1) > 0 \
-             ORDER BY unpassed DESC, test_index LIMIT $2",
+            "SELECT test_index, unpassed, total FROM run_test_tallies \
+             WHERE run_id = $1 AND unpassed > 0 ORDER BY unpassed DESC, test_index LIMIT $2",
         )
         .bind(run_id)
         .bind(i64::from(limit))

@@ -21,10 +21,10 @@ use sqlx::{
 use uuid::Uuid;
 
 use crate::{
-    AssertionMetrics, InsertOutcome, METRICS_GROUP, METRICS_SELECT, NewReport, NewResult, NewRun,
-    OUTCOME_SELECT, Outcome, ReportOutcome, ReportRecord, ReportStatus, Result, ResultMetrics,
+    AssertionMetrics, InsertOutcome, NewReport, NewResult, NewRun, OUTCOME_SELECT, Outcome,
+    ROLLUP_METRICS_SELECT, ReportOutcome, ReportRecord, ReportStatus, Result, ResultMetrics,
     ResultRecord, ResultStatus, RunCursor, RunRecord, RunStatus, Store, StoreError, TaskRange,
-    TestFailures,
+    TestFailures, rollup::Rollup,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -677,8 +677,7 @@ impl Store for SqliteStore {
             .ok_or_else(|| StoreError::Corrupt(format!("results for unknown run {run_id}")))?;
         let before_status: String = before.try_get("status")?;
 
-        let (mut pass, mut fail, mut err) = (0i64, 0i64, 0i64);
-        let mut cost = 0f64;
+        let mut inserted_tasks = Vec::with_capacity(rows.len());
         for chunk in rows.chunks(RESULT_ROWS_PER_STATEMENT) {
             let mut insert = QueryBuilder::<Sqlite>::new(
                 "INSERT INTO results (run_id, task_index, project_id, test_index, prompt_index, \
@@ -712,18 +711,18 @@ impl Store for SqliteStore {
             });
             // RETURNING yields only the rows really inserted, not the ones
             // DO NOTHING skipped.
-            insert.push(" ON CONFLICT (run_id, task_index) DO NOTHING RETURNING status, cost_usd");
-            for row in insert.build().fetch_all(&mut *tx).await? {
-                cost += row.try_get::<f64, _>("cost_usd")?;
-                match result_status(&row)? {
-                    ResultStatus::Pass => pass += 1,
-                    ResultStatus::Fail => fail += 1,
-                    ResultStatus::Error => err += 1,
-                }
-            }
+            insert.push(" ON CONFLICT (run_id, task_index) DO NOTHING RETURNING task_index");
+            inserted_tasks.extend(
+                insert
+                    .build_query_scalar::<i64>()
+                    .fetch_all(&mut *tx)
+                    .await?,
+            );
         }
+        let rollup = Rollup::of_inserted(rows, &inserted_tasks);
+        add_rollup(&mut tx, &run_key, &rollup).await?;
 
-        let inserted = pass + fail + err;
+        let inserted = rollup.inserted();
         let row = sqlx::query(&format!(
             "UPDATE runs SET \
                completed_tasks = completed_tasks + ?2, passed = passed + ?3, \
@@ -739,11 +738,11 @@ impl Store for SqliteStore {
         ))
         .bind(&run_key)
         .bind(inserted)
-        .bind(pass)
-        .bind(fail)
-        .bind(err)
+        .bind(rollup.passed)
+        .bind(rollup.failed)
+        .bind(rollup.errors)
         .bind(&now)
-        .bind(cost)
+        .bind(rollup.cost_usd)
         .fetch_one(&mut *tx)
         .await?;
         let run = run_from_row(&row)?;
@@ -796,8 +795,7 @@ impl Store for SqliteStore {
         use futures::TryStreamExt;
         // The database groups the rows: what arrives grows with the
         // distinct latencies, not with the results.
-        let sql = format!("{METRICS_SELECT} WHERE run_id = ?1 {METRICS_GROUP}");
-        let mut rows = sqlx::query(&sql)
+        let mut rows = sqlx::query(ROLLUP_METRICS_SELECT)
             .bind(uuid_text(run_id))
             .try_map(|row: SqliteRow| {
                 let status: i64 = row.try_get("status")?;
@@ -832,20 +830,15 @@ impl Store for SqliteStore {
     ) -> Result<()> {
         use futures::TryStreamExt;
         let mut rows = sqlx::query(
-            "SELECT r.provider_index, r.prompt_index, json_extract(a.value, '$.type') AS kind, \
-             COALESCE(json_extract(a.value, '$.metric'), '') AS metric, \
-             COALESCE(json_extract(a.value, '$.pass'), 0) AS passed, COUNT(*) AS n \
-             FROM results r, json_each(r.assertions) a WHERE r.run_id = ?1 \
-             GROUP BY 1, 2, 3, 4, 5",
+            "SELECT provider_index, prompt_index, kind, metric, passed, n \
+             FROM run_assertions WHERE run_id = ?1",
         )
         .bind(uuid_text(run_id))
         .try_map(|row: SqliteRow| {
             Ok(AssertionMetrics {
                 provider_index: row.try_get("provider_index")?,
                 prompt_index: row.try_get("prompt_index")?,
-                kind: row
-                    .try_get::<Option<String>, _>("kind")?
-                    .unwrap_or_default(),
+                kind: row.try_get("kind")?,
                 metric: row.try_get("metric")?,
                 passed: row.try_get::<i64, _>("passed")? != 0,
                 count: row.try_get("n")?,
@@ -875,9 +868,8 @@ impl Store for SqliteStore {
 
     async fn most_failed_tests(&self, run_id: Uuid, limit: u32) -> Result<Vec<TestFailures>> {
         let rows = sqlx::query(
-            "SELECT test_index, SUM(status <> 1) AS unpassed, COUNT(*) AS total \
-             FROM results WHERE run_id = ?1 GROUP BY test_index HAVING SUM(status <> 1) > 0 \
-             ORDER BY unpassed DESC, test_index LIMIT ?2",
+            "SELECT test_index, unpassed, total FROM run_test_tallies \
+             WHERE run_id = ?1 AND unpassed > 0 ORDER BY unpassed DESC, test_index LIMIT ?2",
         )
         .bind(uuid_text(run_id))
         .bind(i64::from(limit))
@@ -977,6 +969,87 @@ impl Store for SqliteStore {
         .await?;
         Ok(())
     }
+}
+
+/// Rows of a rollup per upsert statement (at most 7 parameters each).
+const ROLLUP_ROWS_PER_STATEMENT: usize = MAX_PARAMS / 7;
+
+/// Adds one batch's rollup (`rollup.rs`) to the run's rollup tables, inside
+/// the batch's write transaction.
+async fn add_rollup(
+    tx: &mut sqlx::Transaction<'_, Sqlite>,
+    run_key: &str,
+    rollup: &Rollup,
+) -> Result<()> {
+    let metrics: Vec<_> = rollup.metrics.iter().collect();
+    for chunk in metrics.chunks(ROLLUP_ROWS_PER_STATEMENT / 2) {
+        let mut upsert = QueryBuilder::<Sqlite>::new(
+            "INSERT INTO run_metrics (run_id, provider_index, prompt_index, status, latency_ms, n, \
+               tokens_in, tokens_out, cost_usd, score_sum, score_sq_sum) ",
+        );
+        upsert.push_values(chunk, |mut values, (k, m)| {
+            values
+                .push_bind(run_key)
+                .push_bind(k.0)
+                .push_bind(k.1)
+                .push_bind(k.2)
+                .push_bind(k.3)
+                .push_bind(m.n)
+                .push_bind(m.tokens_in)
+                .push_bind(m.tokens_out)
+                .push_bind(m.cost_usd)
+                .push_bind(m.score_sum)
+                .push_bind(m.score_sq_sum);
+        });
+        upsert.push(
+            " ON CONFLICT (run_id, provider_index, prompt_index, status, latency_ms) DO UPDATE SET \
+               n = n + excluded.n, tokens_in = tokens_in + excluded.tokens_in, \
+               tokens_out = tokens_out + excluded.tokens_out, cost_usd = cost_usd + excluded.cost_usd, \
+               score_sum = score_sum + excluded.score_sum, \
+               score_sq_sum = score_sq_sum + excluded.score_sq_sum",
+        );
+        upsert.build().execute(&mut **tx).await?;
+    }
+    let assertions: Vec<_> = rollup.assertions.iter().collect();
+    for chunk in assertions.chunks(ROLLUP_ROWS_PER_STATEMENT) {
+        let mut upsert = QueryBuilder::<Sqlite>::new(
+            "INSERT INTO run_assertions (run_id, provider_index, prompt_index, kind, metric, passed, n) ",
+        );
+        upsert.push_values(chunk, |mut values, (k, n)| {
+            values
+                .push_bind(run_key)
+                .push_bind(k.0)
+                .push_bind(k.1)
+                .push_bind(k.2.as_str())
+                .push_bind(k.3.as_str())
+                .push_bind(k.4)
+                .push_bind(**n);
+        });
+        upsert.push(
+            " ON CONFLICT (run_id, provider_index, prompt_index, kind, metric, passed) \
+             DO UPDATE SET n = n + excluded.n",
+        );
+        upsert.build().execute(&mut **tx).await?;
+    }
+    let tests: Vec<_> = rollup.tests.iter().collect();
+    for chunk in tests.chunks(ROLLUP_ROWS_PER_STATEMENT) {
+        let mut upsert = QueryBuilder::<Sqlite>::new(
+            "INSERT INTO run_test_tallies (run_id, test_index, unpassed, total) ",
+        );
+        upsert.push_values(chunk, |mut values, (test, (unpassed, total))| {
+            values
+                .push_bind(run_key)
+                .push_bind(**test)
+                .push_bind(*unpassed)
+                .push_bind(*total);
+        });
+        upsert.push(
+            " ON CONFLICT (run_id, test_index) DO UPDATE SET \
+               unpassed = unpassed + excluded.unpassed, total = total + excluded.total",
+        );
+        upsert.build().execute(&mut **tx).await?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

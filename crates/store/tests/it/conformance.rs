@@ -101,6 +101,7 @@ conformance!(
     equal_tests_have_equal_digests_across_runs,
     assertion_metrics_count_each_type_metric_and_verdict,
     slowest_results_and_most_failed_tests,
+    rollups_equal_the_results_after_concurrent_overlapping_batches,
 );
 
 fn new_run(total: i64) -> NewRun {
@@ -1209,4 +1210,145 @@ async fn slowest_results_and_most_failed_tests(store: Arc<dyn Store>) {
         .collect();
     assert_eq!(got, [(3, 3, 3), (2, 2, 3), (1, 1, 3)]);
     assert_eq!(store.most_failed_tests(run.id, 1).await.unwrap().len(), 1);
+}
+
+/// The rollups a summary reads (`run_metrics`, `run_assertions`,
+/// `run_test_tallies`) equal what the stored results give when grouped
+/// directly, after concurrent batches that overlap and a redelivery: a row
+/// skipped as already stored adds nothing.
+async fn rollups_equal_the_results_after_concurrent_overlapping_batches(store: Arc<dyn Store>) {
+    use std::collections::BTreeMap;
+    const TASKS: i64 = 120;
+    let run = store.create_run(new_run(TASKS)).await.unwrap();
+    let row = |t: i64| {
+        let mut r = result(t, cycling_status(t * 7 / 5));
+        // A test's four results land in different batches; latencies
+        // repeat so groups have several members.
+        r.test_index = (t % 30) as i32;
+        r.latency_ms = 50 + (t % 7) as i32;
+        r.score = (t % 4) as f64 / 4.0;
+        r.assertions = serde_json::json!([
+            {"type": "contains", "pass": t % 2 == 0},
+            {"type": "llm-rubric", "metric": if t % 3 == 0 { "tone" } else { "facts" }, "pass": t % 5 != 0},
+        ]);
+        r
+    };
+    // Twelve batches of fifteen, each overlapping the next by five, then
+    // the first one again.
+    let mut batches: Vec<Vec<NewResult>> = (0..12)
+        .map(|i| (i * 10..(i * 10 + 15).min(TASKS)).map(row).collect())
+        .collect();
+    batches.push((0..15).map(row).collect());
+    let handles: Vec<_> = batches
+        .into_iter()
+        .map(|batch| {
+            let store = store.clone();
+            tokio::spawn(async move { store.insert_results(run.id, &batch).await.unwrap() })
+        })
+        .collect();
+    for handle in handles {
+        handle.await.unwrap();
+    }
+    let stored: Vec<NewResult> = (0..TASKS).map(row).collect();
+
+    // Metrics, grouped by (provider, prompt, status, latency).
+    let mut want = BTreeMap::new();
+    for r in &stored {
+        let e = want
+            .entry((
+                r.provider_index,
+                r.prompt_index,
+                r.status as i16,
+                r.latency_ms,
+            ))
+            .or_insert((0i64, 0i64, 0i64, 0f64, 0f64, 0f64));
+        e.0 += 1;
+        e.1 += i64::from(r.tokens_in);
+        e.2 += i64::from(r.tokens_out);
+        e.3 += r.cost_usd;
+        e.4 += r.score;
+        e.5 += r.score * r.score;
+    }
+    let got: BTreeMap<_, _> = result_metrics(store.as_ref(), run.id)
+        .await
+        .into_iter()
+        .map(|m| {
+            let key = (
+                m.provider_index,
+                m.prompt_index,
+                m.status as i16,
+                m.latency_ms,
+            );
+            (
+                key,
+                (
+                    m.count,
+                    m.tokens_in,
+                    m.tokens_out,
+                    m.cost_usd,
+                    m.score_sum,
+                    m.score_sq_sum,
+                ),
+            )
+        })
+        .collect();
+    assert_eq!(got.len(), want.len());
+    for (key, w) in &want {
+        let g = got[key];
+        assert_eq!((g.0, g.1, g.2), (w.0, w.1, w.2), "{key:?}");
+        for (a, b) in [(g.3, w.3), (g.4, w.4), (g.5, w.5)] {
+            assert!((a - b).abs() < 1e-9, "{key:?}: {a} != {b}");
+        }
+    }
+    assert_eq!(got.values().map(|g| g.0).sum::<i64>(), TASKS);
+
+    // Assertion tallies.
+    let mut want = BTreeMap::new();
+    for r in &stored {
+        for a in r.assertions.as_array().unwrap() {
+            let key = (
+                r.provider_index,
+                r.prompt_index,
+                a["type"].as_str().unwrap().to_owned(),
+                a.get("metric")
+                    .and_then(|m| m.as_str())
+                    .unwrap_or("")
+                    .to_owned(),
+                a["pass"].as_bool().unwrap(),
+            );
+            *want.entry(key).or_insert(0i64) += 1;
+        }
+    }
+    let mut got = BTreeMap::new();
+    store
+        .for_each_assertion_metrics(run.id, &mut |m| {
+            let key = (m.provider_index, m.prompt_index, m.kind, m.metric, m.passed);
+            assert!(got.insert(key, m.count).is_none(), "a group twice");
+        })
+        .await
+        .unwrap();
+    assert_eq!(got, want);
+
+    // Per-test tallies: every test that did not always pass, most first.
+    let mut tallies = BTreeMap::new();
+    for r in &stored {
+        let e = tallies.entry(r.test_index).or_insert((0i64, 0i64));
+        e.0 += i64::from(r.status != ResultStatus::Pass);
+        e.1 += 1;
+    }
+    let mut want: Vec<(i32, i64, i64)> = tallies
+        .into_iter()
+        .filter(|(_, (unpassed, _))| *unpassed > 0)
+        .map(|(t, (u, n))| (t, u, n))
+        .collect();
+    want.sort_by_key(|&(t, u, _)| (std::cmp::Reverse(u), t));
+    let got: Vec<_> = store
+        .most_failed_tests(run.id, 1000)
+        .await
+        .unwrap()
+        .iter()
+        .map(|f| (f.test_index, f.unpassed, f.total))
+        .collect();
+    assert_eq!(got, want);
+    assert!(got.iter().all(|&(_, _, total)| total == 4));
 }

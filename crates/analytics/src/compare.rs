@@ -77,6 +77,8 @@ struct MatchKey {
 
 #[derive(Clone, Copy)]
 struct Cell {
+    test_index: i32,
+    repeat: i32,
     passed: bool,
     error: bool,
     score: f64,
@@ -195,6 +197,8 @@ fn arms(side: &Side, by: By, providers: &[u32], prompts: &[u32]) -> Arms {
             repeat: o.repeat_index,
         };
         let cell = Cell {
+            test_index: o.test_index,
+            repeat: o.repeat_index,
             passed: o.status == ResultStatus::Pass,
             error: o.status == ResultStatus::Error,
             score: o.score,
@@ -321,6 +325,74 @@ fn arm(side: &Side, names: &(String, String)) -> v1::Arm {
     }
 }
 
+/// One matched result whose verdict differs between the two runs.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Flip {
+    /// In run B.
+    pub test_index: i32,
+    pub provider: String,
+    pub prompt: String,
+    pub repeat: i32,
+    pub a_score: f64,
+    pub b_score: f64,
+}
+
+/// The matched results of two runs that flipped, each list in run B's
+/// test order.
+#[derive(Debug, Default, PartialEq)]
+pub struct Flips {
+    /// Passed in A, did not in B.
+    pub pass_to_fail: Vec<Flip>,
+    pub fail_to_pass: Vec<Flip>,
+}
+
+impl Flips {
+    fn add(&mut self, names: &(String, String), pairs: &[(Cell, Cell)]) {
+        for (x, y) in pairs.iter().filter(|(x, y)| x.passed != y.passed) {
+            let flip = Flip {
+                test_index: y.test_index,
+                provider: names.0.clone(),
+                prompt: names.1.clone(),
+                repeat: y.repeat,
+                a_score: x.score,
+                b_score: y.score,
+            };
+            if x.passed {
+                self.pass_to_fail.push(flip);
+            } else {
+                self.fail_to_pass.push(flip);
+            }
+        }
+    }
+
+    fn sort(&mut self) {
+        for list in [&mut self.pass_to_fail, &mut self.fail_to_pass] {
+            list.sort_by(|x, y| {
+                (x.test_index, &x.provider, &x.prompt, x.repeat).cmp(&(
+                    y.test_index,
+                    &y.provider,
+                    &y.prompt,
+                    y.repeat,
+                ))
+            });
+        }
+    }
+}
+
+/// Run B against the baseline A per provider × prompt, with the results
+/// that flipped between them.
+pub fn regressions(
+    a: &Side,
+    b: &Side,
+    alpha: f64,
+    seed: u64,
+) -> Result<(Vec<v1::PairComparison>, Flips), Refusal> {
+    let mut flips = Flips::default();
+    let pairs = compare_into(a, Some(b), By::Group, alpha, seed, Some(&mut flips))?;
+    flips.sort();
+    Ok((pairs, flips))
+}
+
 /// Compares `a` with `b`, or within `a` when `b` is `None`.
 pub fn compare(
     a: &Side,
@@ -328,6 +400,17 @@ pub fn compare(
     by: By,
     alpha: f64,
     seed: u64,
+) -> Result<Vec<v1::PairComparison>, Refusal> {
+    compare_into(a, b, by, alpha, seed, None)
+}
+
+fn compare_into(
+    a: &Side,
+    b: Option<&Side>,
+    by: By,
+    alpha: f64,
+    seed: u64,
+    mut flips: Option<&mut Flips>,
 ) -> Result<Vec<v1::PairComparison>, Refusal> {
     let (prov_a, prov_b) = canonical(&a.providers, b.map(|s| s.providers.as_slice()));
     let (prompt_a, prompt_b) = canonical(&a.prompts, b.map(|s| s.prompts.as_slice()));
@@ -340,10 +423,14 @@ pub fn compare(
                 let Some(cells_b) = arms_b.cells.get(key) else {
                     continue;
                 };
+                let pairs = matched(cells_a, cells_b);
+                if let Some(flips) = flips.as_deref_mut() {
+                    flips.add(&arms_b.names[key], &pairs);
+                }
                 out.push(pair(
                     arm(a, &arms_a.names[key]),
                     arm(b, &arms_b.names[key]),
-                    &matched(cells_a, cells_b),
+                    &pairs,
                     alpha,
                     seed,
                 ));
@@ -462,6 +549,47 @@ mod tests {
         assert_eq!(out.len(), 1);
         let m = out[0].mcnemar.unwrap();
         assert_eq!((out[0].n_pairs, m.b, m.c), (3, 1, 0));
+    }
+
+    #[test]
+    fn flips_are_named_by_the_run_b_test_in_both_directions() {
+        // Two providers; A's tests are digests 10, 20, 30, B has them as
+        // 30, 10, 20. On B, digest 10 (index 1) fails on provider x, and
+        // digest 30 (index 0) passes on y where it failed on A.
+        let keys = |d: &[i64]| {
+            TestKeys::from_digests(
+                &d.iter()
+                    .enumerate()
+                    .map(|(i, &d)| (i as i64, d))
+                    .collect::<Vec<_>>(),
+            )
+        };
+        let mut a_out = Vec::new();
+        let mut b_out = Vec::new();
+        for t in 0..3 {
+            for p in 0..2 {
+                a_out.push(outcome(t, p, 0, !(t == 2 && p == 1), 100));
+                b_out.push(outcome(t, p, 0, !(t == 1 && p == 0), 100));
+            }
+        }
+        let mut a = side("a", &["x", "y"], &["q"], a_out);
+        a.test_keys = keys(&[10, 20, 30]);
+        let mut b = side("b", &["x", "y"], &["q"], b_out);
+        b.test_keys = keys(&[30, 10, 20]);
+        let (pairs, flips) = regressions(&a, &b, 0.05, 1).unwrap();
+        assert_eq!(pairs.len(), 2);
+        let flip = |test, provider: &str, a_score, b_score| Flip {
+            test_index: test,
+            provider: provider.into(),
+            prompt: "q".into(),
+            repeat: 0,
+            a_score,
+            b_score,
+        };
+        assert_eq!(flips.pass_to_fail, [flip(1, "x", 1.0, 0.0)]);
+        assert_eq!(flips.fail_to_pass, [flip(0, "y", 0.0, 1.0)]);
+        // The comparison is compare's, by provider × prompt.
+        assert_eq!(pairs, compare(&a, Some(&b), By::Group, 0.05, 1).unwrap());
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! new results make a new key, and the TTL only bounds memory.
 
 pub mod compare;
+mod regressions;
 pub mod stats;
 mod summary;
 
@@ -153,11 +154,7 @@ impl AnalyticsService for Analytics {
                 "is run_a: leave it empty to compare within one run",
             ));
         }
-        let alpha = match req.alpha {
-            0.0 => DEFAULT_ALPHA,
-            x if x > 0.0 && x < 1.0 => x,
-            x => return Err(invalid("alpha", format!("{x} is not in (0, 1)"))),
-        };
+        let alpha = alpha(req.alpha)?;
         let by_proto = v1::CompareBy::try_from(req.by)
             .map_err(|_| invalid("by", format!("{} is not a CompareBy", req.by)))?;
         let by = compare::By::from_proto(by_proto, b.is_some());
@@ -165,9 +162,6 @@ impl AnalyticsService for Analytics {
         let run_b = match b {
             Some(b) => Some(existing_run(self.deps.store.as_ref(), b).await?),
             None => None,
-        };
-        let progress = |r: &gauntlet_store::RunRecord| {
-            format!("{}:{}:{}", r.id, r.completed_tasks, r.status.as_str())
         };
         let key = format!(
             "compare:{}:{}:{by:?}:{alpha}:{}",
@@ -209,10 +203,136 @@ impl AnalyticsService for Analytics {
             .await;
         Ok(Response::new(comparison))
     }
+
+    #[instrument(skip_all, name = "DetectRegressions", fields(run_id = %request.get_ref().run_id))]
+    async fn detect_regressions(
+        &self,
+        request: Request<v1::DetectRegressionsRequest>,
+    ) -> Result<Response<v1::Regressions>, Status> {
+        let req = request.into_inner();
+        let id = parse_id("run_id", &req.run_id)?;
+        let baseline_id = match req.baseline_run_id.as_str() {
+            "" => None,
+            text => Some(parse_id("baseline_run_id", text)?),
+        };
+        if baseline_id == Some(id) {
+            return Err(invalid(
+                "baseline_run_id",
+                "is run_id: a run is no baseline for itself",
+            ));
+        }
+        let alpha = alpha(req.alpha)?;
+        let max_listed = match req.max_listed {
+            0 => regressions::DEFAULT_LISTED,
+            n => n,
+        } as usize;
+        let store = self.deps.store.as_ref();
+        let run = existing_run(store, id).await?;
+        let baseline = match baseline_id {
+            Some(b) => existing_run(store, b).await?,
+            None => store
+                .previous_completed_run(&run)
+                .await
+                .map_err(|e| internal("previous run", e))?
+                .ok_or_else(|| {
+                    Status::failed_precondition(format!(
+                        "run {id} has no baseline: no completed run of the suite \"{}\" was created before it; name one in baseline_run_id",
+                        run.description
+                    ))
+                })?,
+        };
+        let key = format!(
+            "regressions:{}:{}:{alpha}:{}:{max_listed}",
+            progress(&run),
+            progress(&baseline),
+            req.seed
+        );
+        if let Some(bytes) = self.deps.cache.get(&key).await
+            && let Ok(r) = v1::Regressions::decode(&*bytes)
+        {
+            return Ok(Response::new(r));
+        }
+        let (side_a, side_b) = tokio::try_join!(self.side(baseline.id, true), self.side(id, true))?;
+        let (pairs, flips) = compare::regressions(&side_a, &side_b, alpha, req.seed)
+            .map_err(|r| Status::failed_precondition(r.0))?;
+        let (mut baseline_tallies, mut run_tallies) =
+            (regressions::Tallies::new(), regressions::Tallies::new());
+        let (mut add_a, mut add_b) = (
+            |m| regressions::tally(&mut baseline_tallies, &m),
+            |m| regressions::tally(&mut run_tallies, &m),
+        );
+        tokio::try_join!(
+            store.for_each_assertion_metrics(baseline.id, &mut add_a),
+            store.for_each_assertion_metrics(id, &mut add_b),
+        )
+        .map_err(|e| internal("assertion tallies", e))?;
+        let shifts = regressions::shifts(&baseline_tallies, &run_tallies, alpha);
+        let labels = self.labels(id).await?;
+        let suite = Suite {
+            prompts: labels.prompts,
+            providers: labels.providers,
+            ..Suite::default()
+        };
+        let heads = gauntlet_service::tests::read(
+            store,
+            id,
+            &suite,
+            regressions::listed(&flips, max_listed),
+        )
+        .await
+        .map_err(|e| internal("test heads", e))?;
+        let partial = !run.status.is_terminal() || !baseline.status.is_terminal();
+        let regressed = regressions::regressed(&pairs, &shifts);
+        let found = v1::Regressions {
+            run_id: id.to_string(),
+            baseline_run_id: baseline.id.to_string(),
+            alpha,
+            partial,
+            comparison: Some(v1::Comparison {
+                run_a: baseline.id.to_string(),
+                run_b: id.to_string(),
+                by: v1::CompareBy::Unspecified as i32,
+                alpha,
+                seed: req.seed,
+                partial,
+                pairs,
+            }),
+            pass_to_fail_count: flips.pass_to_fail.len() as u64,
+            fail_to_pass_count: flips.fail_to_pass.len() as u64,
+            pass_to_fail: regressions::cases(&flips.pass_to_fail, max_listed, &heads),
+            fail_to_pass: regressions::cases(&flips.fail_to_pass, max_listed, &heads),
+            metrics: shifts,
+            regressed,
+        };
+        let ttl = if partial {
+            self.config.live_ttl_secs
+        } else {
+            self.config.finished_ttl_secs
+        };
+        self.deps
+            .cache
+            .set(&key, &found.encode_to_vec(), Duration::from_secs(ttl))
+            .await;
+        Ok(Response::new(found))
+    }
 }
 
 /// The significance level when a request names none.
 pub const DEFAULT_ALPHA: f64 = 0.05;
+
+/// A request's `alpha`: 0 is the default, else it must be in (0, 1).
+fn alpha(x: f64) -> Result<f64, Status> {
+    match x {
+        0.0 => Ok(DEFAULT_ALPHA),
+        x if x > 0.0 && x < 1.0 => Ok(x),
+        x => Err(invalid("alpha", format!("{x} is not in (0, 1)"))),
+    }
+}
+
+/// A run's key in the cache: a new result or status makes a new key.
+fn progress(r: &gauntlet_store::RunRecord) -> String {
+    format!("{}:{}:{}", r.id, r.completed_tasks, r.status.as_str())
+}
 
 impl Analytics {
     /// The labels of the run's providers and prompts (only the suite's

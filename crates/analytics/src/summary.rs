@@ -38,7 +38,7 @@ impl Tally {
     }
 }
 
-fn interval(i: stats::Interval) -> v1::Interval {
+pub(crate) fn interval(i: stats::Interval) -> v1::Interval {
     v1::Interval {
         estimate: i.estimate,
         low: i.low,
@@ -149,7 +149,7 @@ pub struct Cases {
 }
 
 /// A test as a person recognizes it: its description, else its vars.
-fn case_name(head: Option<&TestHead>) -> String {
+pub(crate) fn case_name(head: Option<&TestHead>) -> String {
     match head {
         Some(TestHead {
             description: Some(d),

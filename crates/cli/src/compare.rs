@@ -57,7 +57,7 @@ pub struct CompareArgs {
     pub target: Target,
 }
 
-fn parse_alpha(text: &str) -> Result<f64, String> {
+pub(crate) fn parse_alpha(text: &str) -> Result<f64, String> {
     match text.parse::<f64>() {
         Ok(a) if a > 0.0 && a < 1.0 => Ok(a),
         _ => Err(format!("`{text}` is not a significance level in (0, 1)")),
@@ -113,13 +113,13 @@ pub async fn compare(config: &GauntletConfig, args: &CompareArgs) -> anyhow::Res
 }
 
 #[derive(Clone, Copy)]
-enum Format {
+pub(crate) enum Format {
     Json,
     Markdown,
 }
 
 impl Format {
-    fn of(path: &std::path::Path) -> anyhow::Result<Self> {
+    pub(crate) fn of(path: &std::path::Path) -> anyhow::Result<Self> {
         match path.extension().and_then(|e| e.to_str()) {
             Some("json") => Ok(Format::Json),
             Some("md") => Ok(Format::Markdown),
@@ -202,7 +202,7 @@ pub fn document(c: &v1::Comparison) -> serde_json::Value {
     })
 }
 
-fn p_text(p: Option<f64>) -> String {
+pub(crate) fn p_text(p: Option<f64>) -> String {
     match p {
         None => "-".into(),
         Some(p) if p < 0.0001 => "<0.0001".into(),

@@ -7,6 +7,7 @@ pub mod compare;
 pub mod dlq;
 pub mod embedded;
 pub mod output;
+pub mod regressions;
 pub mod run;
 pub mod suite_file;
 mod suite_text;

@@ -9,7 +9,7 @@ use gauntlet_cache::Cache;
 use gauntlet_cli::{
     commands, compare, dlq,
     embedded::{self, Backends, Stack},
-    run,
+    regressions, run,
     target::Target,
 };
 use gauntlet_config::GauntletConfig;
@@ -96,6 +96,11 @@ enum Command {
     /// score difference, Wilcoxon on latency, cost. B is the candidate, A
     /// the baseline: "worse" means B passes significantly less often.
     Compare(compare::CompareArgs),
+    /// Check a run against its baseline (by default the newest earlier
+    /// completed run of the same suite): the comparison per provider ×
+    /// prompt, the cases that flipped between pass and fail, and the
+    /// assertion types and metrics whose pass rate moved significantly.
+    Regressions(regressions::RegressionsArgs),
     /// Run all five services in this process (gateway, worker, analytics,
     /// reports, monitor), the gateway on gateway.listen (127.0.0.1:7070).
     /// By default with the embedded backends (SQLite in --data-dir, an
@@ -324,6 +329,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             commands::runs(&config, &target, limit).await.map(|()| 0)
         }
         Command::Compare(args) => compare::compare(&config, &args).await,
+        Command::Regressions(args) => regressions::regressions(&config, &args).await,
         Command::Dlq { command } => match command {
             DlqCommand::List { run, limit, server } => {
                 dlq::list(&config, &server, run.as_deref(), limit)

@@ -16,7 +16,7 @@ use gauntlet_proto::v1::{self, run_service_client::RunServiceClient};
 use indicatif::{ProgressBar, ProgressStyle};
 use tracing::debug;
 
-use crate::{client, compare, embedded, output, suite_file};
+use crate::{client, compare, embedded, output, regressions, suite_file};
 
 #[derive(clap::Args, Debug)]
 pub struct RunArgs {
@@ -58,10 +58,10 @@ pub struct RunArgs {
     /// Where the embedded stack keeps its database.
     #[arg(long, env = "GAUNTLET_DATA_DIR", default_value = ".gauntlet")]
     pub data_dir: PathBuf,
-    /// After the run, compare it with this run (`last`: the newest earlier
-    /// completed run with the same suite description), print the verdicts
-    /// as `gauntlet compare BASELINE RUN` does, and exit 100 on a
-    /// significant regression.
+    /// After the run, check it against this run (`last`: the newest earlier
+    /// completed run with the same suite description), print what
+    /// `gauntlet regressions RUN --baseline BASELINE` prints, and exit 100
+    /// on a regression.
     #[arg(long, value_name = "RUN_ID|last")]
     pub baseline: Option<String>,
 }
@@ -271,7 +271,7 @@ pub async fn run(args: RunArgs, config: GauntletConfig) -> anyhow::Result<i32> {
     drop(stdout);
     let regressed = match &args.baseline {
         Some(baseline) if !interrupted && !failed => {
-            against_baseline(&mut gateway, baseline, &run_id, &summary.description).await?
+            against_baseline(&mut gateway, baseline, &run_id).await?
         }
         _ => false,
     };
@@ -309,79 +309,34 @@ pub async fn run(args: RunArgs, config: GauntletConfig) -> anyhow::Result<i32> {
     })
 }
 
-/// `--baseline`: compares the run with its baseline and prints the
-/// verdicts; true on a significant regression. `last` with no earlier
-/// completed run of the suite says so and is no regression.
+/// `--baseline`: checks the run against its baseline (DetectRegressions)
+/// and prints what `gauntlet regressions` prints; true on a regression.
+/// `last` with no earlier completed run of the suite says so and is no
+/// regression.
 async fn against_baseline(
     gateway: &mut client::Gateway,
     baseline: &str,
     run_id: &str,
-    description: &str,
 ) -> anyhow::Result<bool> {
-    let baseline = if baseline == "last" {
-        match last_completed(&mut gateway.runs, run_id, description).await? {
-            Some(id) => id,
-            None => {
-                eprintln!(
-                    "baseline: no earlier completed run of \"{description}\" to compare with"
-                );
-                return Ok(false);
-            }
-        }
-    } else {
-        baseline.to_owned()
+    let request = v1::DetectRegressionsRequest {
+        run_id: run_id.to_owned(),
+        baseline_run_id: if baseline == "last" {
+            String::new()
+        } else {
+            baseline.to_owned()
+        },
+        ..Default::default()
     };
-    let comparison = gateway
-        .analytics
-        .compare_runs(v1::CompareRunsRequest {
-            run_a: baseline.clone(),
-            run_b: run_id.to_owned(),
-            ..Default::default()
-        })
-        .await
-        .map_err(|s| client::status_message("baseline comparison", &s))?
-        .into_inner();
-    print!("{}", compare::table(&comparison));
-    Ok(comparison
-        .pairs
-        .iter()
-        .any(|p| p.verdict == v1::Verdict::Worse as i32))
-}
-
-/// The newest completed run other than `run_id` whose suite has this
-/// description, among the latest runs.
-async fn last_completed(
-    runs: &mut RunServiceClient<tonic::transport::Channel>,
-    run_id: &str,
-    description: &str,
-) -> anyhow::Result<Option<String>> {
-    /// Runs looked through, at most.
-    const LOOK_BACK: usize = 10_000;
-    let mut token = String::new();
-    let mut seen = 0;
-    while seen < LOOK_BACK {
-        let page = runs
-            .list_runs(v1::ListRunsRequest {
-                page_size: 500,
-                page_token: token,
-            })
-            .await
-            .map_err(|s| client::status_message("list runs", &s))?
-            .into_inner();
-        seen += page.runs.len();
-        if let Some(r) = page.runs.iter().find(|r| {
-            r.id != run_id
-                && r.description == description
-                && r.status == v1::RunStatus::Completed as i32
-        }) {
-            return Ok(Some(r.id.clone()));
+    let found = match gateway.analytics.detect_regressions(request).await {
+        Ok(found) => found.into_inner(),
+        Err(s) if baseline == "last" && s.code() == tonic::Code::FailedPrecondition => {
+            eprintln!("baseline: {}", s.message());
+            return Ok(false);
         }
-        if page.next_page_token.is_empty() {
-            break;
-        }
-        token = page.next_page_token;
-    }
-    Ok(None)
+        Err(s) => return Err(client::status_message("baseline comparison", &s)),
+    };
+    print!("{}", regressions::text(&found));
+    Ok(found.regressed)
 }
 
 /// How many times each test × prompt × provider runs: `--repeat`, else the

@@ -156,6 +156,19 @@ impl AnalyticsService for Router {
             .map(|r| Response::new(r.into_inner()))
             .map_err(|s| internal("analytics", s))
     }
+
+    async fn detect_regressions(
+        &self,
+        request: Request<v1::DetectRegressionsRequest>,
+    ) -> Result<Response<v1::Regressions>, Status> {
+        parse_id("run_id", &request.get_ref().run_id)?;
+        let mut client = self.analytics.clone();
+        client
+            .detect_regressions(request.into_inner())
+            .await
+            .map(|r| Response::new(r.into_inner()))
+            .map_err(|s| internal("analytics", s))
+    }
 }
 
 #[tonic::async_trait]

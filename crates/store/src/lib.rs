@@ -107,6 +107,10 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Vec<RunRecord>>;
     /// The compiled suite of a run, as stored by `create_run`.
     /// JSON text: callers decode it straight into their `Suite`.
+    /// The newest completed run of `run`'s project created before it whose
+    /// suite has the same description: the baseline "the last run of this
+    /// suite" means.
+    async fn previous_completed_run(&self, run: &RunRecord) -> Result<Option<RunRecord>>;
     async fn get_suite(&self, run_id: Uuid) -> Result<Option<String>>;
     /// Stores tests `first..first + tests.len()` of the suite of run
     /// `run_id` (each the JSON of one `TestCase`), before or after the run

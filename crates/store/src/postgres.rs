@@ -272,6 +272,21 @@ impl Store for PgStore {
         rows.iter().map(run_from_row).collect()
     }
 
+    async fn previous_completed_run(&self, run: &RunRecord) -> Result<Option<RunRecord>> {
+        let row = sqlx::query(&format!(
+            "SELECT {RUN_COLUMNS} FROM runs WHERE project_id = $1 AND description = $2 \
+             AND status = 'completed' AND (created_at, id) < ($3, $4) \
+             ORDER BY created_at DESC, id DESC LIMIT 1"
+        ))
+        .bind(&run.project_id)
+        .bind(&run.description)
+        .bind(run.created_at)
+        .bind(run.id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(run_from_row).transpose()
+    }
+
     async fn get_suite(&self, run_id: Uuid) -> Result<Option<String>> {
         let row = sqlx::query(
             "SELECT s.compiled::text AS compiled FROM suites s JOIN runs r ON r.suite_id = s.id WHERE r.id = $1",

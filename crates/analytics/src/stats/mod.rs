@@ -17,6 +17,7 @@ mod bootstrap;
 mod holm;
 mod interval;
 mod mcnemar;
+mod proportions;
 mod wilcoxon;
 
 #[cfg(test)]
@@ -28,6 +29,7 @@ pub use bootstrap::paired_bootstrap_mean;
 pub use holm::holm;
 pub use interval::{mean_interval, mean_interval_from_sums, wilson};
 pub use mcnemar::{discordant, mcnemar_exact, mcnemar_sample_size};
+pub use proportions::two_proportion_z_test;
 pub use wilcoxon::wilcoxon_signed_rank;
 
 /// An estimate with its interval.

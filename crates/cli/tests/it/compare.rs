@@ -161,3 +161,174 @@ async fn read_commands_without_data_or_run_say_what_is_wrong() {
     let out = gauntlet(&["compare", &id, "--alpha", "2"], d).await;
     assert_eq!(out.status.code(), Some(2), "{:?}", text(&out));
 }
+
+/// Thirty tests under one prompt: 0–4 pass with either prompt, 5–24 need
+/// the prompt to add "yes" (`contains`, metric `recall`), 25–29 need it
+/// not to (`not-contains`).
+fn regress_suite(prompt: &str) -> String {
+    let mut s = format!(
+        "description: regress me\nprompts:\n  - '{prompt}'\nproviders:\n  - id: echo\ntests:\n"
+    );
+    for i in 0..30 {
+        let (x, kind) = match i {
+            0..5 => (format!("x{i} yes"), "contains"),
+            5..25 => (format!("x{i}"), "contains"),
+            _ => (format!("x{i}"), "not-contains"),
+        };
+        let metric = if kind == "contains" {
+            "\n        metric: recall"
+        } else {
+            ""
+        };
+        s += &format!(
+            "  - description: case {i}\n    vars: {{ x: '{x}' }}\n    assert:\n      - type: {kind}\n        value: yes{metric}\n"
+        );
+    }
+    s
+}
+
+#[tokio::test]
+async fn a_run_checked_against_the_last_run_of_its_suite_lists_what_flipped() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // The first run of the suite has no baseline: said, and not a
+    // regression (it exits 100 for its five failing not-contains cases).
+    std::fs::write(d.join("a.yaml"), regress_suite("{{ x }} yes")).unwrap();
+    let out = gauntlet(&["run", "a.yaml", "--baseline", "last"], d).await;
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(100), "{stdout}\n{stderr}");
+    assert!(stderr.contains("has no baseline"), "{stderr}");
+    let a = stdout
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("run id: "))
+        .unwrap()
+        .trim()
+        .to_string();
+
+    // B drops the "yes": 20 cases flip to fail, 5 to pass.
+    std::fs::write(d.join("b.yaml"), regress_suite("{{ x }}")).unwrap();
+    let out = gauntlet(&["run", "b.yaml", "--baseline", "last"], d).await;
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(100), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("flipped: 20 pass → fail, 5 fail → pass"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("pass → fail: test 5: case 5 (echo"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("… and 10 more pass → fail"), "{stdout}");
+    assert!(stdout.contains("metric recall: 100.0% → 20.0%"), "{stdout}");
+    assert!(stdout.contains("verdict: REGRESSION"), "{stdout}");
+    let b = stdout
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("run id: "))
+        .unwrap()
+        .trim()
+        .to_string();
+
+    let out = gauntlet(&["regressions", &b, "--max-listed", "3", "-o", "r.json"], d).await;
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    let doc: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(d.join("r.json")).unwrap()).unwrap();
+    assert_eq!(doc["schema"], "gauntlet.regressions/v1");
+    assert_eq!(doc["baseline_run_id"], a.as_str(), "{doc:#}");
+    assert_eq!(doc["regressed"], true);
+    assert_eq!(doc["pass_to_fail_count"], 20);
+    assert_eq!(doc["fail_to_pass_count"], 5);
+    let listed: Vec<_> = doc["pass_to_fail"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["test_index"].as_u64().unwrap(),
+                c["description"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(listed, [(5, "case 5"), (6, "case 6"), (7, "case 7")]);
+    assert_eq!(doc["fail_to_pass"][0]["description"], "case 25");
+    assert_eq!(doc["fail_to_pass"][0]["score"], 1.0);
+    let pair = &doc["comparison"]["pairs"][0];
+    assert_eq!(pair["n_pairs"], 30);
+    assert_eq!(
+        (pair["mcnemar"]["b"].clone(), pair["mcnemar"]["c"].clone()),
+        (20.into(), 5.into())
+    );
+    assert_eq!(pair["verdict"], "worse");
+    let shift = |kind: &str, name: &str| {
+        doc["metrics"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["kind"] == kind && m["name"] == name)
+            .unwrap_or_else(|| panic!("no {kind} {name} in {doc:#}"))
+            .clone()
+    };
+    let recall = shift("metric", "recall");
+    assert_eq!(recall["baseline_pass_rate"]["estimate"], 1.0);
+    assert_eq!(recall["pass_rate"]["estimate"], 0.2);
+    assert_eq!(
+        (recall["baseline_total"].clone(), recall["total"].clone()),
+        (25.into(), 25.into())
+    );
+    assert_eq!(recall["significant"], true);
+    assert_eq!(
+        shift("assertion_type", "not-contains")["pass_rate"]["estimate"],
+        1.0
+    );
+
+    // The gate, and the same regression in Markdown.
+    let out = gauntlet(
+        &["regressions", &b, "--fail-on-regression", "-o", "r.md"],
+        d,
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(100), "{:?}", text(&out));
+    let md = std::fs::read_to_string(d.join("r.md")).unwrap();
+    assert!(
+        md.contains("**Regression** — 20 pass → fail, 5 fail → pass"),
+        "{md}"
+    );
+    assert!(md.contains("| metric recall | 100.0% | 20.0% |"), "{md}");
+
+    // B as A's baseline (given): the other way round, better overall, but
+    // `not-contains` fell from 5 of 5 to 0 of 5 (p = 0.0016, last in
+    // Holm's order): a regression at alpha 0.05, not at 0.001.
+    let args = ["regressions", &a, "--baseline", &b, "--fail-on-regression"];
+    let out = gauntlet(&args, d).await;
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(100), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("flipped: 5 pass → fail, 20 fail → pass"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("better"), "{stdout}");
+    assert!(
+        stdout.contains("not-contains: 100.0% → 0.0% (n 5 → 5), p (Holm) 0.0016  ← significant"),
+        "{stdout}"
+    );
+    let out = gauntlet(&[&args[..], &["--alpha", "0.001"]].concat(), d).await;
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("verdict: no significant regression"),
+        "{stdout}"
+    );
+
+    // No baseline to be found, and a run as its own baseline: said.
+    let out = gauntlet(&["regressions", &a], d).await;
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("has no baseline: no completed run of the suite \"regress me\""),
+        "{stderr}"
+    );
+    let out = gauntlet(&["regressions", &a, "--baseline", &a], d).await;
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("baseline_run_id"), "{stderr}");
+}

@@ -102,6 +102,7 @@ conformance!(
     assertion_metrics_count_each_type_metric_and_verdict,
     slowest_results_and_most_failed_tests,
     rollups_equal_the_results_after_concurrent_overlapping_batches,
+    the_previous_completed_run_is_the_newest_earlier_one_of_the_suite,
 );
 
 fn new_run(total: i64) -> NewRun {
@@ -1351,4 +1352,37 @@ async fn rollups_equal_the_results_after_concurrent_overlapping_batches(store: A
         .collect();
     assert_eq!(got, want);
     assert!(got.iter().all(|&(_, _, total)| total == 4));
+}
+
+async fn the_previous_completed_run_is_the_newest_earlier_one_of_the_suite(store: Arc<dyn Store>) {
+    let first = completed_run(store.as_ref()).await;
+    let other_suite = store
+        .create_run(NewRun {
+            description: "another suite".into(),
+            ..new_run(1)
+        })
+        .await
+        .unwrap();
+    store
+        .insert_results(other_suite.id, &[result(0, ResultStatus::Pass)])
+        .await
+        .unwrap();
+    let unfinished = store.create_run(new_run(2)).await.unwrap();
+    let second = completed_run(store.as_ref()).await;
+    let latest = store.create_run(new_run(5)).await.unwrap();
+
+    let previous = |run: RunRecord| {
+        let store = store.clone();
+        async move {
+            store
+                .previous_completed_run(&run)
+                .await
+                .unwrap()
+                .map(|r| r.id)
+        }
+    };
+    assert_eq!(previous(latest).await, Some(second.id));
+    assert_eq!(previous(unfinished).await, Some(first.id));
+    assert_eq!(previous(second).await, Some(first.id));
+    assert_eq!(previous(first).await, None);
 }

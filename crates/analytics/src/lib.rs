@@ -7,6 +7,7 @@ pub mod compare;
 mod regressions;
 pub mod stats;
 mod summary;
+mod trends;
 
 use std::{sync::Arc, time::Duration};
 
@@ -94,21 +95,24 @@ impl AnalyticsService for Analytics {
             ..Suite::default()
         };
         let store = self.deps.store.as_ref();
-        // Four reads at once: a summary waits for the slowest, not the sum.
+        // Five reads of rollups at once: a summary waits for the slowest,
+        // not the sum.
         let mut summarizer = Summarizer::default();
-        let mut assertions = Vec::new();
-        let mut add_metrics = |m| summarizer.add(&m);
+        let (mut metrics, mut latencies, mut assertions) = (Vec::new(), Vec::new(), Vec::new());
+        let mut add_metrics = |m| metrics.push(m);
+        let mut add_latency = |l| latencies.push(l);
         let mut add_assertions = |m| assertions.push(m);
-        let ((), (), slowest, most_failed) = tokio::try_join!(
+        let ((), (), (), slowest, most_failed) = tokio::try_join!(
             store.for_each_result_metrics(id, &mut add_metrics),
+            store.for_each_latency_count(id, &mut add_latency),
             store.for_each_assertion_metrics(id, &mut add_assertions),
             store.slowest_results(id, summary::LISTED),
             store.most_failed_tests(id, summary::LISTED),
         )
         .map_err(|e| internal("summary reads", e))?;
-        for m in &assertions {
-            summarizer.add_assertions(m);
-        }
+        metrics.iter().for_each(|m| summarizer.add(m));
+        latencies.iter().for_each(|l| summarizer.add_latency(l));
+        assertions.iter().for_each(|m| summarizer.add_assertions(m));
         let listed = slowest
             .iter()
             .map(|(_, o)| o.test_index as u32)
@@ -202,6 +206,14 @@ impl AnalyticsService for Analytics {
             .set(&key, &comparison.encode_to_vec(), Duration::from_secs(ttl))
             .await;
         Ok(Response::new(comparison))
+    }
+
+    #[instrument(skip_all, name = "GetTrends", fields(description = %request.get_ref().description))]
+    async fn get_trends(
+        &self,
+        request: Request<v1::GetTrendsRequest>,
+    ) -> Result<Response<v1::Trends>, Status> {
+        self.trends(request.into_inner()).await.map(Response::new)
     }
 
     #[instrument(skip_all, name = "DetectRegressions", fields(run_id = %request.get_ref().run_id))]
@@ -314,6 +326,79 @@ impl AnalyticsService for Analytics {
             .set(&key, &found.encode_to_vec(), Duration::from_secs(ttl))
             .await;
         Ok(Response::new(found))
+    }
+}
+
+impl Analytics {
+    async fn trends(&self, req: v1::GetTrendsRequest) -> Result<v1::Trends, Status> {
+        let bucket = v1::TrendBucket::try_from(req.bucket)
+            .map_err(|_| invalid("bucket", format!("{} is not a TrendBucket", req.bucket)))?;
+        if req.description.is_empty() && req.label.is_empty() {
+            return Err(invalid(
+                "description",
+                "name the suite by its description, or give a label",
+            ));
+        }
+        let time = |field: &str, t: Option<gauntlet_proto::Timestamp>| {
+            t.map(|t| {
+                chrono::DateTime::from_timestamp(t.seconds, t.nanos.max(0) as u32)
+                    .ok_or_else(|| invalid(field, format!("{}s is not a time", t.seconds)))
+            })
+            .transpose()
+        };
+        let length = trends::length(bucket);
+        let until = time("until", req.until)?.unwrap_or_else(chrono::Utc::now);
+        let since = time("since", req.since)?.unwrap_or(until - length * trends::DEFAULT_BUCKETS);
+        if since >= until {
+            return Err(invalid(
+                "since",
+                format!("{since} is not before until ({until})"),
+            ));
+        }
+        let spans = (until - since).num_seconds() / length.num_seconds().max(1);
+        if spans > trends::MAX_BUCKETS {
+            return Err(invalid(
+                "since",
+                format!(
+                    "{since} to {until} is {spans} buckets; at most {} (use a longer bucket)",
+                    trends::MAX_BUCKETS
+                ),
+            ));
+        }
+        let query = gauntlet_store::TrendQuery {
+            project_id: gauntlet_service::DEFAULT_PROJECT.into(),
+            description: Some(req.description.clone()).filter(|d| !d.is_empty()),
+            label: Some(req.label.clone()).filter(|l| !l.is_empty()),
+            since,
+            until,
+        };
+        let mut trend = trends::Trend::new(bucket);
+        self.deps
+            .store
+            .for_each_trend_metrics(&query, &mut |row| trend.add(&row))
+            .await
+            .map_err(|e| internal("trend metrics", e))?;
+        let mut names = std::collections::BTreeMap::new();
+        for run in trend.runs() {
+            let labels = self.labels(run).await?;
+            names.insert(
+                run,
+                labels
+                    .providers
+                    .iter()
+                    .map(|p| p.name().to_owned())
+                    .collect(),
+            );
+        }
+        let only = Some(req.provider.as_str()).filter(|p| !p.is_empty());
+        Ok(v1::Trends {
+            description: req.description,
+            label: req.label,
+            bucket: bucket as i32,
+            since: Some(gauntlet_service::convert::timestamp(since)),
+            until: Some(gauntlet_service::convert::timestamp(until)),
+            points: trend.finish(&names, only),
+        })
     }
 }
 

@@ -6,7 +6,7 @@ use gauntlet_core::{stats::LatencyCounts, suite::Suite};
 use gauntlet_proto::v1;
 use gauntlet_service::{convert, tests::TestHead};
 use gauntlet_store::{
-    AssertionMetrics, Outcome, ResultMetrics, ResultStatus, RunRecord, TestFailures,
+    AssertionMetrics, LatencyCount, Outcome, ResultMetrics, ResultStatus, RunRecord, TestFailures,
 };
 
 use crate::stats;
@@ -69,16 +69,18 @@ impl Acc {
             ResultStatus::Fail => self.failed += n,
             ResultStatus::Error => self.errors += n,
         }
-        // Errors have no meaningful latency: they would drag percentiles
-        // towards the timeout.
-        if m.status != ResultStatus::Error {
-            self.latencies.add_n(i64::from(m.latency_ms), n);
-        }
         self.tokens_in += m.tokens_in.max(0) as u64;
         self.tokens_out += m.tokens_out.max(0) as u64;
         self.cost += m.cost_usd;
         self.score_sum += m.score_sum;
         self.score_sq_sum += m.score_sq_sum;
+    }
+
+    /// Answered results only: errors have no meaningful latency, they would
+    /// drag percentiles towards the timeout (the store counts none).
+    fn add_latency(&mut self, l: &LatencyCount) {
+        self.latencies
+            .add_n(i64::from(l.latency_ms), l.count.max(0) as u64);
     }
 
     fn add_assertions(&mut self, m: &AssertionMetrics) {
@@ -185,6 +187,14 @@ impl Summarizer {
             .or_default()
             .add(m);
         self.all.add(m);
+    }
+
+    pub fn add_latency(&mut self, l: &LatencyCount) {
+        self.groups
+            .entry((l.provider_index, l.prompt_index))
+            .or_default()
+            .add_latency(l);
+        self.all.add_latency(l);
     }
 
     pub fn add_assertions(&mut self, m: &AssertionMetrics) {

@@ -1,7 +1,8 @@
 //! `gauntlet-bench analytics`: seeds two runs of N results each into a
 //! throwaway Postgres database (bulk insert through the store, as workers
 //! write), then times `GetRunSummary` and `CompareRuns` through the
-//! analytics service, cold (no cache: each call computes) and cached.
+//! analytics service, cold (no cache: each call computes) and cached, and
+//! DetectRegressions of B against A.
 
 use std::{sync::Arc, time::Instant};
 
@@ -19,13 +20,15 @@ pub struct AnalyticsArgs {
     /// Calls timed per figure.
     #[arg(long, default_value_t = 20)]
     pub calls: usize,
+    /// Results per insert call (a worker's batch is far smaller than the
+    /// default; the rollup costs more per result in small batches).
+    #[arg(long, default_value_t = 5_000)]
+    pub batch: usize,
 }
 
 /// Tests × 2 providers × 2 prompts × 1 repeat = results.
 const PROVIDERS: u64 = 2;
 const PROMPTS: u64 = 2;
-/// Rows per insert call, as a large worker batch.
-const BATCH: usize = 5_000;
 
 fn suite_json() -> String {
     serde_json::json!({
@@ -55,6 +58,7 @@ async fn seed(
     results: u64,
     pass_per_mille: u64,
     salt: u64,
+    batch: usize,
 ) -> anyhow::Result<(Uuid, f64)> {
     let tests = results / (PROVIDERS * PROMPTS);
     let run = NewRun {
@@ -70,12 +74,12 @@ async fn seed(
     let bodies: Vec<String> = (0..tests)
         .map(|t| format!("{{\"vars\":{{\"q\":\"question {t}\"}},\"assert\":[]}}"))
         .collect();
-    for (i, chunk) in bodies.chunks(BATCH).enumerate() {
-        store.put_tests(run.id, (i * BATCH) as i64, chunk).await?;
+    for (i, chunk) in bodies.chunks(5_000).enumerate() {
+        store.put_tests(run.id, (i * 5_000) as i64, chunk).await?;
     }
     let run = store.create_run(run).await?;
     let started = Instant::now();
-    let mut rows = Vec::with_capacity(BATCH);
+    let mut rows = Vec::with_capacity(batch);
     for task in 0..run.total_tasks {
         let t = task as u64;
         let r = mix(t ^ salt);
@@ -111,7 +115,7 @@ async fn seed(
             cached: false,
             error: String::new(),
         });
-        if rows.len() == BATCH {
+        if rows.len() == batch {
             store.insert_results(run.id, &rows).await?;
             rows.clear();
         }
@@ -181,10 +185,11 @@ pub async fn run(args: AnalyticsArgs) -> anyhow::Result<()> {
         "seeding 2 runs of {} results into {}",
         args.results, db.config.url
     );
-    let (a, write_a) = seed(store.as_ref(), args.results, 800, 1).await?;
-    let (b, write_b) = seed(store.as_ref(), args.results, 780, 2).await?;
+    let batch = args.batch.max(1);
+    let (a, write_a) = seed(store.as_ref(), args.results, 800, 1, batch).await?;
+    let (b, write_b) = seed(store.as_ref(), args.results, 780, 2, batch).await?;
     println!(
-        "write: {:.1} µs per result stored (insert_results, {BATCH} a call; runs {a}, {b}) — {:.1} µs for B",
+        "write: {:.1} µs per result stored, rollups included (insert_results, {batch} a call; runs {a}, {b}) — {:.1} µs for B",
         write_a, write_b
     );
     let shutdown = CancellationToken::new();
@@ -216,6 +221,20 @@ pub async fn run(args: AnalyticsArgs) -> anyhow::Result<()> {
         })
         .await?;
         println!("CompareRuns {label}: p50 {p50:.1} ms, p95 {p95:.1} ms");
+        let (p50, p95) = time(args.calls.clamp(1, 5), || {
+            let mut c = client.clone();
+            async move {
+                c.detect_regressions(v1::DetectRegressionsRequest {
+                    run_id: b.to_string(),
+                    baseline_run_id: a.to_string(),
+                    ..Default::default()
+                })
+                .await
+                .map(|_| ())
+            }
+        })
+        .await?;
+        println!("DetectRegressions {label}: p50 {p50:.1} ms, p95 {p95:.1} ms");
     }
     shutdown.cancel();
     Ok(())

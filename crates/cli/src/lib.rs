@@ -12,3 +12,4 @@ pub mod run;
 pub mod suite_file;
 mod suite_text;
 pub mod target;
+pub mod trends;

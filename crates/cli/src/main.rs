@@ -11,6 +11,7 @@ use gauntlet_cli::{
     embedded::{self, Backends, Stack},
     regressions, run,
     target::Target,
+    trends,
 };
 use gauntlet_config::GauntletConfig;
 use gauntlet_providers::ProviderFactory;
@@ -101,6 +102,9 @@ enum Command {
     /// prompt, the cases that flipped between pass and fail, and the
     /// assertion types and metrics whose pass rate moved significantly.
     Regressions(regressions::RegressionsArgs),
+    /// One suite's completed runs over time, per provider and hour, day or
+    /// week: pass rate with its 95 % interval, p95 latency, cost and runs.
+    Trends(trends::TrendsArgs),
     /// Run all five services in this process (gateway, worker, analytics,
     /// reports, monitor), the gateway on gateway.listen (127.0.0.1:7070).
     /// By default with the embedded backends (SQLite in --data-dir, an
@@ -330,6 +334,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         }
         Command::Compare(args) => compare::compare(&config, &args).await,
         Command::Regressions(args) => regressions::regressions(&config, &args).await,
+        Command::Trends(args) => trends::trends(&config, &args).await.map(|()| 0),
         Command::Dlq { command } => match command {
             DlqCommand::List { run, limit, server } => {
                 dlq::list(&config, &server, run.as_deref(), limit)

@@ -83,6 +83,13 @@ impl LatencyCounts {
         self.sum += i128::from(value) * i128::from(n);
     }
 
+    /// Adds every value `other` counted (as summing two runs' latencies).
+    pub fn merge(&mut self, other: &LatencyCounts) {
+        for (&value, &n) in &other.counts {
+            self.add_n(value, n);
+        }
+    }
+
     /// The value at `index` of the values in ascending order.
     fn at(&self, index: u64) -> f64 {
         let mut seen = 0;
@@ -160,6 +167,19 @@ mod tests {
             }
             prop_assert_eq!(grouped.summary(), counts.summary());
             prop_assert_eq!(counts.summary(), LatencySummary::from_unsorted(all));
+        }
+
+        #[test]
+        fn merged_counts_are_the_counts_of_both(
+            a in prop::collection::vec(0i64..5_000, 0..200),
+            b in prop::collection::vec(0i64..5_000, 0..200),
+        ) {
+            let (mut left, mut right, mut both) =
+                (LatencyCounts::default(), LatencyCounts::default(), LatencyCounts::default());
+            a.iter().for_each(|&v| { left.add(v); both.add(v) });
+            b.iter().for_each(|&v| { right.add(v); both.add(v) });
+            left.merge(&right);
+            prop_assert_eq!(left, both);
         }
     }
 

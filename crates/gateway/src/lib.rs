@@ -26,8 +26,7 @@ use gauntlet_store::Store;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-/// Project of every request until API keys arrive.
-pub const DEFAULT_PROJECT: &str = "default";
+pub use gauntlet_service::DEFAULT_PROJECT;
 
 /// What the gateway talks to.
 #[derive(Clone)]

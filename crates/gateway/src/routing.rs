@@ -157,6 +157,18 @@ impl AnalyticsService for Router {
             .map_err(|s| internal("analytics", s))
     }
 
+    async fn get_trends(
+        &self,
+        request: Request<v1::GetTrendsRequest>,
+    ) -> Result<Response<v1::Trends>, Status> {
+        let mut client = self.analytics.clone();
+        client
+            .get_trends(request.into_inner())
+            .await
+            .map(|r| Response::new(r.into_inner()))
+            .map_err(|s| internal("analytics", s))
+    }
+
     async fn detect_regressions(
         &self,
         request: Request<v1::DetectRegressionsRequest>,

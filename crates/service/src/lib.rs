@@ -11,6 +11,9 @@ pub mod server;
 pub mod startup;
 pub mod tests;
 
+/// Project of every request until API keys arrive.
+pub const DEFAULT_PROJECT: &str = "default";
+
 pub use errors::{existing_run, internal, invalid, not_found, parse_id};
 pub use limits::MessageLimits;
 pub use server::{Control, GrpcServer};

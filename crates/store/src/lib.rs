@@ -14,8 +14,40 @@ mod sqlite;
 /// What [`Store::for_each_result_metrics`] reads: the `run_metrics` rollup
 /// (`rollup.rs`), the same SQL on both backends.
 pub(crate) const ROLLUP_METRICS_SELECT: &str = "SELECT provider_index, prompt_index, status, \
-     latency_ms, n, tokens_in, tokens_out, cost_usd, score_sum, score_sq_sum \
+     n, tokens_in, tokens_out, cost_usd, score_sum, score_sq_sum \
      FROM run_metrics WHERE run_id = $1";
+
+/// What [`Store::for_each_latency_count`] reads: the `run_latencies` rollup.
+pub(crate) const ROLLUP_LATENCIES_SELECT: &str =
+    "SELECT provider_index, prompt_index, latency_ms, n FROM run_latencies WHERE run_id = $1";
+
+/// The runs a trend covers ([`TrendQuery`]), joined to a rollup `m`; the
+/// same SQL on both backends but for the timestamps' type.
+macro_rules! trend_select {
+    ($columns:literal, $table:literal) => {
+        concat!(
+            "SELECT r.id AS run_id, r.created_at AS run_created_at, ",
+            $columns,
+            " FROM runs r JOIN ",
+            $table,
+            " m ON m.run_id = r.id \
+             WHERE r.project_id = $1 AND r.status = 'completed' \
+             AND (CAST($2 AS TEXT) IS NULL OR r.description = $2) \
+             AND (CAST($3 AS TEXT) IS NULL OR r.label = $3) \
+             AND r.created_at >= $4 AND r.created_at < $5 \
+             ORDER BY r.created_at, r.id"
+        )
+    };
+}
+pub(crate) const TREND_METRICS_SELECT: &str = trend_select!(
+    "m.provider_index, m.prompt_index, m.status, m.n, m.tokens_in, m.tokens_out, \
+     m.cost_usd, m.score_sum, m.score_sq_sum",
+    "run_metrics"
+);
+pub(crate) const TREND_LATENCIES_SELECT: &str = trend_select!(
+    "m.provider_index, m.prompt_index, m.latency_ms, m.n",
+    "run_latencies"
+);
 
 /// The columns of an [`Outcome`], the same SQL on both backends (`WHERE
 /// run_id = …` and the order follow).
@@ -197,6 +229,22 @@ pub trait Store: Send + Sync + 'static {
     /// The run's assertion outcomes grouped by provider, prompt, assertion
     /// type, metric and verdict (see [`AssertionMetrics`]), handed to
     /// `each` a group at a time.
+    /// A run's answered (not errored) results counted per provider ×
+    /// prompt × latency.
+    async fn for_each_latency_count(
+        &self,
+        run_id: Uuid,
+        each: &mut (dyn FnMut(LatencyCount) + Send),
+    ) -> Result<()>;
+
+    /// The rollup rows (groups, then latencies) of every completed run
+    /// `query` covers, oldest run first.
+    async fn for_each_trend_metrics(
+        &self,
+        query: &TrendQuery,
+        each: &mut (dyn FnMut(TrendMetrics) + Send),
+    ) -> Result<()>;
+
     async fn for_each_assertion_metrics(
         &self,
         run_id: Uuid,

@@ -183,16 +183,14 @@ pub struct ResultRecord {
     pub created_at: DateTime<Utc>,
 }
 
-/// The results of a run that share a provider, a prompt, a status and a
-/// latency: how many, and their tokens and cost summed. A run's statistics
-/// need no more, and a run of a million results has a few thousand such
-/// groups.
+/// The results of a run that share a provider, a prompt and a status: how
+/// many, and their tokens, cost and scores summed. Their latencies are
+/// counted apart ([`LatencyCount`]).
 #[derive(Debug, Clone, PartialEq)]
 pub struct ResultMetrics {
     pub provider_index: i32,
     pub prompt_index: i32,
     pub status: ResultStatus,
-    pub latency_ms: i32,
     /// Results in the group, at least 1.
     pub count: i64,
     pub tokens_in: i64,
@@ -201,6 +199,43 @@ pub struct ResultMetrics {
     /// Σ score and Σ score² of the group's results.
     pub score_sum: f64,
     pub score_sq_sum: f64,
+}
+
+/// How many answered (passed or failed, not errored) results of a run's
+/// provider × prompt took exactly `latency_ms`: a run of a million results
+/// has a few thousand of these, and its percentiles are exact.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LatencyCount {
+    pub provider_index: i32,
+    pub prompt_index: i32,
+    pub latency_ms: i32,
+    pub count: i64,
+}
+
+/// One rollup row of a run a trend covers.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TrendRow {
+    Metrics(ResultMetrics),
+    Latency(LatencyCount),
+}
+
+/// Which completed runs a trend covers: one project's, of one suite (by
+/// its description) or one label or both, created in `[since, until)`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrendQuery {
+    pub project_id: String,
+    pub description: Option<String>,
+    pub label: Option<String>,
+    pub since: DateTime<Utc>,
+    pub until: DateTime<Utc>,
+}
+
+/// One rollup row of one run a trend covers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrendMetrics {
+    pub run_id: Uuid,
+    pub created_at: DateTime<Utc>,
+    pub row: TrendRow,
 }
 
 /// A run's assertion outcomes that share a provider, a prompt, an

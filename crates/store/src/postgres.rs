@@ -14,10 +14,11 @@ use sqlx::{
 use uuid::Uuid;
 
 use crate::{
-    AssertionMetrics, InsertOutcome, NewReport, NewResult, NewRun, OUTCOME_SELECT, Outcome,
-    ROLLUP_METRICS_SELECT, ReportOutcome, ReportRecord, ReportStatus, Result, ResultMetrics,
-    ResultRecord, ResultStatus, RunCursor, RunRecord, RunStatus, Store, StoreError, TaskRange,
-    TestFailures, rollup::Rollup,
+    AssertionMetrics, InsertOutcome, LatencyCount, NewReport, NewResult, NewRun, OUTCOME_SELECT,
+    Outcome, ROLLUP_LATENCIES_SELECT, ROLLUP_METRICS_SELECT, ReportOutcome, ReportRecord,
+    ReportStatus, Result, ResultMetrics, ResultRecord, ResultStatus, RunCursor, RunRecord,
+    RunStatus, Store, StoreError, TREND_LATENCIES_SELECT, TREND_METRICS_SELECT, TaskRange,
+    TestFailures, TrendMetrics, TrendQuery, TrendRow, rollup::Rollup,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
@@ -89,6 +90,33 @@ impl PgStore {
         .await?;
         self.get_run(run_id).await
     }
+}
+
+/// One `run_metrics` row (also read joined with its run, for trends).
+fn metrics_from_row(row: &PgRow) -> std::result::Result<ResultMetrics, sqlx::Error> {
+    let status: i16 = row.try_get("status")?;
+    let status = ResultStatus::from_i16(status).ok_or_else(|| corrupt_status(status))?;
+    Ok(ResultMetrics {
+        provider_index: row.try_get("provider_index")?,
+        prompt_index: row.try_get("prompt_index")?,
+        status,
+        count: row.try_get("n")?,
+        tokens_in: row.try_get("tokens_in")?,
+        tokens_out: row.try_get("tokens_out")?,
+        cost_usd: row.try_get("cost_usd")?,
+        score_sum: row.try_get("score_sum")?,
+        score_sq_sum: row.try_get("score_sq_sum")?,
+    })
+}
+
+/// One `run_latencies` row.
+fn latency_from_row(row: &PgRow) -> std::result::Result<LatencyCount, sqlx::Error> {
+    Ok(LatencyCount {
+        provider_index: row.try_get("provider_index")?,
+        prompt_index: row.try_get("prompt_index")?,
+        latency_ms: row.try_get("latency_ms")?,
+        count: row.try_get("n")?,
+    })
 }
 
 fn run_from_row(row: &PgRow) -> Result<RunRecord> {
@@ -587,28 +615,34 @@ impl Store for PgStore {
         // every indexed column alone stays a HOT update, and this row is
         // updated by every write of the run.
         let metrics = rollup.metrics.iter();
+        let latencies = rollup.latencies.iter();
         let assertions = rollup.assertions.iter();
         let tests = rollup.tests.iter();
         let row = sqlx::query(&format!(
             "WITH m AS (\
-               INSERT INTO run_metrics (run_id, provider_index, prompt_index, status, latency_ms, n, \
+               INSERT INTO run_metrics (run_id, provider_index, prompt_index, status, n, \
                  tokens_in, tokens_out, cost_usd, score_sum, score_sq_sum) \
-               SELECT $1, * FROM UNNEST($7::int[], $8::int[], $9::smallint[], $10::int[], \
-                 $11::bigint[], $12::bigint[], $13::bigint[], $14::float8[], $15::float8[], $16::float8[]) \
-               ON CONFLICT (run_id, provider_index, prompt_index, status, latency_ms) DO UPDATE SET \
+               SELECT $1, * FROM UNNEST($7::int[], $8::int[], $9::smallint[], \
+                 $10::bigint[], $11::bigint[], $12::bigint[], $13::float8[], $14::float8[], $15::float8[]) \
+               ON CONFLICT (run_id, provider_index, prompt_index, status) DO UPDATE SET \
                  n = run_metrics.n + EXCLUDED.n, tokens_in = run_metrics.tokens_in + EXCLUDED.tokens_in, \
                  tokens_out = run_metrics.tokens_out + EXCLUDED.tokens_out, \
                  cost_usd = run_metrics.cost_usd + EXCLUDED.cost_usd, \
                  score_sum = run_metrics.score_sum + EXCLUDED.score_sum, \
                  score_sq_sum = run_metrics.score_sq_sum + EXCLUDED.score_sq_sum), \
+             l AS (\
+               INSERT INTO run_latencies (run_id, provider_index, prompt_index, latency_ms, n) \
+               SELECT $1, * FROM UNNEST($16::int[], $17::int[], $18::int[], $19::bigint[]) \
+               ON CONFLICT (run_id, provider_index, prompt_index, latency_ms) DO UPDATE SET \
+                 n = run_latencies.n + EXCLUDED.n), \
              a AS (\
                INSERT INTO run_assertions (run_id, provider_index, prompt_index, kind, metric, passed, n) \
-               SELECT $1, * FROM UNNEST($17::int[], $18::int[], $19::text[], $20::text[], $21::bool[], $22::bigint[]) \
+               SELECT $1, * FROM UNNEST($20::int[], $21::int[], $22::text[], $23::text[], $24::bool[], $25::bigint[]) \
                ON CONFLICT (run_id, provider_index, prompt_index, kind, metric, passed) DO UPDATE SET \
                  n = run_assertions.n + EXCLUDED.n), \
              t AS (\
                INSERT INTO run_test_tallies (run_id, test_index, unpassed, total) \
-               SELECT $1, * FROM UNNEST($23::int[], $24::bigint[], $25::bigint[]) \
+               SELECT $1, * FROM UNNEST($26::int[], $27::bigint[], $28::bigint[]) \
                ON CONFLICT (run_id, test_index) DO UPDATE SET \
                  unpassed = run_test_tallies.unpassed + EXCLUDED.unpassed, \
                  total = run_test_tallies.total + EXCLUDED.total) \
@@ -634,13 +668,16 @@ impl Store for PgStore {
         .bind(metrics.clone().map(|(k, _)| k.0).collect::<Vec<_>>())
         .bind(metrics.clone().map(|(k, _)| k.1).collect::<Vec<_>>())
         .bind(metrics.clone().map(|(k, _)| k.2).collect::<Vec<_>>())
-        .bind(metrics.clone().map(|(k, _)| k.3).collect::<Vec<_>>())
         .bind(metrics.clone().map(|(_, s)| s.n).collect::<Vec<_>>())
         .bind(metrics.clone().map(|(_, s)| s.tokens_in).collect::<Vec<_>>())
         .bind(metrics.clone().map(|(_, s)| s.tokens_out).collect::<Vec<_>>())
         .bind(metrics.clone().map(|(_, s)| s.cost_usd).collect::<Vec<_>>())
         .bind(metrics.clone().map(|(_, s)| s.score_sum).collect::<Vec<_>>())
         .bind(metrics.map(|(_, s)| s.score_sq_sum).collect::<Vec<_>>())
+        .bind(latencies.clone().map(|(k, _)| k.0).collect::<Vec<_>>())
+        .bind(latencies.clone().map(|(k, _)| k.1).collect::<Vec<_>>())
+        .bind(latencies.clone().map(|(k, _)| k.2).collect::<Vec<_>>())
+        .bind(latencies.map(|(_, n)| *n).collect::<Vec<_>>())
         .bind(assertions.clone().map(|(k, _)| k.0).collect::<Vec<_>>())
         .bind(assertions.clone().map(|(k, _)| k.1).collect::<Vec<_>>())
         .bind(assertions.clone().map(|(k, _)| k.2.as_str()).collect::<Vec<_>>())
@@ -705,26 +742,58 @@ impl Store for PgStore {
         // with the results.
         let mut rows = sqlx::query(ROLLUP_METRICS_SELECT)
             .bind(run_id)
-            .try_map(|row: PgRow| {
-                let status: i16 = row.try_get("status")?;
-                let status =
-                    ResultStatus::from_i16(status).ok_or_else(|| corrupt_status(status))?;
-                Ok(ResultMetrics {
-                    provider_index: row.try_get("provider_index")?,
-                    prompt_index: row.try_get("prompt_index")?,
-                    status,
-                    latency_ms: row.try_get("latency_ms")?,
-                    count: row.try_get("n")?,
-                    tokens_in: row.try_get("tokens_in")?,
-                    tokens_out: row.try_get("tokens_out")?,
-                    cost_usd: row.try_get("cost_usd")?,
-                    score_sum: row.try_get("score_sum")?,
-                    score_sq_sum: row.try_get("score_sq_sum")?,
-                })
-            })
+            .try_map(|row: PgRow| metrics_from_row(&row))
             .fetch(&self.pool);
         while let Some(m) = rows.try_next().await? {
             each(m);
+        }
+        Ok(())
+    }
+
+    async fn for_each_latency_count(
+        &self,
+        run_id: Uuid,
+        each: &mut (dyn FnMut(LatencyCount) + Send),
+    ) -> Result<()> {
+        use futures::TryStreamExt;
+        let mut rows = sqlx::query(ROLLUP_LATENCIES_SELECT)
+            .bind(run_id)
+            .try_map(|row: PgRow| latency_from_row(&row))
+            .fetch(&self.pool);
+        while let Some(m) = rows.try_next().await? {
+            each(m);
+        }
+        Ok(())
+    }
+
+    async fn for_each_trend_metrics(
+        &self,
+        query: &TrendQuery,
+        each: &mut (dyn FnMut(TrendMetrics) + Send),
+    ) -> Result<()> {
+        use futures::TryStreamExt;
+        for (sql, latencies) in [
+            (TREND_METRICS_SELECT, false),
+            (TREND_LATENCIES_SELECT, true),
+        ] {
+            let mut rows = sqlx::query(sql)
+                .bind(query.project_id.as_str())
+                .bind(query.description.as_deref())
+                .bind(query.label.as_deref())
+                .bind(query.since)
+                .bind(query.until)
+                .fetch(&self.pool);
+            while let Some(row) = rows.try_next().await? {
+                each(TrendMetrics {
+                    run_id: row.try_get("run_id")?,
+                    created_at: row.try_get("run_created_at")?,
+                    row: if latencies {
+                        TrendRow::Latency(latency_from_row(&row)?)
+                    } else {
+                        TrendRow::Metrics(metrics_from_row(&row)?)
+                    },
+                });
+            }
         }
         Ok(())
     }

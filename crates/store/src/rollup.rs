@@ -5,9 +5,11 @@
 //! both backends then add to their rollup tables in the same transaction as
 //! the rows themselves, so a rollup never disagrees with the results
 //! (redelivered rows that `ON CONFLICT DO NOTHING` skipped are not folded):
-//! - `run_metrics`: per provider × prompt × status × latency (exact
-//!   milliseconds, so percentiles stay exact), the count and the sums of
-//!   tokens, cost, score and score²;
+//! - `run_metrics`: per provider × prompt × status, the count and the sums
+//!   of tokens, cost, score and score²;
+//! - `run_latencies`: per provider × prompt × latency (exact milliseconds,
+//!   so percentiles stay exact), how many answered results (errors have no
+//!   meaningful latency and are left out);
 //! - `run_assertions`: per provider × prompt × assertion type × metric ×
 //!   verdict, the count;
 //! - `run_test_tallies`: per test case, results and unpassed results.
@@ -20,8 +22,11 @@ use std::collections::{BTreeMap, HashSet};
 
 use crate::{NewResult, ResultStatus};
 
-/// (provider, prompt, status as stored, latency ms).
-pub(crate) type MetricKey = (i32, i32, i16, i32);
+/// (provider, prompt, status as stored).
+pub(crate) type MetricKey = (i32, i32, i16);
+
+/// (provider, prompt, latency ms).
+pub(crate) type LatencyKey = (i32, i32, i32);
 
 #[derive(Debug, Default, Clone, Copy, PartialEq)]
 pub(crate) struct MetricSums {
@@ -40,6 +45,7 @@ pub(crate) type AssertionKey = (i32, i32, String, String, bool);
 #[derive(Debug, Default)]
 pub(crate) struct Rollup {
     pub metrics: BTreeMap<MetricKey, MetricSums>,
+    pub latencies: BTreeMap<LatencyKey, i64>,
     pub assertions: BTreeMap<AssertionKey, i64>,
     /// test index → (unpassed, total).
     pub tests: BTreeMap<i32, (i64, i64)>,
@@ -54,12 +60,7 @@ impl Rollup {
     pub fn add(&mut self, r: &NewResult) {
         let sums = self
             .metrics
-            .entry((
-                r.provider_index,
-                r.prompt_index,
-                r.status as i16,
-                r.latency_ms,
-            ))
+            .entry((r.provider_index, r.prompt_index, r.status as i16))
             .or_default();
         sums.n += 1;
         sums.tokens_in += i64::from(r.tokens_in);
@@ -67,6 +68,12 @@ impl Rollup {
         sums.cost_usd += r.cost_usd;
         sums.score_sum += r.score;
         sums.score_sq_sum += r.score * r.score;
+        if r.status != ResultStatus::Error {
+            *self
+                .latencies
+                .entry((r.provider_index, r.prompt_index, r.latency_ms))
+                .or_default() += 1;
+        }
 
         // As `jsonb_array_elements` reads them: a missing type or metric is
         // "", a missing or non-boolean verdict is a failure.
@@ -174,11 +181,13 @@ mod tests {
         assert_eq!((rollup.passed, rollup.failed, rollup.errors), (1, 2, 1));
         assert_eq!(rollup.inserted(), 4);
         assert_eq!(rollup.cost_usd, 2.0);
-        let fail_120 = rollup.metrics[&(0, 1, ResultStatus::Fail as i16, 120)];
-        assert_eq!(fail_120.n, 2);
-        assert_eq!((fail_120.tokens_in, fail_120.tokens_out), (6, 8));
-        assert_eq!((fail_120.score_sum, fail_120.score_sq_sum), (0.5, 0.125));
+        let failed = rollup.metrics[&(0, 1, ResultStatus::Fail as i16)];
+        assert_eq!(failed.n, 2);
+        assert_eq!((failed.tokens_in, failed.tokens_out), (6, 8));
+        assert_eq!((failed.score_sum, failed.score_sq_sum), (0.5, 0.125));
         assert_eq!(rollup.metrics.len(), 3);
+        // The error's 90 ms is no latency.
+        assert_eq!(rollup.latencies, BTreeMap::from([((0, 1, 120), 3)]));
         let count = |kind: &str, metric: &str, passed| {
             rollup.assertions[&(0, 1, kind.to_owned(), metric.to_owned(), passed)]
         };

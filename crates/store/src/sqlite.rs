@@ -21,10 +21,11 @@ use sqlx::{
 use uuid::Uuid;
 
 use crate::{
-    AssertionMetrics, InsertOutcome, NewReport, NewResult, NewRun, OUTCOME_SELECT, Outcome,
-    ROLLUP_METRICS_SELECT, ReportOutcome, ReportRecord, ReportStatus, Result, ResultMetrics,
-    ResultRecord, ResultStatus, RunCursor, RunRecord, RunStatus, Store, StoreError, TaskRange,
-    TestFailures, rollup::Rollup,
+    AssertionMetrics, InsertOutcome, LatencyCount, NewReport, NewResult, NewRun, OUTCOME_SELECT,
+    Outcome, ROLLUP_LATENCIES_SELECT, ROLLUP_METRICS_SELECT, ReportOutcome, ReportRecord,
+    ReportStatus, Result, ResultMetrics, ResultRecord, ResultStatus, RunCursor, RunRecord,
+    RunStatus, Store, StoreError, TREND_LATENCIES_SELECT, TREND_METRICS_SELECT, TaskRange,
+    TestFailures, TrendMetrics, TrendQuery, TrendRow, rollup::Rollup,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -304,6 +305,36 @@ fn result_status(row: &SqliteRow) -> Result<ResultStatus> {
         .ok()
         .and_then(ResultStatus::from_i16)
         .ok_or_else(|| StoreError::Corrupt(format!("result status {v}")))
+}
+
+/// One `run_metrics` row (also read joined with its run, for trends).
+fn metrics_from_row(row: &SqliteRow) -> std::result::Result<ResultMetrics, sqlx::Error> {
+    let status: i64 = row.try_get("status")?;
+    let status = i16::try_from(status)
+        .ok()
+        .and_then(ResultStatus::from_i16)
+        .ok_or_else(|| corrupt_status(status))?;
+    Ok(ResultMetrics {
+        provider_index: row.try_get("provider_index")?,
+        prompt_index: row.try_get("prompt_index")?,
+        status,
+        count: row.try_get("n")?,
+        tokens_in: row.try_get("tokens_in")?,
+        tokens_out: row.try_get("tokens_out")?,
+        cost_usd: row.try_get("cost_usd")?,
+        score_sum: row.try_get("score_sum")?,
+        score_sq_sum: row.try_get("score_sq_sum")?,
+    })
+}
+
+/// One `run_latencies` row.
+fn latency_from_row(row: &SqliteRow) -> std::result::Result<LatencyCount, sqlx::Error> {
+    Ok(LatencyCount {
+        provider_index: row.try_get("provider_index")?,
+        prompt_index: row.try_get("prompt_index")?,
+        latency_ms: row.try_get("latency_ms")?,
+        count: row.try_get("n")?,
+    })
 }
 
 fn run_from_row(row: &SqliteRow) -> Result<RunRecord> {
@@ -812,28 +843,58 @@ impl Store for SqliteStore {
         // distinct latencies, not with the results.
         let mut rows = sqlx::query(ROLLUP_METRICS_SELECT)
             .bind(uuid_text(run_id))
-            .try_map(|row: SqliteRow| {
-                let status: i64 = row.try_get("status")?;
-                let status = i16::try_from(status)
-                    .ok()
-                    .and_then(ResultStatus::from_i16)
-                    .ok_or_else(|| corrupt_status(status))?;
-                Ok(ResultMetrics {
-                    provider_index: row.try_get("provider_index")?,
-                    prompt_index: row.try_get("prompt_index")?,
-                    status,
-                    latency_ms: row.try_get("latency_ms")?,
-                    count: row.try_get("n")?,
-                    tokens_in: row.try_get("tokens_in")?,
-                    tokens_out: row.try_get("tokens_out")?,
-                    cost_usd: row.try_get("cost_usd")?,
-                    score_sum: row.try_get("score_sum")?,
-                    score_sq_sum: row.try_get("score_sq_sum")?,
-                })
-            })
+            .try_map(|row: SqliteRow| metrics_from_row(&row))
             .fetch(&self.pool);
         while let Some(m) = rows.try_next().await? {
             each(m);
+        }
+        Ok(())
+    }
+
+    async fn for_each_latency_count(
+        &self,
+        run_id: Uuid,
+        each: &mut (dyn FnMut(LatencyCount) + Send),
+    ) -> Result<()> {
+        use futures::TryStreamExt;
+        let mut rows = sqlx::query(ROLLUP_LATENCIES_SELECT)
+            .bind(uuid_text(run_id))
+            .try_map(|row: SqliteRow| latency_from_row(&row))
+            .fetch(&self.pool);
+        while let Some(m) = rows.try_next().await? {
+            each(m);
+        }
+        Ok(())
+    }
+
+    async fn for_each_trend_metrics(
+        &self,
+        query: &TrendQuery,
+        each: &mut (dyn FnMut(TrendMetrics) + Send),
+    ) -> Result<()> {
+        use futures::TryStreamExt;
+        for (sql, latencies) in [
+            (TREND_METRICS_SELECT, false),
+            (TREND_LATENCIES_SELECT, true),
+        ] {
+            let mut rows = sqlx::query(sql)
+                .bind(query.project_id.as_str())
+                .bind(query.description.as_deref())
+                .bind(query.label.as_deref())
+                .bind(ts_text(query.since))
+                .bind(ts_text(query.until))
+                .fetch(&self.pool);
+            while let Some(row) = rows.try_next().await? {
+                each(TrendMetrics {
+                    run_id: get_uuid(&row, "run_id")?,
+                    created_at: get_ts(&row, "run_created_at")?,
+                    row: if latencies {
+                        TrendRow::Latency(latency_from_row(&row)?)
+                    } else {
+                        TrendRow::Metrics(metrics_from_row(&row)?)
+                    },
+                });
+            }
         }
         Ok(())
     }
@@ -999,7 +1060,7 @@ async fn add_rollup(
     let metrics: Vec<_> = rollup.metrics.iter().collect();
     for chunk in metrics.chunks(ROLLUP_ROWS_PER_STATEMENT / 2) {
         let mut upsert = QueryBuilder::<Sqlite>::new(
-            "INSERT INTO run_metrics (run_id, provider_index, prompt_index, status, latency_ms, n, \
+            "INSERT INTO run_metrics (run_id, provider_index, prompt_index, status, n, \
                tokens_in, tokens_out, cost_usd, score_sum, score_sq_sum) ",
         );
         upsert.push_values(chunk, |mut values, (k, m)| {
@@ -1008,7 +1069,6 @@ async fn add_rollup(
                 .push_bind(k.0)
                 .push_bind(k.1)
                 .push_bind(k.2)
-                .push_bind(k.3)
                 .push_bind(m.n)
                 .push_bind(m.tokens_in)
                 .push_bind(m.tokens_out)
@@ -1017,11 +1077,30 @@ async fn add_rollup(
                 .push_bind(m.score_sq_sum);
         });
         upsert.push(
-            " ON CONFLICT (run_id, provider_index, prompt_index, status, latency_ms) DO UPDATE SET \
+            " ON CONFLICT (run_id, provider_index, prompt_index, status) DO UPDATE SET \
                n = n + excluded.n, tokens_in = tokens_in + excluded.tokens_in, \
                tokens_out = tokens_out + excluded.tokens_out, cost_usd = cost_usd + excluded.cost_usd, \
                score_sum = score_sum + excluded.score_sum, \
                score_sq_sum = score_sq_sum + excluded.score_sq_sum",
+        );
+        upsert.build().execute(&mut **tx).await?;
+    }
+    let latencies: Vec<_> = rollup.latencies.iter().collect();
+    for chunk in latencies.chunks(ROLLUP_ROWS_PER_STATEMENT) {
+        let mut upsert = QueryBuilder::<Sqlite>::new(
+            "INSERT INTO run_latencies (run_id, provider_index, prompt_index, latency_ms, n) ",
+        );
+        upsert.push_values(chunk, |mut values, (k, n)| {
+            values
+                .push_bind(run_key)
+                .push_bind(k.0)
+                .push_bind(k.1)
+                .push_bind(k.2)
+                .push_bind(**n);
+        });
+        upsert.push(
+            " ON CONFLICT (run_id, provider_index, prompt_index, latency_ms) \
+             DO UPDATE SET n = n + excluded.n",
         );
         upsert.build().execute(&mut **tx).await?;
     }

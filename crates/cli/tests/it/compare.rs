@@ -332,3 +332,86 @@ async fn a_run_checked_against_the_last_run_of_its_suite_lists_what_flipped() {
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("baseline_run_id"), "{stderr}");
 }
+
+#[tokio::test]
+async fn trends_of_a_suite_count_its_completed_runs_per_provider() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(d.join("a.yaml"), regress_suite("{{ x }} yes")).unwrap();
+    std::fs::write(d.join("b.yaml"), regress_suite("{{ x }}")).unwrap();
+    for suite in ["a.yaml", "b.yaml"] {
+        let out = gauntlet(&["run", suite], d).await;
+        assert_eq!(out.status.code(), Some(100), "{:?}", text(&out));
+    }
+    // Another suite's run is not counted.
+    run(d, "other.yaml", &suite("{{ x }} yes", 4, false)).await;
+
+    // By the suite file (its description), then by the description.
+    let out = gauntlet(&["trends", "a.yaml", "--bucket", "hour", "-o", "t.json"], d).await;
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    assert!(
+        stdout.starts_with("Trends of \"regress me\" from "),
+        "{stdout}"
+    );
+    let doc: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(d.join("t.json")).unwrap()).unwrap();
+    assert_eq!(doc["schema"], "gauntlet.trends/v1");
+    assert_eq!(doc["bucket"], "hour");
+    let points = doc["points"].as_array().unwrap();
+    // Both runs, in one hour unless the test ran across one.
+    assert!(matches!(points.len(), 1 | 2), "{doc:#}");
+    let sum = |key: &str| points.iter().map(|p| p[key].as_u64().unwrap()).sum::<u64>();
+    assert_eq!(
+        (sum("runs"), sum("total"), sum("passed")),
+        (2, 60, 35),
+        "{doc:#}"
+    );
+    assert!(points.iter().all(|p| p["provider"] == "echo"));
+    if points.len() == 1 {
+        let rate = &points[0]["pass_rate"];
+        assert!((rate["estimate"].as_f64().unwrap() - 35.0 / 60.0).abs() < 1e-12);
+        assert!(rate["low"].as_f64().unwrap() < rate["estimate"].as_f64().unwrap());
+        assert!(stdout.contains("35/60"), "{stdout}");
+    }
+
+    let out = gauntlet(&["trends", "regress me", "--provider", "nobody"], d).await;
+    let (stdout, _) = text(&out);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(
+        stdout.contains("no completed runs in that time"),
+        "{stdout}"
+    );
+
+    // Bad input is named.
+    std::fs::write(
+        d.join("nameless.yaml"),
+        "prompts: [hi]\nproviders: [echo]\ntests:\n  - vars: {}\n",
+    )
+    .unwrap();
+    let out = gauntlet(&["trends", "nameless.yaml"], d).await;
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("nameless.yaml: the suite has no description"),
+        "{stderr}"
+    );
+    let out = gauntlet(&["trends", "regress me", "--since", "yesterday"], d).await;
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("`yesterday` is neither an RFC 3339 time nor a span"),
+        "{stderr}"
+    );
+    let out = gauntlet(
+        &["trends", "regress me", "--bucket", "hour", "--since", "60d"],
+        d,
+    )
+    .await;
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("since") && stderr.contains("1440 buckets; at most 1000"),
+        "{stderr}"
+    );
+}

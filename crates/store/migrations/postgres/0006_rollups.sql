@@ -3,25 +3,39 @@
 -- few hundred rollup rows instead of all its results. Rows stored before
 -- this migration are rolled up here.
 
--- Per provider × prompt × status × exact latency: counts and sums.
+-- Per provider × prompt × status: counts and sums.
 CREATE TABLE run_metrics (
     run_id          UUID NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
     provider_index  INTEGER NOT NULL,
     prompt_index    INTEGER NOT NULL,
     status          SMALLINT NOT NULL,
-    latency_ms      INTEGER NOT NULL,
     n               BIGINT NOT NULL,
     tokens_in       BIGINT NOT NULL,
     tokens_out      BIGINT NOT NULL,
     cost_usd        DOUBLE PRECISION NOT NULL,
     score_sum       DOUBLE PRECISION NOT NULL,
     score_sq_sum    DOUBLE PRECISION NOT NULL,
-    PRIMARY KEY (run_id, provider_index, prompt_index, status, latency_ms)
+    PRIMARY KEY (run_id, provider_index, prompt_index, status)
 );
 INSERT INTO run_metrics
-SELECT run_id, provider_index, prompt_index, status, latency_ms, COUNT(*), SUM(tokens_in),
-       SUM(tokens_out), SUM(cost_usd), SUM(score), SUM(score * score)
-FROM results GROUP BY run_id, provider_index, prompt_index, status, latency_ms;
+SELECT run_id, provider_index, prompt_index, status, COUNT(*), SUM(tokens_in), SUM(tokens_out),
+       SUM(cost_usd), SUM(score), SUM(score * score)
+FROM results GROUP BY run_id, provider_index, prompt_index, status;
+
+-- Per provider × prompt × exact latency, the answered (not errored)
+-- results: percentiles stay exact, in rows that grow with the distinct
+-- latencies, not with the results.
+CREATE TABLE run_latencies (
+    run_id          UUID NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
+    provider_index  INTEGER NOT NULL,
+    prompt_index    INTEGER NOT NULL,
+    latency_ms      INTEGER NOT NULL,
+    n               BIGINT NOT NULL,
+    PRIMARY KEY (run_id, provider_index, prompt_index, latency_ms)
+);
+INSERT INTO run_latencies
+SELECT run_id, provider_index, prompt_index, latency_ms, COUNT(*)
+FROM results WHERE status <> 3 GROUP BY run_id, provider_index, prompt_index, latency_ms;
 
 -- Per provider × prompt × assertion type × metric × verdict: how many.
 CREATE TABLE run_assertions (

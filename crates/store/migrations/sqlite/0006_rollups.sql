@@ -8,19 +8,33 @@ CREATE TABLE run_metrics (
     provider_index  INTEGER NOT NULL,
     prompt_index    INTEGER NOT NULL,
     status          INTEGER NOT NULL,
-    latency_ms      INTEGER NOT NULL,
     n               INTEGER NOT NULL,
     tokens_in       INTEGER NOT NULL,
     tokens_out      INTEGER NOT NULL,
     cost_usd        REAL NOT NULL,
     score_sum       REAL NOT NULL,
     score_sq_sum    REAL NOT NULL,
-    PRIMARY KEY (run_id, provider_index, prompt_index, status, latency_ms)
+    PRIMARY KEY (run_id, provider_index, prompt_index, status)
 ) STRICT, WITHOUT ROWID;
 INSERT INTO run_metrics
-SELECT run_id, provider_index, prompt_index, status, latency_ms, COUNT(*), SUM(tokens_in),
-       SUM(tokens_out), SUM(cost_usd), SUM(score), SUM(score * score)
-FROM results GROUP BY run_id, provider_index, prompt_index, status, latency_ms;
+SELECT run_id, provider_index, prompt_index, status, COUNT(*), SUM(tokens_in), SUM(tokens_out),
+       SUM(cost_usd), SUM(score), SUM(score * score)
+FROM results GROUP BY run_id, provider_index, prompt_index, status;
+
+-- Per provider × prompt × exact latency, the answered (not errored)
+-- results: percentiles stay exact, in rows that grow with the distinct
+-- latencies, not with the results.
+CREATE TABLE run_latencies (
+    run_id          TEXT NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
+    provider_index  INTEGER NOT NULL,
+    prompt_index    INTEGER NOT NULL,
+    latency_ms      INTEGER NOT NULL,
+    n               INTEGER NOT NULL,
+    PRIMARY KEY (run_id, provider_index, prompt_index, latency_ms)
+) STRICT, WITHOUT ROWID;
+INSERT INTO run_latencies
+SELECT run_id, provider_index, prompt_index, latency_ms, COUNT(*)
+FROM results WHERE status <> 3 GROUP BY run_id, provider_index, prompt_index, latency_ms;
 
 CREATE TABLE run_assertions (
     run_id          TEXT NOT NULL REFERENCES runs (id) ON DELETE CASCADE,

@@ -103,6 +103,7 @@ conformance!(
     slowest_results_and_most_failed_tests,
     rollups_equal_the_results_after_concurrent_overlapping_batches,
     the_previous_completed_run_is_the_newest_earlier_one_of_the_suite,
+    trend_metrics_cover_the_completed_runs_of_a_suite_or_label_in_a_window,
 );
 
 fn new_run(total: i64) -> NewRun {
@@ -222,6 +223,22 @@ async fn result_metrics(store: &dyn Store, run_id: Uuid) -> Vec<gauntlet_store::
     let mut out = Vec::new();
     store
         .for_each_result_metrics(run_id, &mut |m| out.push(m))
+        .await
+        .unwrap();
+    out
+}
+
+/// (provider, prompt, latency) → answered results, from the store.
+async fn latency_counts(
+    store: &dyn Store,
+    run_id: Uuid,
+) -> std::collections::BTreeMap<(i32, i32, i32), i64> {
+    let mut out = std::collections::BTreeMap::new();
+    store
+        .for_each_latency_count(run_id, &mut |l| {
+            let key = (l.provider_index, l.prompt_index, l.latency_ms);
+            assert!(out.insert(key, l.count).is_none(), "{key:?} twice");
+        })
         .await
         .unwrap();
     out
@@ -705,10 +722,11 @@ async fn results_page_in_task_order_and_filter_by_status(store: Arc<dyn Store>) 
 async fn result_metrics_cover_every_result_of_the_run(store: Arc<dyn Store>) {
     let run = store.create_run(new_run(8)).await.unwrap();
     let mut rows: Vec<_> = (0..6).map(|t| result(t, cycling_status(t))).collect();
-    // Two more like task 0 (provider, prompt, status, latency): one group.
+    // Two more like task 0 (provider, prompt, status), one of them with
+    // its latency too.
     for t in [6, 7] {
         rows.push(NewResult {
-            latency_ms: rows[0].latency_ms,
+            latency_ms: if t == 6 { rows[0].latency_ms } else { 99 },
             status: rows[0].status,
             provider_index: rows[0].provider_index,
             prompt_index: rows[0].prompt_index,
@@ -724,37 +742,50 @@ async fn result_metrics_cover_every_result_of_the_run(store: Arc<dyn Store>) {
         .await
         .unwrap();
 
-    let mut metrics = result_metrics(store.as_ref(), run.id).await;
-    // No order is promised; latency is unique per group here.
-    metrics.sort_by_key(|m| m.latency_ms);
-    let group = |r: &[&NewResult]| gauntlet_store::ResultMetrics {
-        provider_index: r[0].provider_index,
-        prompt_index: r[0].prompt_index,
-        status: r[0].status,
-        latency_ms: r[0].latency_ms,
-        count: r.len() as i64,
-        tokens_in: r.iter().map(|r| i64::from(r.tokens_in)).sum(),
-        tokens_out: r.iter().map(|r| i64::from(r.tokens_out)).sum(),
-        cost_usd: r.iter().map(|r| r.cost_usd).sum(),
-        score_sum: r.iter().map(|r| r.score).sum(),
-        score_sq_sum: r.iter().map(|r| r.score * r.score).sum(),
-    };
-    let mut expected = vec![group(&[&rows[0], &rows[6], &rows[7]])];
-    expected.extend(rows[1..6].iter().map(|r| group(&[r])));
-    assert_eq!(metrics.len(), expected.len(), "{metrics:?}");
-    for (got, want) in metrics.iter().zip(&expected) {
-        assert!(
-            (got.cost_usd - want.cost_usd).abs() < 1e-9,
-            "{got:?} {want:?}"
-        );
-        assert_eq!(
-            gauntlet_store::ResultMetrics {
-                cost_usd: want.cost_usd,
-                ..got.clone()
-            },
-            *want
-        );
+    // Groups: provider × prompt × status, tokens, cost and scores summed.
+    let mut want = std::collections::BTreeMap::new();
+    for r in &rows {
+        let e = want
+            .entry((r.provider_index, r.prompt_index, r.status as i16))
+            .or_insert((0i64, 0i64, 0i64, 0f64, 0f64, 0f64));
+        e.0 += 1;
+        e.1 += i64::from(r.tokens_in);
+        e.2 += i64::from(r.tokens_out);
+        e.3 += r.cost_usd;
+        e.4 += r.score;
+        e.5 += r.score * r.score;
     }
+    let metrics = result_metrics(store.as_ref(), run.id).await;
+    assert_eq!(metrics.len(), want.len(), "{metrics:?}");
+    for m in &metrics {
+        let w = want[&(m.provider_index, m.prompt_index, m.status as i16)];
+        assert_eq!(
+            (m.count, m.tokens_in, m.tokens_out),
+            (w.0, w.1, w.2),
+            "{m:?}"
+        );
+        assert!((m.cost_usd - w.3).abs() < 1e-9, "{m:?}");
+        assert_eq!((m.score_sum, m.score_sq_sum), (w.4, w.5), "{m:?}");
+    }
+    assert_eq!(metrics.iter().map(|m| m.count).sum::<i64>(), 8);
+
+    // Latencies: answered results only (tasks 2 and 5 errored).
+    let mut want = std::collections::BTreeMap::new();
+    for r in rows.iter().filter(|r| r.status != ResultStatus::Error) {
+        *want
+            .entry((r.provider_index, r.prompt_index, r.latency_ms))
+            .or_insert(0i64) += 1;
+    }
+    assert_eq!(want.values().sum::<i64>(), 6);
+    assert_eq!(
+        want[&(
+            rows[0].provider_index,
+            rows[0].prompt_index,
+            rows[0].latency_ms
+        )],
+        2
+    );
+    assert_eq!(latency_counts(store.as_ref(), run.id).await, want);
 }
 
 async fn reports_move_from_pending_to_ready(store: Arc<dyn Store>) {
@@ -1252,16 +1283,11 @@ async fn rollups_equal_the_results_after_concurrent_overlapping_batches(store: A
     }
     let stored: Vec<NewResult> = (0..TASKS).map(row).collect();
 
-    // Metrics, grouped by (provider, prompt, status, latency).
+    // Metrics, grouped by (provider, prompt, status).
     let mut want = BTreeMap::new();
     for r in &stored {
         let e = want
-            .entry((
-                r.provider_index,
-                r.prompt_index,
-                r.status as i16,
-                r.latency_ms,
-            ))
+            .entry((r.provider_index, r.prompt_index, r.status as i16))
             .or_insert((0i64, 0i64, 0i64, 0f64, 0f64, 0f64));
         e.0 += 1;
         e.1 += i64::from(r.tokens_in);
@@ -1274,12 +1300,7 @@ async fn rollups_equal_the_results_after_concurrent_overlapping_batches(store: A
         .await
         .into_iter()
         .map(|m| {
-            let key = (
-                m.provider_index,
-                m.prompt_index,
-                m.status as i16,
-                m.latency_ms,
-            );
+            let key = (m.provider_index, m.prompt_index, m.status as i16);
             (
                 key,
                 (
@@ -1302,6 +1323,15 @@ async fn rollups_equal_the_results_after_concurrent_overlapping_batches(store: A
         }
     }
     assert_eq!(got.values().map(|g| g.0).sum::<i64>(), TASKS);
+
+    // Latencies of the answered results.
+    let mut want = BTreeMap::new();
+    for r in stored.iter().filter(|r| r.status != ResultStatus::Error) {
+        *want
+            .entry((r.provider_index, r.prompt_index, r.latency_ms))
+            .or_insert(0i64) += 1;
+    }
+    assert_eq!(latency_counts(store.as_ref(), run.id).await, want);
 
     // Assertion tallies.
     let mut want = BTreeMap::new();
@@ -1385,4 +1415,85 @@ async fn the_previous_completed_run_is_the_newest_earlier_one_of_the_suite(store
     assert_eq!(previous(unfinished).await, Some(first.id));
     assert_eq!(previous(second).await, Some(first.id));
     assert_eq!(previous(first).await, None);
+}
+
+async fn trend_metrics_cover_the_completed_runs_of_a_suite_or_label_in_a_window(
+    store: Arc<dyn Store>,
+) {
+    use gauntlet_store::{TrendQuery, TrendRow};
+    let completed = |description: &str, label: &str, latency: i32| {
+        let store = store.clone();
+        let run = NewRun {
+            description: description.into(),
+            label: label.into(),
+            ..new_run(2)
+        };
+        async move {
+            let run = store.create_run(run).await.unwrap();
+            let rows: Vec<_> = (0..2)
+                .map(|t| NewResult {
+                    latency_ms: latency,
+                    provider_index: 0,
+                    prompt_index: 0,
+                    ..result(t, ResultStatus::Pass)
+                })
+                .collect();
+            store.insert_results(run.id, &rows).await.unwrap();
+            run
+        }
+    };
+    let first = completed("demo", "nightly", 100).await;
+    let other = completed("other", "nightly", 200).await;
+    store.create_run(new_run(2)).await.unwrap(); // "demo", never finished
+    let second = completed("demo", "weekly", 300).await;
+
+    let now = chrono::Utc::now();
+    let query = |description: Option<&str>, label: Option<&str>, hours: (i64, i64)| TrendQuery {
+        project_id: "default".into(),
+        description: description.map(str::to_owned),
+        label: label.map(str::to_owned),
+        since: now + chrono::Duration::hours(hours.0),
+        until: now + chrono::Duration::hours(hours.1),
+    };
+    let read = |q: TrendQuery| {
+        let store = store.clone();
+        async move {
+            let mut got = Vec::new();
+            store
+                .for_each_trend_metrics(&q, &mut |m| match m.row {
+                    TrendRow::Metrics(g) => got.push((m.run_id, -1, g.count)),
+                    TrendRow::Latency(l) => got.push((m.run_id, l.latency_ms, l.count)),
+                })
+                .await
+                .unwrap();
+            got
+        }
+    };
+    // Each run's group (latency -1 here), then each run's latencies.
+    assert_eq!(
+        read(query(Some("demo"), None, (-1, 1))).await,
+        [
+            (first.id, -1, 2),
+            (second.id, -1, 2),
+            (first.id, 100, 2),
+            (second.id, 300, 2)
+        ]
+    );
+    assert_eq!(
+        read(query(None, Some("nightly"), (-1, 1))).await,
+        [
+            (first.id, -1, 2),
+            (other.id, -1, 2),
+            (first.id, 100, 2),
+            (other.id, 200, 2)
+        ]
+    );
+    assert_eq!(
+        read(query(Some("demo"), Some("weekly"), (-1, 1))).await,
+        [(second.id, -1, 2), (second.id, 300, 2)]
+    );
+    assert!(read(query(Some("demo"), None, (-3, -1))).await.is_empty());
+    let runs = read(query(Some("demo"), None, (-1, 1))).await;
+    let created = store.get_run(runs[0].0).await.unwrap().unwrap().created_at;
+    assert!(created >= now - chrono::Duration::hours(1) && created < now);
 }

@@ -4,6 +4,7 @@
 //! new results make a new key, and the TTL only bounds memory.
 
 pub mod compare;
+mod insights;
 mod regressions;
 pub mod stats;
 mod summary;
@@ -206,6 +207,51 @@ impl AnalyticsService for Analytics {
             .set(&key, &comparison.encode_to_vec(), Duration::from_secs(ttl))
             .await;
         Ok(Response::new(comparison))
+    }
+
+    #[instrument(skip_all, name = "GetInsights", fields(run_id = %request.get_ref().run_id))]
+    async fn get_insights(
+        &self,
+        request: Request<v1::GetInsightsRequest>,
+    ) -> Result<Response<v1::Insights>, Status> {
+        let req = request.into_inner();
+        let id = parse_id("run_id", &req.run_id)?;
+        let alpha = alpha(req.alpha)?;
+        let max_listed = match req.max_listed {
+            0 => insights::DEFAULT_LISTED,
+            n => n,
+        } as usize;
+        let store = self.deps.store.as_ref();
+        let run = existing_run(store, id).await?;
+        let key = format!("insights:{}:{alpha}:{max_listed}", progress(&run));
+        if let Some(bytes) = self.deps.cache.get(&key).await
+            && let Ok(i) = v1::Insights::decode(&*bytes)
+        {
+            return Ok(Response::new(i));
+        }
+        let side = self.side(id, false).await?;
+        let mut found = insights::insights(&side, alpha, 0, max_listed);
+        found.partial = !run.status.is_terminal();
+        let labels = self.labels(id).await?;
+        let suite = Suite {
+            prompts: labels.prompts,
+            providers: labels.providers,
+            ..Suite::default()
+        };
+        let heads = gauntlet_service::tests::read(store, id, &suite, insights::listed(&found))
+            .await
+            .map_err(|e| internal("test heads", e))?;
+        insights::name_cases(&mut found, |t| summary::case_name(heads.get(t)));
+        let ttl = if found.partial {
+            self.config.live_ttl_secs
+        } else {
+            self.config.finished_ttl_secs
+        };
+        self.deps
+            .cache
+            .set(&key, &found.encode_to_vec(), Duration::from_secs(ttl))
+            .await;
+        Ok(Response::new(found))
     }
 
     #[instrument(skip_all, name = "GetTrends", fields(description = %request.get_ref().description))]

@@ -9,7 +9,7 @@ use gauntlet_cache::Cache;
 use gauntlet_cli::{
     commands, compare, dlq,
     embedded::{self, Backends, Stack},
-    regressions, run,
+    insights, regressions, run,
     target::Target,
     trends,
 };
@@ -105,6 +105,10 @@ enum Command {
     /// One suite's completed runs over time, per provider and hour, day or
     /// week: pass rate with its 95 % interval, p95 latency, cost and runs.
     Trends(trends::TrendsArgs),
+    /// What a run says beyond its summary: the cheapest provider not
+    /// significantly worse than the best, flaky cases (repeats disagree),
+    /// cases failing on every provider and prompt, latency outliers.
+    Insights(insights::InsightsArgs),
     /// Run all five services in this process (gateway, worker, analytics,
     /// reports, monitor), the gateway on gateway.listen (127.0.0.1:7070).
     /// By default with the embedded backends (SQLite in --data-dir, an
@@ -335,6 +339,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::Compare(args) => compare::compare(&config, &args).await,
         Command::Regressions(args) => regressions::regressions(&config, &args).await,
         Command::Trends(args) => trends::trends(&config, &args).await.map(|()| 0),
+        Command::Insights(args) => insights::insights(&config, &args).await.map(|()| 0),
         Command::Dlq { command } => match command {
             DlqCommand::List { run, limit, server } => {
                 dlq::list(&config, &server, run.as_deref(), limit)

@@ -157,6 +157,19 @@ impl AnalyticsService for Router {
             .map_err(|s| internal("analytics", s))
     }
 
+    async fn get_insights(
+        &self,
+        request: Request<v1::GetInsightsRequest>,
+    ) -> Result<Response<v1::Insights>, Status> {
+        parse_id("run_id", &request.get_ref().run_id)?;
+        let mut client = self.analytics.clone();
+        client
+            .get_insights(request.into_inner())
+            .await
+            .map(|r| Response::new(r.into_inner()))
+            .map_err(|s| internal("analytics", s))
+    }
+
     async fn get_trends(
         &self,
         request: Request<v1::GetTrendsRequest>,

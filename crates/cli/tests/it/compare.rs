@@ -415,3 +415,64 @@ async fn trends_of_a_suite_count_its_completed_runs_per_provider() {
         "{stderr}"
     );
 }
+
+#[tokio::test]
+async fn insights_name_the_recommended_provider_and_the_cases_failing_everywhere() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // Two echo providers, two repeats; tests 0-7 pass, 8-11 can pass
+    // nowhere (the output never holds "zzz").
+    let mut s = String::from(
+        "description: insights\nprompts:\n  - '{{ x }}'\nproviders:\n  - id: echo\n    label: a\n  - id: echo\n    label: b\nevaluateOptions:\n  repeat: 2\ntests:\n",
+    );
+    for i in 0..12 {
+        let want = if i < 8 { format!("x{i}") } else { "zzz".into() };
+        s += &format!(
+            "  - description: case {i}\n    vars: {{ x: 'x{i}' }}\n    assert:\n      - type: contains\n        value: '{want}'\n"
+        );
+    }
+    let id = run(d, "s.yaml", &s).await;
+    let out = gauntlet(&["insights", &id, "--max-listed", "3", "-o", "i.json"], d).await;
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("recommended: a: the best pass rate (66.7%)"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("failing on every provider and prompt: 4"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("  test 8: case 8 (4 results)"), "{stdout}");
+    assert!(stdout.contains("flaky (repeats disagree): 0"), "{stdout}");
+    let doc: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(d.join("i.json")).unwrap()).unwrap();
+    assert_eq!(doc["schema"], "gauntlet.insights/v1");
+    assert_eq!(doc["partial"], false);
+    assert_eq!(doc["recommended_provider"], "a");
+    let providers = doc["providers"].as_array().unwrap();
+    assert_eq!(providers.len(), 2);
+    assert_eq!(
+        (
+            providers[0]["total"].clone(),
+            providers[0]["passed"].clone()
+        ),
+        (24.into(), 16.into())
+    );
+    // Identical answers: b is not worse (no discordant pair, p = 1).
+    assert_eq!(providers[1]["p_vs_best"], 1.0);
+    assert_eq!(providers[1]["significantly_worse"], false);
+    assert_eq!(doc["failing_everywhere_count"], 4);
+    let listed: Vec<_> = doc["failing_everywhere"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["description"].as_str().unwrap())
+        .collect();
+    assert_eq!(listed, ["case 8", "case 9", "case 10"]);
+
+    let out = gauntlet(&["insights", "not-a-run"], d).await;
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("run_id"), "{stderr}");
+}

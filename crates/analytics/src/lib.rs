@@ -179,11 +179,13 @@ impl AnalyticsService for Analytics {
         {
             return Ok(Response::new(c));
         }
-        let side_a = self.side(a, b.is_some()).await?;
-        let side_b = match b {
-            Some(b) => Some(self.side(b, true).await?),
-            None => None,
-        };
+        // Both runs are read at once.
+        let (side_a, side_b) = tokio::try_join!(self.side(a, b.is_some()), async {
+            match b {
+                Some(b) => self.side(b, true).await.map(Some),
+                None => Ok(None),
+            }
+        })?;
         let pairs = compare::compare(&side_a, side_b.as_ref(), by, alpha, req.seed)
             .map_err(|r| Status::failed_precondition(r.0))?;
         let partial =

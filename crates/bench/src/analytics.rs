@@ -192,6 +192,60 @@ pub async fn run(args: AnalyticsArgs) -> anyhow::Result<()> {
         "write: {:.1} µs per result stored, rollups included (insert_results, {batch} a call; runs {a}, {b}) — {:.1} µs for B",
         write_a, write_b
     );
+    // What a summary reads, each read alone (the best of `calls`).
+    let mut reads = Vec::new();
+    macro_rules! read {
+        ($name:literal, $call:expr) => {{
+            let mut best = f64::MAX;
+            for _ in 0..args.calls.max(1) {
+                let t = Instant::now();
+                $call;
+                best = best.min(t.elapsed().as_secs_f64() * 1000.0);
+            }
+            reads.push(format!("{} {best:.2} ms", $name));
+        }};
+    }
+    read!("run", store.get_run(a).await?);
+    read!("suite", store.get_suite(a).await?);
+    read!(
+        "metrics",
+        store.for_each_result_metrics(a, &mut |_| ()).await?
+    );
+    read!(
+        "latencies",
+        store.for_each_latency_count(a, &mut |_| ()).await?
+    );
+    read!(
+        "assertions",
+        store.for_each_assertion_metrics(a, &mut |_| ()).await?
+    );
+    read!("slowest", store.slowest_results(a, 10).await?);
+    read!("most-failed", store.most_failed_tests(a, 10).await?);
+    read!("10 tests", store.get_tests(a, 1000, 1009).await?);
+    println!("store reads of a summary, each alone: {}", reads.join(", "));
+    // The summary's own steps, outside gRPC: its five reads at once, then
+    // the summary built from them (no test heads).
+    let mut best = (f64::MAX, f64::MAX);
+    for _ in 0..args.calls.max(1) {
+        let t = Instant::now();
+        let mut summarizer = gauntlet_analytics::Summarizer::default();
+        let (mut metrics, mut latencies) = (Vec::new(), Vec::new());
+        let mut add_metrics = |m| metrics.push(m);
+        let mut add_latency = |l| latencies.push(l);
+        tokio::try_join!(
+            store.for_each_result_metrics(a, &mut add_metrics),
+            store.for_each_latency_count(a, &mut add_latency),
+        )?;
+        let read = t.elapsed().as_secs_f64() * 1000.0;
+        metrics.iter().for_each(|m| summarizer.add(m));
+        latencies.iter().for_each(|l| summarizer.add_latency(l));
+        let built = t.elapsed().as_secs_f64() * 1000.0 - read;
+        best = (best.0.min(read), best.1.min(built));
+    }
+    println!(
+        "summary groups and latencies read at once {:.2} ms, folded {:.2} ms",
+        best.0, best.1
+    );
     let shutdown = CancellationToken::new();
     for (label, cache) in [("cold", 0), ("cached", 64 << 20)] {
         let client = analytics(store.clone(), cache, &shutdown).await?;

@@ -100,11 +100,16 @@ pub async fn read<T: StoredTest>(
                 .collect(),
         ));
     }
+    // The ranges are read at once (a few at a time): the tests a summary
+    // names are scattered over the suite, one range each.
+    use futures::{StreamExt, TryStreamExt};
+    let read: Vec<Vec<(i64, String)>> = futures::stream::iter(ranges(&needed))
+        .map(|(first, last)| store.get_tests(run_id, i64::from(first), i64::from(last)))
+        .buffered(RANGES_AT_ONCE)
+        .try_collect()
+        .await?;
     let mut tests = Vec::with_capacity(needed.len());
-    for (first, last) in ranges(&needed) {
-        for (index, body) in store
-            .get_tests(run_id, i64::from(first), i64::from(last))
-            .await?
+    for (index, body) in read.into_iter().flatten() {
         {
             if needed.binary_search(&(index as u32)).is_err() {
                 continue;
@@ -118,6 +123,9 @@ pub async fn read<T: StoredTest>(
     }
     Ok(Tests(tests))
 }
+
+/// Range reads in flight at once.
+const RANGES_AT_ONCE: usize = 8;
 
 /// Tests read past (and dropped) rather than split a read in two.
 const MERGE_GAP: u32 = 32;

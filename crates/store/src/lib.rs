@@ -17,7 +17,8 @@ pub(crate) const ROLLUP_METRICS_SELECT: &str = "SELECT provider_index, prompt_in
      n, tokens_in, tokens_out, cost_usd, score_sum, score_sq_sum \
      FROM run_metrics WHERE run_id = $1";
 
-/// What [`Store::for_each_latency_count`] reads: the `run_latencies` rollup.
+/// What [`Store::for_each_latency_count`] reads on SQLite: the
+/// `run_latencies` rollup (Postgres folds it into arrays per group).
 pub(crate) const ROLLUP_LATENCIES_SELECT: &str =
     "SELECT provider_index, prompt_index, latency_ms, n FROM run_latencies WHERE run_id = $1";
 

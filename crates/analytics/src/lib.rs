@@ -20,7 +20,6 @@ use gauntlet_service::{
     GrpcServer, connect_store, existing_run, internal, invalid, not_found, parse_id,
 };
 use gauntlet_store::Store;
-use prost::Message as _;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
@@ -84,17 +83,10 @@ impl AnalyticsService for Analytics {
             run.completed_tasks,
             run.status.as_str()
         );
-        if let Some(bytes) = self.deps.cache.get(&key).await
-            && let Ok(summary) = v1::RunSummary::decode(&*bytes)
-        {
+        if let Some(summary) = self.cached::<v1::RunSummary>(&key).await {
             return Ok(Response::new(summary));
         }
-        let labels = self.labels(id).await?;
-        let suite = Suite {
-            prompts: labels.prompts,
-            providers: labels.providers,
-            ..Suite::default()
-        };
+        let suite = self.header(id).await?;
         let store = self.deps.store.as_ref();
         // Five reads of rollups at once: a summary waits for the slowest,
         // not the sum.
@@ -118,9 +110,7 @@ impl AnalyticsService for Analytics {
             .iter()
             .map(|(_, o)| o.test_index as u32)
             .chain(most_failed.iter().map(|f| f.test_index as u32));
-        let heads = gauntlet_service::tests::read(store, id, &suite, listed)
-            .await
-            .map_err(|e| internal("test heads", e))?;
+        let heads = self.heads(id, &suite, listed).await?;
         let summary = summarizer.finish(
             &run,
             &suite,
@@ -130,14 +120,7 @@ impl AnalyticsService for Analytics {
                 heads,
             },
         );
-        let ttl = if run.status.is_terminal() {
-            self.config.finished_ttl_secs
-        } else {
-            self.config.live_ttl_secs
-        };
-        self.deps
-            .cache
-            .set(&key, &summary.encode_to_vec(), Duration::from_secs(ttl))
+        self.remember(&key, &summary, run.status.is_terminal())
             .await;
         Ok(Response::new(summary))
     }
@@ -149,10 +132,7 @@ impl AnalyticsService for Analytics {
     ) -> Result<Response<v1::Comparison>, Status> {
         let req = request.into_inner();
         let a = parse_id("run_a", &req.run_a)?;
-        let b = match req.run_b.as_str() {
-            "" => None,
-            text => Some(parse_id("run_b", text)?),
-        };
+        let b = optional_id("run_b", &req.run_b)?;
         if b == Some(a) {
             return Err(invalid(
                 "run_b",
@@ -174,9 +154,7 @@ impl AnalyticsService for Analytics {
             run_b.as_ref().map(progress).unwrap_or_default(),
             req.seed
         );
-        if let Some(bytes) = self.deps.cache.get(&key).await
-            && let Ok(c) = v1::Comparison::decode(&*bytes)
-        {
+        if let Some(c) = self.cached::<v1::Comparison>(&key).await {
             return Ok(Response::new(c));
         }
         // Both runs are read at once.
@@ -199,15 +177,7 @@ impl AnalyticsService for Analytics {
             partial,
             pairs,
         };
-        let ttl = if partial {
-            self.config.live_ttl_secs
-        } else {
-            self.config.finished_ttl_secs
-        };
-        self.deps
-            .cache
-            .set(&key, &comparison.encode_to_vec(), Duration::from_secs(ttl))
-            .await;
+        self.remember(&key, &comparison, !partial).await;
         Ok(Response::new(comparison))
     }
 
@@ -219,40 +189,20 @@ impl AnalyticsService for Analytics {
         let req = request.into_inner();
         let id = parse_id("run_id", &req.run_id)?;
         let alpha = alpha(req.alpha)?;
-        let max_listed = match req.max_listed {
-            0 => insights::DEFAULT_LISTED,
-            n => n,
-        } as usize;
+        let max_listed = listed_at_most(req.max_listed, insights::DEFAULT_LISTED);
         let store = self.deps.store.as_ref();
         let run = existing_run(store, id).await?;
         let key = format!("insights:{}:{alpha}:{max_listed}", progress(&run));
-        if let Some(bytes) = self.deps.cache.get(&key).await
-            && let Ok(i) = v1::Insights::decode(&*bytes)
-        {
+        if let Some(i) = self.cached::<v1::Insights>(&key).await {
             return Ok(Response::new(i));
         }
         let side = self.side(id, false).await?;
         let mut found = insights::insights(&side, alpha, 0, max_listed);
         found.partial = !run.status.is_terminal();
-        let labels = self.labels(id).await?;
-        let suite = Suite {
-            prompts: labels.prompts,
-            providers: labels.providers,
-            ..Suite::default()
-        };
-        let heads = gauntlet_service::tests::read(store, id, &suite, insights::listed(&found))
-            .await
-            .map_err(|e| internal("test heads", e))?;
+        let suite = self.header(id).await?;
+        let heads = self.heads(id, &suite, insights::listed(&found)).await?;
         insights::name_cases(&mut found, |t| summary::case_name(heads.get(t)));
-        let ttl = if found.partial {
-            self.config.live_ttl_secs
-        } else {
-            self.config.finished_ttl_secs
-        };
-        self.deps
-            .cache
-            .set(&key, &found.encode_to_vec(), Duration::from_secs(ttl))
-            .await;
+        self.remember(&key, &found, !found.partial).await;
         Ok(Response::new(found))
     }
 
@@ -271,10 +221,7 @@ impl AnalyticsService for Analytics {
     ) -> Result<Response<v1::Regressions>, Status> {
         let req = request.into_inner();
         let id = parse_id("run_id", &req.run_id)?;
-        let baseline_id = match req.baseline_run_id.as_str() {
-            "" => None,
-            text => Some(parse_id("baseline_run_id", text)?),
-        };
+        let baseline_id = optional_id("baseline_run_id", &req.baseline_run_id)?;
         if baseline_id == Some(id) {
             return Err(invalid(
                 "baseline_run_id",
@@ -282,10 +229,7 @@ impl AnalyticsService for Analytics {
             ));
         }
         let alpha = alpha(req.alpha)?;
-        let max_listed = match req.max_listed {
-            0 => regressions::DEFAULT_LISTED,
-            n => n,
-        } as usize;
+        let max_listed = listed_at_most(req.max_listed, regressions::DEFAULT_LISTED);
         let store = self.deps.store.as_ref();
         let run = existing_run(store, id).await?;
         let baseline = match baseline_id {
@@ -307,9 +251,7 @@ impl AnalyticsService for Analytics {
             progress(&baseline),
             req.seed
         );
-        if let Some(bytes) = self.deps.cache.get(&key).await
-            && let Ok(r) = v1::Regressions::decode(&*bytes)
-        {
+        if let Some(r) = self.cached::<v1::Regressions>(&key).await {
             return Ok(Response::new(r));
         }
         let (side_a, side_b) = tokio::try_join!(self.side(baseline.id, true), self.side(id, true))?;
@@ -327,20 +269,10 @@ impl AnalyticsService for Analytics {
         )
         .map_err(|e| internal("assertion tallies", e))?;
         let shifts = regressions::shifts(&baseline_tallies, &run_tallies, alpha);
-        let labels = self.labels(id).await?;
-        let suite = Suite {
-            prompts: labels.prompts,
-            providers: labels.providers,
-            ..Suite::default()
-        };
-        let heads = gauntlet_service::tests::read(
-            store,
-            id,
-            &suite,
-            regressions::listed(&flips, max_listed),
-        )
-        .await
-        .map_err(|e| internal("test heads", e))?;
+        let suite = self.header(id).await?;
+        let heads = self
+            .heads(id, &suite, regressions::listed(&flips, max_listed))
+            .await?;
         let partial = !run.status.is_terminal() || !baseline.status.is_terminal();
         let regressed = regressions::regressed(&pairs, &shifts);
         let found = v1::Regressions {
@@ -364,15 +296,7 @@ impl AnalyticsService for Analytics {
             metrics: shifts,
             regressed,
         };
-        let ttl = if partial {
-            self.config.live_ttl_secs
-        } else {
-            self.config.finished_ttl_secs
-        };
-        self.deps
-            .cache
-            .set(&key, &found.encode_to_vec(), Duration::from_secs(ttl))
-            .await;
+        self.remember(&key, &found, !partial).await;
         Ok(Response::new(found))
     }
 }
@@ -453,6 +377,19 @@ impl Analytics {
 /// The significance level when a request names none.
 pub const DEFAULT_ALPHA: f64 = 0.05;
 
+/// An id a request may leave empty.
+fn optional_id(field: &str, text: &str) -> Result<Option<Uuid>, Status> {
+    match text {
+        "" => Ok(None),
+        text => parse_id(field, text).map(Some),
+    }
+}
+
+/// A request's `max_listed`: 0 means `default`.
+fn listed_at_most(asked: u32, default: u32) -> usize {
+    (if asked == 0 { default } else { asked }) as usize
+}
+
 /// A request's `alpha`: 0 is the default, else it must be in (0, 1).
 fn alpha(x: f64) -> Result<f64, Status> {
     match x {
@@ -468,6 +405,52 @@ fn progress(r: &gauntlet_store::RunRecord) -> String {
 }
 
 impl Analytics {
+    /// An answer cached under `key`, if any (one that no longer decodes is
+    /// none).
+    async fn cached<M: prost::Message + Default>(&self, key: &str) -> Option<M> {
+        let bytes = self.deps.cache.get(key).await?;
+        M::decode(&*bytes).ok()
+    }
+
+    /// Caches an answer: a day when its runs have ended (their figures no
+    /// longer change; the key changes with their progress anyway), else
+    /// the live TTL, which only bounds memory.
+    async fn remember<M: prost::Message>(&self, key: &str, answer: &M, ended: bool) {
+        let ttl = if ended {
+            self.config.finished_ttl_secs
+        } else {
+            self.config.live_ttl_secs
+        };
+        self.deps
+            .cache
+            .set(key, &answer.encode_to_vec(), Duration::from_secs(ttl))
+            .await;
+    }
+
+    /// The heads (description, vars) of tests `indexes` of run `id`, to
+    /// name the cases an answer lists.
+    async fn heads(
+        &self,
+        id: Uuid,
+        suite: &Suite,
+        indexes: impl IntoIterator<Item = u32>,
+    ) -> Result<gauntlet_service::tests::Tests<gauntlet_service::tests::TestHead>, Status> {
+        gauntlet_service::tests::read(self.deps.store.as_ref(), id, suite, indexes)
+            .await
+            .map_err(|e| internal("test heads", e))
+    }
+
+    /// The run's suite header as far as answers need it: its providers and
+    /// prompts.
+    async fn header(&self, id: Uuid) -> Result<Suite, Status> {
+        let labels = self.labels(id).await?;
+        Ok(Suite {
+            prompts: labels.prompts,
+            providers: labels.providers,
+            ..Suite::default()
+        })
+    }
+
     /// The labels of the run's providers and prompts (only the suite's
     /// header is read).
     async fn labels(&self, id: Uuid) -> Result<Labels, Status> {

@@ -5,7 +5,6 @@
 
 use std::{fmt::Write as _, path::PathBuf};
 
-use anyhow::Context;
 use gauntlet_config::GauntletConfig;
 use gauntlet_proto::v1;
 use serde_json::json;
@@ -98,8 +97,7 @@ pub async fn compare(config: &GauntletConfig, args: &CompareArgs) -> anyhow::Res
             Format::Json => serde_json::to_string_pretty(&document(&comparison))? + "\n",
             Format::Markdown => markdown(&comparison),
         };
-        std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))?;
-        eprintln!("wrote {}", path.display());
+        crate::output::write_file(path, &text)?;
     }
     let regressed = comparison
         .pairs

@@ -4,7 +4,6 @@
 
 use std::{fmt::Write as _, path::PathBuf};
 
-use anyhow::Context;
 use gauntlet_config::GauntletConfig;
 use gauntlet_proto::v1;
 use serde_json::json;
@@ -63,8 +62,7 @@ pub async fn insights(config: &GauntletConfig, args: &InsightsArgs) -> anyhow::R
     print!("{}", text(&found));
     if let Some(path) = &args.output {
         let body = serde_json::to_string_pretty(&document(&found))? + "\n";
-        std::fs::write(path, body).with_context(|| format!("cannot write {}", path.display()))?;
-        eprintln!("wrote {}", path.display());
+        crate::output::write_file(path, &body)?;
     }
     Ok(())
 }

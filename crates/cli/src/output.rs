@@ -604,6 +604,14 @@ pub fn summary_table(s: &v1::RunSummary, out: &mut impl Write) -> std::io::Resul
     Ok(())
 }
 
+/// Writes a command's `-o` file and says so on stderr.
+pub(crate) fn write_file(path: &std::path::Path, text: &str) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))?;
+    eprintln!("wrote {}", path.display());
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use gauntlet_reports::ReportData;

@@ -5,7 +5,6 @@
 
 use std::{fmt::Write as _, path::PathBuf};
 
-use anyhow::Context;
 use gauntlet_config::GauntletConfig;
 use gauntlet_proto::v1;
 use serde_json::json;
@@ -74,8 +73,7 @@ pub async fn regressions(config: &GauntletConfig, args: &RegressionsArgs) -> any
             Format::Json => serde_json::to_string_pretty(&document(&found))? + "\n",
             Format::Markdown => markdown(&found),
         };
-        std::fs::write(path, body).with_context(|| format!("cannot write {}", path.display()))?;
-        eprintln!("wrote {}", path.display());
+        crate::output::write_file(path, &body)?;
     }
     Ok(if found.regressed && args.fail_on_regression {
         REGRESSION_EXIT

@@ -116,8 +116,7 @@ pub async fn trends(config: &GauntletConfig, args: &TrendsArgs) -> anyhow::Resul
     print!("{}", table(&trends));
     if let Some(path) = &args.output {
         let text = serde_json::to_string_pretty(&document(&trends))? + "\n";
-        std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))?;
-        eprintln!("wrote {}", path.display());
+        crate::output::write_file(path, &text)?;
     }
     Ok(())
 }

@@ -2,7 +2,7 @@
 //! throwaway Postgres database (bulk insert through the store, as workers
 //! write), then times `GetRunSummary` and `CompareRuns` through the
 //! analytics service, cold (no cache: each call computes) and cached, and
-//! DetectRegressions of B against A.
+//! DetectRegressions of B against A, and GetTrends over both.
 
 use std::{sync::Arc, time::Instant};
 
@@ -178,6 +178,40 @@ async fn analytics(
     anyhow::bail!("analytics did not start")
 }
 
+/// Each store read of a summary of `run` alone, the best of `calls`.
+async fn store_reads(store: &dyn Store, run: Uuid, calls: usize) -> anyhow::Result<String> {
+    let mut reads = Vec::new();
+    macro_rules! read {
+        ($name:literal, $call:expr) => {{
+            let mut best = f64::MAX;
+            for _ in 0..calls.max(1) {
+                let t = Instant::now();
+                $call;
+                best = best.min(t.elapsed().as_secs_f64() * 1000.0);
+            }
+            reads.push(format!("{} {best:.2} ms", $name));
+        }};
+    }
+    read!("run", store.get_run(run).await?);
+    read!("suite", store.get_suite(run).await?);
+    read!(
+        "metrics",
+        store.for_each_result_metrics(run, &mut |_| ()).await?
+    );
+    read!(
+        "latencies",
+        store.for_each_latency_count(run, &mut |_| ()).await?
+    );
+    read!(
+        "assertions",
+        store.for_each_assertion_metrics(run, &mut |_| ()).await?
+    );
+    read!("slowest", store.slowest_results(run, 10).await?);
+    read!("most-failed", store.most_failed_tests(run, 10).await?);
+    read!("10 tests", store.get_tests(run, 1000, 1009).await?);
+    Ok(reads.join(", "))
+}
+
 pub async fn run(args: AnalyticsArgs) -> anyhow::Result<()> {
     let db = TestDatabase::create().await;
     let store: Arc<dyn Store> = Arc::new(PgStore::connect(&db.config).await?);
@@ -189,62 +223,26 @@ pub async fn run(args: AnalyticsArgs) -> anyhow::Result<()> {
     let (a, write_a) = seed(store.as_ref(), args.results, 800, 1, batch).await?;
     let (b, write_b) = seed(store.as_ref(), args.results, 780, 2, batch).await?;
     println!(
-        "write: {:.1} µs per result stored, rollups included (insert_results, {batch} a call; runs {a}, {b}) — {:.1} µs for B",
+        "write: {:.1} µs per result stored (insert_results, {batch} a call; runs {a}, {b}) — {:.1} µs for B",
         write_a, write_b
     );
-    // What a summary reads, each read alone (the best of `calls`).
-    let mut reads = Vec::new();
-    macro_rules! read {
-        ($name:literal, $call:expr) => {{
-            let mut best = f64::MAX;
-            for _ in 0..args.calls.max(1) {
-                let t = Instant::now();
-                $call;
-                best = best.min(t.elapsed().as_secs_f64() * 1000.0);
-            }
-            reads.push(format!("{} {best:.2} ms", $name));
-        }};
-    }
-    read!("run", store.get_run(a).await?);
-    read!("suite", store.get_suite(a).await?);
-    read!(
-        "metrics",
-        store.for_each_result_metrics(a, &mut |_| ()).await?
+    println!(
+        "store reads of a summary, each alone, before the roll-up: {}",
+        store_reads(store.as_ref(), a, args.calls).await?
     );
-    read!(
-        "latencies",
-        store.for_each_latency_count(a, &mut |_| ()).await?
-    );
-    read!(
-        "assertions",
-        store.for_each_assertion_metrics(a, &mut |_| ()).await?
-    );
-    read!("slowest", store.slowest_results(a, 10).await?);
-    read!("most-failed", store.most_failed_tests(a, 10).await?);
-    read!("10 tests", store.get_tests(a, 1000, 1009).await?);
-    println!("store reads of a summary, each alone: {}", reads.join(", "));
-    // The summary's own steps, outside gRPC: its five reads at once, then
-    // the summary built from them (no test heads).
-    let mut best = (f64::MAX, f64::MAX);
-    for _ in 0..args.calls.max(1) {
+    for run in [a, b] {
         let t = Instant::now();
-        let mut summarizer = gauntlet_analytics::Summarizer::default();
-        let (mut metrics, mut latencies) = (Vec::new(), Vec::new());
-        let mut add_metrics = |m| metrics.push(m);
-        let mut add_latency = |l| latencies.push(l);
-        tokio::try_join!(
-            store.for_each_result_metrics(a, &mut add_metrics),
-            store.for_each_latency_count(a, &mut add_latency),
-        )?;
-        let read = t.elapsed().as_secs_f64() * 1000.0;
-        metrics.iter().for_each(|m| summarizer.add(m));
-        latencies.iter().for_each(|l| summarizer.add_latency(l));
-        let built = t.elapsed().as_secs_f64() * 1000.0 - read;
-        best = (best.0.min(read), best.1.min(built));
+        store.roll_up(run).await?;
+        let s = t.elapsed().as_secs_f64();
+        println!(
+            "roll-up of run {run}: {:.2} s ({:.1} µs a result)",
+            s,
+            s * 1e6 / args.results as f64
+        );
     }
     println!(
-        "summary groups and latencies read at once {:.2} ms, folded {:.2} ms",
-        best.0, best.1
+        "store reads of a summary, each alone, rolled up: {}",
+        store_reads(store.as_ref(), a, args.calls).await?
     );
     let shutdown = CancellationToken::new();
     for (label, cache) in [("cold", 0), ("cached", 64 << 20)] {
@@ -289,6 +287,20 @@ pub async fn run(args: AnalyticsArgs) -> anyhow::Result<()> {
         })
         .await?;
         println!("DetectRegressions {label}: p50 {p50:.1} ms, p95 {p95:.1} ms");
+        let (p50, p95) = time(args.calls, || {
+            let mut c = client.clone();
+            async move {
+                c.get_trends(v1::GetTrendsRequest {
+                    description: "bench".into(),
+                    bucket: v1::TrendBucket::Hour as i32,
+                    ..Default::default()
+                })
+                .await
+                .map(|_| ())
+            }
+        })
+        .await?;
+        println!("GetTrends (both runs, hourly) {label}: p50 {p50:.1} ms, p95 {p95:.1} ms");
     }
     shutdown.cancel();
     Ok(())

@@ -8,19 +8,58 @@
 
 mod model;
 mod postgres;
-mod rollup;
 mod sqlite;
 
-/// What [`Store::for_each_result_metrics`] reads: the `run_metrics` rollup
-/// (`rollup.rs`), the same SQL on both backends.
-pub(crate) const ROLLUP_METRICS_SELECT: &str = "SELECT provider_index, prompt_index, status, \
+/// A run's metrics per provider × prompt × status: grouped from its results
+/// (`LIVE`) until it is rolled up, then from `run_metrics`; the same SQL on
+/// both backends.
+pub(crate) const METRICS_LIVE: &str = "SELECT provider_index, prompt_index, status, \
+     COUNT(*) AS n, SUM(tokens_in) AS tokens_in, SUM(tokens_out) AS tokens_out, \
+     SUM(cost_usd) AS cost_usd, SUM(score) AS score_sum, SUM(score * score) AS score_sq_sum \
+     FROM results WHERE run_id = $1 GROUP BY provider_index, prompt_index, status";
+pub(crate) const METRICS_ROLLED: &str = "SELECT provider_index, prompt_index, status, \
      n, tokens_in, tokens_out, cost_usd, score_sum, score_sq_sum \
      FROM run_metrics WHERE run_id = $1";
 
-/// What [`Store::for_each_latency_count`] reads on SQLite: the
-/// `run_latencies` rollup (Postgres folds it into arrays per group).
-pub(crate) const ROLLUP_LATENCIES_SELECT: &str =
+/// A run's answered results per provider × prompt × latency, likewise.
+pub(crate) const LATENCIES_LIVE: &str = "SELECT provider_index, prompt_index, latency_ms, \
+     COUNT(*) AS n FROM results WHERE run_id = $1 AND status <> 3 \
+     GROUP BY provider_index, prompt_index, latency_ms";
+pub(crate) const LATENCIES_ROLLED: &str =
     "SELECT provider_index, prompt_index, latency_ms, n FROM run_latencies WHERE run_id = $1";
+
+/// The tests that did not always pass, most unpassed first, likewise.
+pub(crate) const MOST_FAILED_LIVE: &str = "SELECT test_index, \
+     SUM(CASE WHEN status <> 1 THEN 1 ELSE 0 END) AS unpassed, COUNT(*) AS total \
+     FROM results WHERE run_id = $1 GROUP BY test_index \
+     HAVING SUM(CASE WHEN status <> 1 THEN 1 ELSE 0 END) > 0 \
+     ORDER BY unpassed DESC, test_index LIMIT $2";
+pub(crate) const MOST_FAILED_ROLLED: &str = "SELECT test_index, unpassed, total \
+     FROM run_test_tallies WHERE run_id = $1 ORDER BY unpassed DESC, test_index LIMIT $2";
+
+/// Slowest answered results kept by a roll-up; a longer list is read live.
+pub(crate) const SLOWEST_KEPT: u32 = 100;
+
+/// Rolling a run up (`Store::roll_up`), but for the assertions (their JSON
+/// differs per backend): each statement reads the run's results once.
+pub(crate) const ROLL_UP: [&str; 4] = [
+    "INSERT INTO run_metrics (run_id, provider_index, prompt_index, status, n, tokens_in, \
+       tokens_out, cost_usd, score_sum, score_sq_sum) \
+     SELECT run_id, provider_index, prompt_index, status, COUNT(*), SUM(tokens_in), \
+       SUM(tokens_out), SUM(cost_usd), SUM(score), SUM(score * score) \
+     FROM results WHERE run_id = $1 GROUP BY run_id, provider_index, prompt_index, status",
+    "INSERT INTO run_latencies (run_id, provider_index, prompt_index, latency_ms, n) \
+     SELECT run_id, provider_index, prompt_index, latency_ms, COUNT(*) \
+     FROM results WHERE run_id = $1 AND status <> 3 \
+     GROUP BY run_id, provider_index, prompt_index, latency_ms",
+    "INSERT INTO run_test_tallies (run_id, test_index, unpassed, total) \
+     SELECT run_id, test_index, SUM(CASE WHEN status <> 1 THEN 1 ELSE 0 END), COUNT(*) \
+     FROM results WHERE run_id = $1 GROUP BY run_id, test_index \
+     HAVING SUM(CASE WHEN status <> 1 THEN 1 ELSE 0 END) > 0",
+    "INSERT INTO run_slowest (run_id, task_index) \
+     SELECT run_id, task_index FROM results WHERE run_id = $1 AND status <> 3 \
+     ORDER BY latency_ms DESC, task_index LIMIT 100",
+];
 
 /// The runs a trend covers ([`TrendQuery`]), joined to a rollup `m`; the
 /// same SQL on both backends but for the timestamps' type.
@@ -32,7 +71,7 @@ macro_rules! trend_select {
             " FROM runs r JOIN ",
             $table,
             " m ON m.run_id = r.id \
-             WHERE r.project_id = $1 AND r.status = 'completed' \
+             WHERE r.project_id = $1 AND r.status = 'completed' AND r.rolled_up \
              AND (CAST($2 AS TEXT) IS NULL OR r.description = $2) \
              AND (CAST($3 AS TEXT) IS NULL OR r.label = $3) \
              AND r.created_at >= $4 AND r.created_at < $5 \
@@ -40,6 +79,12 @@ macro_rules! trend_select {
         )
     };
 }
+/// The completed runs a trend covers that are not rolled up yet.
+pub(crate) const TREND_PENDING: &str = "SELECT r.id AS run_id FROM runs r \
+     WHERE r.project_id = $1 AND r.status = 'completed' AND NOT r.rolled_up \
+     AND (CAST($2 AS TEXT) IS NULL OR r.description = $2) \
+     AND (CAST($3 AS TEXT) IS NULL OR r.label = $3) \
+     AND r.created_at >= $4 AND r.created_at < $5";
 pub(crate) const TREND_METRICS_SELECT: &str = trend_select!(
     "m.provider_index, m.prompt_index, m.status, m.n, m.tokens_in, m.tokens_out, \
      m.cost_usd, m.score_sum, m.score_sq_sum",
@@ -230,6 +275,15 @@ pub trait Store: Send + Sync + 'static {
     /// The run's assertion outcomes grouped by provider, prompt, assertion
     /// type, metric and verdict (see [`AssertionMetrics`]), handed to
     /// `each` a group at a time.
+    /// Rolls a completed run up: what its summary and trends read is
+    /// grouped from its results once and kept (`run_metrics`,
+    /// `run_latencies`, `run_assertions`, `run_test_tallies`,
+    /// `run_slowest`), in one transaction that marks it rolled up. Until
+    /// then those reads group the results each time. True if this call
+    /// rolled it up; false if it was already, or is not completed (or not
+    /// there).
+    async fn roll_up(&self, run_id: Uuid) -> Result<bool>;
+
     /// A run's answered (not errored) results counted per provider ×
     /// prompt × latency.
     async fn for_each_latency_count(
@@ -239,7 +293,8 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<()>;
 
     /// The rollup rows (groups, then latencies) of every completed run
-    /// `query` covers, oldest run first.
+    /// `query` covers, oldest run first; runs not rolled up yet are rolled
+    /// up first.
     async fn for_each_trend_metrics(
         &self,
         query: &TrendQuery,

@@ -14,11 +14,12 @@ use sqlx::{
 use uuid::Uuid;
 
 use crate::{
-    AssertionMetrics, InsertOutcome, LatencyCount, NewReport, NewResult, NewRun, OUTCOME_SELECT,
-    Outcome, ROLLUP_METRICS_SELECT, ReportOutcome, ReportRecord, ReportStatus, Result,
-    ResultMetrics, ResultRecord, ResultStatus, RunCursor, RunRecord, RunStatus, Store, StoreError,
-    TREND_LATENCIES_SELECT, TREND_METRICS_SELECT, TaskRange, TestFailures, TrendMetrics,
-    TrendQuery, TrendRow, rollup::Rollup,
+    AssertionMetrics, InsertOutcome, LATENCIES_LIVE, LATENCIES_ROLLED, LatencyCount, METRICS_LIVE,
+    METRICS_ROLLED, MOST_FAILED_LIVE, MOST_FAILED_ROLLED, NewReport, NewResult, NewRun,
+    OUTCOME_SELECT, Outcome, ROLL_UP, ReportOutcome, ReportRecord, ReportStatus, Result,
+    ResultMetrics, ResultRecord, ResultStatus, RunCursor, RunRecord, RunStatus, SLOWEST_KEPT,
+    Store, StoreError, TREND_LATENCIES_SELECT, TREND_METRICS_SELECT, TREND_PENDING, TaskRange,
+    TestFailures, TrendMetrics, TrendQuery, TrendRow,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
@@ -33,11 +34,32 @@ const RUN_COLUMNS: &str = "id, project_id, suite_id, description, label, status,
      total_tasks, completed_tasks, passed, failed, errors, cost_usd, created_at, started_at, \
      finished_at, status_reason, active_at, redrives, redriven_at";
 
+/// A run's assertion outcomes grouped from its results (until it is rolled
+/// up): a missing type or metric is "", a verdict that is not a boolean is
+/// a failure, as `rollup`'s migration reads them.
+const ASSERTIONS_LIVE: &str = "SELECT r.provider_index, r.prompt_index, \
+     COALESCE(a->>'type', '') AS kind, COALESCE(a->>'metric', '') AS metric, \
+     COALESCE(CASE WHEN jsonb_typeof(a->'pass') = 'boolean' THEN (a->>'pass')::boolean END, false) \
+       AS passed, COUNT(*) AS n \
+     FROM results r, jsonb_array_elements(CASE WHEN jsonb_typeof(r.assertions) = 'array' \
+                                              THEN r.assertions ELSE '[]' END) a \
+     WHERE r.run_id = $1 GROUP BY 1, 2, 3, 4, 5";
+
 const RESULT_COLUMNS: &str = "run_id, task_index, project_id, test_index, prompt_index, \
      provider_index, repeat_index, provider_id, status, score, reason, rendered_prompt, output, \
      assertions, latency_ms, tokens_in, tokens_out, cost_usd, cached, error, created_at";
 
 impl PgStore {
+    /// Whether the run has been rolled up ([`Store::roll_up`]); an unknown
+    /// run has not.
+    async fn rolled_up(&self, run_id: Uuid) -> Result<bool> {
+        let rolled: Option<bool> = sqlx::query_scalar("SELECT rolled_up FROM runs WHERE id = $1")
+            .bind(run_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(rolled.unwrap_or(false))
+    }
+
     /// Connects a bounded pool. With `config.migrate`, creates the database if
     /// it does not exist and applies pending migrations.
     pub async fn connect(config: &DatabaseConfig) -> Result<Self> {
@@ -555,8 +577,14 @@ impl Store for PgStore {
             error.push(r.error.as_str());
         }
 
+        // The rows go in first, with no lock on the run (their foreign key
+        // takes only a key-share lock, which counter updates do not block),
+        // so batches of one run insert in parallel. Only the counter update
+        // at the end locks the run row, until the commit right after it;
+        // that still serializes the updates, so exactly one of them sees the
+        // run complete.
         let mut tx = self.pool.begin().await?;
-        let inserted_tasks: Vec<i64> = sqlx::query_scalar(
+        let rows_inserted = sqlx::query(
             "INSERT INTO results (run_id, task_index, project_id, test_index, prompt_index, \
                provider_index, repeat_index, provider_id, status, score, reason, rendered_prompt, \
                output, assertions, latency_ms, tokens_in, tokens_out, cost_usd, cached, error) \
@@ -567,7 +595,7 @@ impl Store for PgStore {
                          $18::float8[], $19::bool[], $20::text[]) \
                AS u(ti, pid, te, pr, pv, rp, prov, st, sc, re, rpt, outp, asr, lat, tin, tout, cost, ca, er) \
              ON CONFLICT (run_id, task_index) DO NOTHING \
-             RETURNING task_index",
+             RETURNING status, cost_usd",
         )
         .bind(run_id)
         .bind(&task_index)
@@ -591,61 +619,28 @@ impl Store for PgStore {
         .bind(&error)
         .fetch_all(&mut *tx)
         .await?;
-        let rollup = Rollup::of_inserted(rows, &inserted_tasks);
 
-        // The run row's lock is taken here, after the rows went in with no
-        // lock on the run (their foreign key takes only a key-share lock,
-        // which counter updates do not block), so batches of one run insert
-        // in parallel and then add to the rollups and counters one at a
-        // time; exactly one of them sees the run complete. NO KEY UPDATE,
-        // as the update itself: a plain FOR UPDATE would wait on the
-        // key-share locks other batches' inserts hold and deadlock with
-        // overlapping batches.
-        let before_status: String =
-            sqlx::query_scalar("SELECT status FROM runs WHERE id = $1 FOR NO KEY UPDATE")
-                .bind(run_id)
-                .fetch_optional(&mut *tx)
-                .await?
-                .ok_or_else(|| StoreError::Corrupt(format!("results for unknown run {run_id}")))?;
-
-        // The rollups and the counters in one statement. `finished_at` is
-        // the moment of the update itself (`clock_timestamp`), not the
-        // start of the transaction. `active_at` (indexed, for the
-        // reconciler) moves at most once a second: an update that leaves
-        // every indexed column alone stays a HOT update, and this row is
-        // updated by every write of the run.
-        let metrics = rollup.metrics.iter();
-        let latencies = rollup.latencies.iter();
-        let assertions = rollup.assertions.iter();
-        let tests = rollup.tests.iter();
+        let (mut pass, mut fail, mut err) = (0i64, 0i64, 0i64);
+        let mut cost = 0f64;
+        for row in &rows_inserted {
+            cost += row.try_get::<f64, _>("cost_usd")?;
+            match result_status(row.try_get("status")?)? {
+                ResultStatus::Pass => pass += 1,
+                ResultStatus::Fail => fail += 1,
+                ResultStatus::Error => err += 1,
+            }
+        }
+        let inserted = rows_inserted.len() as i64;
+        // `prev` takes the row lock and reads the status this update
+        // replaces (NO KEY UPDATE, as the update itself: a plain FOR UPDATE
+        // would wait on the key-share locks other batches' inserts hold and
+        // deadlock with overlapping batches); `finished_at` is the moment of the update itself
+        // (`clock_timestamp`), not the start of the transaction.
+        // `active_at` (indexed, for the reconciler) moves at most once a
+        // second: an update that leaves every indexed column alone stays a
+        // HOT update, and this row is updated by every write of the run.
         let row = sqlx::query(&format!(
-            "WITH m AS (\
-               INSERT INTO run_metrics (run_id, provider_index, prompt_index, status, n, \
-                 tokens_in, tokens_out, cost_usd, score_sum, score_sq_sum) \
-               SELECT $1, * FROM UNNEST($7::int[], $8::int[], $9::smallint[], \
-                 $10::bigint[], $11::bigint[], $12::bigint[], $13::float8[], $14::float8[], $15::float8[]) \
-               ON CONFLICT (run_id, provider_index, prompt_index, status) DO UPDATE SET \
-                 n = run_metrics.n + EXCLUDED.n, tokens_in = run_metrics.tokens_in + EXCLUDED.tokens_in, \
-                 tokens_out = run_metrics.tokens_out + EXCLUDED.tokens_out, \
-                 cost_usd = run_metrics.cost_usd + EXCLUDED.cost_usd, \
-                 score_sum = run_metrics.score_sum + EXCLUDED.score_sum, \
-                 score_sq_sum = run_metrics.score_sq_sum + EXCLUDED.score_sq_sum), \
-             l AS (\
-               INSERT INTO run_latencies (run_id, provider_index, prompt_index, latency_ms, n) \
-               SELECT $1, * FROM UNNEST($16::int[], $17::int[], $18::int[], $19::bigint[]) \
-               ON CONFLICT (run_id, provider_index, prompt_index, latency_ms) DO UPDATE SET \
-                 n = run_latencies.n + EXCLUDED.n), \
-             a AS (\
-               INSERT INTO run_assertions (run_id, provider_index, prompt_index, kind, metric, passed, n) \
-               SELECT $1, * FROM UNNEST($20::int[], $21::int[], $22::text[], $23::text[], $24::bool[], $25::bigint[]) \
-               ON CONFLICT (run_id, provider_index, prompt_index, kind, metric, passed) DO UPDATE SET \
-                 n = run_assertions.n + EXCLUDED.n), \
-             t AS (\
-               INSERT INTO run_test_tallies (run_id, test_index, unpassed, total) \
-               SELECT $1, * FROM UNNEST($26::int[], $27::bigint[], $28::bigint[]) \
-               ON CONFLICT (run_id, test_index) DO UPDATE SET \
-                 unpassed = run_test_tallies.unpassed + EXCLUDED.unpassed, \
-                 total = run_test_tallies.total + EXCLUDED.total) \
+            "WITH prev AS (SELECT status AS prev_status FROM runs WHERE id = $1 FOR NO KEY UPDATE) \
              UPDATE runs SET \
                completed_tasks = completed_tasks + $2, passed = passed + $3, \
                failed = failed + $4, errors = errors + $5, cost_usd = cost_usd + $6, \
@@ -657,40 +652,19 @@ impl Store for PgStore {
                                   THEN clock_timestamp() ELSE finished_at END, \
                active_at = CASE WHEN $2 > 0 AND active_at < clock_timestamp() - interval '1 second' \
                                 THEN clock_timestamp() ELSE active_at END \
-             WHERE id = $1 RETURNING {RUN_COLUMNS}"
+             FROM prev WHERE id = $1 RETURNING {RUN_COLUMNS}, prev.prev_status"
         ))
         .bind(run_id)
-        .bind(rollup.inserted())
-        .bind(rollup.passed)
-        .bind(rollup.failed)
-        .bind(rollup.errors)
-        .bind(rollup.cost_usd)
-        .bind(metrics.clone().map(|(k, _)| k.0).collect::<Vec<_>>())
-        .bind(metrics.clone().map(|(k, _)| k.1).collect::<Vec<_>>())
-        .bind(metrics.clone().map(|(k, _)| k.2).collect::<Vec<_>>())
-        .bind(metrics.clone().map(|(_, s)| s.n).collect::<Vec<_>>())
-        .bind(metrics.clone().map(|(_, s)| s.tokens_in).collect::<Vec<_>>())
-        .bind(metrics.clone().map(|(_, s)| s.tokens_out).collect::<Vec<_>>())
-        .bind(metrics.clone().map(|(_, s)| s.cost_usd).collect::<Vec<_>>())
-        .bind(metrics.clone().map(|(_, s)| s.score_sum).collect::<Vec<_>>())
-        .bind(metrics.map(|(_, s)| s.score_sq_sum).collect::<Vec<_>>())
-        .bind(latencies.clone().map(|(k, _)| k.0).collect::<Vec<_>>())
-        .bind(latencies.clone().map(|(k, _)| k.1).collect::<Vec<_>>())
-        .bind(latencies.clone().map(|(k, _)| k.2).collect::<Vec<_>>())
-        .bind(latencies.map(|(_, n)| *n).collect::<Vec<_>>())
-        .bind(assertions.clone().map(|(k, _)| k.0).collect::<Vec<_>>())
-        .bind(assertions.clone().map(|(k, _)| k.1).collect::<Vec<_>>())
-        .bind(assertions.clone().map(|(k, _)| k.2.as_str()).collect::<Vec<_>>())
-        .bind(assertions.clone().map(|(k, _)| k.3.as_str()).collect::<Vec<_>>())
-        .bind(assertions.clone().map(|(k, _)| k.4).collect::<Vec<_>>())
-        .bind(assertions.map(|(_, n)| *n).collect::<Vec<_>>())
-        .bind(tests.clone().map(|(t, _)| *t).collect::<Vec<_>>())
-        .bind(tests.clone().map(|(_, c)| c.0).collect::<Vec<_>>())
-        .bind(tests.map(|(_, c)| c.1).collect::<Vec<_>>())
-        .fetch_one(&mut *tx)
-        .await?;
-        let inserted = rollup.inserted();
+        .bind(inserted)
+        .bind(pass)
+        .bind(fail)
+        .bind(err)
+        .bind(cost)
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or_else(|| StoreError::Corrupt(format!("results for unknown run {run_id}")))?;
         let run = run_from_row(&row)?;
+        let before_status: String = row.try_get("prev_status")?;
         tx.commit().await?;
         let finished_now = run.status == RunStatus::Completed && before_status != "completed";
         Ok(InsertOutcome {
@@ -732,15 +706,41 @@ impl Store for PgStore {
         rows.iter().map(result_from_row).collect()
     }
 
+    async fn roll_up(&self, run_id: Uuid) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        let claimed = sqlx::query(
+            "UPDATE runs SET rolled_up = TRUE WHERE id = $1 AND status = 'completed' AND NOT rolled_up",
+        )
+        .bind(run_id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if claimed == 0 {
+            return Ok(false);
+        }
+        let assertions = format!(
+            "INSERT INTO run_assertions (run_id, provider_index, prompt_index, kind, metric, passed, n) \
+             SELECT $1, s.* FROM ({ASSERTIONS_LIVE}) s"
+        );
+        for sql in ROLL_UP.iter().copied().chain([assertions.as_str()]) {
+            sqlx::query(sql).bind(run_id).execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
     async fn for_each_result_metrics(
         &self,
         run_id: Uuid,
         each: &mut (dyn FnMut(ResultMetrics) + Send),
     ) -> Result<()> {
         use futures::TryStreamExt;
-        // The rollup: what arrives grows with the distinct latencies, not
-        // with the results.
-        let mut rows = sqlx::query(ROLLUP_METRICS_SELECT)
+        let sql = if self.rolled_up(run_id).await? {
+            METRICS_ROLLED
+        } else {
+            METRICS_LIVE
+        };
+        let mut rows = sqlx::query(sql)
             .bind(run_id)
             .try_map(|row: PgRow| metrics_from_row(&row))
             .fetch(&self.pool);
@@ -758,11 +758,15 @@ impl Store for PgStore {
         // One row per provider × prompt with its latencies as two arrays:
         // a row a latency costs the driver ~2 µs, thousands of them a
         // summary's whole budget.
-        let rows = sqlx::query(
+        let source = if self.rolled_up(run_id).await? {
+            LATENCIES_ROLLED
+        } else {
+            LATENCIES_LIVE
+        };
+        let rows = sqlx::query(&format!(
             "SELECT provider_index, prompt_index, array_agg(latency_ms) AS latencies, \
-             array_agg(n) AS counts FROM run_latencies WHERE run_id = $1 \
-             GROUP BY provider_index, prompt_index",
-        )
+             array_agg(n) AS counts FROM ({source}) s GROUP BY provider_index, prompt_index"
+        ))
         .bind(run_id)
         .fetch_all(&self.pool)
         .await?;
@@ -789,6 +793,17 @@ impl Store for PgStore {
         each: &mut (dyn FnMut(TrendMetrics) + Send),
     ) -> Result<()> {
         use futures::TryStreamExt;
+        let pending: Vec<Uuid> = sqlx::query_scalar(TREND_PENDING)
+            .bind(query.project_id.as_str())
+            .bind(query.description.as_deref())
+            .bind(query.label.as_deref())
+            .bind(query.since)
+            .bind(query.until)
+            .fetch_all(&self.pool)
+            .await?;
+        for run in pending {
+            self.roll_up(run).await?;
+        }
         for (sql, latencies) in [
             (TREND_METRICS_SELECT, false),
             (TREND_LATENCIES_SELECT, true),
@@ -821,22 +836,25 @@ impl Store for PgStore {
         each: &mut (dyn FnMut(AssertionMetrics) + Send),
     ) -> Result<()> {
         use futures::TryStreamExt;
-        let mut rows = sqlx::query(
+        let sql = if self.rolled_up(run_id).await? {
             "SELECT provider_index, prompt_index, kind, metric, passed, n \
-             FROM run_assertions WHERE run_id = $1",
-        )
-        .bind(run_id)
-        .try_map(|row: PgRow| {
-            Ok(AssertionMetrics {
-                provider_index: row.try_get("provider_index")?,
-                prompt_index: row.try_get("prompt_index")?,
-                kind: row.try_get("kind")?,
-                metric: row.try_get("metric")?,
-                passed: row.try_get("passed")?,
-                count: row.try_get("n")?,
+             FROM run_assertions WHERE run_id = $1"
+        } else {
+            ASSERTIONS_LIVE
+        };
+        let mut rows = sqlx::query(sql)
+            .bind(run_id)
+            .try_map(|row: PgRow| {
+                Ok(AssertionMetrics {
+                    provider_index: row.try_get("provider_index")?,
+                    prompt_index: row.try_get("prompt_index")?,
+                    kind: row.try_get("kind")?,
+                    metric: row.try_get("metric")?,
+                    passed: row.try_get("passed")?,
+                    count: row.try_get("n")?,
+                })
             })
-        })
-        .fetch(&self.pool);
+            .fetch(&self.pool);
         while let Some(m) = rows.try_next().await? {
             each(m);
         }
@@ -844,8 +862,13 @@ impl Store for PgStore {
     }
 
     async fn slowest_results(&self, run_id: Uuid, limit: u32) -> Result<Vec<(i64, Outcome)>> {
+        let from = if limit <= SLOWEST_KEPT && self.rolled_up(run_id).await? {
+            "AND task_index IN (SELECT task_index FROM run_slowest WHERE run_id = $1)"
+        } else {
+            ""
+        };
         let sql = format!(
-            "{} WHERE run_id = $1 AND status <> 3 ORDER BY latency_ms DESC, task_index LIMIT $2",
+            "{} WHERE run_id = $1 AND status <> 3 {from} ORDER BY latency_ms DESC, task_index LIMIT $2",
             OUTCOME_SELECT.replacen("SELECT ", "SELECT task_index, ", 1)
         );
         let rows = sqlx::query(&sql)
@@ -859,14 +882,16 @@ impl Store for PgStore {
     }
 
     async fn most_failed_tests(&self, run_id: Uuid, limit: u32) -> Result<Vec<TestFailures>> {
-        let rows = sqlx::query(
-            "SELECT test_index, unpassed, total FROM run_test_tallies \
-             WHERE run_id = $1 AND unpassed > 0 ORDER BY unpassed DESC, test_index LIMIT $2",
-        )
-        .bind(run_id)
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await?;
+        let sql = if self.rolled_up(run_id).await? {
+            MOST_FAILED_ROLLED
+        } else {
+            MOST_FAILED_LIVE
+        };
+        let rows = sqlx::query(sql)
+            .bind(run_id)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
         rows.iter()
             .map(|row| {
                 Ok(TestFailures {

@@ -21,11 +21,12 @@ use sqlx::{
 use uuid::Uuid;
 
 use crate::{
-    AssertionMetrics, InsertOutcome, LatencyCount, NewReport, NewResult, NewRun, OUTCOME_SELECT,
-    Outcome, ROLLUP_LATENCIES_SELECT, ROLLUP_METRICS_SELECT, ReportOutcome, ReportRecord,
-    ReportStatus, Result, ResultMetrics, ResultRecord, ResultStatus, RunCursor, RunRecord,
-    RunStatus, Store, StoreError, TREND_LATENCIES_SELECT, TREND_METRICS_SELECT, TaskRange,
-    TestFailures, TrendMetrics, TrendQuery, TrendRow, rollup::Rollup,
+    AssertionMetrics, InsertOutcome, LATENCIES_LIVE, LATENCIES_ROLLED, LatencyCount, METRICS_LIVE,
+    METRICS_ROLLED, MOST_FAILED_LIVE, MOST_FAILED_ROLLED, NewReport, NewResult, NewRun,
+    OUTCOME_SELECT, Outcome, ROLL_UP, ReportOutcome, ReportRecord, ReportStatus, Result,
+    ResultMetrics, ResultRecord, ResultStatus, RunCursor, RunRecord, RunStatus, SLOWEST_KEPT,
+    Store, StoreError, TREND_LATENCIES_SELECT, TREND_METRICS_SELECT, TREND_PENDING, TaskRange,
+    TestFailures, TrendMetrics, TrendQuery, TrendRow,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -55,6 +56,22 @@ const RUN_COLUMNS: &str = "id, project_id, suite_id, description, label, status,
      total_tasks, completed_tasks, passed, failed, errors, cost_usd, created_at, started_at, \
      finished_at, status_reason, active_at, redrives, redriven_at";
 
+/// A run's assertion outcomes grouped from its results (until it is rolled
+/// up), read as the Postgres store reads them.
+const ASSERTIONS_LIVE: &str = "SELECT r.provider_index, r.prompt_index, \
+     CASE WHEN json_type(a.value, '$.type') = 'text' THEN json_extract(a.value, '$.type') ELSE '' END \
+       AS kind, \
+     CASE WHEN json_type(a.value, '$.metric') = 'text' THEN json_extract(a.value, '$.metric') ELSE '' END \
+       AS metric, \
+     json_type(a.value, '$.pass') = 'true' AS passed, COUNT(*) AS n \
+     FROM results r, json_each(CASE WHEN json_type(r.assertions) = 'array' \
+                                    THEN r.assertions ELSE '[]' END) a \
+     WHERE r.run_id = $1 GROUP BY 1, 2, 3, 4, 5";
+
+fn parse_run_key(text: &str) -> Result<Uuid> {
+    Uuid::parse_str(text).map_err(|e| StoreError::Corrupt(format!("run id `{text}`: {e}")))
+}
+
 const RESULT_COLUMNS: &str = "run_id, task_index, project_id, test_index, prompt_index, \
      provider_index, repeat_index, provider_id, status, score, reason, rendered_prompt, output, \
      assertions, latency_ms, tokens_in, tokens_out, cost_usd, cached, error, created_at";
@@ -66,6 +83,16 @@ const REPORT_COLUMNS: &str =
 const EMBEDDED_CONNECTIONS: u32 = 4;
 
 impl SqliteStore {
+    /// Whether the run has been rolled up ([`Store::roll_up`]); an unknown
+    /// run has not.
+    async fn rolled_up(&self, run_id: Uuid) -> Result<bool> {
+        let rolled: Option<bool> = sqlx::query_scalar("SELECT rolled_up FROM runs WHERE id = $1")
+            .bind(uuid_text(run_id))
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(rolled.unwrap_or(false))
+    }
+
     /// Opens (creating if missing) the database at `config.url`, e.g.
     /// `sqlite:///var/lib/gauntlet/gauntlet.db` or `sqlite://data/gauntlet.db`.
     /// With `config.migrate`, applies pending migrations.
@@ -723,7 +750,8 @@ impl Store for SqliteStore {
             .ok_or_else(|| StoreError::Corrupt(format!("results for unknown run {run_id}")))?;
         let before_status: String = before.try_get("status")?;
 
-        let mut inserted_tasks = Vec::with_capacity(rows.len());
+        let (mut pass, mut fail, mut err) = (0i64, 0i64, 0i64);
+        let mut cost = 0f64;
         for chunk in rows.chunks(RESULT_ROWS_PER_STATEMENT) {
             let mut insert = QueryBuilder::<Sqlite>::new(
                 "INSERT INTO results (run_id, task_index, project_id, test_index, prompt_index, \
@@ -757,18 +785,18 @@ impl Store for SqliteStore {
             });
             // RETURNING yields only the rows really inserted, not the ones
             // DO NOTHING skipped.
-            insert.push(" ON CONFLICT (run_id, task_index) DO NOTHING RETURNING task_index");
-            inserted_tasks.extend(
-                insert
-                    .build_query_scalar::<i64>()
-                    .fetch_all(&mut *tx)
-                    .await?,
-            );
+            insert.push(" ON CONFLICT (run_id, task_index) DO NOTHING RETURNING status, cost_usd");
+            for row in insert.build().fetch_all(&mut *tx).await? {
+                cost += row.try_get::<f64, _>("cost_usd")?;
+                match result_status(&row)? {
+                    ResultStatus::Pass => pass += 1,
+                    ResultStatus::Fail => fail += 1,
+                    ResultStatus::Error => err += 1,
+                }
+            }
         }
-        let rollup = Rollup::of_inserted(rows, &inserted_tasks);
-        add_rollup(&mut tx, &run_key, &rollup).await?;
 
-        let inserted = rollup.inserted();
+        let inserted = pass + fail + err;
         let row = sqlx::query(&format!(
             "UPDATE runs SET \
                completed_tasks = completed_tasks + ?2, passed = passed + ?3, \
@@ -784,11 +812,11 @@ impl Store for SqliteStore {
         ))
         .bind(&run_key)
         .bind(inserted)
-        .bind(rollup.passed)
-        .bind(rollup.failed)
-        .bind(rollup.errors)
+        .bind(pass)
+        .bind(fail)
+        .bind(err)
         .bind(&now)
-        .bind(rollup.cost_usd)
+        .bind(cost)
         .fetch_one(&mut *tx)
         .await?;
         let run = run_from_row(&row)?;
@@ -833,15 +861,44 @@ impl Store for SqliteStore {
         .await?)
     }
 
+    async fn roll_up(&self, run_id: Uuid) -> Result<bool> {
+        let mut tx = self.begin_write().await?;
+        let claimed = sqlx::query(
+            "UPDATE runs SET rolled_up = TRUE WHERE id = $1 AND status = 'completed' AND NOT rolled_up",
+        )
+        .bind(uuid_text(run_id))
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if claimed == 0 {
+            return Ok(false);
+        }
+        let assertions = format!(
+            "INSERT INTO run_assertions (run_id, provider_index, prompt_index, kind, metric, passed, n) \
+             SELECT $1, s.* FROM ({ASSERTIONS_LIVE}) s"
+        );
+        for sql in ROLL_UP.iter().copied().chain([assertions.as_str()]) {
+            sqlx::query(sql)
+                .bind(uuid_text(run_id))
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
     async fn for_each_result_metrics(
         &self,
         run_id: Uuid,
         each: &mut (dyn FnMut(ResultMetrics) + Send),
     ) -> Result<()> {
         use futures::TryStreamExt;
-        // The database groups the rows: what arrives grows with the
-        // distinct latencies, not with the results.
-        let mut rows = sqlx::query(ROLLUP_METRICS_SELECT)
+        let sql = if self.rolled_up(run_id).await? {
+            METRICS_ROLLED
+        } else {
+            METRICS_LIVE
+        };
+        let mut rows = sqlx::query(sql)
             .bind(uuid_text(run_id))
             .try_map(|row: SqliteRow| metrics_from_row(&row))
             .fetch(&self.pool);
@@ -857,7 +914,12 @@ impl Store for SqliteStore {
         each: &mut (dyn FnMut(LatencyCount) + Send),
     ) -> Result<()> {
         use futures::TryStreamExt;
-        let mut rows = sqlx::query(ROLLUP_LATENCIES_SELECT)
+        let sql = if self.rolled_up(run_id).await? {
+            LATENCIES_ROLLED
+        } else {
+            LATENCIES_LIVE
+        };
+        let mut rows = sqlx::query(sql)
             .bind(uuid_text(run_id))
             .try_map(|row: SqliteRow| latency_from_row(&row))
             .fetch(&self.pool);
@@ -873,6 +935,17 @@ impl Store for SqliteStore {
         each: &mut (dyn FnMut(TrendMetrics) + Send),
     ) -> Result<()> {
         use futures::TryStreamExt;
+        let pending: Vec<String> = sqlx::query_scalar(TREND_PENDING)
+            .bind(query.project_id.as_str())
+            .bind(query.description.as_deref())
+            .bind(query.label.as_deref())
+            .bind(ts_text(query.since))
+            .bind(ts_text(query.until))
+            .fetch_all(&self.pool)
+            .await?;
+        for run in pending {
+            self.roll_up(parse_run_key(&run)?).await?;
+        }
         for (sql, latencies) in [
             (TREND_METRICS_SELECT, false),
             (TREND_LATENCIES_SELECT, true),
@@ -905,22 +978,25 @@ impl Store for SqliteStore {
         each: &mut (dyn FnMut(AssertionMetrics) + Send),
     ) -> Result<()> {
         use futures::TryStreamExt;
-        let mut rows = sqlx::query(
+        let sql = if self.rolled_up(run_id).await? {
             "SELECT provider_index, prompt_index, kind, metric, passed, n \
-             FROM run_assertions WHERE run_id = ?1",
-        )
-        .bind(uuid_text(run_id))
-        .try_map(|row: SqliteRow| {
-            Ok(AssertionMetrics {
-                provider_index: row.try_get("provider_index")?,
-                prompt_index: row.try_get("prompt_index")?,
-                kind: row.try_get("kind")?,
-                metric: row.try_get("metric")?,
-                passed: row.try_get::<i64, _>("passed")? != 0,
-                count: row.try_get("n")?,
+             FROM run_assertions WHERE run_id = $1"
+        } else {
+            ASSERTIONS_LIVE
+        };
+        let mut rows = sqlx::query(sql)
+            .bind(uuid_text(run_id))
+            .try_map(|row: SqliteRow| {
+                Ok(AssertionMetrics {
+                    provider_index: row.try_get("provider_index")?,
+                    prompt_index: row.try_get("prompt_index")?,
+                    kind: row.try_get("kind")?,
+                    metric: row.try_get("metric")?,
+                    passed: row.try_get::<i64, _>("passed")? != 0,
+                    count: row.try_get("n")?,
+                })
             })
-        })
-        .fetch(&self.pool);
+            .fetch(&self.pool);
         while let Some(m) = rows.try_next().await? {
             each(m);
         }
@@ -928,8 +1004,13 @@ impl Store for SqliteStore {
     }
 
     async fn slowest_results(&self, run_id: Uuid, limit: u32) -> Result<Vec<(i64, Outcome)>> {
+        let from = if limit <= SLOWEST_KEPT && self.rolled_up(run_id).await? {
+            "AND task_index IN (SELECT task_index FROM run_slowest WHERE run_id = $1)"
+        } else {
+            ""
+        };
         let sql = format!(
-            "{} WHERE run_id = ?1 AND status <> 3 ORDER BY latency_ms DESC, task_index LIMIT ?2",
+            "{} WHERE run_id = $1 AND status <> 3 {from} ORDER BY latency_ms DESC, task_index LIMIT $2",
             OUTCOME_SELECT.replacen("SELECT ", "SELECT task_index, ", 1)
         );
         let rows = sqlx::query(&sql)
@@ -943,14 +1024,16 @@ impl Store for SqliteStore {
     }
 
     async fn most_failed_tests(&self, run_id: Uuid, limit: u32) -> Result<Vec<TestFailures>> {
-        let rows = sqlx::query(
-            "SELECT test_index, unpassed, total FROM run_test_tallies \
-             WHERE run_id = ?1 AND unpassed > 0 ORDER BY unpassed DESC, test_index LIMIT ?2",
-        )
-        .bind(uuid_text(run_id))
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await?;
+        let sql = if self.rolled_up(run_id).await? {
+            MOST_FAILED_ROLLED
+        } else {
+            MOST_FAILED_LIVE
+        };
+        let rows = sqlx::query(sql)
+            .bind(uuid_text(run_id))
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
         rows.iter()
             .map(|row| {
                 Ok(TestFailures {
@@ -1045,105 +1128,6 @@ impl Store for SqliteStore {
         .await?;
         Ok(())
     }
-}
-
-/// Rows of a rollup per upsert statement (at most 7 parameters each).
-const ROLLUP_ROWS_PER_STATEMENT: usize = MAX_PARAMS / 7;
-
-/// Adds one batch's rollup (`rollup.rs`) to the run's rollup tables, inside
-/// the batch's write transaction.
-async fn add_rollup(
-    tx: &mut sqlx::Transaction<'_, Sqlite>,
-    run_key: &str,
-    rollup: &Rollup,
-) -> Result<()> {
-    let metrics: Vec<_> = rollup.metrics.iter().collect();
-    for chunk in metrics.chunks(ROLLUP_ROWS_PER_STATEMENT / 2) {
-        let mut upsert = QueryBuilder::<Sqlite>::new(
-            "INSERT INTO run_metrics (run_id, provider_index, prompt_index, status, n, \
-               tokens_in, tokens_out, cost_usd, score_sum, score_sq_sum) ",
-        );
-        upsert.push_values(chunk, |mut values, (k, m)| {
-            values
-                .push_bind(run_key)
-                .push_bind(k.0)
-                .push_bind(k.1)
-                .push_bind(k.2)
-                .push_bind(m.n)
-                .push_bind(m.tokens_in)
-                .push_bind(m.tokens_out)
-                .push_bind(m.cost_usd)
-                .push_bind(m.score_sum)
-                .push_bind(m.score_sq_sum);
-        });
-        upsert.push(
-            " ON CONFLICT (run_id, provider_index, prompt_index, status) DO UPDATE SET \
-               n = n + excluded.n, tokens_in = tokens_in + excluded.tokens_in, \
-               tokens_out = tokens_out + excluded.tokens_out, cost_usd = cost_usd + excluded.cost_usd, \
-               score_sum = score_sum + excluded.score_sum, \
-               score_sq_sum = score_sq_sum + excluded.score_sq_sum",
-        );
-        upsert.build().execute(&mut **tx).await?;
-    }
-    let latencies: Vec<_> = rollup.latencies.iter().collect();
-    for chunk in latencies.chunks(ROLLUP_ROWS_PER_STATEMENT) {
-        let mut upsert = QueryBuilder::<Sqlite>::new(
-            "INSERT INTO run_latencies (run_id, provider_index, prompt_index, latency_ms, n) ",
-        );
-        upsert.push_values(chunk, |mut values, (k, n)| {
-            values
-                .push_bind(run_key)
-                .push_bind(k.0)
-                .push_bind(k.1)
-                .push_bind(k.2)
-                .push_bind(**n);
-        });
-        upsert.push(
-            " ON CONFLICT (run_id, provider_index, prompt_index, latency_ms) \
-             DO UPDATE SET n = n + excluded.n",
-        );
-        upsert.build().execute(&mut **tx).await?;
-    }
-    let assertions: Vec<_> = rollup.assertions.iter().collect();
-    for chunk in assertions.chunks(ROLLUP_ROWS_PER_STATEMENT) {
-        let mut upsert = QueryBuilder::<Sqlite>::new(
-            "INSERT INTO run_assertions (run_id, provider_index, prompt_index, kind, metric, passed, n) ",
-        );
-        upsert.push_values(chunk, |mut values, (k, n)| {
-            values
-                .push_bind(run_key)
-                .push_bind(k.0)
-                .push_bind(k.1)
-                .push_bind(k.2.as_str())
-                .push_bind(k.3.as_str())
-                .push_bind(k.4)
-                .push_bind(**n);
-        });
-        upsert.push(
-            " ON CONFLICT (run_id, provider_index, prompt_index, kind, metric, passed) \
-             DO UPDATE SET n = n + excluded.n",
-        );
-        upsert.build().execute(&mut **tx).await?;
-    }
-    let tests: Vec<_> = rollup.tests.iter().collect();
-    for chunk in tests.chunks(ROLLUP_ROWS_PER_STATEMENT) {
-        let mut upsert = QueryBuilder::<Sqlite>::new(
-            "INSERT INTO run_test_tallies (run_id, test_index, unpassed, total) ",
-        );
-        upsert.push_values(chunk, |mut values, (test, (unpassed, total))| {
-            values
-                .push_bind(run_key)
-                .push_bind(**test)
-                .push_bind(*unpassed)
-                .push_bind(*total);
-        });
-        upsert.push(
-            " ON CONFLICT (run_id, test_index) DO UPDATE SET \
-               unpassed = unpassed + excluded.unpassed, total = total + excluded.total",
-        );
-        upsert.build().execute(&mut **tx).await?;
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -1,8 +1,14 @@
--- Incremental rollups (`gauntlet_store::rollup`), as in the Postgres
--- migration of the same number: every result write adds its rows to these
--- in the same transaction. Rows stored before this migration are rolled up
+-- Rollups (`Store::roll_up`): when a run has completed, what its summary
+-- and trends read is rolled up from its results once, in one transaction
+-- that also sets `runs.rolled_up`; until then those reads group the
+-- results themselves. Rolling up at every write was tried first and cost
+-- the result writes 10-30 % of their throughput (hot rollup rows under the
+-- run's lock). Completed runs stored before this migration are rolled up
 -- here.
 
+ALTER TABLE runs ADD COLUMN rolled_up INTEGER NOT NULL DEFAULT 0;
+
+-- Per provider × prompt × status: counts and sums.
 CREATE TABLE run_metrics (
     run_id          TEXT NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
     provider_index  INTEGER NOT NULL,
@@ -16,10 +22,6 @@ CREATE TABLE run_metrics (
     score_sq_sum    REAL NOT NULL,
     PRIMARY KEY (run_id, provider_index, prompt_index, status)
 ) STRICT, WITHOUT ROWID;
-INSERT INTO run_metrics
-SELECT run_id, provider_index, prompt_index, status, COUNT(*), SUM(tokens_in), SUM(tokens_out),
-       SUM(cost_usd), SUM(score), SUM(score * score)
-FROM results GROUP BY run_id, provider_index, prompt_index, status;
 
 -- Per provider × prompt × exact latency, the answered (not errored)
 -- results: percentiles stay exact, in rows that grow with the distinct
@@ -32,10 +34,8 @@ CREATE TABLE run_latencies (
     n               INTEGER NOT NULL,
     PRIMARY KEY (run_id, provider_index, prompt_index, latency_ms)
 ) STRICT, WITHOUT ROWID;
-INSERT INTO run_latencies
-SELECT run_id, provider_index, prompt_index, latency_ms, COUNT(*)
-FROM results WHERE status <> 3 GROUP BY run_id, provider_index, prompt_index, latency_ms;
 
+-- Per provider × prompt × assertion type × metric × verdict: how many.
 CREATE TABLE run_assertions (
     run_id          TEXT NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
     provider_index  INTEGER NOT NULL,
@@ -46,15 +46,9 @@ CREATE TABLE run_assertions (
     n               INTEGER NOT NULL,
     PRIMARY KEY (run_id, provider_index, prompt_index, kind, metric, passed)
 ) STRICT, WITHOUT ROWID;
-INSERT INTO run_assertions
-SELECT r.run_id, r.provider_index, r.prompt_index,
-       CASE WHEN json_type(a.value, '$.type') = 'text' THEN json_extract(a.value, '$.type') ELSE '' END,
-       CASE WHEN json_type(a.value, '$.metric') = 'text' THEN json_extract(a.value, '$.metric') ELSE '' END,
-       json_type(a.value, '$.pass') = 'true',
-       COUNT(*)
-FROM results r, json_each(CASE WHEN json_type(r.assertions) = 'array' THEN r.assertions ELSE '[]' END) a
-GROUP BY 1, 2, 3, 4, 5, 6;
 
+-- The tests that did not always pass: results and unpassed results; the
+-- index answers "the most-failed tests" without a sort.
 CREATE TABLE run_test_tallies (
     run_id      TEXT NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
     test_index  INTEGER NOT NULL,
@@ -62,10 +56,42 @@ CREATE TABLE run_test_tallies (
     total       INTEGER NOT NULL,
     PRIMARY KEY (run_id, test_index)
 ) STRICT, WITHOUT ROWID;
-CREATE INDEX run_test_tallies_unpassed ON run_test_tallies (run_id, unpassed DESC, test_index)
-    WHERE unpassed > 0;
-INSERT INTO run_test_tallies
-SELECT run_id, test_index, SUM(status <> 1), COUNT(*)
-FROM results GROUP BY run_id, test_index;
+CREATE INDEX run_test_tallies_unpassed ON run_test_tallies (run_id, unpassed DESC, test_index);
 
-CREATE INDEX results_run_latency ON results (run_id, latency_ms DESC, task_index) WHERE status <> 3;
+-- The run's 100 slowest answered results.
+CREATE TABLE run_slowest (
+    run_id      TEXT NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
+    task_index  INTEGER NOT NULL,
+    PRIMARY KEY (run_id, task_index)
+) STRICT, WITHOUT ROWID;
+
+INSERT INTO run_metrics
+SELECT r.run_id, r.provider_index, r.prompt_index, r.status, COUNT(*), SUM(r.tokens_in),
+       SUM(r.tokens_out), SUM(r.cost_usd), SUM(r.score), SUM(r.score * r.score)
+FROM runs x JOIN results r ON r.run_id = x.id WHERE x.status = 'completed'
+GROUP BY r.run_id, r.provider_index, r.prompt_index, r.status;
+INSERT INTO run_latencies
+SELECT r.run_id, r.provider_index, r.prompt_index, r.latency_ms, COUNT(*)
+FROM runs x JOIN results r ON r.run_id = x.id WHERE x.status = 'completed' AND r.status <> 3
+GROUP BY r.run_id, r.provider_index, r.prompt_index, r.latency_ms;
+INSERT INTO run_assertions
+SELECT r.run_id, r.provider_index, r.prompt_index,
+       CASE WHEN json_type(a.value, '$.type') = 'text' THEN json_extract(a.value, '$.type') ELSE '' END,
+       CASE WHEN json_type(a.value, '$.metric') = 'text' THEN json_extract(a.value, '$.metric') ELSE '' END,
+       json_type(a.value, '$.pass') = 'true',
+       COUNT(*)
+FROM runs x JOIN results r ON r.run_id = x.id,
+     json_each(CASE WHEN json_type(r.assertions) = 'array' THEN r.assertions ELSE '[]' END) a
+WHERE x.status = 'completed'
+GROUP BY 1, 2, 3, 4, 5, 6;
+INSERT INTO run_test_tallies
+SELECT r.run_id, r.test_index, SUM(CASE WHEN r.status <> 1 THEN 1 ELSE 0 END), COUNT(*)
+FROM runs x JOIN results r ON r.run_id = x.id WHERE x.status = 'completed'
+GROUP BY r.run_id, r.test_index HAVING SUM(CASE WHEN r.status <> 1 THEN 1 ELSE 0 END) > 0;
+INSERT INTO run_slowest
+SELECT run_id, task_index FROM (
+    SELECT r.run_id, r.task_index,
+           ROW_NUMBER() OVER (PARTITION BY r.run_id ORDER BY r.latency_ms DESC, r.task_index) AS k
+    FROM runs x JOIN results r ON r.run_id = x.id WHERE x.status = 'completed' AND r.status <> 3
+) ranked WHERE k <= 100;
+UPDATE runs SET rolled_up = TRUE WHERE status = 'completed';

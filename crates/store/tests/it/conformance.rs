@@ -1231,17 +1231,23 @@ async fn slowest_results_and_most_failed_tests(store: Arc<dyn Store>) {
         })
         .collect();
     store.insert_results(run.id, &rows).await.unwrap();
-    let slow = store.slowest_results(run.id, 3).await.unwrap();
-    let tasks: Vec<i64> = slow.iter().map(|(t, _)| *t).collect();
-    assert_eq!(tasks, [11, 10, 8]);
-    assert_eq!(slow[0].1.latency_ms, 111);
-    let failed = store.most_failed_tests(run.id, 10).await.unwrap();
-    let got: Vec<_> = failed
-        .iter()
-        .map(|f| (f.test_index, f.unpassed, f.total))
-        .collect();
-    assert_eq!(got, [(3, 3, 3), (2, 2, 3), (1, 1, 3)]);
-    assert_eq!(store.most_failed_tests(run.id, 1).await.unwrap().len(), 1);
+    // Grouped from the results, then from the run's rollups.
+    for rolled in [false, true] {
+        if rolled {
+            assert!(store.roll_up(run.id).await.unwrap());
+        }
+        let slow = store.slowest_results(run.id, 3).await.unwrap();
+        let tasks: Vec<i64> = slow.iter().map(|(t, _)| *t).collect();
+        assert_eq!(tasks, [11, 10, 8]);
+        assert_eq!(slow[0].1.latency_ms, 111);
+        let failed = store.most_failed_tests(run.id, 10).await.unwrap();
+        let got: Vec<_> = failed
+            .iter()
+            .map(|f| (f.test_index, f.unpassed, f.total))
+            .collect();
+        assert_eq!(got, [(3, 3, 3), (2, 2, 3), (1, 1, 3)]);
+        assert_eq!(store.most_failed_tests(run.id, 1).await.unwrap().len(), 1);
+    }
 }
 
 /// The rollups a summary reads (`run_metrics`, `run_assertions`,
@@ -1249,7 +1255,6 @@ async fn slowest_results_and_most_failed_tests(store: Arc<dyn Store>) {
 /// directly, after concurrent batches that overlap and a redelivery: a row
 /// skipped as already stored adds nothing.
 async fn rollups_equal_the_results_after_concurrent_overlapping_batches(store: Arc<dyn Store>) {
-    use std::collections::BTreeMap;
     const TASKS: i64 = 120;
     let run = store.create_run(new_run(TASKS)).await.unwrap();
     let row = |t: i64| {
@@ -1283,9 +1288,26 @@ async fn rollups_equal_the_results_after_concurrent_overlapping_batches(store: A
     }
     let stored: Vec<NewResult> = (0..TASKS).map(row).collect();
 
+    // Read while the run is not rolled up (grouped from the results), then
+    // from the rollups: the same figures.
+    assert!(!store.roll_up(Uuid::now_v7()).await.unwrap());
+    for rolled in [false, true] {
+        if rolled {
+            assert!(store.roll_up(run.id).await.unwrap());
+            assert!(!store.roll_up(run.id).await.unwrap(), "rolled up twice");
+        }
+        rollups_match(store.as_ref(), run.id, &stored).await;
+    }
+}
+
+/// What a summary reads of `run_id` equals `stored` grouped directly.
+async fn rollups_match(store: &dyn Store, run_id: Uuid, stored: &[NewResult]) {
+    use std::collections::BTreeMap;
+    const TASKS: i64 = 120;
+    let run = store.get_run(run_id).await.unwrap().unwrap();
     // Metrics, grouped by (provider, prompt, status).
     let mut want = BTreeMap::new();
-    for r in &stored {
+    for r in stored {
         let e = want
             .entry((r.provider_index, r.prompt_index, r.status as i16))
             .or_insert((0i64, 0i64, 0i64, 0f64, 0f64, 0f64));
@@ -1296,7 +1318,7 @@ async fn rollups_equal_the_results_after_concurrent_overlapping_batches(store: A
         e.4 += r.score;
         e.5 += r.score * r.score;
     }
-    let got: BTreeMap<_, _> = result_metrics(store.as_ref(), run.id)
+    let got: BTreeMap<_, _> = result_metrics(store, run.id)
         .await
         .into_iter()
         .map(|m| {
@@ -1331,11 +1353,11 @@ async fn rollups_equal_the_results_after_concurrent_overlapping_batches(store: A
             .entry((r.provider_index, r.prompt_index, r.latency_ms))
             .or_insert(0i64) += 1;
     }
-    assert_eq!(latency_counts(store.as_ref(), run.id).await, want);
+    assert_eq!(latency_counts(store, run.id).await, want);
 
     // Assertion tallies.
     let mut want = BTreeMap::new();
-    for r in &stored {
+    for r in stored {
         for a in r.assertions.as_array().unwrap() {
             let key = (
                 r.provider_index,
@@ -1362,7 +1384,7 @@ async fn rollups_equal_the_results_after_concurrent_overlapping_batches(store: A
 
     // Per-test tallies: every test that did not always pass, most first.
     let mut tallies = BTreeMap::new();
-    for r in &stored {
+    for r in stored {
         let e = tallies.entry(r.test_index).or_insert((0i64, 0i64));
         e.0 += i64::from(r.status != ResultStatus::Pass);
         e.1 += 1;

@@ -38,7 +38,8 @@ const RUN_COLUMNS: &str = "id, project_id, suite_id, description, label, status,
 /// up): a missing type or metric is "", a verdict that is not a boolean is
 /// a failure, as `rollup`'s migration reads them.
 const ASSERTIONS_LIVE: &str = "SELECT r.provider_index, r.prompt_index, \
-     COALESCE(a->>'type', '') AS kind, COALESCE(a->>'metric', '') AS metric, \
+     CASE WHEN jsonb_typeof(a->'type') = 'string' THEN a->>'type' ELSE '' END AS kind, \
+     CASE WHEN jsonb_typeof(a->'metric') = 'string' THEN a->>'metric' ELSE '' END AS metric, \
      COALESCE(CASE WHEN jsonb_typeof(a->'pass') = 'boolean' THEN (a->>'pass')::boolean END, false) \
        AS passed, COUNT(*) AS n \
      FROM results r, jsonb_array_elements(CASE WHEN jsonb_typeof(r.assertions) = 'array' \

@@ -1169,7 +1169,7 @@ async fn equal_tests_have_equal_digests_across_runs(store: Arc<dyn Store>) {
 }
 
 async fn assertion_metrics_count_each_type_metric_and_verdict(store: Arc<dyn Store>) {
-    let run = store.create_run(new_run(6)).await.unwrap();
+    let run = store.create_run(new_run(9)).await.unwrap();
     let rows: Vec<NewResult> = (0..6)
         .map(|t| {
             let mut r = result(t, ResultStatus::Pass);
@@ -1182,7 +1182,31 @@ async fn assertion_metrics_count_each_type_metric_and_verdict(store: Arc<dyn Sto
             r
         })
         .collect();
-    store.insert_results(run.id, &rows).await.unwrap();
+    // Shapes a writer of this version does not produce but a stored row
+    // may hold: read the same way by both backends.
+    let odd = [
+        serde_json::json!({"type": "contains", "pass": true}),
+        serde_json::Value::Null,
+        serde_json::json!([
+            {"type": "con\"tains", "metric": "töne", "pass": true},
+            {"type": 7, "metric": null, "pass": "true"},
+            {"metric": ["tone"], "pass": true},
+            "contains",
+        ]),
+    ];
+    let rows = rows
+        .into_iter()
+        .chain(odd.into_iter().enumerate().map(|(i, a)| {
+            let mut r = result(6 + i as i64, ResultStatus::Pass);
+            r.provider_index = 0;
+            r.prompt_index = 0;
+            r.assertions = a;
+            r
+        }));
+    store
+        .insert_results(run.id, &rows.collect::<Vec<_>>())
+        .await
+        .unwrap();
     let mut got = Vec::new();
     store
         .for_each_assertion_metrics(run.id, &mut |m| {
@@ -1195,6 +1219,9 @@ async fn assertion_metrics_count_each_type_metric_and_verdict(store: Arc<dyn Sto
     assert_eq!(
         got,
         [
+            (s(""), s(""), false, 2),
+            (s(""), s(""), true, 1),
+            (s("con\"tains"), s("töne"), true, 1),
             (s("contains"), s(""), false, 3),
             (s("contains"), s(""), true, 3),
             (s("llm-rubric"), s("tone"), false, 4),

@@ -66,7 +66,11 @@ pub async fn runs(config: &GauntletConfig, target: &Target, limit: u32) -> anyho
                     r.passed,
                     r.failed,
                     r.errors,
-                    r.description
+                    if r.label.is_empty() {
+                        r.description
+                    } else {
+                        format!("{} [{}]", r.description, r.label)
+                    }
                 );
                 if !r.status_reason.is_empty() {
                     println!("  {}", r.status_reason);

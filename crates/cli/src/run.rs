@@ -42,6 +42,11 @@ pub struct RunArgs {
     /// Do not use cached provider responses.
     #[arg(long)]
     pub no_cache: bool,
+    /// Label the run (e.g. `nightly`, a branch or a build): shown by
+    /// `gauntlet runs`, and `gauntlet trends --label` follows the runs
+    /// that carry it.
+    #[arg(long, value_name = "TEXT")]
+    pub label: Option<String>,
     /// Stop the run once its results have cost this many US dollars; it
     /// then ends `cost_limited` with the results it has.
     #[arg(long, value_name = "USD", value_parser = parse_usd)]
@@ -163,7 +168,7 @@ pub async fn run(args: RunArgs, config: GauntletConfig) -> anyhow::Result<i32> {
                 repeat,
                 max_concurrency: args.max_concurrency,
                 no_cache: args.no_cache,
-                label: String::new(),
+                label: args.label.clone().unwrap_or_default(),
                 max_cost_usd: args.max_cost.unwrap_or(0.0),
             },
         )

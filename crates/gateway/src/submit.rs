@@ -27,6 +27,8 @@ use crate::{
 const MAX_REPEAT: u32 = 1000;
 /// Most tasks one run may expand into.
 const MAX_TASKS: u64 = 10_000_000;
+/// Longest run label, in characters: a name, not a document.
+const MAX_LABEL_CHARS: usize = 200;
 /// Messages per publish call, so a huge run does not hold one giant batch of
 /// unconfirmed publishes.
 const PUBLISH_CHUNK: usize = 500;
@@ -175,6 +177,13 @@ fn check_options(options: Option<v1::RunOptions>) -> Result<v1::RunOptions, Stat
         return Err(invalid(
             "options.repeat",
             format!("{} is more than {MAX_REPEAT}", options.repeat),
+        ));
+    }
+    let label_chars = options.label.chars().count();
+    if label_chars > MAX_LABEL_CHARS {
+        return Err(invalid(
+            "options.label",
+            format!("{label_chars} characters; at most {MAX_LABEL_CHARS}"),
         ));
     }
     let max_cost = options.max_cost_usd;

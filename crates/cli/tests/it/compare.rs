@@ -339,10 +339,10 @@ async fn trends_of_a_suite_count_its_completed_runs_per_provider() {
     let d = dir.path();
     std::fs::write(d.join("a.yaml"), regress_suite("{{ x }} yes")).unwrap();
     std::fs::write(d.join("b.yaml"), regress_suite("{{ x }}")).unwrap();
-    for suite in ["a.yaml", "b.yaml"] {
-        let out = gauntlet(&["run", suite], d).await;
-        assert_eq!(out.status.code(), Some(100), "{:?}", text(&out));
-    }
+    let out = gauntlet(&["run", "a.yaml"], d).await;
+    assert_eq!(out.status.code(), Some(100), "{:?}", text(&out));
+    let out = gauntlet(&["run", "b.yaml", "--label", "nightly"], d).await;
+    assert_eq!(out.status.code(), Some(100), "{:?}", text(&out));
     // Another suite's run is not counted.
     run(d, "other.yaml", &suite("{{ x }} yes", 4, false)).await;
 
@@ -374,6 +374,37 @@ async fn trends_of_a_suite_count_its_completed_runs_per_provider() {
         assert!(rate["low"].as_f64().unwrap() < rate["estimate"].as_f64().unwrap());
         assert!(stdout.contains("35/60"), "{stdout}");
     }
+
+    // The labelled run alone, of this suite or of every suite; listed
+    // with its label.
+    for query in [
+        &["regress me", "--label", "nightly"][..],
+        &["", "--label", "nightly"],
+    ] {
+        let args = [&["trends"][..], query, &["-o", "l.json"]].concat();
+        let out = gauntlet(&args, d).await;
+        assert_eq!(out.status.code(), Some(0), "{:?}", text(&out));
+        let doc: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(d.join("l.json")).unwrap()).unwrap();
+        let points = doc["points"].as_array().unwrap();
+        let sum = |key: &str| points.iter().map(|p| p[key].as_u64().unwrap()).sum::<u64>();
+        assert_eq!((sum("runs"), sum("total")), (1, 30), "{query:?}: {doc:#}");
+    }
+    let out = gauntlet(&["runs"], d).await;
+    let (stdout, _) = text(&out);
+    assert_eq!(
+        stdout.matches("regress me [nightly]").count(),
+        1,
+        "{stdout}"
+    );
+    let long = "n".repeat(201);
+    let out = gauntlet(&["run", "b.yaml", "--label", &long], d).await;
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("options.label: 201 characters; at most 200"),
+        "{stderr}"
+    );
 
     let out = gauntlet(&["trends", "regress me", "--provider", "nobody"], d).await;
     let (stdout, _) = text(&out);

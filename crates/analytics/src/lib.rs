@@ -20,6 +20,7 @@ use gauntlet_service::{
     GrpcServer, connect_store, existing_run, internal, invalid, not_found, parse_id,
 };
 use gauntlet_store::{RunStatus, Store};
+use futures::{StreamExt, TryStreamExt};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
@@ -34,6 +35,9 @@ pub use summary::Summarizer;
 /// would compete with the command that asked (`gauntlet run` writing its
 /// files); trends roll up every run they read.
 const ROLL_UP_AT: i64 = 100_000;
+
+/// Suite headers a trend reads at once.
+const HEADERS_AT_ONCE: usize = 8;
 
 /// L1 budget of the summary cache.
 const L1_BYTES: u64 = 64 * 1024 * 1024;
@@ -176,11 +180,11 @@ impl AnalyticsService for Analytics {
         // Both runs are read at once.
         let (side_a, side_b) = tokio::try_join!(self.side(a, b.is_some()), async {
             match b {
-                Some(b) => self.side(b, true).await.map(Some),
+                Some(b) => self.side(b, true).await.map(|(side, _)| Some(side)),
                 None => Ok(None),
             }
         })?;
-        let pairs = compare::compare(&side_a, side_b.as_ref(), by, alpha, req.seed)
+        let pairs = compare::compare(&side_a.0, side_b.as_ref(), by, alpha, req.seed)
             .map_err(|r| Status::failed_precondition(r.0))?;
         let partial =
             !run_a.status.is_terminal() || run_b.as_ref().is_some_and(|r| !r.status.is_terminal());
@@ -212,10 +216,9 @@ impl AnalyticsService for Analytics {
         if let Some(i) = self.cached::<v1::Insights>(&key).await {
             return Ok(Response::new(i));
         }
-        let side = self.side(id, false).await?;
+        let (side, suite) = self.side(id, false).await?;
         let mut found = insights::insights(&side, alpha, 0, max_listed);
         found.partial = !run.status.is_terminal();
-        let suite = self.header(id).await?;
         let heads = self.heads(id, &suite, insights::listed(&found)).await?;
         insights::name_cases(&mut found, |t| summary::case_name(heads.get(t)));
         self.remember(&key, &found, !found.partial).await;
@@ -270,7 +273,8 @@ impl AnalyticsService for Analytics {
         if let Some(r) = self.cached::<v1::Regressions>(&key).await {
             return Ok(Response::new(r));
         }
-        let (side_a, side_b) = tokio::try_join!(self.side(baseline.id, true), self.side(id, true))?;
+        let ((side_a, _), (side_b, suite)) =
+            tokio::try_join!(self.side(baseline.id, true), self.side(id, true))?;
         let (pairs, flips) = compare::regressions(&side_a, &side_b, alpha, req.seed)
             .map_err(|r| Status::failed_precondition(r.0))?;
         let (mut baseline_tallies, mut run_tallies) =
@@ -285,7 +289,6 @@ impl AnalyticsService for Analytics {
         )
         .map_err(|e| internal("assertion tallies", e))?;
         let shifts = regressions::shifts(&baseline_tallies, &run_tallies, alpha);
-        let suite = self.header(id).await?;
         let heads = self
             .heads(id, &suite, regressions::listed(&flips, max_listed))
             .await?;
@@ -366,18 +369,18 @@ impl Analytics {
             .for_each_trend_metrics(&query, &mut |row| trend.add(&row))
             .await
             .map_err(|e| internal("trend metrics", e))?;
-        let mut names = std::collections::BTreeMap::new();
-        for run in trend.runs() {
-            let labels = self.labels(run).await?;
-            names.insert(
-                run,
-                labels
-                    .providers
-                    .iter()
-                    .map(|p| p.name().to_owned())
-                    .collect(),
-            );
-        }
+        // Each run's provider names, from its suite header: several read
+        // at once, as a trend spans many runs.
+        let names: std::collections::BTreeMap<Uuid, Vec<String>> =
+            futures::stream::iter(trend.runs())
+                .map(|run| async move {
+                    let labels = self.labels(run).await?;
+                    let names = labels.providers.iter().map(|p| p.name().to_owned());
+                    Ok::<_, Status>((run, names.collect()))
+                })
+                .buffer_unordered(HEADERS_AT_ONCE)
+                .try_collect()
+                .await?;
         let only = Some(req.provider.as_str()).filter(|p| !p.is_empty());
         Ok(v1::Trends {
             description: req.description,
@@ -481,10 +484,10 @@ impl Analytics {
             .map_err(|e| internal("decode suite", anyhow::Error::from(e)))
     }
 
-    /// A run as a comparison reads it; its tests matched by content when
-    /// it is compared with another run.
-    async fn side(&self, id: Uuid, by_content: bool) -> Result<compare::Side, Status> {
-        let labels = self.labels(id).await?;
+    /// A run as a comparison reads it, its tests matched by content when
+    /// it is compared with another run, and its header (to name cases).
+    async fn side(&self, id: Uuid, by_content: bool) -> Result<(compare::Side, Suite), Status> {
+        let suite = self.header(id).await?;
         let store = self.deps.store.as_ref();
         let test_keys = if by_content {
             let digests = store
@@ -500,17 +503,18 @@ impl Analytics {
             .for_each_outcome(id, &mut |o| outcomes.push(o))
             .await
             .map_err(|e| internal("outcomes", e))?;
-        Ok(compare::Side {
+        let side = compare::Side {
             run_id: id.to_string(),
-            providers: labels
+            providers: suite
                 .providers
                 .iter()
                 .map(|p| p.name().to_owned())
                 .collect(),
-            prompts: labels.prompts.into_iter().map(|p| p.label).collect(),
+            prompts: suite.prompts.iter().map(|p| p.label.clone()).collect(),
             test_keys,
             outcomes,
-        })
+        };
+        Ok((side, suite))
     }
 }
 

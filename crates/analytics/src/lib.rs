@@ -12,6 +12,7 @@ mod trends;
 
 use std::{sync::Arc, time::Duration};
 
+use futures::{StreamExt, TryStreamExt};
 use gauntlet_cache::Cache;
 use gauntlet_config::{AnalyticsConfig, GauntletConfig};
 use gauntlet_core::suite::Suite;
@@ -20,7 +21,6 @@ use gauntlet_service::{
     GrpcServer, connect_store, existing_run, internal, invalid, not_found, parse_id,
 };
 use gauntlet_store::{RunStatus, Store};
-use futures::{StreamExt, TryStreamExt};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
@@ -28,13 +28,6 @@ use tracing::{instrument, warn};
 use uuid::Uuid;
 
 pub use summary::Summarizer;
-
-/// Results from which a completed run's first summary rolls it up
-/// (`Store::roll_up`) once answered. Below, a summary grouped from the
-/// results costs little (a 20,000-result run: ~0.1-0.2 s), and rolling up
-/// would compete with the command that asked (`gauntlet run` writing its
-/// files); trends roll up every run they read.
-const ROLL_UP_AT: i64 = 100_000;
 
 /// Suite headers a trend reads at once.
 const HEADERS_AT_ONCE: usize = 8;
@@ -133,8 +126,10 @@ impl AnalyticsService for Analytics {
         );
         self.remember(&key, &summary, run.status.is_terminal())
             .await;
-        if run.status == RunStatus::Completed && run.completed_tasks >= ROLL_UP_AT {
-            // Roll the run up for the next summaries (a no-op if it is).
+        let big = u64::try_from(run.completed_tasks).unwrap_or(0) >= self.config.roll_up_at;
+        if run.status == RunStatus::Completed && !run.rolled_up && big {
+            // Roll the run up for the next summaries (a no-op if another
+            // summary did meanwhile).
             let store = self.deps.store.clone();
             tokio::spawn(async move {
                 if let Err(error) = store.roll_up(id).await {

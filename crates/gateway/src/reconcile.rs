@@ -527,6 +527,7 @@ mod tests {
             active_at: now,
             redrives,
             redriven_at: None,
+            rolled_up: false,
         }
     }
 

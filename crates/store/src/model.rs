@@ -118,6 +118,8 @@ pub struct RunRecord {
     pub redrives: i32,
     /// and when last.
     pub redriven_at: Option<DateTime<Utc>>,
+    /// Its results are rolled up ([`Store::roll_up`](crate::Store::roll_up)).
+    pub rolled_up: bool,
 }
 
 /// The `total_tasks` of a run created while its tests still arrive: more

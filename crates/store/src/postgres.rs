@@ -32,7 +32,7 @@ pub struct PgStore {
 
 const RUN_COLUMNS: &str = "id, project_id, suite_id, description, label, status, options, \
      total_tasks, completed_tasks, passed, failed, errors, cost_usd, created_at, started_at, \
-     finished_at, status_reason, active_at, redrives, redriven_at";
+     finished_at, status_reason, active_at, redrives, redriven_at, rolled_up";
 
 /// A run's assertion outcomes grouped from its results (until it is rolled
 /// up): a missing type or metric is "", a verdict that is not a boolean is
@@ -166,6 +166,7 @@ fn run_from_row(row: &PgRow) -> Result<RunRecord> {
         active_at: row.try_get("active_at")?,
         redrives: row.try_get("redrives")?,
         redriven_at: row.try_get("redriven_at")?,
+        rolled_up: row.try_get("rolled_up")?,
     })
 }
 

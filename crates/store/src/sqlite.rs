@@ -54,7 +54,7 @@ pub struct SqliteStore {
 
 const RUN_COLUMNS: &str = "id, project_id, suite_id, description, label, status, options, \
      total_tasks, completed_tasks, passed, failed, errors, cost_usd, created_at, started_at, \
-     finished_at, status_reason, active_at, redrives, redriven_at";
+     finished_at, status_reason, active_at, redrives, redriven_at, rolled_up";
 
 /// A run's assertion outcomes grouped from its results (until it is rolled
 /// up), read as the Postgres store reads them.
@@ -403,6 +403,7 @@ fn run_from_row(row: &SqliteRow) -> Result<RunRecord> {
         active_at: get_ts(row, "active_at")?,
         redrives: row.try_get("redrives")?,
         redriven_at: get_opt_ts(row, "redriven_at")?,
+        rolled_up: row.try_get("rolled_up")?,
     })
 }
 

@@ -500,6 +500,66 @@ async fn up_serves_grpc_clients_with_embedded_backends_and_stops_on_sigterm() {
     assert_eq!(status.code(), Some(0));
 }
 
+/// `analytics.roll_up_at`, end to end: a completed run of that many
+/// results is rolled up after its first summary (`gauntlet run` asks for
+/// one), a smaller one is not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_of_roll_up_at_results_is_rolled_up_after_its_summary_a_smaller_one_is_not() {
+    use gauntlet_store::{SqliteStore, Store};
+    use tokio::io::AsyncBufReadExt;
+
+    let dir = tempfile::tempdir().unwrap();
+    let addr = format!("127.0.0.1:{}", free_port());
+    let mut up = tokio::process::Command::new(BIN)
+        .args(["up", "--data-dir", "state"])
+        .current_dir(dir.path())
+        .env("GAUNTLET_GATEWAY__LISTEN", &addr)
+        .env("GAUNTLET_ANALYTICS__ROLL_UP_AT", "6")
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(up.stderr.take().unwrap()).lines();
+    wait_for_line(&mut lines, "gauntlet is up").await;
+    let url = format!("http://{addr}");
+    let qs = quickstart();
+    let mut ids = Vec::new();
+    // 2 tests × 2 prompts, then the whole quickstart: 3 × 2.
+    for first in [&["--filter-first-n", "2"][..], &[]] {
+        let args = [&["run", qs.to_str().unwrap(), "--server", &url][..], first].concat();
+        let run = gauntlet(&args, dir.path()).await;
+        let (stdout, stderr) = text(&run);
+        assert!(stdout.contains("run id: "), "{stdout}\n{stderr}");
+        ids.push(
+            stdout
+                .lines()
+                .find_map(|l| l.strip_prefix("run id: "))
+                .unwrap()
+                .parse::<uuid::Uuid>()
+                .unwrap(),
+        );
+    }
+    let store = SqliteStore::open(&dir.path().join("state/gauntlet.db"))
+        .await
+        .unwrap();
+    let rolled = tokio::time::timeout(std::time::Duration::from_secs(30), async {
+        loop {
+            let run = store.get_run(ids[1]).await.unwrap().unwrap();
+            if run.rolled_up {
+                return run.completed_tasks;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("the 6-result run is rolled up within 30 s of its summary");
+    assert_eq!(rolled, 6);
+    let small = store.get_run(ids[0]).await.unwrap().unwrap();
+    assert_eq!((small.completed_tasks, small.rolled_up), (4, false));
+    signal(&up, "TERM");
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(30), up.wait()).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ctrl_c_cancels_the_run_prints_a_partial_summary_and_keeps_results() {
     use tokio::io::AsyncBufReadExt;

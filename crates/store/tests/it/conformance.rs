@@ -1323,6 +1323,8 @@ async fn rollups_equal_the_results_after_concurrent_overlapping_batches(store: A
             assert!(store.roll_up(run.id).await.unwrap());
             assert!(!store.roll_up(run.id).await.unwrap(), "rolled up twice");
         }
+        let record = store.get_run(run.id).await.unwrap().unwrap();
+        assert_eq!(record.rolled_up, rolled);
         rollups_match(store.as_ref(), run.id, &stored).await;
     }
 }

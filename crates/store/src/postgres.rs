@@ -35,16 +35,21 @@ const RUN_COLUMNS: &str = "id, project_id, suite_id, description, label, status,
      finished_at, status_reason, active_at, redrives, redriven_at, rolled_up";
 
 /// A run's assertion outcomes grouped from its results (until it is rolled
-/// up): a missing type or metric is "", a verdict that is not a boolean is
-/// a failure, as `rollup`'s migration reads them.
+/// up): a type or metric that is not a string is "", a verdict that is not
+/// a boolean is a failure. Results with the same outcomes are grouped
+/// first, as whole `jsonb` values, so each distinct set of outcomes is
+/// taken apart once: a run's outcomes mostly repeat, and taking every
+/// result's apart took 5.6 s at 1,000,000 results.
 const ASSERTIONS_LIVE: &str = "SELECT r.provider_index, r.prompt_index, \
      CASE WHEN jsonb_typeof(a->'type') = 'string' THEN a->>'type' ELSE '' END AS kind, \
      CASE WHEN jsonb_typeof(a->'metric') = 'string' THEN a->>'metric' ELSE '' END AS metric, \
      COALESCE(CASE WHEN jsonb_typeof(a->'pass') = 'boolean' THEN (a->>'pass')::boolean END, false) \
-       AS passed, COUNT(*) AS n \
-     FROM results r, jsonb_array_elements(CASE WHEN jsonb_typeof(r.assertions) = 'array' \
-                                              THEN r.assertions ELSE '[]' END) a \
-     WHERE r.run_id = $1 GROUP BY 1, 2, 3, 4, 5";
+       AS passed, SUM(r.n)::BIGINT AS n \
+     FROM (SELECT provider_index, prompt_index, assertions, COUNT(*) AS n \
+           FROM results WHERE run_id = $1 GROUP BY 1, 2, 3) r, \
+          jsonb_array_elements(CASE WHEN jsonb_typeof(r.assertions) = 'array' \
+                                    THEN r.assertions ELSE '[]' END) a \
+     GROUP BY 1, 2, 3, 4, 5";
 
 const RESULT_COLUMNS: &str = "run_id, task_index, project_id, test_index, prompt_index, \
      provider_index, repeat_index, provider_id, status, score, reason, rendered_prompt, output, \

@@ -422,28 +422,40 @@ async fn wait_for_line(
     seen
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn up_serves_grpc_clients_with_embedded_backends_and_stops_on_sigterm() {
+/// `gauntlet up --data-dir state` in `dir` on a free port, with `env` set,
+/// once it says it is up: the child, its stderr lines, the banner, its URL.
+async fn start_up(
+    dir: &Path,
+    env: &[(&str, &str)],
+) -> (
+    tokio::process::Child,
+    tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStderr>>,
+    String,
+    String,
+) {
     use tokio::io::AsyncBufReadExt;
-
-    let dir = tempfile::tempdir().unwrap();
     let addr = format!("127.0.0.1:{}", free_port());
     let mut up = tokio::process::Command::new(BIN)
         .args(["up", "--data-dir", "state"])
-        .current_dir(dir.path())
+        .current_dir(dir)
         .env("GAUNTLET_GATEWAY__LISTEN", &addr)
+        .envs(env.iter().copied())
         .stderr(std::process::Stdio::piped())
         .kill_on_drop(true)
         .spawn()
         .unwrap();
     let mut lines = tokio::io::BufReader::new(up.stderr.take().unwrap()).lines();
     let banner = wait_for_line(&mut lines, "gauntlet is up").await;
-    assert!(
-        banner.contains(&addr) && banner.contains("SQLite"),
-        "{banner}"
-    );
+    assert!(banner.contains(&addr), "{banner}");
+    (up, lines, banner, format!("http://{addr}"))
+}
 
-    let url = format!("http://{addr}");
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn up_serves_grpc_clients_with_embedded_backends_and_stops_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut up, _lines, banner, url) = start_up(dir.path(), &[]).await;
+    assert!(banner.contains("SQLite"), "{banner}");
+
     let qs = quickstart();
     let run = gauntlet(&["run", qs.to_str().unwrap(), "--server", &url], dir.path()).await;
     let (stdout, stderr) = text(&run);
@@ -506,22 +518,10 @@ async fn up_serves_grpc_clients_with_embedded_backends_and_stops_on_sigterm() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_of_roll_up_at_results_is_rolled_up_after_its_summary_a_smaller_one_is_not() {
     use gauntlet_store::{SqliteStore, Store};
-    use tokio::io::AsyncBufReadExt;
 
     let dir = tempfile::tempdir().unwrap();
-    let addr = format!("127.0.0.1:{}", free_port());
-    let mut up = tokio::process::Command::new(BIN)
-        .args(["up", "--data-dir", "state"])
-        .current_dir(dir.path())
-        .env("GAUNTLET_GATEWAY__LISTEN", &addr)
-        .env("GAUNTLET_ANALYTICS__ROLL_UP_AT", "6")
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = tokio::io::BufReader::new(up.stderr.take().unwrap()).lines();
-    wait_for_line(&mut lines, "gauntlet is up").await;
-    let url = format!("http://{addr}");
+    let env = [("GAUNTLET_ANALYTICS__ROLL_UP_AT", "6")];
+    let (mut up, _lines, _, url) = start_up(dir.path(), &env).await;
     let qs = quickstart();
     let mut ids = Vec::new();
     // 2 tests × 2 prompts, then the whole quickstart: 3 × 2.

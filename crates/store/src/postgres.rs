@@ -191,6 +191,21 @@ fn pg_outcome(row: &PgRow) -> Result<Outcome, sqlx::Error> {
     })
 }
 
+/// Results whose outcomes `for_each_outcome` reads in one query.
+const OUTCOMES_AT_ONCE: i64 = 50_000;
+
+/// `values`, one of a query's aggregated columns, if it has `n` of them.
+fn same_length<T>(name: &str, values: Vec<T>, n: i64) -> Result<Vec<T>> {
+    if values.len() as i64 == n {
+        Ok(values)
+    } else {
+        Err(StoreError::Corrupt(format!(
+            "outcome column {name}: {} values for {n} results",
+            values.len()
+        )))
+    }
+}
+
 fn corrupt_status(v: impl std::fmt::Display) -> sqlx::Error {
     sqlx::Error::ColumnDecode {
         index: "status".to_owned(),
@@ -915,16 +930,62 @@ impl Store for PgStore {
         run_id: Uuid,
         each: &mut (dyn FnMut(Outcome) + Send),
     ) -> Result<()> {
-        use futures::TryStreamExt;
-        let sql = format!("{OUTCOME_SELECT} WHERE run_id = $1 ORDER BY task_index");
-        let mut rows = sqlx::query(&sql)
+        // A row costs the driver ~2 µs, a million rows seconds of a
+        // comparison: the outcomes come as one array per column, a range of
+        // tasks at a time, in task order (the primary key's).
+        let mut after = -1i64;
+        loop {
+            let row = sqlx::query(
+                "SELECT COUNT(*) AS n, MAX(task_index) AS last, \
+                 array_agg(test_index) AS tests, array_agg(prompt_index) AS prompts, \
+                 array_agg(provider_index) AS providers, array_agg(repeat_index) AS repeats, \
+                 array_agg(status) AS statuses, array_agg(score) AS scores, \
+                 array_agg(latency_ms) AS latencies, array_agg(cost_usd) AS costs \
+                 FROM (SELECT task_index, test_index, prompt_index, provider_index, repeat_index, \
+                         status, score, latency_ms, cost_usd \
+                       FROM results WHERE run_id = $1 AND task_index > $2 \
+                       ORDER BY task_index LIMIT $3) s",
+            )
             .bind(run_id)
-            .try_map(|row: PgRow| pg_outcome(&row))
-            .fetch(&self.pool);
-        while let Some(o) = rows.try_next().await? {
-            each(o);
+            .bind(after)
+            .bind(OUTCOMES_AT_ONCE)
+            .fetch_one(&self.pool)
+            .await?;
+            let n: i64 = row.try_get("n")?;
+            if n == 0 {
+                return Ok(());
+            }
+            let column = |name: &str| -> Result<Vec<i32>> {
+                let v: Vec<i32> = row.try_get(name)?;
+                same_length(name, v, n)
+            };
+            let (tests, prompts, providers, repeats, latencies) = (
+                column("tests")?,
+                column("prompts")?,
+                column("providers")?,
+                column("repeats")?,
+                column("latencies")?,
+            );
+            let statuses = same_length("statuses", row.try_get::<Vec<i16>, _>("statuses")?, n)?;
+            let scores = same_length("scores", row.try_get::<Vec<f64>, _>("scores")?, n)?;
+            let costs = same_length("costs", row.try_get::<Vec<f64>, _>("costs")?, n)?;
+            for i in 0..n as usize {
+                each(Outcome {
+                    test_index: tests[i],
+                    prompt_index: prompts[i],
+                    provider_index: providers[i],
+                    repeat_index: repeats[i],
+                    status: result_status(statuses[i])?,
+                    score: scores[i],
+                    latency_ms: latencies[i],
+                    cost_usd: costs[i],
+                });
+            }
+            if n < OUTCOMES_AT_ONCE {
+                return Ok(());
+            }
+            after = row.try_get("last")?;
         }
-        Ok(())
     }
 
     async fn test_digests(&self, run_id: Uuid) -> Result<Vec<(i64, i64)>> {

@@ -98,6 +98,7 @@ conformance!(
     refused_and_orphaned_uploads_leave_no_tests,
     finishing_an_upload_sets_the_total_and_completes_a_run_already_done,
     outcomes_come_in_task_order_with_what_a_comparison_needs,
+    outcomes_of_more_results_than_one_read_takes_come_whole_and_in_order,
     equal_tests_have_equal_digests_across_runs,
     assertion_metrics_count_each_type_metric_and_verdict,
     slowest_results_and_most_failed_tests,
@@ -1139,6 +1140,40 @@ async fn outcomes_come_in_task_order_with_what_a_comparison_needs(store: Arc<dyn
         .await
         .unwrap();
     assert_eq!(none, 0);
+}
+
+/// More results than Postgres reads in one query (50,000), with gaps (a
+/// run not finished), stored out of order: every outcome once, in task
+/// order.
+async fn outcomes_of_more_results_than_one_read_takes_come_whole_and_in_order(
+    store: Arc<dyn Store>,
+) {
+    let tasks: Vec<i64> = (0..50_100).filter(|t| t % 1000 != 7).collect();
+    let run = store.create_run(new_run(50_100)).await.unwrap();
+    let rows: Vec<NewResult> = tasks
+        .iter()
+        .map(|&t| {
+            let mut r = result(t, cycling_status(t));
+            r.latency_ms = (t % 977) as i32;
+            r
+        })
+        .collect();
+    for chunk in rows.chunks(10_000).rev() {
+        store.insert_results(run.id, chunk).await.unwrap();
+    }
+    let mut got = Vec::new();
+    store
+        .for_each_outcome(run.id, &mut |o| {
+            got.push((o.test_index, o.latency_ms, o.status))
+        })
+        .await
+        .unwrap();
+    let want: Vec<_> = rows
+        .iter()
+        .map(|r| (r.test_index, r.latency_ms, r.status))
+        .collect();
+    assert_eq!(got.len(), want.len());
+    assert!(got == want, "outcomes out of order or changed");
 }
 
 async fn equal_tests_have_equal_digests_across_runs(store: Arc<dyn Store>) {

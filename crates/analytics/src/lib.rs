@@ -18,7 +18,7 @@ use gauntlet_config::{AnalyticsConfig, GauntletConfig};
 use gauntlet_core::suite::Suite;
 use gauntlet_proto::v1::{self, analytics_service_server::AnalyticsService};
 use gauntlet_service::{
-    GrpcServer, connect_store, existing_run, internal, invalid, not_found, parse_id,
+    GrpcServer, connect_store, existing_run, internal, invalid, limits::answer, not_found, parse_id,
 };
 use gauntlet_store::{RunStatus, Store};
 use tokio::net::TcpListener;
@@ -81,14 +81,24 @@ impl AnalyticsService for Analytics {
         request: Request<v1::GetRunSummaryRequest>,
     ) -> Result<Response<v1::RunSummary>, Status> {
         let id = parse_id("run_id", &request.get_ref().run_id)?;
+        // Nothing about a completed run changes any more: its summary is
+        // answered from the cache without reading the run.
+        let completed_key = format!("summary:{id}:completed");
+        if let Some(summary) = self.cached::<v1::RunSummary>(&completed_key).await {
+            return Ok(answer(summary));
+        }
         let run = existing_run(self.deps.store.as_ref(), id).await?;
-        let key = format!(
-            "summary:{id}:{}:{}",
-            run.completed_tasks,
-            run.status.as_str()
-        );
+        let key = if run.status == RunStatus::Completed {
+            completed_key
+        } else {
+            format!(
+                "summary:{id}:{}:{}",
+                run.completed_tasks,
+                run.status.as_str()
+            )
+        };
         if let Some(summary) = self.cached::<v1::RunSummary>(&key).await {
-            return Ok(Response::new(summary));
+            return Ok(answer(summary));
         }
         let suite = self.header(id).await?;
         let store = self.deps.store.as_ref();
@@ -137,7 +147,7 @@ impl AnalyticsService for Analytics {
                 }
             });
         }
-        Ok(Response::new(summary))
+        Ok(answer(summary))
     }
 
     #[instrument(skip_all, name = "CompareRuns", fields(run_a = %request.get_ref().run_a, run_b = %request.get_ref().run_b))]

@@ -13,7 +13,8 @@ use gauntlet_proto::{
     },
 };
 use gauntlet_service::{
-    MessageLimits, convert, existing_run, internal, invalid, limited, not_found, parse_id,
+    MessageLimits, convert, existing_run, internal, invalid, limited, limits::answer, not_found,
+    parse_id,
 };
 use gauntlet_store::{NewReport, ReportRecord, ReportStatus};
 use gauntlet_telemetry::grpc::TraceInterceptor;
@@ -140,7 +141,7 @@ impl AnalyticsService for Router {
             .await
             // A new response: the upstream's headers (its `grpc-encoding`
             // among them) describe the hop from analytics, not this one.
-            .map(|r| Response::new(r.into_inner()))
+            .map(|r| answer(r.into_inner()))
             .map_err(|s| internal("analytics", s))
     }
 

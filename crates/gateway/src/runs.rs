@@ -8,9 +8,9 @@ use gauntlet_config::GauntletConfig;
 use gauntlet_core::suite::Suite;
 use gauntlet_proto::v1::{self, run_service_server::RunService};
 use gauntlet_service::{
-    MessageLimits, convert, existing_run, internal, invalid, not_found, parse_id,
+    MessageLimits, convert, existing_run, internal, invalid, limits::answer, not_found, parse_id,
 };
-use gauntlet_store::{ResultStatus, RunCursor};
+use gauntlet_store::{ResultStatus, RunCursor, RunStatus};
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 use tracing::instrument;
@@ -32,7 +32,23 @@ pub struct RunApi {
     /// bytes ([`SUITE_CACHE_BYTES`]), since a header can be large (prompts,
     /// a run stored before tests became rows holds its tests too).
     suites: moka::future::Cache<Uuid, (Arc<Suite>, u32)>,
+    /// Completed runs as answered, and their result pages: nothing about a
+    /// completed run changes any more (a redelivered batch adds nothing), so
+    /// reading them again costs no query. A run that is still going,
+    /// failed or was cancelled is read afresh every time: results may
+    /// still land after a cancel.
+    completed: moka::future::Cache<Uuid, v1::Run>,
+    pages: moka::future::Cache<PageKey, Arc<v1::ListResultsResponse>>,
     limits: MessageLimits,
+}
+
+/// A `ListResults` request, as far as its answer depends on it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct PageKey {
+    run: Uuid,
+    status: Option<ResultStatus>,
+    after: Option<i64>,
+    limit: u32,
 }
 
 impl RunApi {
@@ -44,8 +60,25 @@ impl RunApi {
             shutdown,
             providers: gauntlet_providers::ProviderFactory::from_process_env(),
             suites: suite_cache(SUITE_CACHE_BYTES),
+            completed: moka::future::Cache::new(COMPLETED_RUNS_KEPT),
+            pages: page_cache(PAGE_CACHE_BYTES),
             limits,
         }
+    }
+
+    /// Run `id` as answered, and whether it has completed (from memory if
+    /// it had already).
+    async fn run(&self, id: Uuid) -> Result<(v1::Run, bool), Status> {
+        if let Some(run) = self.completed.get(&id).await {
+            return Ok((run, true));
+        }
+        let record = existing_run(self.deps.store.as_ref(), id).await?;
+        let run = convert::run(&record);
+        let completed = record.status == RunStatus::Completed;
+        if completed {
+            self.completed.insert(id, run.clone()).await;
+        }
+        Ok((run, completed))
     }
 
     async fn suite(&self, run_id: Uuid) -> Result<Arc<Suite>, Status> {
@@ -71,6 +104,23 @@ impl RunApi {
 /// Bytes of stored suite text the gateway keeps parsed, at most (the
 /// parsed form takes a few times its text).
 const SUITE_CACHE_BYTES: u64 = 16 * 1024 * 1024;
+
+/// Completed runs whose answer the gateway keeps (a few hundred bytes each).
+const COMPLETED_RUNS_KEPT: u64 = 20_000;
+
+/// Encoded bytes of completed runs' result pages the gateway keeps.
+const PAGE_CACHE_BYTES: u64 = 32 * 1024 * 1024;
+
+fn page_cache(bytes: u64) -> moka::future::Cache<PageKey, Arc<v1::ListResultsResponse>> {
+    moka::future::Cache::builder()
+        .weigher(|_, page: &Arc<v1::ListResultsResponse>| {
+            u32::try_from(prost::Message::encoded_len(page.as_ref()))
+                .unwrap_or(u32::MAX)
+                .max(1)
+        })
+        .max_capacity(bytes)
+        .build()
+}
 
 /// A cache of parsed suites holding at most `bytes` of their stored text.
 fn suite_cache(bytes: u64) -> moka::future::Cache<Uuid, (Arc<Suite>, u32)> {
@@ -157,8 +207,7 @@ impl RunService for RunApi {
         request: Request<v1::GetRunRequest>,
     ) -> Result<Response<v1::Run>, Status> {
         let id = parse_id("run_id", &request.get_ref().run_id)?;
-        let run = existing_run(self.deps.store.as_ref(), id).await?;
-        Ok(Response::new(convert::run(&run)))
+        Ok(answer(self.run(id).await?.0))
     }
 
     async fn list_runs(
@@ -180,7 +229,7 @@ impl RunService for RunApi {
             }
             _ => String::new(),
         };
-        Ok(Response::new(v1::ListRunsResponse {
+        Ok(answer(v1::ListRunsResponse {
             runs: runs.iter().map(convert::run).collect(),
             next_page_token,
         }))
@@ -235,8 +284,18 @@ impl RunService for RunApi {
                     .map_err(|_| invalid("page_token", "is not a token this server issued"))?,
             )
         };
-        let suite = self.suite(id).await?;
         let limit = page_size(req.page_size);
+        let key = PageKey {
+            run: id,
+            status,
+            after,
+            limit,
+        };
+        let (_, completed) = self.run(id).await?;
+        if completed && let Some(page) = self.pages.get(&key).await {
+            return Ok(answer(page.as_ref().clone()));
+        }
+        let suite = self.suite(id).await?;
         let rows = self
             .deps
             .store
@@ -271,10 +330,14 @@ impl RunService for RunApi {
             }
             _ => String::new(),
         };
-        Ok(Response::new(v1::ListResultsResponse {
+        let page = v1::ListResultsResponse {
             results,
             next_page_token,
-        }))
+        };
+        if completed {
+            self.pages.insert(key, Arc::new(page.clone())).await;
+        }
+        Ok(answer(page))
     }
 }
 

@@ -2,15 +2,12 @@
 //! the embedded backends, with the reconciler off so the dead letters stay
 //! where the test put them.
 
-use std::time::Duration;
-
-use gauntlet_config::GauntletConfig;
 use gauntlet_proto::v1::{self, admin_service_client::AdminServiceClient};
 use gauntlet_store::RunStatus;
 use tokio_util::sync::CancellationToken;
 use tonic::{Code, transport::Channel};
 
-use crate::fixture::{Env, Fate, stored};
+use crate::fixture::{Env, Fate, serve, stored};
 
 struct Gateway {
     env: Env,
@@ -21,29 +18,10 @@ struct Gateway {
 impl Gateway {
     async fn start() -> Self {
         let env = Env::new().await;
-        let mut config = GauntletConfig::default();
-        config.reconcile.enabled = false;
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        let shutdown = CancellationToken::new();
-        tokio::spawn(gauntlet_gateway::run(
-            config,
-            env.deps(),
-            listener,
-            shutdown.clone(),
-        ));
-        let endpoint = tonic::transport::Endpoint::from_shared(url).unwrap();
-        let mut channel = None;
-        for _ in 0..50 {
-            if let Ok(ch) = endpoint.connect().await {
-                channel = Some(ch);
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let (channel, shutdown) = serve(&env).await;
         Self {
             env,
-            admin: AdminServiceClient::new(channel.expect("the gateway comes up")),
+            admin: AdminServiceClient::new(channel),
             shutdown,
         }
     }

@@ -6,10 +6,13 @@ use std::{sync::Arc, time::Duration};
 
 use futures::StreamExt;
 use gauntlet_bus::{Bus, Delivery, DeliveryStream, MemoryBus, Message, QueueName};
+use gauntlet_config::GauntletConfig;
 use gauntlet_gateway::Deps;
 use gauntlet_proto::internal::v1::TaskBatch;
 use gauntlet_store::{NewResult, NewRun, ResultStatus, RunRecord, SqliteStore, Store};
 use prost::Message as _;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
 use uuid::Uuid;
 
 pub struct Env {
@@ -43,7 +46,7 @@ impl Env {
                 description: "stuck".into(),
                 label: String::new(),
                 source: String::new(),
-                compiled: "{}".into(),
+                compiled: serde_json::to_string(&gauntlet_core::suite::Suite::default()).unwrap(),
                 options: serde_json::json!({"repeat": 1}),
                 total_tasks: total as i64,
             })
@@ -127,6 +130,31 @@ impl Env {
         let rows: Vec<NewResult> = tasks.map(|t| result(t as i64)).collect();
         self.store.insert_results(run_id, &rows).await.unwrap();
     }
+}
+
+/// A gateway on a loopback port over `env`'s store and bus, with the
+/// reconciler off so the queues stay as the test leaves them; it stops when
+/// the token is cancelled.
+pub async fn serve(env: &Env) -> (Channel, CancellationToken) {
+    let mut config = GauntletConfig::default();
+    config.reconcile.enabled = false;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let shutdown = CancellationToken::new();
+    tokio::spawn(gauntlet_gateway::run(
+        config,
+        env.deps(),
+        listener,
+        shutdown.clone(),
+    ));
+    let endpoint = tonic::transport::Endpoint::from_shared(url).unwrap();
+    for _ in 0..50 {
+        if let Ok(channel) = endpoint.connect().await {
+            return (channel, shutdown);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the gateway did not come up");
 }
 
 /// What the stand-in worker does with a batch.

@@ -261,6 +261,100 @@ fn report_from_row(row: &PgRow) -> Result<ReportRecord> {
     })
 }
 
+/// The run's advisory-lock key for folding its tallies.
+fn fold_key(run_id: Uuid) -> i64 {
+    let bytes = run_id.as_bytes();
+    // The random tail of a v7 (or any v4) id: runs created in the same
+    // millisecond still get different keys.
+    i64::from_le_bytes(bytes[8..16].try_into().expect("16-byte uuid"))
+}
+
+/// Adds every waiting tally of the run to its counters, if no other
+/// transaction is folding them (the lock is tried, not waited on, and held
+/// until `tx` ends): the run after the fold, and whether the fold completed
+/// it; `None` if the lock was taken.
+async fn fold(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    run_id: Uuid,
+) -> Result<Option<(RunRecord, bool)>> {
+    let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1)")
+        .bind(fold_key(run_id))
+        .fetch_one(&mut **tx)
+        .await?;
+    if !locked {
+        return Ok(None);
+    }
+    // `prev` takes the row lock and reads the status this update replaces
+    // (NO KEY UPDATE, as the update itself: a plain FOR UPDATE would wait
+    // on the key-share locks results' inserts hold); `finished_at` is the
+    // moment of the update itself (`clock_timestamp`), not the start of the
+    // transaction. `active_at` (indexed, for the reconciler) moves at most
+    // once a second: an update that leaves every indexed column alone stays
+    // a HOT update.
+    let row = sqlx::query(&format!(
+        "WITH t AS (DELETE FROM run_tallies WHERE run_id = $1 \
+                    RETURNING completed, passed, failed, errors, cost_usd), \
+              s AS (SELECT COALESCE(sum(completed), 0)::bigint AS c, COALESCE(sum(passed), 0)::bigint AS p, \
+                           COALESCE(sum(failed), 0)::bigint AS f, COALESCE(sum(errors), 0)::bigint AS e, \
+                           COALESCE(sum(cost_usd), 0)::float8 AS cost FROM t), \
+              prev AS (SELECT status AS prev_status FROM runs WHERE id = $1 FOR NO KEY UPDATE) \
+         UPDATE runs SET \
+           completed_tasks = completed_tasks + s.c, passed = passed + s.p, \
+           failed = failed + s.f, errors = errors + s.e, cost_usd = cost_usd + s.cost, \
+           status = CASE WHEN status IN ('queued', 'running') AND completed_tasks + s.c >= total_tasks \
+                         THEN 'completed' \
+                         WHEN status = 'queued' THEN 'running' ELSE status END, \
+           started_at = COALESCE(started_at, now()), \
+           finished_at = CASE WHEN finished_at IS NULL AND completed_tasks + s.c >= total_tasks \
+                              THEN clock_timestamp() ELSE finished_at END, \
+           active_at = CASE WHEN s.c > 0 AND active_at < clock_timestamp() - interval '1 second' \
+                            THEN clock_timestamp() ELSE active_at END \
+         FROM prev, s WHERE id = $1 RETURNING {RUN_COLUMNS}, prev.prev_status"
+    ))
+    .bind(run_id)
+    .fetch_optional(&mut **tx)
+    .await?
+    .ok_or_else(|| StoreError::Corrupt(format!("results for unknown run {run_id}")))?;
+    let run = run_from_row(&row)?;
+    let before: String = row.try_get("prev_status")?;
+    let finished_now = run.status == RunStatus::Completed && before != "completed";
+    Ok(Some((run, finished_now)))
+}
+
+impl PgStore {
+    /// Folds tallies written while a fold held the lock, until none wait
+    /// or another transaction holds the lock: that one checks again after
+    /// its own commit, which comes after every tally whose writer found the
+    /// lock taken. Returns the last fold (with whether any fold here
+    /// completed the run), or `last` if none happened.
+    async fn fold_pending(
+        &self,
+        run_id: Uuid,
+        mut last: Option<(RunRecord, bool)>,
+    ) -> Result<Option<(RunRecord, bool)>> {
+        loop {
+            let waiting: bool =
+                sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM run_tallies WHERE run_id = $1)")
+                    .bind(run_id)
+                    .fetch_one(&self.pool)
+                    .await?;
+            if !waiting {
+                return Ok(last);
+            }
+            let mut tx = self.pool.begin().await?;
+            let folded = fold(&mut tx, run_id).await?;
+            tx.commit().await?;
+            match folded {
+                Some((run, finished)) => {
+                    let finished = finished || last.as_ref().is_some_and(|(_, f)| *f);
+                    last = Some((run, finished));
+                }
+                None => return Ok(last),
+            }
+        }
+    }
+}
+
 #[async_trait]
 impl Store for PgStore {
     async fn ping(&self) -> Result<()> {
@@ -478,6 +572,19 @@ impl Store for PgStore {
     }
 
     async fn stale_runs(&self, before: DateTime<Utc>, limit: u32) -> Result<Vec<RunRecord>> {
+        // Tallies a writer left behind when it stopped between its commit
+        // and its fold are folded first, so a run whose every result is
+        // stored is not taken for stuck (or is found complete).
+        let orphaned: Vec<Uuid> = sqlx::query_scalar(
+            "SELECT DISTINCT t.run_id FROM run_tallies t JOIN runs r ON r.id = t.run_id \
+             WHERE r.status IN ('queued', 'running') AND r.active_at < $1",
+        )
+        .bind(before)
+        .fetch_all(&self.pool)
+        .await?;
+        for run_id in orphaned {
+            self.fold_pending(run_id, None).await?;
+        }
         let rows = sqlx::query(&format!(
             "SELECT {RUN_COLUMNS} FROM runs \
              WHERE status IN ('queued', 'running') AND active_at < $1 \
@@ -599,12 +706,11 @@ impl Store for PgStore {
             error.push(r.error.as_str());
         }
 
-        // The rows go in first, with no lock on the run (their foreign key
-        // takes only a key-share lock, which counter updates do not block),
-        // so batches of one run insert in parallel. Only the counter update
-        // at the end locks the run row, until the commit right after it;
-        // that still serializes the updates, so exactly one of them sees the
-        // run complete.
+        // The rows go in with this write's counts beside them, and no lock
+        // on the run: the counts wait in `run_tallies` until a fold adds
+        // them to the run's counters (see `fold`). Writes of one run never
+        // wait on each other; a plain counter update here held the run's
+        // row through each commit and made them queue.
         let mut tx = self.pool.begin().await?;
         let rows_inserted = sqlx::query(
             "INSERT INTO results (run_id, task_index, project_id, test_index, prompt_index, \
@@ -653,42 +759,35 @@ impl Store for PgStore {
             }
         }
         let inserted = rows_inserted.len() as i64;
-        // `prev` takes the row lock and reads the status this update
-        // replaces (NO KEY UPDATE, as the update itself: a plain FOR UPDATE
-        // would wait on the key-share locks other batches' inserts hold and
-        // deadlock with overlapping batches); `finished_at` is the moment of the update itself
-        // (`clock_timestamp`), not the start of the transaction.
-        // `active_at` (indexed, for the reconciler) moves at most once a
-        // second: an update that leaves every indexed column alone stays a
-        // HOT update, and this row is updated by every write of the run.
-        let row = sqlx::query(&format!(
-            "WITH prev AS (SELECT status AS prev_status FROM runs WHERE id = $1 FOR NO KEY UPDATE) \
-             UPDATE runs SET \
-               completed_tasks = completed_tasks + $2, passed = passed + $3, \
-               failed = failed + $4, errors = errors + $5, cost_usd = cost_usd + $6, \
-               status = CASE WHEN status IN ('queued', 'running') AND completed_tasks + $2 >= total_tasks \
-                             THEN 'completed' \
-                             WHEN status = 'queued' THEN 'running' ELSE status END, \
-               started_at = COALESCE(started_at, now()), \
-               finished_at = CASE WHEN finished_at IS NULL AND completed_tasks + $2 >= total_tasks \
-                                  THEN clock_timestamp() ELSE finished_at END, \
-               active_at = CASE WHEN $2 > 0 AND active_at < clock_timestamp() - interval '1 second' \
-                                THEN clock_timestamp() ELSE active_at END \
-             FROM prev WHERE id = $1 RETURNING {RUN_COLUMNS}, prev.prev_status"
-        ))
-        .bind(run_id)
-        .bind(inserted)
-        .bind(pass)
-        .bind(fail)
-        .bind(err)
-        .bind(cost)
-        .fetch_optional(&mut *tx)
-        .await?
-        .ok_or_else(|| StoreError::Corrupt(format!("results for unknown run {run_id}")))?;
-        let run = run_from_row(&row)?;
-        let before_status: String = row.try_get("prev_status")?;
+        if inserted > 0 {
+            sqlx::query(
+                "INSERT INTO run_tallies (run_id, completed, passed, failed, errors, cost_usd) \
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+            )
+            .bind(run_id)
+            .bind(inserted)
+            .bind(pass)
+            .bind(fail)
+            .bind(err)
+            .bind(cost)
+            .execute(&mut *tx)
+            .await?;
+        }
+        // A write that inserts nothing (a redelivery) still folds: a writer
+        // may have stopped between its commit and its fold.
+        let folded = fold(&mut tx, run_id).await?;
         tx.commit().await?;
-        let finished_now = run.status == RunStatus::Completed && before_status != "completed";
+        let (run, finished_now) = match self.fold_pending(run_id, folded).await? {
+            Some(folded) => folded,
+            // Another write holds the fold lock and will fold this one's
+            // counts after its commit: the run as it stands.
+            None => (
+                self.get_run(run_id).await?.ok_or_else(|| {
+                    StoreError::Corrupt(format!("results for unknown run {run_id}"))
+                })?,
+                false,
+            ),
+        };
         Ok(InsertOutcome {
             inserted: inserted as u64,
             run,

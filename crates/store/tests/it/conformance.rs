@@ -107,7 +107,7 @@ conformance!(
     trend_metrics_cover_the_completed_runs_of_a_suite_or_label_in_a_window,
 );
 
-fn new_run(total: i64) -> NewRun {
+pub(crate) fn new_run(total: i64) -> NewRun {
     NewRun {
         id: Uuid::now_v7(),
         project_id: "default".into(),
@@ -121,7 +121,7 @@ fn new_run(total: i64) -> NewRun {
     }
 }
 
-fn result(task: i64, status: ResultStatus) -> NewResult {
+pub(crate) fn result(task: i64, status: ResultStatus) -> NewResult {
     NewResult {
         task_index: task,
         project_id: "default".into(),
@@ -158,7 +158,7 @@ fn cycling_status(task: i64) -> ResultStatus {
     }
 }
 
-fn counters(run: &RunRecord) -> (i64, i64, i64, i64) {
+pub(crate) fn counters(run: &RunRecord) -> (i64, i64, i64, i64) {
     (run.completed_tasks, run.passed, run.failed, run.errors)
 }
 

@@ -55,3 +55,118 @@ async fn a_connection_the_server_terminates_is_a_transient_error() {
     assert!(!gauntlet_store::StoreError::from(err).is_transient());
     store.close().await;
 }
+
+#[tokio::test]
+async fn writes_of_one_run_go_through_while_its_row_is_locked_and_count_once() {
+    use std::{sync::Arc, time::Duration};
+
+    use crate::conformance::{counters, new_run, result};
+    use gauntlet_store::{ResultStatus, RunStatus};
+
+    let db = TestDatabase::create().await;
+    let store = Arc::new(PgStore::connect(&db.config).await.unwrap());
+    let run = store.create_run(new_run(80)).await.unwrap();
+    // Another transaction holds the run's row (as a cancel would, or a
+    // counter update waiting on its commit).
+    let mut holder = PgConnection::connect(&db.config.url).await.unwrap();
+    sqlx::query("BEGIN").execute(&mut holder).await.unwrap();
+    sqlx::query("SELECT 1 FROM runs WHERE id = $1 FOR NO KEY UPDATE")
+        .bind(run.id)
+        .execute(&mut holder)
+        .await
+        .unwrap();
+    let writes: Vec<_> = (0..8i64)
+        .map(|i| {
+            let store = store.clone();
+            let batch: Vec<_> = (i * 10..i * 10 + 10)
+                .map(|t| result(t, ResultStatus::Pass))
+                .collect();
+            tokio::spawn(async move { store.insert_results(run.id, &batch).await.unwrap() })
+        })
+        .collect();
+    // One write folds the counts and waits for the row; the others leave
+    // theirs for it and return. Before tallies, all eight waited.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let returned = writes.iter().filter(|w| w.is_finished()).count();
+    assert_eq!(returned, 7, "writes that did not wait on the row");
+    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM results WHERE run_id = $1")
+        .bind(run.id)
+        .fetch_one(&mut holder)
+        .await
+        .unwrap();
+    // The folding write's own rows commit with its fold.
+    assert_eq!(
+        stored, 70,
+        "the other writes' results are stored while the row is held"
+    );
+
+    sqlx::query("COMMIT").execute(&mut holder).await.unwrap();
+    let mut finished = 0;
+    for write in writes {
+        let outcome = write.await.unwrap();
+        assert_eq!(outcome.inserted, 10);
+        finished += usize::from(outcome.finished_now);
+    }
+    assert_eq!(finished, 1, "exactly one write sees the run complete");
+    let run = store.get_run(run.id).await.unwrap().unwrap();
+    assert_eq!(run.status, RunStatus::Completed);
+    assert_eq!(counters(&run), (80, 80, 0, 0));
+    assert!(run.finished_at.is_some());
+}
+
+#[tokio::test]
+async fn counts_a_writer_left_unfolded_are_folded_when_the_reconciler_looks() {
+    use crate::conformance::{counters, new_run};
+    use gauntlet_store::RunStatus;
+
+    let db = TestDatabase::create().await;
+    let store = PgStore::connect(&db.config).await.unwrap();
+    let run = store.create_run(new_run(5)).await.unwrap();
+    // A writer that stopped between its commit and its fold.
+    sqlx::query(
+        "INSERT INTO run_tallies (run_id, completed, passed, failed, errors, cost_usd) \
+         VALUES ($1, 5, 3, 1, 1, 0.5)",
+    )
+    .bind(run.id)
+    .execute(store.pool())
+    .await
+    .unwrap();
+    assert_eq!(
+        store
+            .get_run(run.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .completed_tasks,
+        0
+    );
+
+    // Not quiet yet: left to its writers.
+    assert_eq!(
+        store
+            .stale_runs(chrono::Utc::now() - chrono::Duration::hours(1), 10)
+            .await
+            .unwrap()
+            .len(),
+        0
+    );
+    assert_eq!(
+        store
+            .get_run(run.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .completed_tasks,
+        0
+    );
+
+    let stale = store
+        .stale_runs(chrono::Utc::now() + chrono::Duration::seconds(1), 10)
+        .await
+        .unwrap();
+    assert!(stale.is_empty(), "the fold completed it: {stale:?}");
+    let run = store.get_run(run.id).await.unwrap().unwrap();
+    assert_eq!(run.status, RunStatus::Completed);
+    assert_eq!(counters(&run), (5, 3, 1, 1));
+    assert!((run.cost_usd - 0.5).abs() < 1e-9);
+}

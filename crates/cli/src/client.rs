@@ -89,10 +89,11 @@ impl Gateway {
     /// (`SUITE_FORMAT_NORMALIZED_JSON_LINES`, size not declared) from
     /// `chunks` as they come (see [`encode_lines`]), so the suite is parsed
     /// while it is uploaded and never held whole; its [`Lines::End`] is
-    /// the trailer. An `Err` (the suite broke off) ends the upload without
-    /// its trailer, which the gateway refuses and keeps nothing of (a run
-    /// it had started fails); the error is returned, once the gateway has
-    /// answered, as [`SubmitError::Suite`].
+    /// the trailer. An `Err` (the suite broke off) ends the upload with an
+    /// abort in place of the trailer, carrying the error's text: the
+    /// gateway refuses the suite, and a run it had already opened fails
+    /// with that text as its reason. The error is returned, once the
+    /// gateway has answered, as [`SubmitError::Suite`].
     pub async fn submit_lines<S>(
         &mut self,
         chunks: S,
@@ -113,17 +114,26 @@ impl Gateway {
         let data = futures::stream::unfold(
             (Box::pin(chunks), Some(broke)),
             |(mut chunks, mut broke)| async move {
+                // After an abort, `broke` is spent and the stream ends.
+                let sender = broke.take()?;
                 let part = match chunks.next().await? {
                     Ok(Lines::Data(bytes)) => Part::Data(bytes),
                     Ok(Lines::End { tests }) => Part::Trailer(v1::SubmitRunTrailer { tests }),
                     Err(err) => {
-                        if let Some(broke) = broke.take() {
-                            let _ = broke.send(err);
-                        }
-                        return None;
+                        let reason = format!("{err:#}");
+                        let _ = sender.send(err);
+                        return Some((
+                            v1::SubmitRunChunk {
+                                part: Some(Part::Abort(reason)),
+                            },
+                            (chunks, None),
+                        ));
                     }
                 };
-                Some((v1::SubmitRunChunk { part: Some(part) }, (chunks, broke)))
+                Some((
+                    v1::SubmitRunChunk { part: Some(part) },
+                    (chunks, Some(sender)),
+                ))
             },
         );
         let response = self

@@ -141,6 +141,7 @@ pub async fn read_text(
                     "only a SUITE_FORMAT_NORMALIZED_JSON_LINES upload ends with one",
                 ));
             }
+            Some(Part::Abort(reason)) => return Err(aborted(&reason)),
             None => {}
         }
     }
@@ -458,6 +459,7 @@ pub async fn submit_lines(
                     Some(Part::Header(_)) => {
                         return Err(invalid("header", "sent more than once"));
                     }
+                    Some(Part::Abort(reason)) => return Err(aborted(&reason)),
                     None => {}
                 },
                 None => {
@@ -497,6 +499,29 @@ pub async fn submit_lines(
         }
     };
     start(deps, batch_size, intake, header, options, String::new()).await
+}
+
+/// Characters of a client's abort reason kept (it becomes the run's
+/// `status_reason`).
+const MAX_ABORT_CHARS: usize = 2000;
+
+/// The answer to a client that stopped its upload for `reason`.
+fn aborted(reason: &str) -> Status {
+    invalid(
+        "abort",
+        format!(
+            "the client stopped the upload: {}",
+            bounded(reason, MAX_ABORT_CHARS)
+        ),
+    )
+}
+
+/// `text` cut to at most `max` characters, marked with `…` if cut.
+fn bounded(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        Some((at, _)) => format!("{}…", &text[..at]),
+        None => text.to_owned(),
+    }
 }
 
 /// Splits a byte stream into lines of at most `max_bytes`, counting them.
@@ -756,6 +781,19 @@ async fn start(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_abort_reason_is_kept_whole_up_to_its_bound_and_cut_on_a_character() {
+        let short = aborted("s.yaml:3:1: tests[0]: bad");
+        assert_eq!(
+            short.message(),
+            "abort: the client stopped the upload: s.yaml:3:1: tests[0]: bad"
+        );
+        let long = aborted(&"é".repeat(MAX_ABORT_CHARS + 5));
+        let kept = long.message().rsplit_once(": ").unwrap().1;
+        assert_eq!(kept.chars().count(), MAX_ABORT_CHARS + 1);
+        assert!(kept.ends_with("é…"));
+    }
 
     fn drain(lines: &mut LineSplitter) -> Vec<(usize, String)> {
         let mut out = Vec::new();

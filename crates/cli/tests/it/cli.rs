@@ -241,7 +241,7 @@ async fn bad_input_gets_one_clear_line() {
 /// megabyte still reports its error as `file:line:col: field.path`, and
 /// the upload ends without its trailer, so the gateway runs nothing of it.
 #[tokio::test]
-async fn a_suite_broken_half_way_reports_its_error_and_no_run() {
+async fn a_suite_broken_half_way_reports_its_error_and_its_run_fails_with_it() {
     let dir = tempfile::tempdir().unwrap();
     let mut yaml = String::from("prompts: ['Say {{w}}']\nproviders: [echo]\ntests:\n");
     for i in 0..30_000 {
@@ -270,6 +270,20 @@ async fn a_suite_broken_half_way_reports_its_error_and_no_run() {
     );
     assert!(!err.contains("run "), "no run was announced: {err}");
     assert!(stdout.is_empty(), "{stdout}");
+    // The gateway had opened the run at the first tests (they were being
+    // called while the rest was read): it failed, with the user's error as
+    // its reason, keeping the results it has.
+    let out = gauntlet(&["runs", "--data-dir", "data"], dir.path()).await;
+    let (stdout, err) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{err}");
+    assert!(stdout.contains(" failed "), "{stdout}");
+    assert!(
+        stdout.contains(
+            "its suite was refused: abort: the client stopped the upload: half.yaml:75006:15: \
+             tests[25000].assert[0].type: unknown assertion type `containz`"
+        ),
+        "{stdout}"
+    );
 }
 
 #[tokio::test]

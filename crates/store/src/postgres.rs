@@ -269,20 +269,47 @@ fn fold_key(run_id: Uuid) -> i64 {
     i64::from_le_bytes(bytes[8..16].try_into().expect("16-byte uuid"))
 }
 
-/// Adds every waiting tally of the run to its counters, if no other
-/// transaction is folding them (the lock is tried, not waited on, and held
-/// until `tx` ends): the run after the fold, and whether the fold completed
-/// it; `None` if the lock was taken.
+/// How [`fold`] takes the run's fold lock (held until its transaction ends).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Lock {
+    /// Tried: if another transaction holds it, nothing is folded.
+    Try,
+    /// Waited for.
+    Wait,
+}
+
+/// Counts of results newly stored.
+#[derive(Clone, Copy, Default)]
+struct Tally {
+    completed: i64,
+    passed: i64,
+    failed: i64,
+    errors: i64,
+    cost_usd: f64,
+}
+
+/// Adds `own` and every waiting tally of the run to its counters: the run
+/// after the fold, and whether the fold completed it; `None` if the lock
+/// was tried and taken.
 async fn fold(
     tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
     run_id: Uuid,
+    lock: Lock,
+    own: Tally,
 ) -> Result<Option<(RunRecord, bool)>> {
-    let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1)")
-        .bind(fold_key(run_id))
-        .fetch_one(&mut **tx)
-        .await?;
-    if !locked {
-        return Ok(None);
+    if lock == Lock::Wait {
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(fold_key(run_id))
+            .execute(&mut **tx)
+            .await?;
+    } else {
+        let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1)")
+            .bind(fold_key(run_id))
+            .fetch_one(&mut **tx)
+            .await?;
+        if !locked {
+            return Ok(None);
+        }
     }
     // `prev` takes the row lock and reads the status this update replaces
     // (NO KEY UPDATE, as the update itself: a plain FOR UPDATE would wait
@@ -294,9 +321,11 @@ async fn fold(
     let row = sqlx::query(&format!(
         "WITH t AS (DELETE FROM run_tallies WHERE run_id = $1 \
                     RETURNING completed, passed, failed, errors, cost_usd), \
-              s AS (SELECT COALESCE(sum(completed), 0)::bigint AS c, COALESCE(sum(passed), 0)::bigint AS p, \
-                           COALESCE(sum(failed), 0)::bigint AS f, COALESCE(sum(errors), 0)::bigint AS e, \
-                           COALESCE(sum(cost_usd), 0)::float8 AS cost FROM t), \
+              s AS (SELECT COALESCE(sum(completed), 0)::bigint + $2 AS c, \
+                           COALESCE(sum(passed), 0)::bigint + $3 AS p, \
+                           COALESCE(sum(failed), 0)::bigint + $4 AS f, \
+                           COALESCE(sum(errors), 0)::bigint + $5 AS e, \
+                           COALESCE(sum(cost_usd), 0)::float8 + $6 AS cost FROM t), \
               prev AS (SELECT status AS prev_status FROM runs WHERE id = $1 FOR NO KEY UPDATE) \
          UPDATE runs SET \
            completed_tasks = completed_tasks + s.c, passed = passed + s.p, \
@@ -312,6 +341,11 @@ async fn fold(
          FROM prev, s WHERE id = $1 RETURNING {RUN_COLUMNS}, prev.prev_status"
     ))
     .bind(run_id)
+    .bind(own.completed)
+    .bind(own.passed)
+    .bind(own.failed)
+    .bind(own.errors)
+    .bind(own.cost_usd)
     .fetch_optional(&mut **tx)
     .await?
     .ok_or_else(|| StoreError::Corrupt(format!("results for unknown run {run_id}")))?;
@@ -322,36 +356,37 @@ async fn fold(
 }
 
 impl PgStore {
-    /// Folds tallies written while a fold held the lock, until none wait
-    /// or another transaction holds the lock: that one checks again after
-    /// its own commit, which comes after every tally whose writer found the
-    /// lock taken. Returns the last fold (with whether any fold here
-    /// completed the run), or `last` if none happened.
-    async fn fold_pending(
+    /// After a write whose fold found the lock taken: folds if `tally` (the
+    /// write's own row, or any of the run's with `None`) still waits,
+    /// waiting for the lock. The folder that held it may have read the
+    /// tallies before this write committed; waiting for it once is enough,
+    /// since this fold then sees every committed tally.
+    async fn fold_after(
         &self,
         run_id: Uuid,
-        mut last: Option<(RunRecord, bool)>,
+        tally: Option<i64>,
     ) -> Result<Option<(RunRecord, bool)>> {
-        loop {
-            let waiting: bool =
+        let waiting: bool = match tally {
+            Some(id) => {
+                sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM run_tallies WHERE id = $1)")
+                    .bind(id)
+                    .fetch_one(&self.pool)
+                    .await?
+            }
+            None => {
                 sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM run_tallies WHERE run_id = $1)")
                     .bind(run_id)
                     .fetch_one(&self.pool)
-                    .await?;
-            if !waiting {
-                return Ok(last);
+                    .await?
             }
-            let mut tx = self.pool.begin().await?;
-            let folded = fold(&mut tx, run_id).await?;
-            tx.commit().await?;
-            match folded {
-                Some((run, finished)) => {
-                    let finished = finished || last.as_ref().is_some_and(|(_, f)| *f);
-                    last = Some((run, finished));
-                }
-                None => return Ok(last),
-            }
+        };
+        if !waiting {
+            return Ok(None);
         }
+        let mut tx = self.pool.begin().await?;
+        let folded = fold(&mut tx, run_id, Lock::Wait, Tally::default()).await?;
+        tx.commit().await?;
+        Ok(folded)
     }
 }
 
@@ -583,7 +618,7 @@ impl Store for PgStore {
         .fetch_all(&self.pool)
         .await?;
         for run_id in orphaned {
-            self.fold_pending(run_id, None).await?;
+            self.fold_after(run_id, None).await?;
         }
         let rows = sqlx::query(&format!(
             "SELECT {RUN_COLUMNS} FROM runs \
@@ -708,9 +743,10 @@ impl Store for PgStore {
 
         // The rows go in with this write's counts beside them, and no lock
         // on the run: the counts wait in `run_tallies` until a fold adds
-        // them to the run's counters (see `fold`). Writes of one run never
-        // wait on each other; a plain counter update here held the run's
-        // row through each commit and made them queue.
+        // them to the run's counters (see `fold`, `fold_after`). Writes of
+        // one run never wait on each other to store their results; a plain
+        // counter update here held the run's row through each commit and
+        // made them queue.
         let mut tx = self.pool.begin().await?;
         let rows_inserted = sqlx::query(
             "INSERT INTO results (run_id, task_index, project_id, test_index, prompt_index, \
@@ -759,28 +795,45 @@ impl Store for PgStore {
             }
         }
         let inserted = rows_inserted.len() as i64;
-        if inserted > 0 {
-            sqlx::query(
-                "INSERT INTO run_tallies (run_id, completed, passed, failed, errors, cost_usd) \
-                 VALUES ($1, $2, $3, $4, $5, $6)",
+        let own = Tally {
+            completed: inserted,
+            passed: pass,
+            failed: fail,
+            errors: err,
+            cost_usd: cost,
+        };
+        // Counted at once if no other write of the run is folding (a write
+        // that inserts nothing, a redelivery, still folds: a writer may have
+        // stopped between its commit and its fold); else left as a tally.
+        let folded = fold(&mut tx, run_id, Lock::Try, own).await?;
+        let tally: Option<i64> = if folded.is_none() && inserted > 0 {
+            Some(
+                sqlx::query_scalar(
+                    "INSERT INTO run_tallies (run_id, completed, passed, failed, errors, cost_usd) \
+                     VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+                )
+                .bind(run_id)
+                .bind(own.completed)
+                .bind(own.passed)
+                .bind(own.failed)
+                .bind(own.errors)
+                .bind(own.cost_usd)
+                .fetch_one(&mut *tx)
+                .await?,
             )
-            .bind(run_id)
-            .bind(inserted)
-            .bind(pass)
-            .bind(fail)
-            .bind(err)
-            .bind(cost)
-            .execute(&mut *tx)
-            .await?;
-        }
-        // A write that inserts nothing (a redelivery) still folds: a writer
-        // may have stopped between its commit and its fold.
-        let folded = fold(&mut tx, run_id).await?;
+        } else {
+            None
+        };
         tx.commit().await?;
-        let (run, finished_now) = match self.fold_pending(run_id, folded).await? {
+        let folded = match folded {
+            Some(folded) => Some(folded),
+            // Another write was folding, maybe without this one's counts.
+            None if tally.is_some() => self.fold_after(run_id, tally).await?,
+            None => None,
+        };
+        let (run, finished_now) = match folded {
             Some(folded) => folded,
-            // Another write holds the fold lock and will fold this one's
-            // counts after its commit: the run as it stands.
+            // Another write folded this one's counts: the run as it stands.
             None => (
                 self.get_run(run_id).await?.ok_or_else(|| {
                     StoreError::Corrupt(format!("results for unknown run {run_id}"))

@@ -115,6 +115,9 @@ async fn counts_a_writer_left_unfolded_are_folded_when_the_reconciler_looks() {
     use crate::conformance::{counters, new_run};
     use gauntlet_store::RunStatus;
 
+    async fn completed(store: &PgStore, id: uuid::Uuid) -> i64 {
+        store.get_run(id).await.unwrap().unwrap().completed_tasks
+    }
     let db = TestDatabase::create().await;
     let store = PgStore::connect(&db.config).await.unwrap();
     let run = store.create_run(new_run(5)).await.unwrap();
@@ -127,15 +130,7 @@ async fn counts_a_writer_left_unfolded_are_folded_when_the_reconciler_looks() {
     .execute(store.pool())
     .await
     .unwrap();
-    assert_eq!(
-        store
-            .get_run(run.id)
-            .await
-            .unwrap()
-            .unwrap()
-            .completed_tasks,
-        0
-    );
+    assert_eq!(completed(&store, run.id).await, 0);
 
     // Not quiet yet: left to its writers.
     assert_eq!(
@@ -146,15 +141,7 @@ async fn counts_a_writer_left_unfolded_are_folded_when_the_reconciler_looks() {
             .len(),
         0
     );
-    assert_eq!(
-        store
-            .get_run(run.id)
-            .await
-            .unwrap()
-            .unwrap()
-            .completed_tasks,
-        0
-    );
+    assert_eq!(completed(&store, run.id).await, 0);
 
     let stale = store
         .stale_runs(chrono::Utc::now() + chrono::Duration::seconds(1), 10)

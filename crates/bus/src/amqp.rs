@@ -213,8 +213,14 @@ impl AmqpBus {
             .and_then(|t| t.inner().get("x-death"))
             .and_then(|deaths| match deaths {
                 AMQPValue::FieldArray(a) => a.as_slice().iter().find_map(|d| match d {
+                    // Its death in a work queue that dead-letters here (not
+                    // the expiry in a delay queue on its way).
                     AMQPValue::FieldTable(t)
-                        if text(t.inner().get("queue")) == Some(queue.as_str().into()) =>
+                        if text(t.inner().get("queue")).is_some_and(|from| {
+                            QueueName::ALL.iter().any(|q| {
+                                q.dead_letter() == queue.dead_letter() && q.as_str() == from
+                            })
+                        }) =>
                     {
                         Some(t.clone())
                     }

@@ -48,6 +48,12 @@ pub type Result<T, E = BusError> = std::result::Result<T, E>;
 pub enum QueueName {
     /// `gauntlet.tasks`: task batches for workers.
     Tasks,
+    /// `gauntlet.tasks.retry`: tasks handed back to wait (a provider's
+    /// `Retry-After`), due now. Workers consume it beside `Tasks`, so a
+    /// retry waits for its delay, not for the backlog of `Tasks` (delayed
+    /// messages re-entering `Tasks` came out behind every batch queued
+    /// meanwhile). Its dead letters join those of `Tasks`.
+    Retries,
     /// `gauntlet.reports`: report jobs.
     Reports,
 }
@@ -56,6 +62,7 @@ impl QueueName {
     pub fn as_str(self) -> &'static str {
         match self {
             QueueName::Tasks => "gauntlet.tasks",
+            QueueName::Retries => "gauntlet.tasks.retry",
             QueueName::Reports => "gauntlet.reports",
         }
     }
@@ -63,7 +70,7 @@ impl QueueName {
     /// Where messages go after too many deliveries.
     pub fn dead_letter(self) -> &'static str {
         match self {
-            QueueName::Tasks => "gauntlet.tasks.dead",
+            QueueName::Tasks | QueueName::Retries => "gauntlet.tasks.dead",
             QueueName::Reports => "gauntlet.reports.dead",
         }
     }
@@ -74,7 +81,7 @@ impl QueueName {
         format!("{}.delay.{}s", self.as_str(), delay.as_secs())
     }
 
-    pub const ALL: [QueueName; 2] = [QueueName::Tasks, QueueName::Reports];
+    pub const ALL: [QueueName; 3] = [QueueName::Tasks, QueueName::Retries, QueueName::Reports];
 }
 
 /// The delays `Bus::publish_delayed` offers; a wanted delay is rounded up to

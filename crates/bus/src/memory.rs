@@ -56,6 +56,14 @@ impl MemoryBus {
     }
 }
 
+/// The queues whose dead letters share `queue`'s dead-letter queue, as
+/// RabbitMQ routes them (`QueueName::dead_letter`): each keeps its own here.
+fn sharing_dead_letters(queue: QueueName) -> impl Iterator<Item = QueueName> {
+    QueueName::ALL
+        .into_iter()
+        .filter(move |q| q.dead_letter() == queue.dead_letter())
+}
+
 impl std::fmt::Debug for MemoryBus {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("MemoryBus").finish_non_exhaustive()
@@ -525,9 +533,11 @@ impl Bus for MemoryBus {
     }
 
     async fn dead_letter_stats(&self, queue: QueueName) -> Result<QueueStats> {
-        let state = self.queue(queue).lock();
+        let messages = sharing_dead_letters(queue)
+            .map(|q| self.queue(q).lock().dead.len() as u64)
+            .sum();
         Ok(QueueStats {
-            messages: state.dead.len() as u64,
+            messages,
             consumers: 0,
         })
     }
@@ -538,7 +548,14 @@ impl Bus for MemoryBus {
         limit: usize,
         decide: Decide<'_>,
     ) -> Result<Sweep> {
-        Ok(self.queue(queue).sweep(limit, decide))
+        let mut all = Sweep::default();
+        for q in sharing_dead_letters(queue) {
+            let sweep = self.queue(q).sweep(limit - all.len(), decide);
+            all.kept.extend(sweep.kept);
+            all.redriven.extend(sweep.redriven);
+            all.discarded.extend(sweep.discarded);
+        }
+        Ok(all)
     }
 }
 

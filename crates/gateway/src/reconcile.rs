@@ -328,7 +328,10 @@ impl Reconciler {
             self.count(&report);
             return Ok(report);
         }
-        let queue_ready = bus.queue_stats(QueueName::Tasks).await?.messages;
+        // Batches ready in either work queue (handed-back ones wait in
+        // `Retries`).
+        let queue_ready = bus.queue_stats(QueueName::Tasks).await?.messages
+            + bus.queue_stats(QueueName::Retries).await?.messages;
 
         let mut report = PassReport::default();
         let mut redrive: HashSet<Uuid> = HashSet::new();

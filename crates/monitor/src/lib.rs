@@ -138,13 +138,13 @@ impl Monitor {
     async fn poll(&self) -> v1::SystemHealth {
         let services = futures::future::join_all(self.inner.targets.iter().map(probe)).await;
         let mut queues = Vec::new();
+        // Work waiting for workers: new batches and handed-back ones.
+        let mut task_messages = None;
         for q in QueueName::ALL {
             match self.inner.bus.queue_stats(q).await {
                 Ok(stats) => {
-                    if q == QueueName::Tasks {
-                        Registry::global()
-                            .gauge("gauntlet_task_queue_messages")
-                            .set(stats.messages as f64);
+                    if matches!(q, QueueName::Tasks | QueueName::Retries) {
+                        *task_messages.get_or_insert(0) += stats.messages;
                     }
                     queues.push(v1::QueueStats {
                         name: q.as_str().into(),
@@ -154,6 +154,11 @@ impl Monitor {
                 }
                 Err(error) => warn!(%error, queue = q.as_str(), "cannot read queue depth"),
             }
+        }
+        if let Some(messages) = task_messages {
+            Registry::global()
+                .gauge("gauntlet_task_queue_messages")
+                .set(messages as f64);
         }
         let healthy = services
             .iter()

@@ -12,8 +12,8 @@
 //!
 //! A task whose provider asks for a wait of a second or more (a 429 or 503
 //! with `Retry-After`) is not waited on in place: the batch writes the rest,
-//! hands such tasks back as a smaller batch through a delay queue (after
-//! the publish is confirmed) and is acked, so no prefetch slot is held by a
+//! hands such tasks back as a smaller batch through a delay queue into
+//! `gauntlet.tasks.retry` (after the publish is confirmed) and is acked, so no prefetch slot is held by a
 //! batch that only waits. After [`MAX_DEFERRALS`] hand-backs a task waits in
 //! place like any retry.
 //!
@@ -469,7 +469,7 @@ impl Worker {
         };
         self.deps
             .bus
-            .publish_delayed(gauntlet_bus::QueueName::Tasks, vec![message], wait)
+            .publish_delayed(gauntlet_bus::QueueName::Retries, vec![message], wait)
             .await?;
         debug!(
             count,

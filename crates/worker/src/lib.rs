@@ -101,11 +101,31 @@ async fn consume(
     // would give their deliveries back at once, and their acks would be lost.
     let mut draining = None;
     'outer: while !shutdown.is_cancelled() {
-        let mut stream = match deps
-            .bus
-            .consume(QueueName::Tasks, config.worker.prefetch)
-            .await
-        {
+        // New batches and handed-back ones, each queue with its own
+        // prefetch, taken as they come: a retry that is due does not wait
+        // behind the backlog of new batches.
+        let consumed = async {
+            let tasks = deps
+                .bus
+                .consume(QueueName::Tasks, config.worker.prefetch)
+                .await?;
+            let retries = deps
+                .bus
+                .consume(QueueName::Retries, config.worker.prefetch)
+                .await?;
+            // Either consumer ending ends both: the loop then reconnects.
+            let ended = |queue: QueueName| {
+                futures::stream::iter([Err(gauntlet_bus::BusError::Unavailable(format!(
+                    "the consumer of {} ended",
+                    queue.as_str()
+                )))])
+            };
+            Ok::<_, gauntlet_bus::BusError>(futures::stream::select(
+                tasks.chain(ended(QueueName::Tasks)),
+                retries.chain(ended(QueueName::Retries)),
+            ))
+        };
+        let mut stream = match consumed.await {
             Ok(s) => {
                 info!(prefetch = config.worker.prefetch, "consuming task batches");
                 backoff = Duration::from_millis(200);

@@ -77,6 +77,7 @@ conformance_suite!(
     discarded_dead_letters_are_gone,
     a_sweep_looks_at_no_more_than_its_limit,
     a_message_published_with_a_redrive_count_is_delivered_as_redelivered,
+    a_delayed_retry_comes_before_the_backlog_and_dies_with_the_tasks,
 );
 
 fn msg(s: &str) -> Message {
@@ -680,4 +681,34 @@ async fn a_message_published_with_a_redrive_count_is_delivered_as_redelivered(bu
     assert_eq!(again.delivery_count, 0);
     first.ack().await.unwrap();
     again.ack().await.unwrap();
+}
+
+async fn a_delayed_retry_comes_before_the_backlog_and_dies_with_the_tasks(bus: Arc<dyn Bus>) {
+    // A backlog of new batches nobody is taking yet, and a retry due in 1 s.
+    let backlog: Vec<String> = (0..50).map(|i| format!("new-{i}")).collect();
+    let names: Vec<&str> = backlog.iter().map(String::as_str).collect();
+    bus.publish(QueueName::Tasks, msgs(&names)).await.unwrap();
+    bus.publish_delayed(QueueName::Retries, msgs(&["retry"]), Duration::from_secs(1))
+        .await
+        .unwrap();
+    eventually_queue(&bus, QueueName::Retries, 1, 0).await;
+    eventually_queue(&bus, QueueName::Tasks, 50, 0).await;
+
+    // Its own queue hands it over at once, whatever waits in `Tasks`.
+    let mut retries = bus.consume(QueueName::Retries, 1).await.unwrap();
+    for _ in 0..=DELIVERY_LIMIT {
+        let d = next(&mut retries).await;
+        assert_eq!(text(&d), "retry");
+        d.requeue().await.unwrap();
+    }
+    assert_no_delivery(&mut retries).await;
+    // Past its delivery limit it joins the dead letters of `Tasks`, where
+    // operators list and redrive them, with its reason.
+    eventually_dead(&bus, QueueName::Tasks, 1).await;
+    let dead = bus.dead_letters(QueueName::Tasks, 10).await.unwrap();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(letter_text(&dead[0]), "retry");
+    assert_eq!(dead[0].reason.as_deref(), Some("delivery_limit"));
+    assert_eq!(dead[0].deliveries, Some(DELIVERY_LIMIT + 1));
+    eventually_queue(&bus, QueueName::Tasks, 50, 0).await;
 }

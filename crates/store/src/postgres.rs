@@ -288,6 +288,20 @@ struct Tally {
     cost_usd: f64,
 }
 
+impl Tally {
+    /// The run's id and these counts, as `$1`…`$6` of a statement.
+    fn arguments(&self, run_id: Uuid) -> Result<sqlx::postgres::PgArguments> {
+        use sqlx::Arguments as _;
+        let mut args = sqlx::postgres::PgArguments::default();
+        args.add(run_id).map_err(sqlx::Error::Encode)?;
+        for count in [self.completed, self.passed, self.failed, self.errors] {
+            args.add(count).map_err(sqlx::Error::Encode)?;
+        }
+        args.add(self.cost_usd).map_err(sqlx::Error::Encode)?;
+        Ok(args)
+    }
+}
+
 /// Adds `own` and every waiting tally of the run to its counters: the run
 /// after the fold, and whether the fold completed it; `None` if the lock
 /// was tried and taken.
@@ -318,7 +332,7 @@ async fn fold(
     // transaction. `active_at` (indexed, for the reconciler) moves at most
     // once a second: an update that leaves every indexed column alone stays
     // a HOT update.
-    let row = sqlx::query(&format!(
+    let row = sqlx::query_with(&format!(
         "WITH t AS (DELETE FROM run_tallies WHERE run_id = $1 \
                     RETURNING completed, passed, failed, errors, cost_usd), \
               s AS (SELECT COALESCE(sum(completed), 0)::bigint + $2 AS c, \
@@ -339,13 +353,7 @@ async fn fold(
            active_at = CASE WHEN s.c > 0 AND active_at < clock_timestamp() - interval '1 second' \
                             THEN clock_timestamp() ELSE active_at END \
          FROM prev, s WHERE id = $1 RETURNING {RUN_COLUMNS}, prev.prev_status"
-    ))
-    .bind(run_id)
-    .bind(own.completed)
-    .bind(own.passed)
-    .bind(own.failed)
-    .bind(own.errors)
-    .bind(own.cost_usd)
+    ), own.arguments(run_id)?)
     .fetch_optional(&mut **tx)
     .await?
     .ok_or_else(|| StoreError::Corrupt(format!("results for unknown run {run_id}")))?;
@@ -808,16 +816,11 @@ impl Store for PgStore {
         let folded = fold(&mut tx, run_id, Lock::Try, own).await?;
         let tally: Option<i64> = if folded.is_none() && inserted > 0 {
             Some(
-                sqlx::query_scalar(
+                sqlx::query_scalar_with(
                     "INSERT INTO run_tallies (run_id, completed, passed, failed, errors, cost_usd) \
                      VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+                    own.arguments(run_id)?,
                 )
-                .bind(run_id)
-                .bind(own.completed)
-                .bind(own.passed)
-                .bind(own.failed)
-                .bind(own.errors)
-                .bind(own.cost_usd)
                 .fetch_one(&mut *tx)
                 .await?,
             )

@@ -200,6 +200,16 @@ pub struct GatewayConfig {
     pub monitor_url: String,
     /// Largest suite text accepted by SubmitRun, in bytes.
     pub max_suite_bytes: usize,
+    /// Tasks of the runs this gateway took that are kept on the task queue
+    /// (or in workers' hands) at once; each run gets an equal share, at
+    /// least one batch, and is topped up as its results land, so runs
+    /// submitted together progress together. A run that fits its share
+    /// goes out whole. The smaller, the sooner a new run's first tasks are
+    /// worked on; too small starves the workers, so the gateway raises it
+    /// to twice what the task queue's consumers hold at once (consumers ×
+    /// `worker.prefetch` × `amqp.batch_size`). 0 publishes every run
+    /// whole (first come, first served).
+    pub dispatch_window_tasks: u64,
 }
 
 impl Default for GatewayConfig {
@@ -209,6 +219,7 @@ impl Default for GatewayConfig {
             analytics_url: "http://127.0.0.1:7072".into(),
             monitor_url: "http://127.0.0.1:7074".into(),
             max_suite_bytes: 16 * 1024 * 1024,
+            dispatch_window_tasks: 5_000,
         }
     }
 }

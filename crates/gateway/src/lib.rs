@@ -5,6 +5,7 @@
 //! work in flight, and serves the operators' view of dead letters.
 
 mod admin;
+pub mod dispatch;
 mod estimate;
 pub mod reconcile;
 mod routing;
@@ -55,7 +56,9 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let config = Arc::new(config);
-    let runs = runs::RunApi::new(config.clone(), deps.clone(), shutdown.clone());
+    let dispatcher = dispatch::Dispatcher::new(deps.clone(), &config);
+    let feeding = tokio::spawn(dispatcher.clone().run(shutdown.clone()));
+    let runs = runs::RunApi::new(config.clone(), deps.clone(), dispatcher, shutdown.clone());
     let routing = routing::Router::new(&config, deps.clone())?;
     let mut server = GrpcServer::new("gateway", &config.grpc).await?;
     let limits = server.limits();
@@ -81,6 +84,7 @@ pub async fn run(
         tokio::spawn(reconciler.run(shutdown.clone()))
     });
     let served = server.serve(listener, shutdown).await;
+    let _ = feeding.await;
     if let Some(reconciler) = reconciler {
         // Cancelled with the server; a pass under way ends with it.
         let _ = reconciler.await;

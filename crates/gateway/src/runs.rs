@@ -24,6 +24,8 @@ const MAX_PAGE: u32 = 1000;
 pub struct RunApi {
     config: Arc<GauntletConfig>,
     deps: Deps,
+    /// Puts the tasks of the runs it takes on the queue.
+    dispatcher: crate::dispatch::Dispatcher,
     shutdown: CancellationToken,
     /// Validates provider ids at submission.
     providers: gauntlet_providers::ProviderFactory,
@@ -52,11 +54,17 @@ struct PageKey {
 }
 
 impl RunApi {
-    pub fn new(config: Arc<GauntletConfig>, deps: Deps, shutdown: CancellationToken) -> Self {
+    pub fn new(
+        config: Arc<GauntletConfig>,
+        deps: Deps,
+        dispatcher: crate::dispatch::Dispatcher,
+        shutdown: CancellationToken,
+    ) -> Self {
         let limits = MessageLimits::new(&config.grpc);
         Self {
             config,
             deps,
+            dispatcher,
             shutdown,
             providers: gauntlet_providers::ProviderFactory::from_process_env(),
             suites: suite_cache(SUITE_CACHE_BYTES),
@@ -162,7 +170,7 @@ impl RunService for RunApi {
         let resp = submit::submit(
             &self.deps,
             &self.providers,
-            self.config.amqp.batch_size,
+            &self.dispatcher,
             self.config.gateway.max_suite_bytes,
             request.into_inner(),
         )
@@ -182,7 +190,7 @@ impl RunService for RunApi {
             let resp = submit::submit_lines(
                 &self.deps,
                 &self.providers,
-                self.config.amqp.batch_size,
+                &self.dispatcher,
                 max_bytes,
                 header,
                 stream,
@@ -194,7 +202,7 @@ impl RunService for RunApi {
         let resp = submit::submit(
             &self.deps,
             &self.providers,
-            self.config.amqp.batch_size,
+            &self.dispatcher,
             max_bytes,
             req,
         )

@@ -4,22 +4,21 @@
 //! is ever held whole); the run itself is created only once every test
 //! passed, and the rows of a refused or broken-off upload are removed.
 
-use gauntlet_bus::{Message, QueueName};
 use gauntlet_core::{
     parse::{NormalizedLines, SuiteFormat, normalized_test_line, parse_normalized, parse_suite},
     suite::{Suite, TestCase},
 };
-use gauntlet_proto::{internal::v1::TaskBatch, v1};
+use gauntlet_proto::v1;
 use gauntlet_providers::{ProviderError, ProviderFactory};
 use gauntlet_service::{convert, internal, invalid};
 use gauntlet_store::{NewRun, UPLOADING_TOTAL};
-use prost::Message as _;
 use tonic::Status;
 use tracing::{info, warn};
 use uuid::Uuid;
 
 use crate::{
     DEFAULT_PROJECT, Deps,
+    dispatch::Dispatcher,
     estimate::{Estimate, Estimator},
 };
 
@@ -29,9 +28,6 @@ const MAX_REPEAT: u32 = 1000;
 const MAX_TASKS: u64 = 10_000_000;
 /// Longest run label, in characters: a name, not a document.
 const MAX_LABEL_CHARS: usize = 200;
-/// Messages per publish call, so a huge run does not hold one giant batch of
-/// unconfirmed publishes.
-const PUBLISH_CHUNK: usize = 500;
 /// Tests stored per write while a suite is read.
 const TESTS_PER_WRITE: usize = 1000;
 /// Tests in the first write of a run opened while its tests arrive; each
@@ -202,6 +198,7 @@ fn check_options(options: Option<v1::RunOptions>) -> Result<v1::RunOptions, Stat
 /// id is chosen before the first test, as the rows are keyed by it.
 struct Intake<'a> {
     deps: &'a Deps,
+    dispatcher: &'a Dispatcher,
     run_id: Uuid,
     /// Tasks per test: prompts × providers × repeat.
     tasks_per_test: u64,
@@ -211,24 +208,18 @@ struct Intake<'a> {
     /// Tests received, written or pending.
     tests: u64,
     /// Set once the run exists while tests still arrive: each write then
-    /// publishes the tasks of the tests it stored.
-    open: Option<Publisher>,
+    /// releases the tasks of the tests it stored to the dispatcher.
+    open: bool,
     /// Tests held before the next write: small at first, so the first
     /// tasks of an open run go out at once, then up to [`TESTS_PER_WRITE`].
     write_at: usize,
 }
 
-/// Publishes a run's task batches.
-struct Publisher {
-    batch_size: u64,
-    headers: Vec<(String, String)>,
-    batches: u64,
-}
-
 impl<'a> Intake<'a> {
-    fn new(deps: &'a Deps, header: &Suite, repeat: u32) -> Self {
+    fn new(deps: &'a Deps, dispatcher: &'a Dispatcher, header: &Suite, repeat: u32) -> Self {
         Self {
             deps,
+            dispatcher,
             run_id: Uuid::now_v7(),
             tasks_per_test: header.prompts.len() as u64
                 * header.providers.len() as u64
@@ -237,7 +228,7 @@ impl<'a> Intake<'a> {
             pending: Vec::with_capacity(TESTS_PER_WRITE),
             pending_bytes: 0,
             tests: 0,
-            open: None,
+            open: false,
             write_at: TESTS_PER_WRITE,
         }
     }
@@ -245,12 +236,7 @@ impl<'a> Intake<'a> {
     /// Creates the run now, before its tests have all arrived, so its
     /// first tasks run while the rest is read. Only for a single repeat:
     /// a task's index then does not depend on how many tests there are.
-    async fn open_run(
-        &mut self,
-        header: &Suite,
-        options: &v1::RunOptions,
-        batch_size: u32,
-    ) -> Result<(), Status> {
+    async fn open_run(&mut self, header: &Suite, options: &v1::RunOptions) -> Result<(), Status> {
         debug_assert_eq!(options.repeat, 1);
         self.deps
             .store
@@ -264,7 +250,8 @@ impl<'a> Intake<'a> {
             ))
             .await
             .map_err(|e| internal("create run", e))?;
-        self.open = Some(Publisher::new(batch_size));
+        self.dispatcher.open(self.run_id);
+        self.open = true;
         self.write_at = FIRST_WRITE;
         Ok(())
     }
@@ -303,9 +290,10 @@ impl<'a> Intake<'a> {
             .map_err(|e| internal("store tests", e))?;
         self.pending.clear();
         self.pending_bytes = 0;
-        if let Some(publisher) = &mut self.open {
-            let tasks = first * self.tasks_per_test..self.tests * self.tasks_per_test;
-            publisher.publish(self.deps, self.run_id, tasks).await?;
+        if self.open {
+            self.dispatcher
+                .release(self.run_id, self.tests * self.tasks_per_test)
+                .await?;
         }
         Ok(())
     }
@@ -313,11 +301,12 @@ impl<'a> Intake<'a> {
     /// Removes what was stored of a suite that will not run. A run already
     /// open ends `failed` with `reason`, keeping what it has.
     async fn abandon(&self, reason: &Status) {
-        if self.open.is_some() {
+        if self.open {
             // Its total becomes the tasks that were published.
             let why = format!("its suite was refused: {}", reason.message());
             let stored = self.tests - self.pending.len() as u64;
-            let published = stored * self.tasks_per_test;
+            let (published, _) = self.dispatcher.published(self.run_id).await;
+            self.dispatcher.forget(self.run_id);
             let store = &self.deps.store;
             let ended = match store.fail_run(self.run_id, &why).await {
                 Ok(_) => store
@@ -354,7 +343,7 @@ impl<'a> Intake<'a> {
 pub async fn submit(
     deps: &Deps,
     providers: &ProviderFactory,
-    batch_size: u32,
+    dispatcher: &Dispatcher,
     max_bytes: usize,
     req: v1::SubmitRunRequest,
 ) -> Result<v1::SubmitRunResponse, Status> {
@@ -364,7 +353,7 @@ pub async fn submit(
     if tests.is_empty() {
         return Err(invalid("suite", "expands into no tasks"));
     }
-    let mut intake = Intake::new(deps, &suite, options.repeat);
+    let mut intake = Intake::new(deps, dispatcher, &suite, options.repeat);
     let stored = async {
         for test in &tests {
             intake.push(test).await?;
@@ -382,7 +371,7 @@ pub async fn submit(
     } else {
         req.suite
     };
-    start(deps, batch_size, intake, suite, options, source).await
+    start(deps, intake, suite, options, source).await
 }
 
 /// Submits a suite sent as normalized JSON lines through `stream` (the
@@ -392,7 +381,7 @@ pub async fn submit(
 pub async fn submit_lines(
     deps: &Deps,
     providers: &ProviderFactory,
-    batch_size: u32,
+    dispatcher: &Dispatcher,
     max_bytes: usize,
     header: v1::SubmitRunHeader,
     mut stream: tonic::Streaming<v1::SubmitRunChunk>,
@@ -426,11 +415,9 @@ pub async fn submit_lines(
             }
         }
     };
-    let mut intake = Intake::new(deps, reader.suite(), options.repeat);
+    let mut intake = Intake::new(deps, dispatcher, reader.suite(), options.repeat);
     if options.repeat == 1 {
-        intake
-            .open_run(reader.suite(), &options, batch_size)
-            .await?;
+        intake.open_run(reader.suite(), &options).await?;
     }
     let received = async {
         let mut trailer = None;
@@ -498,7 +485,7 @@ pub async fn submit_lines(
             return Err(status);
         }
     };
-    start(deps, batch_size, intake, header, options, String::new()).await
+    start(deps, intake, header, options, String::new()).await
 }
 
 /// Characters of a client's abort reason kept (it becomes the run's
@@ -648,63 +635,11 @@ fn new_run(
     }
 }
 
-impl Publisher {
-    fn new(batch_size: u32) -> Self {
-        Self {
-            batch_size: u64::from(batch_size.max(1)),
-            headers: gauntlet_telemetry::propagation::inject_current(),
-            batches: 0,
-        }
-    }
-
-    /// Publishes `tasks` in batches, with confirms, a few hundred
-    /// messages at a time.
-    async fn publish(
-        &mut self,
-        deps: &Deps,
-        run_id: Uuid,
-        tasks: std::ops::Range<u64>,
-    ) -> Result<(), Status> {
-        let end = tasks.end;
-        let mut firsts = tasks.step_by(self.batch_size as usize).peekable();
-        while firsts.peek().is_some() {
-            let chunk: Vec<Message> = firsts
-                .by_ref()
-                .take(PUBLISH_CHUNK)
-                .map(|first| Message {
-                    payload: TaskBatch {
-                        run_id: run_id.to_string(),
-                        project_id: DEFAULT_PROJECT.into(),
-                        first_task: first,
-                        count: (end - first).min(self.batch_size) as u32,
-                        ..TaskBatch::default()
-                    }
-                    .encode_to_vec(),
-                    headers: self.headers.clone(),
-                })
-                .collect();
-            self.batches += chunk.len() as u64;
-            if let Err(e) = deps.bus.publish(QueueName::Tasks, chunk).await {
-                // The run is stored but cannot be fed: end it visibly rather
-                // than leave it queued forever.
-                warn!(run_id = %run_id, error = %e, "publishing tasks failed, failing run");
-                let _ = deps
-                    .store
-                    .fail_run(run_id, "its tasks could not be queued")
-                    .await;
-                return Err(internal("publish tasks", e));
-            }
-        }
-        Ok(())
-    }
-}
-
 /// Starts the run of a suite whose tests are all stored: creates it and
 /// publishes its task batches, or, for a run opened while its tests
 /// arrived (whose batches are out already), sets its real total.
 async fn start(
     deps: &Deps,
-    batch_size: u32,
     mut intake: Intake<'_>,
     header: Suite,
     options: v1::RunOptions,
@@ -719,51 +654,48 @@ async fn start(
     let estimate = intake.estimate(&header, options.repeat);
     let run_id = intake.run_id;
     let stored_options = run_options(&options, Some(intake.tests), Some(&estimate));
-    let (run, publisher) = match intake.open.take() {
-        Some(publisher) => {
-            let run = deps
-                .store
-                .finish_upload(run_id, total as i64, stored_options)
-                .await
-                .map_err(|e| internal("finish upload", e))?
-                .ok_or_else(|| {
-                    internal("finish upload", anyhow::anyhow!("run {run_id} vanished"))
-                })?;
-            if run.status.is_terminal() {
-                // Every task was done before the upload ended.
-                gauntlet_service::events::publish_progress(deps.bus.as_ref(), &run).await;
+    let run = if intake.open {
+        let run = deps
+            .store
+            .finish_upload(run_id, total as i64, stored_options)
+            .await
+            .map_err(|e| internal("finish upload", e))?
+            .ok_or_else(|| internal("finish upload", anyhow::anyhow!("run {run_id} vanished")))?;
+        if run.status.is_terminal() {
+            // Every task was done before the upload ended.
+            gauntlet_service::events::publish_progress(deps.bus.as_ref(), &run).await;
+        }
+        run
+    } else {
+        let created = deps
+            .store
+            .create_run(new_run(
+                run_id,
+                &header,
+                &options,
+                source,
+                total as i64,
+                stored_options,
+            ))
+            .await;
+        let run = match created {
+            Ok(run) => run,
+            Err(e) => {
+                let status = internal("create run", e);
+                intake.abandon(&status).await;
+                return Err(status);
             }
-            (run, publisher)
-        }
-        None => {
-            let created = deps
-                .store
-                .create_run(new_run(
-                    run_id,
-                    &header,
-                    &options,
-                    source,
-                    total as i64,
-                    stored_options,
-                ))
-                .await;
-            let run = match created {
-                Ok(run) => run,
-                Err(e) => {
-                    let status = internal("create run", e);
-                    intake.abandon(&status).await;
-                    return Err(status);
-                }
-            };
-            let mut publisher = Publisher::new(batch_size);
-            publisher.publish(deps, run_id, 0..total).await?;
-            (run, publisher)
-        }
+        };
+        intake.dispatcher.open(run_id);
+        intake.dispatcher.release(run_id, total).await?;
+        run
     };
+    let (published, batches) = intake.dispatcher.published(run_id).await;
     info!(
         run_id = %run_id,
         tasks = total,
-        batches = publisher.batches,
+        published,
+        batches,
         estimated_cost_usd = estimate.cost_usd,
         "run submitted"
     );

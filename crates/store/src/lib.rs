@@ -176,6 +176,8 @@ pub trait Store: Send + Sync + 'static {
     /// Stores the suite and its run in one transaction.
     async fn create_run(&self, run: NewRun) -> Result<RunRecord>;
     async fn get_run(&self, run_id: Uuid) -> Result<Option<RunRecord>>;
+    /// The runs of `run_ids` that exist, in no particular order: one query.
+    async fn get_runs(&self, run_ids: &[Uuid]) -> Result<Vec<RunRecord>>;
     /// Newest first; `after` is the last run of the previous page.
     async fn list_runs(
         &self,

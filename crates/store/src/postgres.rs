@@ -447,6 +447,18 @@ impl Store for PgStore {
             .transpose()
     }
 
+    async fn get_runs(&self, run_ids: &[Uuid]) -> Result<Vec<RunRecord>> {
+        sqlx::query(&format!(
+            "SELECT {RUN_COLUMNS} FROM runs WHERE id = ANY($1)"
+        ))
+        .bind(run_ids)
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(run_from_row)
+        .collect()
+    }
+
     async fn list_runs(
         &self,
         project_id: &str,

@@ -504,6 +504,19 @@ impl Store for SqliteStore {
             .transpose()
     }
 
+    async fn get_runs(&self, run_ids: &[Uuid]) -> Result<Vec<RunRecord>> {
+        let ids: Vec<String> = run_ids.iter().map(|id| uuid_text(*id)).collect();
+        sqlx::query(&format!(
+            "SELECT {RUN_COLUMNS} FROM runs WHERE id IN (SELECT value FROM json_each(?1))"
+        ))
+        .bind(serde_json::Value::from(ids).to_string())
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(run_from_row)
+        .collect()
+    }
+
     async fn list_runs(
         &self,
         project_id: &str,

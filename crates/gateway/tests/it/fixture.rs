@@ -136,8 +136,17 @@ impl Env {
 /// reconciler off so the queues stay as the test leaves them; it stops when
 /// the token is cancelled.
 pub async fn serve(env: &Env) -> (Channel, CancellationToken) {
+    serve_with(env, |_| {}).await
+}
+
+/// [`serve`], with `configure` applied to its configuration.
+pub async fn serve_with(
+    env: &Env,
+    configure: impl FnOnce(&mut GauntletConfig),
+) -> (Channel, CancellationToken) {
     let mut config = GauntletConfig::default();
     config.reconcile.enabled = false;
+    configure(&mut config);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let shutdown = CancellationToken::new();

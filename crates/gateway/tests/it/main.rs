@@ -4,6 +4,7 @@
 //! `cli/tests/it/stuck.rs`.
 
 mod admin;
+mod dispatch;
 mod fixture;
 mod reconcile;
 mod runs;

@@ -199,6 +199,15 @@ async fn a_created_run_reads_back_with_its_suite(store: Arc<dyn Store>) {
     // Each run stores its own suite.
     let other = store.create_run(new_run(1)).await.unwrap();
     assert_ne!(other.suite_id, run.suite_id);
+
+    // Several read at once, as they are; an unknown id reads as nothing.
+    let mut both = store
+        .get_runs(&[other.id, Uuid::now_v7(), run.id])
+        .await
+        .unwrap();
+    both.sort_by_key(|r| r.id);
+    assert_eq!(both, vec![run, other]);
+    assert!(store.get_runs(&[]).await.unwrap().is_empty());
 }
 
 async fn unknown_ids_read_as_nothing(store: Arc<dyn Store>) {

@@ -1,0 +1,345 @@
+//! Puts each run's task batches on the task queue a window at a time, so
+//! runs submitted together progress together.
+//!
+//! The task queue is first in, first out: a run published whole in one go
+//! sits in front of every run submitted after it, which then waits for it
+//! to end. Instead the gateway that took a run keeps its tasks
+//! ([`Paced::ready`]: the ones whose tests are stored) and publishes only
+//! its share of the window at once: the window divided by the runs it is
+//! feeding, at least one batch. The window is
+//! [`GatewayConfig::dispatch_window_tasks`], or, if more, twice what the
+//! task queue's consumers hold at once (consumers × `worker.prefetch` ×
+//! `amqp.batch_size`, read every [`CONSUMERS_EVERY`] passes), so a fleet
+//! scaled out is not starved by a window sized for a few workers. A pass
+//! every [`TICK`] reads how far those runs have got (one query) and tops
+//! each up to its share again, so the queue holds a few batches of every
+//! run, interleaved in the order they come back, and a new run's first
+//! batches wait behind at most about one window of work. A run whose tasks
+//! all fit in its share goes out whole at once, as before; a window of 0
+//! turns pacing off.
+//!
+//! What is not published yet lives only in this gateway. If it stops, its
+//! runs' remaining tasks are neither stored nor queued, and the reconciler
+//! publishes them once the run has been quiet for `stale_after_secs` while
+//! the task queue is empty (`Store::missing_tasks`): late, never lost.
+//!
+//! [`GatewayConfig::dispatch_window_tasks`]: gauntlet_config::GatewayConfig::dispatch_window_tasks
+
+use std::{
+    collections::HashMap,
+    ops::Range,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use gauntlet_bus::{Message, QueueName};
+use gauntlet_config::GauntletConfig;
+use gauntlet_proto::internal::v1::TaskBatch;
+use gauntlet_service::internal;
+use prost::Message as _;
+use tokio_util::sync::CancellationToken;
+use tonic::Status;
+use tracing::warn;
+use uuid::Uuid;
+
+use crate::{DEFAULT_PROJECT, Deps};
+
+/// How often the runs being fed are read and topped up.
+pub const TICK: Duration = Duration::from_millis(100);
+/// Messages per publish call, so a huge run does not hold one giant batch
+/// of unconfirmed publishes.
+const PUBLISH_CHUNK: usize = 500;
+/// Passes between two warnings that publishing still fails.
+const WARN_EVERY: u32 = 50;
+/// Passes between two reads of the task queue's consumers.
+pub const CONSUMERS_EVERY: u32 = 10;
+
+/// The runs this gateway feeds. Cheap to clone: all clones share them.
+#[derive(Clone)]
+pub struct Dispatcher {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    deps: Deps,
+    batch_size: u64,
+    /// `gateway.dispatch_window_tasks`: 0 publishes every task as soon as
+    /// its test is stored.
+    configured: u64,
+    /// Batches a worker holds at once (`worker.prefetch`).
+    prefetch: u64,
+    /// Tasks kept on the queue (or in workers' hands) across all runs: see
+    /// [`window`].
+    window: AtomicU64,
+    runs: Mutex<HashMap<Uuid, Arc<tokio::sync::Mutex<Paced>>>>,
+}
+
+/// One run being fed.
+#[derive(Debug)]
+struct Paced {
+    run_id: Uuid,
+    /// Trace context of its submission, carried by every batch.
+    headers: Vec<(String, String)>,
+    /// Tasks `0..ready` may go out: their tests are stored.
+    ready: u64,
+    /// Tasks `0..dispatched` went out (the broker confirmed them).
+    dispatched: u64,
+    /// Tasks with a stored result, as last read.
+    done: u64,
+    /// Batches published.
+    batches: u64,
+}
+
+impl Dispatcher {
+    pub fn new(deps: Deps, config: &GauntletConfig) -> Self {
+        let batch_size = u64::from(config.amqp.batch_size.max(1));
+        let configured = config.gateway.dispatch_window_tasks;
+        Self {
+            inner: Arc::new(Inner {
+                deps,
+                batch_size,
+                configured,
+                prefetch: u64::from(config.worker.prefetch),
+                window: AtomicU64::new(configured),
+                runs: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    /// Starts feeding `run_id` (stored, with no task ready yet). Called in
+    /// the submission's span: its batches carry that trace context.
+    pub fn open(&self, run_id: Uuid) {
+        let paced = Paced {
+            run_id,
+            headers: gauntlet_telemetry::propagation::inject_current(),
+            ready: 0,
+            dispatched: 0,
+            done: 0,
+            batches: 0,
+        };
+        self.runs()
+            .insert(run_id, Arc::new(tokio::sync::Mutex::new(paced)));
+    }
+
+    /// Tasks `0..ready` of `run_id` may now go out: publishes its share of
+    /// them at once. If the broker refuses them the run ends `failed` (it
+    /// is stored but cannot be fed) and the error is returned. A run no
+    /// longer fed (it ended) gets nothing.
+    pub async fn release(&self, run_id: Uuid, ready: u64) -> Result<(), Status> {
+        let Some(run) = self.fed(run_id) else {
+            return Ok(());
+        };
+        let mut paced = run.lock().await;
+        paced.ready = paced.ready.max(ready);
+        let share = self.share();
+        if let Err(e) = self.top_up(&mut paced, share).await {
+            drop(paced);
+            self.forget(run_id);
+            warn!(run_id = %run_id, error = %e, "publishing tasks failed, failing run");
+            let _ = self
+                .inner
+                .deps
+                .store
+                .fail_run(run_id, "its tasks could not be queued")
+                .await;
+            return Err(internal("publish tasks", e));
+        }
+        Ok(())
+    }
+
+    /// Tasks of `run_id` published so far, and in how many batches.
+    pub async fn published(&self, run_id: Uuid) -> (u64, u64) {
+        match self.fed(run_id) {
+            Some(run) => {
+                let paced = run.lock().await;
+                (paced.dispatched, paced.batches)
+            }
+            None => (0, 0),
+        }
+    }
+
+    /// Stops feeding `run_id`: what is not published stays unpublished.
+    pub fn forget(&self, run_id: Uuid) {
+        self.runs().remove(&run_id);
+    }
+
+    /// Tops up the runs it feeds every [`TICK`] until `shutdown`.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut failing = 0u32;
+        let mut passes = 0u32;
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            if passes.is_multiple_of(CONSUMERS_EVERY) && self.inner.configured > 0 {
+                self.size_window().await;
+            }
+            passes = passes.wrapping_add(1);
+            match self.pass().await {
+                Ok(()) => failing = 0,
+                Err(e) => {
+                    if failing.is_multiple_of(WARN_EVERY) {
+                        warn!(error = %e, passes = failing + 1, "feeding runs failed; trying again");
+                    }
+                    failing += 1;
+                }
+            }
+        }
+    }
+
+    /// One pass: reads the runs it feeds, forgets those that ended and
+    /// tops up the others.
+    pub async fn pass(&self) -> anyhow::Result<()> {
+        let ids: Vec<Uuid> = self.runs().keys().copied().collect();
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let records = self.inner.deps.store.get_runs(&ids).await?;
+        let mut done: HashMap<Uuid, u64> = HashMap::with_capacity(records.len());
+        for record in records {
+            if !record.status.is_terminal() {
+                done.insert(record.id, record.completed_tasks.max(0) as u64);
+            }
+        }
+        for id in &ids {
+            if !done.contains_key(id) {
+                // Ended (or gone): nothing of it is published any more.
+                self.forget(*id);
+            }
+        }
+        let share = self.share();
+        let mut result = Ok(());
+        for (id, done) in done {
+            let Some(run) = self.fed(id) else { continue };
+            // A run its submission is publishing is topped up by it.
+            let Ok(mut paced) = run.try_lock() else {
+                continue;
+            };
+            paced.done = paced.done.max(done);
+            if let Err(e) = self.top_up(&mut paced, share).await {
+                result = Err(e);
+            }
+        }
+        result
+    }
+
+    /// Sizes the window to the task queue's consumers (kept as it was if
+    /// the broker cannot say).
+    async fn size_window(&self) {
+        if let Ok(stats) = self.inner.deps.bus.queue_stats(QueueName::Tasks).await {
+            let inner = &self.inner;
+            let tasks = window(
+                inner.configured,
+                stats.consumers,
+                inner.prefetch,
+                inner.batch_size,
+            );
+            inner.window.store(tasks, Ordering::Relaxed);
+        }
+    }
+
+    /// Tasks kept on the queue across all runs now.
+    pub fn window(&self) -> u64 {
+        self.inner.window.load(Ordering::Relaxed)
+    }
+
+    /// Each run's share of the window: at least one batch.
+    fn share(&self) -> u64 {
+        let window = self.window();
+        if window == 0 {
+            return u64::MAX;
+        }
+        let runs = self.runs().len().max(1) as u64;
+        (window / runs).max(self.inner.batch_size)
+    }
+
+    /// Publishes the ready tasks of `paced` that its share has room for:
+    /// whole batches, the last one cut at `ready`.
+    async fn top_up(&self, paced: &mut Paced, share: u64) -> anyhow::Result<()> {
+        let in_flight = paced.dispatched.saturating_sub(paced.done);
+        if paced.dispatched >= paced.ready || in_flight >= share {
+            return Ok(());
+        }
+        let batch = self.inner.batch_size;
+        let room = (share - in_flight).div_ceil(batch).saturating_mul(batch);
+        let end = paced.ready.min(paced.dispatched.saturating_add(room));
+        self.publish(paced, paced.dispatched..end).await
+    }
+
+    /// Publishes `tasks` in batches with confirms, a few hundred messages
+    /// at a time, moving `paced.dispatched` past each confirmed chunk.
+    async fn publish(&self, paced: &mut Paced, tasks: Range<u64>) -> anyhow::Result<()> {
+        let batch = self.inner.batch_size;
+        let end = tasks.end;
+        let mut firsts = tasks.step_by(batch as usize).peekable();
+        while firsts.peek().is_some() {
+            let chunk: Vec<Message> = firsts
+                .by_ref()
+                .take(PUBLISH_CHUNK)
+                .map(|first| Message {
+                    payload: TaskBatch {
+                        run_id: paced.run_id.to_string(),
+                        project_id: DEFAULT_PROJECT.into(),
+                        first_task: first,
+                        count: (end - first).min(batch) as u32,
+                        ..TaskBatch::default()
+                    }
+                    .encode_to_vec(),
+                    headers: paced.headers.clone(),
+                })
+                .collect();
+            let count = chunk.len() as u64;
+            self.inner.deps.bus.publish(QueueName::Tasks, chunk).await?;
+            paced.batches += count;
+            paced.dispatched = (paced.dispatched + count * batch).min(end);
+        }
+        Ok(())
+    }
+
+    fn fed(&self, run_id: Uuid) -> Option<Arc<tokio::sync::Mutex<Paced>>> {
+        self.runs().get(&run_id).cloned()
+    }
+
+    fn runs(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, Arc<tokio::sync::Mutex<Paced>>>> {
+        self.inner
+            .runs
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// The window: `configured` tasks, or twice what `consumers` holding
+/// `prefetch` batches of `batch_size` tasks each hold at once, if more; 0
+/// (no pacing) stays 0.
+pub fn window(configured: u64, consumers: u32, prefetch: u64, batch_size: u64) -> u64 {
+    if configured == 0 {
+        return 0;
+    }
+    let held = u64::from(consumers)
+        .saturating_mul(prefetch)
+        .saturating_mul(batch_size);
+    configured.max(held.saturating_mul(2))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::window;
+
+    #[test]
+    fn the_window_grows_with_the_fleet_past_its_setting_and_never_turns_pacing_on() {
+        // Two workers holding 16 batches of 50: 1,600 tasks, under 5,000.
+        assert_eq!(window(5_000, 2, 16, 50), 5_000);
+        // Twenty: 16,000 held, so 32,000 kept out.
+        assert_eq!(window(5_000, 20, 16, 50), 32_000);
+        // Nobody consuming: the setting.
+        assert_eq!(window(5_000, 0, 16, 50), 5_000);
+        // Pacing off stays off.
+        assert_eq!(window(0, 20, 16, 50), 0);
+    }
+}

@@ -48,7 +48,7 @@ use uuid::Uuid;
 use crate::{DEFAULT_PROJECT, Deps};
 
 /// How often the runs being fed are read and topped up.
-pub const TICK: Duration = Duration::from_millis(100);
+pub const TICK: Duration = Duration::from_millis(50);
 /// Messages per publish call, so a huge run does not hold one giant batch
 /// of unconfirmed publishes.
 const PUBLISH_CHUNK: usize = 500;
@@ -213,20 +213,39 @@ impl Dispatcher {
                 self.forget(*id);
             }
         }
+        // Every run's top-up goes out in one publish: a pass costs one
+        // confirm round trip, however many runs it feeds.
         let share = self.share();
-        let mut result = Ok(());
-        for (id, done) in done {
-            let Some(run) = self.fed(id) else { continue };
+        let fed: Vec<_> = done
+            .into_iter()
+            .filter_map(|(id, done)| Some((self.fed(id)?, done)))
+            .collect();
+        let mut topped = Vec::new();
+        let mut messages = Vec::new();
+        for (run, done) in &fed {
             // A run its submission is publishing is topped up by it.
             let Ok(mut paced) = run.try_lock() else {
                 continue;
             };
-            paced.done = paced.done.max(done);
-            if let Err(e) = self.top_up(&mut paced, share).await {
-                result = Err(e);
+            paced.done = paced.done.max(*done);
+            if let Some(tasks) = self.room(&paced, share) {
+                messages.extend(self.messages(&paced, tasks.clone()));
+                topped.push((paced, tasks));
             }
         }
-        result
+        if messages.is_empty() {
+            return Ok(());
+        }
+        self.inner
+            .deps
+            .bus
+            .publish(QueueName::Tasks, messages)
+            .await?;
+        for (mut paced, tasks) in topped {
+            paced.batches += (tasks.end - tasks.start).div_ceil(self.inner.batch_size);
+            paced.dispatched = tasks.end;
+        }
+        Ok(())
     }
 
     /// Sizes the window to the task queue's consumers (kept as it was if
@@ -259,41 +278,49 @@ impl Dispatcher {
         (window / runs).max(self.inner.batch_size)
     }
 
-    /// Publishes the ready tasks of `paced` that its share has room for:
-    /// whole batches, the last one cut at `ready`.
-    async fn top_up(&self, paced: &mut Paced, share: u64) -> anyhow::Result<()> {
+    /// The ready tasks of `paced` its share has room for, if any: whole
+    /// batches, the last one cut at `ready`.
+    fn room(&self, paced: &Paced, share: u64) -> Option<Range<u64>> {
         let in_flight = paced.dispatched.saturating_sub(paced.done);
         if paced.dispatched >= paced.ready || in_flight >= share {
-            return Ok(());
+            return None;
         }
         let batch = self.inner.batch_size;
         let room = (share - in_flight).div_ceil(batch).saturating_mul(batch);
-        let end = paced.ready.min(paced.dispatched.saturating_add(room));
-        self.publish(paced, paced.dispatched..end).await
+        Some(paced.dispatched..paced.ready.min(paced.dispatched.saturating_add(room)))
     }
 
-    /// Publishes `tasks` in batches with confirms, a few hundred messages
-    /// at a time, moving `paced.dispatched` past each confirmed chunk.
-    async fn publish(&self, paced: &mut Paced, tasks: Range<u64>) -> anyhow::Result<()> {
+    /// The batches of `tasks` of `paced`'s run.
+    fn messages(&self, paced: &Paced, tasks: Range<u64>) -> impl Iterator<Item = Message> + use<> {
         let batch = self.inner.batch_size;
         let end = tasks.end;
-        let mut firsts = tasks.step_by(batch as usize).peekable();
-        while firsts.peek().is_some() {
-            let chunk: Vec<Message> = firsts
-                .by_ref()
-                .take(PUBLISH_CHUNK)
-                .map(|first| Message {
-                    payload: TaskBatch {
-                        run_id: paced.run_id.to_string(),
-                        project_id: DEFAULT_PROJECT.into(),
-                        first_task: first,
-                        count: (end - first).min(batch) as u32,
-                        ..TaskBatch::default()
-                    }
-                    .encode_to_vec(),
-                    headers: paced.headers.clone(),
-                })
-                .collect();
+        let run_id = paced.run_id.to_string();
+        let headers = paced.headers.clone();
+        tasks.step_by(batch as usize).map(move |first| Message {
+            payload: TaskBatch {
+                run_id: run_id.clone(),
+                project_id: DEFAULT_PROJECT.into(),
+                first_task: first,
+                count: (end - first).min(batch) as u32,
+                ..TaskBatch::default()
+            }
+            .encode_to_vec(),
+            headers: headers.clone(),
+        })
+    }
+
+    /// Publishes what `paced`'s share has room for, with confirms, a few
+    /// hundred messages at a time, moving `paced.dispatched` past each
+    /// confirmed chunk.
+    async fn top_up(&self, paced: &mut Paced, share: u64) -> anyhow::Result<()> {
+        let Some(tasks) = self.room(paced, share) else {
+            return Ok(());
+        };
+        let batch = self.inner.batch_size;
+        let end = tasks.end;
+        let mut batches = self.messages(paced, tasks).peekable();
+        while batches.peek().is_some() {
+            let chunk: Vec<Message> = batches.by_ref().take(PUBLISH_CHUNK).collect();
             let count = chunk.len() as u64;
             self.inner.deps.bus.publish(QueueName::Tasks, chunk).await?;
             paced.batches += count;

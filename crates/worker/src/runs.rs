@@ -39,7 +39,15 @@ pub struct RunPlan {
     pub max_cost_usd: Option<f64>,
     /// Clients of the model-graded assertions' graders, built on first use.
     pub graders: Graders,
+    /// Bytes of its stored header: what it weighs in the cache.
+    weight: u32,
 }
+
+/// Bytes of stored suite headers whose plans a worker keeps. Weighed, not
+/// counted: fair dispatch hands every worker batches of every active run
+/// at once, and a plan rebuilt per batch costs a suite read and parse (and
+/// a second `maxConcurrency` semaphore for the same run).
+const PLAN_CACHE_BYTES: u64 = 64 << 20;
 
 /// What a batch needs to know of its run while it works.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -77,7 +85,8 @@ impl RunCache {
             store,
             calls: Arc::new(ProviderCalls::direct(providers)),
             plans: Cache::builder()
-                .max_capacity(64)
+                .max_capacity(PLAN_CACHE_BYTES)
+                .weigher(|_, plan: &Arc<RunPlan>| plan.weight)
                 .time_to_idle(Duration::from_secs(600))
                 .build(),
             // Shared by every batch of a run on this worker, so a cancel or a
@@ -170,6 +179,7 @@ impl RunCache {
             providers,
             max_cost_usd,
             graders: Graders::new(self.calls.clone(), use_cache),
+            weight: u32::try_from(value.len()).unwrap_or(u32::MAX).max(1),
         }))
     }
 

@@ -41,6 +41,8 @@ enum Load {
     ManyRuns(load::runs::ManyRunsArgs),
     /// Submissions at a base rate, ten times it for a while, and back.
     Spike(load::runs::SpikeArgs),
+    /// Short runs submitted while a long one goes: how soon each ends.
+    Behind(load::runs::BehindArgs),
     /// Mixed load for a long time, sampling RSS, fds and DB connections.
     Soak(load::soak::SoakArgs),
 }
@@ -155,6 +157,7 @@ fn main() -> anyhow::Result<ExitCode> {
             runtime.block_on(load::runs::many_runs(args)).map(|()| true)
         }
         Cli::Load(Load::Spike(args)) => runtime.block_on(load::runs::spike(args)).map(|()| true),
+        Cli::Load(Load::Behind(args)) => runtime.block_on(load::runs::behind(args)).map(|()| true),
         Cli::Load(Load::Soak(args)) => runtime.block_on(load::soak::run(args)).map(|()| true),
         Cli::Fault(args) => runtime.block_on(fault_suite(args)),
     }?;

@@ -439,3 +439,140 @@ mod tests {
         assert!((jain(&[1.0, 0.0, 0.0, 0.0]) - 0.25).abs() < 1e-9);
     }
 }
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct BehindArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// Tasks of the long run, submitted first.
+    #[arg(long, default_value_t = 200_000)]
+    pub long: usize,
+    /// Short runs submitted while it goes, one every `--every`.
+    #[arg(long, default_value_t = 5)]
+    pub shorts: usize,
+    /// Tasks of each short run.
+    #[arg(long, default_value_t = 100)]
+    pub short: usize,
+    #[arg(long, value_parser = humantime, default_value = "2s")]
+    pub every: Duration,
+    /// The most the whole thing may take.
+    #[arg(long, value_parser = humantime, default_value = "10m")]
+    pub deadline: Duration,
+}
+
+/// `load behind`: short runs submitted while a long one goes (an
+/// interactive run behind a nightly one): how long each takes from its
+/// submission to its end, and what they cost the long run.
+pub async fn behind(args: BehindArgs) -> anyhow::Result<()> {
+    let env = Env::start(&args.common).await?;
+    let result = behind_in(&args, &env).await;
+    env.stop().await;
+    result
+}
+
+async fn behind_in(args: &BehindArgs, env: &Env) -> anyhow::Result<()> {
+    let mut gateway = env.stack.gateway().await?;
+    let started = Instant::now();
+    let long = submit(&mut gateway, &env.suite(args.long)).await?;
+    let mut shorts = Vec::with_capacity(args.shorts);
+    // When each short run was first seen ended, polled every 100 ms while
+    // the next ones are submitted.
+    let mut short_ends: BTreeMap<String, Instant> = BTreeMap::new();
+    let mut short_runs: BTreeMap<String, v1::Run> = BTreeMap::new();
+    let deadline = started + args.deadline;
+    for n in 0..=args.shorts {
+        let next = started + args.every * (n as u32 + 1);
+        loop {
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "the short runs did not end in time"
+            );
+            let now = Instant::now();
+            for r in list_runs(&mut gateway).await? {
+                if shorts.iter().any(|(id, _)| *id == r.id) {
+                    if v1::RunStatus::is_terminal_value(r.status) {
+                        short_ends.entry(r.id.clone()).or_insert(now);
+                    }
+                    short_runs.insert(r.id.clone(), r);
+                }
+            }
+            // The next one is submitted when due; after the last, all
+            // are waited for.
+            let waiting = if n < args.shorts {
+                Instant::now() < next
+            } else {
+                short_ends.len() < shorts.len()
+            };
+            if !waiting {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        if n < args.shorts {
+            let id = submit(&mut gateway, &env.suite(args.short)).await?;
+            shorts.push((id, Instant::now()));
+        }
+    }
+    let ids: Vec<String> = shorts.iter().map(|(id, _)| id.clone()).collect();
+    let (long_runs, long_ends) =
+        wait_all(&mut gateway, std::slice::from_ref(&long), args.deadline).await?;
+
+    let mut turnaround: Vec<f64> = shorts
+        .iter()
+        .filter_map(|(id, at)| Some(short_ends.get(id)?.duration_since(*at).as_secs_f64()))
+        .collect();
+    let long_wall = long_ends
+        .get(&long)
+        .map(|end| end.duration_since(started).as_secs_f64());
+    let mut problems = Vec::new();
+    for (id, tasks) in ids
+        .iter()
+        .map(|id| (id, args.short))
+        .chain([(&long, args.long)])
+    {
+        let run = short_runs.get(id).or_else(|| long_runs.get(id));
+        let ok = run.is_some_and(|r| {
+            r.status == v1::RunStatus::Completed as i32 && r.passed == tasks as u64
+        });
+        if !ok {
+            problems.push(format!("run {id}: {run:?}"));
+        }
+    }
+    println!(
+        "{} short runs of {} tasks, one every {:?}, behind a run of {} tasks; {} worker(s), {} calls in flight each, mock at {} ms",
+        args.shorts,
+        args.short,
+        args.every,
+        args.long,
+        args.common.workers,
+        args.common.max_in_flight,
+        args.common.latency_ms
+    );
+    let mut t = Table::new(&["figure", "value"]);
+    t.row(vec![
+        "short runs, submission → end: min / median / max".into(),
+        if turnaround.is_empty() {
+            "none ended".into()
+        } else {
+            format!(
+                "{:.2} / {:.2} / {:.2} s",
+                percentile(&mut turnaround, 0.0),
+                percentile(&mut turnaround, 0.5),
+                percentile(&mut turnaround, 1.0)
+            )
+        },
+    ]);
+    t.row(vec![
+        "long run ended after (tasks/s)".into(),
+        long_wall.map_or("did not end".into(), |wall| {
+            format!("{wall:.1} s ({:.0})", args.long as f64 / wall)
+        }),
+    ]);
+    t.row(vec![
+        "runs completed, every task passing".into(),
+        format!("{} of {}", ids.len() + 1 - problems.len(), ids.len() + 1),
+    ]);
+    println!("{t}");
+    anyhow::ensure!(problems.is_empty(), "{}", problems.join("\n"));
+    Ok(())
+}

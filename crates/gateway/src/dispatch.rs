@@ -6,11 +6,17 @@
 //! to end. Instead the gateway that took a run keeps its tasks
 //! ([`Paced::ready`]: the ones whose tests are stored) and publishes only
 //! its share of the window at once: the window divided by the runs it is
-//! feeding, at least one batch. The window is
-//! [`GatewayConfig::dispatch_window_tasks`], or, if more, twice what the
+//! feeding, at least one batch. The window starts at its floor,
+//! [`GatewayConfig::dispatch_window_tasks`] or, if more, twice what the
 //! task queue's consumers hold at once (consumers × `worker.prefetch` ×
-//! `amqp.batch_size`, read every [`CONSUMERS_EVERY`] passes), so a fleet
-//! scaled out is not starved by a window sized for a few workers. A pass
+//! `amqp.batch_size`), so a fleet scaled out is not starved by a window
+//! sized for a few workers. It then follows the queue ([`adapt`]): tasks
+//! waiting out a provider's `Retry-After` count as in flight but occupy
+//! no one, so while runs are held back by their share and the queue runs
+//! dry the window grows (by a quarter a pass, up to [`MAX_GROWTH`] × its
+//! floor), and while more than the floor waits on the queue it shrinks
+//! back. The queue is read every pass that holds a run back, and every
+//! [`LOOK_EVERY`] passes otherwise. A pass
 //! every [`TICK`] reads how far those runs have got (one query) and tops
 //! each up to its share again, so the queue holds a few batches of every
 //! run, interleaved in the order they come back, and a new run's first
@@ -30,7 +36,7 @@ use std::{
     ops::Range,
     sync::{
         Arc, Mutex,
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicU32, AtomicU64, Ordering},
     },
     time::Duration,
 };
@@ -54,8 +60,10 @@ pub const TICK: Duration = Duration::from_millis(50);
 const PUBLISH_CHUNK: usize = 500;
 /// Passes between two warnings that publishing still fails.
 const WARN_EVERY: u32 = 50;
-/// Passes between two reads of the task queue's consumers.
-pub const CONSUMERS_EVERY: u32 = 10;
+/// Passes between two reads of the task queue while no run is held back.
+pub const LOOK_EVERY: u32 = 20;
+/// How far above its floor the window may grow.
+pub const MAX_GROWTH: u64 = 16;
 
 /// The runs this gateway feeds. Cheap to clone: all clones share them.
 #[derive(Clone)]
@@ -72,8 +80,10 @@ struct Inner {
     /// Batches a worker holds at once (`worker.prefetch`).
     prefetch: u64,
     /// Tasks kept on the queue (or in workers' hands) across all runs: see
-    /// [`window`].
+    /// [`floor`] and [`adapt`].
     window: AtomicU64,
+    /// Passes made.
+    passes: AtomicU32,
     runs: Mutex<HashMap<Uuid, Arc<tokio::sync::Mutex<Paced>>>>,
 }
 
@@ -104,6 +114,7 @@ impl Dispatcher {
                 configured,
                 prefetch: u64::from(config.worker.prefetch),
                 window: AtomicU64::new(configured),
+                passes: AtomicU32::new(0),
                 runs: Mutex::new(HashMap::new()),
             }),
         }
@@ -171,16 +182,11 @@ impl Dispatcher {
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut failing = 0u32;
-        let mut passes = 0u32;
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 _ = tick.tick() => {}
             }
-            if passes.is_multiple_of(CONSUMERS_EVERY) && self.inner.configured > 0 {
-                self.size_window().await;
-            }
-            passes = passes.wrapping_add(1);
             match self.pass().await {
                 Ok(()) => failing = 0,
                 Err(e) => {
@@ -196,6 +202,7 @@ impl Dispatcher {
     /// One pass: reads the runs it feeds, forgets those that ended and
     /// tops up the others.
     pub async fn pass(&self) -> anyhow::Result<()> {
+        let passes = self.inner.passes.fetch_add(1, Ordering::Relaxed);
         let ids: Vec<Uuid> = self.runs().keys().copied().collect();
         if ids.is_empty() {
             return Ok(());
@@ -213,21 +220,35 @@ impl Dispatcher {
                 self.forget(*id);
             }
         }
-        // Every run's top-up goes out in one publish: a pass costs one
-        // confirm round trip, however many runs it feeds.
-        let share = self.share();
         let fed: Vec<_> = done
             .into_iter()
             .filter_map(|(id, done)| Some((self.fed(id)?, done)))
             .collect();
-        let mut topped = Vec::new();
-        let mut messages = Vec::new();
+        let mut held = Vec::with_capacity(fed.len());
         for (run, done) in &fed {
             // A run its submission is publishing is topped up by it.
             let Ok(mut paced) = run.try_lock() else {
                 continue;
             };
             paced.done = paced.done.max(*done);
+            held.push(paced);
+        }
+        if self.inner.configured > 0 {
+            let share = self.share();
+            let held_back = held.iter().any(|paced| {
+                paced.dispatched < paced.ready
+                    && paced.dispatched.saturating_sub(paced.done) >= share
+            });
+            if held_back || passes.is_multiple_of(LOOK_EVERY) {
+                self.size_window(held_back).await;
+            }
+        }
+        // Every run's top-up goes out in one publish: a pass costs one
+        // confirm round trip, however many runs it feeds.
+        let share = self.share();
+        let mut topped = Vec::new();
+        let mut messages = Vec::new();
+        for paced in held {
             if let Some(tasks) = self.room(&paced, share) {
                 messages.extend(self.messages(&paced, tasks.clone()));
                 topped.push((paced, tasks));
@@ -248,18 +269,20 @@ impl Dispatcher {
         Ok(())
     }
 
-    /// Sizes the window to the task queue's consumers (kept as it was if
-    /// the broker cannot say).
-    async fn size_window(&self) {
+    /// Sizes the window to the task queue: its consumers and what waits on
+    /// it (kept as it was if the broker cannot say).
+    async fn size_window(&self, held_back: bool) {
         if let Ok(stats) = self.inner.deps.bus.queue_stats(QueueName::Tasks).await {
             let inner = &self.inner;
-            let tasks = window(
+            let floor = floor(
                 inner.configured,
                 stats.consumers,
                 inner.prefetch,
                 inner.batch_size,
             );
-            inner.window.store(tasks, Ordering::Relaxed);
+            let waiting = stats.messages.saturating_mul(inner.batch_size);
+            let window = adapt(self.window(), floor, waiting, held_back);
+            inner.window.store(window, Ordering::Relaxed);
         }
     }
 
@@ -341,10 +364,10 @@ impl Dispatcher {
     }
 }
 
-/// The window: `configured` tasks, or twice what `consumers` holding
-/// `prefetch` batches of `batch_size` tasks each hold at once, if more; 0
-/// (no pacing) stays 0.
-pub fn window(configured: u64, consumers: u32, prefetch: u64, batch_size: u64) -> u64 {
+/// The window's floor: `configured` tasks, or twice what `consumers`
+/// holding `prefetch` batches of `batch_size` tasks each hold at once, if
+/// more; 0 (no pacing) stays 0.
+pub fn floor(configured: u64, consumers: u32, prefetch: u64, batch_size: u64) -> u64 {
     if configured == 0 {
         return 0;
     }
@@ -354,19 +377,58 @@ pub fn window(configured: u64, consumers: u32, prefetch: u64, batch_size: u64) -
     configured.max(held.saturating_mul(2))
 }
 
+/// The next window after `window`, with `waiting` tasks on the queue:
+/// grown by a quarter (up to [`MAX_GROWTH`] × `floor`) when runs are held
+/// back by their share while less than a quarter of the floor waits (the
+/// workers are running dry: what is in flight is mostly waiting out a
+/// provider), shrunk by an eighth towards `floor` while more than the floor
+/// waits (a new run would wait behind it), else kept.
+pub fn adapt(window: u64, floor: u64, waiting: u64, held_back: bool) -> u64 {
+    let window = window.max(floor);
+    if held_back && waiting < floor / 4 {
+        (window + window / 4).min(floor.saturating_mul(MAX_GROWTH))
+    } else if waiting > floor {
+        (window - window / 8).max(floor)
+    } else {
+        window
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::window;
+    use super::{MAX_GROWTH, adapt, floor};
 
     #[test]
-    fn the_window_grows_with_the_fleet_past_its_setting_and_never_turns_pacing_on() {
+    fn the_floor_grows_with_the_fleet_past_its_setting_and_never_turns_pacing_on() {
         // Two workers holding 16 batches of 50: 1,600 tasks, under 5,000.
-        assert_eq!(window(5_000, 2, 16, 50), 5_000);
+        assert_eq!(floor(5_000, 2, 16, 50), 5_000);
         // Twenty: 16,000 held, so 32,000 kept out.
-        assert_eq!(window(5_000, 20, 16, 50), 32_000);
+        assert_eq!(floor(5_000, 20, 16, 50), 32_000);
         // Nobody consuming: the setting.
-        assert_eq!(window(5_000, 0, 16, 50), 5_000);
+        assert_eq!(floor(5_000, 0, 16, 50), 5_000);
         // Pacing off stays off.
-        assert_eq!(window(0, 20, 16, 50), 0);
+        assert_eq!(floor(0, 20, 16, 50), 0);
+    }
+
+    #[test]
+    fn the_window_grows_while_the_queue_runs_dry_and_shrinks_back_while_it_is_deep() {
+        // Held back with an empty queue: a quarter more each pass, up to
+        // its ceiling.
+        let mut w = 5_000;
+        let mut grown = vec![];
+        for _ in 0..3 {
+            w = adapt(w, 5_000, 0, true);
+            grown.push(w);
+        }
+        assert_eq!(grown, [6_250, 7_812, 9_765]);
+        assert_eq!(adapt(79_000, 5_000, 0, true), 5_000 * MAX_GROWTH);
+        // Enough waiting, or nobody held back: kept.
+        assert_eq!(adapt(9_765, 5_000, 2_000, true), 9_765);
+        assert_eq!(adapt(9_765, 5_000, 0, false), 9_765);
+        // Deep: an eighth less a pass, never under the floor.
+        assert_eq!(adapt(9_765, 5_000, 6_000, true), 8_545);
+        assert_eq!(adapt(5_100, 5_000, 6_000, false), 5_000);
+        // A floor raised by the fleet lifts the window with it.
+        assert_eq!(adapt(5_000, 32_000, 20_000, false), 32_000);
     }
 }

@@ -184,6 +184,8 @@ impl Dispatcher {
         let mut failing = 0u32;
         loop {
             tokio::select! {
+                // Stopped is stopped: no pass after it, even if one is due.
+                biased;
                 _ = shutdown.cancelled() => return,
                 _ = tick.tick() => {}
             }

@@ -189,8 +189,14 @@ impl AnalyticsService for Analytics {
                 None => Ok(None),
             }
         })?;
-        let pairs = compare::compare(&side_a.0, side_b.as_ref(), by, alpha, req.seed)
-            .map_err(|r| Status::failed_precondition(r.0))?;
+        // Off the async threads: a million results a side take a while.
+        let seed = req.seed;
+        let pairs = tokio::task::spawn_blocking(move || {
+            compare::compare(&side_a.0, side_b.as_ref(), by, alpha, seed)
+        })
+        .await
+        .map_err(|e| internal("compare", anyhow::Error::from(e)))?
+        .map_err(|r| Status::failed_precondition(r.0))?;
         let partial =
             !run_a.status.is_terminal() || run_b.as_ref().is_some_and(|r| !r.status.is_terminal());
         let comparison = v1::Comparison {
@@ -280,8 +286,14 @@ impl AnalyticsService for Analytics {
         }
         let ((side_a, _), (side_b, suite)) =
             tokio::try_join!(self.side(baseline.id, true), self.side(id, true))?;
-        let (pairs, flips) = compare::regressions(&side_a, &side_b, alpha, req.seed)
-            .map_err(|r| Status::failed_precondition(r.0))?;
+        // Off the async threads: a million results a side take a while.
+        let seed = req.seed;
+        let (pairs, flips) = tokio::task::spawn_blocking(move || {
+            compare::regressions(&side_a, &side_b, alpha, seed)
+        })
+        .await
+        .map_err(|e| internal("compare", anyhow::Error::from(e)))?
+        .map_err(|r| Status::failed_precondition(r.0))?;
         let (mut baseline_tallies, mut run_tallies) =
             (regressions::Tallies::new(), regressions::Tallies::new());
         let (mut add_a, mut add_b) = (

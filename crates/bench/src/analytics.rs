@@ -244,6 +244,25 @@ pub async fn run(args: AnalyticsArgs) -> anyhow::Result<()> {
         "store reads of a summary, each alone, rolled up: {}",
         store_reads(store.as_ref(), a, args.calls).await?
     );
+    // What a comparison reads: each run's outcomes and test digests.
+    let outcomes = |run: Uuid| {
+        let store = store.clone();
+        async move {
+            let mut n = 0u64;
+            store.for_each_outcome(run, &mut |_| n += 1).await?;
+            let digests = store.test_digests(run).await?;
+            anyhow::Ok((n, digests.len()))
+        }
+    };
+    let t = Instant::now();
+    let (n, tests) = outcomes(a).await?;
+    let alone = t.elapsed().as_secs_f64() * 1e3;
+    let t = Instant::now();
+    tokio::try_join!(outcomes(a), outcomes(b))?;
+    let both = t.elapsed().as_secs_f64() * 1e3;
+    println!(
+        "store reads of a comparison: {n} outcomes and {tests} test digests of one run {alone:.0} ms, of both at once {both:.0} ms"
+    );
     let shutdown = CancellationToken::new();
     for (label, cache) in [("cold", 0), ("cached", 64 << 20)] {
         let client = analytics(store.clone(), cache, &shutdown).await?;

@@ -191,8 +191,92 @@ fn pg_outcome(row: &PgRow) -> Result<Outcome, sqlx::Error> {
     })
 }
 
-/// Results whose outcomes `for_each_outcome` reads in one query.
+/// Results whose outcomes `for_each_outcome` reads in one query, and
+/// `roll_up` packs in one `run_outcomes` row.
 const OUTCOMES_AT_ONCE: i64 = 50_000;
+
+/// The outcomes of up to `$3` results of run `$1` after task `$2`, in task
+/// order, each column packed as its values' binary send forms end to end
+/// (big-endian, fixed width): a row costs the driver ~2 µs, and even an
+/// array decodes element by element, where these are cut apart in place.
+/// One definition for the live read and the roll-up's packing
+/// (`run_outcomes`).
+const OUTCOME_ARRAYS: &str = "SELECT COUNT(*) AS n, MIN(task_index) AS first_task, \
+     MAX(task_index) AS last_task, \
+     string_agg(int4send(test_index), ''::bytea) AS tests, \
+     string_agg(int4send(prompt_index), ''::bytea) AS prompts, \
+     string_agg(int4send(provider_index), ''::bytea) AS providers, \
+     string_agg(int4send(repeat_index), ''::bytea) AS repeats, \
+     string_agg(int2send(status), ''::bytea) AS statuses, \
+     string_agg(float8send(score), ''::bytea) AS scores, \
+     string_agg(int4send(latency_ms), ''::bytea) AS latencies, \
+     string_agg(float8send(cost_usd), ''::bytea) AS costs \
+     FROM (SELECT task_index, test_index, prompt_index, provider_index, repeat_index, \
+             status, score, latency_ms, cost_usd \
+           FROM results WHERE run_id = $1 AND task_index > $2 \
+           ORDER BY task_index LIMIT $3) s";
+
+/// Column `name` of `row`, packed by [`OUTCOME_ARRAYS`]: `n` values of
+/// `N` bytes each.
+fn packed<const N: usize>(row: &PgRow, name: &str, n: i64) -> Result<Vec<[u8; N]>> {
+    let bytes: Vec<u8> = row.try_get::<Option<Vec<u8>>, _>(name)?.unwrap_or_default();
+    if bytes.len() as i64 != n * N as i64 {
+        return Err(StoreError::Corrupt(format!(
+            "outcome column {name}: {} bytes for {n} results of {N}",
+            bytes.len()
+        )));
+    }
+    Ok(bytes
+        .chunks_exact(N)
+        .map(|c| c.try_into().expect("chunks of N"))
+        .collect())
+}
+
+/// Hands each outcome of `row` (a row of [`OUTCOME_ARRAYS`]' columns) to
+/// `each`, in order; returns how many.
+fn each_outcome(row: &PgRow, each: &mut (dyn FnMut(Outcome) + Send)) -> Result<i64> {
+    let n: i64 = row.try_get::<Option<i64>, _>("n")?.unwrap_or(0);
+    if n == 0 {
+        return Ok(0);
+    }
+    let int = |name: &str| -> Result<Vec<i32>> {
+        Ok(packed::<4>(row, name, n)?
+            .into_iter()
+            .map(i32::from_be_bytes)
+            .collect())
+    };
+    let float = |name: &str| -> Result<Vec<f64>> {
+        Ok(packed::<8>(row, name, n)?
+            .into_iter()
+            .map(f64::from_be_bytes)
+            .collect())
+    };
+    let (tests, prompts, providers, repeats, latencies) = (
+        int("tests")?,
+        int("prompts")?,
+        int("providers")?,
+        int("repeats")?,
+        int("latencies")?,
+    );
+    let statuses: Vec<i16> = packed::<2>(row, "statuses", n)?
+        .into_iter()
+        .map(i16::from_be_bytes)
+        .collect();
+    let (scores, costs) = (float("scores")?, float("costs")?);
+    for i in 0..n as usize {
+        each(Outcome {
+            test_index: tests[i],
+            prompt_index: prompts[i],
+            provider_index: providers[i],
+            repeat_index: repeats[i],
+            status: result_status(statuses[i])?,
+            score: scores[i],
+            latency_ms: latencies[i],
+            cost_usd: costs[i],
+        });
+    }
+    Ok(n)
+}
 
 /// `values`, one of a query's aggregated columns, if it has `n` of them.
 fn same_length<T>(name: &str, values: Vec<T>, n: i64) -> Result<Vec<T>> {
@@ -200,7 +284,7 @@ fn same_length<T>(name: &str, values: Vec<T>, n: i64) -> Result<Vec<T>> {
         Ok(values)
     } else {
         Err(StoreError::Corrupt(format!(
-            "outcome column {name}: {} values for {n} results",
+            "aggregated column {name}: {} values for {n} rows",
             values.len()
         )))
     }
@@ -914,6 +998,27 @@ impl Store for PgStore {
         for sql in ROLL_UP.iter().copied().chain([assertions.as_str()]) {
             sqlx::query(sql).bind(run_id).execute(&mut *tx).await?;
         }
+        // Its outcomes, packed a chunk at a time.
+        let pack = format!(
+            "INSERT INTO run_outcomes (run_id, first_task, last_task, n, tests, prompts, \
+             providers, repeats, statuses, scores, latencies, costs) \
+             SELECT $1, first_task, last_task, n, tests, prompts, providers, repeats, \
+             statuses, scores, latencies, costs FROM ({OUTCOME_ARRAYS}) o WHERE n > 0 \
+             RETURNING n::BIGINT AS n, last_task"
+        );
+        let mut after = -1i64;
+        while let Some(row) = sqlx::query(&pack)
+            .bind(run_id)
+            .bind(after)
+            .bind(OUTCOMES_AT_ONCE)
+            .fetch_optional(&mut *tx)
+            .await?
+        {
+            if row.try_get::<i64, _>("n")? < OUTCOMES_AT_ONCE {
+                break;
+            }
+            after = row.try_get("last_task")?;
+        }
         tx.commit().await?;
         Ok(true)
     }
@@ -1097,83 +1202,76 @@ impl Store for PgStore {
         run_id: Uuid,
         each: &mut (dyn FnMut(Outcome) + Send),
     ) -> Result<()> {
-        // A row costs the driver ~2 µs, a million rows seconds of a
-        // comparison: the outcomes come as one array per column, a range of
-        // tasks at a time, in task order (the primary key's).
-        let mut after = -1i64;
-        loop {
-            let row = sqlx::query(
-                "SELECT COUNT(*) AS n, MAX(task_index) AS last, \
-                 array_agg(test_index) AS tests, array_agg(prompt_index) AS prompts, \
-                 array_agg(provider_index) AS providers, array_agg(repeat_index) AS repeats, \
-                 array_agg(status) AS statuses, array_agg(score) AS scores, \
-                 array_agg(latency_ms) AS latencies, array_agg(cost_usd) AS costs \
-                 FROM (SELECT task_index, test_index, prompt_index, provider_index, repeat_index, \
-                         status, score, latency_ms, cost_usd \
-                       FROM results WHERE run_id = $1 AND task_index > $2 \
-                       ORDER BY task_index LIMIT $3) s",
+        if self.rolled_up(run_id).await? {
+            // Packed at its roll-up; a run rolled up before outcomes were
+            // packed has none, and is read from its results below.
+            use futures::TryStreamExt;
+            let mut rows = sqlx::query(
+                "SELECT n::BIGINT AS n, tests, prompts, providers, repeats, statuses, scores, \
+                 latencies, costs FROM run_outcomes WHERE run_id = $1 ORDER BY first_task",
             )
             .bind(run_id)
-            .bind(after)
-            .bind(OUTCOMES_AT_ONCE)
-            .fetch_one(&self.pool)
-            .await?;
-            let n: i64 = row.try_get("n")?;
-            if n == 0 {
+            .fetch(&self.pool);
+            let mut packed = false;
+            while let Some(row) = rows.try_next().await? {
+                each_outcome(&row, each)?;
+                packed = true;
+            }
+            if packed {
                 return Ok(());
             }
-            let column = |name: &str| -> Result<Vec<i32>> {
-                let v: Vec<i32> = row.try_get(name)?;
-                same_length(name, v, n)
-            };
-            let (tests, prompts, providers, repeats, latencies) = (
-                column("tests")?,
-                column("prompts")?,
-                column("providers")?,
-                column("repeats")?,
-                column("latencies")?,
-            );
-            let statuses = same_length("statuses", row.try_get::<Vec<i16>, _>("statuses")?, n)?;
-            let scores = same_length("scores", row.try_get::<Vec<f64>, _>("scores")?, n)?;
-            let costs = same_length("costs", row.try_get::<Vec<f64>, _>("costs")?, n)?;
-            for i in 0..n as usize {
-                each(Outcome {
-                    test_index: tests[i],
-                    prompt_index: prompts[i],
-                    provider_index: providers[i],
-                    repeat_index: repeats[i],
-                    status: result_status(statuses[i])?,
-                    score: scores[i],
-                    latency_ms: latencies[i],
-                    cost_usd: costs[i],
-                });
-            }
-            if n < OUTCOMES_AT_ONCE {
+        }
+        let mut after = -1i64;
+        loop {
+            let row = sqlx::query(OUTCOME_ARRAYS)
+                .bind(run_id)
+                .bind(after)
+                .bind(OUTCOMES_AT_ONCE)
+                .fetch_one(&self.pool)
+                .await?;
+            if each_outcome(&row, each)? < OUTCOMES_AT_ONCE {
                 return Ok(());
             }
-            after = row.try_get("last")?;
+            after = row.try_get("last_task")?;
         }
     }
 
     async fn test_digests(&self, run_id: Uuid) -> Result<Vec<(i64, i64)>> {
+        // As two arrays: a row costs the driver ~2 µs, and a comparison of
+        // 250,000 tests read them for half a second.
+        let row = sqlx::query(
+            "SELECT array_agg(test_index) AS tests, array_agg(digest) AS digests \
+             FROM (SELECT test_index, digest FROM suite_tests \
+                   WHERE run_id = $1 AND digest IS NOT NULL ORDER BY test_index) s",
+        )
+        .bind(run_id)
+        .fetch_one(&self.pool)
+        .await?;
+        let tests: Vec<i32> = row
+            .try_get::<Option<Vec<i32>>, _>("tests")?
+            .unwrap_or_default();
+        let digests: Vec<i64> = row
+            .try_get::<Option<Vec<i64>>, _>("digests")?
+            .unwrap_or_default();
+        let digests = same_length("digests", digests, tests.len() as i64)?;
+        let mut out: Vec<(i64, i64)> = tests.into_iter().map(i64::from).zip(digests).collect();
         // A row stored before digests were has its body read instead.
-        let rows = sqlx::query(
-            "SELECT test_index, digest, CASE WHEN digest IS NULL THEN body END AS body \
-             FROM suite_tests WHERE run_id = $1 ORDER BY test_index",
+        let legacy = sqlx::query(
+            "SELECT test_index, body FROM suite_tests WHERE run_id = $1 AND digest IS NULL",
         )
         .bind(run_id)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|row| {
-                let digest: Option<i64> = row.try_get("digest")?;
-                let digest = match digest {
-                    Some(d) => d,
-                    None => crate::test_digest(row.try_get("body")?),
-                };
-                Ok((i64::from(row.try_get::<i32, _>("test_index")?), digest))
-            })
-            .collect()
+        if !legacy.is_empty() {
+            for row in &legacy {
+                out.push((
+                    i64::from(row.try_get::<i32, _>("test_index")?),
+                    crate::test_digest(row.try_get("body")?),
+                ));
+            }
+            out.sort_unstable_by_key(|&(index, _)| index);
+        }
+        Ok(out)
     }
 
     async fn create_report(&self, report: NewReport) -> Result<ReportRecord> {

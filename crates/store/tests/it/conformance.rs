@@ -98,6 +98,7 @@ conformance!(
     refused_and_orphaned_uploads_leave_no_tests,
     finishing_an_upload_sets_the_total_and_completes_a_run_already_done,
     outcomes_come_in_task_order_with_what_a_comparison_needs,
+    a_rolled_up_run_reads_back_every_outcome_in_order,
     outcomes_of_more_results_than_one_read_takes_come_whole_and_in_order,
     equal_tests_have_equal_digests_across_runs,
     assertion_metrics_count_each_type_metric_and_verdict,
@@ -150,7 +151,7 @@ pub(crate) fn result(task: i64, status: ResultStatus) -> NewResult {
 }
 
 /// Pass, fail, error, pass, … by task index.
-fn cycling_status(task: i64) -> ResultStatus {
+pub(crate) fn cycling_status(task: i64) -> ResultStatus {
     match task % 3 {
         0 => ResultStatus::Pass,
         1 => ResultStatus::Fail,
@@ -1149,6 +1150,48 @@ async fn outcomes_come_in_task_order_with_what_a_comparison_needs(store: Arc<dyn
         .await
         .unwrap();
     assert_eq!(none, 0);
+
+    // Rolled up, the same outcomes read back (Postgres packs them then).
+    assert!(store.roll_up(run.id).await.unwrap());
+    let mut rolled = Vec::new();
+    store
+        .for_each_outcome(run.id, &mut |o| rolled.push(o))
+        .await
+        .unwrap();
+    assert_eq!(rolled, want);
+}
+
+/// A completed run of more results than one packed chunk holds (50,000),
+/// rolled up: every outcome once, in task order, across the chunks'
+/// edges.
+async fn a_rolled_up_run_reads_back_every_outcome_in_order(store: Arc<dyn Store>) {
+    const TASKS: i64 = 100_001;
+    let run = store.create_run(new_run(TASKS)).await.unwrap();
+    let rows: Vec<NewResult> = (0..TASKS)
+        .map(|t| {
+            let mut r = result(t, cycling_status(t));
+            r.latency_ms = (t % 977) as i32;
+            r.score = (t % 7) as f64 / 7.0;
+            r
+        })
+        .collect();
+    for chunk in rows.chunks(20_000).rev() {
+        store.insert_results(run.id, chunk).await.unwrap();
+    }
+    assert!(store.roll_up(run.id).await.unwrap());
+    let mut got = Vec::with_capacity(rows.len());
+    store
+        .for_each_outcome(run.id, &mut |o| {
+            got.push((o.test_index, o.latency_ms, o.status, o.score))
+        })
+        .await
+        .unwrap();
+    let want: Vec<_> = rows
+        .iter()
+        .map(|r| (r.test_index, r.latency_ms, r.status, r.score))
+        .collect();
+    assert_eq!(got.len(), want.len());
+    assert!(got == want, "outcomes out of order or changed");
 }
 
 /// More results than Postgres reads in one query (50,000), with gaps (a

@@ -153,3 +153,96 @@ async fn counts_a_writer_left_unfolded_are_folded_when_the_reconciler_looks() {
     assert_eq!(counters(&run), (5, 3, 1, 1));
     assert!((run.cost_usd - 0.5).abs() < 1e-9);
 }
+
+#[tokio::test]
+async fn a_rolled_up_run_reads_its_outcomes_packed_not_from_its_results() {
+    use crate::conformance::{cycling_status, new_run, result};
+
+    let db = TestDatabase::create().await;
+    let store = PgStore::connect(&db.config).await.unwrap();
+    // Three packed rows: 50,000, 50,000 and 1.
+    const TASKS: i64 = 100_001;
+    let run = store.create_run(new_run(TASKS)).await.unwrap();
+    let rows: Vec<_> = (0..TASKS)
+        .map(|t| {
+            let mut r = result(t, cycling_status(t));
+            r.latency_ms = (t % 977) as i32;
+            r
+        })
+        .collect();
+    for chunk in rows.chunks(25_000) {
+        store.insert_results(run.id, chunk).await.unwrap();
+    }
+    assert!(store.roll_up(run.id).await.unwrap());
+    let packed: Vec<(i64, i64, i32)> = sqlx::query_as(
+        "SELECT first_task, last_task, n FROM run_outcomes WHERE run_id = $1 ORDER BY first_task",
+    )
+    .bind(run.id)
+    .fetch_all(store.pool())
+    .await
+    .unwrap();
+    assert_eq!(
+        packed,
+        [
+            (0, 49_999, 50_000),
+            (50_000, 99_999, 50_000),
+            (100_000, 100_000, 1)
+        ]
+    );
+
+    // With the results gone, the outcomes still read back whole and in
+    // order: they come from the packed rows.
+    sqlx::query("DELETE FROM results WHERE run_id = $1")
+        .bind(run.id)
+        .execute(store.pool())
+        .await
+        .unwrap();
+    let mut got = Vec::with_capacity(rows.len());
+    store
+        .for_each_outcome(run.id, &mut |o| {
+            got.push((o.test_index, o.latency_ms, o.status))
+        })
+        .await
+        .unwrap();
+    let want: Vec<_> = rows
+        .iter()
+        .map(|r| (r.test_index, r.latency_ms, r.status))
+        .collect();
+    assert!(
+        got == want,
+        "{} outcomes, not the {} stored",
+        got.len(),
+        want.len()
+    );
+    store.close().await;
+}
+
+#[tokio::test]
+async fn tests_stored_before_digests_get_theirs_from_the_body_in_index_order() {
+    let db = TestDatabase::create().await;
+    let store = PgStore::connect(&db.config).await.unwrap();
+    let run = uuid::Uuid::now_v7();
+    let bodies: Vec<String> = (0..4)
+        .map(|q| format!("{{\"vars\":{{\"q\":{q}}}}}"))
+        .collect();
+    store.put_tests(run, 0, &bodies).await.unwrap();
+    // Tests 1 and 2 as rows written before migration 0005 are.
+    sqlx::query("UPDATE suite_tests SET digest = NULL WHERE test_index IN (1, 2)")
+        .execute(store.pool())
+        .await
+        .unwrap();
+    let want: Vec<(i64, i64)> = bodies
+        .iter()
+        .enumerate()
+        .map(|(i, b)| (i as i64, gauntlet_store::test_digest(b)))
+        .collect();
+    assert_eq!(store.test_digests(run).await.unwrap(), want);
+    assert!(
+        store
+            .test_digests(uuid::Uuid::now_v7())
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    store.close().await;
+}

@@ -1179,19 +1179,35 @@ async fn a_rolled_up_run_reads_back_every_outcome_in_order(store: Arc<dyn Store>
         store.insert_results(run.id, chunk).await.unwrap();
     }
     assert!(store.roll_up(run.id).await.unwrap());
-    let mut got = Vec::with_capacity(rows.len());
+    let (got, want) = (
+        outcome_keys(store.as_ref(), run.id).await,
+        result_keys(&rows),
+    );
+    assert_eq!(got.len(), want.len());
+    assert!(got == want, "outcomes out of order or changed");
+}
+
+/// What each outcome of `run_id` says, in the order `for_each_outcome`
+/// hands them over.
+pub(crate) async fn outcome_keys(
+    store: &dyn Store,
+    run_id: Uuid,
+) -> Vec<(i32, i32, ResultStatus, f64)> {
+    let mut got = Vec::new();
     store
-        .for_each_outcome(run.id, &mut |o| {
+        .for_each_outcome(run_id, &mut |o| {
             got.push((o.test_index, o.latency_ms, o.status, o.score))
         })
         .await
         .unwrap();
-    let want: Vec<_> = rows
-        .iter()
+    got
+}
+
+/// The same of results as written.
+pub(crate) fn result_keys(rows: &[NewResult]) -> Vec<(i32, i32, ResultStatus, f64)> {
+    rows.iter()
         .map(|r| (r.test_index, r.latency_ms, r.status, r.score))
-        .collect();
-    assert_eq!(got.len(), want.len());
-    assert!(got == want, "outcomes out of order or changed");
+        .collect()
 }
 
 /// More results than Postgres reads in one query (50,000), with gaps (a
@@ -1213,17 +1229,10 @@ async fn outcomes_of_more_results_than_one_read_takes_come_whole_and_in_order(
     for chunk in rows.chunks(10_000).rev() {
         store.insert_results(run.id, chunk).await.unwrap();
     }
-    let mut got = Vec::new();
-    store
-        .for_each_outcome(run.id, &mut |o| {
-            got.push((o.test_index, o.latency_ms, o.status))
-        })
-        .await
-        .unwrap();
-    let want: Vec<_> = rows
-        .iter()
-        .map(|r| (r.test_index, r.latency_ms, r.status))
-        .collect();
+    let (got, want) = (
+        outcome_keys(store.as_ref(), run.id).await,
+        result_keys(&rows),
+    );
     assert_eq!(got.len(), want.len());
     assert!(got == want, "outcomes out of order or changed");
 }

@@ -156,7 +156,7 @@ async fn counts_a_writer_left_unfolded_are_folded_when_the_reconciler_looks() {
 
 #[tokio::test]
 async fn a_rolled_up_run_reads_its_outcomes_packed_not_from_its_results() {
-    use crate::conformance::{cycling_status, new_run, result};
+    use crate::conformance::{cycling_status, new_run, outcome_keys, result, result_keys};
 
     let db = TestDatabase::create().await;
     let store = PgStore::connect(&db.config).await.unwrap();
@@ -197,17 +197,7 @@ async fn a_rolled_up_run_reads_its_outcomes_packed_not_from_its_results() {
         .execute(store.pool())
         .await
         .unwrap();
-    let mut got = Vec::with_capacity(rows.len());
-    store
-        .for_each_outcome(run.id, &mut |o| {
-            got.push((o.test_index, o.latency_ms, o.status))
-        })
-        .await
-        .unwrap();
-    let want: Vec<_> = rows
-        .iter()
-        .map(|r| (r.test_index, r.latency_ms, r.status))
-        .collect();
+    let (got, want) = (outcome_keys(&store, run.id).await, result_keys(&rows));
     assert!(
         got == want,
         "{} outcomes, not the {} stored",

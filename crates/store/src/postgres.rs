@@ -216,6 +216,19 @@ const OUTCOME_ARRAYS: &str = "SELECT COUNT(*) AS n, MIN(task_index) AS first_tas
            FROM results WHERE run_id = $1 AND task_index > $2 \
            ORDER BY task_index LIMIT $3) s";
 
+/// Per provider × prompt, the latencies of `source` (rows of provider,
+/// prompt, latency and count) and their counts, packed like
+/// [`OUTCOME_ARRAYS`]' columns in latency order: what a summary reads, and
+/// what a roll-up stores in `run_latency_packs`.
+fn latency_packs(source: &str) -> String {
+    format!(
+        "SELECT provider_index, prompt_index, \
+         string_agg(int4send(latency_ms), ''::bytea ORDER BY latency_ms) AS latencies, \
+         string_agg(int8send(n), ''::bytea ORDER BY latency_ms) AS counts \
+         FROM ({source}) s GROUP BY provider_index, prompt_index"
+    )
+}
+
 /// Column `name` of `row`, packed by [`OUTCOME_ARRAYS`]: `n` values of
 /// `N` bytes each.
 fn packed<const N: usize>(row: &PgRow, name: &str, n: i64) -> Result<Vec<[u8; N]>> {
@@ -998,7 +1011,16 @@ impl Store for PgStore {
         for sql in ROLL_UP.iter().copied().chain([assertions.as_str()]) {
             sqlx::query(sql).bind(run_id).execute(&mut *tx).await?;
         }
-        // Its outcomes, packed a chunk at a time.
+        // Its latencies and outcomes, packed (the outcomes a chunk at a
+        // time).
+        sqlx::query(&format!(
+            "INSERT INTO run_latency_packs (run_id, provider_index, prompt_index, latencies, counts) \
+             SELECT $1, p.* FROM ({}) p",
+            latency_packs(LATENCIES_ROLLED)
+        ))
+        .bind(run_id)
+        .execute(&mut *tx)
+        .await?;
         let pack = format!(
             "INSERT INTO run_outcomes (run_id, first_task, last_task, n, tests, prompts, \
              providers, repeats, statuses, scores, latencies, costs) \
@@ -1049,32 +1071,45 @@ impl Store for PgStore {
         run_id: Uuid,
         each: &mut (dyn FnMut(LatencyCount) + Send),
     ) -> Result<()> {
-        // One row per provider × prompt with its latencies as two arrays:
-        // a row a latency costs the driver ~2 µs, thousands of them a
-        // summary's whole budget.
-        let source = if self.rolled_up(run_id).await? {
-            LATENCIES_ROLLED
-        } else {
-            LATENCIES_LIVE
-        };
-        let rows = sqlx::query(&format!(
-            "SELECT provider_index, prompt_index, array_agg(latency_ms) AS latencies, \
-             array_agg(n) AS counts FROM ({source}) s GROUP BY provider_index, prompt_index"
-        ))
-        .bind(run_id)
-        .fetch_all(&self.pool)
-        .await?;
+        // One row per provider × prompt with its latencies packed: a row a
+        // latency costs the driver ~2 µs, thousands of them a summary's
+        // whole budget. A rolled-up run's were packed at its roll-up.
+        let rolled_up = self.rolled_up(run_id).await?;
+        let mut rows = Vec::new();
+        if rolled_up {
+            rows = sqlx::query(
+                "SELECT provider_index, prompt_index, latencies, counts \
+                 FROM run_latency_packs WHERE run_id = $1",
+            )
+            .bind(run_id)
+            .fetch_all(&self.pool)
+            .await?;
+        }
+        if rows.is_empty() {
+            // Live, or rolled up before latencies were packed.
+            let source = if rolled_up {
+                LATENCIES_ROLLED
+            } else {
+                LATENCIES_LIVE
+            };
+            rows = sqlx::query(&latency_packs(source))
+                .bind(run_id)
+                .fetch_all(&self.pool)
+                .await?;
+        }
         for row in &rows {
             let (provider_index, prompt_index) =
                 (row.try_get("provider_index")?, row.try_get("prompt_index")?);
-            let latencies: Vec<i32> = row.try_get("latencies")?;
-            let counts: Vec<i64> = row.try_get("counts")?;
-            for (latency_ms, count) in latencies.into_iter().zip(counts) {
+            let latencies: Vec<u8> = row.try_get("latencies")?;
+            let n = (latencies.len() / 4) as i64;
+            let latencies = packed::<4>(row, "latencies", n)?;
+            let counts = packed::<8>(row, "counts", n)?;
+            for (latency, count) in latencies.into_iter().zip(counts) {
                 each(LatencyCount {
                     provider_index,
                     prompt_index,
-                    latency_ms,
-                    count,
+                    latency_ms: i32::from_be_bytes(latency),
+                    count: i64::from_be_bytes(count),
                 });
             }
         }

@@ -35,3 +35,17 @@ ALTER TABLE run_outcomes
     ALTER COLUMN scores SET STORAGE EXTERNAL,
     ALTER COLUMN latencies SET STORAGE EXTERNAL,
     ALTER COLUMN costs SET STORAGE EXTERNAL;
+
+-- A rolled-up run's answered latencies per provider × prompt, packed the
+-- same way (latencies as `int4send`, their counts as `int8send`, in
+-- latency order): a summary of 1,000,000 results spent 5.7 ms grouping
+-- 7,200 `run_latencies` rows into arrays, its largest read. Runs rolled
+-- up before this migration read `run_latencies` as before.
+CREATE TABLE run_latency_packs (
+    run_id          UUID NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
+    provider_index  INTEGER NOT NULL,
+    prompt_index    INTEGER NOT NULL,
+    latencies       BYTEA NOT NULL,
+    counts          BYTEA NOT NULL,
+    PRIMARY KEY (run_id, provider_index, prompt_index)
+);

@@ -240,7 +240,7 @@ async fn result_metrics(store: &dyn Store, run_id: Uuid) -> Vec<gauntlet_store::
 }
 
 /// (provider, prompt, latency) → answered results, from the store.
-async fn latency_counts(
+pub(crate) async fn latency_counts(
     store: &dyn Store,
     run_id: Uuid,
 ) -> std::collections::BTreeMap<(i32, i32, i32), i64> {

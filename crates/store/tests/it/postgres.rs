@@ -156,7 +156,9 @@ async fn counts_a_writer_left_unfolded_are_folded_when_the_reconciler_looks() {
 
 #[tokio::test]
 async fn a_rolled_up_run_reads_its_outcomes_packed_not_from_its_results() {
-    use crate::conformance::{cycling_status, new_run, outcome_keys, result, result_keys};
+    use crate::conformance::{
+        cycling_status, latency_counts, new_run, outcome_keys, result, result_keys,
+    };
 
     let db = TestDatabase::create().await;
     let store = PgStore::connect(&db.config).await.unwrap();
@@ -189,6 +191,18 @@ async fn a_rolled_up_run_reads_its_outcomes_packed_not_from_its_results() {
             (100_000, 100_000, 1)
         ]
     );
+
+    // Its latencies too: with the rolled-up rows gone they read the same.
+    let latencies = latency_counts(&store, run.id).await;
+    // 977 latencies in each of the 4 provider × prompt groups.
+    assert_eq!(latencies.len(), 4 * 977);
+    assert_eq!(latencies.values().sum::<i64>(), TASKS * 2 / 3 + 1);
+    sqlx::query("DELETE FROM run_latencies WHERE run_id = $1")
+        .bind(run.id)
+        .execute(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(latency_counts(&store, run.id).await, latencies);
 
     // With the results gone, the outcomes still read back whole and in
     // order: they come from the packed rows.

@@ -58,6 +58,14 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let mut server = GrpcServer::new("analytics", &config.grpc).await?;
     let limits = server.limits();
+    let roller = (config.analytics.roll_up_every_secs > 0).then(|| {
+        tokio::spawn(roll_up_completed(
+            deps.store.clone(),
+            config.analytics.roll_up_at,
+            Duration::from_secs(config.analytics.roll_up_every_secs),
+            shutdown.clone(),
+        ))
+    });
     server.add_service(gauntlet_service::limited!(
         v1::analytics_service_server::AnalyticsServiceServer::new(Analytics {
             deps,
@@ -65,7 +73,54 @@ pub async fn run(
         }),
         limits
     ));
-    server.serve(listener, shutdown).await
+    let served = server.serve(listener, shutdown).await;
+    if let Some(roller) = roller {
+        // Stops with the server; a roll-up under way is rolled back.
+        let _ = roller.await;
+    }
+    served
+}
+
+/// Completed runs looked for per pass of the roller.
+const ROLL_UP_PER_PASS: u32 = 8;
+
+/// Every `every`, rolls up the completed runs of `roll_up_at` results or
+/// more that are not yet, one at a time, so even their first summary
+/// reads rollups. Several analytics replicas may look at once:
+/// `Store::roll_up` claims a run, so each is rolled up once.
+async fn roll_up_completed(
+    store: Arc<dyn Store>,
+    roll_up_at: u64,
+    every: Duration,
+    shutdown: CancellationToken,
+) {
+    let at_least = i64::try_from(roll_up_at).unwrap_or(i64::MAX);
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let runs = match store.unrolled_runs(at_least, ROLL_UP_PER_PASS).await {
+            Ok(runs) => runs,
+            Err(error) => {
+                warn!(%error, "looking for runs to roll up failed; trying again");
+                continue;
+            }
+        };
+        for id in runs {
+            let rolled = tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => return,
+                rolled = store.roll_up(id) => rolled,
+            };
+            if let Err(error) = rolled {
+                warn!(%error, run_id = %id, "rolling the run up failed; its summaries stay live");
+            }
+        }
+    }
 }
 
 pub struct Analytics {
@@ -540,4 +595,86 @@ impl Analytics {
 struct Labels {
     prompts: Vec<gauntlet_core::suite::Prompt>,
     providers: Vec<gauntlet_core::suite::ProviderSpec>,
+}
+
+#[cfg(test)]
+mod roller_tests {
+    use std::{sync::Arc, time::Duration};
+
+    use gauntlet_store::{NewResult, NewRun, ResultStatus, SqliteStore, Store};
+    use tokio_util::sync::CancellationToken;
+    use uuid::Uuid;
+
+    async fn completed_run(store: &dyn Store, results: i64) -> Uuid {
+        let run = store
+            .create_run(NewRun {
+                id: Uuid::now_v7(),
+                project_id: "default".into(),
+                description: "rolled".into(),
+                label: String::new(),
+                source: String::new(),
+                compiled: "{}".into(),
+                options: serde_json::json!({"repeat": 1}),
+                total_tasks: results,
+            })
+            .await
+            .unwrap();
+        let rows: Vec<NewResult> = (0..results)
+            .map(|t| NewResult {
+                task_index: t,
+                project_id: "default".into(),
+                test_index: t as i32,
+                prompt_index: 0,
+                provider_index: 0,
+                repeat_index: 0,
+                provider_id: "echo".into(),
+                status: ResultStatus::Pass,
+                score: 1.0,
+                reason: String::new(),
+                rendered_prompt: String::new(),
+                output: String::new(),
+                assertions: serde_json::json!([]),
+                latency_ms: 5,
+                tokens_in: 1,
+                tokens_out: 1,
+                cost_usd: 0.0,
+                cached: false,
+                error: String::new(),
+            })
+            .collect();
+        let out = store.insert_results(run.id, &rows).await.unwrap();
+        assert!(out.finished_now);
+        run.id
+    }
+
+    async fn rolled_up(store: &dyn Store, id: Uuid) -> bool {
+        store.get_run(id).await.unwrap().unwrap().rolled_up
+    }
+
+    #[tokio::test]
+    async fn completed_runs_past_the_threshold_are_rolled_up_without_a_read() {
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::in_memory().await.unwrap());
+        let (big, small) = (
+            completed_run(store.as_ref(), 3).await,
+            completed_run(store.as_ref(), 2).await,
+        );
+        let shutdown = CancellationToken::new();
+        let roller = tokio::spawn(super::roll_up_completed(
+            store.clone(),
+            3,
+            Duration::from_millis(50),
+            shutdown.clone(),
+        ));
+        let mut waited = Duration::ZERO;
+        while !rolled_up(store.as_ref(), big).await {
+            assert!(waited < Duration::from_secs(5), "not rolled up in 5 s");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            waited += Duration::from_millis(50);
+        }
+        // A few more passes: the run under the threshold stays live.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(!rolled_up(store.as_ref(), small).await);
+        shutdown.cancel();
+        roller.await.unwrap();
+    }
 }

@@ -289,6 +289,10 @@ pub struct AnalyticsConfig {
     /// 20,000-result run: ~0.1 s) and rolling up would compete with the
     /// command that asked; trends roll up every run they read.
     pub roll_up_at: u64,
+    /// Seconds between two looks for completed runs of `roll_up_at` results
+    /// or more not rolled up yet, which are then rolled up without waiting
+    /// for a summary to ask; 0 leaves them to the first summary.
+    pub roll_up_every_secs: u64,
 }
 
 impl Default for AnalyticsConfig {
@@ -298,6 +302,7 @@ impl Default for AnalyticsConfig {
             live_ttl_secs: 30,
             finished_ttl_secs: 24 * 3600,
             roll_up_at: 100_000,
+            roll_up_every_secs: 10,
         }
     }
 }

@@ -232,6 +232,10 @@ pub trait Store: Send + Sync + 'static {
     /// Runs not ended yet whose last sign of life (`active_at`) is before
     /// `before`, quietest first, at most `limit`.
     async fn stale_runs(&self, before: DateTime<Utc>, limit: u32) -> Result<Vec<RunRecord>>;
+    /// Up to `limit` completed runs of at least `min_completed` results not
+    /// rolled up yet, the longest finished first: what analytics' roller
+    /// rolls up ([`Store::roll_up`]) without waiting for a read.
+    async fn unrolled_runs(&self, min_completed: i64, limit: u32) -> Result<Vec<Uuid>>;
     /// Counts one re-drive of the run's missing work and makes it active
     /// now — if it has not ended, still has `seen` re-drives, and was not
     /// re-driven since `not_since`: of several reconcilers that look at the

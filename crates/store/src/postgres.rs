@@ -544,6 +544,17 @@ impl Store for PgStore {
             .transpose()
     }
 
+    async fn unrolled_runs(&self, min_completed: i64, limit: u32) -> Result<Vec<Uuid>> {
+        Ok(sqlx::query_scalar(
+            "SELECT id FROM runs WHERE status = 'completed' AND NOT rolled_up \
+             AND completed_tasks >= $1 ORDER BY finished_at, id LIMIT $2",
+        )
+        .bind(min_completed)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
     async fn get_runs(&self, run_ids: &[Uuid]) -> Result<Vec<RunRecord>> {
         sqlx::query(&format!(
             "SELECT {RUN_COLUMNS} FROM runs WHERE id = ANY($1)"

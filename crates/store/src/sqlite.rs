@@ -504,6 +504,20 @@ impl Store for SqliteStore {
             .transpose()
     }
 
+    async fn unrolled_runs(&self, min_completed: i64, limit: u32) -> Result<Vec<Uuid>> {
+        sqlx::query(
+            "SELECT id FROM runs WHERE status = 'completed' AND NOT rolled_up \
+             AND completed_tasks >= ?1 ORDER BY finished_at, id LIMIT ?2",
+        )
+        .bind(min_completed)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(|row| get_uuid(row, "id"))
+        .collect()
+    }
+
     async fn get_runs(&self, run_ids: &[Uuid]) -> Result<Vec<RunRecord>> {
         let ids: Vec<String> = run_ids.iter().map(|id| uuid_text(*id)).collect();
         sqlx::query(&format!(

@@ -99,6 +99,7 @@ conformance!(
     finishing_an_upload_sets_the_total_and_completes_a_run_already_done,
     outcomes_come_in_task_order_with_what_a_comparison_needs,
     a_rolled_up_run_reads_back_every_outcome_in_order,
+    unrolled_runs_are_the_completed_ones_past_a_size_not_rolled_up_yet,
     outcomes_of_more_results_than_one_read_takes_come_whole_and_in_order,
     equal_tests_have_equal_digests_across_runs,
     assertion_metrics_count_each_type_metric_and_verdict,
@@ -1643,4 +1644,31 @@ async fn trend_metrics_cover_the_completed_runs_of_a_suite_or_label_in_a_window(
     let runs = read(query(Some("demo"), None, (-1, 1))).await;
     let created = store.get_run(runs[0].0).await.unwrap().unwrap().created_at;
     assert!(created >= now - chrono::Duration::hours(1) && created < now);
+}
+
+async fn unrolled_runs_are_the_completed_ones_past_a_size_not_rolled_up_yet(store: Arc<dyn Store>) {
+    let complete = |total: i64| {
+        let store = store.clone();
+        async move {
+            let run = store.create_run(new_run(total)).await.unwrap();
+            let rows: Vec<NewResult> = (0..total).map(|t| result(t, ResultStatus::Pass)).collect();
+            store.insert_results(run.id, &rows).await.unwrap();
+            run.id
+        }
+    };
+    let first = complete(3).await;
+    let small = complete(1).await;
+    let second = complete(4).await;
+    // Going, not completed.
+    let going = store.create_run(new_run(5)).await.unwrap();
+    store
+        .insert_results(going.id, &[result(0, ResultStatus::Pass)])
+        .await
+        .unwrap();
+
+    assert_eq!(store.unrolled_runs(3, 10).await.unwrap(), [first, second]);
+    assert_eq!(store.unrolled_runs(3, 1).await.unwrap(), [first]);
+    assert!(store.roll_up(first).await.unwrap());
+    assert_eq!(store.unrolled_runs(3, 10).await.unwrap(), [second]);
+    assert_eq!(store.unrolled_runs(1, 10).await.unwrap(), [small, second]);
 }

@@ -601,7 +601,7 @@ struct Labels {
 mod roller_tests {
     use std::{sync::Arc, time::Duration};
 
-    use gauntlet_store::{NewResult, NewRun, ResultStatus, SqliteStore, Store};
+    use gauntlet_store::{NewRun, SqliteStore, Store};
     use tokio_util::sync::CancellationToken;
     use uuid::Uuid;
 
@@ -619,28 +619,8 @@ mod roller_tests {
             })
             .await
             .unwrap();
-        let rows: Vec<NewResult> = (0..results)
-            .map(|t| NewResult {
-                task_index: t,
-                project_id: "default".into(),
-                test_index: t as i32,
-                prompt_index: 0,
-                provider_index: 0,
-                repeat_index: 0,
-                provider_id: "echo".into(),
-                status: ResultStatus::Pass,
-                score: 1.0,
-                reason: String::new(),
-                rendered_prompt: String::new(),
-                output: String::new(),
-                assertions: serde_json::json!([]),
-                latency_ms: 5,
-                tokens_in: 1,
-                tokens_out: 1,
-                cost_usd: 0.0,
-                cached: false,
-                error: String::new(),
-            })
+        let rows: Vec<_> = (0..results)
+            .map(gauntlet_store::testing::passing_result)
             .collect();
         let out = store.insert_results(run.id, &rows).await.unwrap();
         assert!(out.finished_now);

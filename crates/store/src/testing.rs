@@ -69,3 +69,29 @@ impl Drop for TestDatabase {
         .join();
     }
 }
+
+/// A passing result of task `task` (test 0, provider `echo`, 1 ms, one
+/// token each way, free), as a stand-in worker stores it.
+pub fn passing_result(task: i64) -> crate::NewResult {
+    crate::NewResult {
+        task_index: task,
+        project_id: "default".into(),
+        test_index: 0,
+        prompt_index: 0,
+        provider_index: 0,
+        repeat_index: 0,
+        provider_id: "echo".into(),
+        status: crate::ResultStatus::Pass,
+        score: 1.0,
+        reason: String::new(),
+        rendered_prompt: String::new(),
+        output: String::new(),
+        assertions: serde_json::json!([]),
+        latency_ms: 1,
+        tokens_in: 1,
+        tokens_out: 1,
+        cost_usd: 0.0,
+        cached: false,
+        error: String::new(),
+    }
+}

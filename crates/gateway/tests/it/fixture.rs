@@ -9,7 +9,7 @@ use gauntlet_bus::{Bus, Delivery, DeliveryStream, MemoryBus, Message, QueueName}
 use gauntlet_config::GauntletConfig;
 use gauntlet_gateway::Deps;
 use gauntlet_proto::internal::v1::TaskBatch;
-use gauntlet_store::{NewResult, NewRun, ResultStatus, RunRecord, SqliteStore, Store};
+use gauntlet_store::{NewResult, NewRun, RunRecord, SqliteStore, Store};
 use prost::Message as _;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
@@ -202,27 +202,7 @@ async fn next(stream: &mut DeliveryStream) -> Delivery {
 }
 
 pub fn result(task: i64) -> NewResult {
-    NewResult {
-        task_index: task,
-        project_id: "default".into(),
-        test_index: 0,
-        prompt_index: 0,
-        provider_index: 0,
-        repeat_index: 0,
-        provider_id: "echo".into(),
-        status: ResultStatus::Pass,
-        score: 1.0,
-        reason: String::new(),
-        rendered_prompt: String::new(),
-        output: String::new(),
-        assertions: serde_json::json!([]),
-        latency_ms: 1,
-        tokens_in: 1,
-        tokens_out: 1,
-        cost_usd: 0.0,
-        cached: false,
-        error: String::new(),
-    }
+    gauntlet_store::testing::passing_result(task)
 }
 
 /// Every stored task index of the run, in order.

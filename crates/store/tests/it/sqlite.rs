@@ -97,27 +97,7 @@ async fn writes_cut_off_anywhere_leave_no_transaction_open() {
     let mut run = new_run();
     run.total_tasks = 1_000_000;
     let run = store.create_run(run).await.unwrap();
-    let row = |task: i64| gauntlet_store::NewResult {
-        task_index: task,
-        project_id: "default".into(),
-        test_index: 0,
-        prompt_index: 0,
-        provider_index: 0,
-        repeat_index: 0,
-        provider_id: "echo".into(),
-        status: gauntlet_store::ResultStatus::Pass,
-        score: 1.0,
-        reason: String::new(),
-        rendered_prompt: String::new(),
-        output: String::new(),
-        assertions: serde_json::json!([]),
-        latency_ms: 1,
-        tokens_in: 1,
-        tokens_out: 1,
-        cost_usd: 0.0,
-        cached: false,
-        error: String::new(),
-    };
+    let row = gauntlet_store::testing::passing_result;
     // Eight writers at once, each write cut off after 0 to 2 ms: some while
     // waiting for the write lock, some as their BEGIN is answered, some
     // mid-insert.

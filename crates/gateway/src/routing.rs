@@ -214,6 +214,10 @@ impl MonitorService for Router {
     }
 }
 
+/// How long a pending report of a finished run is answered again to a new
+/// request for it, rather than made anew.
+const PENDING_REUSED_SECS: i64 = 300;
+
 #[tonic::async_trait]
 impl ReportService for Router {
     async fn create_report(
@@ -226,7 +230,29 @@ impl ReportService for Router {
             .ok()
             .and_then(format_name)
             .ok_or_else(|| invalid("format", "must be one of MARKDOWN, JSON, HTML, CSV, JUNIT"))?;
-        existing_run(self.deps.store.as_ref(), run_id).await?;
+        let run = existing_run(self.deps.store.as_ref(), run_id).await?;
+        // A finished run's report does not change: one made since it
+        // finished (ready, or still rendering) is answered again, not
+        // rendered twice. A report of a run still going is partial, so each
+        // request makes its own.
+        if let (true, Some(finished)) = (run.status.is_terminal(), run.finished_at) {
+            let made = self
+                .deps
+                .store
+                .find_report(run_id, format, finished)
+                .await
+                .map_err(|e| internal("find report", e))?;
+            // One still pending long after it was asked for lost its job:
+            // it is made again.
+            let fresh = |r: &ReportRecord| {
+                r.status != ReportStatus::Pending
+                    || chrono::Utc::now() - r.created_at
+                        < chrono::Duration::seconds(PENDING_REUSED_SECS)
+            };
+            if let Some(report) = made.filter(fresh) {
+                return Ok(Response::new(report_message(&report, self.limits)));
+            }
+        }
         let report = self
             .deps
             .store

@@ -1334,6 +1334,26 @@ impl Store for PgStore {
         report_from_row(&row)
     }
 
+    async fn find_report(
+        &self,
+        run_id: Uuid,
+        format: &str,
+        since: DateTime<Utc>,
+    ) -> Result<Option<ReportRecord>> {
+        sqlx::query(
+            "SELECT * FROM reports WHERE run_id = $1 AND format = $2 AND created_at >= $3 \
+             AND status <> 'failed' ORDER BY created_at DESC, id DESC LIMIT 1",
+        )
+        .bind(run_id)
+        .bind(format)
+        .bind(since)
+        .fetch_optional(&self.pool)
+        .await?
+        .as_ref()
+        .map(report_from_row)
+        .transpose()
+    }
+
     async fn get_report(&self, report_id: Uuid) -> Result<Option<ReportRecord>> {
         sqlx::query("SELECT * FROM reports WHERE id = $1")
             .bind(report_id)

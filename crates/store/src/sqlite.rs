@@ -1141,6 +1141,26 @@ impl Store for SqliteStore {
         report_from_row(&row)
     }
 
+    async fn find_report(
+        &self,
+        run_id: Uuid,
+        format: &str,
+        since: DateTime<Utc>,
+    ) -> Result<Option<ReportRecord>> {
+        sqlx::query(&format!(
+            "SELECT {REPORT_COLUMNS} FROM reports WHERE run_id = ?1 AND format = ?2 \
+             AND created_at >= ?3 AND status <> 'failed' ORDER BY created_at DESC, id DESC LIMIT 1"
+        ))
+        .bind(uuid_text(run_id))
+        .bind(format)
+        .bind(ts_text(since))
+        .fetch_optional(&self.pool)
+        .await?
+        .as_ref()
+        .map(report_from_row)
+        .transpose()
+    }
+
     async fn get_report(&self, report_id: Uuid) -> Result<Option<ReportRecord>> {
         sqlx::query(&format!(
             "SELECT {REPORT_COLUMNS} FROM reports WHERE id = ?1"

@@ -7,4 +7,5 @@ mod admin;
 mod dispatch;
 mod fixture;
 mod reconcile;
+mod reports;
 mod runs;

@@ -88,6 +88,7 @@ conformance!(
     results_page_in_task_order_and_filter_by_status,
     result_metrics_cover_every_result_of_the_run,
     reports_move_from_pending_to_ready,
+    the_report_found_is_the_newest_unfailed_one_of_its_run_and_format_since,
     reports_can_fail_with_an_error,
     stale_runs_are_unfinished_runs_quiet_since_before,
     a_stored_result_makes_a_run_active_again,
@@ -1671,4 +1672,53 @@ async fn unrolled_runs_are_the_completed_ones_past_a_size_not_rolled_up_yet(stor
     assert!(store.roll_up(first).await.unwrap());
     assert_eq!(store.unrolled_runs(3, 10).await.unwrap(), [second]);
     assert_eq!(store.unrolled_runs(1, 10).await.unwrap(), [small, second]);
+}
+
+async fn the_report_found_is_the_newest_unfailed_one_of_its_run_and_format_since(
+    store: Arc<dyn Store>,
+) {
+    let run = store.create_run(new_run(1)).await.unwrap();
+    let report = |format: &str| NewReport {
+        id: Uuid::now_v7(),
+        project_id: "default".into(),
+        run_id: run.id,
+        format: format.into(),
+    };
+    let long_ago = chrono::Utc::now() - chrono::Duration::hours(1);
+    let find = |format: &'static str, since| {
+        let store = store.clone();
+        async move {
+            store
+                .find_report(run.id, format, since)
+                .await
+                .unwrap()
+                .map(|r| r.id)
+        }
+    };
+    assert_eq!(find("markdown", long_ago).await, None);
+    let first = store.create_report(report("markdown")).await.unwrap();
+    // Still rendering counts.
+    assert_eq!(find("markdown", long_ago).await, Some(first.id));
+    assert_eq!(find("json", long_ago).await, None);
+    store
+        .finish_report(first.id, ReportOutcome::Failed("boom".into()))
+        .await
+        .unwrap();
+    assert_eq!(find("markdown", long_ago).await, None);
+    let second = store.create_report(report("markdown")).await.unwrap();
+    store
+        .finish_report(second.id, ReportOutcome::Ready("# ok".into()))
+        .await
+        .unwrap();
+    assert_eq!(find("markdown", long_ago).await, Some(second.id));
+    // Made before `since`: not found.
+    let later = a_moment_later().await;
+    assert_eq!(find("markdown", later).await, None);
+    assert_eq!(
+        store
+            .find_report(Uuid::now_v7(), "markdown", long_ago)
+            .await
+            .unwrap(),
+        None
+    );
 }

@@ -17,7 +17,9 @@
 //! floor), and while more than the floor waits on the queue it shrinks
 //! back. The queue is read every pass that holds a run back, and every
 //! [`LOOK_EVERY`] passes otherwise. A pass
-//! every [`TICK`] reads how far those runs have got (one query) and tops
+//! every [`TICK`] reads how far those runs have got (one query; while
+//! every run it feeds is out whole, only every [`LOOK_EVERY`] passes, to
+//! forget those that ended) and tops
 //! each up to its share again, so the queue holds a few batches of every
 //! run, interleaved in the order they come back, and a new run's first
 //! batches wait behind at most about one window of work. A run whose tasks
@@ -99,8 +101,6 @@ struct Paced {
     dispatched: u64,
     /// Tasks with a stored result, as last read.
     done: u64,
-    /// Batches published.
-    batches: u64,
 }
 
 impl Dispatcher {
@@ -129,7 +129,6 @@ impl Dispatcher {
             ready: 0,
             dispatched: 0,
             done: 0,
-            batches: 0,
         };
         self.runs()
             .insert(run_id, Arc::new(tokio::sync::Mutex::new(paced)));
@@ -146,8 +145,11 @@ impl Dispatcher {
         let mut paced = run.lock().await;
         paced.ready = paced.ready.max(ready);
         let share = self.share();
-        if let Err(e) = self.top_up(&mut paced, share).await {
-            drop(paced);
+        let sent = match self.room(&paced, share) {
+            Some(tasks) => self.send(vec![(paced, tasks)]).await,
+            None => Ok(()),
+        };
+        if let Err(e) = sent {
             self.forget(run_id);
             warn!(run_id = %run_id, error = %e, "publishing tasks failed, failing run");
             let _ = self
@@ -161,14 +163,11 @@ impl Dispatcher {
         Ok(())
     }
 
-    /// Tasks of `run_id` published so far, and in how many batches.
-    pub async fn published(&self, run_id: Uuid) -> (u64, u64) {
+    /// Tasks of `run_id` published so far.
+    pub async fn published(&self, run_id: Uuid) -> u64 {
         match self.fed(run_id) {
-            Some(run) => {
-                let paced = run.lock().await;
-                (paced.dispatched, paced.batches)
-            }
-            None => (0, 0),
+            Some(run) => run.lock().await.dispatched,
+            None => 0,
         }
     }
 
@@ -202,13 +201,20 @@ impl Dispatcher {
     }
 
     /// One pass: reads the runs it feeds, forgets those that ended and
-    /// tops up the others.
+    /// tops up the others. While every run it feeds is out whole, it reads
+    /// them only every [`LOOK_EVERY`] passes, to forget the ended ones.
     pub async fn pass(&self) -> anyhow::Result<()> {
         let passes = self.inner.passes.fetch_add(1, Ordering::Relaxed);
-        let ids: Vec<Uuid> = self.runs().keys().copied().collect();
-        if ids.is_empty() {
+        let fed: Vec<_> = self.runs().values().cloned().collect();
+        let waiting = fed.iter().any(|run| {
+            // One its submission holds is being released: it may wait.
+            run.try_lock()
+                .map_or(true, |paced| paced.dispatched < paced.ready)
+        });
+        if fed.is_empty() || !(waiting || passes.is_multiple_of(LOOK_EVERY)) {
             return Ok(());
         }
+        let ids: Vec<Uuid> = self.runs().keys().copied().collect();
         let records = self.inner.deps.store.get_runs(&ids).await?;
         let mut done: HashMap<Uuid, u64> = HashMap::with_capacity(records.len());
         for record in records {
@@ -226,18 +232,18 @@ impl Dispatcher {
             .into_iter()
             .filter_map(|(id, done)| Some((self.fed(id)?, done)))
             .collect();
-        let mut held = Vec::with_capacity(fed.len());
+        let mut locked = Vec::with_capacity(fed.len());
         for (run, done) in &fed {
             // A run its submission is publishing is topped up by it.
             let Ok(mut paced) = run.try_lock() else {
                 continue;
             };
             paced.done = paced.done.max(*done);
-            held.push(paced);
+            locked.push(paced);
         }
         if self.inner.configured > 0 {
             let share = self.share();
-            let held_back = held.iter().any(|paced| {
+            let held_back = locked.iter().any(|paced| {
                 paced.dispatched < paced.ready
                     && paced.dispatched.saturating_sub(paced.done) >= share
             });
@@ -245,27 +251,38 @@ impl Dispatcher {
                 self.size_window(held_back).await;
             }
         }
-        // Every run's top-up goes out in one publish: a pass costs one
-        // confirm round trip, however many runs it feeds.
         let share = self.share();
-        let mut topped = Vec::new();
-        let mut messages = Vec::new();
-        for paced in held {
-            if let Some(tasks) = self.room(&paced, share) {
-                messages.extend(self.messages(&paced, tasks.clone()));
-                topped.push((paced, tasks));
+        let topped = locked
+            .into_iter()
+            .filter_map(|paced| {
+                let tasks = self.room(&paced, share)?;
+                Some((paced, tasks))
+            })
+            .collect();
+        self.send(topped).await
+    }
+
+    /// Publishes `tasks` of each run, every run's batches together (a
+    /// pass costs one confirm round trip however many runs it tops up), a
+    /// few hundred messages a call; each run's `dispatched` moves once all
+    /// are confirmed.
+    async fn send<P>(&self, topped: Vec<(P, Range<u64>)>) -> anyhow::Result<()>
+    where
+        P: std::ops::DerefMut<Target = Paced>,
+    {
+        let messages: Vec<Message> = topped
+            .iter()
+            .flat_map(|(paced, tasks)| self.messages(paced, tasks.clone()))
+            .collect();
+        let mut messages = messages.into_iter();
+        loop {
+            let chunk: Vec<Message> = messages.by_ref().take(PUBLISH_CHUNK).collect();
+            if chunk.is_empty() {
+                break;
             }
+            self.inner.deps.bus.publish(QueueName::Tasks, chunk).await?;
         }
-        if messages.is_empty() {
-            return Ok(());
-        }
-        self.inner
-            .deps
-            .bus
-            .publish(QueueName::Tasks, messages)
-            .await?;
         for (mut paced, tasks) in topped {
-            paced.batches += (tasks.end - tasks.start).div_ceil(self.inner.batch_size);
             paced.dispatched = tasks.end;
         }
         Ok(())
@@ -332,26 +349,6 @@ impl Dispatcher {
             .encode_to_vec(),
             headers: headers.clone(),
         })
-    }
-
-    /// Publishes what `paced`'s share has room for, with confirms, a few
-    /// hundred messages at a time, moving `paced.dispatched` past each
-    /// confirmed chunk.
-    async fn top_up(&self, paced: &mut Paced, share: u64) -> anyhow::Result<()> {
-        let Some(tasks) = self.room(paced, share) else {
-            return Ok(());
-        };
-        let batch = self.inner.batch_size;
-        let end = tasks.end;
-        let mut batches = self.messages(paced, tasks).peekable();
-        while batches.peek().is_some() {
-            let chunk: Vec<Message> = batches.by_ref().take(PUBLISH_CHUNK).collect();
-            let count = chunk.len() as u64;
-            self.inner.deps.bus.publish(QueueName::Tasks, chunk).await?;
-            paced.batches += count;
-            paced.dispatched = (paced.dispatched + count * batch).min(end);
-        }
-        Ok(())
     }
 
     fn fed(&self, run_id: Uuid) -> Option<Arc<tokio::sync::Mutex<Paced>>> {

@@ -305,7 +305,7 @@ impl<'a> Intake<'a> {
             // Its total becomes the tasks that were published.
             let why = format!("its suite was refused: {}", reason.message());
             let stored = self.tests - self.pending.len() as u64;
-            let (published, _) = self.dispatcher.published(self.run_id).await;
+            let published = self.dispatcher.published(self.run_id).await;
             self.dispatcher.forget(self.run_id);
             let store = &self.deps.store;
             let ended = match store.fail_run(self.run_id, &why).await {
@@ -690,12 +690,11 @@ async fn start(
         intake.dispatcher.release(run_id, total).await?;
         run
     };
-    let (published, batches) = intake.dispatcher.published(run_id).await;
+    let published = intake.dispatcher.published(run_id).await;
     info!(
         run_id = %run_id,
         tasks = total,
         published,
-        batches,
         estimated_cost_usd = estimate.cost_usd,
         "run submitted"
     );

@@ -10,6 +10,7 @@
 //! their rows aside in a [`spill::Spill`] (memory up to a budget, then a
 //! temporary file) and write the document when finished.
 
+mod charts;
 mod csv;
 mod html;
 mod json;
@@ -412,12 +413,15 @@ mod tests {
     }
 
     #[test]
-    fn html_escapes_user_text() {
+    fn html_carries_user_text_as_data_and_runs_only_its_own_script() {
         let mut d = data();
+        d.summary.description = "<b>Nightly</b>".into();
         d.results[0].output = "<script>alert(1)</script>".into();
         let page = html(&d);
-        assert!(page.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
-        assert!(!page.contains("<script>"));
+        assert!(page.contains("<title>&lt;b&gt;Nightly&lt;&#x2f;b&gt;</title>"), "{page}");
+        assert!(page.contains(r#""o":"\u003cscript>alert(1)\u003c/script>""#), "{page}");
+        // The page's own script and nothing else.
+        assert_eq!(page.matches("<script>").count(), 1, "{page}");
         assert!(page.contains("<td>echo</td>"));
     }
 

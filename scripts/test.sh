@@ -26,6 +26,14 @@ if ! python3 -c "import grpc_reflection, google.protobuf" 2>/dev/null; then
   python3 -m pip install --quiet --disable-pip-version-check grpcio grpcio-reflection protobuf
 fi
 
+# A browser we did not write, for the HTML report's test (Debian's packages).
+if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq chromium chromium-driver >/dev/null
+fi
+
 step "cargo fmt --check"
 cargo fmt --all -- --check
 

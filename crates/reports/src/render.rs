@@ -418,8 +418,14 @@ mod tests {
         d.summary.description = "<b>Nightly</b>".into();
         d.results[0].output = "<script>alert(1)</script>".into();
         let page = html(&d);
-        assert!(page.contains("<title>&lt;b&gt;Nightly&lt;&#x2f;b&gt;</title>"), "{page}");
-        assert!(page.contains(r#""o":"\u003cscript>alert(1)\u003c/script>""#), "{page}");
+        assert!(
+            page.contains("<title>&lt;b&gt;Nightly&lt;&#x2f;b&gt;</title>"),
+            "{page}"
+        );
+        assert!(
+            page.contains(r#""o":"\u003cscript>alert(1)\u003c/script>""#),
+            "{page}"
+        );
         // The page's own script and nothing else.
         assert_eq!(page.matches("<script>").count(), 1, "{page}");
         assert!(page.contains("<td>echo</td>"));

@@ -27,7 +27,7 @@ pub(crate) struct Point {
 
 const WIDTH: u32 = 640;
 const HEIGHT: u32 = 320;
-const LABEL_CHARS: usize = 22;
+const LABEL_CHARS: usize = 36;
 /// Bars drawn at most; the rest are named in the chart's caption.
 pub(crate) const MAX_BARS: usize = 24;
 
@@ -75,7 +75,7 @@ pub(crate) fn rates(bars: &[Bar], x_desc: &str) -> Option<String> {
         let mut chart = ChartBuilder::on(root)
             .margin(12)
             .x_label_area_size(36)
-            .y_label_area_size(170)
+            .y_label_area_size(230)
             .build_cartesian_2d(0.0..1.0, (0..last).into_segmented())
             .map_err(|e| e.to_string())?;
         chart
@@ -96,6 +96,8 @@ pub(crate) fn rates(bars: &[Bar], x_desc: &str) -> Option<String> {
                 _ => String::new(),
             })
             .y_label_style(("sans-serif", 12))
+            .x_label_style(("sans-serif", 12))
+            .axis_desc_style(("sans-serif", 12))
             .draw()
             .map_err(|e| e.to_string())?;
         chart
@@ -180,7 +182,8 @@ pub(crate) fn histogram(buckets: &[(String, u64)], x_desc: &str, y_desc: &str) -
 /// Cost (x) against pass rate (y), one labelled point per provider × prompt.
 pub(crate) fn scatter(points: &[Point], x_desc: &str) -> Option<String> {
     let x_max = points.iter().map(|p| p.x).fold(0.0, f64::max);
-    let x_max = if x_max > 0.0 { x_max * 1.15 } else { 1.0 };
+    // Room on the right for the last point's label.
+    let x_max = if x_max > 0.0 { x_max * 1.6 } else { 1.0 };
     // Points at the same place get their labels one under the other.
     let mut seen: Vec<(f64, f64)> = Vec::new();
     let offsets: Vec<i32> = points
@@ -235,7 +238,11 @@ mod tests {
 
     #[test]
     fn a_bar_chart_is_one_svg_with_a_bar_and_a_label_per_item() {
-        let svg = rates(&[bar("openai / p1", 0.5), bar("echo / p1", 0.9)], "pass rate").unwrap();
+        let svg = rates(
+            &[bar("openai / p1", 0.5), bar("echo / p1", 0.9)],
+            "pass rate",
+        )
+        .unwrap();
         assert!(svg.starts_with("<svg"), "{svg}");
         assert!(svg.trim_end().ends_with("</svg>"));
         assert!(svg.contains("openai / p1") && svg.contains("echo / p1"));

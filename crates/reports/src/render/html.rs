@@ -330,8 +330,7 @@ impl<W: Write> ResultSink for Html<W> {
                 o: clip(&r.output, OUTPUT_KEPT),
                 sc: r.score,
                 why: clip(&r.reason, TEXT_KEPT),
-                a: r
-                    .assertions
+                a: r.assertions
                     .iter()
                     .map(|a| (a.r#type.as_str(), a.pass, clip(&a.reason, TEXT_KEPT)))
                     .collect(),

@@ -4,6 +4,8 @@
 //! - [`e2e`]: N cases through the real binaries, throughput and memory;
 //! - [`load`]: the read API at a fixed arrival rate, many runs at once, a
 //!   spike of submissions and a long soak;
+//! - [`render`]: every report format's time and peak memory, 1k to 1M
+//!   results;
 //! - [`fault`]: one run under one fault at a time, judged by what a user
 //!   would check afterwards;
 //! - [`instances`]: private Postgres, RabbitMQ and Redis instances for the
@@ -16,6 +18,7 @@ pub mod fault;
 pub mod instances;
 pub mod load;
 pub mod procs;
+pub mod render;
 pub mod stack;
 pub mod suite;
 pub mod table;

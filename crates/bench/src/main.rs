@@ -31,6 +31,8 @@ enum Cli {
     /// Seed two runs of N results into a throwaway Postgres database and
     /// time GetRunSummary and CompareRuns, cold and cached.
     Analytics(gauntlet_bench::analytics::AnalyticsArgs),
+    /// Time and peak memory to render every report format, 1k to 1M results.
+    Render(gauntlet_bench::render::RenderArgs),
 }
 
 #[derive(Subcommand)]
@@ -160,6 +162,7 @@ fn main() -> anyhow::Result<ExitCode> {
         Cli::Load(Load::Behind(args)) => runtime.block_on(load::runs::behind(args)).map(|()| true),
         Cli::Load(Load::Soak(args)) => runtime.block_on(load::soak::run(args)).map(|()| true),
         Cli::Fault(args) => runtime.block_on(fault_suite(args)),
+        Cli::Render(args) => gauntlet_bench::render::run(args).map(|()| true),
     }?;
     Ok(if ok {
         ExitCode::SUCCESS

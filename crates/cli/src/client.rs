@@ -148,10 +148,17 @@ impl Gateway {
             .map_err(SubmitError::Status)
     }
 
-    /// A ready report's document, whether it came inline or must be streamed.
-    pub async fn report_content(&mut self, report: v1::Report) -> anyhow::Result<Vec<u8>> {
+    /// Writes a ready report's document to `out` as it arrives, whether it
+    /// came inline or must be streamed (a chunk at a time: the document is
+    /// never held whole). Returns the bytes written.
+    pub async fn write_report(
+        &mut self,
+        report: v1::Report,
+        out: &mut (dyn std::io::Write + Send),
+    ) -> anyhow::Result<u64> {
         if !report.content.is_empty() || report.content_bytes == 0 {
-            return Ok(report.content.into_bytes());
+            out.write_all(report.content.as_bytes())?;
+            return Ok(report.content.len() as u64);
         }
         let mut stream = self
             .reports
@@ -161,15 +168,22 @@ impl Gateway {
             .await
             .map_err(|s| status_message("read report", &s))?
             .into_inner();
-        let mut out = Vec::with_capacity(report.content_bytes.min(1 << 30) as usize);
+        let mut written = 0u64;
         while let Some(chunk) = stream
             .message()
             .await
             .map_err(|s| status_message("read report", &s))?
         {
-            out.extend_from_slice(&chunk.data);
+            out.write_all(&chunk.data)?;
+            written += chunk.data.len() as u64;
         }
-        Ok(out)
+        anyhow::ensure!(
+            written == report.content_bytes,
+            "report {} arrived with {written} of its {} bytes",
+            report.id,
+            report.content_bytes
+        );
+        Ok(written)
     }
 }
 

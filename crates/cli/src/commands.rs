@@ -177,6 +177,11 @@ pub async fn report(
                 .map_err(|s| client::status_message("create report", &s))?
                 .into_inner();
             let deadline = tokio::time::Instant::now() + Duration::from_secs(300);
+            // Asked every 10 to 50 ms for the first 5 s (most reports take
+            // well under a second, and a poll is one row read), then every
+            // quarter second.
+            let asked = tokio::time::Instant::now();
+            let mut pause = Duration::from_millis(10);
             let report = loop {
                 let r = reports
                     .get_report(v1::GetReportRequest {
@@ -193,23 +198,34 @@ pub async fn report(
                     "report {} still pending after 5 minutes",
                     created.id
                 );
-                tokio::time::sleep(Duration::from_millis(200)).await;
+                tokio::time::sleep(pause).await;
+                pause = if asked.elapsed() < Duration::from_secs(5) {
+                    (pause * 3 / 2).min(Duration::from_millis(50))
+                } else {
+                    Duration::from_millis(250)
+                };
             };
             anyhow::ensure!(
                 report.status == v1::ReportStatus::Ready as i32,
                 "report failed: {}",
                 report.error
             );
-            let content = gateway.report_content(report).await?;
             match output {
                 Some(path) => {
-                    std::fs::write(&path, content)
-                        .with_context(|| format!("cannot write {}", path.display()))?;
+                    let failed = || format!("cannot write {}", path.display());
+                    let file = std::fs::File::create(&path).with_context(failed)?;
+                    let mut out = std::io::BufWriter::new(file);
+                    gateway
+                        .write_report(report, &mut out)
+                        .await
+                        .with_context(failed)?;
+                    std::io::Write::flush(&mut out).with_context(failed)?;
                     eprintln!("wrote {}", path.display());
                 }
                 None => {
-                    use std::io::Write;
-                    std::io::stdout().lock().write_all(&content)?;
+                    let mut out = std::io::stdout();
+                    gateway.write_report(report, &mut out).await?;
+                    std::io::Write::flush(&mut out)?;
                 }
             }
             Ok(())

@@ -103,28 +103,50 @@ fn format_from_name(name: &str) -> v1::ReportFormat {
     }
 }
 
-/// The report as a message; a document too large for one message is left
-/// out (`content_bytes` still tells its size) for `ReadReport` to stream.
-fn report_message(r: &ReportRecord, limits: MessageLimits) -> v1::Report {
-    let fits = r.content.len() <= limits.payload_budget();
-    v1::Report {
-        id: r.id.to_string(),
-        run_id: r.run_id.to_string(),
-        format: format_from_name(&r.format) as i32,
-        status: match r.status {
-            ReportStatus::Pending => v1::ReportStatus::Pending,
-            ReportStatus::Ready => v1::ReportStatus::Ready,
-            ReportStatus::Failed => v1::ReportStatus::Failed,
-        } as i32,
-        content: if fits {
-            r.content.clone()
-        } else {
+impl Router {
+    /// The report as a message. Its document comes inline when it fits in
+    /// one (a document stored in parts is read back for it); one too large
+    /// is left out (`content_bytes` still tells its size) for `ReadReport`
+    /// to stream.
+    async fn report_message(&self, r: ReportRecord) -> Result<v1::Report, Status> {
+        let fits = r.bytes <= self.limits.payload_budget() as u64;
+        let content = if !fits {
             String::new()
-        },
-        content_bytes: r.content.len() as u64,
-        error: r.error.clone(),
-        created_at: Some(convert::timestamp(r.created_at)),
-        finished_at: r.finished_at.map(convert::timestamp),
+        } else if r.parts == 0 {
+            r.content
+        } else {
+            let mut doc = Vec::with_capacity(r.bytes as usize);
+            for part in 0..r.parts {
+                let data = self
+                    .deps
+                    .store
+                    .report_part(r.id, part)
+                    .await
+                    .map_err(|e| internal("read report", e))?
+                    .ok_or_else(|| {
+                        Status::data_loss(format!("report {} lost its part {part}", r.id))
+                    })?;
+                doc.extend_from_slice(&data);
+            }
+            String::from_utf8(doc).map_err(|_| {
+                Status::data_loss(format!("report {} is not UTF-8", r.id))
+            })?
+        };
+        Ok(v1::Report {
+            id: r.id.to_string(),
+            run_id: r.run_id.to_string(),
+            format: format_from_name(&r.format) as i32,
+            status: match r.status {
+                ReportStatus::Pending => v1::ReportStatus::Pending,
+                ReportStatus::Ready => v1::ReportStatus::Ready,
+                ReportStatus::Failed => v1::ReportStatus::Failed,
+            } as i32,
+            content,
+            content_bytes: r.bytes,
+            error: r.error,
+            created_at: Some(convert::timestamp(r.created_at)),
+            finished_at: r.finished_at.map(convert::timestamp),
+        })
     }
 }
 
@@ -250,7 +272,7 @@ impl ReportService for Router {
                         < chrono::Duration::seconds(PENDING_REUSED_SECS)
             };
             if let Some(report) = made.filter(fresh) {
-                return Ok(Response::new(report_message(&report, self.limits)));
+                return Ok(Response::new(self.report_message(report).await?));
             }
         }
         let report = self
@@ -280,7 +302,7 @@ impl ReportService for Router {
             )
             .await
             .map_err(|e| internal("queue report", e))?;
-        Ok(Response::new(report_message(&report, self.limits)))
+        Ok(Response::new(self.report_message(report).await?))
     }
 
     async fn get_report(
@@ -288,7 +310,7 @@ impl ReportService for Router {
         request: Request<v1::GetReportRequest>,
     ) -> Result<Response<v1::Report>, Status> {
         let report = self.report(&request.get_ref().report_id).await?;
-        Ok(Response::new(report_message(&report, self.limits)))
+        Ok(Response::new(self.report_message(report).await?))
     }
 
     type ReadReportStream = ReportChunks;
@@ -305,17 +327,51 @@ impl ReportService for Router {
             )));
         }
         let chunk = REPORT_CHUNK.min(self.limits.payload_budget()).max(1);
-        let chunks: Vec<Result<v1::ReportChunk, Status>> = report
-            .content
-            .as_bytes()
-            .chunks(chunk)
-            .map(|data| {
-                Ok(v1::ReportChunk {
-                    data: data.to_vec(),
+        if report.parts == 0 {
+            let chunks: Vec<Result<v1::ReportChunk, Status>> = report
+                .content
+                .as_bytes()
+                .chunks(chunk)
+                .map(|data| {
+                    Ok(v1::ReportChunk {
+                        data: data.to_vec(),
+                    })
                 })
+                .collect();
+            return Ok(Response::new(Box::pin(tokio_stream::iter(chunks))));
+        }
+        // One stored part at a time, read when the client has taken the
+        // last: the gateway holds a part, never the document.
+        let store = self.deps.store.clone();
+        use futures::StreamExt as _;
+        let parts = futures::stream::iter(0..report.parts)
+            .then(move |part| {
+                let store = store.clone();
+                async move {
+                    let data = store
+                        .report_part(id, part)
+                        .await
+                        .map_err(|e| internal("read report", e))?
+                        .ok_or_else(|| {
+                            Status::data_loss(format!("report {id} lost its part {part}"))
+                        })?;
+                    let chunks: Vec<Result<v1::ReportChunk, Status>> = data
+                        .chunks(chunk)
+                        .map(|data| {
+                            Ok(v1::ReportChunk {
+                                data: data.to_vec(),
+                            })
+                        })
+                        .collect();
+                    Ok::<_, Status>(futures::stream::iter(chunks))
+                }
             })
-            .collect();
-        Ok(Response::new(Box::pin(tokio_stream::iter(chunks))))
+            .map(|chunks| match chunks {
+                Ok(chunks) => chunks.left_stream(),
+                Err(status) => futures::stream::iter([Err(status)]).right_stream(),
+            })
+            .flatten();
+        Ok(Response::new(Box::pin(parts)))
     }
 }
 

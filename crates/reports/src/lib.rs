@@ -30,6 +30,8 @@ use uuid::Uuid;
 const PREFETCH: u16 = 4;
 /// Results read per store round-trip.
 const PAGE: u32 = 1000;
+/// Pages of results read at once while a report renders.
+const PAGES_AHEAD: usize = 3;
 
 type AnalyticsClient = AnalyticsServiceClient<InterceptedService<Channel, TraceInterceptor>>;
 
@@ -138,8 +140,8 @@ async fn handle(deps: Deps, analytics: AnalyticsClient, delivery: Delivery) {
             let _ = delivery.dead_letter().await;
             return;
         };
-        let outcome = match build(&deps, analytics, run_id, job.format).await {
-            Ok(content) => ReportOutcome::Ready(content),
+        let outcome = match build(&deps, analytics, report_id, run_id, job.format).await {
+            Ok(stored) => stored,
             Err(e) => {
                 warn!(error = format!("{e:#}"), "report failed");
                 ReportOutcome::Failed(format!("{e:#}"))
@@ -168,14 +170,22 @@ pub struct ReportData {
     pub results: Vec<v1::Result>,
 }
 
-/// Renders the run a page of results at a time, so memory does not grow
-/// with the run (the finished document is still returned whole).
+/// Bytes of a document per stored part (and so per `ReadReport` read).
+pub const PART_BYTES: usize = 1 << 20;
+
+/// Renders the run a page of results at a time and stores the document in
+/// parts as it grows, so memory does not grow with the run nor with the
+/// document. Three things go at once: this task pages results in from the
+/// store, a blocking thread renders them, and another task stores each
+/// [`PART_BYTES`] of the document the renderer hands over; bounded channels
+/// between them keep at most a few pages and parts in flight.
 async fn build(
     deps: &Deps,
     mut analytics: AnalyticsClient,
+    report_id: Uuid,
     run_id: Uuid,
     format: i32,
-) -> anyhow::Result<String> {
+) -> anyhow::Result<ReportOutcome> {
     let format = match v1::ReportFormat::try_from(format) {
         Ok(v1::ReportFormat::Markdown) => render::Format::Markdown,
         Ok(v1::ReportFormat::Json) => render::Format::Json,
@@ -203,30 +213,118 @@ async fn build(
         anyhow::Ok(serde_json::from_str::<Suite>(&text)?)
     };
     let (summary, suite) = tokio::try_join!(summary, suite)?;
+    let summary_tasks = summary.total_tasks;
 
-    let mut document = Vec::new();
-    let mut sink = render::sink(format, &mut document);
-    sink.begin(&summary)?;
-    let mut after = None;
-    loop {
-        let page = store.list_results(run_id, None, after, PAGE).await?;
-        let tests = gauntlet_service::tests::read(
-            store,
-            run_id,
-            &suite,
-            page.iter().map(|r| r.result.test_index as u32),
-        )
-        .await?;
-        for record in &page {
-            let test = tests.get(record.result.test_index as u32);
-            sink.result(&convert::result(record, &suite, test))?;
+    let (page_tx, mut page_rx) = tokio::sync::mpsc::channel::<Vec<v1::Result>>(2);
+    let (part_tx, mut part_rx) = tokio::sync::mpsc::channel::<Vec<u8>>(2);
+    let renderer = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+        let mut sink = render::sink(format, PartWriter::new(part_tx));
+        sink.begin(&summary)?;
+        while let Some(page) = page_rx.blocking_recv() {
+            for result in &page {
+                sink.result(result)?;
+            }
         }
-        after = page.last().map(|r| r.result.task_index);
-        if page.len() < PAGE as usize {
-            break;
+        sink.finish()
+    });
+    // Both `move`: each drops its end of a channel when it stops, even on
+    // an error, so the renderer and the other task see the end and stop.
+    // The run's task indexes in ranges of a page, read and converted
+    // [`PAGES_AHEAD`] at a time (each on its own connection, the store's
+    // decoding on as many threads) and handed on in order.
+    let ranges = i64::try_from(summary_tasks.div_ceil(u64::from(PAGE)))?;
+    let suite = &suite;
+    let pages = async move {
+        let mut pages = futures::stream::iter(0..ranges)
+            .map(|k| async move {
+                let (from, to) = (k * i64::from(PAGE), (k + 1) * i64::from(PAGE));
+                let after = (from > 0).then(|| from - 1);
+                let mut page = store.list_results(run_id, None, after, PAGE).await?;
+                // Past a gap (a run still going) a page reaches into the
+                // next range, which reads those results itself.
+                page.retain(|r| r.result.task_index < to);
+                let tests = gauntlet_service::tests::read(
+                    store,
+                    run_id,
+                    suite,
+                    page.iter().map(|r| r.result.test_index as u32),
+                )
+                .await?;
+                anyhow::Ok(
+                    page.iter()
+                        .map(|record| {
+                            let test = tests.get(record.result.test_index as u32);
+                            convert::result(record, suite, test)
+                        })
+                        .collect::<Vec<_>>(),
+                )
+            })
+            .buffered(PAGES_AHEAD);
+        while let Some(results) = pages.next().await {
+            // The renderer stopped (its error is reported below).
+            if page_tx.send(results?).await.is_err() {
+                break;
+            }
+        }
+        anyhow::Ok(())
+    };
+    let parts = async move {
+        let (mut parts, mut bytes) = (0u32, 0u64);
+        while let Some(part) = part_rx.recv().await {
+            store.put_report_part(report_id, parts, &part).await?;
+            parts += 1;
+            bytes += part.len() as u64;
+        }
+        anyhow::Ok((parts, bytes))
+    };
+    let (paged, stored) = tokio::join!(pages, parts);
+    let rendered = renderer.await.context("the renderer panicked")?;
+    // The first failure is the cause: a store error stops the pages or the
+    // parts, and then the renderer's channel.
+    paged?;
+    let (parts, bytes) = stored?;
+    rendered.context("rendering")?;
+    Ok(ReportOutcome::Stored { bytes, parts })
+}
+
+/// The renderer's writer: the document in [`PART_BYTES`] parts, handed to
+/// the task that stores them (blocking while two wait), and the rest on
+/// `flush`, which a sink calls once, when it finishes.
+struct PartWriter {
+    tx: tokio::sync::mpsc::Sender<Vec<u8>>,
+    buf: Vec<u8>,
+}
+
+impl PartWriter {
+    fn new(tx: tokio::sync::mpsc::Sender<Vec<u8>>) -> Self {
+        Self {
+            tx,
+            buf: Vec::with_capacity(PART_BYTES),
         }
     }
-    sink.finish()?;
-    drop(sink);
-    String::from_utf8(document).context("report is not UTF-8")
+
+    fn send(&mut self) -> std::io::Result<()> {
+        let part = std::mem::replace(&mut self.buf, Vec::with_capacity(PART_BYTES));
+        self.tx
+            .blocking_send(part)
+            .map_err(|_| std::io::Error::other("the report's parts are no longer stored"))
+    }
+}
+
+impl std::io::Write for PartWriter {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        let n = data.len().min(PART_BYTES - self.buf.len());
+        self.buf.extend_from_slice(&data[..n]);
+        if self.buf.len() == PART_BYTES {
+            self.send()?;
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        self.send()
+    }
 }

@@ -342,4 +342,9 @@ pub trait Store: Send + Sync + 'static {
         since: DateTime<Utc>,
     ) -> Result<Option<ReportRecord>>;
     async fn finish_report(&self, report_id: Uuid, outcome: ReportOutcome) -> Result<()>;
+    /// Stores part `part` of a report's document (again, if a redelivered
+    /// job renders it twice).
+    async fn put_report_part(&self, report_id: Uuid, part: u32, data: &[u8]) -> Result<()>;
+    /// Part `part` of a report's document, if stored.
+    async fn report_part(&self, report_id: Uuid, part: u32) -> Result<Option<Vec<u8>>>;
 }

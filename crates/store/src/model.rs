@@ -330,14 +330,48 @@ pub struct ReportRecord {
     pub run_id: Uuid,
     pub format: String,
     pub status: ReportStatus,
+    /// The whole document, for one stored whole ([`ReportOutcome::Ready`]);
+    /// empty when it is stored in parts.
     pub content: String,
+    /// The document's size in bytes, however it is stored.
+    pub bytes: u64,
+    /// Parts the document is stored in ([`Store::report_part`] reads them);
+    /// 0 when it is in `content`.
+    ///
+    /// [`Store::report_part`]: crate::Store::report_part
+    pub parts: u32,
     pub error: String,
     pub created_at: DateTime<Utc>,
     pub finished_at: Option<DateTime<Utc>>,
 }
 
+/// A finished report's columns: status, content, bytes, parts, error.
+pub(crate) fn report_outcome(outcome: ReportOutcome) -> (ReportStatus, String, i64, i32, String) {
+    match outcome {
+        ReportOutcome::Ready(content) => {
+            let bytes = content.len() as i64;
+            (ReportStatus::Ready, content, bytes, 0, String::new())
+        }
+        ReportOutcome::Stored { bytes, parts } => (
+            ReportStatus::Ready,
+            String::new(),
+            i64::try_from(bytes).unwrap_or(i64::MAX),
+            i32::try_from(parts).unwrap_or(i32::MAX),
+            String::new(),
+        ),
+        ReportOutcome::Failed(error) => (ReportStatus::Failed, String::new(), 0, 0, error),
+    }
+}
+
 #[derive(Debug, Clone)]
 pub enum ReportOutcome {
+    /// The document, stored whole.
     Ready(String),
+    /// The document was stored with [`Store::put_report_part`] as parts
+    /// `0..parts`, `bytes` in all.
+    ///
+    /// [`Store::put_report_part`]: crate::Store::put_report_part
+    Stored { bytes: u64, parts: u32 },
+    /// Its parts, if any, are deleted.
     Failed(String),
 }

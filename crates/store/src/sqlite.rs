@@ -24,6 +24,7 @@ use crate::{
     AssertionMetrics, InsertOutcome, LATENCIES_LIVE, LATENCIES_ROLLED, LatencyCount, METRICS_LIVE,
     METRICS_ROLLED, MOST_FAILED_LIVE, MOST_FAILED_ROLLED, NewReport, NewResult, NewRun,
     OUTCOME_SELECT, Outcome, ROLL_UP, ReportOutcome, ReportRecord, ReportStatus, Result,
+    model::report_outcome,
     ResultMetrics, ResultRecord, ResultStatus, RunCursor, RunRecord, RunStatus, SLOWEST_KEPT,
     Store, StoreError, TREND_LATENCIES_SELECT, TREND_METRICS_SELECT, TREND_PENDING, TaskRange,
     TestFailures, TrendMetrics, TrendQuery, TrendRow,
@@ -92,7 +93,7 @@ const RESULT_COLUMNS: &str = "run_id, task_index, project_id, test_index, prompt
      assertions, latency_ms, tokens_in, tokens_out, cost_usd, cached, error, created_at";
 
 const REPORT_COLUMNS: &str =
-    "id, project_id, run_id, format, status, content, error, created_at, finished_at";
+    "id, project_id, run_id, format, status, content, bytes, parts, error, created_at, finished_at";
 
 /// Connections of a store opened with [`SqliteStore::open`].
 const EMBEDDED_CONNECTIONS: u32 = 4;
@@ -437,6 +438,11 @@ fn result_from_row(row: &SqliteRow) -> Result<ResultRecord> {
 
 fn report_from_row(row: &SqliteRow) -> Result<ReportRecord> {
     let status: String = row.try_get("status")?;
+    let content: String = row.try_get("content")?;
+    // A document stored whole before the `bytes` column has its size 0.
+    let bytes = u64::try_from(row.try_get::<i64, _>("bytes")?)
+        .unwrap_or(0)
+        .max(content.len() as u64);
     Ok(ReportRecord {
         id: get_uuid(row, "id")?,
         project_id: row.try_get("project_id")?,
@@ -444,7 +450,9 @@ fn report_from_row(row: &SqliteRow) -> Result<ReportRecord> {
         format: row.try_get("format")?,
         status: ReportStatus::parse(&status)
             .ok_or_else(|| StoreError::Corrupt(format!("report status `{status}`")))?,
-        content: row.try_get("content")?,
+        content,
+        bytes,
+        parts: u32::try_from(row.try_get::<i32, _>("parts")?).unwrap_or(0),
         error: row.try_get("error")?,
         created_at: get_ts(row, "created_at")?,
         finished_at: get_opt_ts(row, "finished_at")?,
@@ -1174,22 +1182,52 @@ impl Store for SqliteStore {
     }
 
     async fn finish_report(&self, report_id: Uuid, outcome: ReportOutcome) -> Result<()> {
-        let (status, content, error) = match outcome {
-            ReportOutcome::Ready(content) => (ReportStatus::Ready, content, String::new()),
-            ReportOutcome::Failed(error) => (ReportStatus::Failed, String::new(), error),
-        };
+        let (status, content, bytes, parts, error) = report_outcome(outcome);
+        let mut tx = self.pool.begin().await?;
+        if status == ReportStatus::Failed {
+            sqlx::query("DELETE FROM report_parts WHERE report_id = ?1")
+                .bind(uuid_text(report_id))
+                .execute(&mut *tx)
+                .await?;
+        }
         sqlx::query(
-            "UPDATE reports SET status = ?2, content = ?3, error = ?4, finished_at = ?5 \
-             WHERE id = ?1",
+            "UPDATE reports SET status = ?2, content = ?3, bytes = ?4, parts = ?5, error = ?6, \
+             finished_at = ?7 WHERE id = ?1",
         )
         .bind(uuid_text(report_id))
         .bind(status.as_str())
         .bind(content)
+        .bind(bytes)
+        .bind(parts)
         .bind(error)
         .bind(ts_text(now()))
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn put_report_part(&self, report_id: Uuid, part: u32, data: &[u8]) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO report_parts (report_id, part, data) VALUES (?1, ?2, ?3) \
+             ON CONFLICT (report_id, part) DO UPDATE SET data = excluded.data",
+        )
+        .bind(uuid_text(report_id))
+        .bind(i64::from(part))
+        .bind(data)
         .execute(&self.pool)
         .await?;
         Ok(())
+    }
+
+    async fn report_part(&self, report_id: Uuid, part: u32) -> Result<Option<Vec<u8>>> {
+        Ok(
+            sqlx::query_scalar("SELECT data FROM report_parts WHERE report_id = ?1 AND part = ?2")
+                .bind(uuid_text(report_id))
+                .bind(i64::from(part))
+                .fetch_optional(&self.pool)
+                .await?,
+        )
     }
 }
 

@@ -652,3 +652,68 @@ async fn ctrl_c_cancels_the_run_prints_a_partial_summary_and_keeps_results() {
     assert!(kept > 0 && kept < 40, "{kept} results kept of 40");
     assert_eq!(doc["passed"].as_u64().unwrap() as usize, kept);
 }
+
+/// `gauntlet report` (the reports service, its document stored in parts and
+/// streamed back in chunks smaller than a part) writes the very bytes `gauntlet run -o` wrote for the same
+/// run, in every format, for documents of several parts.
+#[tokio::test]
+async fn report_writes_the_same_documents_as_run_o_in_every_format() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut csv = String::from("topic\n");
+    for i in 0..300 {
+        // Echoed back: 300 outputs of ~8 KB make every format but Markdown
+        // and JUnit larger than one stored part (1 MiB).
+        csv.push_str(&format!("t{i} {}<&>\n", "lorem ipsum ".repeat(700)));
+    }
+    std::fs::write(dir.path().join("tests.csv"), csv).unwrap();
+    std::fs::write(
+        dir.path().join("suite.yaml"),
+        "description: parts\nprompts: ['Say {{topic}}']\nproviders: [echo]\n\
+         tests: file://tests.csv\ndefaultTest:\n  assert:\n    - type: contains\n      value: t1\n",
+    )
+    .unwrap();
+    let formats = [
+        ("html", "html"),
+        ("json", "json"),
+        ("csv", "csv"),
+        ("markdown", "md"),
+        ("junit", "xml"),
+    ];
+    let mut args = vec!["run", "suite.yaml"];
+    let files: Vec<String> = formats.iter().map(|(_, ext)| format!("run.{ext}")).collect();
+    for f in &files {
+        args.extend(["-o", f.as_str()]);
+    }
+    let out = gauntlet(&args, dir.path()).await;
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(100), "{stdout}\n{stderr}");
+    let run_id = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("run id: "))
+        .expect("run id printed")
+        .trim()
+        .to_owned();
+    for ((format, ext), run_file) in formats.iter().zip(&files) {
+        let report_file = format!("report.{ext}");
+        // Messages of 1 MiB: a document over it is streamed by ReadReport,
+        // each stored part in two chunks; a smaller one comes inline.
+        let out = gauntlet_env(
+            &["report", &run_id, "--format", format, "-o", &report_file],
+            dir.path(),
+            &[("GAUNTLET_GRPC__MAX_MESSAGE_BYTES", "1048576")],
+        )
+        .await;
+        assert!(out.status.success(), "{format}: {:?}", text(&out));
+        let want = std::fs::read(dir.path().join(run_file)).unwrap();
+        let got = std::fs::read(dir.path().join(&report_file)).unwrap();
+        if *format != "markdown" && *format != "junit" {
+            assert!(want.len() > 1 << 20, "{format}: only {} bytes", want.len());
+        }
+        assert!(
+            got == want,
+            "{format}: the report ({} bytes) differs from `run -o` ({} bytes)",
+            got.len(),
+            want.len()
+        );
+    }
+}

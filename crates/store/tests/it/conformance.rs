@@ -90,6 +90,7 @@ conformance!(
     reports_move_from_pending_to_ready,
     the_report_found_is_the_newest_unfailed_one_of_its_run_and_format_since,
     reports_can_fail_with_an_error,
+    a_report_stored_in_parts_reads_back_part_by_part,
     stale_runs_are_unfinished_runs_quiet_since_before,
     a_stored_result_makes_a_run_active_again,
     exactly_one_claim_of_a_redrive_wins,
@@ -855,6 +856,62 @@ async fn reports_can_fail_with_an_error(store: Arc<dyn Store>) {
     assert_eq!(got.error, "run has no results");
     assert_eq!(got.content, "");
     assert!(got.finished_at.is_some());
+}
+
+async fn a_report_stored_in_parts_reads_back_part_by_part(store: Arc<dyn Store>) {
+    let run = store.create_run(new_run(1)).await.unwrap();
+    let new = |format: &str| NewReport {
+        id: Uuid::now_v7(),
+        project_id: "default".into(),
+        run_id: run.id,
+        format: format.into(),
+    };
+    let report = store.create_report(new("html")).await.unwrap();
+    assert_eq!((report.bytes, report.parts), (0, 0));
+    let big = vec![b'x'; 300_000];
+    store.put_report_part(report.id, 0, b"stale").await.unwrap();
+    // A redelivered job renders again: the part is replaced.
+    store.put_report_part(report.id, 0, &big).await.unwrap();
+    store.put_report_part(report.id, 1, b"<tail>").await.unwrap();
+    store
+        .finish_report(
+            report.id,
+            ReportOutcome::Stored {
+                bytes: 300_006,
+                parts: 2,
+            },
+        )
+        .await
+        .unwrap();
+    let got = store.get_report(report.id).await.unwrap().unwrap();
+    assert_eq!(got.status, ReportStatus::Ready);
+    assert_eq!((got.bytes, got.parts, got.content.as_str()), (300_006, 2, ""));
+    assert_eq!(store.report_part(report.id, 0).await.unwrap(), Some(big));
+    assert_eq!(
+        store.report_part(report.id, 1).await.unwrap().as_deref(),
+        Some(&b"<tail>"[..])
+    );
+    assert_eq!(store.report_part(report.id, 2).await.unwrap(), None);
+
+    // A document stored whole tells its size too.
+    let whole = store.create_report(new("markdown")).await.unwrap();
+    store
+        .finish_report(whole.id, ReportOutcome::Ready("# é".into()))
+        .await
+        .unwrap();
+    let got = store.get_report(whole.id).await.unwrap().unwrap();
+    assert_eq!((got.bytes, got.parts), (4, 0));
+
+    // A report that fails half way keeps none of its parts.
+    let failed = store.create_report(new("csv")).await.unwrap();
+    store.put_report_part(failed.id, 0, b"a,b\n").await.unwrap();
+    store
+        .finish_report(failed.id, ReportOutcome::Failed("store went away".into()))
+        .await
+        .unwrap();
+    assert_eq!(store.report_part(failed.id, 0).await.unwrap(), None);
+    let got = store.get_report(failed.id).await.unwrap().unwrap();
+    assert_eq!((got.bytes, got.parts), (0, 0));
 }
 
 /// A moment strictly after everything written so far (timestamps have

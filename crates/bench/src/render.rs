@@ -154,7 +154,9 @@ fn formats(names: &[String]) -> anyhow::Result<Vec<(&'static str, Format)>> {
                 .iter()
                 .find(|(n, _)| n == name)
                 .copied()
-                .with_context(|| format!("unknown format `{name}`; known: html, json, jsonl, csv, md, junit"))
+                .with_context(|| {
+                    format!("unknown format `{name}`; known: html, json, jsonl, csv, md, junit")
+                })
         })
         .collect()
 }

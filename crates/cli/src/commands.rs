@@ -151,10 +151,21 @@ pub enum ReportFormat {
     Junit,
 }
 
+/// What `gauntlet report` renders.
+pub enum ReportOf {
+    Run(String),
+    Comparison {
+        a: String,
+        b: Option<String>,
+        by: Option<crate::compare::By>,
+        alpha: f64,
+    },
+}
+
 pub async fn report(
     config: &GauntletConfig,
     target: &Target,
-    run_id: &str,
+    what: ReportOf,
     format: ReportFormat,
     output: Option<PathBuf>,
 ) -> anyhow::Result<()> {
@@ -168,11 +179,24 @@ pub async fn report(
                 ReportFormat::Csv => v1::ReportFormat::Csv,
                 ReportFormat::Junit => v1::ReportFormat::Junit,
             };
-            let created = reports
-                .create_report(v1::CreateReportRequest {
-                    run_id: run_id.into(),
+            let request = match &what {
+                ReportOf::Run(run_id) => v1::CreateReportRequest {
+                    run_id: run_id.clone(),
                     format: format as i32,
-                })
+                    kind: v1::ReportKind::Run as i32,
+                    ..Default::default()
+                },
+                ReportOf::Comparison { a, b, by, alpha } => v1::CreateReportRequest {
+                    run_id: a.clone(),
+                    format: format as i32,
+                    kind: v1::ReportKind::Comparison as i32,
+                    compare_to: b.clone().unwrap_or_default(),
+                    by: crate::compare::by_proto(*by) as i32,
+                    alpha: *alpha,
+                },
+            };
+            let created = reports
+                .create_report(request)
                 .await
                 .map_err(|s| client::status_message("create report", &s))?
                 .into_inner();

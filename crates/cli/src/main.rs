@@ -61,9 +61,22 @@ enum Command {
         #[command(flatten)]
         target: Target,
     },
-    /// Have the reports service render a run's report.
+    /// Have the reports service render a run's report, or with --compare
+    /// a comparison report (the verdicts of `gauntlet compare`, with charts
+    /// in HTML).
+    #[command(group(clap::ArgGroup::new("what").required(true).args(["run_id", "compare"])))]
     Report {
-        run_id: String,
+        run_id: Option<String>,
+        /// Compare run A (the baseline) with run B (the candidate), or the
+        /// providers (or prompts, with --by prompt) of run A with each other.
+        #[arg(long, num_args = 1..=2, value_names = ["A", "B"], conflicts_with = "run_id")]
+        compare: Option<Vec<String>>,
+        /// With --compare: per provider, or per prompt.
+        #[arg(long, value_enum, requires = "compare")]
+        by: Option<compare::By>,
+        /// With --compare: significance level, after Holm's correction.
+        #[arg(long, value_parser = compare::parse_alpha, requires = "compare")]
+        alpha: Option<f64>,
         #[arg(long, value_enum, default_value = "markdown")]
         format: commands::ReportFormat,
         #[arg(short, long)]
@@ -327,12 +340,27 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             .map(|()| 0),
         Command::Report {
             run_id,
+            compare,
+            by,
+            alpha,
             format,
             output,
             target,
-        } => commands::report(&config, &target, &run_id, format, output)
-            .await
-            .map(|()| 0),
+        } => {
+            let what = match (run_id, compare) {
+                (_, Some(runs)) => commands::ReportOf::Comparison {
+                    a: runs[0].clone(),
+                    b: runs.get(1).cloned(),
+                    by,
+                    alpha: alpha.unwrap_or(0.0),
+                },
+                (Some(run), None) => commands::ReportOf::Run(run),
+                (None, None) => unreachable!("clap requires a run or --compare"),
+            };
+            commands::report(&config, &target, what, format, output)
+                .await
+                .map(|()| 0)
+        }
         Command::Runs { limit, target } => {
             commands::runs(&config, &target, limit).await.map(|()| 0)
         }

@@ -16,7 +16,7 @@ use gauntlet_service::{
     MessageLimits, convert, existing_run, internal, invalid, limited, limits::answer, not_found,
     parse_id,
 };
-use gauntlet_store::{NewReport, ReportRecord, ReportStatus};
+use gauntlet_store::{NewReport, RUN_REPORT, ReportRecord, ReportStatus};
 use gauntlet_telemetry::grpc::TraceInterceptor;
 use prost::Message as _;
 use tonic::{
@@ -128,11 +128,13 @@ impl Router {
                     })?;
                 doc.extend_from_slice(&data);
             }
-            String::from_utf8(doc).map_err(|_| {
-                Status::data_loss(format!("report {} is not UTF-8", r.id))
-            })?
+            String::from_utf8(doc)
+                .map_err(|_| Status::data_loss(format!("report {} is not UTF-8", r.id)))?
         };
+        let (kind, compare_to) = kind_of(&r.kind);
         Ok(v1::Report {
+            kind: kind as i32,
+            compare_to,
             id: r.id.to_string(),
             run_id: r.run_id.to_string(),
             format: format_from_name(&r.format) as i32,
@@ -236,6 +238,29 @@ impl MonitorService for Router {
     }
 }
 
+/// The stored kind of a comparison report: what makes two requests for
+/// one the same report (with its run and format).
+fn comparison_key(b: Option<Uuid>, by: v1::CompareBy, alpha: f64) -> String {
+    let b = b.map_or_else(|| "-".to_owned(), |b| b.to_string());
+    let alpha = if alpha == 0.0 { 0.05 } else { alpha };
+    format!("compare b={b} by={} alpha={alpha}", by.as_str_name())
+}
+
+/// A stored kind's `ReportKind` and comparison run.
+fn kind_of(kind: &str) -> (v1::ReportKind, String) {
+    match kind.strip_prefix("compare ") {
+        Some(rest) => {
+            let b = rest
+                .split(' ')
+                .find_map(|t| t.strip_prefix("b="))
+                .filter(|b| *b != "-")
+                .unwrap_or_default();
+            (v1::ReportKind::Comparison, b.to_owned())
+        }
+        None => (v1::ReportKind::Run, String::new()),
+    }
+}
+
 /// How long a pending report of a finished run is answered again to a new
 /// request for it, rather than made anew.
 const PENDING_REUSED_SECS: i64 = 300;
@@ -253,15 +278,43 @@ impl ReportService for Router {
             .and_then(format_name)
             .ok_or_else(|| invalid("format", "must be one of MARKDOWN, JSON, HTML, CSV, JUNIT"))?;
         let run = existing_run(self.deps.store.as_ref(), run_id).await?;
-        // A finished run's report does not change: one made since it
-        // finished (ready, or still rendering) is answered again, not
-        // rendered twice. A report of a run still going is partial, so each
-        // request makes its own.
-        if let (true, Some(finished)) = (run.status.is_terminal(), run.finished_at) {
+        let (kind, compare_to) = match v1::ReportKind::try_from(req.kind) {
+            Ok(v1::ReportKind::Unspecified | v1::ReportKind::Run) => (RUN_REPORT.to_owned(), None),
+            Ok(v1::ReportKind::Comparison) => {
+                let b = if req.compare_to.is_empty() {
+                    None
+                } else {
+                    let id = parse_id("compare_to", &req.compare_to)?;
+                    Some(existing_run(self.deps.store.as_ref(), id).await?)
+                };
+                if !(req.alpha == 0.0 || (req.alpha > 0.0 && req.alpha < 1.0)) {
+                    return Err(invalid("alpha", "must be in (0, 1), or 0 for 0.05"));
+                }
+                let by = v1::CompareBy::try_from(req.by)
+                    .map_err(|_| invalid("by", "must be a CompareBy value"))?;
+                let key = comparison_key(b.as_ref().map(|r| r.id), by, req.alpha);
+                (key, b)
+            }
+            Err(_) => return Err(invalid("kind", "must be RUN or COMPARISON")),
+        };
+        // When the last of its runs ended, if they all have.
+        let finished = match (&compare_to, run.status.is_terminal(), run.finished_at) {
+            (_, false, _) | (_, _, None) => None,
+            (None, true, Some(a)) => Some(a),
+            (Some(b), true, Some(a)) => match (b.status.is_terminal(), b.finished_at) {
+                (true, Some(b)) => Some(a.max(b)),
+                _ => None,
+            },
+        };
+        // A report of finished runs does not change: one of the same kind
+        // and format made since they finished (ready, or still rendering)
+        // is answered again, not rendered twice. A report of a run still
+        // going is partial, so each request makes its own.
+        if let Some(finished) = finished {
             let made = self
                 .deps
                 .store
-                .find_report(run_id, format, finished)
+                .find_report(run_id, &kind, format, finished)
                 .await
                 .map_err(|e| internal("find report", e))?;
             // One still pending long after it was asked for lost its job:
@@ -283,6 +336,7 @@ impl ReportService for Router {
                 project_id: DEFAULT_PROJECT.into(),
                 run_id,
                 format: format.into(),
+                kind,
             })
             .await
             .map_err(|e| internal("create report", e))?;
@@ -290,6 +344,10 @@ impl ReportService for Router {
             report_id: report.id.to_string(),
             run_id: run_id.to_string(),
             format: req.format,
+            kind: req.kind,
+            compare_to: compare_to.map(|r| r.id.to_string()).unwrap_or_default(),
+            by: req.by,
+            alpha: req.alpha,
         };
         self.deps
             .bus

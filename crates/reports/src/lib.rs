@@ -3,6 +3,7 @@
 //! a store page at a time, stores the document and marks the report ready
 //! (or failed, with the reason).
 
+pub mod comparison;
 pub mod render;
 
 use std::{sync::Arc, time::Duration};
@@ -140,7 +141,12 @@ async fn handle(deps: Deps, analytics: AnalyticsClient, delivery: Delivery) {
             let _ = delivery.dead_letter().await;
             return;
         };
-        let outcome = match build(&deps, analytics, report_id, run_id, job.format).await {
+        let built = if job.kind == v1::ReportKind::Comparison as i32 {
+            build_comparison(analytics, &job).await
+        } else {
+            build(&deps, analytics, report_id, run_id, job.format).await
+        };
+        let outcome = match built {
             Ok(stored) => stored,
             Err(e) => {
                 warn!(error = format!("{e:#}"), "report failed");
@@ -170,6 +176,61 @@ pub struct ReportData {
     pub results: Vec<v1::Result>,
 }
 
+fn format_of(format: i32) -> anyhow::Result<render::Format> {
+    Ok(match v1::ReportFormat::try_from(format) {
+        Ok(v1::ReportFormat::Markdown) => render::Format::Markdown,
+        Ok(v1::ReportFormat::Json) => render::Format::Json,
+        Ok(v1::ReportFormat::Html) => render::Format::Html,
+        Ok(v1::ReportFormat::Csv) => render::Format::Csv,
+        Ok(v1::ReportFormat::Junit) => render::Format::Junit,
+        Ok(v1::ReportFormat::Unspecified) => anyhow::bail!("no report format given"),
+        Err(_) => anyhow::bail!("unknown format {format}"),
+    })
+}
+
+/// A comparison report: CompareRuns and both runs' summaries, asked of
+/// analytics at once. The document is small (a row per compared pair), so
+/// it is stored whole.
+async fn build_comparison(
+    analytics: AnalyticsClient,
+    job: &ReportJob,
+) -> anyhow::Result<ReportOutcome> {
+    let format = format_of(job.format)?;
+    let summary = |run_id: String| {
+        let mut analytics = analytics.clone();
+        async move {
+            analytics
+                .get_run_summary(v1::GetRunSummaryRequest { run_id })
+                .await
+                .map(|r| r.into_inner())
+                .context("analytics summary")
+        }
+    };
+    let mut compare = analytics.clone();
+    let comparison = async {
+        compare
+            .compare_runs(v1::CompareRunsRequest {
+                run_a: job.run_id.clone(),
+                run_b: job.compare_to.clone(),
+                by: job.by,
+                alpha: job.alpha,
+                seed: 0,
+            })
+            .await
+            .map(|r| r.into_inner())
+            .context("analytics comparison")
+    };
+    let b = async {
+        match job.compare_to.is_empty() {
+            true => anyhow::Ok(None),
+            false => summary(job.compare_to.clone()).await.map(Some),
+        }
+    };
+    let (comparison, a, b) = tokio::try_join!(comparison, summary(job.run_id.clone()), b)?;
+    let data = comparison::ComparisonData { comparison, a, b };
+    Ok(ReportOutcome::Ready(comparison::render(format, &data)))
+}
+
 /// Bytes of a document per stored part (and so per `ReadReport` read).
 pub const PART_BYTES: usize = 1 << 20;
 
@@ -186,15 +247,7 @@ async fn build(
     run_id: Uuid,
     format: i32,
 ) -> anyhow::Result<ReportOutcome> {
-    let format = match v1::ReportFormat::try_from(format) {
-        Ok(v1::ReportFormat::Markdown) => render::Format::Markdown,
-        Ok(v1::ReportFormat::Json) => render::Format::Json,
-        Ok(v1::ReportFormat::Html) => render::Format::Html,
-        Ok(v1::ReportFormat::Csv) => render::Format::Csv,
-        Ok(v1::ReportFormat::Junit) => render::Format::Junit,
-        Ok(v1::ReportFormat::Unspecified) => anyhow::bail!("no report format given"),
-        Err(_) => anyhow::bail!("unknown format {format}"),
-    };
+    let format = format_of(format)?;
     let store = deps.store.as_ref();
     let summary = async {
         analytics

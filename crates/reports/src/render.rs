@@ -10,9 +10,9 @@
 //! their rows aside in a [`spill::Spill`] (memory up to a budget, then a
 //! temporary file) and write the document when finished.
 
-mod charts;
+pub(crate) mod charts;
 mod csv;
-mod html;
+pub(crate) mod html;
 mod json;
 mod junit;
 mod markdown;
@@ -150,7 +150,7 @@ fn cell(s: &str, max: usize) -> String {
     out.replace('|', "\\|")
 }
 
-fn pct(rate: f64) -> String {
+pub(crate) fn pct(rate: f64) -> String {
     format!("{:.1}%", rate * 100.0)
 }
 
@@ -171,7 +171,7 @@ fn esc(s: &str) -> String {
 }
 
 /// XML 1.0 forbids most control characters even when escaped.
-fn xml_text(s: &str) -> String {
+pub(crate) fn xml_text(s: &str) -> String {
     esc(&s
         .chars()
         .map(|c| match c {

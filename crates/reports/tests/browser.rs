@@ -380,3 +380,121 @@ async fn the_html_report_works_in_a_real_browser() {
     }
     client.close().await.unwrap();
 }
+
+/// Two providers compared across runs: one regressed, one held.
+fn comparison() -> gauntlet_reports::comparison::ComparisonData {
+    let arm = |run: &str, provider: &str| v1::Arm {
+        run_id: run.into(),
+        provider: provider.into(),
+        prompt: String::new(),
+    };
+    let pair =
+        |provider: &str, a: f64, b: f64, verdict: v1::Verdict, p: f64, d: (f64, f64, f64)| {
+            v1::PairComparison {
+                a: Some(arm("run-a", provider)),
+                b: Some(arm("run-b", provider)),
+                n_pairs: 240,
+                a_pass_rate: a,
+                b_pass_rate: b,
+                mcnemar: Some(v1::McNemarTest {
+                    b: 30,
+                    c: 4,
+                    p_value: p,
+                    p_value_adjusted: p * 2.0,
+                }),
+                score_diff: Some(v1::MeanDiff {
+                    mean: d.0,
+                    ci_low: d.1,
+                    ci_high: d.2,
+                }),
+                verdict: verdict as i32,
+                ..Default::default()
+            }
+        };
+    let summary = |id: &str, description: &str, rate: f64| v1::RunSummary {
+        run_id: id.into(),
+        description: description.into(),
+        status: v1::RunStatus::Completed as i32,
+        pass_rate: rate,
+        ..Default::default()
+    };
+    gauntlet_reports::comparison::ComparisonData {
+        comparison: v1::Comparison {
+            run_a: "run-a".into(),
+            run_b: "run-b".into(),
+            alpha: 0.05,
+            pairs: vec![
+                pair(
+                    PROVIDERS[0],
+                    0.95,
+                    0.84,
+                    v1::Verdict::Worse,
+                    0.00001,
+                    (-0.11, -0.16, -0.06),
+                ),
+                pair(
+                    PROVIDERS[1],
+                    0.86,
+                    0.88,
+                    v1::Verdict::NoSignificantDifference,
+                    0.4,
+                    (0.02, -0.03, 0.07),
+                ),
+            ],
+            ..Default::default()
+        },
+        a: summary("run-a", "Nightly <main>", 0.905),
+        b: Some(summary("run-b", "Nightly <candidate>", 0.86)),
+    }
+}
+
+#[tokio::test]
+async fn the_comparison_report_works_in_a_real_browser() {
+    let Some((_driver, client)) = browser().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("comparison.html");
+    std::fs::write(&path, gauntlet_reports::comparison::html(&comparison())).unwrap();
+    client
+        .goto(&format!("file://{}", path.display()))
+        .await
+        .unwrap();
+    let charts = eval(
+        &client,
+        "return Array.from(document.querySelectorAll('#charts figure')).map(f => {
+            const marks = Array.from(f.querySelectorAll('svg rect'))
+                .filter(e => (e.getAttribute('fill') || '').toUpperCase() !== '#FFFFFF')
+                .filter(e => { const b = e.getBBox(); return b.width > 0 && b.height > 0; });
+            return [f.id, marks.length];
+        });",
+    )
+    .await;
+    assert_eq!(
+        charts,
+        json!([["chart-compare-rates", 4], ["chart-compare-scores", 2]])
+    );
+    let rows = eval(
+        &client,
+        "return Array.from(document.querySelectorAll('#verdicts tr')).slice(1)
+            .map(tr => [tr.className, tr.lastElementChild.textContent]);",
+    )
+    .await;
+    assert_eq!(
+        rows,
+        json!([["fail", "worse"], ["same", "no significant difference"]])
+    );
+    assert_eq!(
+        client.title().await.unwrap(),
+        "Comparison run run-a (A) vs run run-b (B), alpha 0.05 (Holm-corrected McNemar)"
+    );
+    let heading = eval(&client, "return document.querySelector('h1').textContent;").await;
+    assert_eq!(heading, "Nightly <main> → Nightly <candidate>");
+    if std::env::var_os("GAUNTLET_SCREENSHOTS").is_some() {
+        client.set_window_size(1400, 1000).await.unwrap();
+        let png = client.screenshot().await.unwrap();
+        let docs = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs");
+        std::fs::write(docs.join("report-comparison.png"), png).unwrap();
+    }
+    client.close().await.unwrap();
+}

@@ -332,12 +332,13 @@ pub trait Store: Send + Sync + 'static {
 
     async fn create_report(&self, report: NewReport) -> Result<ReportRecord>;
     async fn get_report(&self, report_id: Uuid) -> Result<Option<ReportRecord>>;
-    /// The newest report of run `run_id` in `format` created at or after
-    /// `since` that has not failed: what `CreateReport` answers again for
-    /// a finished run rather than render it twice.
+    /// The newest report of run `run_id` of `kind` in `format` created at
+    /// or after `since` that has not failed: what `CreateReport` answers
+    /// again for a finished run rather than render it twice.
     async fn find_report(
         &self,
         run_id: Uuid,
+        kind: &str,
         format: &str,
         since: DateTime<Utc>,
     ) -> Result<Option<ReportRecord>>;

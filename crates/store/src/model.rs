@@ -295,7 +295,13 @@ pub struct NewReport {
     pub project_id: String,
     pub run_id: Uuid,
     pub format: String,
+    /// [`RUN_REPORT`], or what else the report is of (a comparison's key):
+    /// with the run and format, what makes two requests the same report.
+    pub kind: String,
 }
+
+/// The kind of a run's own report.
+pub const RUN_REPORT: &str = "run";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReportStatus {
@@ -329,6 +335,8 @@ pub struct ReportRecord {
     pub project_id: String,
     pub run_id: Uuid,
     pub format: String,
+    /// As [`NewReport::kind`].
+    pub kind: String,
     pub status: ReportStatus,
     /// The whole document, for one stored whole ([`ReportOutcome::Ready`]);
     /// empty when it is stored in parts.

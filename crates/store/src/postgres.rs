@@ -17,10 +17,9 @@ use crate::{
     AssertionMetrics, InsertOutcome, LATENCIES_LIVE, LATENCIES_ROLLED, LatencyCount, METRICS_LIVE,
     METRICS_ROLLED, MOST_FAILED_LIVE, MOST_FAILED_ROLLED, NewReport, NewResult, NewRun,
     OUTCOME_SELECT, Outcome, ROLL_UP, ReportOutcome, ReportRecord, ReportStatus, Result,
-    model::report_outcome,
     ResultMetrics, ResultRecord, ResultStatus, RunCursor, RunRecord, RunStatus, SLOWEST_KEPT,
     Store, StoreError, TREND_LATENCIES_SELECT, TREND_METRICS_SELECT, TREND_PENDING, TaskRange,
-    TestFailures, TrendMetrics, TrendQuery, TrendRow,
+    TestFailures, TrendMetrics, TrendQuery, TrendRow, model::report_outcome,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
@@ -355,6 +354,7 @@ fn report_from_row(row: &PgRow) -> Result<ReportRecord> {
         project_id: row.try_get("project_id")?,
         run_id: row.try_get("run_id")?,
         format: row.try_get("format")?,
+        kind: row.try_get("kind")?,
         status: ReportStatus::parse(&status)
             .ok_or_else(|| StoreError::Corrupt(format!("report status `{status}`")))?,
         content,
@@ -1330,13 +1330,14 @@ impl Store for PgStore {
 
     async fn create_report(&self, report: NewReport) -> Result<ReportRecord> {
         let row = sqlx::query(
-            "INSERT INTO reports (id, project_id, run_id, format, status) \
-             VALUES ($1, $2, $3, $4, 'pending') RETURNING *",
+            "INSERT INTO reports (id, project_id, run_id, format, kind, status) \
+             VALUES ($1, $2, $3, $4, $5, 'pending') RETURNING *",
         )
         .bind(report.id)
         .bind(&report.project_id)
         .bind(report.run_id)
         .bind(&report.format)
+        .bind(&report.kind)
         .fetch_one(&self.pool)
         .await?;
         report_from_row(&row)
@@ -1345,16 +1346,18 @@ impl Store for PgStore {
     async fn find_report(
         &self,
         run_id: Uuid,
+        kind: &str,
         format: &str,
         since: DateTime<Utc>,
     ) -> Result<Option<ReportRecord>> {
         sqlx::query(
             "SELECT * FROM reports WHERE run_id = $1 AND format = $2 AND created_at >= $3 \
-             AND status <> 'failed' ORDER BY created_at DESC, id DESC LIMIT 1",
+             AND kind = $4 AND status <> 'failed' ORDER BY created_at DESC, id DESC LIMIT 1",
         )
         .bind(run_id)
         .bind(format)
         .bind(since)
+        .bind(kind)
         .fetch_optional(&self.pool)
         .await?
         .as_ref()

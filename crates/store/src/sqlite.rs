@@ -24,10 +24,9 @@ use crate::{
     AssertionMetrics, InsertOutcome, LATENCIES_LIVE, LATENCIES_ROLLED, LatencyCount, METRICS_LIVE,
     METRICS_ROLLED, MOST_FAILED_LIVE, MOST_FAILED_ROLLED, NewReport, NewResult, NewRun,
     OUTCOME_SELECT, Outcome, ROLL_UP, ReportOutcome, ReportRecord, ReportStatus, Result,
-    model::report_outcome,
     ResultMetrics, ResultRecord, ResultStatus, RunCursor, RunRecord, RunStatus, SLOWEST_KEPT,
     Store, StoreError, TREND_LATENCIES_SELECT, TREND_METRICS_SELECT, TREND_PENDING, TaskRange,
-    TestFailures, TrendMetrics, TrendQuery, TrendRow,
+    TestFailures, TrendMetrics, TrendQuery, TrendRow, model::report_outcome,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -92,8 +91,8 @@ const RESULT_COLUMNS: &str = "run_id, task_index, project_id, test_index, prompt
      provider_index, repeat_index, provider_id, status, score, reason, rendered_prompt, output, \
      assertions, latency_ms, tokens_in, tokens_out, cost_usd, cached, error, created_at";
 
-const REPORT_COLUMNS: &str =
-    "id, project_id, run_id, format, status, content, bytes, parts, error, created_at, finished_at";
+const REPORT_COLUMNS: &str = "id, project_id, run_id, format, kind, status, content, bytes, parts, error, created_at, \
+     finished_at";
 
 /// Connections of a store opened with [`SqliteStore::open`].
 const EMBEDDED_CONNECTIONS: u32 = 4;
@@ -448,6 +447,7 @@ fn report_from_row(row: &SqliteRow) -> Result<ReportRecord> {
         project_id: row.try_get("project_id")?,
         run_id: get_uuid(row, "run_id")?,
         format: row.try_get("format")?,
+        kind: row.try_get("kind")?,
         status: ReportStatus::parse(&status)
             .ok_or_else(|| StoreError::Corrupt(format!("report status `{status}`")))?,
         content,
@@ -1136,14 +1136,15 @@ impl Store for SqliteStore {
 
     async fn create_report(&self, report: NewReport) -> Result<ReportRecord> {
         let row = sqlx::query(&format!(
-            "INSERT INTO reports (id, project_id, run_id, format, status, created_at) \
-             VALUES (?1, ?2, ?3, ?4, 'pending', ?5) RETURNING {REPORT_COLUMNS}"
+            "INSERT INTO reports (id, project_id, run_id, format, status, created_at, kind) \
+             VALUES (?1, ?2, ?3, ?4, 'pending', ?5, ?6) RETURNING {REPORT_COLUMNS}"
         ))
         .bind(uuid_text(report.id))
         .bind(&report.project_id)
         .bind(uuid_text(report.run_id))
         .bind(&report.format)
         .bind(ts_text(now()))
+        .bind(&report.kind)
         .fetch_one(&self.pool)
         .await?;
         report_from_row(&row)
@@ -1152,16 +1153,19 @@ impl Store for SqliteStore {
     async fn find_report(
         &self,
         run_id: Uuid,
+        kind: &str,
         format: &str,
         since: DateTime<Utc>,
     ) -> Result<Option<ReportRecord>> {
         sqlx::query(&format!(
             "SELECT {REPORT_COLUMNS} FROM reports WHERE run_id = ?1 AND format = ?2 \
-             AND created_at >= ?3 AND status <> 'failed' ORDER BY created_at DESC, id DESC LIMIT 1"
+             AND created_at >= ?3 AND kind = ?4 AND status <> 'failed' \
+             ORDER BY created_at DESC, id DESC LIMIT 1"
         ))
         .bind(uuid_text(run_id))
         .bind(format)
         .bind(ts_text(since))
+        .bind(kind)
         .fetch_optional(&self.pool)
         .await?
         .as_ref()

@@ -680,7 +680,10 @@ async fn report_writes_the_same_documents_as_run_o_in_every_format() {
         ("junit", "xml"),
     ];
     let mut args = vec!["run", "suite.yaml"];
-    let files: Vec<String> = formats.iter().map(|(_, ext)| format!("run.{ext}")).collect();
+    let files: Vec<String> = formats
+        .iter()
+        .map(|(_, ext)| format!("run.{ext}"))
+        .collect();
     for f in &files {
         args.extend(["-o", f.as_str()]);
     }
@@ -716,4 +719,104 @@ async fn report_writes_the_same_documents_as_run_o_in_every_format() {
             want.len()
         );
     }
+}
+
+/// `gauntlet report --compare A B`: the comparison report in every format,
+/// through the reports service, with the verdict a user expects when B
+/// fails what A passed.
+#[tokio::test]
+async fn report_compare_renders_the_verdicts_of_two_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let tests: String = (0..40)
+        .map(|i| format!("  - vars: {{topic: t{i}}}\n"))
+        .collect();
+    for (name, prompt) in [("a", "Say {{topic}}"), ("b", "Say nothing")] {
+        std::fs::write(
+            dir.path().join(format!("{name}.yaml")),
+            format!(
+                "description: compare {name}\nprompts: ['{prompt}']\nproviders: [echo]\n\
+                 defaultTest:\n  assert:\n    - type: contains\n      value: '{{{{topic}}}}'\n\
+                 tests:\n{tests}"
+            ),
+        )
+        .unwrap();
+    }
+    let mut runs = Vec::new();
+    for name in ["a", "b"] {
+        let out = gauntlet(&["run", &format!("{name}.yaml")], dir.path()).await;
+        let (stdout, stderr) = text(&out);
+        assert!(
+            matches!(out.status.code(), Some(0 | 100)),
+            "{stdout}\n{stderr}"
+        );
+        runs.push(
+            stdout
+                .lines()
+                .find_map(|l| l.strip_prefix("run id: "))
+                .unwrap()
+                .trim()
+                .to_owned(),
+        );
+    }
+    let report = |format: &'static str, file: &'static str| {
+        let dir = dir.path().to_owned();
+        let (a, b) = (runs[0].clone(), runs[1].clone());
+        async move {
+            let out = gauntlet(
+                &[
+                    "report",
+                    "--compare",
+                    &a,
+                    &b,
+                    "--by",
+                    "provider",
+                    "--format",
+                    format,
+                    "-o",
+                    file,
+                ],
+                &dir,
+            )
+            .await;
+            assert!(out.status.success(), "{format}: {:?}", text(&out));
+            std::fs::read_to_string(dir.join(file)).unwrap()
+        }
+    };
+    let md = report("markdown", "c.md").await;
+    assert!(
+        md.contains(&format!("run {} (A) vs run {} (B)", runs[0], runs[1])),
+        "{md}"
+    );
+    assert!(
+        md.contains("| echo | echo | 40 | 100.0% → 0.0% | 40/0 |"),
+        "{md}"
+    );
+    assert!(md.contains("| worse |"), "{md}");
+
+    let json: serde_json::Value = serde_json::from_str(&report("json", "c.json").await).unwrap();
+    assert_eq!(json["schema"], "gauntlet.compare/v1");
+    assert_eq!(json["pairs"][0]["verdict"], "worse");
+    assert!(
+        json["pairs"][0]["mcnemar"]["p_value_adjusted"]
+            .as_f64()
+            .unwrap()
+            < 1e-9
+    );
+
+    let xml = report("junit", "c.xml").await;
+    let doc = roxmltree::Document::parse(&xml).unwrap();
+    assert_eq!(doc.root_element().attribute("failures"), Some("1"));
+
+    let csv = report("csv", "c.csv").await;
+    assert_eq!(csv.lines().count(), 2, "{csv}");
+    assert!(csv.lines().nth(1).unwrap().ends_with(",worse"), "{csv}");
+
+    let html = report("html", "c.html").await;
+    assert!(html.contains("id=\"chart-compare-rates\""), "{html}");
+    assert!(html.contains("id=\"chart-compare-scores\""));
+    assert!(html.contains("compare a → compare b"), "{html}");
+
+    // Asked again for the same runs, kind and format: the same report.
+    let again = report("markdown", "c2.md").await;
+    assert_eq!(again, md);
 }

@@ -249,6 +249,7 @@ async fn a_200_by_2_run_flows_end_to_end_with_known_verdicts() {
         .create_report(v1::CreateReportRequest {
             run_id: submitted.run_id.clone(),
             format: v1::ReportFormat::Markdown as i32,
+            ..Default::default()
         })
         .await
         .unwrap()

@@ -17,6 +17,7 @@ async fn create(
         .create_report(v1::CreateReportRequest {
             run_id: run.into(),
             format: format as i32,
+            ..Default::default()
         })
         .await
         .unwrap()

@@ -32,6 +32,7 @@ const LABEL_CHARS: usize = 36;
 pub(crate) const MAX_BARS: usize = 24;
 
 const BAR: RGBColor = RGBColor(0x3b, 0x6e, 0xa8);
+const NEGATIVE: RGBColor = RGBColor(0xb3, 0x26, 0x1e);
 const WHISKER: RGBColor = RGBColor(0x22, 0x22, 0x22);
 const GRID: RGBColor = RGBColor(0xe2, 0xe2, 0xe2);
 const POINT: RGBColor = RGBColor(0xb0, 0x3a, 0x2e);
@@ -66,6 +67,35 @@ fn svg(
 /// 1 drawn as percentages, whiskers where a bar has an interval, the labels
 /// on the left; the chart grows with the number of bars.
 pub(crate) fn rates(bars: &[Bar], x_desc: &str) -> Option<String> {
+    horizontal(bars, 0.0..1.0, x_desc, &|x| format!("{:.0}%", x * 100.0))
+}
+
+/// Horizontal bars from 0 to a value that may be negative (differences),
+/// over a range symmetric about 0 that holds every bar and whisker.
+pub(crate) fn diffs(bars: &[Bar], x_desc: &str) -> Option<String> {
+    let reach = bars
+        .iter()
+        .flat_map(|b| {
+            [
+                b.value,
+                b.interval.map_or(0.0, |i| i.0),
+                b.interval.map_or(0.0, |i| i.1),
+            ]
+        })
+        .map(f64::abs)
+        .filter(|x| x.is_finite())
+        .fold(0.0, f64::max);
+    let reach = if reach > 0.0 { reach * 1.1 } else { 1.0 };
+    horizontal(bars, -reach..reach, x_desc, &|x| format!("{x:+.2}"))
+}
+
+fn horizontal(
+    bars: &[Bar],
+    range: std::ops::Range<f64>,
+    x_desc: &str,
+    x_label: &dyn Fn(&f64) -> String,
+) -> Option<String> {
+    let (lo, hi) = (range.start, range.end);
     let bars = &bars[..bars.len().min(MAX_BARS)];
     // A segmented 0..=last has one segment per bar (plotters draws no label
     // on a range of one value, so one bar gets an empty slot below it).
@@ -76,7 +106,7 @@ pub(crate) fn rates(bars: &[Bar], x_desc: &str) -> Option<String> {
             .margin(12)
             .x_label_area_size(36)
             .y_label_area_size(230)
-            .build_cartesian_2d(0.0..1.0, (0..last).into_segmented())
+            .build_cartesian_2d(lo..hi, (0..last).into_segmented())
             .map_err(|e| e.to_string())?;
         chart
             .configure_mesh()
@@ -86,7 +116,7 @@ pub(crate) fn rates(bars: &[Bar], x_desc: &str) -> Option<String> {
             .x_labels(6)
             .y_labels(bars.len().max(1))
             .x_desc(x_desc)
-            .x_label_formatter(&|x| format!("{:.0}%", x * 100.0))
+            .x_label_formatter(x_label)
             // The first bar on top.
             .y_label_formatter(&|y| match y {
                 SegmentValue::CenterOf(i) => bars
@@ -105,10 +135,10 @@ pub(crate) fn rates(bars: &[Bar], x_desc: &str) -> Option<String> {
                 let i = last - i as i32;
                 let mut r = Rectangle::new(
                     [
-                        (0.0, SegmentValue::Exact(i)),
-                        (b.value.clamp(0.0, 1.0), SegmentValue::Exact(i + 1)),
+                        (0.0_f64.clamp(lo, hi), SegmentValue::Exact(i)),
+                        (b.value.clamp(lo, hi), SegmentValue::Exact(i + 1)),
                     ],
-                    BAR.filled(),
+                    if b.value < 0.0 { NEGATIVE } else { BAR }.filled(),
                 );
                 r.set_margin(4, 4, 0, 0);
                 r
@@ -119,9 +149,9 @@ pub(crate) fn rates(bars: &[Bar], x_desc: &str) -> Option<String> {
                 let (low, high) = b.interval?;
                 Some(ErrorBar::new_horizontal(
                     SegmentValue::CenterOf(last - i as i32),
-                    low.clamp(0.0, 1.0),
-                    b.value.clamp(0.0, 1.0),
-                    high.clamp(0.0, 1.0),
+                    low.clamp(lo, hi),
+                    b.value.clamp(lo, hi),
+                    high.clamp(lo, hi),
                     WHISKER.stroke_width(1),
                     8,
                 ))

@@ -54,6 +54,8 @@ fn templates() -> &'static Environment<'static> {
             .expect("head.html parses");
         env.add_template("tail.html", include_str!("html/tail.html"))
             .expect("tail.html parses");
+        env.add_template("comparison.html", include_str!("html/comparison.html"))
+            .expect("comparison.html parses");
         env
     })
 }
@@ -225,10 +227,17 @@ fn group_name(g: &v1::GroupSummary) -> String {
 }
 
 fn render(name: &str, ctx: Value) -> io::Result<String> {
-    templates()
-        .get_template(name)
-        .and_then(|t| t.render(ctx))
-        .map_err(io::Error::other)
+    render_template(name, ctx).map_err(io::Error::other)
+}
+
+/// Renders one of the report templates.
+pub(crate) fn render_template(name: &str, ctx: Value) -> Result<String, minijinja::Error> {
+    templates().get_template(name).and_then(|t| t.render(ctx))
+}
+
+/// The pages' stylesheet and the run report's script.
+pub(crate) fn page_parts() -> (&'static str, &'static str) {
+    (CSS, SCRIPT)
 }
 
 impl<W: Write> ResultSink for Html<W> {

@@ -4,6 +4,10 @@
 -- `content` stays for documents stored whole before this migration.
 ALTER TABLE reports ADD COLUMN bytes BIGINT NOT NULL DEFAULT 0;
 ALTER TABLE reports ADD COLUMN parts INTEGER NOT NULL DEFAULT 0;
+-- What the report is of besides its run: `run`, or a comparison's key
+-- (`compare b=<run|-> by=<…> alpha=<…>`), so CreateReport can answer the
+-- same report again for the same request.
+ALTER TABLE reports ADD COLUMN kind TEXT NOT NULL DEFAULT 'run';
 
 CREATE TABLE report_parts (
     report_id UUID NOT NULL REFERENCES reports (id) ON DELETE CASCADE,

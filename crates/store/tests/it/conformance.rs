@@ -6,8 +6,8 @@
 use std::sync::Arc;
 
 use gauntlet_store::{
-    NewReport, NewResult, NewRun, Outcome, PgStore, ReportOutcome, ReportStatus, ResultStatus,
-    RunCursor, RunRecord, RunStatus, SqliteStore, Store, testing::TestDatabase,
+    NewReport, NewResult, NewRun, Outcome, PgStore, RUN_REPORT, ReportOutcome, ReportStatus,
+    ResultStatus, RunCursor, RunRecord, RunStatus, SqliteStore, Store, testing::TestDatabase,
 };
 use tempfile::TempDir;
 use uuid::Uuid;
@@ -811,6 +811,7 @@ async fn reports_move_from_pending_to_ready(store: Arc<dyn Store>) {
             project_id: "default".into(),
             run_id: run.id,
             format: "markdown".into(),
+            kind: RUN_REPORT.into(),
         })
         .await
         .unwrap();
@@ -844,6 +845,7 @@ async fn reports_can_fail_with_an_error(store: Arc<dyn Store>) {
             project_id: "default".into(),
             run_id: run.id,
             format: "junit".into(),
+            kind: RUN_REPORT.into(),
         })
         .await
         .unwrap();
@@ -865,6 +867,7 @@ async fn a_report_stored_in_parts_reads_back_part_by_part(store: Arc<dyn Store>)
         project_id: "default".into(),
         run_id: run.id,
         format: format.into(),
+        kind: RUN_REPORT.into(),
     };
     let report = store.create_report(new("html")).await.unwrap();
     assert_eq!((report.bytes, report.parts), (0, 0));
@@ -872,7 +875,10 @@ async fn a_report_stored_in_parts_reads_back_part_by_part(store: Arc<dyn Store>)
     store.put_report_part(report.id, 0, b"stale").await.unwrap();
     // A redelivered job renders again: the part is replaced.
     store.put_report_part(report.id, 0, &big).await.unwrap();
-    store.put_report_part(report.id, 1, b"<tail>").await.unwrap();
+    store
+        .put_report_part(report.id, 1, b"<tail>")
+        .await
+        .unwrap();
     store
         .finish_report(
             report.id,
@@ -885,7 +891,10 @@ async fn a_report_stored_in_parts_reads_back_part_by_part(store: Arc<dyn Store>)
         .unwrap();
     let got = store.get_report(report.id).await.unwrap().unwrap();
     assert_eq!(got.status, ReportStatus::Ready);
-    assert_eq!((got.bytes, got.parts, got.content.as_str()), (300_006, 2, ""));
+    assert_eq!(
+        (got.bytes, got.parts, got.content.as_str()),
+        (300_006, 2, "")
+    );
     assert_eq!(store.report_part(report.id, 0).await.unwrap(), Some(big));
     assert_eq!(
         store.report_part(report.id, 1).await.unwrap().as_deref(),
@@ -1740,13 +1749,14 @@ async fn the_report_found_is_the_newest_unfailed_one_of_its_run_and_format_since
         project_id: "default".into(),
         run_id: run.id,
         format: format.into(),
+        kind: RUN_REPORT.into(),
     };
     let long_ago = chrono::Utc::now() - chrono::Duration::hours(1);
     let find = |format: &'static str, since| {
         let store = store.clone();
         async move {
             store
-                .find_report(run.id, format, since)
+                .find_report(run.id, RUN_REPORT, format, since)
                 .await
                 .unwrap()
                 .map(|r| r.id)
@@ -1768,12 +1778,29 @@ async fn the_report_found_is_the_newest_unfailed_one_of_its_run_and_format_since
         .await
         .unwrap();
     assert_eq!(find("markdown", long_ago).await, Some(second.id));
+    // A comparison of the same run and format is another report.
+    let compared = store
+        .create_report(NewReport {
+            kind: "compare b=- by=provider alpha=0.05".into(),
+            ..report("markdown")
+        })
+        .await
+        .unwrap();
+    assert_eq!(find("markdown", long_ago).await, Some(second.id));
+    assert_eq!(
+        store
+            .find_report(run.id, &compared.kind, "markdown", long_ago)
+            .await
+            .unwrap()
+            .map(|r| r.id),
+        Some(compared.id)
+    );
     // Made before `since`: not found.
     let later = a_moment_later().await;
     assert_eq!(find("markdown", later).await, None);
     assert_eq!(
         store
-            .find_report(Uuid::now_v7(), "markdown", long_ago)
+            .find_report(Uuid::now_v7(), RUN_REPORT, "markdown", long_ago)
             .await
             .unwrap(),
         None

@@ -153,9 +153,23 @@ async fn handle(deps: Deps, analytics: AnalyticsClient, delivery: Delivery) {
                 ReportOutcome::Failed(format!("{e:#}"))
             }
         };
+        let status = match &outcome {
+            ReportOutcome::Failed(_) => "failed",
+            _ => "ready",
+        };
         match deps.store.finish_report(report_id, outcome).await {
             Ok(()) => {
                 let _ = delivery.ack().await;
+                // A hint for whoever waits (the store holds the truth):
+                // `report.<id>.ready` or `.failed`, the job as payload.
+                let event = gauntlet_bus::Message {
+                    payload: job.encode_to_vec(),
+                    headers: propagation::inject_current(),
+                };
+                let key = format!("report.{report_id}.{status}");
+                if let Err(error) = deps.bus.publish_event(&key, event).await {
+                    warn!(%error, "report event not published");
+                }
             }
             Err(error) => {
                 warn!(%error, "storing report failed, requeueing");

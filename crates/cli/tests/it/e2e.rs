@@ -243,7 +243,9 @@ async fn a_200_by_2_run_flows_end_to_end_with_known_verdicts() {
     let fails = all_results(&cluster, &submitted.run_id, ResultStatus::Fail).await;
     assert_eq!(fails.len() as u64, mock_fail + echo_fail);
 
-    // A Markdown report through the reports service names both providers.
+    // A Markdown report through the reports service names both providers,
+    // and its completion is announced on the event exchange.
+    let mut events = cluster.bus.subscribe("report.*.*").await.unwrap();
     let mut reports = cluster.reports().await;
     let report = reports
         .create_report(v1::CreateReportRequest {
@@ -274,6 +276,13 @@ async fn a_200_by_2_run_flows_end_to_end_with_known_verdicts() {
         ready.error
     );
     assert!(ready.content.contains("| mock |"), "{}", ready.content);
+    let event = tokio::time::timeout(Duration::from_secs(10), events.next())
+        .await
+        .expect("a report event within 10 s")
+        .unwrap();
+    assert_eq!(event.routing_key, format!("report.{}.ready", report.id));
+    let job = gauntlet_proto::internal::v1::ReportJob::decode(event.payload.as_slice()).unwrap();
+    assert_eq!(job.run_id, submitted.run_id);
     assert!(ready.content.contains("| echo |"), "{}", ready.content);
 
     // The monitor sees every service serving and the drained task queue.

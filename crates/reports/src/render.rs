@@ -14,6 +14,7 @@ pub(crate) mod charts;
 mod csv;
 pub(crate) mod html;
 mod json;
+pub use json::SCHEMA;
 mod junit;
 mod markdown;
 mod spill;
@@ -392,6 +393,7 @@ mod tests {
     #[test]
     fn json_report_round_trips_counts_and_results() {
         let doc: Value = serde_json::from_str(&json(&data())).unwrap();
+        assert_eq!(doc["schema"], "gauntlet.report/v1");
         assert_eq!(doc["passed"], 3);
         assert_eq!(doc["groups"][1]["provider"], "echo");
         assert_eq!(doc["groups"][0]["latency"]["p95_ms"], 40.0);

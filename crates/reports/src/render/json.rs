@@ -15,6 +15,11 @@ use super::{ResultSink, result_status_name};
 
 const RESULTS: &str = "results";
 
+/// The version of the JSON report's layout, its `schema` field; see
+/// `docs/report-json.md`. A change that removes or retypes a field gets a
+/// new version; new fields do not.
+pub const SCHEMA: &str = "gauntlet.report/v1";
+
 fn latency_json(l: Option<v1::LatencyStats>) -> Value {
     let l = l.unwrap_or_default();
     json!({"p50_ms": l.p50_ms, "p95_ms": l.p95_ms, "p99_ms": l.p99_ms, "mean_ms": l.mean_ms, "max_ms": l.max_ms})
@@ -114,6 +119,7 @@ fn summary_json(s: &v1::RunSummary) -> Map<String, Value> {
         })
         .collect();
     let doc = json!({
+        "schema": SCHEMA,
         "run_id": s.run_id,
         "description": s.description,
         "status": v1::RunStatus::label_of(s.status),

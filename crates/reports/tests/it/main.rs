@@ -1,3 +1,4 @@
 //! The reports crate's integration tests.
 
 mod golden;
+mod schema;

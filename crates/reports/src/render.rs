@@ -386,8 +386,63 @@ mod tests {
         assert!(md.contains("| openai:chat:a | Say {{x}} | 100.0% | 2 | 0 |"));
         assert!(md.contains("| echo | Say {{x}} | 50.0% | 1 | 1 |"));
         assert!(md.contains("## Failures"));
+        assert!(!md.contains("## Most failed tests"));
+        let mut d = data();
+        d.summary.most_failed = vec![v1::FailedCase {
+            test_index: 7,
+            description: "greets | waves".into(),
+            unpassed: 3,
+            total: 4,
+        }];
+        let with_most = markdown(&d);
+        assert!(
+            with_most.contains("## Most failed tests\n\n| Test | Not passed | Of |\n|---|---:|---:|\n| #7 greets \\| waves | 3 | 4 |\n"),
+            "{with_most}"
+        );
         assert!(md.contains("line1 line2 \\| pipe"));
         assert!(md.contains("75.0% pass rate"));
+    }
+
+    #[test]
+    fn a_report_of_a_run_still_going_says_it_is_partial() {
+        let mut d = data();
+        d.summary.status = v1::RunStatus::Running as i32;
+        d.summary.total_tasks = 10;
+        let md = markdown(&d);
+        assert!(
+            md.contains("> **Partial report**: the run is running; 4 of 10 results"),
+            "{md}"
+        );
+        let page = html(&d);
+        assert!(page.contains("id=\"partial\""), "{page}");
+        assert!(!html(&data()).contains("id=\"partial\""));
+        assert!(!markdown(&data()).contains("Partial report"));
+    }
+
+    #[test]
+    fn a_megabyte_output_is_cut_in_the_page_with_a_marker() {
+        let mut d = data();
+        d.results[0].output = format!("{}<script>alert(1)</script>", "é".repeat(512 * 1024));
+        let page = html(&d);
+        assert!(
+            page.len() < 64 * 1024,
+            "the page holds {} bytes",
+            page.len()
+        );
+        assert!(
+            page.contains(
+                "[cut: 16384 of 1048601 bytes shown; the JSON and CSV reports hold all of it]"
+            ),
+            "{}",
+            &page[page.len() - 4000..]
+        );
+        assert!(!page.contains("alert"), "the cut tail is not in the page");
+        // The JSON report keeps it whole.
+        let doc: Value = serde_json::from_str(&json(&d)).unwrap();
+        assert_eq!(
+            doc["results"][0]["output"].as_str().unwrap().len(),
+            1_048_601
+        );
     }
 
     #[test]

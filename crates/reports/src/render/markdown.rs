@@ -1,4 +1,5 @@
-//! The Markdown report: totals, the provider × prompt table, and the first
+//! The Markdown report: totals, the provider × prompt table, the tests that
+//! failed most (from the summary), and the first
 //! failures as they arrive.
 
 use std::io::{self, Write};
@@ -30,6 +31,18 @@ impl<W: Write> ResultSink for Markdown<W> {
             &s.description
         };
         writeln!(out, "# {}\n", cell(title, 200))?;
+        if v1::RunStatus::try_from(s.status)
+            .is_ok_and(|st| matches!(st, v1::RunStatus::Queued | v1::RunStatus::Running))
+            || s.completed_tasks < s.total_tasks
+        {
+            writeln!(
+                out,
+                "> **Partial report**: the run is {}; {} of {} results were stored when it was made.\n",
+                v1::RunStatus::label_of(s.status),
+                s.completed_tasks,
+                s.total_tasks
+            )?;
+        }
         writeln!(out, "- Run: `{}`", s.run_id)?;
         writeln!(out, "- Status: {}", v1::RunStatus::label_of(s.status))?;
         writeln!(
@@ -74,6 +87,25 @@ impl<W: Write> ResultSink for Markdown<W> {
                 g.tokens_out,
                 g.cost_usd
             )?;
+        }
+        if !s.most_failed.is_empty() {
+            writeln!(out, "\n## Most failed tests\n")?;
+            writeln!(out, "| Test | Not passed | Of |")?;
+            writeln!(out, "|---|---:|---:|")?;
+            for f in &s.most_failed {
+                let name = if f.description.is_empty() {
+                    format!("#{}", f.test_index)
+                } else {
+                    format!("#{} {}", f.test_index, f.description)
+                };
+                writeln!(
+                    out,
+                    "| {} | {} | {} |",
+                    cell(&name, 80),
+                    f.unpassed,
+                    f.total
+                )?;
+            }
         }
         Ok(())
     }

@@ -40,7 +40,13 @@ fn the_documented_fields_are_the_written_fields() {
         results: vec![v1::Result::default()],
     };
     let json: Value = serde_json::from_str(&render::json(&data)).unwrap();
-    let keys = |v: &Value| v.as_object().unwrap().keys().cloned().collect::<BTreeSet<_>>();
+    let keys = |v: &Value| {
+        v.as_object()
+            .unwrap()
+            .keys()
+            .cloned()
+            .collect::<BTreeSet<_>>()
+    };
     assert_eq!(keys(&json), documented(&doc, "The document"));
     assert_eq!(keys(&json["results"][0]), documented(&doc, "A result"));
     assert_eq!(json["schema"], render::SCHEMA);

@@ -160,6 +160,10 @@ pub enum ReportOf {
         by: Option<crate::compare::By>,
         alpha: f64,
     },
+    Trend {
+        suite: String,
+        bucket: crate::trends::Bucket,
+    },
 }
 
 pub async fn report(
@@ -193,6 +197,14 @@ pub async fn report(
                     compare_to: b.clone().unwrap_or_default(),
                     by: crate::compare::by_proto(*by) as i32,
                     alpha: *alpha,
+                    ..Default::default()
+                },
+                ReportOf::Trend { suite, bucket } => v1::CreateReportRequest {
+                    format: format as i32,
+                    kind: v1::ReportKind::Trend as i32,
+                    suite: suite.clone(),
+                    bucket: bucket.proto() as i32,
+                    ..Default::default()
                 },
             };
             let created = reports

@@ -61,12 +61,20 @@ enum Command {
         #[command(flatten)]
         target: Target,
     },
-    /// Have the reports service render a run's report, or with --compare
-    /// a comparison report (the verdicts of `gauntlet compare`, with charts
-    /// in HTML).
-    #[command(group(clap::ArgGroup::new("what").required(true).args(["run_id", "compare"])))]
+    /// Have the reports service render a run's report; with --compare a
+    /// comparison report (the verdicts of `gauntlet compare`, with charts
+    /// in HTML); with --trend a suite's trend over time (as `gauntlet
+    /// trends`, with charts in HTML; not in JUnit).
+    #[command(group(clap::ArgGroup::new("what").required(true).args(["run_id", "compare", "trend"])))]
     Report {
         run_id: Option<String>,
+        /// A suite's trend: a suite file (its description is used) or the
+        /// description itself.
+        #[arg(long, value_name = "SUITE", conflicts_with_all = ["run_id", "compare"])]
+        trend: Option<String>,
+        /// With --trend: per hour, day or week.
+        #[arg(long, value_enum, requires = "trend")]
+        bucket: Option<trends::Bucket>,
         /// Compare run A (the baseline) with run B (the candidate), or the
         /// providers (or prompts, with --by prompt) of run A with each other.
         #[arg(long, num_args = 1..=2, value_names = ["A", "B"], conflicts_with = "run_id")]
@@ -340,6 +348,8 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             .map(|()| 0),
         Command::Report {
             run_id,
+            trend,
+            bucket,
             compare,
             by,
             alpha,
@@ -348,6 +358,10 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             target,
         } => {
             let what = match (run_id, compare) {
+                _ if trend.is_some() => commands::ReportOf::Trend {
+                    suite: trends::description(trend.as_deref().unwrap_or_default())?,
+                    bucket: bucket.unwrap_or(trends::Bucket::Day),
+                },
                 (_, Some(runs)) => commands::ReportOf::Comparison {
                     a: runs[0].clone(),
                     b: runs.get(1).cloned(),
@@ -355,7 +369,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
                     alpha: alpha.unwrap_or(0.0),
                 },
                 (Some(run), None) => commands::ReportOf::Run(run),
-                (None, None) => unreachable!("clap requires a run or --compare"),
+                (None, None) => unreachable!("clap requires a run, --compare or --trend"),
             };
             commands::report(&config, &target, what, format, output)
                 .await

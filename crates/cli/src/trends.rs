@@ -21,6 +21,16 @@ pub enum Bucket {
     Week,
 }
 
+impl Bucket {
+    pub fn proto(self) -> v1::TrendBucket {
+        match self {
+            Bucket::Hour => v1::TrendBucket::Hour,
+            Bucket::Day => v1::TrendBucket::Day,
+            Bucket::Week => v1::TrendBucket::Week,
+        }
+    }
+}
+
 #[derive(clap::Args, Debug)]
 pub struct TrendsArgs {
     /// The suite: a suite file (its description is used) or the
@@ -65,7 +75,9 @@ fn parse_since(text: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
 }
 
 /// The description SUITE names: a file's, else SUITE itself.
-fn description(suite: &str) -> anyhow::Result<String> {
+/// The description runs of `suite` carry: a suite file's, or `suite`
+/// itself.
+pub fn description(suite: &str) -> anyhow::Result<String> {
     let path = std::path::Path::new(suite);
     if !path.is_file() {
         return Ok(suite.to_owned());
@@ -92,11 +104,7 @@ pub async fn trends(config: &GauntletConfig, args: &TrendsArgs) -> anyhow::Resul
         description: description(&args.suite)?,
         label: args.label.clone().unwrap_or_default(),
         provider: args.provider.clone().unwrap_or_default(),
-        bucket: match args.bucket {
-            Bucket::Hour => v1::TrendBucket::Hour,
-            Bucket::Day => v1::TrendBucket::Day,
-            Bucket::Week => v1::TrendBucket::Week,
-        } as i32,
+        bucket: args.bucket.proto() as i32,
         since: args
             .since
             .map(|t| gauntlet_proto::timestamp(t.timestamp(), t.timestamp_subsec_nanos())),

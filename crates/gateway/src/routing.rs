@@ -248,6 +248,9 @@ fn comparison_key(b: Option<Uuid>, by: v1::CompareBy, alpha: f64) -> String {
 
 /// A stored kind's `ReportKind` and comparison run.
 fn kind_of(kind: &str) -> (v1::ReportKind, String) {
+    if kind.starts_with("trend ") {
+        return (v1::ReportKind::Trend, String::new());
+    }
     match kind.strip_prefix("compare ") {
         Some(rest) => {
             let b = rest
@@ -272,14 +275,49 @@ impl ReportService for Router {
         request: Request<v1::CreateReportRequest>,
     ) -> Result<Response<v1::Report>, Status> {
         let req = request.into_inner();
-        let run_id = parse_id("run_id", &req.run_id)?;
         let format = v1::ReportFormat::try_from(req.format)
             .ok()
             .and_then(format_name)
             .ok_or_else(|| invalid("format", "must be one of MARKDOWN, JSON, HTML, CSV, JUNIT"))?;
-        let run = existing_run(self.deps.store.as_ref(), run_id).await?;
+        let trend = req.kind == v1::ReportKind::Trend as i32;
+        let run = if trend {
+            // A trend is stored with its suite's newest completed run: a
+            // new run of the suite makes the next request a new report.
+            if req.suite.is_empty() {
+                return Err(invalid(
+                    "suite",
+                    "a trend report needs the suite's description",
+                ));
+            }
+            if format == "junit" {
+                return Err(invalid(
+                    "format",
+                    "JUNIT is for run and comparison reports; a trend has no tests",
+                ));
+            }
+            self.deps
+                .store
+                .latest_completed_run(DEFAULT_PROJECT, &req.suite)
+                .await
+                .map_err(|e| internal("find the suite's runs", e))?
+                .ok_or_else(|| {
+                    Status::not_found(format!(
+                        "suite: no completed run of a suite described `{}`",
+                        req.suite
+                    ))
+                })?
+        } else {
+            let run_id = parse_id("run_id", &req.run_id)?;
+            existing_run(self.deps.store.as_ref(), run_id).await?
+        };
+        let run_id = run.id;
         let (kind, compare_to) = match v1::ReportKind::try_from(req.kind) {
             Ok(v1::ReportKind::Unspecified | v1::ReportKind::Run) => (RUN_REPORT.to_owned(), None),
+            Ok(v1::ReportKind::Trend) => {
+                let bucket = v1::TrendBucket::try_from(req.bucket)
+                    .map_err(|_| invalid("bucket", "must be a TrendBucket value"))?;
+                (format!("trend bucket={}", bucket.as_str_name()), None)
+            }
             Ok(v1::ReportKind::Comparison) => {
                 let b = if req.compare_to.is_empty() {
                     None
@@ -295,7 +333,7 @@ impl ReportService for Router {
                 let key = comparison_key(b.as_ref().map(|r| r.id), by, req.alpha);
                 (key, b)
             }
-            Err(_) => return Err(invalid("kind", "must be RUN or COMPARISON")),
+            Err(_) => return Err(invalid("kind", "must be RUN, COMPARISON or TREND")),
         };
         // When the last of its runs ended, if they all have.
         let finished = match (&compare_to, run.status.is_terminal(), run.finished_at) {
@@ -348,6 +386,7 @@ impl ReportService for Router {
             compare_to: compare_to.map(|r| r.id.to_string()).unwrap_or_default(),
             by: req.by,
             alpha: req.alpha,
+            bucket: req.bucket,
         };
         self.deps
             .bus

@@ -5,6 +5,7 @@
 
 pub mod comparison;
 pub mod render;
+pub mod trend;
 
 use std::{sync::Arc, time::Duration};
 
@@ -141,10 +142,10 @@ async fn handle(deps: Deps, analytics: AnalyticsClient, delivery: Delivery) {
             let _ = delivery.dead_letter().await;
             return;
         };
-        let built = if job.kind == v1::ReportKind::Comparison as i32 {
-            build_comparison(analytics, &job).await
-        } else {
-            build(&deps, analytics, report_id, run_id, job.format).await
+        let built = match v1::ReportKind::try_from(job.kind) {
+            Ok(v1::ReportKind::Comparison) => build_comparison(analytics, &job).await,
+            Ok(v1::ReportKind::Trend) => build_trend(&deps, analytics, run_id, &job).await,
+            _ => build(&deps, analytics, report_id, run_id, job.format).await,
         };
         let outcome = match built {
             Ok(stored) => stored,
@@ -243,6 +244,38 @@ async fn build_comparison(
     let (comparison, a, b) = tokio::try_join!(comparison, summary(job.run_id.clone()), b)?;
     let data = comparison::ComparisonData { comparison, a, b };
     Ok(ReportOutcome::Ready(comparison::render(format, &data)))
+}
+
+/// A trend report of run `run_id`'s suite (its description), as of that
+/// run; small, so stored whole.
+async fn build_trend(
+    deps: &Deps,
+    mut analytics: AnalyticsClient,
+    run_id: Uuid,
+    job: &ReportJob,
+) -> anyhow::Result<ReportOutcome> {
+    let format = format_of(job.format)?;
+    let run = deps
+        .store
+        .get_run(run_id)
+        .await?
+        .with_context(|| format!("run {run_id} not found"))?;
+    let trends = analytics
+        .get_trends(v1::GetTrendsRequest {
+            description: run.description.clone(),
+            bucket: job.bucket,
+            ..Default::default()
+        })
+        .await
+        .context("analytics trends")?
+        .into_inner();
+    let data = trend::TrendData {
+        trends,
+        run_id: run_id.to_string(),
+    };
+    trend::render(format, &data)
+        .map(ReportOutcome::Ready)
+        .map_err(anyhow::Error::msg)
 }
 
 /// Bytes of a document per stored part (and so per `ReadReport` read).

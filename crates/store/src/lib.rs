@@ -191,6 +191,13 @@ pub trait Store: Send + Sync + 'static {
     /// suite has the same description: the baseline "the last run of this
     /// suite" means.
     async fn previous_completed_run(&self, run: &RunRecord) -> Result<Option<RunRecord>>;
+    /// The newest completed run of `project_id` whose suite has
+    /// `description`: what a trend report of that suite is "as of".
+    async fn latest_completed_run(
+        &self,
+        project_id: &str,
+        description: &str,
+    ) -> Result<Option<RunRecord>>;
     async fn get_suite(&self, run_id: Uuid) -> Result<Option<String>>;
     /// Stores tests `first..first + tests.len()` of the suite of run
     /// `run_id` (each the JSON of one `TestCase`), before or after the run

@@ -624,6 +624,22 @@ impl Store for PgStore {
         row.as_ref().map(run_from_row).transpose()
     }
 
+    async fn latest_completed_run(
+        &self,
+        project_id: &str,
+        description: &str,
+    ) -> Result<Option<RunRecord>> {
+        let row = sqlx::query(&format!(
+            "SELECT {RUN_COLUMNS} FROM runs WHERE project_id = $1 AND description = $2 \
+             AND status = 'completed' ORDER BY created_at DESC, id DESC LIMIT 1"
+        ))
+        .bind(project_id)
+        .bind(description)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(run_from_row).transpose()
+    }
+
     async fn get_suite(&self, run_id: Uuid) -> Result<Option<String>> {
         let row = sqlx::query(
             "SELECT s.compiled::text AS compiled FROM suites s JOIN runs r ON r.suite_id = s.id WHERE r.id = $1",

@@ -820,3 +820,84 @@ async fn report_compare_renders_the_verdicts_of_two_runs() {
     let again = report("markdown", "c2.md").await;
     assert_eq!(again, md);
 }
+
+/// `gauntlet report --trend SUITE`: the suite's runs over time through the
+/// reports service; a suite with no run and JUnit are refused by name.
+#[tokio::test]
+async fn report_trend_renders_a_suites_runs_over_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let tests: String = (0..20)
+        .map(|i| format!("  - vars: {{topic: t{i}}}\n"))
+        .collect();
+    std::fs::write(
+        dir.path().join("s.yaml"),
+        format!(
+            "description: trend <suite>\nprompts: ['Say {{{{topic}}}}']\nproviders: [echo]\n\
+             defaultTest:\n  assert:\n    - type: contains\n      value: t1\n\
+             tests:\n{tests}"
+        ),
+    )
+    .unwrap();
+    for _ in 0..2 {
+        let out = gauntlet(&["run", "s.yaml"], dir.path()).await;
+        assert!(
+            matches!(out.status.code(), Some(0 | 100)),
+            "{:?}",
+            text(&out)
+        );
+    }
+    let report = |format: &'static str, file: &'static str| {
+        let dir = dir.path().to_owned();
+        async move {
+            let out = gauntlet(
+                &[
+                    "report", "--trend", "s.yaml", "--format", format, "-o", file,
+                ],
+                &dir,
+            )
+            .await;
+            assert!(out.status.success(), "{format}: {:?}", text(&out));
+            std::fs::read_to_string(dir.join(file)).unwrap()
+        }
+    };
+    let md = report("markdown", "t.md").await;
+    assert!(md.starts_with("# Trend: trend <suite>\n"), "{md}");
+    assert!(md.contains("## echo"), "{md}");
+    // Two runs of 20 results, 11 passing each (t1, t10–t19), in one day.
+    assert!(md.contains("| 2 | 40 | 55.0% |"), "{md}");
+
+    let json: serde_json::Value = serde_json::from_str(&report("json", "t.json").await).unwrap();
+    assert_eq!(json["schema"], "gauntlet.trend/v1");
+    assert_eq!(json["points"][0]["runs"], 2);
+    assert_eq!(json["points"][0]["passed"], 22);
+
+    let html = report("html", "t.html").await;
+    assert!(html.contains("id=\"chart-trend-pass-rate\""), "{html}");
+    assert!(
+        html.contains("<title>Trend: trend &lt;suite&gt;</title>"),
+        "{html}"
+    );
+
+    let out = gauntlet(
+        &["report", "--trend", "s.yaml", "--format", "junit"],
+        dir.path(),
+    )
+    .await;
+    assert!(!out.status.success());
+    assert!(
+        text(&out)
+            .1
+            .contains("format: JUNIT is for run and comparison reports"),
+        "{:?}",
+        text(&out)
+    );
+    let out = gauntlet(&["report", "--trend", "no such suite"], dir.path()).await;
+    assert!(!out.status.success());
+    assert!(
+        text(&out)
+            .1
+            .contains("suite: no completed run of a suite described `no such suite`"),
+        "{:?}",
+        text(&out)
+    );
+}

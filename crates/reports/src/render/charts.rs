@@ -209,6 +209,119 @@ pub(crate) fn histogram(buckets: &[(String, u64)], x_desc: &str, y_desc: &str) -
     })
 }
 
+/// One line of a time chart: a label and its points `(x, y, interval)`, x
+/// in seconds since the epoch.
+pub(crate) struct Series {
+    pub label: String,
+    pub points: Vec<TimePoint>,
+}
+
+/// `(x, y, interval)`.
+pub(crate) type TimePoint = (f64, f64, Option<(f64, f64)>);
+
+const PALETTE: [RGBColor; 6] = [
+    RGBColor(0x3b, 0x6e, 0xa8),
+    RGBColor(0xb0, 0x3a, 0x2e),
+    RGBColor(0x2e, 0x8b, 0x57),
+    RGBColor(0x8e, 0x5b, 0xb0),
+    RGBColor(0xc7, 0x7c, 0x0e),
+    RGBColor(0x44, 0x44, 0x44),
+];
+
+/// Lines over time, one per series (at most six, in the palette's colours,
+/// with a legend), whiskers where a point has an interval; y from 0 to
+/// `y_max` (1 and percentages when `percent`), x labelled by `x_label`.
+pub(crate) fn lines(
+    series: &[Series],
+    y_desc: &str,
+    percent: bool,
+    x_label: &dyn Fn(&f64) -> String,
+) -> Option<String> {
+    let series = &series[..series.len().min(PALETTE.len())];
+    let xs = series.iter().flat_map(|s| s.points.iter().map(|p| p.0));
+    let (x_min, x_max) = xs.fold((f64::MAX, f64::MIN), |(lo, hi), x| (lo.min(x), hi.max(x)));
+    if x_min > x_max {
+        return None;
+    }
+    // A single bucket still gets a width.
+    let pad = ((x_max - x_min) * 0.05).max(3600.0);
+    let y_max = if percent {
+        1.05
+    } else {
+        let top = series
+            .iter()
+            .flat_map(|s| s.points.iter().map(|p| p.1))
+            .fold(0.0, f64::max);
+        if top > 0.0 { top * 1.15 } else { 1.0 }
+    };
+    svg((WIDTH, HEIGHT), |root| {
+        let mut chart = ChartBuilder::on(root)
+            .margin(12)
+            .x_label_area_size(36)
+            .y_label_area_size(56)
+            .build_cartesian_2d(x_min - pad..x_max + pad, 0.0..y_max)
+            .map_err(|e| e.to_string())?;
+        chart
+            .configure_mesh()
+            .light_line_style(TRANSPARENT)
+            .bold_line_style(GRID)
+            .x_labels(6)
+            .y_labels(6)
+            .x_label_formatter(x_label)
+            .y_label_formatter(&|y| {
+                if percent {
+                    format!("{:.0}%", y * 100.0)
+                } else {
+                    format!("{y:.4}")
+                }
+            })
+            .y_desc(y_desc)
+            .draw()
+            .map_err(|e| e.to_string())?;
+        for (s, colour) in series.iter().zip(PALETTE) {
+            chart
+                .draw_series(LineSeries::new(
+                    s.points.iter().map(|p| (p.0, p.1)),
+                    colour.stroke_width(2),
+                ))
+                .map_err(|e| e.to_string())?
+                .label(short(&s.label))
+                .legend(move |(x, y)| {
+                    Rectangle::new([(x, y - 4), (x + 12, y + 4)], colour.filled())
+                });
+            chart
+                .draw_series(
+                    s.points
+                        .iter()
+                        .map(|p| Circle::new((p.0, p.1), 3, colour.filled())),
+                )
+                .map_err(|e| e.to_string())?;
+            chart
+                .draw_series(s.points.iter().filter_map(|p| {
+                    let (low, high) = p.2?;
+                    Some(ErrorBar::new_vertical(
+                        p.0,
+                        low,
+                        p.1,
+                        high,
+                        colour.stroke_width(1),
+                        6,
+                    ))
+                }))
+                .map_err(|e| e.to_string())?;
+        }
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.85))
+            .border_style(GRID)
+            .label_font(("sans-serif", 11))
+            .position(SeriesLabelPosition::LowerRight)
+            .draw()
+            .map_err(|e| e.to_string())?;
+        Ok(())
+    })
+}
+
 /// Cost (x) against pass rate (y), one labelled point per provider × prompt.
 pub(crate) fn scatter(points: &[Point], x_desc: &str) -> Option<String> {
     let x_max = points.iter().map(|p| p.x).fold(0.0, f64::max);

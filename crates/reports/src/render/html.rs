@@ -56,6 +56,8 @@ fn templates() -> &'static Environment<'static> {
             .expect("tail.html parses");
         env.add_template("comparison.html", include_str!("html/comparison.html"))
             .expect("comparison.html parses");
+        env.add_template("trend.html", include_str!("html/trend.html"))
+            .expect("trend.html parses");
         env
     })
 }

@@ -1,6 +1,5 @@
 //! The Markdown report: totals, the provider × prompt table, the tests that
-//! failed most (from the summary), and the first
-//! failures as they arrive.
+//! failed most (from the summary), and the first failures as they arrive.
 
 use std::io::{self, Write};
 

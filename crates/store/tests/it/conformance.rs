@@ -107,7 +107,7 @@ conformance!(
     assertion_metrics_count_each_type_metric_and_verdict,
     slowest_results_and_most_failed_tests,
     rollups_equal_the_results_after_concurrent_overlapping_batches,
-    the_previous_completed_run_is_the_newest_earlier_one_of_the_suite,
+    the_previous_and_the_latest_completed_runs_of_a_suite,
     trend_metrics_cover_the_completed_runs_of_a_suite_or_label_in_a_window,
 );
 
@@ -1599,7 +1599,7 @@ async fn rollups_match(store: &dyn Store, run_id: Uuid, stored: &[NewResult]) {
     assert!(got.iter().all(|&(_, _, total)| total == 4));
 }
 
-async fn the_previous_completed_run_is_the_newest_earlier_one_of_the_suite(store: Arc<dyn Store>) {
+async fn the_previous_and_the_latest_completed_runs_of_a_suite(store: Arc<dyn Store>) {
     let first = completed_run(store.as_ref()).await;
     let other_suite = store
         .create_run(NewRun {
@@ -1615,6 +1615,7 @@ async fn the_previous_completed_run_is_the_newest_earlier_one_of_the_suite(store
     let unfinished = store.create_run(new_run(2)).await.unwrap();
     let second = completed_run(store.as_ref()).await;
     let latest = store.create_run(new_run(5)).await.unwrap();
+    let second_id = second.id;
 
     let previous = |run: RunRecord| {
         let store = store.clone();
@@ -1630,6 +1631,21 @@ async fn the_previous_completed_run_is_the_newest_earlier_one_of_the_suite(store
     assert_eq!(previous(unfinished).await, Some(first.id));
     assert_eq!(previous(second).await, Some(first.id));
     assert_eq!(previous(first).await, None);
+
+    // The newest completed run of the suite, whatever came after it.
+    let latest = |description: &'static str| {
+        let store = store.clone();
+        async move {
+            store
+                .latest_completed_run("default", description)
+                .await
+                .unwrap()
+                .map(|r| r.id)
+        }
+    };
+    assert_eq!(latest("demo").await, Some(second_id));
+    assert_eq!(latest("another suite").await, Some(other_suite.id));
+    assert_eq!(latest("no such suite").await, None);
 }
 
 async fn trend_metrics_cover_the_completed_runs_of_a_suite_or_label_in_a_window(

@@ -164,6 +164,8 @@ pub enum ReportOf {
         suite: String,
         bucket: crate::trends::Bucket,
     },
+    /// Several runs, the first one's id as the report's run.
+    Rollup(Vec<String>),
 }
 
 pub async fn report(
@@ -197,6 +199,13 @@ pub async fn report(
                     compare_to: b.clone().unwrap_or_default(),
                     by: crate::compare::by_proto(*by) as i32,
                     alpha: *alpha,
+                    ..Default::default()
+                },
+                ReportOf::Rollup(runs) => v1::CreateReportRequest {
+                    run_id: runs[0].clone(),
+                    format: format as i32,
+                    kind: v1::ReportKind::Rollup as i32,
+                    runs: runs[1..].to_vec(),
                     ..Default::default()
                 },
                 ReportOf::Trend { suite, bucket } => v1::CreateReportRequest {

@@ -64,10 +64,14 @@ enum Command {
     /// Have the reports service render a run's report; with --compare a
     /// comparison report (the verdicts of `gauntlet compare`, with charts
     /// in HTML); with --trend a suite's trend over time (as `gauntlet
-    /// trends`, with charts in HTML; not in JUnit).
-    #[command(group(clap::ArgGroup::new("what").required(true).args(["run_id", "compare", "trend"])))]
+    /// trends`, with charts in HTML; not in JUnit); with --runs a roll-up
+    /// of several runs (a nightly batch) in one report.
+    #[command(group(clap::ArgGroup::new("what").required(true).args(["run_id", "compare", "trend", "runs"])))]
     Report {
         run_id: Option<String>,
+        /// A roll-up of these runs (up to 100), in this order.
+        #[arg(long, num_args = 1..=100, value_name = "RUN", conflicts_with_all = ["run_id", "compare", "trend"])]
+        runs: Option<Vec<String>>,
         /// A suite's trend: a suite file (its description is used) or the
         /// description itself.
         #[arg(long, value_name = "SUITE", conflicts_with_all = ["run_id", "compare"])]
@@ -348,6 +352,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             .map(|()| 0),
         Command::Report {
             run_id,
+            runs,
             trend,
             bucket,
             compare,
@@ -358,6 +363,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             target,
         } => {
             let what = match (run_id, compare) {
+                _ if runs.is_some() => commands::ReportOf::Rollup(runs.unwrap_or_default()),
                 _ if trend.is_some() => commands::ReportOf::Trend {
                     suite: trends::description(trend.as_deref().unwrap_or_default())?,
                     bucket: bucket.unwrap_or(trends::Bucket::Day),

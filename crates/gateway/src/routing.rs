@@ -251,6 +251,9 @@ fn kind_of(kind: &str) -> (v1::ReportKind, String) {
     if kind.starts_with("trend ") {
         return (v1::ReportKind::Trend, String::new());
     }
+    if kind.starts_with("rollup ") {
+        return (v1::ReportKind::Rollup, String::new());
+    }
     match kind.strip_prefix("compare ") {
         Some(rest) => {
             let b = rest
@@ -263,6 +266,9 @@ fn kind_of(kind: &str) -> (v1::ReportKind, String) {
         None => (v1::ReportKind::Run, String::new()),
     }
 }
+
+/// Runs in one roll-up report, at most.
+const MAX_ROLLUP_RUNS: usize = 100;
 
 /// How long a pending report of a finished run is answered again to a new
 /// request for it, rather than made anew.
@@ -311,8 +317,26 @@ impl ReportService for Router {
             existing_run(self.deps.store.as_ref(), run_id).await?
         };
         let run_id = run.id;
+        // A roll-up's other runs, each checked to exist.
+        let mut rolled = Vec::new();
+        if req.kind == v1::ReportKind::Rollup as i32 {
+            if req.runs.len() > MAX_ROLLUP_RUNS - 1 {
+                return Err(invalid(
+                    "runs",
+                    format!("at most {} runs in a roll-up", MAX_ROLLUP_RUNS),
+                ));
+            }
+            for (i, id) in req.runs.iter().enumerate() {
+                let id = parse_id(&format!("runs[{i}]"), id)?;
+                rolled.push(existing_run(self.deps.store.as_ref(), id).await?);
+            }
+        }
         let (kind, compare_to) = match v1::ReportKind::try_from(req.kind) {
             Ok(v1::ReportKind::Unspecified | v1::ReportKind::Run) => (RUN_REPORT.to_owned(), None),
+            Ok(v1::ReportKind::Rollup) => {
+                let ids: Vec<String> = rolled.iter().map(|r| r.id.to_string()).collect();
+                (format!("rollup runs={}", ids.join(",")), None)
+            }
             Ok(v1::ReportKind::Trend) => {
                 let bucket = v1::TrendBucket::try_from(req.bucket)
                     .map_err(|_| invalid("bucket", "must be a TrendBucket value"))?;
@@ -333,17 +357,16 @@ impl ReportService for Router {
                 let key = comparison_key(b.as_ref().map(|r| r.id), by, req.alpha);
                 (key, b)
             }
-            Err(_) => return Err(invalid("kind", "must be RUN, COMPARISON or TREND")),
+            Err(_) => return Err(invalid("kind", "must be RUN, COMPARISON, TREND or ROLLUP")),
         };
         // When the last of its runs ended, if they all have.
-        let finished = match (&compare_to, run.status.is_terminal(), run.finished_at) {
-            (_, false, _) | (_, _, None) => None,
-            (None, true, Some(a)) => Some(a),
-            (Some(b), true, Some(a)) => match (b.status.is_terminal(), b.finished_at) {
-                (true, Some(b)) => Some(a.max(b)),
-                _ => None,
-            },
-        };
+        let finished = std::iter::once(&run)
+            .chain(compare_to.as_ref())
+            .chain(&rolled)
+            .map(|r| r.finished_at.filter(|_| r.status.is_terminal()))
+            .try_fold(chrono::DateTime::<chrono::Utc>::MIN_UTC, |last, end| {
+                end.map(|end| last.max(end))
+            });
         // A report of finished runs does not change: one of the same kind
         // and format made since they finished (ready, or still rendering)
         // is answered again, not rendered twice. A report of a run still
@@ -387,6 +410,9 @@ impl ReportService for Router {
             by: req.by,
             alpha: req.alpha,
             bucket: req.bucket,
+            runs: std::iter::once(run_id.to_string())
+                .chain(rolled.iter().map(|r| r.id.to_string()))
+                .collect(),
         };
         self.deps
             .bus

@@ -5,6 +5,7 @@
 
 pub mod comparison;
 pub mod render;
+pub mod rollup;
 pub mod trend;
 
 use std::{sync::Arc, time::Duration};
@@ -145,6 +146,7 @@ async fn handle(deps: Deps, analytics: AnalyticsClient, delivery: Delivery) {
         let built = match v1::ReportKind::try_from(job.kind) {
             Ok(v1::ReportKind::Comparison) => build_comparison(analytics, &job).await,
             Ok(v1::ReportKind::Trend) => build_trend(&deps, analytics, run_id, &job).await,
+            Ok(v1::ReportKind::Rollup) => build_rollup(analytics, &job).await,
             _ => build(&deps, analytics, report_id, run_id, job.format).await,
         };
         let outcome = match built {
@@ -244,6 +246,32 @@ async fn build_comparison(
     let (comparison, a, b) = tokio::try_join!(comparison, summary(job.run_id.clone()), b)?;
     let data = comparison::ComparisonData { comparison, a, b };
     Ok(ReportOutcome::Ready(comparison::render(format, &data)))
+}
+
+/// A roll-up of the job's runs: their summaries, asked of analytics at
+/// once; small, so stored whole.
+async fn build_rollup(
+    analytics: AnalyticsClient,
+    job: &ReportJob,
+) -> anyhow::Result<ReportOutcome> {
+    let format = format_of(job.format)?;
+    let runs = futures::future::try_join_all(job.runs.iter().map(|run_id| {
+        let mut analytics = analytics.clone();
+        async move {
+            analytics
+                .get_run_summary(v1::GetRunSummaryRequest {
+                    run_id: run_id.clone(),
+                })
+                .await
+                .map(|r| r.into_inner())
+                .with_context(|| format!("analytics summary of run {run_id}"))
+        }
+    }))
+    .await?;
+    Ok(ReportOutcome::Ready(rollup::render(
+        format,
+        &rollup::RollupData { runs },
+    )))
 }
 
 /// A trend report of run `run_id`'s suite (its description), as of that

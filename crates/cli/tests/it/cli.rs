@@ -819,6 +819,46 @@ async fn report_compare_renders_the_verdicts_of_two_runs() {
     // Asked again for the same runs, kind and format: the same report.
     let again = report("markdown", "c2.md").await;
     assert_eq!(again, md);
+
+    // Both runs rolled up in one report.
+    let rollup = |format: &'static str, file: &'static str| {
+        let dir = dir.path().to_owned();
+        let (a, b) = (runs[0].clone(), runs[1].clone());
+        async move {
+            let out = gauntlet(
+                &["report", "--runs", &a, &b, "--format", format, "-o", file],
+                &dir,
+            )
+            .await;
+            assert!(out.status.success(), "{format}: {:?}", text(&out));
+            std::fs::read_to_string(dir.join(file)).unwrap()
+        }
+    };
+    let md = rollup("markdown", "r.md").await;
+    assert!(
+        md.starts_with("# Roll-up of 2 runs\n\n40 passed, 40 failed, 0 errors (50.0% pass rate)"),
+        "{md}"
+    );
+    assert!(
+        md.contains(&format!(
+            "| compare a | `{}` | completed | 100.0% |",
+            runs[0]
+        )),
+        "{md}"
+    );
+    assert!(
+        md.contains(&format!("| compare b | `{}` | completed | 0.0% |", runs[1])),
+        "{md}"
+    );
+    let xml = rollup("junit", "r.xml").await;
+    let doc = roxmltree::Document::parse(&xml).unwrap();
+    assert_eq!(doc.root_element().attribute("tests"), Some("2"));
+    assert_eq!(doc.root_element().attribute("failures"), Some("1"));
+    let html = rollup("html", "r.html").await;
+    assert!(html.contains("id=\"chart-rollup-pass-rate\""), "{html}");
+    let json: serde_json::Value = serde_json::from_str(&rollup("json", "r.json").await).unwrap();
+    assert_eq!(json["schema"], "gauntlet.rollup/v1");
+    assert_eq!(json["runs"][1]["run_id"], runs[1].as_str());
 }
 
 /// `gauntlet report --trend SUITE`: the suite's runs over time through the

@@ -58,6 +58,8 @@ fn templates() -> &'static Environment<'static> {
             .expect("comparison.html parses");
         env.add_template("trend.html", include_str!("html/trend.html"))
             .expect("trend.html parses");
+        env.add_template("rollup.html", include_str!("html/rollup.html"))
+            .expect("rollup.html parses");
         env
     })
 }

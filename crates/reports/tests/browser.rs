@@ -209,6 +209,16 @@ async fn browser() -> Option<(Driver, Client)> {
     }
 }
 
+async fn click(client: &Client, css: &str) {
+    client
+        .find(Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("{css}: {e}"))
+        .click()
+        .await
+        .unwrap_or_else(|e| panic!("{css}: {e}"));
+}
+
 async fn eval(client: &Client, script: &str) -> Value {
     client
         .execute(script, Vec::new())
@@ -300,37 +310,19 @@ async fn the_html_report_works_in_a_real_browser() {
     )
     .await;
     assert_eq!(cells, 4);
-    client
-        .find(Locator::Css("#gx-next"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&client, "#gx-next").await;
     let second = rows(&client).await;
     assert!(second[0].starts_with("#25 "), "{second:?}");
 
     // "Failures only" leaves exactly the tests with a failing cell.
-    client
-        .find(Locator::Css("#gx-fails"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&client, "#gx-fails").await;
     let failing = rows(&client).await;
     let want: Vec<String> = failing_tests()
         .iter()
         .map(|t| format!("#{t} doubles {t}"))
         .collect();
     assert_eq!(failing, want);
-    client
-        .find(Locator::Css("#gx-fails"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&client, "#gx-fails").await;
 
     // The attack's text is shown as text, and nothing of it ran.
     client

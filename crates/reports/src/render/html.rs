@@ -50,6 +50,8 @@ fn templates() -> &'static Environment<'static> {
     ENV.get_or_init(|| {
         let mut env = Environment::new();
         // `.html` names turn on HTML auto-escaping for every value.
+        env.add_template("layout.html", include_str!("html/layout.html"))
+            .expect("layout.html parses");
         env.add_template("head.html", include_str!("html/head.html"))
             .expect("head.html parses");
         env.add_template("tail.html", include_str!("html/tail.html"))

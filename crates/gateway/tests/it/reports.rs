@@ -66,3 +66,53 @@ async fn a_finished_run_is_rendered_once_per_format_and_a_live_one_each_time() {
     assert_ne!(json, first);
     assert_eq!(queued(&env).await, 4);
 }
+
+#[tokio::test]
+async fn a_rollup_takes_up_to_100_runs_and_names_a_bad_one() {
+    let env = Env::new().await;
+    let (channel, shutdown) = serve(&env).await;
+    let _stop = shutdown.drop_guard();
+    let mut reports = ReportServiceClient::new(channel);
+    let run = env.submit(2, 1).await.id.to_string();
+    let rollup = |others: Vec<String>| v1::CreateReportRequest {
+        run_id: run.clone(),
+        format: v1::ReportFormat::Markdown as i32,
+        kind: v1::ReportKind::Rollup as i32,
+        runs: others,
+        ..Default::default()
+    };
+    // 100 runs in all (the same one again is allowed): queued.
+    let made = reports
+        .create_report(rollup(vec![run.clone(); 99]))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(made.kind, v1::ReportKind::Rollup as i32);
+    assert_eq!(queued(&env).await, 1);
+    // 101: refused, nothing queued.
+    let status = reports
+        .create_report(rollup(vec![run.clone(); 100]))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    assert_eq!(status.message(), "runs: at most 100 runs in a roll-up");
+    // A run that does not exist is named.
+    let unknown = uuid::Uuid::now_v7().to_string();
+    let status = reports
+        .create_report(rollup(vec![run.clone(), unknown.clone()]))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::NotFound);
+    assert!(status.message().contains(&unknown), "{}", status.message());
+    let status = reports
+        .create_report(rollup(vec!["not-an-id".into()]))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    assert!(
+        status.message().starts_with("runs[0]:"),
+        "{}",
+        status.message()
+    );
+    assert_eq!(queued(&env).await, 1);
+}

@@ -292,6 +292,9 @@ impl Summarizer {
             metrics: details.metrics,
             slowest,
             most_failed,
+            label: run.label.clone(),
+            created_at: Some(convert::timestamp(run.created_at)),
+            finished_at: run.finished_at.map(convert::timestamp),
         }
     }
 }

@@ -151,6 +151,21 @@ fn cell(s: &str, max: usize) -> String {
     out.replace('|', "\\|")
 }
 
+/// A protobuf time as `2026-11-29 14:03:07 UTC`; empty when unset.
+pub(crate) fn utc_text(t: Option<&prost_types::Timestamp>) -> String {
+    t.and_then(|t| chrono::DateTime::from_timestamp(t.seconds, t.nanos.max(0) as u32))
+        .map(|t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string())
+        .unwrap_or_default()
+}
+
+/// A protobuf time in RFC 3339, or `null` when unset.
+pub(crate) fn rfc3339(t: Option<&prost_types::Timestamp>) -> serde_json::Value {
+    t.and_then(|t| chrono::DateTime::from_timestamp(t.seconds, t.nanos.max(0) as u32))
+        .map_or(serde_json::Value::Null, |t| {
+            serde_json::Value::String(t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+        })
+}
+
 pub(crate) fn pct(rate: f64) -> String {
     format!("{:.1}%", rate * 100.0)
 }
@@ -401,6 +416,32 @@ mod tests {
         );
         assert!(md.contains("line1 line2 \\| pipe"));
         assert!(md.contains("75.0% pass rate"));
+    }
+
+    #[test]
+    fn every_report_names_when_the_run_ran_and_its_label() {
+        let mut d = data();
+        d.summary.label = "nightly <7>".into();
+        d.summary.created_at = Some(prost_types::Timestamp {
+            seconds: 1_795_960_987,
+            nanos: 0,
+        });
+        let page = html(&d);
+        assert!(
+            page.contains("<dt>Started</dt><dd>2026-11-29 14:03:07 UTC</dd>"),
+            "{page}"
+        );
+        assert!(page.contains("<dt>Label</dt><dd>nightly &lt;7&gt;</dd>"));
+        assert!(!page.contains("<dt>Ended</dt>"), "not ended yet");
+        let md = markdown(&d);
+        assert!(
+            md.contains("- Started: 2026-11-29 14:03:07 UTC\n- Label: nightly <7>\n"),
+            "{md}"
+        );
+        let doc: Value = serde_json::from_str(&json(&d)).unwrap();
+        assert_eq!(doc["created_at"], "2026-11-29T14:03:07Z");
+        assert_eq!(doc["finished_at"], Value::Null);
+        assert_eq!(doc["label"], "nightly <7>");
     }
 
     #[test]

@@ -43,6 +43,12 @@ impl<W: Write> ResultSink for Markdown<W> {
             )?;
         }
         writeln!(out, "- Run: `{}`", s.run_id)?;
+        if s.created_at.is_some() {
+            writeln!(out, "- Started: {}", super::utc_text(s.created_at.as_ref()))?;
+        }
+        if !s.label.is_empty() {
+            writeln!(out, "- Label: {}", cell(&s.label, 100))?;
+        }
         writeln!(out, "- Status: {}", v1::RunStatus::label_of(s.status))?;
         writeln!(
             out,

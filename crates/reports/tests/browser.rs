@@ -490,3 +490,81 @@ async fn the_comparison_report_works_in_a_real_browser() {
     }
     client.close().await.unwrap();
 }
+
+/// The trend and roll-up pages: every chart drawn with marks.
+#[tokio::test]
+async fn the_trend_and_rollup_reports_draw_their_charts() {
+    let Some((_driver, client)) = browser().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let day = 86_400;
+    let mut points = (0..5)
+        .flat_map(|d| {
+            PROVIDERS.iter().enumerate().map(move |(p, provider)| {
+                let rate = 0.7 + 0.05 * d as f64 - 0.1 * p as f64;
+                v1::TrendPoint {
+                    provider: (*provider).into(),
+                    start: Some(prost_types::Timestamp {
+                        seconds: 1_795_910_400 + d * day,
+                        nanos: 0,
+                    }),
+                    runs: 2,
+                    total: 200,
+                    passed: (rate * 200.0) as u64,
+                    pass_rate: Some(v1::Interval {
+                        estimate: rate,
+                        low: rate - 0.06,
+                        high: rate + 0.06,
+                    }),
+                    p95_latency_ms: 400.0 + 30.0 * d as f64,
+                    cost_usd: 0.01 * (p + 1) as f64,
+                }
+            })
+        })
+        .collect::<Vec<_>>();
+    // By provider, then by time, as GetTrends answers.
+    points.sort_by(|a, b| a.provider.cmp(&b.provider));
+    let trend = gauntlet_reports::trend::html(&gauntlet_reports::trend::TrendData {
+        trends: v1::Trends {
+            description: "Arithmetic answers".into(),
+            bucket: v1::TrendBucket::Day as i32,
+            points,
+            ..Default::default()
+        },
+        run_id: "run-b".into(),
+    });
+    let rollup = gauntlet_reports::rollup::html(&gauntlet_reports::rollup::RollupData {
+        runs: vec![run().summary, comparison().a],
+    });
+    for (name, page, want) in [
+        (
+            "trend",
+            trend,
+            json!([
+                ["chart-trend-pass-rate", true],
+                ["chart-trend-latency", true],
+                ["chart-trend-cost", true]
+            ]),
+        ),
+        ("rollup", rollup, json!([["chart-rollup-pass-rate", true]])),
+    ] {
+        let path = dir.path().join(format!("{name}.html"));
+        std::fs::write(&path, page).unwrap();
+        client
+            .goto(&format!("file://{}", path.display()))
+            .await
+            .unwrap();
+        // Drawn: a line or bar with a size inside each chart.
+        let charts = eval(
+            &client,
+            "return Array.from(document.querySelectorAll('#charts figure')).map(f => [f.id,
+                Array.from(f.querySelectorAll('svg polyline, svg rect, svg circle'))
+                    .filter(e => (e.getAttribute('fill') || '').toUpperCase() !== '#FFFFFF')
+                    .some(e => { const b = e.getBBox(); return b.width > 2 && b.height > 2; })]);",
+        )
+        .await;
+        assert_eq!(charts, want, "{name}");
+    }
+    client.close().await.unwrap();
+}

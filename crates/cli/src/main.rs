@@ -68,6 +68,7 @@ enum Command {
     /// of several runs (a nightly batch) in one report.
     #[command(group(clap::ArgGroup::new("what").required(true).args(["run_id", "compare", "trend", "runs"])))]
     Report {
+        /// The run whose report to render.
         run_id: Option<String>,
         /// A roll-up of these runs (up to 100), in this order.
         #[arg(long, num_args = 1..=100, value_name = "RUN", conflicts_with_all = ["run_id", "compare", "trend"])]
@@ -91,7 +92,9 @@ enum Command {
         alpha: Option<f64>,
         #[arg(long, value_enum, default_value = "markdown")]
         format: commands::ReportFormat,
-        #[arg(short, long)]
+        /// Write the document to FILE (written as it arrives); without it,
+        /// to standard output.
+        #[arg(short, long, value_name = "FILE")]
         output: Option<PathBuf>,
         #[command(flatten)]
         target: Target,

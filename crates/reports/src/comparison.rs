@@ -352,11 +352,13 @@ pub fn html(data: &ComparisonData) -> String {
             label: format!("A · {}", name(i, p)),
             value: p.a_pass_rate,
             interval: None,
+            light: true,
         });
         rates.push(charts::Bar {
             label: format!("B · {}", name(i, p)),
             value: p.b_pass_rate,
             interval: None,
+            light: false,
         });
     }
     let diffs: Vec<charts::Bar> = c
@@ -369,6 +371,7 @@ pub fn html(data: &ComparisonData) -> String {
                 label: name(i, p),
                 value: s.mean,
                 interval: Some((s.ci_low, s.ci_high)),
+                light: false,
             }
         })
         .collect();

@@ -242,6 +242,7 @@ pub fn html(data: &RollupData) -> String {
                 .pass_rate_interval
                 .filter(|i| i.high > 0.0)
                 .map(|i| (i.low, i.high)),
+            light: false,
         })
         .collect();
     let mut chart_list = Vec::new();

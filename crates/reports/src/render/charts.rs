@@ -16,6 +16,8 @@ pub(crate) struct Bar {
     pub label: String,
     pub value: f64,
     pub interval: Option<(f64, f64)>,
+    /// Drawn in the lighter colour: the baseline beside its candidate.
+    pub light: bool,
 }
 
 /// One point of a scatter chart.
@@ -32,6 +34,7 @@ const LABEL_CHARS: usize = 36;
 pub(crate) const MAX_BARS: usize = 24;
 
 const BAR: RGBColor = RGBColor(0x3b, 0x6e, 0xa8);
+const LIGHT: RGBColor = RGBColor(0x9d, 0xb8, 0xd6);
 const NEGATIVE: RGBColor = RGBColor(0xb3, 0x26, 0x1e);
 const WHISKER: RGBColor = RGBColor(0x22, 0x22, 0x22);
 const GRID: RGBColor = RGBColor(0xe2, 0xe2, 0xe2);
@@ -138,7 +141,12 @@ fn horizontal(
                         (0.0_f64.clamp(lo, hi), SegmentValue::Exact(i)),
                         (b.value.clamp(lo, hi), SegmentValue::Exact(i + 1)),
                     ],
-                    if b.value < 0.0 { NEGATIVE } else { BAR }.filled(),
+                    match (b.value < 0.0, b.light) {
+                        (true, _) => NEGATIVE,
+                        (false, true) => LIGHT,
+                        (false, false) => BAR,
+                    }
+                    .filled(),
                 );
                 r.set_margin(4, 4, 0, 0);
                 r
@@ -376,6 +384,7 @@ mod tests {
             label: label.into(),
             value,
             interval: Some((value * 0.8, (value * 1.2).min(1.0))),
+            light: false,
         }
     }
 

@@ -398,6 +398,7 @@ fn chart_list(s: &v1::RunSummary, latency: &[u64]) -> Vec<Value> {
         label,
         value: rate,
         interval: i.filter(|i| i.high > 0.0).map(|i| (i.low, i.high)),
+        light: false,
     };
 
     if !s.groups.is_empty() {

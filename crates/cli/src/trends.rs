@@ -7,12 +7,11 @@ use std::{fmt::Write as _, path::PathBuf};
 use anyhow::Context;
 use gauntlet_config::GauntletConfig;
 use gauntlet_proto::{Timestamp, v1};
-use serde_json::json;
 
 use crate::{client, output::pct, suite_file, target::Target};
 
-/// The version of the JSON document `trends -o FILE.json` writes.
-pub const SCHEMA: &str = "gauntlet.trends/v1";
+/// The JSON document `trends -o FILE.json` writes: the trend report's.
+pub use gauntlet_reports::trend::{SCHEMA, document};
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
 pub enum Bucket {
@@ -202,39 +201,4 @@ pub fn table(t: &v1::Trends) -> String {
         line(r);
     }
     out
-}
-
-/// The trends file.
-pub fn document(t: &v1::Trends) -> serde_json::Value {
-    let points: Vec<_> = t
-        .points
-        .iter()
-        .map(|p| {
-            let i = p.pass_rate.unwrap_or_default();
-            json!({
-                "provider": p.provider,
-                "start": time(p.start.as_ref()),
-                "runs": p.runs,
-                "total": p.total,
-                "passed": p.passed,
-                "pass_rate": {"estimate": i.estimate, "low": i.low, "high": i.high},
-                "p95_latency_ms": p.p95_latency_ms,
-                "cost_usd": p.cost_usd,
-            })
-        })
-        .collect();
-    let bucket = match v1::TrendBucket::try_from(t.bucket) {
-        Ok(v1::TrendBucket::Hour) => "hour",
-        Ok(v1::TrendBucket::Week) => "week",
-        _ => "day",
-    };
-    json!({
-        "schema": SCHEMA,
-        "description": t.description,
-        "label": t.label,
-        "bucket": bucket,
-        "since": time(t.since.as_ref()),
-        "until": time(t.until.as_ref()),
-        "points": points,
-    })
 }

@@ -1,7 +1,7 @@
 //! The trend report: one suite's completed runs over time (GetTrends), per
 //! provider and hour, day or week: pass rate with its 95 % interval, p95
 //! latency and cost, as charts (HTML), a table (Markdown), a document
-//! (JSON, `gauntlet.trend/v1`) or rows (CSV). A trend has no test cases,
+//! (JSON, `gauntlet.trends/v1`, as `gauntlet trends -o`) or rows (CSV). A trend has no test cases,
 //! so there is no JUnit form.
 
 use std::fmt::Write as _;
@@ -13,8 +13,9 @@ use serde_json::json;
 
 use crate::render::{Format, charts, html::page_parts, pct};
 
-/// The version of the trend's JSON document.
-pub const SCHEMA: &str = "gauntlet.trend/v1";
+/// The version of the trend's JSON document (also what `gauntlet trends -o
+/// FILE.json` writes).
+pub const SCHEMA: &str = "gauntlet.trends/v1";
 
 /// What a trend report shows: the trend, and the run it is as of.
 pub struct TrendData {
@@ -50,7 +51,8 @@ fn interval(i: &v1::Interval) -> String {
 pub fn render(format: Format, data: &TrendData) -> Result<String, String> {
     Ok(match format {
         Format::Json | Format::Jsonl => {
-            serde_json::to_string_pretty(&document(data)).expect("a JSON value serializes") + "\n"
+            serde_json::to_string_pretty(&document(&data.trends)).expect("a JSON value serializes")
+                + "\n"
         }
         Format::Markdown => markdown(data),
         Format::Html => html(data),
@@ -60,26 +62,37 @@ pub fn render(format: Format, data: &TrendData) -> Result<String, String> {
 }
 
 /// The JSON document: the trend's window and one object per point.
-pub fn document(data: &TrendData) -> serde_json::Value {
-    let t = &data.trends;
-    let rfc = |ts: Option<&prost_types::Timestamp>| time(ts).map(|t| t.to_rfc3339());
+pub fn document(t: &v1::Trends) -> serde_json::Value {
+    let rfc = |ts: Option<&prost_types::Timestamp>| {
+        time(ts)
+            .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+            .unwrap_or_default()
+    };
     let points: Vec<_> = t
         .points
         .iter()
         .map(|p| {
             let i = p.pass_rate.unwrap_or_default();
             json!({
-                "provider": p.provider, "start": rfc(p.start.as_ref()), "runs": p.runs,
-                "total": p.total, "passed": p.passed, "pass_rate": i.estimate,
-                "pass_rate_low": i.low, "pass_rate_high": i.high,
-                "p95_latency_ms": p.p95_latency_ms, "cost_usd": p.cost_usd,
+                "provider": p.provider,
+                "start": rfc(p.start.as_ref()),
+                "runs": p.runs,
+                "total": p.total,
+                "passed": p.passed,
+                "pass_rate": {"estimate": i.estimate, "low": i.low, "high": i.high},
+                "p95_latency_ms": p.p95_latency_ms,
+                "cost_usd": p.cost_usd,
             })
         })
         .collect();
     json!({
-        "schema": SCHEMA, "description": t.description, "label": t.label,
-        "bucket": bucket_name(t.bucket), "since": rfc(t.since.as_ref()),
-        "until": rfc(t.until.as_ref()), "as_of_run": data.run_id, "points": points,
+        "schema": SCHEMA,
+        "description": t.description,
+        "label": t.label,
+        "bucket": bucket_name(t.bucket),
+        "since": rfc(t.since.as_ref()),
+        "until": rfc(t.until.as_ref()),
+        "points": points,
     })
 }
 

@@ -907,9 +907,10 @@ async fn report_trend_renders_a_suites_runs_over_time() {
     assert!(md.contains("| 2 | 40 | 55.0% |"), "{md}");
 
     let json: serde_json::Value = serde_json::from_str(&report("json", "t.json").await).unwrap();
-    assert_eq!(json["schema"], "gauntlet.trend/v1");
+    assert_eq!(json["schema"], "gauntlet.trends/v1");
     assert_eq!(json["points"][0]["runs"], 2);
     assert_eq!(json["points"][0]["passed"], 22);
+    assert_eq!(json["points"][0]["pass_rate"]["estimate"], 0.55);
 
     let html = report("html", "t.html").await;
     assert!(html.contains("id=\"chart-trend-pass-rate\""), "{html}");

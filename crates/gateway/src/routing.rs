@@ -16,7 +16,7 @@ use gauntlet_service::{
     MessageLimits, convert, existing_run, internal, invalid, limited, limits::answer, not_found,
     parse_id,
 };
-use gauntlet_store::{NewReport, RUN_REPORT, ReportRecord, ReportStatus};
+use gauntlet_store::{NewReport, RUN_REPORT, ReportRecord, ReportReuse, ReportStatus};
 use gauntlet_telemetry::grpc::TraceInterceptor;
 use prost::Message as _;
 use tonic::{
@@ -369,38 +369,43 @@ impl ReportService for Router {
             });
         // A report of finished runs does not change: one of the same kind
         // and format made since they finished (ready, or still rendering)
-        // is answered again, not rendered twice. A report of a run still
-        // going is partial, so each request makes its own.
-        if let Some(finished) = finished {
-            let made = self
+        // is answered again, not rendered twice, even to requests at the
+        // same moment (the store looks and creates in one step). One
+        // still pending long after it was asked for lost its job: it is
+        // made again. A report of a run still going is partial, so each
+        // request makes its own.
+        let new = NewReport {
+            id: Uuid::now_v7(),
+            project_id: DEFAULT_PROJECT.into(),
+            run_id,
+            format: format.into(),
+            kind,
+        };
+        let report = match finished {
+            Some(since) => {
+                let reuse = ReportReuse {
+                    since,
+                    pending_since: chrono::Utc::now()
+                        - chrono::Duration::seconds(PENDING_REUSED_SECS),
+                };
+                let (report, created) = self
+                    .deps
+                    .store
+                    .find_or_create_report(new, reuse)
+                    .await
+                    .map_err(|e| internal("create report", e))?;
+                if !created {
+                    return Ok(Response::new(self.report_message(report).await?));
+                }
+                report
+            }
+            None => self
                 .deps
                 .store
-                .find_report(run_id, &kind, format, finished)
+                .create_report(new)
                 .await
-                .map_err(|e| internal("find report", e))?;
-            // One still pending long after it was asked for lost its job:
-            // it is made again.
-            let fresh = |r: &ReportRecord| {
-                r.status != ReportStatus::Pending
-                    || chrono::Utc::now() - r.created_at
-                        < chrono::Duration::seconds(PENDING_REUSED_SECS)
-            };
-            if let Some(report) = made.filter(fresh) {
-                return Ok(Response::new(self.report_message(report).await?));
-            }
-        }
-        let report = self
-            .deps
-            .store
-            .create_report(NewReport {
-                id: Uuid::now_v7(),
-                project_id: DEFAULT_PROJECT.into(),
-                run_id,
-                format: format.into(),
-                kind,
-            })
-            .await
-            .map_err(|e| internal("create report", e))?;
+                .map_err(|e| internal("create report", e))?,
+        };
         let job = ReportJob {
             report_id: report.id.to_string(),
             run_id: run_id.to_string(),

@@ -339,16 +339,15 @@ pub trait Store: Send + Sync + 'static {
 
     async fn create_report(&self, report: NewReport) -> Result<ReportRecord>;
     async fn get_report(&self, report_id: Uuid) -> Result<Option<ReportRecord>>;
-    /// The newest report of run `run_id` of `kind` in `format` created at
-    /// or after `since` that has not failed: what `CreateReport` answers
-    /// again for a finished run rather than render it twice.
-    async fn find_report(
+    /// `CreateReport` for runs that have all ended, in one step no other
+    /// call can interleave with: the newest report of `report`'s run, kind
+    /// and format that [`ReportReuse`] accepts, or else `report`, created.
+    /// The flag says whether it was created.
+    async fn find_or_create_report(
         &self,
-        run_id: Uuid,
-        kind: &str,
-        format: &str,
-        since: DateTime<Utc>,
-    ) -> Result<Option<ReportRecord>>;
+        report: NewReport,
+        reuse: ReportReuse,
+    ) -> Result<(ReportRecord, bool)>;
     async fn finish_report(&self, report_id: Uuid, outcome: ReportOutcome) -> Result<()>;
     /// Stores part `part` of a report's document (again, if a redelivered
     /// job renders it twice).

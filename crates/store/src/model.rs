@@ -300,6 +300,18 @@ pub struct NewReport {
     pub kind: String,
 }
 
+/// Which earlier report [`Store::find_or_create_report`] answers again: one
+/// created at or after `since` (when the last of its runs ended) that is
+/// ready, or pending and created at or after `pending_since` (older pending
+/// ones lost their job).
+///
+/// [`Store::find_or_create_report`]: crate::Store::find_or_create_report
+#[derive(Debug, Clone, Copy)]
+pub struct ReportReuse {
+    pub since: DateTime<Utc>,
+    pub pending_since: DateTime<Utc>,
+}
+
 /// The kind of a run's own report.
 pub const RUN_REPORT: &str = "run";
 

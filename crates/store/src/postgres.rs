@@ -16,10 +16,10 @@ use uuid::Uuid;
 use crate::{
     AssertionMetrics, InsertOutcome, LATENCIES_LIVE, LATENCIES_ROLLED, LatencyCount, METRICS_LIVE,
     METRICS_ROLLED, MOST_FAILED_LIVE, MOST_FAILED_ROLLED, NewReport, NewResult, NewRun,
-    OUTCOME_SELECT, Outcome, ROLL_UP, ReportOutcome, ReportRecord, ReportStatus, Result,
-    ResultMetrics, ResultRecord, ResultStatus, RunCursor, RunRecord, RunStatus, SLOWEST_KEPT,
-    Store, StoreError, TREND_LATENCIES_SELECT, TREND_METRICS_SELECT, TREND_PENDING, TaskRange,
-    TestFailures, TrendMetrics, TrendQuery, TrendRow, model::report_outcome,
+    OUTCOME_SELECT, Outcome, ROLL_UP, ReportOutcome, ReportRecord, ReportReuse, ReportStatus,
+    Result, ResultMetrics, ResultRecord, ResultStatus, RunCursor, RunRecord, RunStatus,
+    SLOWEST_KEPT, Store, StoreError, TREND_LATENCIES_SELECT, TREND_METRICS_SELECT, TREND_PENDING,
+    TaskRange, TestFailures, TrendMetrics, TrendQuery, TrendRow, model::report_outcome,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
@@ -365,6 +365,10 @@ fn report_from_row(row: &PgRow) -> Result<ReportRecord> {
         finished_at: row.try_get("finished_at")?,
     })
 }
+
+/// The first key of the advisory locks that make `find_or_create_report`
+/// one step ("rept").
+const REPORT_LOCK_CLASS: i32 = 0x7265_7074;
 
 /// The run's advisory-lock key for folding its tallies.
 fn fold_key(run_id: Uuid) -> i64 {
@@ -1359,26 +1363,51 @@ impl Store for PgStore {
         report_from_row(&row)
     }
 
-    async fn find_report(
+    async fn find_or_create_report(
         &self,
-        run_id: Uuid,
-        kind: &str,
-        format: &str,
-        since: DateTime<Utc>,
-    ) -> Result<Option<ReportRecord>> {
-        sqlx::query(
-            "SELECT * FROM reports WHERE run_id = $1 AND format = $2 AND created_at >= $3 \
-             AND kind = $4 AND status <> 'failed' ORDER BY created_at DESC, id DESC LIMIT 1",
+        report: NewReport,
+        reuse: ReportReuse,
+    ) -> Result<(ReportRecord, bool)> {
+        let mut tx = self.pool.begin().await?;
+        // One request at a time per run, kind and format (a key space of
+        // its own: the two-int form never meets the runs' one-bigint locks).
+        sqlx::query("SELECT pg_advisory_xact_lock($1, hashtext($2))")
+            .bind(REPORT_LOCK_CLASS)
+            .bind(format!(
+                "{}|{}|{}",
+                report.run_id, report.kind, report.format
+            ))
+            .execute(&mut *tx)
+            .await?;
+        let found = sqlx::query(
+            "SELECT * FROM reports WHERE run_id = $1 AND format = $2 AND kind = $3 \
+             AND created_at >= $4 \
+             AND (status = 'ready' OR (status = 'pending' AND created_at >= $5)) \
+             ORDER BY created_at DESC, id DESC LIMIT 1",
         )
-        .bind(run_id)
-        .bind(format)
-        .bind(since)
-        .bind(kind)
-        .fetch_optional(&self.pool)
-        .await?
-        .as_ref()
-        .map(report_from_row)
-        .transpose()
+        .bind(report.run_id)
+        .bind(&report.format)
+        .bind(&report.kind)
+        .bind(reuse.since)
+        .bind(reuse.pending_since)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if let Some(row) = found {
+            return Ok((report_from_row(&row)?, false));
+        }
+        let row = sqlx::query(
+            "INSERT INTO reports (id, project_id, run_id, format, kind, status) \
+             VALUES ($1, $2, $3, $4, $5, 'pending') RETURNING *",
+        )
+        .bind(report.id)
+        .bind(&report.project_id)
+        .bind(report.run_id)
+        .bind(&report.format)
+        .bind(&report.kind)
+        .fetch_one(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok((report_from_row(&row)?, true))
     }
 
     async fn get_report(&self, report_id: Uuid) -> Result<Option<ReportRecord>> {

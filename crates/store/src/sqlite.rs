@@ -23,10 +23,10 @@ use uuid::Uuid;
 use crate::{
     AssertionMetrics, InsertOutcome, LATENCIES_LIVE, LATENCIES_ROLLED, LatencyCount, METRICS_LIVE,
     METRICS_ROLLED, MOST_FAILED_LIVE, MOST_FAILED_ROLLED, NewReport, NewResult, NewRun,
-    OUTCOME_SELECT, Outcome, ROLL_UP, ReportOutcome, ReportRecord, ReportStatus, Result,
-    ResultMetrics, ResultRecord, ResultStatus, RunCursor, RunRecord, RunStatus, SLOWEST_KEPT,
-    Store, StoreError, TREND_LATENCIES_SELECT, TREND_METRICS_SELECT, TREND_PENDING, TaskRange,
-    TestFailures, TrendMetrics, TrendQuery, TrendRow, model::report_outcome,
+    OUTCOME_SELECT, Outcome, ROLL_UP, ReportOutcome, ReportRecord, ReportReuse, ReportStatus,
+    Result, ResultMetrics, ResultRecord, ResultStatus, RunCursor, RunRecord, RunStatus,
+    SLOWEST_KEPT, Store, StoreError, TREND_LATENCIES_SELECT, TREND_METRICS_SELECT, TREND_PENDING,
+    TaskRange, TestFailures, TrendMetrics, TrendQuery, TrendRow, model::report_outcome,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -1166,27 +1166,43 @@ impl Store for SqliteStore {
         report_from_row(&row)
     }
 
-    async fn find_report(
+    async fn find_or_create_report(
         &self,
-        run_id: Uuid,
-        kind: &str,
-        format: &str,
-        since: DateTime<Utc>,
-    ) -> Result<Option<ReportRecord>> {
-        sqlx::query(&format!(
+        report: NewReport,
+        reuse: ReportReuse,
+    ) -> Result<(ReportRecord, bool)> {
+        // The write lock, taken first, makes the look and the insert one.
+        let mut tx = self.begin_write().await?;
+        let found = sqlx::query(&format!(
             "SELECT {REPORT_COLUMNS} FROM reports WHERE run_id = ?1 AND format = ?2 \
-             AND created_at >= ?3 AND kind = ?4 AND status <> 'failed' \
+             AND kind = ?3 AND created_at >= ?4 \
+             AND (status = 'ready' OR (status = 'pending' AND created_at >= ?5)) \
              ORDER BY created_at DESC, id DESC LIMIT 1"
         ))
-        .bind(uuid_text(run_id))
-        .bind(format)
-        .bind(ts_text(since))
-        .bind(kind)
-        .fetch_optional(&self.pool)
-        .await?
-        .as_ref()
-        .map(report_from_row)
-        .transpose()
+        .bind(uuid_text(report.run_id))
+        .bind(&report.format)
+        .bind(&report.kind)
+        .bind(ts_text(reuse.since))
+        .bind(ts_text(reuse.pending_since))
+        .fetch_optional(&mut *tx)
+        .await?;
+        if let Some(row) = found {
+            return Ok((report_from_row(&row)?, false));
+        }
+        let row = sqlx::query(&format!(
+            "INSERT INTO reports (id, project_id, run_id, format, status, created_at, kind) \
+             VALUES (?1, ?2, ?3, ?4, 'pending', ?5, ?6) RETURNING {REPORT_COLUMNS}"
+        ))
+        .bind(uuid_text(report.id))
+        .bind(&report.project_id)
+        .bind(uuid_text(report.run_id))
+        .bind(&report.format)
+        .bind(ts_text(now()))
+        .bind(&report.kind)
+        .fetch_one(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok((report_from_row(&row)?, true))
     }
 
     async fn get_report(&self, report_id: Uuid) -> Result<Option<ReportRecord>> {

@@ -6,8 +6,9 @@
 use std::sync::Arc;
 
 use gauntlet_store::{
-    NewReport, NewResult, NewRun, Outcome, PgStore, RUN_REPORT, ReportOutcome, ReportStatus,
-    ResultStatus, RunCursor, RunRecord, RunStatus, SqliteStore, Store, testing::TestDatabase,
+    NewReport, NewResult, NewRun, Outcome, PgStore, RUN_REPORT, ReportOutcome, ReportReuse,
+    ReportStatus, ResultStatus, RunCursor, RunRecord, RunStatus, SqliteStore, Store,
+    testing::TestDatabase,
 };
 use tempfile::TempDir;
 use uuid::Uuid;
@@ -88,9 +89,10 @@ conformance!(
     results_page_in_task_order_and_filter_by_status,
     result_metrics_cover_every_result_of_the_run,
     reports_move_from_pending_to_ready,
-    the_report_found_is_the_newest_unfailed_one_of_its_run_and_format_since,
+    the_report_answered_again_is_the_newest_unfailed_one_of_its_run_kind_and_format_since,
     reports_can_fail_with_an_error,
     a_report_stored_in_parts_reads_back_part_by_part,
+    requests_at_the_same_moment_make_one_report,
     stale_runs_are_unfinished_runs_quiet_since_before,
     a_stored_result_makes_a_run_active_again,
     exactly_one_claim_of_a_redrive_wins,
@@ -921,6 +923,77 @@ async fn a_report_stored_in_parts_reads_back_part_by_part(store: Arc<dyn Store>)
     assert_eq!(store.report_part(failed.id, 0).await.unwrap(), None);
     let got = store.get_report(failed.id).await.unwrap().unwrap();
     assert_eq!((got.bytes, got.parts), (0, 0));
+}
+
+async fn requests_at_the_same_moment_make_one_report(store: Arc<dyn Store>) {
+    let run = store.create_run(new_run(1)).await.unwrap();
+    let long_ago = chrono::Utc::now() - chrono::Duration::hours(1);
+    let reuse = ReportReuse {
+        since: long_ago,
+        pending_since: long_ago,
+    };
+    let new = |format: &str| NewReport {
+        id: Uuid::now_v7(),
+        project_id: "default".into(),
+        run_id: run.id,
+        format: format.into(),
+        kind: RUN_REPORT.into(),
+    };
+    let asked: Vec<_> = (0..8)
+        .map(|_| {
+            let store = store.clone();
+            let report = new("html");
+            tokio::spawn(async move { store.find_or_create_report(report, reuse).await.unwrap() })
+        })
+        .collect();
+    let mut answers = Vec::new();
+    for a in asked {
+        answers.push(a.await.unwrap());
+    }
+    assert_eq!(answers.iter().filter(|(_, created)| *created).count(), 1);
+    let id = answers[0].0.id;
+    assert!(answers.iter().all(|(r, _)| r.id == id));
+
+    // Another format is another report; a failed one is made again; a
+    // pending one older than `pending_since` too.
+    let (json, created) = store
+        .find_or_create_report(new("json"), reuse)
+        .await
+        .unwrap();
+    assert!(created && json.id != id);
+    store
+        .finish_report(json.id, ReportOutcome::Failed("boom".into()))
+        .await
+        .unwrap();
+    let (again, created) = store
+        .find_or_create_report(new("json"), reuse)
+        .await
+        .unwrap();
+    assert!(created && again.id != json.id);
+    let later = ReportReuse {
+        since: long_ago,
+        pending_since: a_moment_later().await,
+    };
+    let (fresh, created) = store
+        .find_or_create_report(new("json"), later)
+        .await
+        .unwrap();
+    assert!(
+        created && fresh.id != again.id,
+        "a stale pending report is made again"
+    );
+    store
+        .finish_report(fresh.id, ReportOutcome::Ready("{}".into()))
+        .await
+        .unwrap();
+    let (ready, created) = store
+        .find_or_create_report(new("json"), later)
+        .await
+        .unwrap();
+    assert!(
+        !created && ready.id == fresh.id,
+        "a ready one is answered however old"
+    );
 }
 
 /// A moment strictly after everything written so far (timestamps have
@@ -1756,69 +1829,54 @@ async fn unrolled_runs_are_the_completed_ones_past_a_size_not_rolled_up_yet(stor
     assert_eq!(store.unrolled_runs(1, 10).await.unwrap(), [small, second]);
 }
 
-async fn the_report_found_is_the_newest_unfailed_one_of_its_run_and_format_since(
+async fn the_report_answered_again_is_the_newest_unfailed_one_of_its_run_kind_and_format_since(
     store: Arc<dyn Store>,
 ) {
     let run = store.create_run(new_run(1)).await.unwrap();
-    let report = |format: &str| NewReport {
-        id: Uuid::now_v7(),
-        project_id: "default".into(),
-        run_id: run.id,
-        format: format.into(),
-        kind: RUN_REPORT.into(),
-    };
     let long_ago = chrono::Utc::now() - chrono::Duration::hours(1);
-    let find = |format: &'static str, since| {
+    let ask = |format: &'static str, kind: &'static str, since| {
         let store = store.clone();
+        let report = NewReport {
+            id: Uuid::now_v7(),
+            project_id: "default".into(),
+            run_id: run.id,
+            format: format.into(),
+            kind: kind.into(),
+        };
+        let reuse = ReportReuse {
+            since,
+            pending_since: long_ago,
+        };
         async move {
-            store
-                .find_report(run.id, RUN_REPORT, format, since)
-                .await
-                .unwrap()
-                .map(|r| r.id)
+            let (report, created) = store.find_or_create_report(report, reuse).await.unwrap();
+            (report.id, created)
         }
     };
-    assert_eq!(find("markdown", long_ago).await, None);
-    let first = store.create_report(report("markdown")).await.unwrap();
+    let (first, created) = ask("markdown", RUN_REPORT, long_ago).await;
+    assert!(created);
     // Still rendering counts.
-    assert_eq!(find("markdown", long_ago).await, Some(first.id));
-    assert_eq!(find("json", long_ago).await, None);
+    assert_eq!(ask("markdown", RUN_REPORT, long_ago).await, (first, false));
+    let (json, created) = ask("json", RUN_REPORT, long_ago).await;
+    assert!(created && json != first);
     store
-        .finish_report(first.id, ReportOutcome::Failed("boom".into()))
+        .finish_report(first, ReportOutcome::Failed("boom".into()))
         .await
         .unwrap();
-    assert_eq!(find("markdown", long_ago).await, None);
-    let second = store.create_report(report("markdown")).await.unwrap();
+    let (second, created) = ask("markdown", RUN_REPORT, long_ago).await;
+    assert!(created && second != first, "a failed report is made again");
     store
-        .finish_report(second.id, ReportOutcome::Ready("# ok".into()))
+        .finish_report(second, ReportOutcome::Ready("# ok".into()))
         .await
         .unwrap();
-    assert_eq!(find("markdown", long_ago).await, Some(second.id));
+    assert_eq!(ask("markdown", RUN_REPORT, long_ago).await, (second, false));
     // A comparison of the same run and format is another report.
-    let compared = store
-        .create_report(NewReport {
-            kind: "compare b=- by=provider alpha=0.05".into(),
-            ..report("markdown")
-        })
-        .await
-        .unwrap();
-    assert_eq!(find("markdown", long_ago).await, Some(second.id));
-    assert_eq!(
-        store
-            .find_report(run.id, &compared.kind, "markdown", long_ago)
-            .await
-            .unwrap()
-            .map(|r| r.id),
-        Some(compared.id)
-    );
-    // Made before `since`: not found.
+    let compare = "compare b=- by=provider alpha=0.05";
+    let (compared, created) = ask("markdown", compare, long_ago).await;
+    assert!(created && compared != second);
+    assert_eq!(ask("markdown", compare, long_ago).await, (compared, false));
+    assert_eq!(ask("markdown", RUN_REPORT, long_ago).await, (second, false));
+    // Made before `since`: made again.
     let later = a_moment_later().await;
-    assert_eq!(find("markdown", later).await, None);
-    assert_eq!(
-        store
-            .find_report(Uuid::now_v7(), RUN_REPORT, "markdown", long_ago)
-            .await
-            .unwrap(),
-        None
-    );
+    let (third, created) = ask("markdown", RUN_REPORT, later).await;
+    assert!(created && third != second);
 }

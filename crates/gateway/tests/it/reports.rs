@@ -116,3 +116,54 @@ async fn a_rollup_takes_up_to_100_runs_and_names_a_bad_one() {
     );
     assert_eq!(queued(&env).await, 1);
 }
+
+#[tokio::test]
+async fn an_unknown_run_or_report_is_not_found_and_nothing_is_queued() {
+    let env = Env::new().await;
+    let (channel, shutdown) = serve(&env).await;
+    let _stop = shutdown.drop_guard();
+    let mut reports = ReportServiceClient::new(channel);
+    let unknown = uuid::Uuid::now_v7().to_string();
+    for kind in [
+        v1::ReportKind::Run,
+        v1::ReportKind::Comparison,
+        v1::ReportKind::Rollup,
+    ] {
+        let status = reports
+            .create_report(v1::CreateReportRequest {
+                run_id: unknown.clone(),
+                format: v1::ReportFormat::Html as i32,
+                kind: kind as i32,
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), tonic::Code::NotFound, "{kind:?}: {status:?}");
+        assert!(status.message().contains(&unknown), "{}", status.message());
+    }
+    for rpc in ["get", "read"] {
+        let request = v1::GetReportRequest {
+            report_id: unknown.clone(),
+        };
+        let status = match rpc {
+            "get" => reports.get_report(request).await.map(drop).unwrap_err(),
+            _ => reports.read_report(request).await.map(drop).unwrap_err(),
+        };
+        assert_eq!(status.code(), tonic::Code::NotFound, "{rpc}: {status:?}");
+    }
+    let status = reports
+        .create_report(v1::CreateReportRequest {
+            run_id: "nope".into(),
+            format: v1::ReportFormat::Html as i32,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    assert!(
+        status.message().starts_with("run_id:"),
+        "{}",
+        status.message()
+    );
+    assert_eq!(queued(&env).await, 0);
+}

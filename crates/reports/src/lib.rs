@@ -1,7 +1,10 @@
-//! The reports service: consumes report jobs, fetches the run's summary from
-//! analytics and its suite from the store in parallel, renders the results
-//! a store page at a time, stores the document and marks the report ready
-//! (or failed, with the reason).
+//! The reports service: consumes report jobs and renders them. A run's
+//! report fetches the run's summary from analytics and its suite from the
+//! store in parallel, renders the results a range of pages at a time and
+//! stores the document in parts as it grows ([`PART_BYTES`]); a comparison,
+//! trend or roll-up fetches its sections from analytics at once and is
+//! stored whole. The report is then marked ready (or failed, with the
+//! reason) and announced on the event exchange.
 
 pub mod comparison;
 pub mod render;

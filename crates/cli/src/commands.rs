@@ -144,6 +144,8 @@ pub async fn results(
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
 pub enum ReportFormat {
+    /// Also `md`, as the file extension.
+    #[value(alias = "md")]
     Markdown,
     Json,
     Html,

@@ -834,7 +834,7 @@ async fn report_compare_renders_the_verdicts_of_two_runs() {
             std::fs::read_to_string(dir.join(file)).unwrap()
         }
     };
-    let md = rollup("markdown", "r.md").await;
+    let md = rollup("md", "r.md").await;
     assert!(
         md.starts_with("# Roll-up of 2 runs\n\n40 passed, 40 failed, 0 errors (50.0% pass rate)"),
         "{md}"
@@ -891,7 +891,8 @@ async fn report_trend_renders_a_suites_runs_over_time() {
         async move {
             let out = gauntlet(
                 &[
-                    "report", "--trend", "s.yaml", "--format", format, "-o", file,
+                    "report", "--trend", "s.yaml", "--bucket", "day", "--format", format, "-o",
+                    file,
                 ],
                 &dir,
             )
@@ -900,7 +901,8 @@ async fn report_trend_renders_a_suites_runs_over_time() {
             std::fs::read_to_string(dir.join(file)).unwrap()
         }
     };
-    let md = report("markdown", "t.md").await;
+    // As the README writes it: `--format md`.
+    let md = report("md", "t.md").await;
     assert!(md.starts_with("# Trend: trend <suite>\n"), "{md}");
     assert!(md.contains("## echo"), "{md}");
     // Two runs of 20 results, 11 passing each (t1, t10–t19), in one day.

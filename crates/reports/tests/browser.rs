@@ -568,3 +568,57 @@ async fn the_trend_and_rollup_reports_draw_their_charts() {
     }
     client.close().await.unwrap();
 }
+
+/// A matrix of 450 tests: three JSON chunks of 200 rows. The page count,
+/// the last page, and a filter reach rows in every chunk.
+#[tokio::test]
+async fn the_matrix_pages_and_filters_across_its_chunks() {
+    let Some((_driver, client)) = browser().await else {
+        return;
+    };
+    const ROWS: u32 = 450;
+    let mut data = run();
+    data.results = (0..ROWS)
+        .map(|t| v1::Result {
+            task_index: u64::from(t),
+            test_index: t,
+            provider_id: PROVIDERS[0].into(),
+            // Test 7, 207 and 407: one failure in each chunk.
+            status: if t % 200 == 7 {
+                v1::ResultStatus::Fail
+            } else {
+                v1::ResultStatus::Pass
+            } as i32,
+            output: format!("answer {t}"),
+            test_description: format!("case {t}"),
+            ..Default::default()
+        })
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let page = render::html(&data);
+    assert_eq!(page.matches("class=\"gx-rows\">[").count(), 3);
+    client.goto(&write_page(dir.path(), &data)).await.unwrap();
+    client
+        .wait()
+        .for_element(Locator::Css("#gx-matrix[data-ready=true]"))
+        .await
+        .unwrap();
+    let status = eval(
+        &client,
+        "return document.querySelector('#gx-page').textContent;",
+    )
+    .await;
+    assert_eq!(status, "page 1 of 18 · 450 of 450 rows");
+    for _ in 0..17 {
+        click(&client, "#gx-next").await;
+    }
+    let last = rows(&client).await;
+    assert_eq!(last.first().map(String::as_str), Some("#425 case 425"));
+    assert_eq!(last.last().map(String::as_str), Some("#449 case 449"));
+    click(&client, "#gx-fails").await;
+    assert_eq!(
+        rows(&client).await,
+        ["#7 case 7", "#207 case 207", "#407 case 407"]
+    );
+    client.close().await.unwrap();
+}

@@ -465,14 +465,7 @@ fn with_interval(rate: f64, interval: Option<&v1::Interval>) -> String {
 }
 
 /// `s` on one line, at most `max` characters (cut with …).
-pub(crate) fn clip(s: &str, max: usize) -> String {
-    let one_line = s.replace('\n', " ");
-    if one_line.chars().count() > max {
-        format!("{}…", one_line.chars().take(max - 1).collect::<String>())
-    } else {
-        one_line
-    }
-}
+pub(crate) use gauntlet_reports::render::one_line as clip;
 
 /// One line per failed or errored result (the first few of `total`): which
 /// test, on which provider, and why.

@@ -9,7 +9,7 @@ use gauntlet_proto::v1;
 use minijinja::{Value, context};
 use serde_json::json;
 
-use crate::render::{Format, charts, html::page_parts, pct};
+use crate::render::{Format, charts, html::CSS, one_line as clip, pct};
 
 /// The version of the comparison's JSON document.
 pub const SCHEMA: &str = "gauntlet.compare/v1";
@@ -20,16 +20,6 @@ pub struct ComparisonData {
     pub comparison: v1::Comparison,
     pub a: v1::RunSummary,
     pub b: Option<v1::RunSummary>,
-}
-
-/// One line, at most `max` characters.
-fn clip(s: &str, max: usize) -> String {
-    let one_line = s.replace('\n', " ");
-    if one_line.chars().count() > max {
-        format!("{}…", one_line.chars().take(max - 1).collect::<String>())
-    } else {
-        one_line
-    }
 }
 
 /// A verdict's name in documents: `better`, `worse`,
@@ -401,7 +391,6 @@ pub fn html(data: &ComparisonData) -> String {
         .iter()
         .filter(|p| p.verdict == v1::Verdict::Better as i32)
         .count();
-    let (css, _) = page_parts();
     crate::render::html::render_template(
         "comparison.html",
         context! {
@@ -412,7 +401,7 @@ pub fn html(data: &ComparisonData) -> String {
             alpha => c.alpha, partial => c.partial,
             worse => worse, better => better, compared => c.pairs.len(),
             pairs => pairs, charts => chart_list,
-            css => Value::from_safe_string(css.to_owned()),
+            css => Value::from_safe_string(CSS.to_owned()),
         },
     )
     .expect("the comparison template renders")

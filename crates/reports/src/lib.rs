@@ -196,6 +196,20 @@ pub struct ReportData {
     pub results: Vec<v1::Result>,
 }
 
+/// A run's summary, from analytics.
+async fn run_summary(
+    analytics: &AnalyticsClient,
+    run_id: String,
+) -> anyhow::Result<v1::RunSummary> {
+    let what = format!("analytics summary of run {run_id}");
+    analytics
+        .clone()
+        .get_run_summary(v1::GetRunSummaryRequest { run_id })
+        .await
+        .map(|r| r.into_inner())
+        .context(what)
+}
+
 fn format_of(format: i32) -> anyhow::Result<render::Format> {
     Ok(match v1::ReportFormat::try_from(format) {
         Ok(v1::ReportFormat::Markdown) => render::Format::Markdown,
@@ -216,16 +230,7 @@ async fn build_comparison(
     job: &ReportJob,
 ) -> anyhow::Result<ReportOutcome> {
     let format = format_of(job.format)?;
-    let summary = |run_id: String| {
-        let mut analytics = analytics.clone();
-        async move {
-            analytics
-                .get_run_summary(v1::GetRunSummaryRequest { run_id })
-                .await
-                .map(|r| r.into_inner())
-                .context("analytics summary")
-        }
-    };
+    let summary = |run_id: String| run_summary(&analytics, run_id);
     let mut compare = analytics.clone();
     let comparison = async {
         compare
@@ -258,18 +263,11 @@ async fn build_rollup(
     job: &ReportJob,
 ) -> anyhow::Result<ReportOutcome> {
     let format = format_of(job.format)?;
-    let runs = futures::future::try_join_all(job.runs.iter().map(|run_id| {
-        let mut analytics = analytics.clone();
-        async move {
-            analytics
-                .get_run_summary(v1::GetRunSummaryRequest {
-                    run_id: run_id.clone(),
-                })
-                .await
-                .map(|r| r.into_inner())
-                .with_context(|| format!("analytics summary of run {run_id}"))
-        }
-    }))
+    let runs = futures::future::try_join_all(
+        job.runs
+            .iter()
+            .map(|run_id| run_summary(&analytics, run_id.clone())),
+    )
     .await?;
     Ok(ReportOutcome::Ready(rollup::render(
         format,
@@ -320,22 +318,14 @@ pub const PART_BYTES: usize = 1 << 20;
 /// between them keep at most a few pages and parts in flight.
 async fn build(
     deps: &Deps,
-    mut analytics: AnalyticsClient,
+    analytics: AnalyticsClient,
     report_id: Uuid,
     run_id: Uuid,
     format: i32,
 ) -> anyhow::Result<ReportOutcome> {
     let format = format_of(format)?;
     let store = deps.store.as_ref();
-    let summary = async {
-        analytics
-            .get_run_summary(v1::GetRunSummaryRequest {
-                run_id: run_id.to_string(),
-            })
-            .await
-            .map(|r| r.into_inner())
-            .context("analytics summary")
-    };
+    let summary = run_summary(&analytics, run_id.to_string());
     let suite = async {
         let text = store
             .get_suite(run_id)

@@ -151,19 +151,58 @@ fn cell(s: &str, max: usize) -> String {
     out.replace('|', "\\|")
 }
 
+/// A protobuf time as a UTC time, if set and in range.
+pub(crate) fn datetime(
+    t: Option<&prost_types::Timestamp>,
+) -> Option<chrono::DateTime<chrono::Utc>> {
+    t.and_then(|t| chrono::DateTime::from_timestamp(t.seconds, t.nanos.max(0) as u32))
+}
+
 /// A protobuf time as `2026-11-29 14:03:07 UTC`; empty when unset.
 pub(crate) fn utc_text(t: Option<&prost_types::Timestamp>) -> String {
-    t.and_then(|t| chrono::DateTime::from_timestamp(t.seconds, t.nanos.max(0) as u32))
+    datetime(t)
         .map(|t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string())
         .unwrap_or_default()
 }
 
+/// A protobuf time in RFC 3339 to the second, if set.
+pub(crate) fn rfc3339_text(t: Option<&prost_types::Timestamp>) -> Option<String> {
+    datetime(t).map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+}
+
 /// A protobuf time in RFC 3339, or `null` when unset.
 pub(crate) fn rfc3339(t: Option<&prost_types::Timestamp>) -> serde_json::Value {
-    t.and_then(|t| chrono::DateTime::from_timestamp(t.seconds, t.nanos.max(0) as u32))
-        .map_or(serde_json::Value::Null, |t| {
-            serde_json::Value::String(t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
-        })
+    rfc3339_text(t).map_or(serde_json::Value::Null, serde_json::Value::String)
+}
+
+/// An interval as `84.5%–97.5%`.
+pub(crate) fn range(i: &v1::Interval) -> String {
+    format!("{}–{}", pct(i.low), pct(i.high))
+}
+
+/// [`range`] of an interval that was computed (all 0 means no data);
+/// empty otherwise.
+pub(crate) fn interval(i: Option<&v1::Interval>) -> String {
+    i.filter(|i| i.high > 0.0).map(range).unwrap_or_default()
+}
+
+/// Whether a report of this run covers only part of it: the run is still
+/// going, or it ended with tasks that have no result.
+pub(crate) fn partial(s: &v1::RunSummary) -> bool {
+    matches!(
+        v1::RunStatus::try_from(s.status),
+        Ok(v1::RunStatus::Queued | v1::RunStatus::Running)
+    ) || s.completed_tasks < s.total_tasks
+}
+
+/// `s` on one line, at most `max` characters, `…` marking a cut.
+pub fn one_line(s: &str, max: usize) -> String {
+    let one_line = s.replace('\n', " ");
+    if one_line.chars().count() > max {
+        format!("{}…", one_line.chars().take(max - 1).collect::<String>())
+    } else {
+        one_line
+    }
 }
 
 pub(crate) fn pct(rate: f64) -> String {

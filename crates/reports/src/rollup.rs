@@ -8,7 +8,7 @@ use gauntlet_proto::v1;
 use minijinja::{Value, context};
 use serde_json::json;
 
-use crate::render::{Format, charts, html::page_parts, pct, xml_text};
+use crate::render::{Format, charts, html::CSS, interval, partial, pct, xml_text};
 
 /// The version of the roll-up's JSON document.
 pub const SCHEMA: &str = "gauntlet.rollup/v1";
@@ -24,17 +24,6 @@ fn suite(s: &v1::RunSummary) -> String {
     } else {
         s.description.clone()
     }
-}
-
-fn interval(i: Option<&v1::Interval>) -> String {
-    match i {
-        Some(i) if i.high > 0.0 => format!("{}–{}", pct(i.low), pct(i.high)),
-        _ => String::new(),
-    }
-}
-
-fn partial(s: &v1::RunSummary) -> bool {
-    !v1::RunStatus::is_terminal_value(s.status) || s.completed_tasks < s.total_tasks
 }
 
 struct Totals {
@@ -279,7 +268,6 @@ pub fn html(data: &RollupData) -> String {
             }
         })
         .collect();
-    let (css, _) = page_parts();
     crate::render::html::render_template(
         "rollup.html",
         context! {
@@ -288,7 +276,7 @@ pub fn html(data: &RollupData) -> String {
             pass_rate => pct(t.pass_rate()), passed => t.passed, failed => t.failed,
             errors => t.errors, cost => format!("${:.4}", t.cost),
             charts => chart_list, runs => runs,
-            css => Value::from_safe_string(css.to_owned()),
+            css => Value::from_safe_string(CSS.to_owned()),
         },
     )
     .expect("the roll-up template renders")

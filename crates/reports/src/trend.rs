@@ -6,12 +6,12 @@
 
 use std::fmt::Write as _;
 
-use chrono::{DateTime, Utc};
+use chrono::DateTime;
 use gauntlet_proto::v1;
 use minijinja::{Value, context};
 use serde_json::json;
 
-use crate::render::{Format, charts, html::page_parts, pct};
+use crate::render::{Format, charts, datetime, html::CSS, pct, range, rfc3339_text};
 
 /// The version of the trend's JSON document (also what `gauntlet trends -o
 /// FILE.json` writes).
@@ -24,10 +24,6 @@ pub struct TrendData {
     pub run_id: String,
 }
 
-fn time(t: Option<&prost_types::Timestamp>) -> Option<DateTime<Utc>> {
-    t.and_then(|t| DateTime::from_timestamp(t.seconds, t.nanos.max(0) as u32))
-}
-
 fn bucket_name(b: i32) -> &'static str {
     match v1::TrendBucket::try_from(b) {
         Ok(v1::TrendBucket::Hour) => "hour",
@@ -37,14 +33,10 @@ fn bucket_name(b: i32) -> &'static str {
 }
 
 fn start_text(t: Option<&prost_types::Timestamp>, bucket: i32) -> String {
-    time(t).map_or_else(String::new, |t| match bucket_name(bucket) {
+    datetime(t).map_or_else(String::new, |t| match bucket_name(bucket) {
         "hour" => t.format("%Y-%m-%d %H:00").to_string(),
         _ => t.format("%Y-%m-%d").to_string(),
     })
-}
-
-fn interval(i: &v1::Interval) -> String {
-    format!("{}–{}", pct(i.low), pct(i.high))
 }
 
 /// The trend report in `format`; JUnit has no trend form.
@@ -63,11 +55,7 @@ pub fn render(format: Format, data: &TrendData) -> Result<String, String> {
 
 /// The JSON document: the trend's window and one object per point.
 pub fn document(t: &v1::Trends) -> serde_json::Value {
-    let rfc = |ts: Option<&prost_types::Timestamp>| {
-        time(ts)
-            .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
-            .unwrap_or_default()
-    };
+    let rfc = |ts: Option<&prost_types::Timestamp>| rfc3339_text(ts).unwrap_or_default();
     let points: Vec<_> = t
         .points
         .iter()
@@ -115,7 +103,7 @@ pub fn csv(t: &v1::Trends) -> String {
         let i = p.pass_rate.unwrap_or_default();
         let _ = w.write_record([
             p.provider.clone(),
-            time(p.start.as_ref())
+            datetime(p.start.as_ref())
                 .map(|t| t.to_rfc3339())
                 .unwrap_or_default(),
             p.runs.to_string(),
@@ -161,7 +149,7 @@ pub fn markdown(data: &TrendData) -> String {
             p.runs,
             p.total,
             pct(i.estimate),
-            interval(&i),
+            range(&i),
             p.p95_latency_ms,
             p.cost_usd
         );
@@ -249,7 +237,7 @@ pub fn html(data: &TrendData) -> String {
             context! {
                 provider => p.provider, start => start_text(p.start.as_ref(), t.bucket),
                 runs => p.runs, total => p.total, rate => pct(i.estimate),
-                interval => interval(&i), p95 => format!("{:.0}", p.p95_latency_ms),
+                interval => range(&i), p95 => format!("{:.0}", p.p95_latency_ms),
                 cost => format!("{:.4}", p.cost_usd),
             }
         })
@@ -271,7 +259,6 @@ pub fn html(data: &TrendData) -> String {
         let e = runs_per_start.entry(s).or_default();
         *e = (*e).max(p.runs);
     }
-    let (css, _) = page_parts();
     crate::render::html::render_template(
         "trend.html",
         context! {
@@ -283,7 +270,7 @@ pub fn html(data: &TrendData) -> String {
             runs => runs_per_start.values().sum::<u32>(),
             providers => providers.len(), buckets => starts.len(),
             charts => chart_list, points => points,
-            css => Value::from_safe_string(css.to_owned()),
+            css => Value::from_safe_string(CSS.to_owned()),
         },
     )
     .expect("the trend template renders")

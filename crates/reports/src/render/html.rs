@@ -28,7 +28,7 @@ use sha2::{Digest as _, Sha256};
 use super::{
     ResultSink,
     charts::{self, Bar, Point},
-    pct, result_status_name,
+    interval, pct, result_status_name,
 };
 
 /// Matrix rows per JSON chunk: what the page parses at once.
@@ -38,7 +38,8 @@ pub(crate) const OUTPUT_KEPT: usize = 16 * 1024;
 /// Bytes of a description, vars, reason or error kept in the page.
 const TEXT_KEPT: usize = 4 * 1024;
 
-const CSS: &str = include_str!("html/report.css");
+/// Every report page's stylesheet.
+pub(crate) const CSS: &str = include_str!("html/report.css");
 const SCRIPT: &str = include_str!("html/report.js");
 
 /// Upper bounds, in milliseconds, of the latency histogram's buckets; the
@@ -217,13 +218,6 @@ fn title(s: &v1::RunSummary) -> &str {
     }
 }
 
-fn interval(i: Option<&v1::Interval>) -> String {
-    match i {
-        Some(i) if i.high > 0.0 => format!("{}–{}", pct(i.low), pct(i.high)),
-        _ => String::new(),
-    }
-}
-
 fn group_name(g: &v1::GroupSummary) -> String {
     if g.prompt_label.is_empty() {
         g.provider_id.clone()
@@ -241,18 +235,9 @@ pub(crate) fn render_template(name: &str, ctx: Value) -> Result<String, minijinj
     templates().get_template(name).and_then(|t| t.render(ctx))
 }
 
-/// The pages' stylesheet and the run report's script.
-pub(crate) fn page_parts() -> (&'static str, &'static str) {
-    (CSS, SCRIPT)
-}
-
 impl<W: Write> ResultSink for Html<W> {
     fn begin(&mut self, s: &v1::RunSummary) -> io::Result<()> {
         let latency = s.latency.unwrap_or_default();
-        let running = matches!(
-            v1::RunStatus::try_from(s.status),
-            Ok(v1::RunStatus::Queued | v1::RunStatus::Running)
-        );
         let groups: Vec<Value> = s
             .groups
             .iter()
@@ -289,7 +274,7 @@ impl<W: Write> ResultSink for Html<W> {
                 created => super::utc_text(s.created_at.as_ref()),
                 finished => super::utc_text(s.finished_at.as_ref()),
                 label => s.label,
-                partial => running || s.completed_tasks < s.total_tasks,
+                partial => super::partial(s),
                 completed => s.completed_tasks,
                 total => s.total_tasks,
                 pass_rate => pct(s.pass_rate),

@@ -30,10 +30,7 @@ impl<W: Write> ResultSink for Markdown<W> {
             &s.description
         };
         writeln!(out, "# {}\n", cell(title, 200))?;
-        if v1::RunStatus::try_from(s.status)
-            .is_ok_and(|st| matches!(st, v1::RunStatus::Queued | v1::RunStatus::Running))
-            || s.completed_tasks < s.total_tasks
-        {
+        if super::partial(s) {
             writeln!(
                 out,
                 "> **Partial report**: the run is {}; {} of {} results were stored when it was made.\n",

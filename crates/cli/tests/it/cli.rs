@@ -654,8 +654,9 @@ async fn ctrl_c_cancels_the_run_prints_a_partial_summary_and_keeps_results() {
 }
 
 /// `gauntlet report` (the reports service, its document stored in parts and
-/// streamed back in chunks smaller than a part) writes the very bytes `gauntlet run -o` wrote for the same
-/// run, in every format, for documents of several parts.
+/// streamed back in chunks smaller than a part) and `gauntlet results -o`
+/// write the very bytes `gauntlet run -o` wrote for the same run, in every
+/// format, for documents of several parts.
 #[tokio::test]
 async fn report_writes_the_same_documents_as_run_o_in_every_format() {
     let dir = tempfile::tempdir().unwrap();
@@ -716,6 +717,17 @@ async fn report_writes_the_same_documents_as_run_o_in_every_format() {
             got == want,
             "{format}: the report ({} bytes) differs from `run -o` ({} bytes)",
             got.len(),
+            want.len()
+        );
+        // And `gauntlet results RUN -o FILE`, paging ListResults.
+        let results_file = format!("results.{ext}");
+        let out = gauntlet(&["results", &run_id, "-o", &results_file], dir.path()).await;
+        assert!(out.status.success(), "{format}: {:?}", text(&out));
+        let listed = std::fs::read(dir.path().join(&results_file)).unwrap();
+        assert!(
+            listed == want,
+            "{format}: `results -o` ({} bytes) differs from `run -o` ({} bytes)",
+            listed.len(),
             want.len()
         );
     }

@@ -366,6 +366,25 @@ fn report_from_row(row: &PgRow) -> Result<ReportRecord> {
     })
 }
 
+/// Inserts `report`, pending.
+async fn insert_report<'e>(
+    db: impl sqlx::PgExecutor<'e>,
+    report: &NewReport,
+) -> Result<ReportRecord> {
+    let row = sqlx::query(
+        "INSERT INTO reports (id, project_id, run_id, format, kind, status) \
+         VALUES ($1, $2, $3, $4, $5, 'pending') RETURNING *",
+    )
+    .bind(report.id)
+    .bind(&report.project_id)
+    .bind(report.run_id)
+    .bind(&report.format)
+    .bind(&report.kind)
+    .fetch_one(db)
+    .await?;
+    report_from_row(&row)
+}
+
 /// The first key of the advisory locks that make `find_or_create_report`
 /// one step ("rept").
 const REPORT_LOCK_CLASS: i32 = 0x7265_7074;
@@ -1349,18 +1368,7 @@ impl Store for PgStore {
     }
 
     async fn create_report(&self, report: NewReport) -> Result<ReportRecord> {
-        let row = sqlx::query(
-            "INSERT INTO reports (id, project_id, run_id, format, kind, status) \
-             VALUES ($1, $2, $3, $4, $5, 'pending') RETURNING *",
-        )
-        .bind(report.id)
-        .bind(&report.project_id)
-        .bind(report.run_id)
-        .bind(&report.format)
-        .bind(&report.kind)
-        .fetch_one(&self.pool)
-        .await?;
-        report_from_row(&row)
+        insert_report(&self.pool, &report).await
     }
 
     async fn find_or_create_report(
@@ -1395,19 +1403,9 @@ impl Store for PgStore {
         if let Some(row) = found {
             return Ok((report_from_row(&row)?, false));
         }
-        let row = sqlx::query(
-            "INSERT INTO reports (id, project_id, run_id, format, kind, status) \
-             VALUES ($1, $2, $3, $4, $5, 'pending') RETURNING *",
-        )
-        .bind(report.id)
-        .bind(&report.project_id)
-        .bind(report.run_id)
-        .bind(&report.format)
-        .bind(&report.kind)
-        .fetch_one(&mut *tx)
-        .await?;
+        let created = insert_report(&mut *tx, &report).await?;
         tx.commit().await?;
-        Ok((report_from_row(&row)?, true))
+        Ok((created, true))
     }
 
     async fn get_report(&self, report_id: Uuid) -> Result<Option<ReportRecord>> {

@@ -435,6 +435,26 @@ fn result_from_row(row: &SqliteRow) -> Result<ResultRecord> {
     })
 }
 
+/// Inserts `report`, pending.
+async fn insert_report<'e>(
+    db: impl sqlx::SqliteExecutor<'e>,
+    report: &NewReport,
+) -> Result<ReportRecord> {
+    let row = sqlx::query(&format!(
+        "INSERT INTO reports (id, project_id, run_id, format, status, created_at, kind) \
+         VALUES (?1, ?2, ?3, ?4, 'pending', ?5, ?6) RETURNING {REPORT_COLUMNS}"
+    ))
+    .bind(uuid_text(report.id))
+    .bind(&report.project_id)
+    .bind(uuid_text(report.run_id))
+    .bind(&report.format)
+    .bind(ts_text(now()))
+    .bind(&report.kind)
+    .fetch_one(db)
+    .await?;
+    report_from_row(&row)
+}
+
 fn report_from_row(row: &SqliteRow) -> Result<ReportRecord> {
     let status: String = row.try_get("status")?;
     let content: String = row.try_get("content")?;
@@ -1151,19 +1171,7 @@ impl Store for SqliteStore {
     }
 
     async fn create_report(&self, report: NewReport) -> Result<ReportRecord> {
-        let row = sqlx::query(&format!(
-            "INSERT INTO reports (id, project_id, run_id, format, status, created_at, kind) \
-             VALUES (?1, ?2, ?3, ?4, 'pending', ?5, ?6) RETURNING {REPORT_COLUMNS}"
-        ))
-        .bind(uuid_text(report.id))
-        .bind(&report.project_id)
-        .bind(uuid_text(report.run_id))
-        .bind(&report.format)
-        .bind(ts_text(now()))
-        .bind(&report.kind)
-        .fetch_one(&self.pool)
-        .await?;
-        report_from_row(&row)
+        insert_report(&self.pool, &report).await
     }
 
     async fn find_or_create_report(
@@ -1189,20 +1197,9 @@ impl Store for SqliteStore {
         if let Some(row) = found {
             return Ok((report_from_row(&row)?, false));
         }
-        let row = sqlx::query(&format!(
-            "INSERT INTO reports (id, project_id, run_id, format, status, created_at, kind) \
-             VALUES (?1, ?2, ?3, ?4, 'pending', ?5, ?6) RETURNING {REPORT_COLUMNS}"
-        ))
-        .bind(uuid_text(report.id))
-        .bind(&report.project_id)
-        .bind(uuid_text(report.run_id))
-        .bind(&report.format)
-        .bind(ts_text(now()))
-        .bind(&report.kind)
-        .fetch_one(&mut *tx)
-        .await?;
+        let created = insert_report(&mut *tx, &report).await?;
         tx.commit().await?;
-        Ok((report_from_row(&row)?, true))
+        Ok((created, true))
     }
 
     async fn get_report(&self, report_id: Uuid) -> Result<Option<ReportRecord>> {

@@ -21,7 +21,6 @@ use gauntlet_service::{
     GrpcServer, connect_store, existing_run, internal, invalid, limits::answer, not_found, parse_id,
 };
 use gauntlet_store::{RunStatus, Store};
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 use tracing::{instrument, warn};
@@ -42,7 +41,8 @@ pub struct Deps {
 }
 
 pub async fn serve(config: GauntletConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let listener = gauntlet_service::startup::bind(&config.analytics.listen).await?;
+    let listener =
+        gauntlet_service::Listeners::bind(&config.analytics.listen, &config.analytics.metrics_listen).await?;
     let deps = Deps {
         store: connect_store(&config.database, &shutdown).await?,
         cache: Cache::new(&config.redis, L1_BYTES)?,
@@ -53,7 +53,7 @@ pub async fn serve(config: GauntletConfig, shutdown: CancellationToken) -> anyho
 pub async fn run(
     config: GauntletConfig,
     deps: Deps,
-    listener: TcpListener,
+    listener: impl Into<gauntlet_service::Listeners>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let mut server = GrpcServer::new("analytics", &config.grpc).await?;
@@ -73,7 +73,7 @@ pub async fn run(
         }),
         limits
     ));
-    let served = server.serve(listener, shutdown).await;
+    let served = server.serve(listener.into(), shutdown).await;
     if let Some(roller) = roller {
         // Stops with the server; a roll-up under way is rolled back.
         let _ = roller.await;

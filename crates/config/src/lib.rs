@@ -196,6 +196,8 @@ impl Default for RedisConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct GatewayConfig {
     pub listen: String,
+    /// Where `/metrics` is served (Prometheus text); empty serves none.
+    pub metrics_listen: String,
     pub analytics_url: String,
     pub monitor_url: String,
     /// Largest suite text accepted by SubmitRun, in bytes.
@@ -216,6 +218,7 @@ impl Default for GatewayConfig {
     fn default() -> Self {
         Self {
             listen: "127.0.0.1:7070".into(),
+            metrics_listen: "127.0.0.1:9464".into(),
             analytics_url: "http://127.0.0.1:7072".into(),
             monitor_url: "http://127.0.0.1:7074".into(),
             max_suite_bytes: 16 * 1024 * 1024,
@@ -228,6 +231,8 @@ impl Default for GatewayConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct WorkerConfig {
     pub listen: String,
+    /// Where `/metrics` is served (Prometheus text); empty serves none.
+    pub metrics_listen: String,
     /// Unacknowledged task batches held at once.
     pub prefetch: u16,
     /// Provider calls in flight at once, across all batches. I/O-bound work:
@@ -262,6 +267,7 @@ impl Default for WorkerConfig {
     fn default() -> Self {
         Self {
             listen: "127.0.0.1:7071".into(),
+            metrics_listen: "127.0.0.1:9465".into(),
             prefetch: 16,
             max_in_flight: 256,
             shutdown_grace_secs: 30,
@@ -279,6 +285,8 @@ impl Default for WorkerConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct AnalyticsConfig {
     pub listen: String,
+    /// Where `/metrics` is served (Prometheus text); empty serves none.
+    pub metrics_listen: String,
     /// Cache lifetime of a summary of a run still running.
     pub live_ttl_secs: u64,
     /// Cache lifetime of a summary of a finished run.
@@ -299,6 +307,7 @@ impl Default for AnalyticsConfig {
     fn default() -> Self {
         Self {
             listen: "127.0.0.1:7072".into(),
+            metrics_listen: "127.0.0.1:9466".into(),
             live_ttl_secs: 30,
             finished_ttl_secs: 24 * 3600,
             roll_up_at: 100_000,
@@ -311,6 +320,8 @@ impl Default for AnalyticsConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct ReportsConfig {
     pub listen: String,
+    /// Where `/metrics` is served (Prometheus text); empty serves none.
+    pub metrics_listen: String,
     pub analytics_url: String,
 }
 
@@ -318,6 +329,7 @@ impl Default for ReportsConfig {
     fn default() -> Self {
         Self {
             listen: "127.0.0.1:7073".into(),
+            metrics_listen: "127.0.0.1:9467".into(),
             analytics_url: "http://127.0.0.1:7072".into(),
         }
     }
@@ -327,6 +339,8 @@ impl Default for ReportsConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct MonitorConfig {
     pub listen: String,
+    /// Where `/metrics` is served (Prometheus text); empty serves none.
+    pub metrics_listen: String,
     /// `name=url` pairs, comma-separated in the environment.
     pub targets: String,
     pub poll_interval_ms: u64,
@@ -336,6 +350,7 @@ impl Default for MonitorConfig {
     fn default() -> Self {
         Self {
             listen: "127.0.0.1:7074".into(),
+            metrics_listen: "127.0.0.1:9468".into(),
             targets: "gateway=http://127.0.0.1:7070,worker=http://127.0.0.1:7071,\
                       analytics=http://127.0.0.1:7072,reports=http://127.0.0.1:7073"
                 .into(),

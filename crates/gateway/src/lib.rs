@@ -24,7 +24,6 @@ use gauntlet_proto::v1::{
 };
 use gauntlet_service::{GrpcServer, connect_bus, connect_store, limited};
 use gauntlet_store::Store;
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 pub use gauntlet_service::DEFAULT_PROJECT;
@@ -39,7 +38,8 @@ pub struct Deps {
 /// Connects to Postgres and RabbitMQ from `config`, binds `gateway.listen`,
 /// serves until `shutdown`.
 pub async fn serve(config: GauntletConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let listener = gauntlet_service::startup::bind(&config.gateway.listen).await?;
+    let listener =
+        gauntlet_service::Listeners::bind(&config.gateway.listen, &config.gateway.metrics_listen).await?;
     let deps = Deps {
         store: connect_store(&config.database, &shutdown).await?,
         bus: connect_bus(&config.amqp, &shutdown).await?,
@@ -52,7 +52,7 @@ pub async fn serve(config: GauntletConfig, shutdown: CancellationToken) -> anyho
 pub async fn run(
     config: GauntletConfig,
     deps: Deps,
-    listener: TcpListener,
+    listener: impl Into<gauntlet_service::Listeners>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let config = Arc::new(config);
@@ -83,7 +83,7 @@ pub async fn run(
         );
         tokio::spawn(reconciler.run(shutdown.clone()))
     });
-    let served = server.serve(listener, shutdown).await;
+    let served = server.serve(listener.into(), shutdown).await;
     let _ = feeding.await;
     if let Some(reconciler) = reconciler {
         // Cancelled with the server; a pass under way ends with it.

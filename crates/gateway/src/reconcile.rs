@@ -489,13 +489,13 @@ impl Reconciler {
     fn count(&self, report: &PassReport) {
         let m = &self.metrics;
         m.counter("gauntlet_reconciler_batches_redriven_total")
-            .inc_by(report.redriven_batches as u64);
+            .increment(report.redriven_batches as u64);
         m.counter("gauntlet_reconciler_tasks_republished_total")
-            .inc_by(report.republished_tasks);
+            .increment(report.republished_tasks);
         m.counter("gauntlet_reconciler_runs_failed_total")
-            .inc_by(report.failed_runs.len() as u64);
+            .increment(report.failed_runs.len() as u64);
         m.counter("gauntlet_reconciler_dead_letters_discarded_total")
-            .inc_by(report.discarded_batches as u64);
+            .increment(report.discarded_batches as u64);
     }
 }
 

@@ -11,7 +11,7 @@ use gauntlet_config::GauntletConfig;
 use gauntlet_proto::v1::{self, monitor_service_server::MonitorService};
 use gauntlet_service::{GrpcServer, connect_bus, convert};
 use gauntlet_telemetry::metrics::Registry;
-use tokio::{net::TcpListener, sync::RwLock};
+use tokio::sync::RwLock;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, transport::Channel};
 use tonic_health::pb::{
@@ -33,7 +33,8 @@ struct Target {
 }
 
 pub async fn serve(config: GauntletConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let listener = gauntlet_service::startup::bind(&config.monitor.listen).await?;
+    let listener =
+        gauntlet_service::Listeners::bind(&config.monitor.listen, &config.monitor.metrics_listen).await?;
     let deps = Deps {
         bus: connect_bus(&config.amqp, &shutdown).await?,
     };
@@ -43,7 +44,7 @@ pub async fn serve(config: GauntletConfig, shutdown: CancellationToken) -> anyho
 pub async fn run(
     config: GauntletConfig,
     deps: Deps,
-    listener: TcpListener,
+    listener: impl Into<gauntlet_service::Listeners>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let mut targets = Vec::new();
@@ -86,7 +87,7 @@ pub async fn run(
         v1::monitor_service_server::MonitorServiceServer::new(monitor),
         limits
     ));
-    server.serve(listener, shutdown).await
+    server.serve(listener.into(), shutdown).await
 }
 
 #[derive(Clone)]

@@ -26,7 +26,6 @@ use gauntlet_service::{GrpcServer, connect_bus, connect_store, convert};
 use gauntlet_store::{ReportOutcome, Store};
 use gauntlet_telemetry::{grpc::TraceInterceptor, propagation};
 use prost::Message as _;
-use tokio::net::TcpListener;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tonic::{service::interceptor::InterceptedService, transport::Channel};
 use tracing::{Instrument, info, info_span, warn};
@@ -48,7 +47,8 @@ pub struct Deps {
 }
 
 pub async fn serve(config: GauntletConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let listener = gauntlet_service::startup::bind(&config.reports.listen).await?;
+    let listener =
+        gauntlet_service::Listeners::bind(&config.reports.listen, &config.reports.metrics_listen).await?;
     let deps = Deps {
         store: connect_store(&config.database, &shutdown).await?,
         bus: connect_bus(&config.amqp, &shutdown).await?,
@@ -59,7 +59,7 @@ pub async fn serve(config: GauntletConfig, shutdown: CancellationToken) -> anyho
 pub async fn run(
     config: GauntletConfig,
     deps: Deps,
-    listener: TcpListener,
+    listener: impl Into<gauntlet_service::Listeners>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let channel = tonic::transport::Endpoint::from_shared(config.reports.analytics_url.clone())
@@ -75,7 +75,7 @@ pub async fn run(
         gauntlet_service::MessageLimits::new(&config.grpc)
     );
     let server = GrpcServer::new("reports", &config.grpc).await?;
-    let grpc = tokio::spawn(server.serve(listener, shutdown.clone()));
+    let grpc = tokio::spawn(server.serve(listener.into(), shutdown.clone()));
     consume(deps, analytics, shutdown).await;
     grpc.await??;
     Ok(())

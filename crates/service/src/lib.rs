@@ -16,5 +16,5 @@ pub const DEFAULT_PROJECT: &str = "default";
 
 pub use errors::{existing_run, internal, invalid, not_found, parse_id};
 pub use limits::MessageLimits;
-pub use server::{Control, GrpcServer};
+pub use server::{Control, GrpcServer, Listeners};
 pub use startup::{ServiceBinary, connect_bus, connect_store, shutdown_on_signal};

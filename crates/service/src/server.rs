@@ -1,7 +1,7 @@
 //! One way to stand up a gRPC server: the trace layer, `grpc.health.v1`
 //! (NotServing until the service says it is ready, NotServing again on
-//! shutdown), server reflection over every Gauntlet proto, and the internal
-//! Control API the monitor reads.
+//! shutdown), server reflection over every Gauntlet proto, the internal
+//! Control API, the gRPC metrics layer and the service's `/metrics`.
 
 use std::{collections::BTreeMap, sync::Arc, time::Instant};
 
@@ -10,7 +10,11 @@ use gauntlet_proto::internal::v1::{
     GetStatusRequest, ServiceStatus,
     control_server::{self, ControlServer},
 };
-use gauntlet_telemetry::{grpc::TraceLayer, metrics::Registry};
+use gauntlet_telemetry::{
+    grpc::TraceLayer,
+    grpc_metrics::MetricsLayer,
+    metrics::{Endpoint, Registry},
+};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::{
@@ -47,7 +51,7 @@ impl GrpcServer {
         // speak only that version.
         let reflection_v1 = reflection().build_v1()?;
         let reflection_v1alpha = reflection().build_v1alpha()?;
-        let metrics = Arc::new(Registry::new());
+        let metrics = Arc::new(Registry::new(name));
         // These take the same limits as the service's own APIs, so a client
         // that compresses (the monitor's health probes) is understood.
         let limits = MessageLimits::new(grpc);
@@ -107,11 +111,37 @@ impl GrpcServer {
     /// NotServing as soon as shutdown starts, then drains open calls.
     pub async fn serve(
         self,
-        listener: TcpListener,
+        listeners: Listeners,
         shutdown: CancellationToken,
     ) -> anyhow::Result<()> {
+        let Listeners {
+            grpc: listener,
+            metrics,
+            process_metrics,
+        } = listeners;
         let addr = listener.local_addr()?;
         info!(service = self.name, %addr, "grpc listening");
+        if let Some(metrics) = metrics {
+            let addr = metrics.local_addr()?;
+            info!(service = self.name, %addr, "metrics listening on /metrics");
+            let endpoint = Endpoint {
+                registry: self.metrics.clone(),
+                process: process_metrics,
+            };
+            let stop = shutdown.clone();
+            let name = self.name;
+            tokio::spawn(async move {
+                if let Err(error) = gauntlet_telemetry::metrics::serve(
+                    metrics,
+                    endpoint,
+                    async move { stop.cancelled().await },
+                )
+                .await
+                {
+                    tracing::warn!(service = name, %error, "metrics endpoint stopped");
+                }
+            });
+        }
         set_serving(&self.health, true).await;
         let health = self.health.clone();
         let stop = shutdown.clone();
@@ -121,6 +151,7 @@ impl GrpcServer {
         };
         tonic::transport::Server::builder()
             .layer(TraceLayer::new())
+            .layer(MetricsLayer::new(self.metrics.clone()))
             .add_routes(self.routes.routes())
             // Without TCP_NODELAY a small answer waits out Nagle and the
             // peer's delayed ACK: 40 ms a call on Linux.
@@ -131,6 +162,44 @@ impl GrpcServer {
             .await?;
         info!(service = self.name, "grpc server stopped");
         Ok(())
+    }
+}
+
+/// Where a service listens: gRPC, and `/metrics` when it serves them
+/// (`process_metrics`: with the process's own, which one endpoint of a
+/// process serves).
+pub struct Listeners {
+    pub grpc: TcpListener,
+    pub metrics: Option<TcpListener>,
+    pub process_metrics: bool,
+}
+
+/// gRPC only: what tests and tools that start a service on a listener get.
+impl From<TcpListener> for Listeners {
+    fn from(grpc: TcpListener) -> Self {
+        Self {
+            grpc,
+            metrics: None,
+            process_metrics: false,
+        }
+    }
+}
+
+impl Listeners {
+    /// Binds `listen` for gRPC and, unless empty, `metrics_listen` for
+    /// `/metrics` with the process's metrics (a process of one service).
+    pub async fn bind(listen: &str, metrics_listen: &str) -> anyhow::Result<Self> {
+        let grpc = crate::startup::bind(listen).await?;
+        let metrics = if metrics_listen.trim().is_empty() {
+            None
+        } else {
+            Some(crate::startup::bind(metrics_listen).await?)
+        };
+        Ok(Self {
+            grpc,
+            metrics,
+            process_metrics: true,
+        })
     }
 }
 
@@ -168,8 +237,8 @@ impl control_server::Control for Control {
         &self,
         _request: Request<GetStatusRequest>,
     ) -> Result<Response<ServiceStatus>, Status> {
-        let mut metrics: BTreeMap<String, f64> = self.registry.snapshot();
-        metrics.extend(Registry::global().snapshot());
+        let mut metrics: BTreeMap<String, f64> = Registry::global().snapshot();
+        metrics.extend(self.registry.snapshot());
         Ok(Response::new(ServiceStatus {
             name: self.name.to_string(),
             version: env!("CARGO_PKG_VERSION").to_string(),

@@ -1,10 +1,11 @@
 //! Gauntlet's observability plumbing: the process-wide `tracing` registry with
 //! optional OTLP export ([`init`]), W3C trace-context propagation that any
 //! transport can carry ([`propagation`]), the gRPC client interceptor and
-//! server layer built on it ([`grpc`]), and a small metrics registry that
-//! renders the Prometheus text format ([`metrics`]).
+//! server layer built on it ([`grpc`]), and metrics in the Prometheus text
+//! format ([`metrics`], with the gRPC server's in [`grpc_metrics`]).
 
 pub mod grpc;
+pub mod grpc_metrics;
 pub mod metrics;
 pub mod propagation;
 mod setup;

@@ -1,174 +1,176 @@
-//! Process-wide counters, gauges and histograms on atomics, read back as a
-//! flat [`snapshot`] (services return it from `Control.GetStatus`) or as the
-//! Prometheus text exposition format ([`render_prometheus`], served on
-//! `/metrics` by [`serve`]).
+//! Metrics: the `metrics` facade over `metrics-exporter-prometheus`
+//! recorders, served as the Prometheus text format on `/metrics`.
 //!
-//! Handles are cheap clones of an `Arc`; look a metric up once and keep the
-//! handle on hot paths. A series is its name plus its labels, written the
-//! Prometheus way in snapshot keys: `gauntlet_results_total{status="pass"}`.
+//! Two kinds of registry:
+//! - **one per service** ([`Registry::new`]): what the service counts (its
+//!   gRPC calls, its pool, its caches, its work), every series labelled
+//!   `service="<name>"`. `gauntlet up` runs five services in one process;
+//!   each keeps its own registry and serves it on its own port, so a
+//!   Prometheus scraping all five counts nothing twice.
+//! - **the process's** ([`Registry::global`]): installed as the `metrics`
+//!   global recorder, so library code records with the `metrics::counter!`
+//!   macros (the provider clients, the Redis breaker), plus the process's
+//!   RSS, CPU and file descriptors. A process serves it on one endpoint
+//!   only: its service's, or the worker's inside `gauntlet up`.
+//!
+//! [`parse`] reads the text format back (the monitor's scrapes, the Control
+//! API's snapshot, tests).
 
 use std::{
     collections::BTreeMap,
-    fmt::Write as _,
     future::Future,
-    sync::{
-        Arc, LazyLock, PoisonError, RwLock,
-        atomic::{AtomicU64, Ordering},
-    },
+    sync::{Arc, LazyLock, Mutex, OnceLock, PoisonError},
 };
+
+pub use metrics::{Counter, Gauge, Histogram};
+use metrics::{Key, Label, Metadata, Recorder};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
 
 use crate::TelemetryError;
 
-/// Content type of [`render_prometheus`]'s output.
+/// Content type of the text this module renders.
 pub const PROMETHEUS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
-/// Bucket bounds, in seconds, of histograms created without explicit ones:
-/// model calls take from milliseconds (cache hits, mocks) to a minute.
+/// Bucket bounds, in seconds, of every `*_seconds` histogram: from a cache
+/// hit or a mock's answer (milliseconds) to a slow model call (a minute).
 pub const LATENCY_BUCKETS: &[f64] = &[
-    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+    0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
 ];
 
-/// A monotonically increasing count.
-#[derive(Debug, Clone, Default)]
-pub struct Counter(Arc<AtomicU64>);
+/// The label every series of a registry carries: the service it counts for.
+pub const SERVICE_LABEL: &str = "service";
 
-impl Counter {
-    pub fn inc(&self) {
-        self.inc_by(1);
-    }
+static METADATA: Metadata<'static> =
+    Metadata::new(module_path!(), metrics::Level::INFO, Some(module_path!()));
 
-    pub fn inc_by(&self, n: u64) {
-        self.0.fetch_add(n, Ordering::Relaxed);
-    }
+type Collector = Box<dyn Fn(&Registry) + Send + Sync>;
 
-    pub fn get(&self) -> u64 {
-        self.0.load(Ordering::Relaxed)
-    }
-}
-
-/// A value that goes up and down.
-#[derive(Debug, Clone, Default)]
-pub struct Gauge(Arc<AtomicU64>);
-
-impl Gauge {
-    pub fn set(&self, value: f64) {
-        self.0.store(value.to_bits(), Ordering::Relaxed);
-    }
-
-    pub fn add(&self, delta: f64) {
-        add_f64(&self.0, delta);
-    }
-
-    pub fn get(&self) -> f64 {
-        f64::from_bits(self.0.load(Ordering::Relaxed))
-    }
-}
-
-/// Counts observations into fixed buckets and keeps their sum.
-#[derive(Debug, Clone)]
-pub struct Histogram(Arc<HistogramCore>);
-
-#[derive(Debug)]
-struct HistogramCore {
-    bounds: Vec<f64>,
-    /// One count per bound, plus the overflow bucket; not cumulative.
-    buckets: Vec<AtomicU64>,
-    sum: AtomicU64,
-}
-
-impl Histogram {
-    fn new(bounds: &[f64]) -> Self {
-        let mut bounds: Vec<f64> = bounds.iter().copied().filter(|b| b.is_finite()).collect();
-        bounds.sort_by(f64::total_cmp);
-        bounds.dedup();
-        let buckets = (0..=bounds.len()).map(|_| AtomicU64::new(0)).collect();
-        Self(Arc::new(HistogramCore {
-            bounds,
-            buckets,
-            sum: AtomicU64::new(0f64.to_bits()),
-        }))
-    }
-
-    pub fn observe(&self, value: f64) {
-        let core = &self.0;
-        let index = core.bounds.partition_point(|bound| *bound < value);
-        core.buckets[index].fetch_add(1, Ordering::Relaxed);
-        add_f64(&core.sum, value);
-    }
-
-    pub fn count(&self) -> u64 {
-        self.0
-            .buckets
-            .iter()
-            .map(|b| b.load(Ordering::Relaxed))
-            .sum()
-    }
-
-    pub fn sum(&self) -> f64 {
-        f64::from_bits(self.0.sum.load(Ordering::Relaxed))
-    }
-}
-
-impl Default for Histogram {
-    fn default() -> Self {
-        Self::new(LATENCY_BUCKETS)
-    }
-}
-
-fn add_f64(cell: &AtomicU64, delta: f64) {
-    let _ = cell.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |bits| {
-        Some((f64::from_bits(bits) + delta).to_bits())
-    });
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
-    Counter,
-    Gauge,
-    Histogram,
-}
-
-impl Kind {
-    fn as_str(self) -> &'static str {
-        match self {
-            Kind::Counter => "counter",
-            Kind::Gauge => "gauge",
-            Kind::Histogram => "histogram",
-        }
-    }
-}
-
-#[derive(Debug, Clone)]
-enum Series {
-    Counter(Counter),
-    Gauge(Gauge),
-    Histogram(Histogram),
-}
-
-#[derive(Debug)]
-struct Family {
-    kind: Kind,
-    /// Keyed by the rendered label set (`a="x",b="y"`, empty for none).
-    series: BTreeMap<String, Series>,
-}
-
-/// A set of metric families. Services use the process-wide one through the
-/// free functions of this module; tests can make their own.
-#[derive(Debug, Default)]
+/// A set of series rendered together, labelled with one service's name.
 pub struct Registry {
-    families: RwLock<BTreeMap<String, Family>>,
+    recorder: PrometheusRecorder,
+    handle: PrometheusHandle,
+    service: String,
+    /// Run before each render, to set gauges that are read, not counted
+    /// (pool sizes, breaker states).
+    collectors: Mutex<Vec<Collector>>,
 }
 
-static GLOBAL: LazyLock<Registry> = LazyLock::new(Registry::default);
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registry")
+            .field("service", &self.service)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The name the process registry labels its series with; set by
+/// [`set_process_service`] before the first use, else `gauntlet`.
+static PROCESS_SERVICE: OnceLock<String> = OnceLock::new();
+
+/// Names the process for its registry's `service` label (the binary's
+/// service, `gauntlet` for the CLI). Only the first call counts, and only
+/// before [`Registry::global`] is first used.
+pub fn set_process_service(name: &str) {
+    let _ = PROCESS_SERVICE.set(name.to_owned());
+}
+
+static GLOBAL: LazyLock<Registry> = LazyLock::new(|| {
+    let registry = Registry::new(PROCESS_SERVICE.get().map_or("gauntlet", String::as_str));
+    registry.on_scrape(|r| r.collect_process());
+    registry
+});
+
+/// Hands the `metrics` macros to the process registry.
+struct Forward(&'static PrometheusRecorder);
+
+impl Recorder for Forward {
+    fn describe_counter(
+        &self,
+        key: metrics::KeyName,
+        unit: Option<metrics::Unit>,
+        description: metrics::SharedString,
+    ) {
+        self.0.describe_counter(key, unit, description);
+    }
+
+    fn describe_gauge(
+        &self,
+        key: metrics::KeyName,
+        unit: Option<metrics::Unit>,
+        description: metrics::SharedString,
+    ) {
+        self.0.describe_gauge(key, unit, description);
+    }
+
+    fn describe_histogram(
+        &self,
+        key: metrics::KeyName,
+        unit: Option<metrics::Unit>,
+        description: metrics::SharedString,
+    ) {
+        self.0.describe_histogram(key, unit, description);
+    }
+
+    fn register_counter(&self, key: &Key, metadata: &Metadata<'_>) -> Counter {
+        self.0.register_counter(key, metadata)
+    }
+
+    fn register_gauge(&self, key: &Key, metadata: &Metadata<'_>) -> Gauge {
+        self.0.register_gauge(key, metadata)
+    }
+
+    fn register_histogram(&self, key: &Key, metadata: &Metadata<'_>) -> Histogram {
+        self.0.register_histogram(key, metadata)
+    }
+}
 
 impl Registry {
-    pub fn new() -> Self {
-        Self::default()
+    /// A registry whose series all carry `service="<service>"`, with
+    /// `gauntlet_build_info` set.
+    pub fn new(service: &str) -> Self {
+        let recorder = PrometheusBuilder::new()
+            .add_global_label(SERVICE_LABEL, service)
+            .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)
+            .expect("the latency buckets are not empty")
+            .build_recorder();
+        let handle = recorder.handle();
+        let registry = Self {
+            recorder,
+            handle,
+            service: service.to_owned(),
+            collectors: Mutex::new(Vec::new()),
+        };
+        registry
+            .gauge_with(
+                "gauntlet_build_info",
+                &[("version", env!("CARGO_PKG_VERSION"))],
+            )
+            .set(1.0);
+        registry
     }
 
-    /// The process-wide registry.
+    /// The process registry, installed as the `metrics` global recorder on
+    /// first use (a recorder installed by someone else first keeps the
+    /// macros; this registry then holds only what is recorded on it).
     pub fn global() -> &'static Registry {
-        &GLOBAL
+        static INSTALLED: OnceLock<()> = OnceLock::new();
+        let registry: &'static Registry = &GLOBAL;
+        INSTALLED.get_or_init(|| {
+            let _ = metrics::set_global_recorder(Forward(&registry.recorder));
+        });
+        registry
+    }
+
+    pub fn service(&self) -> &str {
+        &self.service
+    }
+
+    fn key(name: &str, labels: &[(&str, &str)]) -> Key {
+        let labels: Vec<Label> = labels
+            .iter()
+            .map(|(k, v)| Label::new((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        Key::from_parts(name.to_owned(), labels)
     }
 
     pub fn counter(&self, name: &str) -> Counter {
@@ -176,12 +178,8 @@ impl Registry {
     }
 
     pub fn counter_with(&self, name: &str, labels: &[(&str, &str)]) -> Counter {
-        match self.series(name, labels, Kind::Counter, || {
-            Series::Counter(Counter::default())
-        }) {
-            Some(Series::Counter(c)) => c,
-            _ => Counter::default(),
-        }
+        self.recorder
+            .register_counter(&Self::key(name, labels), &METADATA)
     }
 
     pub fn gauge(&self, name: &str) -> Gauge {
@@ -189,309 +187,223 @@ impl Registry {
     }
 
     pub fn gauge_with(&self, name: &str, labels: &[(&str, &str)]) -> Gauge {
-        match self.series(
-            name,
-            labels,
-            Kind::Gauge,
-            || Series::Gauge(Gauge::default()),
-        ) {
-            Some(Series::Gauge(g)) => g,
-            _ => Gauge::default(),
-        }
+        self.recorder.register_gauge(&Self::key(name, labels), &METADATA)
     }
 
-    /// A histogram with [`LATENCY_BUCKETS`].
+    /// A histogram; names ending `_seconds` get [`LATENCY_BUCKETS`].
     pub fn histogram(&self, name: &str) -> Histogram {
-        self.histogram_with(name, &[], LATENCY_BUCKETS)
+        self.histogram_with(name, &[])
     }
 
-    /// A histogram with its own bucket bounds; they are fixed by the first
-    /// call for a series.
-    pub fn histogram_with(
-        &self,
-        name: &str,
-        labels: &[(&str, &str)],
-        buckets: &[f64],
-    ) -> Histogram {
-        match self.series(name, labels, Kind::Histogram, || {
-            Series::Histogram(Histogram::new(buckets))
-        }) {
-            Some(Series::Histogram(h)) => h,
-            _ => Histogram::new(buckets),
-        }
+    pub fn histogram_with(&self, name: &str, labels: &[(&str, &str)]) -> Histogram {
+        self.recorder
+            .register_histogram(&Self::key(name, labels), &METADATA)
     }
 
-    /// The series `name{labels}`, created on first use. `None` when `name`
-    /// is already registered as another kind: the caller gets a detached
-    /// handle, because a metrics typo must not take a service down.
-    fn series(
-        &self,
-        name: &str,
-        labels: &[(&str, &str)],
-        kind: Kind,
-        make: impl FnOnce() -> Series,
-    ) -> Option<Series> {
-        let name = sanitize_name(name);
-        let labels = render_labels(labels);
+    /// Runs `collect` before every render, to set what is read rather than
+    /// counted.
+    pub fn on_scrape(&self, collect: impl Fn(&Registry) + Send + Sync + 'static) {
+        self.collectors
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(Box::new(collect));
+    }
+
+    /// The registry in the Prometheus text format.
+    pub fn render(&self) -> String {
+        for collect in self
+            .collectors
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
         {
-            let families = self.families.read().unwrap_or_else(PoisonError::into_inner);
-            if let Some(family) = families.get(&name) {
-                if family.kind != kind {
-                    warn_kind_conflict(&name, family.kind, kind);
-                    return None;
-                }
-                if let Some(series) = family.series.get(&labels) {
-                    return Some(series.clone());
-                }
-            }
+            collect(self);
         }
-        let mut families = self
-            .families
-            .write()
-            .unwrap_or_else(PoisonError::into_inner);
-        let family = families.entry(name.clone()).or_insert_with(|| Family {
-            kind,
-            series: BTreeMap::new(),
-        });
-        if family.kind != kind {
-            warn_kind_conflict(&name, family.kind, kind);
-            return None;
-        }
-        Some(family.series.entry(labels).or_insert_with(make).clone())
+        self.handle.render()
     }
 
-    /// Every series' current value. Histograms contribute `<name>_count` and
-    /// `<name>_sum`.
+    /// Every series as `name{label="value",…}` → value, labels sorted and
+    /// without `service` (the Control API's view of one service).
     pub fn snapshot(&self) -> BTreeMap<String, f64> {
-        let families = self.families.read().unwrap_or_else(PoisonError::into_inner);
-        let mut out = BTreeMap::new();
-        for (name, family) in families.iter() {
-            for (labels, series) in &family.series {
-                match series {
-                    Series::Counter(c) => {
-                        out.insert(series_key(name, labels), c.get() as f64);
-                    }
-                    Series::Gauge(g) => {
-                        out.insert(series_key(name, labels), g.get());
-                    }
-                    Series::Histogram(h) => {
-                        out.insert(
-                            series_key(&format!("{name}_count"), labels),
-                            h.count() as f64,
-                        );
-                        out.insert(series_key(&format!("{name}_sum"), labels), h.sum());
-                    }
+        parse(&self.render())
+            .into_iter()
+            .map(|mut s| {
+                s.labels.remove(SERVICE_LABEL);
+                (s.key(), s.value)
+            })
+            .collect()
+    }
+
+    /// The process's RSS, CPU and fds (`process_*`), and what it may use.
+    fn collect_process(&self) {
+        static PROCESS: LazyLock<metrics_process::Collector> = LazyLock::new(|| {
+            let collector = metrics_process::Collector::default();
+            collector.describe();
+            collector
+        });
+        // The collector records through the macros, i.e. into the global
+        // recorder: this registry when it is installed.
+        PROCESS.collect();
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        self.gauge("gauntlet_process_cpu_cores").set(cores as f64);
+        if let Some(limit) = memory_limit() {
+            self.gauge("gauntlet_process_memory_limit_bytes")
+                .set(limit as f64);
+        }
+    }
+}
+
+/// The memory this process may use: its cgroup's limit when it has one,
+/// else the machine's RAM.
+fn memory_limit() -> Option<u64> {
+    let cgroup = std::fs::read_to_string("/sys/fs/cgroup/memory.max")
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok());
+    cgroup.or_else(|| {
+        let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
+        let line = meminfo.lines().find(|l| l.starts_with("MemTotal:"))?;
+        let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kib * 1024)
+    })
+}
+
+/// One sample of the text format.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sample {
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    pub value: f64,
+}
+
+impl Sample {
+    /// `name{a="x",b="y"}` with the labels sorted (just `name` without any).
+    pub fn key(&self) -> String {
+        if self.labels.is_empty() {
+            return self.name.clone();
+        }
+        let labels: Vec<String> = self
+            .labels
+            .iter()
+            .map(|(k, v)| format!("{k}=\"{}\"", escape(v)))
+            .collect();
+        format!("{}{{{}}}", self.name, labels.join(","))
+    }
+
+    pub fn label(&self, name: &str) -> Option<&str> {
+        self.labels.get(name).map(String::as_str)
+    }
+}
+
+fn escape(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// The samples of a Prometheus text exposition; comments and lines that do
+/// not parse are skipped (a scrape is read for what it holds, not judged).
+pub fn parse(text: &str) -> Vec<Sample> {
+    text.lines().filter_map(parse_line).collect()
+}
+
+fn parse_line(line: &str) -> Option<Sample> {
+    let line = line.trim();
+    if line.is_empty() || line.starts_with('#') {
+        return None;
+    }
+    let name_end = line
+        .find(|c: char| c == '{' || c.is_whitespace())
+        .unwrap_or(line.len());
+    let name = &line[..name_end];
+    if name.is_empty() {
+        return None;
+    }
+    let mut labels = BTreeMap::new();
+    let mut rest = &line[name_end..];
+    if let Some(body) = rest.strip_prefix('{') {
+        let mut chars = body.char_indices().peekable();
+        let end;
+        loop {
+            // Skip separators.
+            while let Some((_, c)) = chars.peek() {
+                if *c == ',' || c.is_whitespace() {
+                    chars.next();
+                } else {
+                    break;
                 }
             }
-        }
-        out
-    }
-
-    /// The registry in the Prometheus text exposition format (0.0.4).
-    pub fn render_prometheus(&self) -> String {
-        render_merged(&[self])
-    }
-}
-
-/// Several registries as one exposition: a family in more than one keeps
-/// the kind and, per label set, the value of the first registry holding it,
-/// so the output never declares a family twice.
-pub fn render_prometheus_merged(registries: &[&Registry]) -> String {
-    render_merged(registries)
-}
-
-fn render_merged(registries: &[&Registry]) -> String {
-    let guards: Vec<_> = registries
-        .iter()
-        .map(|r| r.families.read().unwrap_or_else(PoisonError::into_inner))
-        .collect();
-    let mut merged: BTreeMap<&str, (Kind, BTreeMap<&str, &Series>)> = BTreeMap::new();
-    for families in &guards {
-        for (name, family) in families.iter() {
-            let (kind, series) = merged
-                .entry(name.as_str())
-                .or_insert_with(|| (family.kind, BTreeMap::new()));
-            if *kind != family.kind {
-                continue;
+            let (start, c) = *chars.peek()?;
+            if c == '}' {
+                end = start + 1;
+                break;
             }
-            for (labels, s) in &family.series {
-                series.entry(labels.as_str()).or_insert(s);
-            }
-        }
-    }
-
-    let mut out = String::new();
-    for (name, (kind, series)) in merged {
-        let _ = writeln!(out, "# TYPE {name} {}", kind.as_str());
-        for (labels, series) in series {
-            match series {
-                Series::Counter(c) => {
-                    let _ = writeln!(out, "{} {}", series_key(name, labels), c.get());
+            let eq = body[start..].find('=')? + start;
+            let label = body[start..eq].trim().to_owned();
+            // Advance to the opening quote.
+            while let Some((i, _)) = chars.peek() {
+                if *i > eq {
+                    break;
                 }
-                Series::Gauge(g) => {
-                    let _ = writeln!(out, "{} {}", series_key(name, labels), format_f64(g.get()));
+                chars.next();
+            }
+            let (_, quote) = chars.next()?;
+            if quote != '"' {
+                return None;
+            }
+            let mut value = String::new();
+            loop {
+                let (_, c) = chars.next()?;
+                match c {
+                    '"' => break,
+                    '\\' => match chars.next()?.1 {
+                        'n' => value.push('\n'),
+                        other => value.push(other),
+                    },
+                    other => value.push(other),
                 }
-                Series::Histogram(h) => render_histogram(&mut out, name, labels, h),
             }
+            labels.insert(label, value);
         }
+        rest = &body[end..];
     }
-    out
+    let value = rest.split_whitespace().next()?;
+    let value = match value {
+        "+Inf" | "Inf" => f64::INFINITY,
+        "-Inf" => f64::NEG_INFINITY,
+        v => v.parse().ok()?,
+    };
+    Some(Sample {
+        name: name.to_owned(),
+        labels,
+        value,
+    })
 }
 
-fn warn_kind_conflict(name: &str, registered: Kind, requested: Kind) {
-    tracing::warn!(
-        metric = name,
-        registered = registered.as_str(),
-        requested = requested.as_str(),
-        "metric already registered as another type, updates to this handle are dropped"
-    );
+/// What one `/metrics` endpoint serves: its service's registry, and the
+/// process registry when this endpoint is the process's.
+#[derive(Clone)]
+pub struct Endpoint {
+    pub registry: Arc<Registry>,
+    pub process: bool,
 }
 
-fn render_histogram(out: &mut String, name: &str, labels: &str, h: &Histogram) {
-    let core = &h.0;
-    let separator = if labels.is_empty() { "" } else { "," };
-    let mut cumulative = 0u64;
-    for (i, bucket) in core.buckets.iter().enumerate() {
-        cumulative += bucket.load(Ordering::Relaxed);
-        let le = core
-            .bounds
-            .get(i)
-            .map_or_else(|| "+Inf".to_owned(), |b| format_f64(*b));
-        let _ = writeln!(
-            out,
-            "{name}_bucket{{{labels}{separator}le=\"{le}\"}} {cumulative}"
-        );
-    }
-    let _ = writeln!(
-        out,
-        "{} {}",
-        series_key(&format!("{name}_sum"), labels),
-        format_f64(h.sum())
-    );
-    // From the same bucket reads as `+Inf`, so the two always agree.
-    let _ = writeln!(
-        out,
-        "{} {cumulative}",
-        series_key(&format!("{name}_count"), labels)
-    );
-}
-
-fn series_key(name: &str, labels: &str) -> String {
-    if labels.is_empty() {
-        name.to_owned()
-    } else {
-        format!("{name}{{{labels}}}")
-    }
-}
-
-/// Prometheus spells infinities `+Inf`/`-Inf`; Rust's `Display` does not.
-fn format_f64(v: f64) -> String {
-    if v.is_nan() {
-        "NaN".to_owned()
-    } else if v == f64::INFINITY {
-        "+Inf".to_owned()
-    } else if v == f64::NEG_INFINITY {
-        "-Inf".to_owned()
-    } else {
-        v.to_string()
-    }
-}
-
-/// Replaces what the exposition format forbids in a metric name
-/// (`[a-zA-Z_:][a-zA-Z0-9_:]*`) with `_`.
-fn sanitize_name(name: &str) -> String {
-    sanitize(name, |c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
-}
-
-fn sanitize(name: &str, allowed: impl Fn(char) -> bool) -> String {
-    let mut out: String = name
-        .chars()
-        .map(|c| if allowed(c) { c } else { '_' })
-        .collect();
-    if out.is_empty() || out.starts_with(|c: char| c.is_ascii_digit()) {
-        out.insert(0, '_');
-    }
-    out
-}
-
-/// `a="x",b="y"`, sorted by label name so the same set always makes the same
-/// series; a repeated name keeps its first value.
-fn render_labels(labels: &[(&str, &str)]) -> String {
-    let mut sorted: Vec<(String, &str)> = labels
-        .iter()
-        .map(|(k, v)| (sanitize(k, |c| c.is_ascii_alphanumeric() || c == '_'), *v))
-        .collect();
-    sorted.sort_by(|a, b| a.0.cmp(&b.0));
-    sorted.dedup_by(|later, earlier| later.0 == earlier.0);
-    let mut out = String::new();
-    for (i, (name, value)) in sorted.iter().enumerate() {
-        if i > 0 {
-            out.push(',');
+impl Endpoint {
+    pub fn render(&self) -> String {
+        let mut text = self.registry.render();
+        if self.process {
+            text.push_str(&Registry::global().render());
         }
-        let _ = write!(out, "{name}=\"");
-        for c in value.chars() {
-            match c {
-                '\\' => out.push_str("\\\\"),
-                '"' => out.push_str("\\\""),
-                '\n' => out.push_str("\\n"),
-                c => out.push(c),
-            }
-        }
-        out.push('"');
+        text
     }
-    out
 }
 
-/// A counter in the process-wide registry.
-pub fn counter(name: &str) -> Counter {
-    Registry::global().counter(name)
-}
-
-/// A labelled counter in the process-wide registry.
-pub fn counter_with(name: &str, labels: &[(&str, &str)]) -> Counter {
-    Registry::global().counter_with(name, labels)
-}
-
-/// A gauge in the process-wide registry.
-pub fn gauge(name: &str) -> Gauge {
-    Registry::global().gauge(name)
-}
-
-/// A labelled gauge in the process-wide registry.
-pub fn gauge_with(name: &str, labels: &[(&str, &str)]) -> Gauge {
-    Registry::global().gauge_with(name, labels)
-}
-
-/// A histogram with [`LATENCY_BUCKETS`] in the process-wide registry.
-pub fn histogram(name: &str) -> Histogram {
-    Registry::global().histogram(name)
-}
-
-/// A labelled histogram with [`LATENCY_BUCKETS`] in the process-wide registry.
-pub fn histogram_with(name: &str, labels: &[(&str, &str)]) -> Histogram {
-    Registry::global().histogram_with(name, labels, LATENCY_BUCKETS)
-}
-
-/// Every series of the process-wide registry.
-pub fn snapshot() -> BTreeMap<String, f64> {
-    Registry::global().snapshot()
-}
-
-/// The process-wide registry in the Prometheus text format.
-pub fn render_prometheus() -> String {
-    Registry::global().render_prometheus()
-}
-
-/// An axum router answering `GET /metrics` with the process-wide registry
-/// followed by `extra` ones (a service's own, say), for services that already
-/// serve HTTP to merge.
-pub fn router(extra: Vec<Arc<Registry>>) -> axum::Router {
+/// An axum router answering `GET /metrics`.
+pub fn router(endpoint: Endpoint) -> axum::Router {
     axum::Router::new().route(
         "/metrics",
         axum::routing::get(move || {
-            let mut registries: Vec<&Registry> = vec![Registry::global()];
-            registries.extend(extra.iter().map(Arc::as_ref));
-            let body = render_prometheus_merged(&registries);
+            let body = endpoint.render();
             async move {
                 (
                     [(http::header::CONTENT_TYPE, PROMETHEUS_CONTENT_TYPE)],
@@ -505,10 +417,10 @@ pub fn router(extra: Vec<Arc<Registry>>) -> axum::Router {
 /// Serves [`router`] on `listener` until `shutdown` completes.
 pub async fn serve(
     listener: tokio::net::TcpListener,
-    extra: Vec<Arc<Registry>>,
+    endpoint: Endpoint,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), TelemetryError> {
-    axum::serve(listener, router(extra))
+    axum::serve(listener, router(endpoint))
         .with_graceful_shutdown(shutdown)
         .await?;
     Ok(())
@@ -519,194 +431,104 @@ mod tests {
     use super::*;
 
     #[test]
-    fn renders_counters_and_gauges_in_exposition_format() {
-        let registry = Registry::new();
+    fn a_registry_renders_its_series_with_its_service_label() {
+        let registry = Registry::new("worker");
         registry
-            .counter_with("gauntlet_results_total", &[("status", "pass")])
-            .inc_by(10);
+            .counter_with("gauntlet_tests_completed_total", &[("status", "pass")])
+            .increment(10);
         registry
-            .counter_with("gauntlet_results_total", &[("status", "fail")])
-            .inc_by(3);
-        registry.counter("gauntlet_tasks_processed_total").inc();
-        registry.gauge("gauntlet_task_queue_messages").set(42.5);
-
-        assert_eq!(
-            registry.render_prometheus(),
-            "# TYPE gauntlet_results_total counter\n\
-             gauntlet_results_total{status=\"fail\"} 3\n\
-             gauntlet_results_total{status=\"pass\"} 10\n\
-             # TYPE gauntlet_task_queue_messages gauge\n\
-             gauntlet_task_queue_messages 42.5\n\
-             # TYPE gauntlet_tasks_processed_total counter\n\
-             gauntlet_tasks_processed_total 1\n"
-        );
-    }
-
-    #[test]
-    fn renders_cumulative_histogram_buckets() {
-        let registry = Registry::new();
-        let h = registry.histogram_with(
-            "gauntlet_provider_request_duration_seconds",
-            &[("provider", "openai")],
-            &[0.1, 1.0],
-        );
-        h.observe(0.05);
-        h.observe(0.5);
-        h.observe(0.5);
-        h.observe(7.0);
-        h.observe(1.0);
-
-        assert_eq!(
-            registry.render_prometheus(),
-            "# TYPE gauntlet_provider_request_duration_seconds histogram\n\
-             gauntlet_provider_request_duration_seconds_bucket{provider=\"openai\",le=\"0.1\"} 1\n\
-             gauntlet_provider_request_duration_seconds_bucket{provider=\"openai\",le=\"1\"} 4\n\
-             gauntlet_provider_request_duration_seconds_bucket{provider=\"openai\",le=\"+Inf\"} 5\n\
-             gauntlet_provider_request_duration_seconds_sum{provider=\"openai\"} 9.05\n\
-             gauntlet_provider_request_duration_seconds_count{provider=\"openai\"} 5\n"
-        );
+            .counter_with("gauntlet_tests_completed_total", &[("status", "fail")])
+            .increment(3);
+        registry.gauge("gauntlet_worker_batches_in_flight").set(4.5);
         let snapshot = registry.snapshot();
         assert_eq!(
-            snapshot["gauntlet_provider_request_duration_seconds_count{provider=\"openai\"}"],
-            5.0
+            snapshot["gauntlet_tests_completed_total{status=\"pass\"}"],
+            10.0
         );
-    }
-
-    #[test]
-    fn label_values_are_escaped_and_label_order_does_not_matter() {
-        let registry = Registry::new();
-        registry
-            .counter_with("calls", &[("model", "a\"b\\c\nd"), ("b", "1")])
-            .inc();
-        registry
-            .counter_with("calls", &[("b", "1"), ("model", "a\"b\\c\nd")])
-            .inc();
-        let text = registry.render_prometheus();
+        assert_eq!(
+            snapshot["gauntlet_tests_completed_total{status=\"fail\"}"],
+            3.0
+        );
+        assert_eq!(snapshot["gauntlet_worker_batches_in_flight"], 4.5);
+        assert_eq!(snapshot["gauntlet_build_info{version=\"0.1.0\"}"], 1.0);
+        let text = registry.render();
         assert!(
-            text.contains("calls{b=\"1\",model=\"a\\\"b\\\\c\\nd\"} 2\n"),
+            text.contains("gauntlet_tests_completed_total{service=\"worker\",status=\"pass\"} 10"),
             "{text}"
         );
     }
 
     #[test]
-    fn invalid_names_are_sanitised() {
-        let registry = Registry::new();
-        registry.gauge("9 lives.total").set(1.0);
-        registry.counter_with("ok", &[("bad-label", "v")]).inc();
+    fn seconds_histograms_have_cumulative_latency_buckets() {
+        let registry = Registry::new("gateway");
+        let h = registry.histogram_with(
+            "gauntlet_provider_request_duration_seconds",
+            &[("provider", "openai")],
+        );
+        for v in [0.05, 0.5, 0.5, 7.0, 1.0] {
+            h.record(v);
+        }
         let snapshot = registry.snapshot();
-        assert_eq!(snapshot["_9_lives_total"], 1.0);
-        assert_eq!(snapshot["ok{bad_label=\"v\"}"], 1.0);
-    }
-
-    #[test]
-    fn special_gauge_values_use_prometheus_spelling() {
-        let registry = Registry::new();
-        registry.gauge("up").set(f64::INFINITY);
-        registry.gauge("down").set(f64::NEG_INFINITY);
-        registry.gauge("unknown").set(f64::NAN);
-        let text = registry.render_prometheus();
-        assert!(text.contains("up +Inf\n"), "{text}");
-        assert!(text.contains("down -Inf\n"), "{text}");
-        assert!(text.contains("unknown NaN\n"), "{text}");
-    }
-
-    #[test]
-    fn handles_share_one_series_and_snapshot_sees_updates() {
-        let registry = Registry::new();
-        let a = registry.counter("gauntlet_tasks_processed_total");
-        let b = registry.counter("gauntlet_tasks_processed_total");
-        a.inc_by(2);
-        b.inc_by(3);
-        let g = registry.gauge("inflight");
-        g.add(5.0);
-        g.add(-2.0);
-        let snapshot = registry.snapshot();
-        assert_eq!(snapshot["gauntlet_tasks_processed_total"], 5.0);
-        assert_eq!(snapshot["inflight"], 3.0);
-    }
-
-    #[test]
-    fn a_name_reused_as_another_kind_keeps_the_first_kind() {
-        let registry = Registry::new();
-        registry.counter("requests").inc_by(4);
-        registry.gauge("requests").set(100.0);
-        assert_eq!(registry.snapshot()["requests"], 4.0);
-        assert!(
-            registry
-                .render_prometheus()
-                .starts_with("# TYPE requests counter\n")
-        );
-    }
-
-    #[test]
-    fn merged_rendering_declares_each_family_once() {
-        let a = Registry::new();
-        let b = Registry::new();
-        a.counter_with("gauntlet_results_total", &[("status", "pass")])
-            .inc_by(5);
-        b.counter_with("gauntlet_results_total", &[("status", "fail")])
-            .inc_by(1);
-        b.counter_with("gauntlet_results_total", &[("status", "pass")])
-            .inc_by(100);
-        b.gauge("only_in_b").set(1.0);
-
+        let bucket = |le: &str| {
+            snapshot[&format!(
+                "gauntlet_provider_request_duration_seconds_bucket{{le=\"{le}\",provider=\"openai\"}}"
+            )]
+        };
+        assert_eq!(bucket("0.05"), 1.0);
+        assert_eq!(bucket("1"), 4.0);
+        assert_eq!(bucket("+Inf"), 5.0);
         assert_eq!(
-            render_prometheus_merged(&[&a, &b]),
-            "# TYPE gauntlet_results_total counter\n\
-             gauntlet_results_total{status=\"fail\"} 1\n\
-             gauntlet_results_total{status=\"pass\"} 5\n\
-             # TYPE only_in_b gauge\n\
-             only_in_b 1\n"
+            snapshot["gauntlet_provider_request_duration_seconds_count{provider=\"openai\"}"],
+            5.0
+        );
+        assert!(
+            (snapshot["gauntlet_provider_request_duration_seconds_sum{provider=\"openai\"}"]
+                - 9.05)
+                .abs()
+                < 1e-9
         );
     }
 
     #[test]
-    fn global_functions_share_the_process_registry() {
-        counter("metrics_test_global_total").inc_by(7);
-        assert_eq!(snapshot()["metrics_test_global_total"], 7.0);
-        assert!(render_prometheus().contains("metrics_test_global_total 7\n"));
+    fn label_values_survive_escaping_both_ways() {
+        let registry = Registry::new("x");
+        registry
+            .counter_with("calls", &[("model", "a\"b\\c\nd"), ("b", "1")])
+            .increment(2);
+        let samples = parse(&registry.render());
+        let calls = samples.iter().find(|s| s.name == "calls").unwrap();
+        assert_eq!(calls.label("model"), Some("a\"b\\c\nd"));
+        assert_eq!(calls.label("b"), Some("1"));
+        assert_eq!(calls.value, 2.0);
     }
 
-    #[tokio::test]
-    async fn serves_the_registry_on_http() {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    #[test]
+    fn parse_reads_what_other_exporters_write() {
+        let text = "# HELP up whether\n# TYPE up gauge\nup 1\n\
+                    rabbitmq_queue_messages{vhost=\"/\", queue=\"q\",} 12 1700000000000\n\
+                    h_bucket{le=\"+Inf\"} 3\nbroken{ 1\n";
+        let samples = parse(text);
+        assert_eq!(samples.len(), 3, "{samples:?}");
+        assert_eq!(samples[0].key(), "up");
+        assert_eq!(samples[1].label("queue"), Some("q"));
+        assert_eq!(samples[1].value, 12.0);
+        assert_eq!(samples[2].label("le"), Some("+Inf"));
+    }
 
-        gauge("metrics_test_served").set(3.0);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let own = Arc::new(Registry::new());
-        own.counter("metrics_test_service_total").inc_by(2);
-        // Also in the global registry: rendered once, with the global value.
-        own.gauge("metrics_test_served").set(99.0);
-        let server = tokio::spawn(serve(listener, vec![own], async {
-            let _ = stopped.await;
-        }));
-
-        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-        stream
-            .write_all(b"GET /metrics HTTP/1.1\r\nhost: test\r\nconnection: close\r\n\r\n")
-            .await
-            .unwrap();
-        let mut response = String::new();
-        stream.read_to_string(&mut response).await.unwrap();
-        assert!(response.starts_with("HTTP/1.1 200"), "{response}");
-        assert!(
-            response.contains("content-type: text/plain; version=0.0.4"),
-            "{response}"
-        );
-        assert!(response.contains("metrics_test_served 3\n"), "{response}");
-        assert!(
-            response.contains("metrics_test_service_total 2\n"),
-            "{response}"
-        );
-        assert_eq!(
-            response.matches("# TYPE metrics_test_served gauge").count(),
-            1,
-            "{response}"
-        );
-
-        stop.send(()).unwrap();
-        server.await.unwrap().unwrap();
+    #[test]
+    fn the_process_registry_holds_macro_records_and_process_metrics() {
+        let global = Registry::global();
+        metrics::counter!("metrics_test_global_total").increment(7);
+        let endpoint = Endpoint {
+            registry: Arc::new(Registry::new("worker")),
+            process: true,
+        };
+        let samples = parse(&endpoint.render());
+        let value = |name: &str| samples.iter().find(|s| s.name == name).map(|s| s.value);
+        assert_eq!(value("metrics_test_global_total"), Some(7.0));
+        assert!(value("process_resident_memory_bytes").unwrap() > 0.0);
+        assert!(value("gauntlet_process_cpu_cores").unwrap() >= 1.0);
+        assert!(value("gauntlet_process_memory_limit_bytes").unwrap() > 0.0);
+        assert_eq!(global.service(), "gauntlet");
     }
 }

@@ -146,6 +146,14 @@ pub fn init_with_log_filter(
     if *installed {
         return Ok(TelemetryGuard::inactive());
     }
+    // The process registry takes the `metrics` macros from here on, its
+    // series labelled with the service (`gauntlet` for the CLI's own).
+    crate::metrics::set_process_service(
+        service_name
+            .strip_prefix("gauntlet-")
+            .unwrap_or(service_name),
+    );
+    crate::metrics::Registry::global();
 
     let settings = Settings::resolve_with(service_name, default_log_filter, |name| {
         std::env::var(name).ok()

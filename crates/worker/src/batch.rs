@@ -147,7 +147,7 @@ impl Worker {
                 "gauntlet_batches_dead_lettered_total",
                 &[("reason", reason)],
             )
-            .inc();
+            .increment(1);
         if let Err(error) = delivery.dead_letter().await {
             warn!(%error, "dead-lettering failed, the batch will be redelivered");
         }
@@ -192,7 +192,7 @@ impl Worker {
                     );
                     self.metrics
                         .counter("gauntlet_runs_cost_limited_total")
-                        .inc();
+                        .increment(1);
                 }
                 self.runs.remember(run_id, state_of(&run)).await;
                 publish_progress(self.deps.bus.as_ref(), &run).await;
@@ -437,7 +437,7 @@ impl Worker {
         }
         self.metrics
             .counter("gauntlet_batches_processed_total")
-            .inc();
+            .increment(1);
         if let Err(error) = delivery.ack().await {
             // The results are committed; a redelivery will insert nothing.
             warn!(%error, "ack failed after commit");
@@ -478,7 +478,7 @@ impl Worker {
         );
         self.metrics
             .counter("gauntlet_tasks_deferred_total")
-            .inc_by(count as u64);
+            .increment(count as u64);
         Ok(())
     }
 
@@ -612,7 +612,7 @@ impl Worker {
                 rows.clear();
                 self.metrics
                     .counter("gauntlet_results_inserted_total")
-                    .inc_by(outcome.inserted);
+                    .increment(outcome.inserted);
                 if outcome.inserted > 0 || outcome.finished_now {
                     publish_progress(self.deps.bus.as_ref(), &outcome.run).await;
                 }

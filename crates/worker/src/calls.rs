@@ -62,8 +62,8 @@ impl ProviderCalls {
             limits: ProviderLimits::new(cache.rate_limiter(), adaptive),
             responses,
             hook: Some(Arc::new(move |lookup| match lookup {
-                Lookup::Hit => hits.inc(),
-                Lookup::Miss => misses.inc(),
+                Lookup::Hit => hits.increment(1),
+                Lookup::Miss => misses.increment(1),
             })),
         }
     }

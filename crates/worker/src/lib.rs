@@ -19,7 +19,7 @@ use gauntlet_providers::ProviderFactory;
 use gauntlet_service::{GrpcServer, connect_bus, connect_store};
 use gauntlet_store::Store;
 use gauntlet_telemetry::metrics::Registry;
-use tokio::{net::TcpListener, sync::Semaphore};
+use tokio::sync::Semaphore;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::{info, warn};
 
@@ -39,7 +39,8 @@ pub struct Deps {
 }
 
 pub async fn serve(config: GauntletConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let listener = gauntlet_service::startup::bind(&config.worker.listen).await?;
+    let listener =
+        gauntlet_service::Listeners::bind(&config.worker.listen, &config.worker.metrics_listen).await?;
     let deps = Deps {
         store: connect_store(&config.database, &shutdown).await?,
         bus: connect_bus(&config.amqp, &shutdown).await?,
@@ -57,12 +58,12 @@ pub async fn serve(config: GauntletConfig, shutdown: CancellationToken) -> anyho
 pub async fn run(
     config: GauntletConfig,
     deps: Deps,
-    listener: TcpListener,
+    listener: impl Into<gauntlet_service::Listeners>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let server = GrpcServer::new("worker", &config.grpc).await?;
     let metrics = server.metrics();
-    let grpc = tokio::spawn(server.serve(listener, shutdown.clone()));
+    let grpc = tokio::spawn(server.serve(listener.into(), shutdown.clone()));
     consume(config, deps, metrics, shutdown).await;
     grpc.await??;
     Ok(())

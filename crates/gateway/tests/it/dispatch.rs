@@ -105,7 +105,7 @@ async fn a_run_whose_gateway_stopped_feeding_it_is_finished_by_the_reconciler() 
             max_redrives: 3,
         },
         BATCH,
-        Arc::new(Registry::new()),
+        Arc::new(Registry::new("gateway")),
     );
     let report = reconciler.pass().await.unwrap();
     assert_eq!(report.republished_tasks, 900, "{report:?}");

@@ -31,7 +31,7 @@ fn reconciler_with(env: &Env, stale_after_secs: u64, max_redrives: u32) -> Recon
             max_redrives,
         },
         BATCH,
-        Arc::new(Registry::new()),
+        Arc::new(Registry::new("gateway")),
     )
 }
 

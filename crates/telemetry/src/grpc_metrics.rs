@@ -1,0 +1,220 @@
+//! gRPC server metrics: requests by service, method and code, their latency
+//! and the requests in flight, counted by a tower layer around a server's
+//! routes.
+//!
+//! - `gauntlet_grpc_server_requests_total{grpc_service,grpc_method,grpc_code}`
+//!   counts a request once its status is known: from the trailers when the
+//!   response body ends, from the headers of a trailers-only answer, or
+//!   `Cancelled` when the client goes away first.
+//! - `gauntlet_grpc_server_request_duration_seconds{grpc_service,grpc_method}`
+//!   times the handler: until the response headers, which a unary call
+//!   sends with its answer and a streaming call when its stream starts (a
+//!   WatchRun open for minutes is not a minute-long request).
+//! - `gauntlet_grpc_server_in_flight_requests{grpc_service}` counts requests
+//!   from their arrival until their body ends.
+
+use std::{
+    future::Future,
+    pin::Pin,
+    sync::Arc,
+    task::{Context as TaskContext, Poll},
+    time::Instant,
+};
+
+use http::{HeaderMap, Request, Response};
+use http_body::{Body as HttpBody, Frame, SizeHint};
+use tonic::{Status, body::Body, codegen::Bytes};
+use tower::{Layer, Service};
+
+use crate::metrics::{Gauge, Registry};
+
+/// `Server::builder().layer(MetricsLayer::new(registry))`.
+#[derive(Debug, Clone)]
+pub struct MetricsLayer {
+    registry: Arc<Registry>,
+}
+
+impl MetricsLayer {
+    pub fn new(registry: Arc<Registry>) -> Self {
+        Self { registry }
+    }
+}
+
+impl<S> Layer<S> for MetricsLayer {
+    type Service = MetricsService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        MetricsService {
+            inner,
+            registry: self.registry.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct MetricsService<S> {
+    inner: S,
+    registry: Arc<Registry>,
+}
+
+/// The name gRPC's own tooling gives a code: `OK`, `NotFound`, `Internal`…
+pub fn code_name(code: tonic::Code) -> String {
+    match code {
+        tonic::Code::Ok => "OK".into(),
+        other => format!("{other:?}"),
+    }
+}
+
+fn code_of(headers: &HeaderMap) -> Option<tonic::Code> {
+    let code = headers.get("grpc-status")?.to_str().ok()?.trim().parse().ok()?;
+    Some(tonic::Code::from_i32(code))
+}
+
+/// What is left to record of one request.
+struct Pending {
+    registry: Arc<Registry>,
+    service: String,
+    method: String,
+    in_flight: Gauge,
+}
+
+impl Pending {
+    fn finish(self, code: tonic::Code) {
+        self.registry
+            .counter_with(
+                "gauntlet_grpc_server_requests_total",
+                &[
+                    ("grpc_service", &self.service),
+                    ("grpc_method", &self.method),
+                    ("grpc_code", &code_name(code)),
+                ],
+            )
+            .increment(1);
+        self.in_flight.decrement(1.0);
+    }
+}
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for MetricsService<S>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    S::Future: Send + 'static,
+    ResBody: HttpBody<Data = Bytes> + Send + 'static,
+    ResBody::Error: Into<tonic::codegen::StdError>,
+{
+    type Response = Response<MeteredBody>;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
+        let started = Instant::now();
+        let (service, method) = match request.uri().path().trim_start_matches('/').split_once('/')
+        {
+            Some((s, m)) if !s.is_empty() && !m.is_empty() => (s.to_owned(), m.to_owned()),
+            _ => ("unknown".to_owned(), "unknown".to_owned()),
+        };
+        let in_flight = self.registry.gauge_with(
+            "gauntlet_grpc_server_in_flight_requests",
+            &[("grpc_service", &service)],
+        );
+        in_flight.increment(1.0);
+        let pending = Pending {
+            registry: self.registry.clone(),
+            service,
+            method,
+            in_flight,
+        };
+        let future = self.inner.call(request);
+        Box::pin(async move {
+            let response = match future.await {
+                Ok(response) => response,
+                Err(error) => {
+                    pending.finish(tonic::Code::Unknown);
+                    return Err(error);
+                }
+            };
+            pending
+                .registry
+                .histogram_with(
+                    "gauntlet_grpc_server_request_duration_seconds",
+                    &[
+                        ("grpc_service", &pending.service),
+                        ("grpc_method", &pending.method),
+                    ],
+                )
+                .record(started.elapsed().as_secs_f64());
+            let pending = match code_of(response.headers()) {
+                // Trailers-only: the answer is the status.
+                Some(code) => {
+                    pending.finish(code);
+                    None
+                }
+                None => Some(pending),
+            };
+            Ok(response.map(|body| MeteredBody {
+                inner: Body::new(body),
+                pending,
+            }))
+        })
+    }
+}
+
+/// A response body that records the request's status when its trailers
+/// pass, or `Cancelled` if it is dropped before they do.
+pub struct MeteredBody {
+    inner: Body,
+    pending: Option<Pending>,
+}
+
+impl HttpBody for MeteredBody {
+    type Data = Bytes;
+    type Error = Status;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let this = &mut *self;
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(code) = frame.trailers_ref().and_then(code_of)
+                    && let Some(pending) = this.pending.take()
+                {
+                    pending.finish(code);
+                }
+            }
+            Poll::Ready(Some(Err(status))) => {
+                if let Some(pending) = this.pending.take() {
+                    pending.finish(status.code());
+                }
+            }
+            Poll::Ready(None) => {
+                if let Some(pending) = this.pending.take() {
+                    pending.finish(tonic::Code::Ok);
+                }
+            }
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for MeteredBody {
+    fn drop(&mut self) {
+        if let Some(pending) = self.pending.take() {
+            pending.finish(tonic::Code::Cancelled);
+        }
+    }
+}

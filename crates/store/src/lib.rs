@@ -354,4 +354,22 @@ pub trait Store: Send + Sync + 'static {
     async fn put_report_part(&self, report_id: Uuid, part: u32, data: &[u8]) -> Result<()>;
     /// Part `part` of a report's document, if stored.
     async fn report_part(&self, report_id: Uuid, part: u32) -> Result<Option<Vec<u8>>>;
+
+    /// Writes an alert as it is now (inserted, or updated by id).
+    async fn put_alert(&self, alert: &AlertRecord) -> Result<()>;
+
+    /// Forgets an alert (one that was pending and never fired).
+    async fn delete_alert(&self, alert_id: Uuid) -> Result<()>;
+
+    /// Alerts by `query`, newest first.
+    async fn list_alerts(&self, query: &AlertQuery) -> Result<Vec<AlertRecord>>;
+
+    /// The connection pool's size and use; `None` for a store without one.
+    fn pool_stats(&self) -> Option<PoolStats> {
+        None
+    }
+
+    /// How long getting a connection from the pool takes now (the
+    /// connection goes straight back).
+    async fn time_acquire(&self) -> Result<std::time::Duration>;
 }

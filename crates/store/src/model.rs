@@ -395,3 +395,77 @@ pub enum ReportOutcome {
     /// Its parts, if any, are deleted.
     Failed(String),
 }
+
+/// Where an alert stands: its condition holds but not yet for its rule's
+/// `for` (pending), it has held that long (firing), or it stopped holding
+/// after firing (resolved).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AlertState {
+    Pending,
+    Firing,
+    Resolved,
+}
+
+impl AlertState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Firing => "firing",
+            Self::Resolved => "resolved",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        Some(match text {
+            "pending" => Self::Pending,
+            "firing" => Self::Firing,
+            "resolved" => Self::Resolved,
+            _ => return None,
+        })
+    }
+}
+
+/// One episode of an alert: from its condition first holding to its
+/// resolution.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AlertRecord {
+    pub id: Uuid,
+    pub rule: String,
+    /// The rule and the labels of the series group: one alert of a rule per
+    /// suite, provider, queue…
+    pub fingerprint: String,
+    pub severity: String,
+    pub state: AlertState,
+    pub labels: std::collections::BTreeMap<String, String>,
+    /// The value that last met (or, once resolved, last failed) the rule.
+    pub value: f64,
+    pub threshold: f64,
+    pub summary: String,
+    pub started_at: DateTime<Utc>,
+    pub fired_at: Option<DateTime<Utc>>,
+    pub resolved_at: Option<DateTime<Utc>>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// Which alerts [`Store::list_alerts`] returns, newest first.
+///
+/// [`Store::list_alerts`]: crate::Store::list_alerts
+#[derive(Debug, Clone, Default)]
+pub struct AlertQuery {
+    /// Only pending and firing ones.
+    pub active_only: bool,
+    pub severity: Option<String>,
+    pub rule: Option<String>,
+    pub limit: u32,
+    /// Those that started before this alert (its `started_at` and id): the
+    /// page after the one that ended with it.
+    pub before: Option<(DateTime<Utc>, Uuid)>,
+}
+
+/// How a database pool is used right now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolStats {
+    pub size: u32,
+    pub idle: u32,
+    pub max: u32,
+}

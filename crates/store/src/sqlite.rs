@@ -21,12 +21,13 @@ use sqlx::{
 use uuid::Uuid;
 
 use crate::{
-    AssertionMetrics, InsertOutcome, LATENCIES_LIVE, LATENCIES_ROLLED, LatencyCount, METRICS_LIVE,
-    METRICS_ROLLED, MOST_FAILED_LIVE, MOST_FAILED_ROLLED, NewReport, NewResult, NewRun,
-    OUTCOME_SELECT, Outcome, ROLL_UP, ReportOutcome, ReportRecord, ReportReuse, ReportStatus,
-    Result, ResultMetrics, ResultRecord, ResultStatus, RunCursor, RunRecord, RunStatus,
-    SLOWEST_KEPT, Store, StoreError, TREND_LATENCIES_SELECT, TREND_METRICS_SELECT, TREND_PENDING,
-    TaskRange, TestFailures, TrendMetrics, TrendQuery, TrendRow, model::report_outcome,
+    AlertQuery, AlertRecord, AlertState, AssertionMetrics, InsertOutcome, LATENCIES_LIVE,
+    LATENCIES_ROLLED, LatencyCount, METRICS_LIVE, METRICS_ROLLED, MOST_FAILED_LIVE,
+    MOST_FAILED_ROLLED, NewReport, NewResult, NewRun, OUTCOME_SELECT, Outcome, PoolStats, ROLL_UP,
+    ReportOutcome, ReportRecord, ReportReuse, ReportStatus, Result, ResultMetrics, ResultRecord,
+    ResultStatus, RunCursor, RunRecord, RunStatus, SLOWEST_KEPT, Store, StoreError,
+    TREND_LATENCIES_SELECT, TREND_METRICS_SELECT, TREND_PENDING, TaskRange, TestFailures,
+    TrendMetrics, TrendQuery, TrendRow, model::report_outcome,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -481,6 +482,96 @@ fn report_from_row(row: &SqliteRow) -> Result<ReportRecord> {
 
 #[async_trait]
 impl Store for SqliteStore {
+    async fn put_alert(&self, alert: &AlertRecord) -> Result<()> {
+        let opt = |t: Option<DateTime<Utc>>| t.map(ts_text);
+        sqlx::query(
+            "INSERT INTO alerts (id, rule, fingerprint, severity, state, labels, value, threshold, \
+             summary, started_at, fired_at, resolved_at, updated_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13) \
+             ON CONFLICT (id) DO UPDATE SET state = ?5, value = ?7, summary = ?9, \
+             fired_at = ?11, resolved_at = ?12, updated_at = ?13",
+        )
+        .bind(uuid_text(alert.id))
+        .bind(&alert.rule)
+        .bind(&alert.fingerprint)
+        .bind(&alert.severity)
+        .bind(alert.state.as_str())
+        .bind(serde_json::to_string(&alert.labels).unwrap_or_default())
+        .bind(alert.value)
+        .bind(alert.threshold)
+        .bind(&alert.summary)
+        .bind(ts_text(alert.started_at))
+        .bind(opt(alert.fired_at))
+        .bind(opt(alert.resolved_at))
+        .bind(ts_text(alert.updated_at))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn delete_alert(&self, alert_id: Uuid) -> Result<()> {
+        sqlx::query("DELETE FROM alerts WHERE id = ?1")
+            .bind(uuid_text(alert_id))
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn list_alerts(&self, query: &AlertQuery) -> Result<Vec<AlertRecord>> {
+        let (before_at, before_id) = query.before.unzip();
+        let rows = sqlx::query(
+            "SELECT * FROM alerts WHERE (?1 = 0 OR state <> 'resolved') \
+             AND (?2 IS NULL OR severity = ?2) AND (?3 IS NULL OR rule = ?3) \
+             AND (?4 IS NULL OR started_at < ?4 OR (started_at = ?4 AND id < ?5)) \
+             ORDER BY started_at DESC, id DESC LIMIT ?6",
+        )
+        .bind(query.active_only)
+        .bind(query.severity.as_deref())
+        .bind(query.rule.as_deref())
+        .bind(before_at.map(ts_text))
+        .bind(before_id.map(uuid_text))
+        .bind(i64::from(query.limit.max(1)))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let state: String = row.try_get("state")?;
+                let labels: String = row.try_get("labels")?;
+                Ok(AlertRecord {
+                    id: get_uuid(row, "id")?,
+                    rule: row.try_get("rule")?,
+                    fingerprint: row.try_get("fingerprint")?,
+                    severity: row.try_get("severity")?,
+                    state: AlertState::parse(&state)
+                        .ok_or_else(|| StoreError::Corrupt(format!("alert state `{state}`")))?,
+                    labels: serde_json::from_str(&labels)
+                        .map_err(|e| StoreError::Corrupt(format!("alert labels: {e}")))?,
+                    value: row.try_get("value")?,
+                    threshold: row.try_get("threshold")?,
+                    summary: row.try_get("summary")?,
+                    started_at: get_ts(row, "started_at")?,
+                    fired_at: get_opt_ts(row, "fired_at")?,
+                    resolved_at: get_opt_ts(row, "resolved_at")?,
+                    updated_at: get_ts(row, "updated_at")?,
+                })
+            })
+            .collect()
+    }
+
+    fn pool_stats(&self) -> Option<PoolStats> {
+        Some(PoolStats {
+            size: self.pool.size(),
+            idle: u32::try_from(self.pool.num_idle()).unwrap_or(u32::MAX),
+            max: self.pool.options().get_max_connections(),
+        })
+    }
+
+    async fn time_acquire(&self) -> Result<std::time::Duration> {
+        let started = std::time::Instant::now();
+        drop(self.pool.acquire().await?);
+        Ok(started.elapsed())
+    }
+
     async fn ping(&self) -> Result<()> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())

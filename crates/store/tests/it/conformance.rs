@@ -6,9 +6,9 @@
 use std::sync::Arc;
 
 use gauntlet_store::{
-    NewReport, NewResult, NewRun, Outcome, PgStore, RUN_REPORT, ReportOutcome, ReportReuse,
-    ReportStatus, ResultStatus, RunCursor, RunRecord, RunStatus, SqliteStore, Store,
-    testing::TestDatabase,
+    AlertQuery, AlertRecord, AlertState, NewReport, NewResult, NewRun, Outcome, PgStore,
+    RUN_REPORT, ReportOutcome, ReportReuse, ReportStatus, ResultStatus, RunCursor, RunRecord,
+    RunStatus, SqliteStore, Store, testing::TestDatabase,
 };
 use tempfile::TempDir;
 use uuid::Uuid;
@@ -111,6 +111,8 @@ conformance!(
     rollups_equal_the_results_after_concurrent_overlapping_batches,
     the_previous_and_the_latest_completed_runs_of_a_suite,
     trend_metrics_cover_the_completed_runs_of_a_suite_or_label_in_a_window,
+    alerts_move_through_their_states_and_list_newest_first_by_filter,
+    the_pool_reports_its_use,
 );
 
 pub(crate) fn new_run(total: i64) -> NewRun {
@@ -1879,4 +1881,108 @@ async fn the_report_answered_again_is_the_newest_unfailed_one_of_its_run_kind_an
     let later = a_moment_later().await;
     let (third, created) = ask("markdown", RUN_REPORT, later).await;
     assert!(created && third != second);
+}
+
+async fn alerts_move_through_their_states_and_list_newest_first_by_filter(store: Arc<dyn Store>) {
+    let at = |s: i64| chrono::DateTime::from_timestamp(1_800_000_000 + s, 0).unwrap();
+    let alert = |rule: &str, severity: &str, started: i64| AlertRecord {
+        id: Uuid::new_v4(),
+        rule: rule.into(),
+        fingerprint: format!("{rule}{{queue=\"gauntlet.tasks\"}}"),
+        severity: severity.into(),
+        state: AlertState::Pending,
+        labels: [("queue".to_string(), "gauntlet.tasks".to_string())].into(),
+        value: 150.0,
+        threshold: 100.0,
+        summary: "150 task batches waiting".into(),
+        started_at: at(started),
+        fired_at: None,
+        resolved_at: None,
+        updated_at: at(started),
+    };
+    let mut backlog = alert("TaskQueueBacklog", "warning", 0);
+    let mut dead = alert("DeadLetters", "critical", 10);
+    let noise = alert("CpuHigh", "warning", 20);
+    for a in [&backlog, &dead, &noise] {
+        store.put_alert(a).await.unwrap();
+    }
+    // Pending that never fired goes; the others fire, one resolves.
+    store.delete_alert(noise.id).await.unwrap();
+    backlog.state = AlertState::Firing;
+    backlog.fired_at = Some(at(5));
+    backlog.updated_at = at(5);
+    store.put_alert(&backlog).await.unwrap();
+    dead.state = AlertState::Firing;
+    dead.fired_at = Some(at(10));
+    store.put_alert(&dead).await.unwrap();
+    backlog.state = AlertState::Resolved;
+    backlog.resolved_at = Some(at(30));
+    backlog.value = 3.0;
+    store.put_alert(&backlog).await.unwrap();
+
+    let all = store
+        .list_alerts(&AlertQuery {
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        all,
+        vec![dead.clone(), backlog.clone()],
+        "newest first, every field kept"
+    );
+    let active = store
+        .list_alerts(&AlertQuery {
+            active_only: true,
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(active, vec![dead.clone()]);
+    let warnings = store
+        .list_alerts(&AlertQuery {
+            severity: Some("warning".into()),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(warnings, vec![backlog.clone()]);
+    let by_rule = store
+        .list_alerts(&AlertQuery {
+            rule: Some("DeadLetters".into()),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(by_rule, vec![dead.clone()]);
+    // Pages: one at a time, the second after the first.
+    let first = store
+        .list_alerts(&AlertQuery {
+            limit: 1,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let second = store
+        .list_alerts(&AlertQuery {
+            limit: 1,
+            before: Some((first[0].started_at, first[0].id)),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!((first, second), (vec![dead], vec![backlog]));
+}
+
+async fn the_pool_reports_its_use(store: Arc<dyn Store>) {
+    store.ping().await.unwrap();
+    let stats = store.pool_stats().expect("both backends pool connections");
+    assert!(stats.max >= 1 && stats.size <= stats.max, "{stats:?}");
+    assert!(stats.idle <= stats.size, "{stats:?}");
+    let took = store.time_acquire().await.unwrap();
+    assert!(took < std::time::Duration::from_secs(5), "{took:?}");
 }

@@ -21,6 +21,8 @@ pub struct Stack {
     pub analytics: SocketAddr,
     pub reports: SocketAddr,
     pub monitor: SocketAddr,
+    /// Each service's `/metrics` address, for those that serve one.
+    pub metrics: Vec<(&'static str, SocketAddr)>,
     shutdown: CancellationToken,
     tasks: Vec<(&'static str, JoinHandle<anyhow::Result<()>>)>,
 }
@@ -75,6 +77,17 @@ async fn loopback() -> anyhow::Result<(TcpListener, SocketAddr)> {
     Ok((l, addr))
 }
 
+/// Every service's `metrics_listen`.
+fn metrics_listens(config: &mut GauntletConfig) -> [&mut String; 5] {
+    [
+        &mut config.gateway.metrics_listen,
+        &mut config.worker.metrics_listen,
+        &mut config.analytics.metrics_listen,
+        &mut config.reports.metrics_listen,
+        &mut config.monitor.metrics_listen,
+    ]
+}
+
 fn url(addr: SocketAddr) -> String {
     format!("http://{addr}")
 }
@@ -92,6 +105,10 @@ impl Stack {
     ) -> anyhow::Result<Self> {
         // Loopback: compressing would only cost CPU.
         config.grpc.gzip = false;
+        // One command's run: nobody scrapes it.
+        for listen in metrics_listens(&mut config) {
+            listen.clear();
+        }
         let worker = &mut config.worker;
         worker.max_in_flight = worker.max_in_flight.max(max_concurrency as usize);
         // Enough batches on hand to keep every slot busy, twice over.
@@ -103,14 +120,19 @@ impl Stack {
         Self::start_with(config, backends).await
     }
 
-    /// All five services over the given backends, on loopback ports.
-    pub async fn start_with(config: GauntletConfig, b: Backends) -> anyhow::Result<Self> {
+    /// All five services over the given backends, on loopback ports, each
+    /// with `/metrics` on a loopback port of its own.
+    pub async fn start_with(mut config: GauntletConfig, b: Backends) -> anyhow::Result<Self> {
+        for listen in metrics_listens(&mut config) {
+            *listen = "127.0.0.1:0".into();
+        }
         let (gl, _) = loopback().await?;
         Self::start_on(config, b, gl).await
     }
 
     /// All five services over the given backends: the gateway on `gl`,
-    /// the others on loopback ports of their own.
+    /// the others on loopback ports of their own; `/metrics` where the
+    /// configuration says (the worker's with the process's own).
     pub async fn start_on(
         mut config: GauntletConfig,
         b: Backends,
@@ -131,6 +153,34 @@ impl Stack {
             url(analytics),
             url(reports)
         );
+        let mut metrics = Vec::new();
+        let mut listeners = async |name: &'static str, grpc: TcpListener, listen: &str| {
+            let endpoint = match listen.trim() {
+                "" => None,
+                addr => {
+                    let l = gauntlet_service::startup::bind(addr).await?;
+                    metrics.push((name, l.local_addr()?));
+                    Some(l)
+                }
+            };
+            anyhow::Ok(gauntlet_service::Listeners {
+                grpc,
+                metrics: endpoint,
+                // One endpoint serves the process's own series.
+                process_metrics: name == "worker",
+            })
+        };
+        let gl = listeners("gateway", gl, &config.gateway.metrics_listen).await?;
+        let wl = listeners("worker", wl, &config.worker.metrics_listen).await?;
+        let al = listeners("analytics", al, &config.analytics.metrics_listen).await?;
+        let rl = listeners("reports", rl, &config.reports.metrics_listen).await?;
+        let ml = listeners("monitor", ml, &config.monitor.metrics_listen).await?;
+        config.monitor.metrics_targets = metrics
+            .iter()
+            .filter(|(name, _)| *name != "monitor")
+            .map(|(name, addr)| format!("{name}=http://{addr}/metrics"))
+            .collect::<Vec<_>>()
+            .join(",");
         let shutdown = CancellationToken::new();
         let tasks = vec![
             (
@@ -199,6 +249,7 @@ impl Stack {
             analytics,
             reports,
             monitor,
+            metrics,
             shutdown,
             tasks,
         })

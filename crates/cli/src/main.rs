@@ -309,6 +309,9 @@ async fn up(config: GauntletConfig, urls: UpUrls, data_dir: PathBuf) -> anyhow::
         stack.url(),
         described.join(", ")
     );
+    for (name, addr) in &stack.metrics {
+        eprintln!("  {name} metrics at http://{addr}/metrics");
+    }
     let signal = CancellationToken::new();
     gauntlet_service::shutdown_on_signal(signal.clone());
     signal.cancelled().await;

@@ -341,8 +341,21 @@ pub struct MonitorConfig {
     pub listen: String,
     /// Where `/metrics` is served (Prometheus text); empty serves none.
     pub metrics_listen: String,
-    /// `name=url` pairs, comma-separated in the environment.
+    /// `name=url` pairs of the services' gRPC addresses, whose health is
+    /// probed; comma-separated in the environment.
     pub targets: String,
+    /// `name=url` pairs of the services' `/metrics`, scraped on every poll
+    /// for the alert rules.
+    pub metrics_targets: String,
+    /// A YAML file of alert rules (`deploy/monitor/rules.yml` shows the
+    /// format); empty uses the rules built in, which are that file.
+    pub rules_file: String,
+    /// URLs that get every alert that fires or resolves, as JSON POSTs;
+    /// comma-separated.
+    pub webhooks: String,
+    /// Attempts of one webhook delivery before it is given up (with 1, 2,
+    /// 4 … s between them).
+    pub webhook_attempts: u32,
     pub poll_interval_ms: u64,
 }
 
@@ -354,6 +367,14 @@ impl Default for MonitorConfig {
             targets: "gateway=http://127.0.0.1:7070,worker=http://127.0.0.1:7071,\
                       analytics=http://127.0.0.1:7072,reports=http://127.0.0.1:7073"
                 .into(),
+            metrics_targets: "gateway=http://127.0.0.1:9464/metrics,\
+                              worker=http://127.0.0.1:9465/metrics,\
+                              analytics=http://127.0.0.1:9466/metrics,\
+                              reports=http://127.0.0.1:9467/metrics"
+                .into(),
+            rules_file: String::new(),
+            webhooks: String::new(),
+            webhook_attempts: 5,
             poll_interval_ms: 2000,
         }
     }
@@ -362,20 +383,39 @@ impl Default for MonitorConfig {
 impl MonitorConfig {
     /// The `name=url` pairs of `targets`.
     pub fn target_list(&self) -> Result<Vec<(String, String)>, ConfigError> {
-        self.targets
+        pairs("monitor.targets", &self.targets)
+    }
+
+    /// The `name=url` pairs of `metrics_targets`.
+    pub fn metrics_target_list(&self) -> Result<Vec<(String, String)>, ConfigError> {
+        pairs("monitor.metrics_targets", &self.metrics_targets)
+    }
+
+    /// The URLs of `webhooks`.
+    pub fn webhook_list(&self) -> Vec<String> {
+        self.webhooks
             .split(',')
             .map(str::trim)
             .filter(|s| !s.is_empty())
-            .map(|pair| match pair.split_once('=') {
-                Some((name, url)) if !name.is_empty() && !url.is_empty() => {
-                    Ok((name.trim().to_string(), url.trim().to_string()))
-                }
-                _ => Err(ConfigError::Invalid(format!(
-                    "monitor.targets: `{pair}` is not name=url"
-                ))),
-            })
+            .map(str::to_owned)
             .collect()
     }
+}
+
+/// Comma-separated `name=url` pairs, the key named in errors.
+fn pairs(key: &str, text: &str) -> Result<Vec<(String, String)>, ConfigError> {
+    text.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|pair| match pair.split_once('=') {
+            Some((name, url)) if !name.trim().is_empty() && !url.trim().is_empty() => {
+                Ok((name.trim().to_string(), url.trim().to_string()))
+            }
+            _ => Err(ConfigError::Invalid(format!(
+                "{key}: `{pair}` is not name=url"
+            ))),
+        })
+        .collect()
 }
 
 /// Prefix of the environment variables that override configuration.

@@ -131,12 +131,11 @@ impl GrpcServer {
             let stop = shutdown.clone();
             let name = self.name;
             tokio::spawn(async move {
-                if let Err(error) = gauntlet_telemetry::metrics::serve(
-                    metrics,
-                    endpoint,
-                    async move { stop.cancelled().await },
-                )
-                .await
+                if let Err(error) =
+                    gauntlet_telemetry::metrics::serve(metrics, endpoint, async move {
+                        stop.cancelled().await
+                    })
+                    .await
                 {
                     tracing::warn!(service = name, %error, "metrics endpoint stopped");
                 }

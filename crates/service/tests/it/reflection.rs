@@ -71,7 +71,7 @@ async fn every_method_resolves_from_reflection_alone() {
     let server = GrpcServer::new("reflection-test", &GrpcConfig::default())
         .await
         .unwrap();
-    let serving = tokio::spawn(server.serve(listener, shutdown.clone()));
+    let serving = tokio::spawn(server.serve(listener.into(), shutdown.clone()));
     let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
         .unwrap()
         .connect()

@@ -17,6 +17,7 @@ use gauntlet_cache::Cache;
 use gauntlet_config::{AnalyticsConfig, GauntletConfig};
 use gauntlet_core::suite::Suite;
 use gauntlet_proto::v1::{self, analytics_service_server::AnalyticsService};
+use gauntlet_service::metrics::CacheCounters;
 use gauntlet_service::{
     GrpcServer, connect_store, existing_run, internal, invalid, limits::answer, not_found, parse_id,
 };
@@ -41,8 +42,11 @@ pub struct Deps {
 }
 
 pub async fn serve(config: GauntletConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let listener =
-        gauntlet_service::Listeners::bind(&config.analytics.listen, &config.analytics.metrics_listen).await?;
+    let listener = gauntlet_service::Listeners::bind(
+        &config.analytics.listen,
+        &config.analytics.metrics_listen,
+    )
+    .await?;
     let deps = Deps {
         store: connect_store(&config.database, &shutdown).await?,
         cache: Cache::new(&config.redis, L1_BYTES)?,
@@ -58,6 +62,7 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let mut server = GrpcServer::new("analytics", &config.grpc).await?;
     let limits = server.limits();
+    gauntlet_service::metrics::watch_store(&server.metrics(), deps.store.clone(), shutdown.clone());
     let roller = (config.analytics.roll_up_every_secs > 0).then(|| {
         tokio::spawn(roll_up_completed(
             deps.store.clone(),
@@ -68,6 +73,7 @@ pub async fn run(
     });
     server.add_service(gauntlet_service::limited!(
         v1::analytics_service_server::AnalyticsServiceServer::new(Analytics {
+            cache_counts: CacheCounters::new(&server.metrics(), "analytics"),
             deps,
             config: config.analytics,
         }),
@@ -126,6 +132,7 @@ async fn roll_up_completed(
 pub struct Analytics {
     deps: Deps,
     config: AnalyticsConfig,
+    cache_counts: CacheCounters,
 }
 
 #[tonic::async_trait]
@@ -499,8 +506,12 @@ impl Analytics {
     /// An answer cached under `key`, if any (one that no longer decodes is
     /// none).
     async fn cached<M: prost::Message + Default>(&self, key: &str) -> Option<M> {
-        let bytes = self.deps.cache.get(key).await?;
-        M::decode(&*bytes).ok()
+        let answer = match self.deps.cache.get(key).await {
+            Some(bytes) => M::decode(&*bytes).ok(),
+            None => None,
+        };
+        self.cache_counts.record(answer.is_some());
+        answer
     }
 
     /// Caches an answer: a day when its runs have ended (their figures no

@@ -112,9 +112,7 @@ impl RedisBreaker {
 /// `gauntlet_cache_redis_degraded`: 1 while this process's cache runs
 /// without Redis.
 pub(crate) fn report_degraded(degraded: bool) {
-    gauntlet_telemetry::metrics::Registry::global().gauge("gauntlet_cache_redis_degraded").set(if degraded {
-        1.0
-    } else {
-        0.0
-    });
+    gauntlet_telemetry::metrics::Registry::global()
+        .gauge("gauntlet_cache_redis_degraded")
+        .set(if degraded { 1.0 } else { 0.0 });
 }

@@ -39,7 +39,8 @@ pub struct Deps {
 /// serves until `shutdown`.
 pub async fn serve(config: GauntletConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
     let listener =
-        gauntlet_service::Listeners::bind(&config.gateway.listen, &config.gateway.metrics_listen).await?;
+        gauntlet_service::Listeners::bind(&config.gateway.listen, &config.gateway.metrics_listen)
+            .await?;
     let deps = Deps {
         store: connect_store(&config.database, &shutdown).await?,
         bus: connect_bus(&config.amqp, &shutdown).await?,
@@ -62,6 +63,7 @@ pub async fn run(
     let routing = routing::Router::new(&config, deps.clone())?;
     let mut server = GrpcServer::new("gateway", &config.grpc).await?;
     let limits = server.limits();
+    gauntlet_service::metrics::watch_store(&server.metrics(), deps.store.clone(), shutdown.clone());
     server
         .add_service(limited!(RunServiceServer::new(runs), limits))
         .add_service(limited!(

@@ -34,7 +34,8 @@ struct Target {
 
 pub async fn serve(config: GauntletConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
     let listener =
-        gauntlet_service::Listeners::bind(&config.monitor.listen, &config.monitor.metrics_listen).await?;
+        gauntlet_service::Listeners::bind(&config.monitor.listen, &config.monitor.metrics_listen)
+            .await?;
     let deps = Deps {
         bus: connect_bus(&config.amqp, &shutdown).await?,
     };

@@ -137,7 +137,7 @@ pub(crate) struct CircuitBreaker {
 
 impl CircuitBreaker {
     pub(crate) fn new(endpoint: impl Into<String>, policy: BreakerPolicy) -> Self {
-        Self {
+        let breaker = Self {
             endpoint: endpoint.into(),
             policy,
             inner: Mutex::new(Inner {
@@ -146,7 +146,9 @@ impl CircuitBreaker {
                 times_opened: 0,
                 last_failure: String::new(),
             }),
-        }
+        };
+        breaker.publish(&State::Closed);
+        breaker
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -161,6 +163,7 @@ impl CircuitBreaker {
             State::Closed => false,
             State::Open { until } if Instant::now() >= until => {
                 inner.state = State::HalfOpen { probing: true };
+                self.publish(&inner.state);
                 tracing::info!(endpoint = %self.endpoint, "circuit half-open, sending a probe");
                 true
             }
@@ -191,8 +194,31 @@ impl CircuitBreaker {
         })
     }
 
+    /// `gauntlet_provider_breaker_state{endpoint}`: 0 closed, 1 half-open,
+    /// 2 open.
+    fn publish(&self, state: &State) {
+        let value = match state {
+            State::Closed => 0.0,
+            State::HalfOpen { .. } => 1.0,
+            State::Open { .. } => 2.0,
+        };
+        metrics::gauge!("gauntlet_provider_breaker_state", "endpoint" => self.endpoint.clone())
+            .set(value);
+    }
+
     fn record(&self, probe: bool, outcome: Outcome, error: Option<&ProviderError>) {
         let mut inner = self.lock();
+        self.record_locked(&mut inner, probe, outcome, error);
+        self.publish(&inner.state);
+    }
+
+    fn record_locked(
+        &self,
+        inner: &mut Inner,
+        probe: bool,
+        outcome: Outcome,
+        error: Option<&ProviderError>,
+    ) {
         match outcome {
             Outcome::Unknown => {
                 if probe {

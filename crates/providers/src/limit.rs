@@ -207,7 +207,9 @@ impl LimitedProvider {
         if self.settings.is_limited() {
             limiter::acquire(self.limiter.as_ref(), &self.charges(estimate)).await;
         }
+        let started = std::time::Instant::now();
         let result = call.await;
+        record_attempt(self.inner.id(), started.elapsed(), &result);
         // Before the permit goes, so the attempts it lets in see the pause.
         if let Some(pause) = &self.pause {
             let exhausted = match &result {
@@ -243,6 +245,10 @@ impl LimitedProvider {
             }
             Err(_) => {}
         }
+        if let Some(c) = &self.concurrency {
+            metrics::gauge!("gauntlet_provider_concurrency_limit", "provider" => self.inner.id().to_owned())
+                .set(c.limit() as f64);
+        }
         result
     }
 
@@ -274,6 +280,24 @@ impl LimitedProvider {
             None => Ok(false),
         }
     }
+}
+
+/// One attempt of a call to `provider`: `gauntlet_provider_requests_total`
+/// by outcome (`ok`, `rate_limited`, `error`) and its duration.
+fn record_attempt<T>(provider: &str, took: Duration, result: &Result<T, ProviderError>) {
+    let outcome = match result {
+        Ok(_) => "ok",
+        Err(error) if is_rate_limited(error) => "rate_limited",
+        Err(_) => "error",
+    };
+    metrics::counter!(
+        "gauntlet_provider_requests_total",
+        "provider" => provider.to_owned(),
+        "outcome" => outcome
+    )
+    .increment(1);
+    metrics::histogram!("gauntlet_provider_request_duration_seconds", "provider" => provider.to_owned())
+        .record(took.as_secs_f64());
 }
 
 #[async_trait]

@@ -172,6 +172,9 @@ pub struct RetryingProvider {
 
 impl RetryingProvider {
     pub fn new(inner: Arc<dyn Provider>, policy: RetryPolicy) -> Self {
+        // At 0 from the start: a rule's `increase()` misses a first sample.
+        metrics::counter!("gauntlet_provider_retries_total", "provider" => inner.id().to_owned())
+            .increment(0);
         Self { inner, policy }
     }
 
@@ -196,11 +199,30 @@ impl Provider for RetryingProvider {
     }
 
     async fn embed(&self, texts: &[String]) -> Result<crate::Embeddings, ProviderError> {
-        call_with_retry(&self.policy, |_| self.inner.embed(texts)).await
+        call_with_retry(&self.policy, |attempt| {
+            self.count_retry(attempt);
+            self.inner.embed(texts)
+        })
+        .await
     }
 
     async fn complete(&self, prompt: &str) -> Result<Completion, ProviderError> {
-        call_with_retry(&self.policy, |_| self.inner.complete(prompt)).await
+        call_with_retry(&self.policy, |attempt| {
+            self.count_retry(attempt);
+            self.inner.complete(prompt)
+        })
+        .await
+    }
+}
+
+impl RetryingProvider {
+    /// `gauntlet_provider_retries_total{provider}`: every attempt after a
+    /// call's first.
+    fn count_retry(&self, attempt: u32) {
+        if attempt > 1 {
+            metrics::counter!("gauntlet_provider_retries_total", "provider" => self.inner.id().to_owned())
+                .increment(1);
+        }
     }
 }
 

@@ -48,7 +48,8 @@ pub struct Deps {
 
 pub async fn serve(config: GauntletConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
     let listener =
-        gauntlet_service::Listeners::bind(&config.reports.listen, &config.reports.metrics_listen).await?;
+        gauntlet_service::Listeners::bind(&config.reports.listen, &config.reports.metrics_listen)
+            .await?;
     let deps = Deps {
         store: connect_store(&config.database, &shutdown).await?,
         bus: connect_bus(&config.amqp, &shutdown).await?,
@@ -75,6 +76,7 @@ pub async fn run(
         gauntlet_service::MessageLimits::new(&config.grpc)
     );
     let server = GrpcServer::new("reports", &config.grpc).await?;
+    gauntlet_service::metrics::watch_store(&server.metrics(), deps.store.clone(), shutdown.clone());
     let grpc = tokio::spawn(server.serve(listener.into(), shutdown.clone()));
     consume(deps, analytics, shutdown).await;
     grpc.await??;

@@ -7,6 +7,7 @@ pub mod convert;
 pub mod errors;
 pub mod events;
 pub mod limits;
+pub mod metrics;
 pub mod server;
 pub mod startup;
 pub mod tests;

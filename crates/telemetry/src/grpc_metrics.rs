@@ -66,7 +66,13 @@ pub fn code_name(code: tonic::Code) -> String {
 }
 
 fn code_of(headers: &HeaderMap) -> Option<tonic::Code> {
-    let code = headers.get("grpc-status")?.to_str().ok()?.trim().parse().ok()?;
+    let code = headers
+        .get("grpc-status")?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
     Some(tonic::Code::from_i32(code))
 }
 
@@ -111,8 +117,7 @@ where
 
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
         let started = Instant::now();
-        let (service, method) = match request.uri().path().trim_start_matches('/').split_once('/')
-        {
+        let (service, method) = match request.uri().path().trim_start_matches('/').split_once('/') {
             Some((s, m)) if !s.is_empty() && !m.is_empty() => (s.to_owned(), m.to_owned()),
             _ => ("unknown".to_owned(), "unknown".to_owned()),
         };

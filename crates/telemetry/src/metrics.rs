@@ -24,7 +24,9 @@ use std::{
 
 pub use metrics::{Counter, Gauge, Histogram};
 use metrics::{Key, Label, Metadata, Recorder};
-use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
+use metrics_exporter_prometheus::{
+    Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
+};
 
 use crate::TelemetryError;
 
@@ -187,7 +189,8 @@ impl Registry {
     }
 
     pub fn gauge_with(&self, name: &str, labels: &[(&str, &str)]) -> Gauge {
-        self.recorder.register_gauge(&Self::key(name, labels), &METADATA)
+        self.recorder
+            .register_gauge(&Self::key(name, labels), &METADATA)
     }
 
     /// A histogram; names ending `_seconds` get [`LATENCY_BUCKETS`].

@@ -134,6 +134,18 @@ enum Verdict {
 }
 
 impl Worker {
+    /// Every reason a batch is dead-lettered for, each series shown at 0
+    /// from the start (a rule's `increase()` misses a series' first sample).
+    pub const DEAD_LETTER_REASONS: &[&str] = &[
+        "undecodable",
+        "malformed_run_id",
+        "unknown_run",
+        "unusable_suite",
+        "store_unavailable",
+        "write_failed",
+        "defer_failed",
+    ];
+
     /// Routes `delivery` to the dead-letter queue, saying why.
     async fn dead_letter(&self, delivery: Delivery, reason: &'static str, detail: &str) {
         warn!(
@@ -211,6 +223,10 @@ impl Worker {
     }
 
     pub async fn process(&self, delivery: Delivery) {
+        let in_flight = self.metrics.gauge("gauntlet_worker_batches_in_flight");
+        in_flight.increment(1.0);
+        // Down again however the batch ends (a panic in a call included).
+        let _held = scopeguard(move || in_flight.decrement(1.0));
         let batch = match TaskBatch::decode(delivery.payload.as_slice()) {
             Ok(b) => b,
             Err(error) => {
@@ -368,7 +384,7 @@ impl Worker {
                 _ = flush.tick(), if !rows.is_empty()
                     && retry.as_ref().is_none_or(|r| tokio::time::Instant::now() >= r.next) =>
                 {
-                    match self.write(run_id, &mut rows).await {
+                    match self.write(run_id, &plan, &mut rows).await {
                         // This write may be the one that reached the cap.
                         Ok(run) => {
                             self.recovered(&mut retry);
@@ -397,7 +413,7 @@ impl Worker {
         drop(tasks);
 
         while !rows.is_empty() {
-            match self.write(run_id, &mut rows).await {
+            match self.write(run_id, &plan, &mut rows).await {
                 Ok(_) => self.recovered(&mut retry),
                 Err(error) => {
                     if verdict == Verdict::Shutdown || !self.keep_trying(&mut retry, &error) {
@@ -592,7 +608,12 @@ impl Worker {
     /// Writes `rows` (and empties it) and returns the run as it now stands;
     /// an error means the batch must be requeued (what was written stays, by
     /// its key).
-    async fn write(&self, run_id: Uuid, rows: &mut Vec<NewResult>) -> Result<RunRecord, String> {
+    async fn write(
+        &self,
+        run_id: Uuid,
+        plan: &RunPlan,
+        rows: &mut Vec<NewResult>,
+    ) -> Result<RunRecord, String> {
         // A store that does not answer (a pool waiting to connect to a
         // database that refuses) counts as failing, so the gate closes in
         // seconds rather than after the pool's acquire timeout. A write cut
@@ -609,6 +630,7 @@ impl Worker {
             };
         match written {
             Ok(outcome) => {
+                self.count_completed(plan, rows);
                 rows.clear();
                 self.metrics
                     .counter("gauntlet_results_inserted_total")
@@ -761,6 +783,71 @@ impl Worker {
         }
         Outcome::Row(Box::new(row))
     }
+}
+
+impl Worker {
+    /// Tests completed by suite, provider and status, with their tokens and
+    /// cost by provider.
+    fn count_completed(&self, plan: &RunPlan, rows: &[NewResult]) {
+        let suite = suite_label(plan);
+        for row in rows {
+            let provider = row.provider_id.as_str();
+            let status = match row.status {
+                ResultStatus::Pass => "pass",
+                ResultStatus::Fail => "fail",
+                _ => "error",
+            };
+            self.metrics
+                .counter_with(
+                    "gauntlet_tests_completed_total",
+                    &[("suite", suite), ("provider", provider), ("status", status)],
+                )
+                .increment(1);
+            let tokens = |kind| {
+                self.metrics.counter_with(
+                    "gauntlet_provider_tokens_total",
+                    &[("provider", provider), ("kind", kind)],
+                )
+            };
+            tokens("input").increment(u64::try_from(row.tokens_in).unwrap_or(0));
+            tokens("output").increment(u64::try_from(row.tokens_out).unwrap_or(0));
+            // Only ever increased, so `rate()` reads it as a counter; the
+            // `metrics` facade counts integers only, so it is a float gauge
+            // (`# TYPE gauge`) under a counter's name.
+            if row.cost_usd > 0.0 {
+                let cost = self.metrics.gauge_with(
+                    "gauntlet_provider_cost_dollars_total",
+                    &[("provider", provider)],
+                );
+                cost.increment(row.cost_usd);
+            }
+        }
+    }
+}
+
+/// A suite's name as a label: its description, cut to 100 characters, or
+/// `(unnamed)`.
+fn suite_label(plan: &RunPlan) -> &str {
+    match plan.suite.description.as_deref().map(str::trim) {
+        Some(d) if !d.is_empty() => match d.char_indices().nth(100) {
+            Some((cut, _)) => &d[..cut],
+            None => d,
+        },
+        _ => "(unnamed)",
+    }
+}
+
+/// Runs `f` when dropped.
+fn scopeguard(f: impl FnOnce()) -> impl Drop {
+    struct Guard<F: FnOnce()>(Option<F>);
+    impl<F: FnOnce()> Drop for Guard<F> {
+        fn drop(&mut self) {
+            if let Some(f) = self.0.take() {
+                f();
+            }
+        }
+    }
+    Guard(Some(f))
 }
 
 /// The task indexes `batch` stands for.

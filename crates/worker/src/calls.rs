@@ -55,15 +55,13 @@ impl ProviderCalls {
                 Duration::from_secs(config.response_cache_ttl_secs),
             )
         });
-        let hits = metrics.counter("gauntlet_response_cache_hits_total");
-        let misses = metrics.counter("gauntlet_response_cache_misses_total");
+        let counts = gauntlet_service::metrics::CacheCounters::new(metrics, "responses");
         Self {
             factory,
             limits: ProviderLimits::new(cache.rate_limiter(), adaptive),
             responses,
-            hook: Some(Arc::new(move |lookup| match lookup {
-                Lookup::Hit => hits.increment(1),
-                Lookup::Miss => misses.increment(1),
+            hook: Some(Arc::new(move |lookup| {
+                counts.record(matches!(lookup, Lookup::Hit));
             })),
         }
     }

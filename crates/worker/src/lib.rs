@@ -40,7 +40,8 @@ pub struct Deps {
 
 pub async fn serve(config: GauntletConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
     let listener =
-        gauntlet_service::Listeners::bind(&config.worker.listen, &config.worker.metrics_listen).await?;
+        gauntlet_service::Listeners::bind(&config.worker.listen, &config.worker.metrics_listen)
+            .await?;
     let deps = Deps {
         store: connect_store(&config.database, &shutdown).await?,
         bus: connect_bus(&config.amqp, &shutdown).await?,
@@ -63,6 +64,7 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let server = GrpcServer::new("worker", &config.grpc).await?;
     let metrics = server.metrics();
+    gauntlet_service::metrics::watch_store(&metrics, deps.store.clone(), shutdown.clone());
     let grpc = tokio::spawn(server.serve(listener.into(), shutdown.clone()));
     consume(config, deps, metrics, shutdown).await;
     grpc.await??;
@@ -81,6 +83,18 @@ async fn consume(
         &deps.cache,
         &metrics,
     );
+    metrics
+        .gauge("gauntlet_worker_batch_capacity")
+        .set(f64::from(config.worker.prefetch));
+    metrics.gauge("gauntlet_worker_batches_in_flight").set(0.0);
+    for reason in batch::Worker::DEAD_LETTER_REASONS {
+        metrics
+            .counter_with(
+                "gauntlet_batches_dead_lettered_total",
+                &[("reason", reason)],
+            )
+            .increment(0);
+    }
     let in_flight = Arc::new(Semaphore::new(config.worker.max_in_flight.max(1)));
     let store_gate = Arc::new(gate::StoreGate::default());
     let ctx = Arc::new(batch::Worker {

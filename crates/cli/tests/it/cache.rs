@@ -135,11 +135,19 @@ async fn a_second_identical_run_is_served_from_the_cache_without_calling_the_mod
     }
     assert!(output(&second, 0).len() > 1024);
     assert_eq!(
-        worker_metric(&cluster, "gauntlet_response_cache_hits_total").await,
+        worker_metric(
+            &cluster,
+            "gauntlet_cache_requests_total{cache=\"responses\",result=\"hit\"}"
+        )
+        .await,
         CASES as f64
     );
     assert_eq!(
-        worker_metric(&cluster, "gauntlet_response_cache_misses_total").await,
+        worker_metric(
+            &cluster,
+            "gauntlet_cache_requests_total{cache=\"responses\",result=\"miss\"}"
+        )
+        .await,
         CASES as f64
     );
 

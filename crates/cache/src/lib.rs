@@ -243,16 +243,25 @@ impl Cache {
 
     /// Whether Redis answers (health checks). True when there is no L2.
     pub async fn ping(&self) -> bool {
+        self.check().await.is_ok()
+    }
+
+    /// Whether this cache has Redis behind it (an L2 shared by processes).
+    pub fn is_shared(&self) -> bool {
+        self.l2.is_some()
+    }
+
+    /// Redis' answer to PING, or why there is none. Ok when there is no L2.
+    pub async fn check(&self) -> Result<(), String> {
         let Some(pool) = &self.l2 else {
-            return true;
+            return Ok(());
         };
-        match pool.get().await {
-            Ok(mut conn) => redis::cmd("PING")
-                .query_async::<String>(&mut conn)
-                .await
-                .is_ok(),
-            Err(_) => false,
-        }
+        let mut conn = pool.get().await.map_err(|e| e.to_string())?;
+        redis::cmd("PING")
+            .query_async::<String>(&mut conn)
+            .await
+            .map(drop)
+            .map_err(|e| e.to_string())
     }
 
     /// Drops L1 only, so a test can prove a value came from Redis.

@@ -146,6 +146,7 @@ impl Stack {
         config.gateway.analytics_url = url(analytics);
         config.gateway.monitor_url = url(monitor);
         config.reports.analytics_url = url(analytics);
+        config.monitor.analytics_url = url(analytics);
         config.monitor.targets = format!(
             "gateway={},worker={},analytics={},reports={}",
             url(gateway),
@@ -237,7 +238,11 @@ impl Stack {
                 "monitor",
                 tokio::spawn(gauntlet_monitor::run(
                     config.clone(),
-                    gauntlet_monitor::Deps { bus: b.bus.clone() },
+                    gauntlet_monitor::Deps {
+                        bus: b.bus.clone(),
+                        store: Some(b.store.clone()),
+                        cache: Some(b.cache.clone()),
+                    },
                     ml,
                     shutdown.clone(),
                 )),

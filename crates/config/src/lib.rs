@@ -356,6 +356,8 @@ pub struct MonitorConfig {
     /// Attempts of one webhook delivery before it is given up (with 1, 2,
     /// 4 … s between them).
     pub webhook_attempts: u32,
+    /// Analytics, for the quality rules' comparisons of a suite's runs.
+    pub analytics_url: String,
     pub poll_interval_ms: u64,
 }
 
@@ -375,6 +377,7 @@ impl Default for MonitorConfig {
             rules_file: String::new(),
             webhooks: String::new(),
             webhook_attempts: 5,
+            analytics_url: "http://127.0.0.1:7072".into(),
             poll_interval_ms: 2000,
         }
     }

@@ -236,6 +236,42 @@ impl MonitorService for Router {
             .map(|r| Response::new(r.into_inner()))
             .map_err(|s| internal("monitor", s))
     }
+
+    async fn list_alerts(
+        &self,
+        request: Request<v1::ListAlertsRequest>,
+    ) -> Result<Response<v1::ListAlertsResponse>, Status> {
+        let mut client = self.monitor.clone();
+        client
+            .list_alerts(request.into_inner())
+            .await
+            .map(|r| Response::new(r.into_inner()))
+            .map_err(|s| internal("monitor", s))
+    }
+
+    async fn get_bottlenecks(
+        &self,
+        request: Request<v1::GetBottlenecksRequest>,
+    ) -> Result<Response<v1::Findings>, Status> {
+        let mut client = self.monitor.clone();
+        client
+            .get_bottlenecks(request.into_inner())
+            .await
+            .map(|r| Response::new(r.into_inner()))
+            .map_err(|s| internal("monitor", s))
+    }
+
+    async fn get_recommendations(
+        &self,
+        request: Request<v1::GetRecommendationsRequest>,
+    ) -> Result<Response<v1::Findings>, Status> {
+        let mut client = self.monitor.clone();
+        client
+            .get_recommendations(request.into_inner())
+            .await
+            .map(|r| Response::new(r.into_inner()))
+            .map_err(|s| internal("monitor", s))
+    }
 }
 
 /// The stored kind of a comparison report: what makes two requests for

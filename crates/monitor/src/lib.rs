@@ -1,17 +1,40 @@
-//! The monitor: polls the gRPC health of every service and the depth of the
-//! work queues on an interval, and answers `GetSystemHealth` from the latest
-//! snapshot (polling at once if there is none yet).
+//! The monitor. On every poll it:
+//! - probes every service's gRPC health and checks Postgres, Redis and
+//!   RabbitMQ, with their latency;
+//! - reads the depth and consumers of the work queues and their dead-letter
+//!   queues from RabbitMQ (`gauntlet_queue_*` on its own `/metrics`);
+//! - scrapes every service's `/metrics` into a short history;
+//! - evaluates the alert rules (metric rules over that history, quality
+//!   rules over analytics' comparisons of a suite's runs) and moves alerts
+//!   through pending, firing and resolved ([`alerts`]).
+//!
+//! It answers `GetSystemHealth` from the latest poll, `ListAlerts` from the
+//! store, and `GetBottlenecks` / `GetRecommendations` from the history.
 
-use std::{sync::Arc, time::Duration};
+pub mod alerts;
+pub mod findings;
+pub mod history;
+pub mod quality;
+pub mod rules;
+
+use std::{
+    collections::HashSet,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use anyhow::Context;
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use gauntlet_bus::{Bus, QueueName};
+use gauntlet_cache::Cache;
 use gauntlet_config::GauntletConfig;
-use gauntlet_proto::v1::{self, monitor_service_server::MonitorService};
-use gauntlet_service::{GrpcServer, connect_bus, convert};
-use gauntlet_telemetry::metrics::Registry;
-use tokio::sync::RwLock;
+use gauntlet_proto::v1::{
+    self, analytics_service_client::AnalyticsServiceClient, monitor_service_server::MonitorService,
+};
+use gauntlet_service::{GrpcServer, connect_bus, connect_store, convert};
+use gauntlet_store::{AlertQuery, AlertRecord, AlertState, Store};
+use gauntlet_telemetry::metrics::{self as telemetry_metrics, Registry};
+use tokio::sync::{Mutex, RwLock};
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, transport::Channel};
 use tonic_health::pb::{
@@ -19,11 +42,27 @@ use tonic_health::pb::{
 };
 use tracing::{debug, warn};
 
-/// How long one health probe may take before the target counts as unreachable.
+use crate::{
+    alerts::{Alerting, Notifier},
+    history::History,
+    quality::Quality,
+    rules::Rule,
+};
+
+/// How long one probe, check or scrape may take before its target counts
+/// as unreachable.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// L1 of the monitor's cache handle: it only pings Redis.
+const CACHE_BYTES: u64 = 1 << 20;
 
 pub struct Deps {
     pub bus: Arc<dyn Bus>,
+    /// Where alerts are kept, and Postgres' health; without it alerts live
+    /// in memory and quality rules are off.
+    pub store: Option<Arc<dyn Store>>,
+    /// Redis' health, when the cache has Redis behind it.
+    pub cache: Option<Cache>,
 }
 
 struct Target {
@@ -33,13 +72,30 @@ struct Target {
 }
 
 pub async fn serve(config: GauntletConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let listener =
+    let listeners =
         gauntlet_service::Listeners::bind(&config.monitor.listen, &config.monitor.metrics_listen)
             .await?;
+    let cache = (!config.redis.url.is_empty())
+        .then(|| Cache::new(&config.redis, CACHE_BYTES))
+        .transpose()
+        .context("redis: cannot build the cache pool")?;
     let deps = Deps {
         bus: connect_bus(&config.amqp, &shutdown).await?,
+        store: Some(connect_store(&config.database, &shutdown).await?),
+        cache,
     };
-    run(config, deps, listener, shutdown).await
+    run(config, deps, listeners, shutdown).await
+}
+
+/// The rules of `monitor.rules_file`, or the shipped ones.
+pub fn load_rules(config: &GauntletConfig) -> anyhow::Result<Vec<Rule>> {
+    let path = config.monitor.rules_file.trim();
+    if path.is_empty() {
+        return Ok(rules::parse(rules::DEFAULT_RULES, "the built-in rules")?);
+    }
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("monitor.rules_file: cannot read {path}"))?;
+    Ok(rules::parse(&text, path)?)
 }
 
 pub async fn run(
@@ -48,6 +104,8 @@ pub async fn run(
     listener: impl Into<gauntlet_service::Listeners>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    let rules = load_rules(&config)?;
+    let limits = gauntlet_service::MessageLimits::new(&config.grpc);
     let mut targets = Vec::new();
     for (name, url) in config.monitor.target_list()? {
         let channel = tonic::transport::Endpoint::from_shared(url.clone())
@@ -57,17 +115,73 @@ pub async fn run(
         targets.push(Target {
             name,
             endpoint: url,
-            client: gauntlet_service::limited!(
-                HealthClient::new(channel),
-                gauntlet_service::MessageLimits::new(&config.grpc)
-            ),
+            client: gauntlet_service::limited!(HealthClient::new(channel), limits),
         });
     }
+    let scrapes = config.monitor.metrics_target_list()?;
+    for (_, url) in &scrapes {
+        reqwest::Url::parse(url)
+            .with_context(|| format!("monitor.metrics_targets: `{url}` is not a valid URL"))?;
+    }
+    let mut server = GrpcServer::new("monitor", &config.grpc).await?;
+    let registry = server.metrics();
+    if let Some(store) = &deps.store {
+        gauntlet_service::metrics::watch_store(&registry, store.clone(), shutdown.clone());
+    }
+    let quality = match (&deps.store, rules.iter().any(|r| r.quality.is_some())) {
+        (Some(store), true) => {
+            let channel =
+                tonic::transport::Endpoint::from_shared(config.monitor.analytics_url.clone())
+                    .with_context(|| {
+                        format!(
+                            "monitor.analytics_url: `{}` is not a valid URL",
+                            config.monitor.analytics_url
+                        )
+                    })?
+                    .connect_lazy();
+            let client = gauntlet_service::limited!(AnalyticsServiceClient::new(channel), limits);
+            Some(Quality::new(store.clone(), client))
+        }
+        _ => None,
+    };
+    let mut wanted = rules::metric_names(&rules);
+    wanted.extend(findings::METRICS.iter().map(|s| (*s).to_owned()));
+    // The rules' longest window, and the findings' (5 minutes).
+    let keep = rules
+        .iter()
+        .flat_map(|r| r.expr.iter().chain(r.conditions.iter().map(|c| &c.expr)))
+        .map(|e| e.window)
+        .chain([Duration::from_secs(300)])
+        .max()
+        .unwrap_or_default()
+        + Duration::from_secs(30);
+    let http = reqwest::Client::builder()
+        .timeout(PROBE_TIMEOUT)
+        .build()
+        .context("building the monitor's HTTP client")?;
+    let notifier = Arc::new(Notifier {
+        bus: deps.bus.clone(),
+        webhooks: config.monitor.webhook_list(),
+        attempts: config.monitor.webhook_attempts,
+        http: http.clone(),
+        registry: registry.clone(),
+    });
+    let alerting = Alerting::new(deps.store.clone(), notifier, registry.clone()).await;
     let monitor = Monitor {
         inner: Arc::new(Inner {
             targets,
+            scrapes,
+            http,
             bus: deps.bus,
+            store: deps.store,
+            cache: deps.cache.filter(Cache::is_shared),
+            registry,
+            rules,
             latest: RwLock::new(None),
+            history: std::sync::Mutex::new(History::new(keep, wanted)),
+            alerting: Mutex::new(alerting),
+            quality: Mutex::new(quality),
+            polling: Mutex::new(()),
         }),
     };
     let poller = monitor.clone();
@@ -75,6 +189,7 @@ pub async fn run(
     let stop = shutdown.clone();
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 _ = stop.cancelled() => return,
@@ -82,7 +197,6 @@ pub async fn run(
             }
         }
     });
-    let mut server = GrpcServer::new("monitor", &config.grpc).await?;
     let limits = server.limits();
     server.add_service(gauntlet_service::limited!(
         v1::monitor_service_server::MonitorServiceServer::new(monitor),
@@ -98,12 +212,24 @@ pub struct Monitor {
 
 struct Inner {
     targets: Vec<Target>,
+    /// `name`, `/metrics` URL.
+    scrapes: Vec<(String, String)>,
+    http: reqwest::Client,
     bus: Arc<dyn Bus>,
+    store: Option<Arc<dyn Store>>,
+    cache: Option<Cache>,
+    registry: Arc<Registry>,
+    rules: Vec<Rule>,
     latest: RwLock<Option<v1::SystemHealth>>,
+    history: std::sync::Mutex<History>,
+    alerting: Mutex<Alerting>,
+    quality: Mutex<Option<Quality>>,
+    /// One poll at a time.
+    polling: Mutex<()>,
 }
 
 async fn probe(target: &Target) -> v1::ServiceHealth {
-    let started = std::time::Instant::now();
+    let started = Instant::now();
     let mut client = target.client.clone();
     let outcome = tokio::time::timeout(
         PROBE_TIMEOUT,
@@ -136,50 +262,272 @@ async fn probe(target: &Target) -> v1::ServiceHealth {
     }
 }
 
+/// Runs `check` within [`PROBE_TIMEOUT`] as dependency `name`'s health.
+async fn dependency<F>(name: &str, check: F) -> v1::DependencyHealth
+where
+    F: Future<Output = Result<(), String>>,
+{
+    let started = Instant::now();
+    let outcome = tokio::time::timeout(PROBE_TIMEOUT, check).await;
+    let (status, detail) = match outcome {
+        Ok(Ok(())) => (v1::ServingStatus::Serving, String::new()),
+        Ok(Err(error)) => (v1::ServingStatus::Unreachable, error),
+        Err(_) => (
+            v1::ServingStatus::Unreachable,
+            format!("no answer within {} ms", PROBE_TIMEOUT.as_millis()),
+        ),
+    };
+    v1::DependencyHealth {
+        name: name.into(),
+        status: status as i32,
+        detail,
+        latency_ms: started.elapsed().as_secs_f64() * 1000.0,
+        checked_at: Some(convert::timestamp(Utc::now())),
+    }
+}
+
 impl Monitor {
     async fn poll(&self) -> v1::SystemHealth {
-        let services = futures::future::join_all(self.inner.targets.iter().map(probe)).await;
-        let mut queues = Vec::new();
-        // Work waiting for workers: new batches and handed-back ones.
-        let mut task_messages = None;
-        for q in QueueName::ALL {
-            match self.inner.bus.queue_stats(q).await {
-                Ok(stats) => {
-                    if matches!(q, QueueName::Tasks | QueueName::Retries) {
-                        *task_messages.get_or_insert(0) += stats.messages;
-                    }
-                    queues.push(v1::QueueStats {
-                        name: q.as_str().into(),
-                        messages: stats.messages,
-                        consumers: stats.consumers,
-                    })
-                }
-                Err(error) => warn!(%error, queue = q.as_str(), "cannot read queue depth"),
+        let _one = self.inner.polling.lock().await;
+        let inner = &self.inner;
+        let r = &inner.registry;
+        let (services, queues, dependencies) = tokio::join!(
+            self.probe_services(),
+            self.read_queues(),
+            self.check_dependencies()
+        );
+        let (queues, rabbitmq) = queues;
+        let mut dependencies = dependencies;
+        dependencies.push(rabbitmq);
+        for s in &services {
+            r.gauge_with("gauntlet_service_up", &[("target", &s.name)])
+                .set(if s.status == v1::ServingStatus::Serving as i32 {
+                    1.0
+                } else {
+                    0.0
+                });
+            if s.status != v1::ServingStatus::Serving as i32 {
+                debug!(service = %s.name, detail = %s.detail, "service not serving");
             }
         }
-        if let Some(messages) = task_messages {
-            Registry::global()
-                .gauge("gauntlet_task_queue_messages")
-                .set(messages as f64);
+        for d in &dependencies {
+            let up = d.status == v1::ServingStatus::Serving as i32;
+            r.gauge_with("gauntlet_dependency_up", &[("dependency", &d.name)])
+                .set(if up { 1.0 } else { 0.0 });
+            r.gauge_with(
+                "gauntlet_dependency_latency_seconds",
+                &[("dependency", &d.name)],
+            )
+            .set(d.latency_ms / 1000.0);
         }
+        for q in &queues {
+            r.gauge_with("gauntlet_queue_messages", &[("queue", &q.name)])
+                .set(q.messages as f64);
+            r.gauge_with("gauntlet_queue_consumers", &[("queue", &q.name)])
+                .set(f64::from(q.consumers));
+        }
+        self.scrape().await;
+        self.evaluate().await;
         let healthy = services
             .iter()
-            .all(|s| s.status == v1::ServingStatus::Serving as i32);
-        for s in services
-            .iter()
-            .filter(|s| s.status != v1::ServingStatus::Serving as i32)
-        {
-            debug!(service = %s.name, detail = %s.detail, "service not serving");
-        }
+            .map(|s| s.status)
+            .chain(dependencies.iter().map(|d| d.status))
+            .all(|s| s == v1::ServingStatus::Serving as i32);
         let health = v1::SystemHealth {
             healthy,
             services,
             queues,
             checked_at: Some(convert::timestamp(Utc::now())),
+            dependencies,
         };
-        *self.inner.latest.write().await = Some(health.clone());
+        *inner.latest.write().await = Some(health.clone());
         health
     }
+
+    async fn probe_services(&self) -> Vec<v1::ServiceHealth> {
+        futures::future::join_all(self.inner.targets.iter().map(probe)).await
+    }
+
+    /// The work queues and their dead-letter queues, and RabbitMQ's health
+    /// (the time to read the first).
+    async fn read_queues(&self) -> (Vec<v1::QueueStats>, v1::DependencyHealth) {
+        let bus = &self.inner.bus;
+        let mut queues = Vec::new();
+        let mut first_error = None;
+        let started = Instant::now();
+        let mut took = None;
+        let reads = QueueName::ALL
+            .iter()
+            .map(|q| (q.as_str(), *q, false))
+            .chain([
+                (QueueName::Tasks.dead_letter(), QueueName::Tasks, true),
+                (QueueName::Reports.dead_letter(), QueueName::Reports, true),
+            ]);
+        for (name, queue, dead) in reads {
+            let stats = tokio::time::timeout(PROBE_TIMEOUT, async {
+                if dead {
+                    bus.dead_letter_stats(queue).await
+                } else {
+                    bus.queue_stats(queue).await
+                }
+            })
+            .await;
+            took.get_or_insert(started.elapsed());
+            match stats {
+                Ok(Ok(stats)) => queues.push(v1::QueueStats {
+                    name: name.into(),
+                    messages: stats.messages,
+                    consumers: stats.consumers,
+                }),
+                Ok(Err(error)) => {
+                    warn!(%error, queue = name, "cannot read queue depth");
+                    first_error.get_or_insert(error.to_string());
+                }
+                Err(_) => {
+                    first_error.get_or_insert(format!(
+                        "no answer within {} ms",
+                        PROBE_TIMEOUT.as_millis()
+                    ));
+                }
+            }
+        }
+        let (status, detail) = match first_error {
+            None => (v1::ServingStatus::Serving, String::new()),
+            Some(e) => (v1::ServingStatus::Unreachable, e),
+        };
+        let rabbitmq = v1::DependencyHealth {
+            name: "rabbitmq".into(),
+            status: status as i32,
+            detail,
+            latency_ms: took.unwrap_or_default().as_secs_f64() * 1000.0,
+            checked_at: Some(convert::timestamp(Utc::now())),
+        };
+        (queues, rabbitmq)
+    }
+
+    async fn check_dependencies(&self) -> Vec<v1::DependencyHealth> {
+        let mut out = Vec::new();
+        if let Some(store) = &self.inner.store {
+            out.push(
+                dependency("postgres", async {
+                    store.ping().await.map_err(|e| e.to_string())
+                })
+                .await,
+            );
+        }
+        if let Some(cache) = &self.inner.cache {
+            out.push(dependency("redis", cache.check()).await);
+        }
+        out
+    }
+
+    /// Every service's `/metrics` and the monitor's own, into the history.
+    async fn scrape(&self) {
+        let inner = &self.inner;
+        let scraped =
+            futures::future::join_all(inner.scrapes.iter().map(|(name, url)| async move {
+                let text = async {
+                    let response = inner.http.get(url).send().await?.error_for_status()?;
+                    response.text().await
+                }
+                .await;
+                (name, url, text)
+            }))
+            .await;
+        let now = Instant::now();
+        let own = inner.registry.render();
+        let mut history = inner.history.lock().unwrap_or_else(|e| e.into_inner());
+        for (name, url, text) in scraped {
+            match text {
+                Ok(text) => history.ingest(name, now, telemetry_metrics::parse(&text)),
+                Err(error) => debug!(%error, %url, "cannot scrape metrics"),
+            }
+        }
+        history.ingest("monitor", now, telemetry_metrics::parse(&own));
+        history.prune(now);
+    }
+
+    async fn evaluate(&self) {
+        let inner = &self.inner;
+        let now = Instant::now();
+        let wall: DateTime<Utc> = Utc::now();
+        let mut alerting = inner.alerting.lock().await;
+        for rule in &inner.rules {
+            let instances = match &rule.quality {
+                Some(q) => match inner.quality.lock().await.as_mut() {
+                    Some(quality) => quality.check(q).await,
+                    None => continue,
+                },
+                None => {
+                    let history = inner.history.lock().unwrap_or_else(|e| e.into_inner());
+                    rule.instances(&history, now)
+                }
+            };
+            alerting.apply(rule, &instances, wall).await;
+        }
+        alerting.publish_counts();
+    }
+
+    fn findings(&self) -> v1::Findings {
+        let history = self.inner.history.lock().unwrap_or_else(|e| e.into_inner());
+        v1::Findings {
+            findings: findings::find(&history, Instant::now()),
+            checked_at: Some(convert::timestamp(Utc::now())),
+        }
+    }
+}
+
+/// The largest page of alerts.
+pub const MAX_ALERTS_PAGE: u32 = 1000;
+
+fn severity_of(text: &str) -> v1::AlertSeverity {
+    match text {
+        "info" => v1::AlertSeverity::Info,
+        "warning" => v1::AlertSeverity::Warning,
+        "critical" => v1::AlertSeverity::Critical,
+        _ => v1::AlertSeverity::Unspecified,
+    }
+}
+
+fn alert_message(a: &AlertRecord) -> v1::Alert {
+    v1::Alert {
+        id: a.id.to_string(),
+        rule: a.rule.clone(),
+        severity: severity_of(&a.severity) as i32,
+        state: match a.state {
+            AlertState::Pending => v1::AlertState::Pending,
+            AlertState::Firing => v1::AlertState::Firing,
+            AlertState::Resolved => v1::AlertState::Resolved,
+        } as i32,
+        labels: a.labels.clone().into_iter().collect(),
+        value: a.value,
+        threshold: a.threshold,
+        summary: a.summary.clone(),
+        started_at: Some(convert::timestamp(a.started_at)),
+        fired_at: a.fired_at.map(convert::timestamp),
+        resolved_at: a.resolved_at.map(convert::timestamp),
+    }
+}
+
+/// `<started_at in ns>_<id>`: where the next page starts.
+fn page_token(a: &AlertRecord) -> String {
+    format!(
+        "{}_{}",
+        a.started_at.timestamp_nanos_opt().unwrap_or_default(),
+        a.id
+    )
+}
+
+fn parse_page_token(token: &str) -> Result<(DateTime<Utc>, uuid::Uuid), Status> {
+    let bad = || {
+        Status::invalid_argument(format!(
+            "page_token: `{token}` is not a token ListAlerts gave"
+        ))
+    };
+    let (nanos, id) = token.split_once('_').ok_or_else(bad)?;
+    let nanos: i64 = nanos.parse().map_err(|_| bad())?;
+    let id = uuid::Uuid::parse_str(id).map_err(|_| bad())?;
+    Ok((DateTime::from_timestamp_nanos(nanos), id))
 }
 
 #[tonic::async_trait]
@@ -193,4 +541,113 @@ impl MonitorService for Monitor {
         }
         Ok(Response::new(self.poll().await))
     }
+
+    async fn list_alerts(
+        &self,
+        request: Request<v1::ListAlertsRequest>,
+    ) -> Result<Response<v1::ListAlertsResponse>, Status> {
+        let req = request.into_inner();
+        let limit = match req.page_size {
+            0 => 100,
+            n if n > MAX_ALERTS_PAGE => {
+                return Err(Status::invalid_argument(format!(
+                    "page_size: {n} is more than {MAX_ALERTS_PAGE}"
+                )));
+            }
+            n => n,
+        };
+        let severity = match v1::AlertSeverity::try_from(req.severity) {
+            Ok(v1::AlertSeverity::Unspecified) => None,
+            Ok(s) => Some(
+                s.as_str_name()
+                    .trim_start_matches("ALERT_SEVERITY_")
+                    .to_ascii_lowercase(),
+            ),
+            Err(_) => {
+                return Err(Status::invalid_argument(format!(
+                    "severity: {} is not an AlertSeverity",
+                    req.severity
+                )));
+            }
+        };
+        let before = match req.page_token.trim() {
+            "" => None,
+            token => Some(parse_page_token(token)?),
+        };
+        let query = AlertQuery {
+            active_only: req.active_only,
+            severity,
+            rule: (!req.rule.is_empty()).then(|| req.rule.clone()),
+            // One more tells whether there is a next page.
+            limit: limit + 1,
+            before,
+        };
+        let mut alerts = match &self.inner.store {
+            Some(store) => store
+                .list_alerts(&query)
+                .await
+                .map_err(|e| gauntlet_service::internal("list alerts", e))?,
+            // No store: what is active now.
+            None => {
+                let alerting = self.inner.alerting.lock().await;
+                let mut active: Vec<AlertRecord> = alerting
+                    .active()
+                    .filter(|a| query.severity.as_ref().is_none_or(|s| &a.severity == s))
+                    .filter(|a| query.rule.as_ref().is_none_or(|r| &a.rule == r))
+                    .filter(|a| {
+                        query
+                            .before
+                            .is_none_or(|(at, id)| (a.started_at, a.id) < (at, id))
+                    })
+                    .cloned()
+                    .collect();
+                active.sort_by_key(|a| std::cmp::Reverse((a.started_at, a.id)));
+                active.truncate(query.limit as usize);
+                active
+            }
+        };
+        let next_page_token = if alerts.len() > limit as usize {
+            alerts.truncate(limit as usize);
+            alerts.last().map(page_token).unwrap_or_default()
+        } else {
+            String::new()
+        };
+        Ok(Response::new(v1::ListAlertsResponse {
+            alerts: alerts.iter().map(alert_message).collect(),
+            next_page_token,
+        }))
+    }
+
+    async fn get_bottlenecks(
+        &self,
+        _request: Request<v1::GetBottlenecksRequest>,
+    ) -> Result<Response<v1::Findings>, Status> {
+        Ok(Response::new(self.findings()))
+    }
+
+    async fn get_recommendations(
+        &self,
+        _request: Request<v1::GetRecommendationsRequest>,
+    ) -> Result<Response<v1::Findings>, Status> {
+        // The same findings, those with something to do.
+        let mut findings = self.findings();
+        findings.findings.retain(|f| !f.action.is_empty());
+        Ok(Response::new(findings))
+    }
+}
+
+/// The metric names the rules read that `scraped` lacks (for tests and
+/// `gauntlet health`'s checks).
+pub fn missing_names(rules: &[Rule], scraped: &HashSet<String>) -> Vec<String> {
+    let mut missing: Vec<String> = rules::metric_names(rules)
+        .into_iter()
+        .filter(|n| {
+            !scraped.contains(n)
+                && !["_bucket", "_count", "_sum"]
+                    .iter()
+                    .any(|s| scraped.contains(&format!("{n}{s}")))
+        })
+        .collect();
+    missing.sort();
+    missing
 }

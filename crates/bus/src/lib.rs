@@ -309,6 +309,10 @@ pub trait Bus: Send + Sync + 'static {
     /// Events whose routing key matches `pattern` (`run.<id>.*`), from a
     /// private queue that lives as long as the stream.
     async fn subscribe(&self, pattern: &str) -> Result<EventStream>;
+    /// The broker behind the bus, as health checks name it.
+    fn backend(&self) -> &'static str {
+        "rabbitmq"
+    }
     /// Ready messages and consumers of `queue`; unacknowledged deliveries
     /// are not counted.
     async fn queue_stats(&self, queue: QueueName) -> Result<QueueStats>;

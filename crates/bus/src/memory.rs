@@ -441,6 +441,10 @@ fn words(s: &str) -> Vec<&str> {
 
 #[async_trait]
 impl Bus for MemoryBus {
+    fn backend(&self) -> &'static str {
+        "in-process bus"
+    }
+
     async fn publish(&self, queue: QueueName, messages: Vec<Message>) -> Result<()> {
         let queue = self.queue(queue);
         let mut state = queue.lock();

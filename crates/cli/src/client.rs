@@ -14,8 +14,8 @@ use gauntlet_core::{
 };
 use gauntlet_proto::v1::{
     self, admin_service_client::AdminServiceClient,
-    analytics_service_client::AnalyticsServiceClient, report_service_client::ReportServiceClient,
-    run_service_client::RunServiceClient,
+    analytics_service_client::AnalyticsServiceClient, monitor_service_client::MonitorServiceClient,
+    report_service_client::ReportServiceClient, run_service_client::RunServiceClient,
 };
 use gauntlet_service::{MessageLimits, limited};
 use tonic::transport::{Channel, Endpoint};
@@ -37,6 +37,7 @@ pub struct Gateway {
     pub analytics: AnalyticsServiceClient<Channel>,
     pub reports: ReportServiceClient<Channel>,
     pub admin: AdminServiceClient<Channel>,
+    pub monitor: MonitorServiceClient<Channel>,
     pub limits: MessageLimits,
 }
 
@@ -46,7 +47,8 @@ impl Gateway {
             runs: limited!(RunServiceClient::new(channel.clone()), limits),
             analytics: limited!(AnalyticsServiceClient::new(channel.clone()), limits),
             reports: limited!(ReportServiceClient::new(channel.clone()), limits),
-            admin: limited!(AdminServiceClient::new(channel), limits),
+            admin: limited!(AdminServiceClient::new(channel.clone()), limits),
+            monitor: limited!(MonitorServiceClient::new(channel), limits),
             limits,
         }
     }

@@ -129,7 +129,7 @@ pub async fn redrive(
 }
 
 /// `45s`, `3m12s`, `2h05m`, `3d04h`.
-fn age(d: Duration) -> String {
+pub(crate) fn age(d: Duration) -> String {
     let s = d.as_secs();
     match s {
         0..60 => format!("{s}s"),

@@ -6,6 +6,7 @@ pub mod commands;
 pub mod compare;
 pub mod dlq;
 pub mod embedded;
+pub mod health;
 pub mod insights;
 pub mod output;
 pub mod regressions;

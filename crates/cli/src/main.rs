@@ -9,7 +9,7 @@ use gauntlet_cache::Cache;
 use gauntlet_cli::{
     commands, compare, dlq,
     embedded::{self, Backends, Stack},
-    insights, regressions, run,
+    health, insights, regressions, run,
     target::Target,
     trends,
 };
@@ -137,6 +137,34 @@ enum Command {
     /// significantly worse than the best, flaky cases (repeats disagree),
     /// cases failing on every provider and prompt, latency outliers.
     Insights(insights::InsightsArgs),
+    /// The fleet as the monitor sees it: each service's health, Postgres,
+    /// Redis and RabbitMQ with their latency, the queues, and what limits
+    /// throughput now with what to do about it. Exits 1 when something is
+    /// not serving.
+    Health {
+        /// Print JSON instead of tables.
+        #[arg(long)]
+        json: bool,
+        #[arg(long, env = "GAUNTLET_SERVER", default_value = "http://127.0.0.1:7070")]
+        server: String,
+    },
+    /// The monitor's alerts: those pending and firing, or with --all the
+    /// history too, newest first. Rules: deploy/monitor/rules.yml (or
+    /// monitor.rules_file).
+    Alerts {
+        /// Resolved alerts too.
+        #[arg(long)]
+        all: bool,
+        #[arg(long, value_enum)]
+        severity: Option<SeverityArg>,
+        /// Only this rule's alerts.
+        #[arg(long)]
+        rule: Option<String>,
+        #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=1000))]
+        limit: u32,
+        #[arg(long, env = "GAUNTLET_SERVER", default_value = "http://127.0.0.1:7070")]
+        server: String,
+    },
     /// Run all five services in this process (gateway, worker, analytics,
     /// reports, monitor), the gateway on gateway.listen (127.0.0.1:7070).
     /// By default with the embedded backends (SQLite in --data-dir, an
@@ -161,6 +189,24 @@ enum Command {
         #[arg(value_enum)]
         service: Service,
     },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum SeverityArg {
+    Info,
+    Warning,
+    Critical,
+}
+
+impl SeverityArg {
+    fn proto(self) -> gauntlet_proto::v1::AlertSeverity {
+        use gauntlet_proto::v1::AlertSeverity;
+        match self {
+            Self::Info => AlertSeverity::Info,
+            Self::Warning => AlertSeverity::Warning,
+            Self::Critical => AlertSeverity::Critical,
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -406,6 +452,27 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
                     .map(|()| 0)
             }
         },
+        Command::Health { json, server } => health::health(&config, &server, json)
+            .await
+            .map(|healthy| if healthy { 0 } else { 1 }),
+        Command::Alerts {
+            all,
+            severity,
+            rule,
+            limit,
+            server,
+        } => health::alerts(
+            &config,
+            &server,
+            health::AlertsQuery {
+                all,
+                severity: severity.map(SeverityArg::proto),
+                rule: rule.as_deref(),
+                limit,
+            },
+        )
+        .await
+        .map(|()| 0),
         Command::Up {
             database_url,
             amqp_url,

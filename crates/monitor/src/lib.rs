@@ -1,6 +1,6 @@
 //! The monitor. On every poll it:
-//! - probes every service's gRPC health and checks Postgres, Redis and
-//!   RabbitMQ, with their latency;
+//! - probes every service's gRPC health and checks Postgres (or SQLite),
+//!   Redis and RabbitMQ (or the in-process bus), with their latency;
 //! - reads the depth and consumers of the work queues and their dead-letter
 //!   queues from RabbitMQ (`gauntlet_queue_*` on its own `/metrics`);
 //! - scrapes every service's `/metrics` into a short history;
@@ -396,7 +396,7 @@ impl Monitor {
             Some(e) => (v1::ServingStatus::Unreachable, e),
         };
         let rabbitmq = v1::DependencyHealth {
-            name: "rabbitmq".into(),
+            name: bus.backend().into(),
             status: status as i32,
             detail,
             latency_ms: took.unwrap_or_default().as_secs_f64() * 1000.0,
@@ -409,7 +409,7 @@ impl Monitor {
         let mut out = Vec::new();
         if let Some(store) = &self.inner.store {
             out.push(
-                dependency("postgres", async {
+                dependency(store.backend(), async {
                     store.ping().await.map_err(|e| e.to_string())
                 })
                 .await,

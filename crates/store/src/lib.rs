@@ -364,6 +364,9 @@ pub trait Store: Send + Sync + 'static {
     /// Alerts by `query`, newest first.
     async fn list_alerts(&self, query: &AlertQuery) -> Result<Vec<AlertRecord>>;
 
+    /// The database behind the store, as health checks name it.
+    fn backend(&self) -> &'static str;
+
     /// The connection pool's size and use; `None` for a store without one.
     fn pool_stats(&self) -> Option<PoolStats> {
         None

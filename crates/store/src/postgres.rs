@@ -604,6 +604,10 @@ impl Store for PgStore {
             .collect()
     }
 
+    fn backend(&self) -> &'static str {
+        "postgres"
+    }
+
     fn pool_stats(&self) -> Option<PoolStats> {
         Some(PoolStats {
             size: self.pool.size(),

@@ -558,6 +558,10 @@ impl Store for SqliteStore {
             .collect()
     }
 
+    fn backend(&self) -> &'static str {
+        "sqlite"
+    }
+
     fn pool_stats(&self) -> Option<PoolStats> {
         Some(PoolStats {
             size: self.pool.size(),

@@ -26,12 +26,18 @@ if ! python3 -c "import grpc_reflection, google.protobuf" 2>/dev/null; then
   python3 -m pip install --quiet --disable-pip-version-check grpcio grpcio-reflection protobuf
 fi
 
-# A browser we did not write, for the HTML report's test (Debian's packages).
-if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then
+# Debian's packages: a browser we did not write, for the HTML report's
+# test, and promtool (package prometheus), which checks the shipped alert
+# rules and runs their unit tests.
+packages=()
+command -v chromium >/dev/null 2>&1 || packages+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || packages+=(chromium-driver)
+command -v promtool >/dev/null 2>&1 || packages+=(prometheus)
+if [ "${#packages[@]}" -gt 0 ]; then
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"
   $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq chromium chromium-driver >/dev/null
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${packages[@]}" >/dev/null
 fi
 
 step "cargo fmt --check"

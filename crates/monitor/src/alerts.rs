@@ -76,6 +76,20 @@ impl Alerting {
         }
     }
 
+    /// Shows every rule's `gauntlet_alerts` series, at 0 until it has alerts.
+    pub fn seed(&mut self, rules: &[Rule]) {
+        for rule in rules {
+            for state in ["pending", "firing"] {
+                self.gauges.insert((
+                    rule.name.clone(),
+                    rule.severity.as_str().to_owned(),
+                    state.to_owned(),
+                ));
+            }
+        }
+        self.publish_counts();
+    }
+
     /// The alerts pending or firing now.
     pub fn active(&self) -> impl Iterator<Item = &AlertRecord> {
         self.active.values()

@@ -166,7 +166,8 @@ pub async fn run(
         http: http.clone(),
         registry: registry.clone(),
     });
-    let alerting = Alerting::new(deps.store.clone(), notifier, registry.clone()).await;
+    let mut alerting = Alerting::new(deps.store.clone(), notifier, registry.clone()).await;
+    alerting.seed(&rules);
     let monitor = Monitor {
         inner: Arc::new(Inner {
             targets,

@@ -51,6 +51,9 @@ impl GrpcServer {
         // speak only that version.
         let reflection_v1 = reflection().build_v1()?;
         let reflection_v1alpha = reflection().build_v1alpha()?;
+        // The process registry takes the `metrics` macros (the provider
+        // clients') from the first server on, telemetry set up or not.
+        Registry::global();
         let metrics = Arc::new(Registry::new(name));
         // These take the same limits as the service's own APIs, so a client
         // that compresses (the monitor's health probes) is understood.

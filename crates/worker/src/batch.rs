@@ -814,13 +814,12 @@ impl Worker {
             // Only ever increased, so `rate()` reads it as a counter; the
             // `metrics` facade counts integers only, so it is a float gauge
             // (`# TYPE gauge`) under a counter's name.
-            if row.cost_usd > 0.0 {
-                let cost = self.metrics.gauge_with(
+            self.metrics
+                .gauge_with(
                     "gauntlet_provider_cost_dollars_total",
                     &[("provider", provider)],
-                );
-                cost.increment(row.cost_usd);
-            }
+                )
+                .increment(row.cost_usd.max(0.0));
         }
     }
 }

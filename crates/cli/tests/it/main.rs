@@ -10,6 +10,7 @@ mod compare;
 mod e2e;
 mod front_door;
 mod graded;
+mod monitoring;
 mod resilience;
 mod stuck;
 mod upload;

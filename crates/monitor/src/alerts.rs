@@ -306,3 +306,62 @@ async fn deliver(notifier: &Notifier, url: &str, body: &serde_json::Value) {
         )
         .increment(1);
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use gauntlet_bus::MemoryBus;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_webhook_delivery_is_retried_until_the_receiver_takes_it() {
+        // Refuses twice, then accepts.
+        let calls = Arc::new(AtomicU32::new(0));
+        let seen = calls.clone();
+        let app = axum::Router::new().route(
+            "/hook",
+            axum::routing::post(move || {
+                let n = seen.fetch_add(1, Ordering::SeqCst);
+                async move {
+                    if n < 2 {
+                        axum::http::StatusCode::SERVICE_UNAVAILABLE
+                    } else {
+                        axum::http::StatusCode::OK
+                    }
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        let registry = Arc::new(Registry::new("monitor"));
+        let notifier = Notifier {
+            bus: Arc::new(MemoryBus::new(3)),
+            webhooks: vec![url.clone()],
+            attempts: 5,
+            http: reqwest::Client::new(),
+            registry: registry.clone(),
+        };
+        deliver(&notifier, &url, &json!({"rule": "X"})).await;
+        assert_eq!(calls.load(Ordering::SeqCst), 3);
+        let counts = registry.snapshot();
+        assert_eq!(
+            counts["gauntlet_webhook_deliveries_total{outcome=\"delivered\"}"],
+            1.0
+        );
+
+        // A receiver that never takes it: given up after the attempts.
+        let notifier = Notifier {
+            attempts: 2,
+            webhooks: vec!["http://127.0.0.1:9/hook".into()],
+            ..notifier
+        };
+        deliver(&notifier, "http://127.0.0.1:9/hook", &json!({})).await;
+        assert_eq!(
+            registry.snapshot()["gauntlet_webhook_deliveries_total{outcome=\"given_up\"}"],
+            1.0
+        );
+    }
+}

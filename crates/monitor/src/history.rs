@@ -22,6 +22,8 @@ pub struct History {
     /// Only these names are kept (what some rule or finding reads).
     wanted: HashSet<String>,
     series: HashMap<SeriesKey, VecDeque<(Instant, f64)>>,
+    /// When each target was last scraped.
+    scraped: HashMap<String, Instant>,
 }
 
 impl History {
@@ -30,6 +32,7 @@ impl History {
             keep,
             wanted,
             series: HashMap::new(),
+            scraped: HashMap::new(),
         }
     }
 
@@ -43,21 +46,34 @@ impl History {
     }
 
     /// Adds one scrape of `target` taken at `at`.
+    ///
+    /// A counter first seen in this scrape although the target was scraped
+    /// before was created in between: it is taken to have been 0 at the
+    /// previous scrape, so what it counted since is not lost to `increase`
+    /// (a run that starts and ends between two scrapes still counts).
     pub fn ingest(&mut self, target: &str, at: Instant, samples: Vec<Sample>) {
+        let before = self.scraped.insert(target.to_owned(), at);
         for sample in samples {
             if !self.wants(&sample.name) || sample.value.is_nan() {
                 continue;
             }
+            let counter = ["_total", "_count", "_sum", "_bucket"]
+                .iter()
+                .any(|s| sample.name.ends_with(s));
             let mut labels = sample.labels;
             labels.insert("target".into(), target.into());
             let key = SeriesKey {
                 name: sample.name,
                 labels,
             };
-            self.series
-                .entry(key)
-                .or_default()
-                .push_back((at, sample.value));
+            let points = self.series.entry(key).or_default();
+            if points.is_empty()
+                && counter
+                && let Some(before) = before
+            {
+                points.push_back((before, 0.0));
+            }
+            points.push_back((at, sample.value));
         }
     }
 
@@ -221,6 +237,42 @@ mod tests {
         assert_eq!(Over::Rate.apply(&p), Some(3.0));
         assert_eq!(Over::Delta.apply(&p), Some(1.0));
         assert_eq!(Over::Rate.apply(&points(&[1.0])), None);
+    }
+
+    #[test]
+    fn a_counter_born_between_two_scrapes_counts_from_zero() {
+        let wanted = ["calls_total", "depth"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let mut h = History::new(Duration::from_secs(60), wanted);
+        let start = Instant::now();
+        let at = |s| start + Duration::from_secs(s);
+        h.ingest("w", at(0), gauntlet_telemetry::metrics::parse("depth 1\n"));
+        // Born and done between the scrapes: 12 calls, and a new gauge.
+        h.ingest(
+            "w",
+            at(2),
+            gauntlet_telemetry::metrics::parse("calls_total 12\ndepth 1\nother_depth 5\n"),
+        );
+        let none = BTreeMap::new();
+        let (_, calls) = h
+            .select("calls_total", &none, Duration::from_secs(60), at(2))
+            .next()
+            .unwrap();
+        assert_eq!(Over::Increase.apply(&calls), Some(12.0));
+        // On a target's first scrape nothing is assumed.
+        h.ingest(
+            "v",
+            at(2),
+            gauntlet_telemetry::metrics::parse("calls_total 7\n"),
+        );
+        let v: BTreeMap<String, String> = [("target".to_string(), "v".to_string())].into();
+        let (_, calls) = h
+            .select("calls_total", &v, Duration::from_secs(60), at(2))
+            .next()
+            .unwrap();
+        assert_eq!(Over::Increase.apply(&calls), None);
     }
 
     #[test]

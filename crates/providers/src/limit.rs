@@ -282,6 +282,19 @@ impl LimitedProvider {
     }
 }
 
+/// `provider`'s attempt counts, at 0 until its first attempt: a rule's
+/// `increase()` reads nothing from a series' first sample.
+fn show_attempts(provider: &str) {
+    for outcome in ["ok", "rate_limited", "error"] {
+        metrics::counter!(
+            "gauntlet_provider_requests_total",
+            "provider" => provider.to_owned(),
+            "outcome" => outcome
+        )
+        .increment(0);
+    }
+}
+
 /// One attempt of a call to `provider`: `gauntlet_provider_requests_total`
 /// by outcome (`ok`, `rate_limited`, `error`) and its duration.
 fn record_attempt<T>(provider: &str, took: Duration, result: &Result<T, ProviderError>) {
@@ -406,6 +419,7 @@ impl ProviderLimits {
             .clone();
         let limiter = self.limiter.clone();
         factory.build_layered(id, config, &|inner| {
+            show_attempts(inner.id());
             Arc::new(LimitedProvider {
                 inner,
                 limiter: limiter.clone(),

@@ -192,8 +192,10 @@ fn promtool(args: &[&str], dir: &Path) -> bool {
 async fn gauntlet_up_serves_every_metric_the_rules_and_dashboards_use() {
     let db = TestDatabase::create().await;
     let vhost = TestVhost::create().await;
+    // Half of the answers are 429s (paced: Retry-After 0), for the
+    // throttling recommendation.
     let mock = MockServer::start(MockConfig {
-        rate_429: 0.1,
+        rate_429: 0.5,
         retry_after_secs: 0,
         seed: Some(7),
         ..MockConfig::default()
@@ -357,6 +359,9 @@ async fn gauntlet_up_serves_every_metric_the_rules_and_dashboards_use() {
         "redis",
         "rabbitmq",
         "gauntlet.tasks.dead",
+        // What the 429s call for, read off the worker's metrics.
+        "provider openai:chat:mock-a is throttling",
+        "raise its RPM (requestsPerMinute)",
     ] {
         assert!(out.contains(want), "{want} in {out}");
     }
@@ -764,6 +769,30 @@ async fn a_pass_rate_drop_between_two_runs_of_a_suite_fires_the_quality_alert() 
             .contains(&format!("gauntlet compare {} {}", first.id, second.id)),
         "{}",
         alert.summary
+    );
+    // As the user lists it, through the gateway.
+    let listed = tokio::process::Command::new(BIN)
+        .args([
+            "alerts",
+            "--severity",
+            "warning",
+            "--server",
+            &cluster.stack.url(),
+        ])
+        .env("NO_COLOR", "1")
+        .output()
+        .await
+        .unwrap();
+    let (out, err) = text(&listed);
+    assert!(listed.status.success(), "{out}{err}");
+    let line = out
+        .lines()
+        .find(|l| l.contains("PassRateDrop"))
+        .unwrap_or_else(|| panic!("PassRateDrop in {out}"));
+    assert!(line.starts_with("FIRING"), "{line}");
+    assert!(
+        line.contains("quality watch: pass rate down 100 points"),
+        "{line}"
     );
 
     // The model recovers: the next run resolves it.

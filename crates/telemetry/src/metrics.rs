@@ -247,13 +247,29 @@ impl Registry {
         // The collector records through the macros, i.e. into the global
         // recorder: this registry when it is installed.
         PROCESS.collect();
-        let cores = std::thread::available_parallelism().map_or(1, usize::from);
-        self.gauge("gauntlet_process_cpu_cores").set(cores as f64);
+        self.gauge("gauntlet_process_cpu_cores").set(cpu_cores());
         if let Some(limit) = memory_limit() {
             self.gauge("gauntlet_process_memory_limit_bytes")
                 .set(limit as f64);
         }
     }
+}
+
+/// The CPUs this process may use: its cgroup's quota when it has one (a
+/// 500m limit is 0.5), else the CPUs it may run on.
+fn cpu_cores() -> f64 {
+    let quota = std::fs::read_to_string("/sys/fs/cgroup/cpu.max")
+        .ok()
+        .and_then(|s| cgroup_cpus(&s));
+    quota.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from) as f64)
+}
+
+/// `cpu.max` (`<quota> <period>`, or `max <period>` for none) as CPUs.
+fn cgroup_cpus(text: &str) -> Option<f64> {
+    let mut parts = text.split_whitespace();
+    let quota: f64 = parts.next()?.parse().ok()?;
+    let period: f64 = parts.next()?.parse().ok()?;
+    (period > 0.0).then(|| quota / period)
 }
 
 /// The memory this process may use: its cgroup's limit when it has one,
@@ -503,6 +519,13 @@ mod tests {
         assert_eq!(calls.label("model"), Some("a\"b\\c\nd"));
         assert_eq!(calls.label("b"), Some("1"));
         assert_eq!(calls.value, 2.0);
+    }
+
+    #[test]
+    fn a_cgroup_quota_is_read_as_cpus() {
+        assert_eq!(cgroup_cpus("50000 100000\n"), Some(0.5));
+        assert_eq!(cgroup_cpus("200000 100000"), Some(2.0));
+        assert_eq!(cgroup_cpus("max 100000\n"), None);
     }
 
     #[test]

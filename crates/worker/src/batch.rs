@@ -22,7 +22,11 @@
 //! (a nack cannot add headers; the broker's `x-death` header says only
 //! `rejected` or `delivery_limit`).
 
-use std::{collections::HashSet, sync::Arc, time::Duration};
+use std::{
+    collections::{HashMap, HashSet},
+    sync::Arc,
+    time::Duration,
+};
 
 use futures::{StreamExt, stream::FuturesUnordered};
 use gauntlet_bus::Delivery;
@@ -787,30 +791,49 @@ impl Worker {
 
 impl Worker {
     /// Tests completed by suite, provider and status, with their tokens and
-    /// cost by provider.
+    /// cost by provider: summed per provider and status first, so a write
+    /// of hundreds of rows costs a few metric updates.
     fn count_completed(&self, plan: &RunPlan, rows: &[NewResult]) {
-        let suite = suite_label(plan);
+        #[derive(Default)]
+        struct Sums {
+            done: [u64; 3],
+            tokens_in: u64,
+            tokens_out: u64,
+            cost: f64,
+        }
+        let mut by_provider: HashMap<&str, Sums> = HashMap::new();
         for row in rows {
-            let provider = row.provider_id.as_str();
+            let sums = by_provider.entry(row.provider_id.as_str()).or_default();
             let status = match row.status {
-                ResultStatus::Pass => "pass",
-                ResultStatus::Fail => "fail",
-                _ => "error",
+                ResultStatus::Pass => 0,
+                ResultStatus::Fail => 1,
+                _ => 2,
             };
-            self.metrics
-                .counter_with(
-                    "gauntlet_tests_completed_total",
-                    &[("suite", suite), ("provider", provider), ("status", status)],
-                )
-                .increment(1);
-            let tokens = |kind| {
-                self.metrics.counter_with(
-                    "gauntlet_provider_tokens_total",
-                    &[("provider", provider), ("kind", kind)],
-                )
-            };
-            tokens("input").increment(u64::try_from(row.tokens_in).unwrap_or(0));
-            tokens("output").increment(u64::try_from(row.tokens_out).unwrap_or(0));
+            sums.done[status] += 1;
+            sums.tokens_in += u64::try_from(row.tokens_in).unwrap_or(0);
+            sums.tokens_out += u64::try_from(row.tokens_out).unwrap_or(0);
+            sums.cost += row.cost_usd.max(0.0);
+        }
+        let suite = suite_label(plan);
+        for (provider, sums) in by_provider {
+            for (status, n) in ["pass", "fail", "error"].into_iter().zip(sums.done) {
+                if n > 0 {
+                    self.metrics
+                        .counter_with(
+                            "gauntlet_tests_completed_total",
+                            &[("suite", suite), ("provider", provider), ("status", status)],
+                        )
+                        .increment(n);
+                }
+            }
+            for (kind, n) in [("input", sums.tokens_in), ("output", sums.tokens_out)] {
+                self.metrics
+                    .counter_with(
+                        "gauntlet_provider_tokens_total",
+                        &[("provider", provider), ("kind", kind)],
+                    )
+                    .increment(n);
+            }
             // Only ever increased, so `rate()` reads it as a counter; the
             // `metrics` facade counts integers only, so it is a float gauge
             // (`# TYPE gauge`) under a counter's name.
@@ -819,7 +842,7 @@ impl Worker {
                     "gauntlet_provider_cost_dollars_total",
                     &[("provider", provider)],
                 )
-                .increment(row.cost_usd.max(0.0));
+                .increment(sums.cost);
         }
     }
 }

@@ -146,12 +146,7 @@ impl<S> TraceService<S> {
                 .filter_map(|(name, value)| Some((name.as_str(), value.to_str().ok()?))),
         );
         let path = request.uri().path();
-        let (service, method) = match path.trim_start_matches('/').split_once('/') {
-            Some((service, method)) if !service.is_empty() && !method.is_empty() => {
-                (Some(service), Some(method))
-            }
-            _ => (None, None),
-        };
+        let (service, method) = rpc_of(path).unzip();
         let has_parent = parent.span().span_context().is_valid();
         if service == Some(HEALTH_SERVICE) && !has_parent && !self.trace_probes {
             return Span::none();
@@ -170,6 +165,17 @@ impl<S> TraceService<S> {
         );
         propagation::set_parent(&span, parent);
         span
+    }
+}
+
+/// The gRPC service and method a request path (`/pkg.Service/Method`)
+/// names.
+pub(crate) fn rpc_of(path: &str) -> Option<(&str, &str)> {
+    match path.trim_start_matches('/').split_once('/') {
+        Some((service, method)) if !service.is_empty() && !method.is_empty() => {
+            Some((service, method))
+        }
+        _ => None,
     }
 }
 

@@ -117,10 +117,9 @@ where
 
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
         let started = Instant::now();
-        let (service, method) = match request.uri().path().trim_start_matches('/').split_once('/') {
-            Some((s, m)) if !s.is_empty() && !m.is_empty() => (s.to_owned(), m.to_owned()),
-            _ => ("unknown".to_owned(), "unknown".to_owned()),
-        };
+        let (service, method) =
+            crate::grpc::rpc_of(request.uri().path()).unwrap_or(("unknown", "unknown"));
+        let (service, method) = (service.to_owned(), method.to_owned());
         let in_flight = self.registry.gauge_with(
             "gauntlet_grpc_server_in_flight_requests",
             &[("grpc_service", &service)],

@@ -7,7 +7,7 @@ use crate::cluster::Cluster;
 
 pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_gauntlet");
 
-fn repo() -> &'static Path {
+pub(crate) fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .unwrap()

@@ -26,17 +26,9 @@ use tokio::io::AsyncBufReadExt;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    cli::{BIN, text},
+    cli::{BIN, repo, text},
     cluster::Cluster,
 };
-
-fn repo() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-}
 
 /// A loopback port nothing listens on (free when asked).
 fn free_port() -> u16 {
@@ -415,6 +407,42 @@ async fn alerts(
         .alerts
 }
 
+/// Waits up to 20 s for an alert of `rule` in `state` (among the active
+/// ones, or all).
+async fn alert_in(
+    monitor: &mut MonitorServiceClient<tonic::transport::Channel>,
+    active_only: bool,
+    rule: &str,
+    state: v1::AlertState,
+) -> v1::Alert {
+    eventually(20, &format!("{rule} {state:?}"), async || {
+        alerts(monitor, active_only, rule)
+            .await
+            .into_iter()
+            .find(|a| a.state == state as i32)
+    })
+    .await
+}
+
+/// Waits up to `secs` for run `run_id` to complete.
+async fn completed(
+    runs: &mut gauntlet_proto::v1::run_service_client::RunServiceClient<tonic::transport::Channel>,
+    run_id: &str,
+    secs: u64,
+) -> v1::Run {
+    eventually(secs, &format!("run {run_id} completed"), async || {
+        let r = runs
+            .get_run(v1::GetRunRequest {
+                run_id: run_id.to_owned(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        (r.status == v1::RunStatus::Completed as i32).then_some(r)
+    })
+    .await
+}
+
 /// Polls `check` every 100 ms for up to `secs`.
 async fn eventually<T>(secs: u64, what: &str, mut check: impl AsyncFnMut() -> Option<T>) -> T {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
@@ -504,24 +532,24 @@ async fn a_flooded_task_queue_alert_goes_pending_fires_to_a_webhook_and_resolves
         .into_inner();
 
     let mut monitor = monitor_client(monitor_addr).await;
-    let pending = eventually(20, "the backlog alert pending", async || {
-        alerts(&mut monitor, true, "TaskQueueBacklog")
-            .await
-            .into_iter()
-            .find(|a| a.state == v1::AlertState::Pending as i32)
-    })
+    let pending = alert_in(
+        &mut monitor,
+        true,
+        "TaskQueueBacklog",
+        v1::AlertState::Pending,
+    )
     .await;
     assert!(pending.value > 5.0, "{pending:?}");
     assert!(
         posted.lock().unwrap().is_empty(),
         "nothing posted while pending"
     );
-    let firing = eventually(20, "the backlog alert firing", async || {
-        alerts(&mut monitor, true, "TaskQueueBacklog")
-            .await
-            .into_iter()
-            .find(|a| a.state == v1::AlertState::Firing as i32)
-    })
+    let firing = alert_in(
+        &mut monitor,
+        true,
+        "TaskQueueBacklog",
+        v1::AlertState::Firing,
+    )
     .await;
     assert_eq!(firing.id, pending.id, "one alert, moved on");
     assert_eq!(firing.severity, v1::AlertSeverity::Critical as i32);
@@ -568,17 +596,7 @@ async fn a_flooded_task_queue_alert_goes_pending_fires_to_a_webhook_and_resolves
     assert_eq!(history[0].state, v1::AlertState::Resolved as i32);
     assert!(history[0].resolved_at.is_some());
     // The run the flood came from completed.
-    let done = eventually(30, "the run completed", async || {
-        let r = runs
-            .get_run(v1::GetRunRequest {
-                run_id: run.run_id.clone(),
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        (r.status == v1::RunStatus::Completed as i32).then_some(r)
-    })
-    .await;
+    let done = completed(&mut runs, &run.run_id, 30).await;
     assert_eq!(done.completed_tasks, 300);
     shutdown.cancel();
 }
@@ -678,17 +696,7 @@ async fn health_shows_a_stopped_redis_with_its_reason_while_every_rpc_keeps_answ
         .await
         .unwrap()
         .into_inner();
-    eventually(30, "the run completed without redis", async || {
-        let r = runs
-            .get_run(v1::GetRunRequest {
-                run_id: run.run_id.clone(),
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        (r.status == v1::RunStatus::Completed as i32).then_some(())
-    })
-    .await;
+    completed(&mut runs, &run.run_id, 30).await;
     cluster.stop().await;
 }
 
@@ -723,15 +731,7 @@ async fn a_pass_rate_drop_between_two_runs_of_a_suite_fires_the_quality_alert() 
             .unwrap()
             .into_inner()
             .run_id;
-        eventually(60, "the run completed", async || {
-            let r = runs
-                .get_run(v1::GetRunRequest { run_id: id.clone() })
-                .await
-                .unwrap()
-                .into_inner();
-            (r.status == v1::RunStatus::Completed as i32).then_some(r)
-        })
-        .await
+        completed(runs, &id, 60).await
     };
     let first = run_once(&mut runs).await;
     assert_eq!(first.passed, 12);
@@ -747,13 +747,7 @@ async fn a_pass_rate_drop_between_two_runs_of_a_suite_fires_the_quality_alert() 
     });
     let second = run_once(&mut runs).await;
     assert_eq!(second.errors, 12, "{second:?}");
-    let alert = eventually(20, "the quality alert firing", async || {
-        alerts(&mut monitor, true, "PassRateDrop")
-            .await
-            .into_iter()
-            .find(|a| a.state == v1::AlertState::Firing as i32)
-    })
-    .await;
+    let alert = alert_in(&mut monitor, true, "PassRateDrop", v1::AlertState::Firing).await;
     assert_eq!(alert.labels["suite"], "quality watch");
     assert_eq!(alert.labels["baseline"], first.id);
     assert_eq!(alert.labels["run"], second.id);

@@ -20,6 +20,9 @@ use uuid::Uuid;
 
 use crate::rules::{Instance, Rule};
 
+/// The longest an alert's write may wait for the store.
+pub const STORE_WAIT: Duration = Duration::from_secs(2);
+
 /// Where alerts go besides the store.
 pub struct Notifier {
     pub bus: Arc<dyn Bus>,
@@ -214,19 +217,24 @@ impl Alerting {
         }
     }
 
+    /// Writes `alert`; a store that does not answer within [`STORE_WAIT`]
+    /// is skipped (the next change writes the alert whole), so a database
+    /// outage does not stall the polls that report it.
     async fn save(&self, alert: &AlertRecord) {
-        if let Some(store) = &self.store
-            && let Err(error) = store.put_alert(alert).await
-        {
-            warn!(%error, rule = %alert.rule, "cannot store the alert");
+        let Some(store) = &self.store else { return };
+        match tokio::time::timeout(STORE_WAIT, store.put_alert(alert)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => warn!(%error, rule = %alert.rule, "cannot store the alert"),
+            Err(_) => warn!(rule = %alert.rule, "the store did not answer; alert not stored"),
         }
     }
 
     async fn delete(&self, id: Uuid) {
-        if let Some(store) = &self.store
-            && let Err(error) = store.delete_alert(id).await
-        {
-            warn!(%error, "cannot delete a pending alert that cleared");
+        let Some(store) = &self.store else { return };
+        match tokio::time::timeout(STORE_WAIT, store.delete_alert(id)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => warn!(%error, "cannot delete a pending alert that cleared"),
+            Err(_) => warn!("the store did not answer; a cleared pending alert stays stored"),
         }
     }
 

@@ -31,8 +31,8 @@ use gauntlet_config::GauntletConfig;
 use gauntlet_proto::v1::{
     self, analytics_service_client::AnalyticsServiceClient, monitor_service_server::MonitorService,
 };
-use gauntlet_service::{GrpcServer, connect_bus, connect_store, convert};
-use gauntlet_store::{AlertQuery, AlertRecord, AlertState, Store};
+use gauntlet_service::{GrpcServer, connect_bus, convert};
+use gauntlet_store::{AlertQuery, AlertRecord, AlertState, PgStore, Store};
 use gauntlet_telemetry::metrics::{self as telemetry_metrics, Registry};
 use tokio::sync::{Mutex, RwLock};
 use tokio_util::sync::CancellationToken;
@@ -52,6 +52,9 @@ use crate::{
 /// How long one probe, check or scrape may take before its target counts
 /// as unreachable.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How long one poll's quality check may take.
+const QUALITY_WAIT: Duration = Duration::from_secs(5);
 
 /// L1 of the monitor's cache handle: it only pings Redis.
 const CACHE_BYTES: u64 = 1 << 20;
@@ -79,9 +82,12 @@ pub async fn serve(config: GauntletConfig, shutdown: CancellationToken) -> anyho
         .then(|| Cache::new(&config.redis, CACHE_BYTES))
         .transpose()
         .context("redis: cannot build the cache pool")?;
+    // Without waiting for Postgres: the monitor is what says it is down.
+    let store = PgStore::connect_lazy(&config.database)
+        .with_context(|| "database.url: not a Postgres URL".to_string())?;
     let deps = Deps {
         bus: connect_bus(&config.amqp, &shutdown).await?,
-        store: Some(connect_store(&config.database, &shutdown).await?),
+        store: Some(Arc::new(store)),
         cache,
     };
     run(config, deps, listeners, shutdown).await
@@ -456,7 +462,17 @@ impl Monitor {
         for rule in &inner.rules {
             let instances = match &rule.quality {
                 Some(q) => match inner.quality.lock().await.as_mut() {
-                    Some(quality) => quality.check(q).await,
+                    // A store or analytics that does not answer leaves the
+                    // verdicts as they were until the next poll.
+                    Some(quality) => {
+                        match tokio::time::timeout(QUALITY_WAIT, quality.check(q)).await {
+                            Ok(instances) => instances,
+                            Err(_) => {
+                                warn!("quality rules: no answer within 5 s, skipped this poll");
+                                continue;
+                            }
+                        }
+                    }
                     None => continue,
                 },
                 None => {

@@ -89,6 +89,20 @@ impl PgStore {
         Ok(store)
     }
 
+    /// A store whose pool connects on first use: made without Postgres up,
+    /// its calls fail `Unavailable` until it is. Runs no migrations (for
+    /// the monitor, which reports Postgres down rather than wait for it).
+    pub fn connect_lazy(config: &DatabaseConfig) -> Result<Self> {
+        let options = PgConnectOptions::from_str(&config.url)?
+            .log_statements(tracing::log::LevelFilter::Trace)
+            .log_slow_statements(tracing::log::LevelFilter::Warn, Duration::from_secs(2));
+        let pool = PgPoolOptions::new()
+            .max_connections(config.max_connections)
+            .acquire_timeout(Duration::from_secs(config.acquire_timeout_secs))
+            .connect_lazy_with(options);
+        Ok(Self { pool })
+    }
+
     pub async fn migrate(&self) -> Result<()> {
         MIGRATOR.run(&self.pool).await?;
         Ok(())

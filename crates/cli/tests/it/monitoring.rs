@@ -801,3 +801,174 @@ async fn a_pass_rate_drop_between_two_runs_of_a_suite_fires_the_quality_alert() 
     .await;
     cluster.stop().await;
 }
+
+/// What the shipped deployment files promise about metrics agrees with
+/// what the services serve: every service's `metrics_listen` is 9464 in
+/// compose and in the Kubernetes ConfigMap (and a key the configuration
+/// knows), each Deployment's pods carry the label the PodMonitor selects
+/// and a container port named `metrics` on 9464 (its Service too), and
+/// Prometheus and the monitor scrape those ports.
+#[test]
+fn the_shipped_scrape_configs_point_at_the_ports_the_services_serve() {
+    let read = |p: &str| std::fs::read_to_string(repo().join(p)).unwrap();
+    let services = ["gateway", "worker", "analytics", "reports", "monitor"];
+
+    // Kubernetes: the ConfigMap's variables load as configuration.
+    let env: Vec<(String, String)> = read("k8s/base/gauntlet.env")
+        .lines()
+        .filter(|l| !l.trim_start().starts_with('#') && l.contains('='))
+        .map(|l| {
+            let (k, v) = l.split_once('=').unwrap();
+            (k.to_owned(), v.to_owned())
+        })
+        .collect();
+    let config: GauntletConfig =
+        gauntlet_config::load(None, env.clone()).expect("gauntlet.env is valid configuration");
+    assert_eq!(config.gateway.metrics_listen, "0.0.0.0:9464");
+    assert_eq!(config.worker.metrics_listen, "0.0.0.0:9464");
+    assert_eq!(config.analytics.metrics_listen, "0.0.0.0:9464");
+    assert_eq!(config.reports.metrics_listen, "0.0.0.0:9464");
+    assert_eq!(config.monitor.metrics_listen, "0.0.0.0:9464");
+    let targets = config.monitor.metrics_target_list().unwrap();
+    for service in ["gateway", "worker", "analytics", "reports"] {
+        assert!(
+            targets
+                .iter()
+                .any(|(name, url)| name == service
+                    && url == &format!("http://{service}:9464/metrics")),
+            "{service} in {targets:?}"
+        );
+    }
+
+    let podmonitor: serde_yaml_ng::Value =
+        serde_yaml_ng::from_str(&read("deploy/prometheus/kubernetes/podmonitor.yaml")).unwrap();
+    let selector = podmonitor["spec"]["selector"]["matchLabels"]
+        .as_mapping()
+        .unwrap()
+        .clone();
+    assert!(!selector.is_empty());
+    let endpoint_port = podmonitor["spec"]["podMetricsEndpoints"][0]["port"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for service in services {
+        let text = read(&format!("k8s/base/{service}.yaml"));
+        let docs: Vec<serde_yaml_ng::Value> = text
+            .split("\n---")
+            .map(|d| serde_yaml_ng::from_str(d).unwrap())
+            .collect();
+        let deployment = docs.iter().find(|d| d["kind"] == "Deployment").unwrap();
+        let pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
+            .as_mapping()
+            .unwrap();
+        for (k, v) in &selector {
+            assert_eq!(pod_labels.get(k), Some(v), "{service}'s pods lack {k:?}");
+        }
+        let ports = deployment["spec"]["template"]["spec"]["containers"][0]["ports"]
+            .as_sequence()
+            .unwrap();
+        assert!(
+            ports
+                .iter()
+                .any(|p| p["name"].as_str() == Some(endpoint_port.as_str())
+                    && p["containerPort"].as_u64() == Some(9464)),
+            "{service}: a port {endpoint_port} on 9464 in {ports:?}"
+        );
+        let svc = docs.iter().find(|d| d["kind"] == "Service").unwrap();
+        assert!(
+            svc["spec"]["ports"]
+                .as_sequence()
+                .unwrap()
+                .iter()
+                .any(|p| p["port"].as_u64() == Some(9464)),
+            "{service}'s Service exposes 9464"
+        );
+    }
+
+    // Compose: the same, and Prometheus scrapes every service there.
+    let compose: serde_yaml_ng::Value =
+        serde_yaml_ng::from_str(&read("docker-compose.yml")).unwrap();
+    // Every service's environment merges this one (`<<: *gauntlet-env`).
+    let compose_env = compose["x-gauntlet-env"].as_mapping().unwrap();
+    for service in services {
+        let key = format!("GAUNTLET_{}__METRICS_LISTEN", service.to_uppercase());
+        assert_eq!(
+            compose_env.get(key.as_str()).and_then(|v| v.as_str()),
+            Some("0.0.0.0:9464"),
+            "{key} in docker-compose.yml"
+        );
+    }
+    let prometheus = read("deploy/prometheus/prometheus.yml");
+    for service in services {
+        assert!(
+            prometheus.contains(&format!("{service}:9464"))
+                || prometheus.contains(&format!("names: [\"{service}\"]")),
+            "prometheus.yml scrapes {service}"
+        );
+    }
+    assert!(
+        !prometheus.contains("job=\""),
+        "no rule or scrape depends on a job name"
+    );
+    assert!(!read("deploy/prometheus/rules.yml").contains("job="));
+}
+
+/// The monitor is what says Postgres is down, so it starts without it:
+/// `gauntlet serve monitor` against a database nobody serves answers
+/// health at once, with Postgres unreachable and why, on gRPC and on its
+/// `/metrics`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_monitor_starts_and_reports_a_postgres_that_is_down() {
+    let vhost = TestVhost::create().await;
+    let (grpc, metrics) = (free_port(), free_port());
+    let dead_db = format!("postgres://postgres@127.0.0.1:{}/gauntlet", free_port());
+    let _monitor = tokio::process::Command::new(BIN)
+        .args(["serve", "monitor"])
+        .env("GAUNTLET_DATABASE__URL", &dead_db)
+        .env("GAUNTLET_DATABASE__ACQUIRE_TIMEOUT_SECS", "1")
+        .env("GAUNTLET_AMQP__URL", &vhost.url)
+        .env("GAUNTLET_REDIS__URL", "")
+        .env("GAUNTLET_MONITOR__LISTEN", format!("127.0.0.1:{grpc}"))
+        .env(
+            "GAUNTLET_MONITOR__METRICS_LISTEN",
+            format!("127.0.0.1:{metrics}"),
+        )
+        .env("GAUNTLET_MONITOR__TARGETS", "")
+        .env("GAUNTLET_MONITOR__METRICS_TARGETS", "")
+        .env("GAUNTLET_MONITOR__POLL_INTERVAL_MS", "200")
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut monitor = monitor_client(SocketAddr::from(([127, 0, 0, 1], grpc))).await;
+    let health = monitor
+        .get_system_health(v1::GetSystemHealthRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!health.healthy);
+    let postgres = health
+        .dependencies
+        .iter()
+        .find(|d| d.name == "postgres")
+        .unwrap_or_else(|| panic!("postgres in {health:?}"));
+    assert_eq!(postgres.status, v1::ServingStatus::Unreachable as i32);
+    assert!(!postgres.detail.is_empty(), "{postgres:?}");
+    let rabbitmq = health
+        .dependencies
+        .iter()
+        .find(|d| d.name == "rabbitmq")
+        .unwrap();
+    assert_eq!(rabbitmq.status, v1::ServingStatus::Serving as i32);
+    let text = reqwest::get(format!("http://127.0.0.1:{metrics}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let up = parse(&text)
+        .into_iter()
+        .find(|s| s.name == "gauntlet_dependency_up" && s.label("dependency") == Some("postgres"))
+        .unwrap_or_else(|| panic!("gauntlet_dependency_up in {text}"));
+    assert_eq!(up.value, 0.0);
+}

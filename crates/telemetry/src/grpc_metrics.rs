@@ -14,9 +14,10 @@
 //!   from their arrival until their body ends.
 
 use std::{
+    collections::HashMap,
     future::Future,
     pin::Pin,
-    sync::Arc,
+    sync::{Arc, OnceLock, PoisonError, RwLock},
     task::{Context as TaskContext, Poll},
     time::Instant,
 };
@@ -26,17 +27,22 @@ use http_body::{Body as HttpBody, Frame, SizeHint};
 use tonic::{Status, body::Body, codegen::Bytes};
 use tower::{Layer, Service};
 
-use crate::metrics::{Gauge, Registry};
+use crate::metrics::{Counter, Gauge, Histogram, Registry};
 
 /// `Server::builder().layer(MetricsLayer::new(registry))`.
 #[derive(Debug, Clone)]
 pub struct MetricsLayer {
-    registry: Arc<Registry>,
+    rpcs: Arc<Rpcs>,
 }
 
 impl MetricsLayer {
     pub fn new(registry: Arc<Registry>) -> Self {
-        Self { registry }
+        Self {
+            rpcs: Arc::new(Rpcs {
+                registry,
+                by_path: RwLock::new(HashMap::new()),
+            }),
+        }
     }
 }
 
@@ -46,7 +52,7 @@ impl<S> Layer<S> for MetricsLayer {
     fn layer(&self, inner: S) -> Self::Service {
         MetricsService {
             inner,
-            registry: self.registry.clone(),
+            rpcs: self.rpcs.clone(),
         }
     }
 }
@@ -54,7 +60,90 @@ impl<S> Layer<S> for MetricsLayer {
 #[derive(Debug, Clone)]
 pub struct MetricsService<S> {
     inner: S,
+    rpcs: Arc<Rpcs>,
+}
+
+/// Paths counted apart; past this many (a client calling made-up
+/// methods), the others share one `unknown` series.
+const MAX_PATHS: usize = 256;
+
+/// One method's handles, looked up once: a request costs a map read and a
+/// few atomic updates, not a registry lookup per series.
+#[derive(Debug)]
+struct Rpc {
     registry: Arc<Registry>,
+    service: String,
+    method: String,
+    in_flight: Gauge,
+    duration: Histogram,
+    /// By code (0 to 16), made on first use.
+    codes: [OnceLock<Counter>; 17],
+}
+
+impl Rpc {
+    fn new(registry: &Arc<Registry>, service: &str, method: &str) -> Self {
+        Self {
+            registry: registry.clone(),
+            service: service.to_owned(),
+            method: method.to_owned(),
+            in_flight: registry.gauge_with(
+                "gauntlet_grpc_server_in_flight_requests",
+                &[("grpc_service", service)],
+            ),
+            duration: registry.histogram_with(
+                "gauntlet_grpc_server_request_duration_seconds",
+                &[("grpc_service", service), ("grpc_method", method)],
+            ),
+            codes: Default::default(),
+        }
+    }
+
+    fn finish(&self, code: tonic::Code) {
+        let slot = (code as usize).min(self.codes.len() - 1);
+        self.codes[slot]
+            .get_or_init(|| {
+                self.registry.counter_with(
+                    "gauntlet_grpc_server_requests_total",
+                    &[
+                        ("grpc_service", &self.service),
+                        ("grpc_method", &self.method),
+                        ("grpc_code", &code_name(code)),
+                    ],
+                )
+            })
+            .increment(1);
+        self.in_flight.decrement(1.0);
+    }
+}
+
+#[derive(Debug)]
+pub struct Rpcs {
+    registry: Arc<Registry>,
+    by_path: RwLock<HashMap<String, Arc<Rpc>>>,
+}
+
+impl Rpcs {
+    fn of(&self, path: &str) -> Arc<Rpc> {
+        if let Some(rpc) = self
+            .by_path
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(path)
+        {
+            return rpc.clone();
+        }
+        let mut by_path = self.by_path.write().unwrap_or_else(PoisonError::into_inner);
+        let key = if by_path.len() < MAX_PATHS {
+            path
+        } else {
+            "/unknown/unknown"
+        };
+        let (service, method) = crate::grpc::rpc_of(key).unwrap_or(("unknown", "unknown"));
+        by_path
+            .entry(key.to_owned())
+            .or_insert_with(|| Arc::new(Rpc::new(&self.registry, service, method)))
+            .clone()
+    }
 }
 
 /// The name gRPC's own tooling gives a code: `OK`, `NotFound`, `Internal`…
@@ -77,26 +166,11 @@ fn code_of(headers: &HeaderMap) -> Option<tonic::Code> {
 }
 
 /// What is left to record of one request.
-struct Pending {
-    registry: Arc<Registry>,
-    service: String,
-    method: String,
-    in_flight: Gauge,
-}
+struct Pending(Arc<Rpc>);
 
 impl Pending {
     fn finish(self, code: tonic::Code) {
-        self.registry
-            .counter_with(
-                "gauntlet_grpc_server_requests_total",
-                &[
-                    ("grpc_service", &self.service),
-                    ("grpc_method", &self.method),
-                    ("grpc_code", &code_name(code)),
-                ],
-            )
-            .increment(1);
-        self.in_flight.decrement(1.0);
+        self.0.finish(code);
     }
 }
 
@@ -117,20 +191,9 @@ where
 
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
         let started = Instant::now();
-        let (service, method) =
-            crate::grpc::rpc_of(request.uri().path()).unwrap_or(("unknown", "unknown"));
-        let (service, method) = (service.to_owned(), method.to_owned());
-        let in_flight = self.registry.gauge_with(
-            "gauntlet_grpc_server_in_flight_requests",
-            &[("grpc_service", &service)],
-        );
-        in_flight.increment(1.0);
-        let pending = Pending {
-            registry: self.registry.clone(),
-            service,
-            method,
-            in_flight,
-        };
+        let rpc = self.rpcs.of(request.uri().path());
+        rpc.in_flight.increment(1.0);
+        let pending = Pending(rpc);
         let future = self.inner.call(request);
         Box::pin(async move {
             let response = match future.await {
@@ -140,16 +203,7 @@ where
                     return Err(error);
                 }
             };
-            pending
-                .registry
-                .histogram_with(
-                    "gauntlet_grpc_server_request_duration_seconds",
-                    &[
-                        ("grpc_service", &pending.service),
-                        ("grpc_method", &pending.method),
-                    ],
-                )
-                .record(started.elapsed().as_secs_f64());
+            pending.0.duration.record(started.elapsed().as_secs_f64());
             let pending = match code_of(response.headers()) {
                 // Trailers-only: the answer is the status.
                 Some(code) => {

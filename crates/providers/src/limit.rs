@@ -116,6 +116,53 @@ pub struct LimitedProvider {
     pause: Option<Arc<KeyPause>>,
     /// What each attempt waits for before it starts.
     attempts: AttemptLimits,
+    metered: Arc<Metered>,
+}
+
+/// One provider's metric handles, looked up once per client.
+struct Metered {
+    /// `gauntlet_provider_requests_total` by outcome: ok, rate_limited, error.
+    outcomes: [metrics::Counter; 3],
+    duration: metrics::Histogram,
+    limit: metrics::Gauge,
+}
+
+impl Metered {
+    /// Its attempt counts show at 0 until its first attempt: a rule's
+    /// `increase()` reads nothing from a series' first sample.
+    fn new(provider: &str) -> Self {
+        let outcome = |o: &'static str| {
+            let c = metrics::counter!(
+                "gauntlet_provider_requests_total",
+                "provider" => provider.to_owned(),
+                "outcome" => o
+            );
+            c.increment(0);
+            c
+        };
+        Self {
+            outcomes: [outcome("ok"), outcome("rate_limited"), outcome("error")],
+            duration: metrics::histogram!(
+                "gauntlet_provider_request_duration_seconds",
+                "provider" => provider.to_owned()
+            ),
+            limit: metrics::gauge!(
+                "gauntlet_provider_concurrency_limit",
+                "provider" => provider.to_owned()
+            ),
+        }
+    }
+
+    /// One attempt: its outcome and duration.
+    fn attempt<T>(&self, took: Duration, result: &Result<T, ProviderError>) {
+        let outcome = match result {
+            Ok(_) => 0,
+            Err(error) if is_rate_limited(error) => 1,
+            Err(_) => 2,
+        };
+        self.outcomes[outcome].increment(1);
+        self.duration.record(took.as_secs_f64());
+    }
 }
 
 /// What every attempt of a client waits for, whoever built it: `gate`
@@ -209,7 +256,7 @@ impl LimitedProvider {
         }
         let started = std::time::Instant::now();
         let result = call.await;
-        record_attempt(self.inner.id(), started.elapsed(), &result);
+        self.metered.attempt(started.elapsed(), &result);
         // Before the permit goes, so the attempts it lets in see the pause.
         if let Some(pause) = &self.pause {
             let exhausted = match &result {
@@ -246,8 +293,7 @@ impl LimitedProvider {
             Err(_) => {}
         }
         if let Some(c) = &self.concurrency {
-            metrics::gauge!("gauntlet_provider_concurrency_limit", "provider" => self.inner.id().to_owned())
-                .set(c.limit() as f64);
+            self.metered.limit.set(c.limit() as f64);
         }
         result
     }
@@ -280,37 +326,6 @@ impl LimitedProvider {
             None => Ok(false),
         }
     }
-}
-
-/// `provider`'s attempt counts, at 0 until its first attempt: a rule's
-/// `increase()` reads nothing from a series' first sample.
-fn show_attempts(provider: &str) {
-    for outcome in ["ok", "rate_limited", "error"] {
-        metrics::counter!(
-            "gauntlet_provider_requests_total",
-            "provider" => provider.to_owned(),
-            "outcome" => outcome
-        )
-        .increment(0);
-    }
-}
-
-/// One attempt of a call to `provider`: `gauntlet_provider_requests_total`
-/// by outcome (`ok`, `rate_limited`, `error`) and its duration.
-fn record_attempt<T>(provider: &str, took: Duration, result: &Result<T, ProviderError>) {
-    let outcome = match result {
-        Ok(_) => "ok",
-        Err(error) if is_rate_limited(error) => "rate_limited",
-        Err(_) => "error",
-    };
-    metrics::counter!(
-        "gauntlet_provider_requests_total",
-        "provider" => provider.to_owned(),
-        "outcome" => outcome
-    )
-    .increment(1);
-    metrics::histogram!("gauntlet_provider_request_duration_seconds", "provider" => provider.to_owned())
-        .record(took.as_secs_f64());
 }
 
 #[async_trait]
@@ -419,7 +434,7 @@ impl ProviderLimits {
             .clone();
         let limiter = self.limiter.clone();
         factory.build_layered(id, config, &|inner| {
-            show_attempts(inner.id());
+            let metered = Arc::new(Metered::new(inner.id()));
             Arc::new(LimitedProvider {
                 inner,
                 limiter: limiter.clone(),
@@ -429,6 +444,7 @@ impl ProviderLimits {
                 concurrency: key.concurrency.clone(),
                 pause: key.pause.clone(),
                 attempts: attempts.clone(),
+                metered,
             })
         })
     }
@@ -528,6 +544,7 @@ mod tests {
             concurrency: Some(concurrency.clone()),
             pause: None,
             attempts: AttemptLimits::default(),
+            metered: Arc::new(Metered::new("flaky")),
         };
         // A window (the limit's worth of calls) of 429s lowers it by a quarter...
         for _ in 0..4 {
@@ -584,6 +601,7 @@ mod tests {
                 slots: vec![slot.clone()],
                 gate: Some(gate),
             },
+            metered: Arc::new(Metered::new("retry-after-once")),
         });
         let retrying = Arc::new(crate::retry::RetryingProvider::new(
             limited,
@@ -660,6 +678,7 @@ mod tests {
             concurrency: None,
             pause: Some(pause.clone()),
             attempts: AttemptLimits::default(),
+            metered: Arc::new(Metered::new("scripted")),
         }
     }
 

@@ -168,14 +168,20 @@ where
 pub struct RetryingProvider {
     inner: Arc<dyn Provider>,
     policy: RetryPolicy,
+    /// `gauntlet_provider_retries_total{provider}`.
+    retries: metrics::Counter,
 }
 
 impl RetryingProvider {
     pub fn new(inner: Arc<dyn Provider>, policy: RetryPolicy) -> Self {
+        let retries = metrics::counter!("gauntlet_provider_retries_total", "provider" => inner.id().to_owned());
         // At 0 from the start: a rule's `increase()` misses a first sample.
-        metrics::counter!("gauntlet_provider_retries_total", "provider" => inner.id().to_owned())
-            .increment(0);
-        Self { inner, policy }
+        retries.increment(0);
+        Self {
+            inner,
+            policy,
+            retries,
+        }
     }
 
     pub fn policy(&self) -> &RetryPolicy {
@@ -220,8 +226,7 @@ impl RetryingProvider {
     /// call's first.
     fn count_retry(&self, attempt: u32) {
         if attempt > 1 {
-            metrics::counter!("gauntlet_provider_retries_total", "provider" => self.inner.id().to_owned())
-                .increment(1);
+            self.retries.increment(1);
         }
     }
 }

@@ -124,6 +124,22 @@ impl GrpcServer {
         } = listeners;
         let addr = listener.local_addr()?;
         info!(service = self.name, %addr, "grpc listening");
+        // Histograms hold every observation until folded into buckets;
+        // scraped or not, they are folded every few seconds.
+        let registry = self.metrics.clone();
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(gauntlet_telemetry::metrics::UPKEEP_EVERY);
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tick.tick() => {
+                        registry.run_upkeep();
+                        Registry::global().run_upkeep();
+                    }
+                }
+            }
+        });
         if let Some(metrics) = metrics {
             let addr = metrics.local_addr()?;
             info!(service = self.name, %addr, "metrics listening on /metrics");

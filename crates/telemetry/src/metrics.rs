@@ -39,6 +39,10 @@ pub const LATENCY_BUCKETS: &[f64] = &[
     0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
 ];
 
+/// How often a serving process folds its histograms' observations into
+/// buckets ([`Registry::run_upkeep`]).
+pub const UPKEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// The label every series of a registry carries: the service it counts for.
 pub const SERVICE_LABEL: &str = "service";
 
@@ -223,6 +227,13 @@ impl Registry {
             collect(self);
         }
         self.handle.render()
+    }
+
+    /// Folds the observations histograms hold into their buckets: the
+    /// recorder keeps each one until then, so a registry nobody scrapes
+    /// needs this every few seconds ([`UPKEEP_EVERY`]) to stay small.
+    pub fn run_upkeep(&self) {
+        self.handle.run_upkeep();
     }
 
     /// Every series as `name{label="value",…}` → value, labels sorted and

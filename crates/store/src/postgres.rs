@@ -31,6 +31,18 @@ pub struct PgStore {
     pool: PgPool,
 }
 
+/// How `config` connects: statements logged at trace, slow ones warned
+/// about, the pool's size and acquire timeout.
+fn pool_options(config: &DatabaseConfig) -> Result<(PgConnectOptions, PgPoolOptions)> {
+    let options = PgConnectOptions::from_str(&config.url)?
+        .log_statements(tracing::log::LevelFilter::Trace)
+        .log_slow_statements(tracing::log::LevelFilter::Warn, Duration::from_secs(2));
+    let pool = PgPoolOptions::new()
+        .max_connections(config.max_connections)
+        .acquire_timeout(Duration::from_secs(config.acquire_timeout_secs));
+    Ok((options, pool))
+}
+
 const RUN_COLUMNS: &str = "id, project_id, suite_id, description, label, status, options, \
      total_tasks, completed_tasks, passed, failed, errors, cost_usd, created_at, started_at, \
      finished_at, status_reason, active_at, redrives, redriven_at, rolled_up";
@@ -73,12 +85,8 @@ impl PgStore {
         if config.migrate && !sqlx::Postgres::database_exists(&config.url).await? {
             sqlx::Postgres::create_database(&config.url).await?;
         }
-        let options = PgConnectOptions::from_str(&config.url)?
-            .log_statements(tracing::log::LevelFilter::Trace)
-            .log_slow_statements(tracing::log::LevelFilter::Warn, Duration::from_secs(2));
-        let pool = PgPoolOptions::new()
-            .max_connections(config.max_connections)
-            .acquire_timeout(Duration::from_secs(config.acquire_timeout_secs))
+        let (options, pool) = pool_options(config)?;
+        let pool = pool
             .connect_with(options)
             .await
             .map_err(|e| StoreError::Unavailable(e.to_string()))?;
@@ -93,14 +101,10 @@ impl PgStore {
     /// its calls fail `Unavailable` until it is. Runs no migrations (for
     /// the monitor, which reports Postgres down rather than wait for it).
     pub fn connect_lazy(config: &DatabaseConfig) -> Result<Self> {
-        let options = PgConnectOptions::from_str(&config.url)?
-            .log_statements(tracing::log::LevelFilter::Trace)
-            .log_slow_statements(tracing::log::LevelFilter::Warn, Duration::from_secs(2));
-        let pool = PgPoolOptions::new()
-            .max_connections(config.max_connections)
-            .acquire_timeout(Duration::from_secs(config.acquire_timeout_secs))
-            .connect_lazy_with(options);
-        Ok(Self { pool })
+        let (options, pool) = pool_options(config)?;
+        Ok(Self {
+            pool: pool.connect_lazy_with(options),
+        })
     }
 
     pub async fn migrate(&self) -> Result<()> {

@@ -408,7 +408,7 @@ async fn server_mode_gives_the_same_summary_against_the_real_services() {
 }
 
 /// A free loopback port (bound, then released for the child to take).
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()

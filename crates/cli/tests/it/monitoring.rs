@@ -26,18 +26,9 @@ use tokio::io::AsyncBufReadExt;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    cli::{BIN, repo, text},
+    cli::{BIN, free_port, repo, text},
     cluster::Cluster,
 };
-
-/// A loopback port nothing listens on (free when asked).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// The metric names a PromQL expression reads: `gauntlet_*` and
 /// `process_*` identifiers outside quotes (recording rules, with a `:`,

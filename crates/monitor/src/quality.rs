@@ -24,7 +24,8 @@ const RECENT_RUNS: u32 = 50;
 pub struct Quality {
     store: Arc<dyn Store>,
     analytics: AnalyticsServiceClient<Channel>,
-    /// Runs already compared (or with nothing to compare with).
+    /// Runs already compared (or with nothing to compare with), of those
+    /// the last check listed.
     seen: HashSet<Uuid>,
     /// The newest verdict per suite: its instances, one per provider.
     verdicts: HashMap<String, Vec<Instance>>,
@@ -54,6 +55,9 @@ impl Quality {
                 return self.instances();
             }
         };
+        // Only the runs still among the newest can come up again.
+        let listed: HashSet<Uuid> = runs.iter().map(|r| r.id).collect();
+        self.seen.retain(|id| listed.contains(id));
         let mut fresh: Vec<RunRecord> = runs
             .into_iter()
             .filter(|r| r.status == RunStatus::Completed && !self.seen.contains(&r.id))

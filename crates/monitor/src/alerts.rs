@@ -101,10 +101,15 @@ impl Alerting {
     /// Moves `rule`'s alerts on by its `instances` at `now`.
     pub async fn apply(&mut self, rule: &Rule, instances: &[Instance], now: DateTime<Utc>) {
         let severity = rule.severity.as_str();
-        let holding: HashMap<String, &Instance> = instances
+        let identity = format!("{}:{severity}", rule.name);
+        let by_fingerprint: HashMap<String, &Instance> = instances
             .iter()
-            .filter(|i| i.holds)
-            .map(|i| (i.fingerprint(&format!("{}:{severity}", rule.name)), i))
+            .map(|i| (i.fingerprint(&identity), i))
+            .collect();
+        let holding: HashMap<&String, &Instance> = by_fingerprint
+            .iter()
+            .filter(|(_, i)| i.holds)
+            .map(|(fp, i)| (fp, *i))
             .collect();
         // What stopped holding (or has no data any more).
         let ended: Vec<String> = self
@@ -126,10 +131,7 @@ impl Alerting {
             alert.state = AlertState::Resolved;
             alert.resolved_at = Some(now);
             alert.updated_at = now;
-            if let Some(i) = instances
-                .iter()
-                .find(|i| i.fingerprint(&format!("{}:{severity}", rule.name)) == fp)
-            {
+            if let Some(i) = by_fingerprint.get(&fp) {
                 alert.value = i.value;
             }
             self.resolved_at.insert(fp, now);
@@ -166,7 +168,7 @@ impl Alerting {
             let held = (now - alert.started_at).to_std().unwrap_or_default();
             let cooling = self
                 .resolved_at
-                .get(&fp)
+                .get(fp)
                 .is_some_and(|at| (now - *at).to_std().unwrap_or_default() < rule.cooldown);
             let fires = alert.state == AlertState::Pending && held >= rule.for_ && !cooling;
             let new = alert.updated_at == now && alert.started_at == now;

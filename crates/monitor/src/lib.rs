@@ -18,7 +18,6 @@ pub mod quality;
 pub mod rules;
 
 use std::{
-    collections::HashSet,
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -646,25 +645,7 @@ impl MonitorService for Monitor {
         &self,
         _request: Request<v1::GetRecommendationsRequest>,
     ) -> Result<Response<v1::Findings>, Status> {
-        // The same findings, those with something to do.
-        let mut findings = self.findings();
-        findings.findings.retain(|f| !f.action.is_empty());
-        Ok(Response::new(findings))
+        // The same findings: each already says what to do.
+        Ok(Response::new(self.findings()))
     }
-}
-
-/// The metric names the rules read that `scraped` lacks (for tests and
-/// `gauntlet health`'s checks).
-pub fn missing_names(rules: &[Rule], scraped: &HashSet<String>) -> Vec<String> {
-    let mut missing: Vec<String> = rules::metric_names(rules)
-        .into_iter()
-        .filter(|n| {
-            !scraped.contains(n)
-                && !["_bucket", "_count", "_sum"]
-                    .iter()
-                    .any(|s| scraped.contains(&format!("{n}{s}")))
-        })
-        .collect();
-    missing.sort();
-    missing
 }

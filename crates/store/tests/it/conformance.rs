@@ -1920,61 +1920,46 @@ async fn alerts_move_through_their_states_and_list_newest_first_by_filter(store:
     backlog.value = 3.0;
     store.put_alert(&backlog).await.unwrap();
 
-    let all = store
-        .list_alerts(&AlertQuery {
-            limit: 10,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    let list = async |query: AlertQuery| store.list_alerts(&query).await.unwrap();
+    let ten = AlertQuery {
+        limit: 10,
+        ..Default::default()
+    };
+    let all = list(ten.clone()).await;
     assert_eq!(
         all,
         vec![dead.clone(), backlog.clone()],
         "newest first, every field kept"
     );
-    let active = store
-        .list_alerts(&AlertQuery {
-            active_only: true,
-            limit: 10,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    let active = list(AlertQuery {
+        active_only: true,
+        ..ten.clone()
+    })
+    .await;
     assert_eq!(active, vec![dead.clone()]);
-    let warnings = store
-        .list_alerts(&AlertQuery {
-            severity: Some("warning".into()),
-            limit: 10,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    let warnings = list(AlertQuery {
+        severity: Some("warning".into()),
+        ..ten.clone()
+    })
+    .await;
     assert_eq!(warnings, vec![backlog.clone()]);
-    let by_rule = store
-        .list_alerts(&AlertQuery {
-            rule: Some("DeadLetters".into()),
-            limit: 10,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    let by_rule = list(AlertQuery {
+        rule: Some("DeadLetters".into()),
+        ..ten
+    })
+    .await;
     assert_eq!(by_rule, vec![dead.clone()]);
     // Pages: one at a time, the second after the first.
-    let first = store
-        .list_alerts(&AlertQuery {
-            limit: 1,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    let second = store
-        .list_alerts(&AlertQuery {
-            limit: 1,
-            before: Some((first[0].started_at, first[0].id)),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    let one = AlertQuery {
+        limit: 1,
+        ..Default::default()
+    };
+    let first = list(one.clone()).await;
+    let second = list(AlertQuery {
+        before: Some((first[0].started_at, first[0].id)),
+        ..one
+    })
+    .await;
     assert_eq!((first, second), (vec![dead], vec![backlog]));
 }
 

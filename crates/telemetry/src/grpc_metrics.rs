@@ -165,15 +165,6 @@ fn code_of(headers: &HeaderMap) -> Option<tonic::Code> {
     Some(tonic::Code::from_i32(code))
 }
 
-/// What is left to record of one request.
-struct Pending(Arc<Rpc>);
-
-impl Pending {
-    fn finish(self, code: tonic::Code) {
-        self.0.finish(code);
-    }
-}
-
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for MetricsService<S>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>>,
@@ -193,7 +184,7 @@ where
         let started = Instant::now();
         let rpc = self.rpcs.of(request.uri().path());
         rpc.in_flight.increment(1.0);
-        let pending = Pending(rpc);
+        let pending = rpc;
         let future = self.inner.call(request);
         Box::pin(async move {
             let response = match future.await {
@@ -203,7 +194,7 @@ where
                     return Err(error);
                 }
             };
-            pending.0.duration.record(started.elapsed().as_secs_f64());
+            pending.duration.record(started.elapsed().as_secs_f64());
             let pending = match code_of(response.headers()) {
                 // Trailers-only: the answer is the status.
                 Some(code) => {
@@ -224,7 +215,8 @@ where
 /// pass, or `Cancelled` if it is dropped before they do.
 pub struct MeteredBody {
     inner: Body,
-    pending: Option<Pending>,
+    /// The request's method until its status is recorded.
+    pending: Option<Arc<Rpc>>,
 }
 
 impl HttpBody for MeteredBody {
@@ -274,5 +266,38 @@ impl Drop for MeteredBody {
         if let Some(pending) = self.pending.take() {
             pending.finish(tonic::Code::Cancelled);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn made_up_paths_past_the_limit_share_one_series() {
+        let registry = Arc::new(Registry::new("gateway"));
+        let rpcs = Rpcs {
+            registry: registry.clone(),
+            by_path: RwLock::new(HashMap::new()),
+        };
+        for i in 0..MAX_PATHS + 50 {
+            rpcs.of(&format!("/fuzz.Service/Method{i}"))
+                .finish(tonic::Code::Unimplemented);
+        }
+        // The same path is the same handles.
+        assert!(Arc::ptr_eq(
+            &rpcs.of("/fuzz.Service/Method0"),
+            &rpcs.of("/fuzz.Service/Method0")
+        ));
+        assert_eq!(rpcs.by_path.read().unwrap().len(), MAX_PATHS + 1);
+        let counts = registry.snapshot();
+        let unknown = counts
+            .iter()
+            .find(|(k, _)| {
+                k.starts_with("gauntlet_grpc_server_requests_total")
+                    && k.contains("grpc_method=\"unknown\"")
+            })
+            .map(|(_, v)| *v);
+        assert_eq!(unknown, Some(50.0), "the 50 calls past the limit");
     }
 }

@@ -586,6 +586,44 @@ async fn a_flooded_task_queue_alert_goes_pending_fires_to_a_webhook_and_resolves
     assert_eq!(history.len(), 1, "{history:?}");
     assert_eq!(history[0].state, v1::AlertState::Resolved as i32);
     assert!(history[0].resolved_at.is_some());
+    // ListAlerts' limits name the field at fault.
+    for (request, field) in [
+        (
+            v1::ListAlertsRequest {
+                page_size: 1001,
+                ..Default::default()
+            },
+            "page_size",
+        ),
+        (
+            v1::ListAlertsRequest {
+                page_token: "not-a-token".into(),
+                ..Default::default()
+            },
+            "page_token",
+        ),
+        (
+            v1::ListAlertsRequest {
+                severity: 9,
+                ..Default::default()
+            },
+            "severity",
+        ),
+    ] {
+        let status = monitor.list_alerts(request).await.unwrap_err();
+        assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+        assert!(status.message().starts_with(field), "{status:?}");
+    }
+    let at_most = monitor
+        .list_alerts(v1::ListAlertsRequest {
+            page_size: 1000,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(at_most.alerts.len(), 1);
+    assert!(at_most.next_page_token.is_empty());
     // The run the flood came from completed.
     let done = completed(&mut runs, &run.run_id, 30).await;
     assert_eq!(done.completed_tasks, 300);

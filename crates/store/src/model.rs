@@ -87,6 +87,9 @@ pub struct NewRun {
     pub compiled: String,
     pub options: serde_json::Value,
     pub total_tasks: i64,
+    /// The W3C trace id (32 hex digits) of the submission's span, or empty
+    /// when the submission was not traced.
+    pub trace_id: String,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -120,6 +123,8 @@ pub struct RunRecord {
     pub redriven_at: Option<DateTime<Utc>>,
     /// Its results are rolled up ([`Store::roll_up`](crate::Store::roll_up)).
     pub rolled_up: bool,
+    /// The trace id of its submission ([`NewRun::trace_id`]).
+    pub trace_id: String,
 }
 
 /// The `total_tasks` of a run created while its tests still arrive: more
@@ -176,6 +181,10 @@ pub struct NewResult {
     pub cost_usd: f64,
     pub cached: bool,
     pub error: String,
+    /// The W3C trace id of the span its task ran in (empty when untraced):
+    /// the run's own for the batches parented to its submission, another
+    /// for the later batches of a large run, which only link to it.
+    pub trace_id: String,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -45,7 +45,7 @@ fn pool_options(config: &DatabaseConfig) -> Result<(PgConnectOptions, PgPoolOpti
 
 const RUN_COLUMNS: &str = "id, project_id, suite_id, description, label, status, options, \
      total_tasks, completed_tasks, passed, failed, errors, cost_usd, created_at, started_at, \
-     finished_at, status_reason, active_at, redrives, redriven_at, rolled_up";
+     finished_at, status_reason, active_at, redrives, redriven_at, rolled_up, trace_id";
 
 /// A run's assertion outcomes grouped from its results (until it is rolled
 /// up): a type or metric that is not a string is "", a verdict that is not
@@ -66,7 +66,7 @@ const ASSERTIONS_LIVE: &str = "SELECT r.provider_index, r.prompt_index, \
 
 const RESULT_COLUMNS: &str = "run_id, task_index, project_id, test_index, prompt_index, \
      provider_index, repeat_index, provider_id, status, score, reason, rendered_prompt, output, \
-     assertions, latency_ms, tokens_in, tokens_out, cost_usd, cached, error, created_at";
+     assertions, latency_ms, tokens_in, tokens_out, cost_usd, cached, error, trace_id, created_at";
 
 impl PgStore {
     /// Whether the run has been rolled up ([`Store::roll_up`]); an unknown
@@ -191,6 +191,7 @@ fn run_from_row(row: &PgRow) -> Result<RunRecord> {
         redrives: row.try_get("redrives")?,
         redriven_at: row.try_get("redriven_at")?,
         rolled_up: row.try_get("rolled_up")?,
+        trace_id: row.try_get("trace_id")?,
     })
 }
 
@@ -357,6 +358,7 @@ fn result_from_row(row: &PgRow) -> Result<ResultRecord> {
             cost_usd: row.try_get("cost_usd")?,
             cached: row.try_get("cached")?,
             error: row.try_get("error")?,
+            trace_id: row.try_get("trace_id")?,
         },
     })
 }
@@ -660,8 +662,8 @@ impl Store for PgStore {
         .execute(&mut *tx)
         .await?;
         let row = sqlx::query(&format!(
-            "INSERT INTO runs (id, project_id, suite_id, description, label, status, options, total_tasks) \
-             VALUES ($1, $2, $3, $4, $5, 'queued', $6, $7) RETURNING {RUN_COLUMNS}"
+            "INSERT INTO runs (id, project_id, suite_id, description, label, status, options, total_tasks, trace_id) \
+             VALUES ($1, $2, $3, $4, $5, 'queued', $6, $7, $8) RETURNING {RUN_COLUMNS}"
         ))
         .bind(run.id)
         .bind(&run.project_id)
@@ -670,6 +672,7 @@ impl Store for PgStore {
         .bind(&run.label)
         .bind(&run.options)
         .bind(run.total_tasks)
+        .bind(&run.trace_id)
         .fetch_one(&mut *tx)
         .await?;
         let record = run_from_row(&row)?;
@@ -1006,6 +1009,7 @@ impl Store for PgStore {
         let mut cost_usd = Vec::with_capacity(n);
         let mut cached = Vec::with_capacity(n);
         let mut error = Vec::with_capacity(n);
+        let mut trace_id = Vec::with_capacity(n);
         for r in rows {
             task_index.push(r.task_index);
             project_id.push(r.project_id.as_str());
@@ -1026,6 +1030,7 @@ impl Store for PgStore {
             cost_usd.push(r.cost_usd);
             cached.push(r.cached);
             error.push(r.error.as_str());
+            trace_id.push(r.trace_id.as_str());
         }
 
         // The rows go in with this write's counts beside them, and no lock
@@ -1038,13 +1043,13 @@ impl Store for PgStore {
         let rows_inserted = sqlx::query(
             "INSERT INTO results (run_id, task_index, project_id, test_index, prompt_index, \
                provider_index, repeat_index, provider_id, status, score, reason, rendered_prompt, \
-               output, assertions, latency_ms, tokens_in, tokens_out, cost_usd, cached, error) \
-             SELECT $1, ti, pid, te, pr, pv, rp, prov, st, sc, re, rpt, outp, asr::jsonb, lat, tin, tout, cost, ca, er \
+               output, assertions, latency_ms, tokens_in, tokens_out, cost_usd, cached, error, trace_id) \
+             SELECT $1, ti, pid, te, pr, pv, rp, prov, st, sc, re, rpt, outp, asr::jsonb, lat, tin, tout, cost, ca, er, tr \
              FROM UNNEST($2::bigint[], $3::text[], $4::int[], $5::int[], $6::int[], $7::int[], \
                          $8::text[], $9::smallint[], $10::float8[], $11::text[], $12::text[], \
                          $13::text[], $14::text[], $15::int[], $16::int[], $17::int[], \
-                         $18::float8[], $19::bool[], $20::text[]) \
-               AS u(ti, pid, te, pr, pv, rp, prov, st, sc, re, rpt, outp, asr, lat, tin, tout, cost, ca, er) \
+                         $18::float8[], $19::bool[], $20::text[], $21::text[]) \
+               AS u(ti, pid, te, pr, pv, rp, prov, st, sc, re, rpt, outp, asr, lat, tin, tout, cost, ca, er, tr) \
              ON CONFLICT (run_id, task_index) DO NOTHING \
              RETURNING status, cost_usd",
         )
@@ -1068,6 +1073,7 @@ impl Store for PgStore {
         .bind(&cost_usd)
         .bind(&cached)
         .bind(&error)
+        .bind(&trace_id)
         .fetch_all(&mut *tx)
         .await?;
 

@@ -40,7 +40,7 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 const MAX_PARAMS: usize = 32766;
 
 /// Parameters bound per result row in `insert_results`.
-const RESULT_PARAMS: usize = 21;
+const RESULT_PARAMS: usize = 22;
 
 /// Rows per `INSERT` statement, so a batch never exceeds [`MAX_PARAMS`].
 const RESULT_ROWS_PER_STATEMENT: usize = MAX_PARAMS / RESULT_PARAMS;
@@ -55,7 +55,7 @@ pub struct SqliteStore {
 
 const RUN_COLUMNS: &str = "id, project_id, suite_id, description, label, status, options, \
      total_tasks, completed_tasks, passed, failed, errors, cost_usd, created_at, started_at, \
-     finished_at, status_reason, active_at, redrives, redriven_at, rolled_up";
+     finished_at, status_reason, active_at, redrives, redriven_at, rolled_up, trace_id";
 
 /// A run's assertion outcomes grouped from its results (until it is rolled
 /// up), read as the Postgres store reads them.
@@ -90,7 +90,7 @@ fn parse_run_key(text: &str) -> Result<Uuid> {
 
 const RESULT_COLUMNS: &str = "run_id, task_index, project_id, test_index, prompt_index, \
      provider_index, repeat_index, provider_id, status, score, reason, rendered_prompt, output, \
-     assertions, latency_ms, tokens_in, tokens_out, cost_usd, cached, error, created_at";
+     assertions, latency_ms, tokens_in, tokens_out, cost_usd, cached, error, trace_id, created_at";
 
 const REPORT_COLUMNS: &str = "id, project_id, run_id, format, kind, status, content, bytes, parts, error, created_at, \
      finished_at";
@@ -405,6 +405,7 @@ fn run_from_row(row: &SqliteRow) -> Result<RunRecord> {
         redrives: row.try_get("redrives")?,
         redriven_at: get_opt_ts(row, "redriven_at")?,
         rolled_up: row.try_get("rolled_up")?,
+        trace_id: row.try_get("trace_id")?,
     })
 }
 
@@ -432,6 +433,7 @@ fn result_from_row(row: &SqliteRow) -> Result<ResultRecord> {
             cost_usd: row.try_get("cost_usd")?,
             cached: row.try_get("cached")?,
             error: row.try_get("error")?,
+            trace_id: row.try_get("trace_id")?,
         },
     })
 }
@@ -599,8 +601,8 @@ impl Store for SqliteStore {
         .await?;
         let row = sqlx::query(&format!(
             "INSERT INTO runs (id, project_id, suite_id, description, label, status, options, \
-               total_tasks, created_at, active_at) \
-             VALUES (?1, ?2, ?3, ?4, ?5, 'queued', ?6, ?7, ?8, ?8) RETURNING {RUN_COLUMNS}"
+               total_tasks, created_at, active_at, trace_id) \
+             VALUES (?1, ?2, ?3, ?4, ?5, 'queued', ?6, ?7, ?8, ?8, ?9) RETURNING {RUN_COLUMNS}"
         ))
         .bind(uuid_text(run.id))
         .bind(&run.project_id)
@@ -610,6 +612,7 @@ impl Store for SqliteStore {
         .bind(run.options.to_string())
         .bind(run.total_tasks)
         .bind(&created_at)
+        .bind(&run.trace_id)
         .fetch_one(&mut *tx)
         .await?;
         let record = run_from_row(&row)?;
@@ -939,7 +942,7 @@ impl Store for SqliteStore {
                 "INSERT INTO results (run_id, task_index, project_id, test_index, prompt_index, \
                    provider_index, repeat_index, provider_id, status, score, reason, \
                    rendered_prompt, output, assertions, latency_ms, tokens_in, tokens_out, \
-                   cost_usd, cached, error, created_at) ",
+                   cost_usd, cached, error, trace_id, created_at) ",
             );
             insert.push_values(chunk, |mut values, r| {
                 values
@@ -963,6 +966,7 @@ impl Store for SqliteStore {
                     .push_bind(r.cost_usd)
                     .push_bind(r.cached)
                     .push_bind(r.error.as_str())
+                    .push_bind(r.trace_id.as_str())
                     .push_bind(now.as_str());
             });
             // RETURNING yields only the rows really inserted, not the ones
@@ -1397,6 +1401,7 @@ mod tests {
 
         // A constraint violation is not worth retrying.
         let run = NewRun {
+            trace_id: String::new(),
             id: Uuid::now_v7(),
             project_id: "default".into(),
             description: String::new(),

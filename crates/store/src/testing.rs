@@ -74,6 +74,7 @@ impl Drop for TestDatabase {
 /// token each way, free), as a stand-in worker stores it.
 pub fn passing_result(task: i64) -> crate::NewResult {
     crate::NewResult {
+        trace_id: String::new(),
         task_index: task,
         project_id: "default".into(),
         test_index: 0,

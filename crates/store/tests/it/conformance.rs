@@ -117,6 +117,7 @@ conformance!(
 
 pub(crate) fn new_run(total: i64) -> NewRun {
     NewRun {
+        trace_id: "4bf92f3577b34da6a3ce929d0e0e4736".into(),
         id: Uuid::now_v7(),
         project_id: "default".into(),
         description: "demo".into(),
@@ -131,6 +132,7 @@ pub(crate) fn new_run(total: i64) -> NewRun {
 
 pub(crate) fn result(task: i64, status: ResultStatus) -> NewResult {
     NewResult {
+        trace_id: format!("{task:032x}"),
         task_index: task,
         project_id: "default".into(),
         test_index: task as i32,
@@ -643,6 +645,7 @@ async fn results_read_back_exactly_as_written(store: Arc<dyn Store>) {
     let run = store.create_run(new_run(2)).await.unwrap();
     let plain = result(0, ResultStatus::Pass);
     let odd = NewResult {
+        trace_id: String::new(),
         task_index: 1,
         project_id: "default".into(),
         test_index: 7,
@@ -675,8 +678,12 @@ async fn results_read_back_exactly_as_written(store: Arc<dyn Store>) {
     let rows: Vec<_> = stored.iter().map(|r| r.result.clone()).collect();
     assert_eq!(rows, vec![plain, odd]);
     assert!(stored.iter().all(|r| r.run_id == run.id));
-    let finished_at = store.get_run(run.id).await.unwrap().unwrap().finished_at;
-    assert!(stored.iter().all(|r| Some(r.created_at) <= finished_at));
+    let read = store.get_run(run.id).await.unwrap().unwrap();
+    assert!(stored.iter().all(|r| Some(r.created_at) <= read.finished_at));
+    // The run's and each result's trace ids come back as written.
+    assert_eq!(run.trace_id, "4bf92f3577b34da6a3ce929d0e0e4736");
+    assert_eq!(read.trace_id, run.trace_id);
+    assert_eq!(stored[0].result.trace_id, format!("{:032x}", 0));
 }
 
 async fn results_page_in_task_order_and_filter_by_status(store: Arc<dyn Store>) {

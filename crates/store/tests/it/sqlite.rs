@@ -6,6 +6,7 @@ use uuid::Uuid;
 
 fn new_run() -> NewRun {
     NewRun {
+        trace_id: String::new(),
         id: Uuid::now_v7(),
         project_id: "default".into(),
         description: "demo".into(),

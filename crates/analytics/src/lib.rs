@@ -24,7 +24,7 @@ use gauntlet_service::{
 use gauntlet_store::{RunStatus, Store};
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
-use tracing::{instrument, warn};
+use tracing::warn;
 use uuid::Uuid;
 
 pub use summary::Summarizer;
@@ -137,11 +137,11 @@ pub struct Analytics {
 
 #[tonic::async_trait]
 impl AnalyticsService for Analytics {
-    #[instrument(skip_all, name = "GetRunSummary", fields(run_id = %request.get_ref().run_id))]
     async fn get_run_summary(
         &self,
         request: Request<v1::GetRunSummaryRequest>,
     ) -> Result<Response<v1::RunSummary>, Status> {
+        gauntlet_telemetry::set_attribute("gauntlet.run_id", request.get_ref().run_id.clone());
         let id = parse_id("run_id", &request.get_ref().run_id)?;
         // Nothing about a completed run changes any more: its summary is
         // answered from the cache without reading the run.
@@ -212,11 +212,12 @@ impl AnalyticsService for Analytics {
         Ok(answer(summary))
     }
 
-    #[instrument(skip_all, name = "CompareRuns", fields(run_a = %request.get_ref().run_a, run_b = %request.get_ref().run_b))]
     async fn compare_runs(
         &self,
         request: Request<v1::CompareRunsRequest>,
     ) -> Result<Response<v1::Comparison>, Status> {
+        gauntlet_telemetry::set_attribute("gauntlet.run_a", request.get_ref().run_a.clone());
+        gauntlet_telemetry::set_attribute("gauntlet.run_b", request.get_ref().run_b.clone());
         let req = request.into_inner();
         let a = parse_id("run_a", &req.run_a)?;
         let b = optional_id("run_b", &req.run_b)?;
@@ -274,11 +275,11 @@ impl AnalyticsService for Analytics {
         Ok(Response::new(comparison))
     }
 
-    #[instrument(skip_all, name = "GetInsights", fields(run_id = %request.get_ref().run_id))]
     async fn get_insights(
         &self,
         request: Request<v1::GetInsightsRequest>,
     ) -> Result<Response<v1::Insights>, Status> {
+        gauntlet_telemetry::set_attribute("gauntlet.run_id", request.get_ref().run_id.clone());
         let req = request.into_inner();
         let id = parse_id("run_id", &req.run_id)?;
         let alpha = alpha(req.alpha)?;
@@ -298,19 +299,19 @@ impl AnalyticsService for Analytics {
         Ok(Response::new(found))
     }
 
-    #[instrument(skip_all, name = "GetTrends", fields(description = %request.get_ref().description))]
     async fn get_trends(
         &self,
         request: Request<v1::GetTrendsRequest>,
     ) -> Result<Response<v1::Trends>, Status> {
+        gauntlet_telemetry::set_attribute("gauntlet.suite", request.get_ref().description.clone());
         self.trends(request.into_inner()).await.map(Response::new)
     }
 
-    #[instrument(skip_all, name = "DetectRegressions", fields(run_id = %request.get_ref().run_id))]
     async fn detect_regressions(
         &self,
         request: Request<v1::DetectRegressionsRequest>,
     ) -> Result<Response<v1::Regressions>, Status> {
+        gauntlet_telemetry::set_attribute("gauntlet.run_id", request.get_ref().run_id.clone());
         let req = request.into_inner();
         let id = parse_id("run_id", &req.run_id)?;
         let baseline_id = optional_id("baseline_run_id", &req.baseline_run_id)?;
@@ -619,6 +620,7 @@ mod roller_tests {
     async fn completed_run(store: &dyn Store, results: i64) -> Uuid {
         let run = store
             .create_run(NewRun {
+                trace_id: String::new(),
                 id: Uuid::now_v7(),
                 project_id: "default".into(),
                 description: "rolled".into(),

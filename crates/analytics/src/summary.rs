@@ -293,6 +293,7 @@ impl Summarizer {
             slowest,
             most_failed,
             label: run.label.clone(),
+            trace_id: run.trace_id.clone(),
             created_at: Some(convert::timestamp(run.created_at)),
             finished_at: run.finished_at.map(convert::timestamp),
         }

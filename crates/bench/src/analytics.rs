@@ -62,6 +62,7 @@ async fn seed(
 ) -> anyhow::Result<(Uuid, f64)> {
     let tests = results / (PROVIDERS * PROMPTS);
     let run = NewRun {
+        trace_id: String::new(),
         id: Uuid::now_v7(),
         project_id: "default".into(),
         description: "bench".into(),
@@ -92,6 +93,7 @@ async fn seed(
             ResultStatus::Fail
         };
         rows.push(NewResult {
+            trace_id: String::new(),
             task_index: task,
             project_id: "default".into(),
             test_index: (t / (PROVIDERS * PROMPTS)) as i32,

@@ -20,6 +20,10 @@ use gauntlet_proto::v1::{
 use gauntlet_service::{MessageLimits, limited};
 use tonic::transport::{Channel, Endpoint};
 
+/// The CLI's connection: every call runs in a CLIENT span whose context the
+/// gateway continues, so one command is one trace.
+pub type Conn = gauntlet_telemetry::grpc::TraceClient<Channel>;
+
 /// The `grpc` section of the configuration (`GAUNTLET_GRPC__*`), which the
 /// services read too, so the CLI sends nothing they refuse. `remote` is
 /// false for the embedded stack on loopback, where gzip would only cost CPU.
@@ -33,22 +37,25 @@ pub fn limits(config: &GauntletConfig, remote: bool) -> MessageLimits {
 /// The gateway's services over one channel, with the message limits applied.
 #[derive(Clone)]
 pub struct Gateway {
-    pub runs: RunServiceClient<Channel>,
-    pub analytics: AnalyticsServiceClient<Channel>,
-    pub reports: ReportServiceClient<Channel>,
-    pub admin: AdminServiceClient<Channel>,
-    pub monitor: MonitorServiceClient<Channel>,
+    pub runs: RunServiceClient<Conn>,
+    pub analytics: AnalyticsServiceClient<Conn>,
+    pub reports: ReportServiceClient<Conn>,
+    pub admin: AdminServiceClient<Conn>,
+    pub monitor: MonitorServiceClient<Conn>,
     pub limits: MessageLimits,
 }
 
 impl Gateway {
     pub fn new(channel: Channel, limits: MessageLimits) -> Self {
         Self {
-            runs: limited!(RunServiceClient::new(channel.clone()), limits),
-            analytics: limited!(AnalyticsServiceClient::new(channel.clone()), limits),
-            reports: limited!(ReportServiceClient::new(channel.clone()), limits),
-            admin: limited!(AdminServiceClient::new(channel.clone()), limits),
-            monitor: limited!(MonitorServiceClient::new(channel), limits),
+            runs: limited!(RunServiceClient::new(Conn::new(channel.clone())), limits),
+            analytics: limited!(
+                AnalyticsServiceClient::new(Conn::new(channel.clone())),
+                limits
+            ),
+            reports: limited!(ReportServiceClient::new(Conn::new(channel.clone())), limits),
+            admin: limited!(AdminServiceClient::new(Conn::new(channel.clone())), limits),
+            monitor: limited!(MonitorServiceClient::new(Conn::new(channel)), limits),
             limits,
         }
     }
@@ -301,7 +308,7 @@ impl<F: FnMut(anyhow::Result<Lines>) -> bool> Chunks<F> {
 /// (those of `status`, or all with `ResultStatus::Unspecified`) after the
 /// task of `page_token` (empty: from the first), in task order.
 pub async fn result_page(
-    runs: &mut RunServiceClient<Channel>,
+    runs: &mut RunServiceClient<Conn>,
     run_id: &str,
     status: v1::ResultStatus,
     page_size: u32,
@@ -321,7 +328,7 @@ pub async fn result_page(
 /// run, one page is held at a time. Ends after the last page, or with the
 /// first error.
 pub fn result_pages(
-    runs: RunServiceClient<Channel>,
+    runs: RunServiceClient<Conn>,
     run_id: String,
     status: v1::ResultStatus,
     page_size: u32,

@@ -17,6 +17,7 @@ use gauntlet_config::GauntletConfig;
 use gauntlet_providers::ProviderFactory;
 use gauntlet_store::{PgStore, Store};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 
 #[derive(Parser)]
 #[command(
@@ -256,6 +257,29 @@ enum Service {
     Monitor,
 }
 
+impl Command {
+    /// The subcommand as typed, for the command's span.
+    fn name(&self) -> &'static str {
+        match self {
+            Command::Run(_) => "run",
+            Command::Validate { .. } => "validate",
+            Command::Watch { .. } => "watch",
+            Command::Results { .. } => "results",
+            Command::Report { .. } => "report",
+            Command::Runs { .. } => "runs",
+            Command::Compare(_) => "compare",
+            Command::Regressions(_) => "regressions",
+            Command::Trends(_) => "trends",
+            Command::Insights(_) => "insights",
+            Command::Dlq { .. } => "dlq",
+            Command::Health { .. } => "health",
+            Command::Alerts { .. } => "alerts",
+            Command::Up { .. } => "up",
+            Command::Serve { .. } => "serve",
+        }
+    }
+}
+
 impl Service {
     fn name(self) -> &'static str {
         match self {
@@ -385,12 +409,42 @@ fn redact(url: &str) -> String {
 async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
     // Read once, here: every command gets the same configuration.
     let config = load_config(cli.config.as_ref())?;
-    match cli.command {
-        Command::Run(args) => {
-            // The summary is the output; the in-process services only warn.
-            let _telemetry = gauntlet_telemetry::init_with_log_filter("gauntlet", "warn")?;
-            run::run(args, config).await
-        }
+    // The services log what they do; a client command's output is its own,
+    // and the services it runs in-process (`run` without --server) only warn.
+    let (service_name, log_filter) = match &cli.command {
+        Command::Up { .. } => (
+            "gauntlet".to_owned(),
+            gauntlet_telemetry::DEFAULT_LOG_FILTER,
+        ),
+        Command::Serve { service } => (
+            format!("gauntlet-{}", service.name()),
+            gauntlet_telemetry::DEFAULT_LOG_FILTER,
+        ),
+        _ => ("gauntlet-cli".to_owned(), "warn"),
+    };
+    let _telemetry = gauntlet_telemetry::init_with_log_filter(&service_name, log_filter)?;
+    // A client command is one trace: its root span is the parent of every
+    // call it makes, and through them of the gateway's and workers' spans.
+    let root = match &cli.command {
+        Command::Up { .. } | Command::Serve { .. } => tracing::Span::none(),
+        command => tracing::info_span!(
+            "gauntlet.command",
+            otel.name = %format!("gauntlet {}", command.name()),
+            otel.status_code = tracing::field::Empty,
+            otel.status_description = tracing::field::Empty,
+        ),
+    };
+    let outcome = command(cli.command, config).instrument(root.clone()).await;
+    if let Err(error) = &outcome {
+        root.record("otel.status_code", "ERROR");
+        root.record("otel.status_description", format!("{error:#}").as_str());
+    }
+    outcome
+}
+
+async fn command(command: Command, config: GauntletConfig) -> anyhow::Result<i32> {
+    match command {
+        Command::Run(args) => run::run(args, config).await,
         Command::Validate { suite } => run::validate(&suite).map(|()| 0),
         Command::Watch { run_id, target } => {
             commands::watch(&config, &target, &run_id).await.map(|()| 0)
@@ -479,7 +533,6 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             redis_url,
             data_dir,
         } => {
-            let _telemetry = gauntlet_telemetry::init("gauntlet")?;
             let urls = UpUrls {
                 database: database_url,
                 amqp: amqp_url,
@@ -488,7 +541,6 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             up(config, urls, data_dir).await.map(|()| 0)
         }
         Command::Serve { service } => {
-            let _telemetry = gauntlet_telemetry::init(&format!("gauntlet-{}", service.name()))?;
             let shutdown = CancellationToken::new();
             gauntlet_service::shutdown_on_signal(shutdown.clone());
             service.serve(config, shutdown).await.map(|()| 0)

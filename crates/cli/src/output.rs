@@ -12,7 +12,6 @@ use std::{
 use anyhow::{Context, bail};
 use gauntlet_proto::v1::{self, run_service_client::RunServiceClient};
 use gauntlet_reports::render::{self, ResultSink};
-use tonic::transport::Channel;
 
 use crate::client;
 
@@ -130,7 +129,7 @@ impl<'p> Files<'p> {
 pub async fn write_files(
     paths: &[PathBuf],
     summary: &v1::RunSummary,
-    runs: &RunServiceClient<Channel>,
+    runs: &RunServiceClient<crate::client::Conn>,
     run_id: &str,
 ) -> anyhow::Result<()> {
     let mut files = Files::begin(paths, summary)?;
@@ -371,7 +370,7 @@ const SPOOL_POLL: std::time::Duration = std::time::Duration::from_millis(25);
 impl Spool {
     /// Starts following the results of `run_id` for the files `paths`.
     pub fn start(
-        runs: RunServiceClient<Channel>,
+        runs: RunServiceClient<crate::client::Conn>,
         run_id: String,
         paths: &[PathBuf],
     ) -> anyhow::Result<Self> {

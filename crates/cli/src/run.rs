@@ -300,6 +300,15 @@ pub async fn run(args: RunArgs, config: GauntletConfig) -> anyhow::Result<i32> {
         }
     }
     println!("run id: {run_id}");
+    // Where its story is told, when its spans went anywhere.
+    let trace_id = &submitted.trace_id;
+    if !trace_id.is_empty() {
+        match gauntlet_telemetry::trace_link(trace_id) {
+            Some(link) => println!("trace: {link}"),
+            None if gauntlet_telemetry::exporting() => println!("trace id: {trace_id}"),
+            None => {}
+        }
+    }
     Ok(if interrupted {
         INTERRUPTED
     } else if failed {
@@ -392,7 +401,7 @@ const LISTED_FAILURES: u32 = 10;
 
 /// The first failed and errored results, in task order.
 async fn first_failures(
-    runs: &mut RunServiceClient<tonic::transport::Channel>,
+    runs: &mut RunServiceClient<crate::client::Conn>,
     run_id: &str,
 ) -> anyhow::Result<Vec<v1::Result>> {
     let mut out = Vec::new();
@@ -410,7 +419,7 @@ async fn first_failures(
 /// After a cancel, workers write what they finished within a moment: wait
 /// until the stored count stops moving (at most a few seconds), so the
 /// partial summary and the result files agree with what is kept.
-async fn settle(runs: &mut RunServiceClient<tonic::transport::Channel>, run_id: &str) {
+async fn settle(runs: &mut RunServiceClient<crate::client::Conn>, run_id: &str) {
     let mut last = None;
     for _ in 0..20 {
         let completed = runs
@@ -485,7 +494,7 @@ impl View {
 /// returns whether that happened, the final status, why it ended so, and
 /// how many results failed or errored.
 async fn follow(
-    runs: &mut RunServiceClient<tonic::transport::Channel>,
+    runs: &mut RunServiceClient<crate::client::Conn>,
     run_id: &str,
     total: u64,
 ) -> anyhow::Result<(bool, Option<v1::RunStatus>, String, u64)> {

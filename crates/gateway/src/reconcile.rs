@@ -510,6 +510,7 @@ mod tests {
     fn run(total: i64, completed: i64, redrives: i32) -> RunRecord {
         let now = Utc::now();
         RunRecord {
+            trace_id: String::new(),
             id: Uuid::now_v7(),
             project_id: "default".into(),
             suite_id: Uuid::now_v7(),

@@ -17,16 +17,14 @@ use gauntlet_service::{
     parse_id,
 };
 use gauntlet_store::{NewReport, RUN_REPORT, ReportRecord, ReportReuse, ReportStatus};
-use gauntlet_telemetry::grpc::TraceInterceptor;
+use gauntlet_telemetry::grpc::TraceClient;
 use prost::Message as _;
-use tonic::{
-    Request, Response, Status, service::interceptor::InterceptedService, transport::Channel,
-};
+use tonic::{Request, Response, Status, transport::Channel};
 use uuid::Uuid;
 
 use crate::{DEFAULT_PROJECT, Deps};
 
-type Traced = InterceptedService<Channel, TraceInterceptor>;
+type Traced = TraceClient<Channel>;
 
 #[derive(Clone)]
 pub struct Router {
@@ -49,17 +47,17 @@ impl Router {
         Ok(Self {
             deps,
             analytics: limited!(
-                AnalyticsServiceClient::with_interceptor(
-                    lazy_channel("gateway.analytics_url", &config.gateway.analytics_url)?,
-                    TraceInterceptor,
-                ),
+                AnalyticsServiceClient::new(TraceClient::new(lazy_channel(
+                    "gateway.analytics_url",
+                    &config.gateway.analytics_url
+                )?)),
                 limits
             ),
             monitor: limited!(
-                MonitorServiceClient::with_interceptor(
-                    lazy_channel("gateway.monitor_url", &config.gateway.monitor_url)?,
-                    TraceInterceptor,
-                ),
+                MonitorServiceClient::new(TraceClient::new(lazy_channel(
+                    "gateway.monitor_url",
+                    &config.gateway.monitor_url
+                )?)),
                 limits
             ),
             limits,

@@ -13,7 +13,6 @@ use gauntlet_service::{
 use gauntlet_store::{ResultStatus, RunCursor, RunStatus};
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
-use tracing::instrument;
 use uuid::Uuid;
 
 use crate::{DEFAULT_PROJECT, Deps, submit, watch};
@@ -162,7 +161,6 @@ type ProgressStream = Pin<Box<dyn Stream<Item = Result<v1::RunProgress, Status>>
 
 #[tonic::async_trait]
 impl RunService for RunApi {
-    #[instrument(skip_all, name = "SubmitRun")]
     async fn submit_run(
         &self,
         request: Request<v1::SubmitRunRequest>,
@@ -178,7 +176,6 @@ impl RunService for RunApi {
         Ok(Response::new(resp))
     }
 
-    #[instrument(skip_all, name = "SubmitRunStream")]
     async fn submit_run_stream(
         &self,
         request: Request<tonic::Streaming<v1::SubmitRunChunk>>,

@@ -612,6 +612,9 @@ fn run_options(
         // Read by workers, which stop the run once its results cost this much.
         "max_cost_usd": (max_cost > 0.0).then_some(max_cost),
         "estimated_cost_usd": estimate.map(|e| e.cost_usd),
+        // The submission's span (called in it): what work done for the run
+        // later, in traces of its own (reports, big runs' batches), links to.
+        "traceparent": gauntlet_telemetry::propagation::current_traceparent(),
     })
 }
 
@@ -632,6 +635,8 @@ fn new_run(
         compiled: gauntlet_core::parse::normalized_header_line(header),
         options: stored_options,
         total_tasks,
+        // Called in the submission's span: the run's trace.
+        trace_id: gauntlet_telemetry::propagation::current_trace_id().unwrap_or_default(),
     }
 }
 
@@ -706,6 +711,7 @@ async fn start(
         estimated_tokens_out: estimate.tokens_out,
         estimated_cost_usd: estimate.cost_usd,
         unpriced_providers: estimate.unpriced,
+        trace_id: run.trace_id.clone(),
     })
 }
 

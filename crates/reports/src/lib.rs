@@ -24,10 +24,10 @@ use gauntlet_proto::{
 };
 use gauntlet_service::{GrpcServer, connect_bus, connect_store, convert};
 use gauntlet_store::{ReportOutcome, Store};
-use gauntlet_telemetry::{grpc::TraceInterceptor, propagation};
+use gauntlet_telemetry::{grpc::TraceClient, propagation};
 use prost::Message as _;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
-use tonic::{service::interceptor::InterceptedService, transport::Channel};
+use tonic::transport::Channel;
 use tracing::{Instrument, info, info_span, warn};
 use uuid::Uuid;
 
@@ -38,7 +38,7 @@ const PAGE: u32 = 1000;
 /// Pages of results read at once while a report renders.
 const PAGES_AHEAD: usize = 3;
 
-type AnalyticsClient = AnalyticsServiceClient<InterceptedService<Channel, TraceInterceptor>>;
+type AnalyticsClient = AnalyticsServiceClient<TraceClient<Channel>>;
 
 #[derive(Clone)]
 pub struct Deps {
@@ -72,7 +72,7 @@ pub async fn run(
         })?
         .connect_lazy();
     let analytics = gauntlet_service::limited!(
-        AnalyticsServiceClient::with_interceptor(channel, TraceInterceptor),
+        AnalyticsServiceClient::new(TraceClient::new(channel)),
         gauntlet_service::MessageLimits::new(&config.grpc)
     );
     let server = GrpcServer::new("reports", &config.grpc).await?;
@@ -291,6 +291,7 @@ async fn build_trend(
         .get_run(run_id)
         .await?
         .with_context(|| format!("run {run_id} not found"))?;
+    gauntlet_service::convert::link_to_run(&run);
     let trends = analytics
         .get_trends(v1::GetTrendsRequest {
             description: run.description.clone(),

@@ -376,6 +376,7 @@ mod tests {
     #[test]
     fn a_result_is_written_with_every_field_under_its_name_in_alphabetical_order() {
         let r = v1::Result {
+            trace_id: "4bf92f3577b34da6a3ce929d0e0e4736".into(),
             run_id: "r".into(),
             task_index: 7,
             test_index: 3,
@@ -416,7 +417,7 @@ mod tests {
             "reason": "why",
             "assertions": [{"type": "contains", "pass": false, "score": 0.25, "reason": "no"}],
             "latency_ms": 12, "tokens_in": 4, "tokens_out": 5, "cost_usd": 0.001,
-            "cached": true, "error": "e",
+            "cached": true, "error": "e", "trace_id": "4bf92f3577b34da6a3ce929d0e0e4736",
         });
         assert_eq!(jsonl(&d), format!("{want}\n"));
         let doc = json(&d);

@@ -50,6 +50,7 @@ const CEILING: usize = 4 << 20;
 
 fn result(i: u64) -> v1::Result {
     v1::Result {
+        trace_id: String::new(),
         run_id: "run".into(),
         task_index: i,
         test_index: (i / 12) as u32,

@@ -53,6 +53,17 @@ pub fn run(r: &RunRecord) -> v1::Run {
         created_at: Some(timestamp(r.created_at)),
         finished_at: r.finished_at.map(timestamp),
         status_reason: r.status_reason.clone(),
+        trace_id: r.trace_id.clone(),
+    }
+}
+
+/// Marks the current span as work on `run` (`gauntlet.run_id`) and, when
+/// it is not in the run's trace, links it to the run's submission, so a
+/// report or a summary asked for later leads back to the run's trace.
+pub fn link_to_run(run: &RunRecord) {
+    gauntlet_telemetry::set_attribute("gauntlet.run_id", run.id.to_string());
+    if let Some(traceparent) = run.options.get("traceparent").and_then(|v| v.as_str()) {
+        gauntlet_telemetry::propagation::link_current_to(traceparent);
     }
 }
 
@@ -136,5 +147,6 @@ pub fn result(r: &ResultRecord, suite: &Suite, test: Option<&TestHead>) -> v1::R
         cost_usd: x.cost_usd,
         cached: x.cached,
         error: x.error.clone(),
+        trace_id: x.trace_id.clone(),
     }
 }

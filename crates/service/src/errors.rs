@@ -27,11 +27,13 @@ pub async fn existing_run(
     store: &dyn gauntlet_store::Store,
     id: uuid::Uuid,
 ) -> Result<gauntlet_store::RunRecord, Status> {
-    store
+    let run = store
         .get_run(id)
         .await
         .map_err(|e| internal("get run", e))?
-        .ok_or_else(|| not_found("run", id))
+        .ok_or_else(|| not_found("run", id))?;
+    crate::convert::link_to_run(&run);
+    Ok(run)
 }
 
 /// Parses a UUID field of a request.

@@ -1,6 +1,9 @@
-//! Trace context across gRPC: [`TraceInterceptor`] writes the caller's span
-//! context into request metadata, [`TraceLayer`] reads it on the server and
-//! runs each request inside a `grpc.request` span parented to it.
+//! Trace context across gRPC: [`TraceClient`] runs each outgoing call in a
+//! CLIENT span and writes its context into the request metadata,
+//! [`TraceLayer`] reads it on the server and runs each request inside a
+//! SERVER span parented to it. Both follow the OpenTelemetry RPC
+//! conventions (`rpc.system`, `rpc.service`, `rpc.method`,
+//! `rpc.grpc.status_code`).
 
 use std::{
     future::Future,
@@ -11,36 +14,87 @@ use std::{
 use http::{HeaderMap, Request, Response};
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use opentelemetry::trace::TraceContextExt as _;
-use tonic::{
-    Status,
-    body::Body,
-    codegen::Bytes,
-    metadata::{MetadataKey, MetadataValue},
-};
+use tonic::{Status, body::Body, codegen::Bytes};
 use tower::{Layer, Service};
 use tracing::{Instrument, Span, field::Empty};
+use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
 use crate::propagation;
 
-/// Client interceptor that injects the current span's W3C trace context into
-/// the request metadata:
-/// `GatewayClient::with_interceptor(channel, TraceInterceptor)`.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct TraceInterceptor;
+/// A gRPC client transport (a `Channel`) whose every call runs in an `info`
+/// span `grpc.client` (exported as `pkg.Service/Method`, kind CLIENT, with
+/// the `rpc.*` attributes and `server.address`) whose W3C context goes out
+/// in the request headers, so the server's span is its child. The span lasts
+/// until the response body ends (a stream is one span); any status but OK
+/// marks it as an error, as the conventions ask of client spans.
+///
+/// `RunServiceClient::new(TraceClient::new(channel))`.
+#[derive(Debug, Clone)]
+pub struct TraceClient<S> {
+    inner: S,
+}
 
-impl tonic::service::Interceptor for TraceInterceptor {
-    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, Status> {
-        for (name, value) in propagation::inject_current() {
-            // The propagator only emits valid ASCII header names and values;
-            // a pair that somehow is not is dropped rather than failing the call.
-            if let (Ok(key), Ok(value)) = (
-                MetadataKey::from_bytes(name.as_bytes()),
-                MetadataValue::try_from(value.as_str()),
+impl<S> TraceClient<S> {
+    pub fn new(inner: S) -> Self {
+        Self { inner }
+    }
+}
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for TraceClient<S>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    S::Future: Send + 'static,
+    ResBody: HttpBody<Data = Bytes> + Send + 'static,
+    ResBody::Error: Into<tonic::codegen::StdError>,
+{
+    type Response = Response<TracedBody>;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
+        let path = request.uri().path();
+        let (service, method) = rpc_of(path).unzip();
+        let span = tracing::info_span!(
+            "grpc.client",
+            otel.name = path.trim_start_matches('/'),
+            otel.kind = "client",
+            otel.status_code = Empty,
+            otel.status_description = Empty,
+            rpc.system = "grpc",
+            rpc.service = service,
+            rpc.method = method,
+            rpc.grpc.status_code = Empty,
+            server.address = request.uri().host(),
+            server.port = request.uri().port_u16().map(i64::from),
+        );
+        for (name, value) in propagation::inject_context(&span.context()) {
+            if let (Ok(name), Ok(value)) = (
+                http::HeaderName::from_bytes(name.as_bytes()),
+                http::HeaderValue::from_str(&value),
             ) {
-                request.metadata_mut().insert(key, value);
+                request.headers_mut().insert(name, value);
             }
         }
-        Ok(request)
+        let future = span.in_scope(|| self.inner.call(request));
+        let body_span = span.clone();
+        Box::pin(
+            async move {
+                let response = future.await?;
+                if let Some(status) = response.headers().get("grpc-status") {
+                    record_status(&body_span, Side::Client, status, response.headers());
+                }
+                Ok(response.map(|body| TracedBody {
+                    inner: Body::new(body),
+                    span: body_span,
+                    side: Side::Client,
+                }))
+            }
+            .instrument(span),
+        )
     }
 }
 
@@ -125,11 +179,12 @@ where
             async move {
                 let response = future.await?;
                 if let Some(status) = response.headers().get("grpc-status") {
-                    record_status(&body_span, status, response.headers());
+                    record_status(&body_span, Side::Server, status, response.headers());
                 }
                 Ok(response.map(|body| TracedBody {
                     inner: Body::new(body),
                     span: body_span,
+                    side: Side::Server,
                 }))
             }
             .instrument(span),
@@ -179,8 +234,15 @@ pub(crate) fn rpc_of(path: &str) -> Option<(&str, &str)> {
     }
 }
 
-/// Records `grpc-status` (and, for server faults, the error status) on `span`.
-fn record_status(span: &Span, status: &http::HeaderValue, headers: &HeaderMap) {
+/// Which end of a call a span stands for: what counts as its failure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Side {
+    Client,
+    Server,
+}
+
+/// Records `grpc-status` (and, for a failure of `side`, the error status) on `span`.
+fn record_status(span: &Span, side: Side, status: &http::HeaderValue, headers: &HeaderMap) {
     let Some(code) = status
         .to_str()
         .ok()
@@ -189,7 +251,12 @@ fn record_status(span: &Span, status: &http::HeaderValue, headers: &HeaderMap) {
         return;
     };
     span.record("rpc.grpc.status_code", code);
-    if is_server_fault(tonic::Code::from_i32(code)) {
+    let code = tonic::Code::from_i32(code);
+    let failed = match side {
+        Side::Server => is_server_fault(code),
+        Side::Client => code != tonic::Code::Ok,
+    };
+    if failed {
         span.record("otel.status_code", "ERROR");
         if let Some(message) = headers.get("grpc-message").and_then(|m| m.to_str().ok()) {
             span.record("otel.status_description", message);
@@ -217,6 +284,7 @@ fn is_server_fault(code: tonic::Code) -> bool {
 pub struct TracedBody {
     inner: Body,
     span: Span,
+    side: Side,
 }
 
 impl HttpBody for TracedBody {
@@ -236,7 +304,7 @@ impl HttpBody for TracedBody {
             && let Some(trailers) = frame.trailers_ref()
             && let Some(status) = trailers.get("grpc-status")
         {
-            record_status(&this.span, status, trailers);
+            record_status(&this.span, this.side, status, trailers);
         }
         polled
     }
@@ -252,43 +320,7 @@ impl HttpBody for TracedBody {
 
 #[cfg(test)]
 mod tests {
-    use opentelemetry::trace::TracerProvider as _;
-    use opentelemetry_sdk::trace::SdkTracerProvider;
-    use tonic::service::Interceptor;
-    use tracing_opentelemetry::OpenTelemetrySpanExt;
-    use tracing_subscriber::layer::SubscriberExt;
-
     use super::*;
-
-    #[test]
-    fn interceptor_writes_the_current_traceparent_into_metadata() {
-        let provider = SdkTracerProvider::builder().build();
-        let subscriber = tracing_subscriber::registry()
-            .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")));
-        tracing::subscriber::with_default(subscriber, || {
-            let span = tracing::info_span!("client call");
-            let _entered = span.enter();
-            let trace_id = span.context().span().span_context().trace_id();
-
-            let request = TraceInterceptor.call(tonic::Request::new(())).unwrap();
-            let traceparent = request
-                .metadata()
-                .get("traceparent")
-                .expect("traceparent in metadata")
-                .to_str()
-                .unwrap();
-            assert!(
-                traceparent.starts_with(&format!("00-{trace_id}-")),
-                "{traceparent}"
-            );
-        });
-    }
-
-    #[test]
-    fn interceptor_leaves_untraced_calls_alone() {
-        let request = TraceInterceptor.call(tonic::Request::new(())).unwrap();
-        assert!(request.metadata().get("traceparent").is_none());
-    }
 
     #[test]
     fn only_server_faults_mark_the_span_as_failed() {

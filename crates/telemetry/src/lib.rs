@@ -10,7 +10,50 @@ pub mod metrics;
 pub mod propagation;
 mod setup;
 
-pub use setup::{DEFAULT_LOG_FILTER, TelemetryGuard, init, init_with_log_filter};
+pub use propagation::set_attribute;
+
+pub use setup::{DEFAULT_LOG_FILTER, TelemetryGuard, exporting, init, init_with_log_filter};
+
+/// The variable holding a link template for traces, e.g.
+/// `http://localhost:16686/trace/{trace_id}` (Jaeger's UI).
+pub const TRACE_URL_VAR: &str = "GAUNTLET_TRACE_URL";
+
+/// The link to `trace_id` that `GAUNTLET_TRACE_URL` makes, its
+/// `{trace_id}` replaced (or the id appended when the template has none).
+/// None when the variable or the id is empty.
+pub fn trace_link(trace_id: &str) -> Option<String> {
+    let template = std::env::var(TRACE_URL_VAR).ok()?;
+    link_from(template.trim(), trace_id)
+}
+
+fn link_from(template: &str, trace_id: &str) -> Option<String> {
+    if template.is_empty() || trace_id.is_empty() {
+        return None;
+    }
+    Some(if template.contains("{trace_id}") {
+        template.replace("{trace_id}", trace_id)
+    } else {
+        format!("{template}{trace_id}")
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_trace_link_fills_the_template() {
+        let id = "4bf92f3577b34da6a3ce929d0e0e4736";
+        assert_eq!(
+            super::link_from("http://localhost:16686/trace/{trace_id}", id).as_deref(),
+            Some("http://localhost:16686/trace/4bf92f3577b34da6a3ce929d0e0e4736")
+        );
+        assert_eq!(
+            super::link_from("http://j/trace/", id).as_deref(),
+            Some("http://j/trace/4bf92f3577b34da6a3ce929d0e0e4736")
+        );
+        assert_eq!(super::link_from("", id), None);
+        assert_eq!(super::link_from("http://j/{trace_id}", ""), None);
+    }
+}
 
 /// Everything that can go wrong while setting up or tearing down telemetry.
 #[derive(Debug, thiserror::Error)]

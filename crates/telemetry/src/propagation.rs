@@ -62,6 +62,36 @@ pub fn set_parent(span: &tracing::Span, cx: Context) {
     let _ = span.set_parent(cx);
 }
 
+/// Sets `key = value` on the OpenTelemetry span of the current `tracing`
+/// span (in a gRPC handler: the request's SERVER span). Attributes not
+/// declared as fields are set this way; numbers stay numbers.
+pub fn set_attribute(key: &'static str, value: impl Into<opentelemetry::Value>) {
+    tracing::Span::current().set_attribute(key, value);
+}
+
+/// The current span's W3C `traceparent` (`00-<trace>-<span>-<flags>`), to
+/// keep with work that later spans link to; None outside a traced span.
+pub fn current_traceparent() -> Option<String> {
+    inject_current()
+        .into_iter()
+        .find(|(name, _)| name == TRACEPARENT)
+        .map(|(_, value)| value)
+}
+
+/// Links the current span to the span a `traceparent` names (a run's
+/// submission, kept with the run): work done later for a run, in a trace of
+/// its own, leads back to the run's. A malformed or empty value adds no link.
+pub fn link_current_to(traceparent: &str) {
+    let cx = extract([(TRACEPARENT, traceparent)]);
+    let remote = cx.span().span_context().clone();
+    let current = tracing::Span::current();
+    // Work already in the run's trace needs no link to it.
+    if remote.is_valid() && current.context().span().span_context().trace_id() != remote.trace_id()
+    {
+        current.add_link(remote);
+    }
+}
+
 /// The trace id of the current span in its W3C hex form, for log lines and
 /// error messages that a user can paste into Jaeger.
 pub fn current_trace_id() -> Option<String> {

@@ -45,6 +45,15 @@ const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
 /// Instrumentation scope of every span this process exports.
 const TRACER_NAME: &str = "gauntlet";
 
+/// Whether spans leave this process (an OTLP endpoint is configured).
+static EXPORTING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether this process exports its spans: set by the [`init`] call that
+/// installed the subscriber when an OTLP endpoint is configured.
+pub fn exporting() -> bool {
+    EXPORTING.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// Whether this process already installed its subscriber: `gauntlet up`
 /// starts five services that each call [`init`].
 static INSTALLED: Mutex<bool> = Mutex::new(false);
@@ -182,6 +191,7 @@ pub fn init_with_log_filter(
     global::set_tracer_provider(provider.clone());
 
     if settings.otlp_export {
+        EXPORTING.store(true, std::sync::atomic::Ordering::Relaxed);
         if let Ok(protocol) = std::env::var("OTEL_EXPORTER_OTLP_PROTOCOL")
             && !protocol.is_empty()
             && protocol != "grpc"

@@ -661,6 +661,7 @@ impl Worker {
         };
         let provider = &plan.suite.providers[coord.provider as usize];
         let mut row = NewResult {
+            trace_id: String::new(),
             task_index: index as i64,
             project_id: project_id.to_string(),
             test_index: coord.test as i32,

@@ -95,8 +95,8 @@ impl Cluster {
         panic!("gateway did not come up");
     }
 
-    pub async fn runs(&self) -> RunServiceClient<Channel> {
-        RunServiceClient::new(self.channel().await)
+    pub async fn runs(&self) -> RunServiceClient<gauntlet_cli::client::Conn> {
+        RunServiceClient::new(gauntlet_cli::client::Conn::new(self.channel().await))
     }
 
     pub async fn analytics(&self) -> AnalyticsServiceClient<Channel> {

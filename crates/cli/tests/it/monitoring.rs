@@ -417,7 +417,7 @@ async fn alert_in(
 
 /// Waits up to `secs` for run `run_id` to complete.
 async fn completed(
-    runs: &mut gauntlet_proto::v1::run_service_client::RunServiceClient<tonic::transport::Channel>,
+    runs: &mut gauntlet_proto::v1::run_service_client::RunServiceClient<gauntlet_cli::client::Conn>,
     run_id: &str,
     secs: u64,
 ) -> v1::Run {
@@ -508,11 +508,13 @@ async fn a_flooded_task_queue_alert_goes_pending_fires_to_a_webhook_and_resolves
         .map(|i| format!("  - vars: {{ n: '{i}' }}\n"))
         .collect();
     let suite = format!("prompts: ['{{{{ n }}}}']\nproviders: [echo, echo]\ntests:\n{tests}");
-    let mut runs = gauntlet_proto::v1::run_service_client::RunServiceClient::connect(format!(
-        "http://{gateway_addr}"
-    ))
-    .await
-    .unwrap();
+    let mut runs = gauntlet_proto::v1::run_service_client::RunServiceClient::new(
+        gauntlet_cli::client::Conn::new(
+            gauntlet_cli::client::connect(&format!("http://{gateway_addr}"))
+                .await
+                .unwrap(),
+        ),
+    );
     let run = runs
         .submit_run(v1::SubmitRunRequest {
             suite,
@@ -745,7 +747,7 @@ async fn a_pass_rate_drop_between_two_runs_of_a_suite_fires_the_quality_alert() 
     );
     let mut runs = cluster.runs().await;
     let run_once = async |runs: &mut gauntlet_proto::v1::run_service_client::RunServiceClient<
-        tonic::transport::Channel,
+        gauntlet_cli::client::Conn,
     >| {
         let id = runs
             .submit_run(v1::SubmitRunRequest {

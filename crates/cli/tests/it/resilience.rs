@@ -19,7 +19,6 @@ use gauntlet_proto::v1::{self, RunStatus, run_service_client::RunServiceClient};
 use gauntlet_store::{PgStore, testing::TestDatabase};
 use tokio::process::{Child, Command};
 use tokio_util::sync::CancellationToken;
-use tonic::transport::Channel;
 
 use crate::cluster::Cluster;
 
@@ -42,7 +41,7 @@ pub(crate) fn suite(mock_url: &str, cases: usize, cost: f64) -> String {
 }
 
 pub(crate) async fn submit(
-    runs: &mut RunServiceClient<Channel>,
+    runs: &mut RunServiceClient<gauntlet_cli::client::Conn>,
     suite: String,
     options: v1::RunOptions,
 ) -> v1::SubmitRunResponse {
@@ -59,7 +58,10 @@ pub(crate) async fn submit(
     .into_inner()
 }
 
-pub(crate) async fn get_run(runs: &mut RunServiceClient<Channel>, run_id: &str) -> v1::Run {
+pub(crate) async fn get_run(
+    runs: &mut RunServiceClient<gauntlet_cli::client::Conn>,
+    run_id: &str,
+) -> v1::Run {
     runs.get_run(v1::GetRunRequest {
         run_id: run_id.into(),
     })
@@ -70,7 +72,7 @@ pub(crate) async fn get_run(runs: &mut RunServiceClient<Channel>, run_id: &str) 
 
 /// Polls the run until `done` holds for it.
 pub(crate) async fn wait_for(
-    runs: &mut RunServiceClient<Channel>,
+    runs: &mut RunServiceClient<gauntlet_cli::client::Conn>,
     run_id: &str,
     within: Duration,
     what: &str,
@@ -108,7 +110,10 @@ pub(crate) fn ended(run: &v1::Run) -> bool {
 }
 
 /// Task indices of every stored result, in order.
-pub(crate) async fn result_tasks(runs: &mut RunServiceClient<Channel>, run_id: &str) -> Vec<u64> {
+pub(crate) async fn result_tasks(
+    runs: &mut RunServiceClient<gauntlet_cli::client::Conn>,
+    run_id: &str,
+) -> Vec<u64> {
     client::result_pages(
         runs.clone(),
         run_id.into(),
@@ -124,7 +129,7 @@ pub(crate) async fn result_tasks(runs: &mut RunServiceClient<Channel>, run_id: &
 /// The run is `completed` with exactly one result per task: no gaps, no
 /// duplicates.
 pub(crate) async fn assert_one_result_per_task(
-    runs: &mut RunServiceClient<Channel>,
+    runs: &mut RunServiceClient<gauntlet_cli::client::Conn>,
     run_id: &str,
     total: u64,
 ) {
@@ -560,11 +565,11 @@ impl Backplane {
         }
     }
 
-    async fn runs(&self) -> RunServiceClient<Channel> {
+    async fn runs(&self) -> RunServiceClient<gauntlet_cli::client::Conn> {
         let endpoint = tonic::transport::Endpoint::from_shared(self.gateway.clone()).unwrap();
         for _ in 0..50 {
             if let Ok(ch) = endpoint.connect().await {
-                return RunServiceClient::new(ch);
+                return RunServiceClient::new(gauntlet_cli::client::Conn::new(ch));
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }

@@ -20,7 +20,6 @@ use gauntlet_providers::ProviderFactory;
 use gauntlet_store::{PgStore, Store, testing::TestDatabase};
 use tokio::process::Command;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::Channel;
 
 use crate::{
     cli::{gauntlet_env, text},
@@ -219,11 +218,11 @@ impl Plane {
         }
     }
 
-    async fn runs(&self) -> RunServiceClient<Channel> {
+    async fn runs(&self) -> RunServiceClient<gauntlet_cli::client::Conn> {
         let endpoint = tonic::transport::Endpoint::from_shared(self.gateway.clone()).unwrap();
         for _ in 0..50 {
             if let Ok(ch) = endpoint.connect().await {
-                return RunServiceClient::new(ch);
+                return RunServiceClient::new(gauntlet_cli::client::Conn::new(ch));
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }

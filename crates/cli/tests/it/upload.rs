@@ -275,7 +275,7 @@ async fn a_run_starts_while_its_tests_arrive_and_a_refused_one_keeps_its_results
 
 /// The first run listed, once there is one.
 async fn wait_for_a_run(
-    runs: &mut gauntlet_proto::v1::run_service_client::RunServiceClient<tonic::transport::Channel>,
+    runs: &mut gauntlet_proto::v1::run_service_client::RunServiceClient<gauntlet_cli::client::Conn>,
 ) -> v1::Run {
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {

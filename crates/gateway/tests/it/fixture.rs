@@ -41,6 +41,7 @@ impl Env {
         let run = self
             .store
             .create_run(NewRun {
+                trace_id: String::new(),
                 id: Uuid::now_v7(),
                 project_id: "default".into(),
                 description: "stuck".into(),

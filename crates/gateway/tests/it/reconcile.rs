@@ -313,6 +313,7 @@ async fn uploading_run(env: &Env) -> gauntlet_store::RunRecord {
     let run = env
         .store
         .create_run(gauntlet_store::NewRun {
+            trace_id: String::new(),
             id: uuid::Uuid::now_v7(),
             project_id: "default".into(),
             description: "cut short".into(),

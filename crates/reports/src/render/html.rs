@@ -274,6 +274,7 @@ impl<W: Write> ResultSink for Html<W> {
                 created => super::utc_text(s.created_at.as_ref()),
                 finished => super::utc_text(s.finished_at.as_ref()),
                 label => s.label,
+                trace_id => s.trace_id,
                 partial => super::partial(s),
                 completed => s.completed_tasks,
                 total => s.total_tasks,

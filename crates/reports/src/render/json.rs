@@ -49,6 +49,7 @@ struct ResultJson<'a> {
     test_index: u32,
     tokens_in: u32,
     tokens_out: u32,
+    trace_id: &'a str,
     /// Parsed, so its keys are sorted and it is laid out like the rest.
     vars: Value,
 }
@@ -91,6 +92,7 @@ fn result_json(r: &v1::Result) -> ResultJson<'_> {
         test_index: r.test_index,
         tokens_in: r.tokens_in,
         tokens_out: r.tokens_out,
+        trace_id: &r.trace_id,
         vars: serde_json::from_str::<Value>(&r.vars_json).unwrap_or(Value::Null),
     }
 }
@@ -123,6 +125,7 @@ fn summary_json(s: &v1::RunSummary) -> Map<String, Value> {
         "run_id": s.run_id,
         "description": s.description,
         "label": s.label,
+        "trace_id": s.trace_id,
         "created_at": super::rfc3339(s.created_at.as_ref()),
         "finished_at": super::rfc3339(s.finished_at.as_ref()),
         "status": v1::RunStatus::label_of(s.status),

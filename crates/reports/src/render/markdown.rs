@@ -47,6 +47,9 @@ impl<W: Write> ResultSink for Markdown<W> {
             writeln!(out, "- Label: {}", cell(&s.label, 100))?;
         }
         writeln!(out, "- Status: {}", v1::RunStatus::label_of(s.status))?;
+        if !s.trace_id.is_empty() {
+            writeln!(out, "- Trace: `{}`", cell(&s.trace_id, 32))?;
+        }
         writeln!(
             out,
             "- Results: {} of {} — {} passed, {} failed, {} errors ({} pass rate)",

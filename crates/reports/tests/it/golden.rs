@@ -31,6 +31,7 @@ fn varied_run() -> ReportData {
                         _ => format!("{{\"w\":\"é | ü\\n{test}\",\"x\":\"<i>\"}}"),
                     };
                     results.push(v1::Result {
+                        trace_id: String::new(),
                         run_id: "run-1".into(),
                         task_index: task,
                         test_index: test,

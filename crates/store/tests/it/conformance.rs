@@ -679,7 +679,11 @@ async fn results_read_back_exactly_as_written(store: Arc<dyn Store>) {
     assert_eq!(rows, vec![plain, odd]);
     assert!(stored.iter().all(|r| r.run_id == run.id));
     let read = store.get_run(run.id).await.unwrap().unwrap();
-    assert!(stored.iter().all(|r| Some(r.created_at) <= read.finished_at));
+    assert!(
+        stored
+            .iter()
+            .all(|r| Some(r.created_at) <= read.finished_at)
+    );
     // The run's and each result's trace ids come back as written.
     assert_eq!(run.trace_id, "4bf92f3577b34da6a3ce929d0e0e4736");
     assert_eq!(read.trace_id, run.trace_id);

@@ -1,9 +1,9 @@
 //! `TraceLayer` on a real tonic server (the health service behind it) and
-//! `TraceInterceptor` on a real client.
+//! `TraceClient` on a real client.
 
 use std::{net::SocketAddr, time::Duration};
 
-use gauntlet_telemetry::grpc::{TraceInterceptor, TraceLayer};
+use gauntlet_telemetry::grpc::{TraceClient, TraceLayer};
 use opentelemetry::{
     Value,
     trace::{SpanId, SpanKind, Status, TraceContextExt, TraceId, TracerProvider as _},
@@ -172,7 +172,7 @@ async fn server_span_is_parented_to_the_incoming_traceparent() {
 async fn interceptor_carries_the_client_span_to_the_server_span() {
     let recorder = Recorder::install();
     let server = TestServer::start(TraceLayer::new()).await;
-    let mut client = HealthClient::with_interceptor(server.channel().await, TraceInterceptor);
+    let mut client = HealthClient::new(TraceClient::new(server.channel().await));
 
     let caller = tracing::info_span!("caller");
     let (trace_id, span_id) = {

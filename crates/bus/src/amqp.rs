@@ -19,6 +19,7 @@ use std::{
 
 use async_trait::async_trait;
 use futures::StreamExt;
+use gauntlet_telemetry::propagation;
 use lapin::{
     Acker, BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind,
     options::{
@@ -28,8 +29,10 @@ use lapin::{
     },
     types::{AMQPValue, FieldTable, LongString, ShortString},
 };
+use opentelemetry::trace::TraceContextExt as _;
 use tokio::sync::Mutex;
-use tracing::{debug, warn};
+use tracing::{Instrument as _, debug, warn};
+use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
 use crate::{
     Acknowledge, Bus, BusError, DEAD_LETTER_EXCHANGE, DeadLetter, Decide, Delivery, DeliveryStream,
@@ -256,6 +259,12 @@ impl AmqpBus {
         }
     }
 
+    /// Publishes `messages` in a PRODUCER span (`publish <destination>`,
+    /// with the OpenTelemetry messaging attributes), parented to the trace
+    /// context the first message carries (a run's batches go out from a
+    /// background task, in its submission's trace) or else to the current
+    /// span; each message then carries the producer span's context, and a
+    /// message id made of the span id and its place in the batch.
     async fn publish_inner(
         &self,
         exchange: &str,
@@ -263,10 +272,66 @@ impl AmqpBus {
         messages: &[Message],
         confirm: bool,
     ) -> Result<()> {
+        let destination = if exchange.is_empty() {
+            routing_key
+        } else {
+            exchange
+        };
+        let span = tracing::info_span!(
+            "amqp.publish",
+            otel.name = %format_args!("publish {destination}"),
+            otel.kind = "producer",
+            otel.status_code = tracing::field::Empty,
+            otel.status_description = tracing::field::Empty,
+            messaging.system = "rabbitmq",
+            messaging.operation.type = "send",
+            messaging.operation.name = "publish",
+            messaging.destination.name = destination,
+            messaging.rabbitmq.destination.routing_key = routing_key,
+            messaging.batch.message_count = messages.len() as i64,
+        );
+        if let Some(first) = messages.first() {
+            propagation::set_parent(
+                &span,
+                propagation::extract(first.headers.iter().map(|(k, v)| (k.as_str(), v.as_str()))),
+            );
+        }
+        let published = self
+            .publish_traced(exchange, routing_key, messages, confirm, &span)
+            .instrument(span.clone())
+            .await;
+        if let Err(error) = &published {
+            span.record("otel.status_code", "ERROR");
+            span.record("otel.status_description", error.to_string().as_str());
+        }
+        published
+    }
+
+    async fn publish_traced(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        messages: &[Message],
+        confirm: bool,
+        span: &tracing::Span,
+    ) -> Result<()> {
+        let context = propagation::inject_context(&span.context());
+        let producer = span.context().span().span_context().span_id();
         let live = self.live().await?;
         let mut confirms = Vec::with_capacity(messages.len());
-        for m in messages {
-            let props = Self::properties(&m.headers);
+        for (i, m) in messages.iter().enumerate() {
+            let props = if context.is_empty() {
+                Self::properties(&m.headers)
+            } else {
+                let mut headers: Vec<(String, String)> = m
+                    .headers
+                    .iter()
+                    .filter(|(k, _)| k != propagation::TRACEPARENT && k != propagation::TRACESTATE)
+                    .cloned()
+                    .collect();
+                headers.extend(context.iter().cloned());
+                Self::properties(&headers).with_message_id(format!("{producer}-{i}").into())
+            };
             let confirm_fut = live
                 .publisher
                 .basic_publish(
@@ -536,13 +601,15 @@ impl Bus for AmqpBus {
             let d = item?;
             let (headers, delivery_count) = from_properties(&d.properties);
             let redriven = headers.iter().any(|(k, _)| k == REDRIVES_HEADER);
+            let message_id = d.properties.message_id().as_ref().map(|id| id.to_string());
             Ok(Delivery::new(
                 d.data,
                 headers,
                 d.redelivered || redriven,
                 delivery_count,
                 Box::new(AmqpAcker(d.acker)),
-            ))
+            )
+            .with_message_id(message_id))
         });
         Ok(Box::pin(stream))
     }

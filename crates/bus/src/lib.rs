@@ -133,6 +133,8 @@ pub struct Delivery {
     /// Earlier delivery attempts, from the quorum queue's `x-delivery-count`
     /// (a re-driven copy starts again from 0).
     pub delivery_count: u32,
+    /// The broker message's id (AMQP `message-id`), when it has one.
+    pub message_id: Option<String>,
     acker: Box<dyn Acknowledge>,
 }
 
@@ -159,8 +161,15 @@ impl Delivery {
             headers,
             redelivered,
             delivery_count,
+            message_id: None,
             acker,
         }
+    }
+
+    /// This delivery with the broker message's id.
+    pub fn with_message_id(mut self, id: Option<String>) -> Self {
+        self.message_id = id;
+        self
     }
 
     pub fn header(&self, name: &str) -> Option<&str> {

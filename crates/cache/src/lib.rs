@@ -8,6 +8,7 @@ mod breaker;
 pub mod limiter;
 
 use std::{sync::Arc, time::Duration};
+use tracing::Instrument as _;
 
 use deadpool_redis::{Pool, Runtime, redis};
 use gauntlet_config::RedisConfig;
@@ -175,6 +176,7 @@ impl Cache {
                 .await
                 .map_err(|e| e.to_string())
         }
+        .instrument(redis_span("GET"))
         .await;
         match self.outcome(result)? {
             (Some(bytes), pttl) => {
@@ -220,6 +222,7 @@ impl Cache {
                     .await
                     .map_err(|e| e.to_string())
             }
+            .instrument(redis_span("SET"))
             .await;
             self.outcome(result);
         }
@@ -268,6 +271,21 @@ impl Cache {
     pub fn clear_local(&self) {
         self.l1.invalidate_all();
     }
+}
+
+/// A CLIENT span for one Redis command (`db.system.name = redis`), or none
+/// outside a traced span.
+pub(crate) fn redis_span(operation: &'static str) -> tracing::Span {
+    if tracing::Span::current().is_none() {
+        return tracing::Span::none();
+    }
+    tracing::info_span!(
+        "redis",
+        otel.name = operation,
+        otel.kind = "client",
+        db.system.name = "redis",
+        db.operation.name = operation,
+    )
 }
 
 #[cfg(test)]

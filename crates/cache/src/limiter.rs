@@ -19,6 +19,7 @@ use std::{
     },
     time::{Duration, Instant},
 };
+use tracing::Instrument as _;
 
 use async_trait::async_trait;
 use deadpool_redis::{Pool, Runtime, redis};
@@ -278,7 +279,8 @@ impl RedisLimiter {
                 .invoke_async::<(i64, i64, i64)>(&mut conn)
                 .await
                 .map_err(|e| e.to_string())
-        };
+        }
+        .instrument(crate::redis_span("EVALSHA"));
         let (granted, wait_us, now_us) = tokio::time::timeout(REDIS_TIMEOUT, call)
             .await
             .map_err(|_| "timed out".to_string())??;

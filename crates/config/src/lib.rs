@@ -261,6 +261,13 @@ pub struct WorkerConfig {
     /// it gives the batch back. Covers a database restart or failover
     /// without paying for the same answers twice.
     pub store_retry_secs: u64,
+    /// Share of a run's tasks (past its first `trace_first_tasks`) that get
+    /// a span of their own, with a span per model call under it; decided
+    /// per task, the same on every worker. A task that fails or errors
+    /// always gets its span. 0 traces none but those, 1 traces all.
+    pub trace_task_ratio: f64,
+    /// A run's first tasks are all traced, so a small run's trace is whole.
+    pub trace_first_tasks: u64,
 }
 
 impl Default for WorkerConfig {
@@ -277,6 +284,8 @@ impl Default for WorkerConfig {
             adaptive_concurrency: true,
             concurrency_grow_after: 10,
             store_retry_secs: 600,
+            trace_task_ratio: 0.01,
+            trace_first_tasks: 100,
         }
     }
 }

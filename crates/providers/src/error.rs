@@ -71,6 +71,34 @@ impl ProviderError {
         }
     }
 
+    /// The error's class, as the OpenTelemetry `error.type` attribute: the
+    /// HTTP status for an answer, else what went wrong.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::RateLimited { .. } => "429",
+            Self::Http { status, .. } | Self::Unavailable { status, .. } => match status {
+                400 => "400",
+                401 => "401",
+                403 => "403",
+                404 => "404",
+                408 => "408",
+                429 => "429",
+                500 => "500",
+                502 => "502",
+                503 => "503",
+                504 => "504",
+                400..=499 => "4xx",
+                _ => "5xx",
+            },
+            Self::Timeout => "timeout",
+            Self::Connect(_) => "connect",
+            Self::Decode(_) => "decode",
+            Self::Config(_) => "config",
+            Self::Unsupported(_) => "unsupported",
+            Self::CircuitOpen { .. } => "circuit_open",
+        }
+    }
+
     /// How long the provider asked us to wait before trying again.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {

@@ -14,6 +14,7 @@ use crate::{
     ollama::OllamaProvider,
     openai::{OpenAiApi, OpenAiProvider},
     retry::{RetryPolicy, RetryingProvider},
+    traced::{GenAi, TracedProvider},
 };
 
 const SUPPORTED: &str = "openai:chat:<model>, openai:completion:<model>, openai:<model>, \
@@ -150,6 +151,7 @@ impl ProviderFactory {
         let id = id.trim();
         // Every provider that makes HTTP calls names its endpoint, for the breaker.
         let endpoint: String;
+        let gen_ai: GenAi;
         let provider: Arc<dyn Provider> = match id.split_once(':') {
             None if id == "echo" => return Ok(Arc::new(EchoProvider)),
             Some(("openai", rest)) => {
@@ -177,6 +179,15 @@ impl ProviderFactory {
                 let p =
                     OpenAiProvider::new(id, api, model, config, &self.env, self.client.clone())?;
                 endpoint = p.endpoint();
+                gen_ai = GenAi {
+                    system: "openai",
+                    operation: match api {
+                        OpenAiApi::Chat => "chat",
+                        OpenAiApi::Completion => "text_completion",
+                        OpenAiApi::Embeddings => "embeddings",
+                    },
+                    model: model.to_owned(),
+                };
                 Arc::new(p)
             }
             Some(("anthropic", rest)) => {
@@ -196,6 +207,11 @@ impl ProviderFactory {
                 }
                 let p = AnthropicProvider::new(id, model, config, &self.env, self.client.clone())?;
                 endpoint = p.endpoint();
+                gen_ai = GenAi {
+                    system: "anthropic",
+                    operation: "chat",
+                    model: model.to_owned(),
+                };
                 Arc::new(p)
             }
             Some(("ollama", rest)) => {
@@ -216,11 +232,21 @@ impl ProviderFactory {
                 }
                 let p = OllamaProvider::new(id, model, config, &self.env, self.client.clone())?;
                 endpoint = p.endpoint();
+                gen_ai = GenAi {
+                    system: "ollama",
+                    operation: "chat",
+                    model: model.to_owned(),
+                };
                 Arc::new(p)
             }
             _ if id == "http" || id.starts_with("http://") || id.starts_with("https://") => {
                 let p = HttpProvider::new(id, config, &self.env, self.client.clone())?;
                 endpoint = p.endpoint();
+                gen_ai = GenAi {
+                    system: "http",
+                    operation: "chat",
+                    model: id.to_owned(),
+                };
                 Arc::new(p)
             }
             _ => {
@@ -229,7 +255,8 @@ impl ProviderFactory {
                 )));
             }
         };
-        let provider = layer(provider);
+        // Innermost, so each attempt is a span and a limiter's wait is not.
+        let provider = layer(Arc::new(TracedProvider::new(provider, gen_ai)));
         let breaker = self.breaker_policy(config)?;
         let provider: Arc<dyn Provider> = if breaker.is_enabled() {
             Arc::new(BreakerProvider::new(

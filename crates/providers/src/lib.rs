@@ -25,6 +25,7 @@ mod openai;
 pub mod pricing;
 mod ratelimit;
 pub mod retry;
+pub mod traced;
 mod transport;
 
 use async_trait::async_trait;

@@ -5,7 +5,9 @@
 use std::{future::Future, sync::Arc, time::Duration};
 
 use async_trait::async_trait;
+use opentelemetry::KeyValue;
 use rand::Rng;
+use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 // tokio's clock, so the budget follows paused time in tests like the sleeps do.
 use tokio::time::Instant;
 
@@ -103,7 +105,22 @@ pub fn is_deferred(err: &ProviderError) -> bool {
 /// not a failure: it uses no attempt, only time from the budget. The last
 /// error is returned; an attempt still running when the budget runs out ends
 /// as [`ProviderError::Timeout`].
-pub async fn call_with_retry<T, F, Fut>(policy: &RetryPolicy, mut op: F) -> Result<T, ProviderError>
+pub async fn call_with_retry<T, F, Fut>(policy: &RetryPolicy, op: F) -> Result<T, ProviderError>
+where
+    F: FnMut(u32) -> Fut,
+    Fut: Future<Output = Result<T, ProviderError>>,
+{
+    call_with_retry_for("", policy, op).await
+}
+
+/// [`call_with_retry`] for `provider`: each wait is an event `retry` on the
+/// current span (the task's) with the provider, the attempt that failed,
+/// the delay and the error, so a trace shows every retry and 429.
+pub async fn call_with_retry_for<T, F, Fut>(
+    provider: &str,
+    policy: &RetryPolicy,
+    mut op: F,
+) -> Result<T, ProviderError>
 where
     F: FnMut(u32) -> Fut,
     Fut: Future<Output = Result<T, ProviderError>>,
@@ -159,6 +176,19 @@ where
                 "provider call failed, retrying"
             );
         }
+        tracing::Span::current().add_event(
+            "retry",
+            vec![
+                KeyValue::new("gauntlet.provider", provider.to_owned()),
+                KeyValue::new("gauntlet.attempt", i64::from(attempt)),
+                KeyValue::new(
+                    "gauntlet.delay_ms",
+                    i64::try_from(delay.as_millis()).unwrap_or(i64::MAX),
+                ),
+                KeyValue::new("error.type", err.kind()),
+                KeyValue::new("exception.message", err.to_string()),
+            ],
+        );
         tokio::time::sleep(delay).await;
         attempt += 1;
     }
@@ -205,7 +235,7 @@ impl Provider for RetryingProvider {
     }
 
     async fn embed(&self, texts: &[String]) -> Result<crate::Embeddings, ProviderError> {
-        call_with_retry(&self.policy, |attempt| {
+        call_with_retry_for(self.inner.id(), &self.policy, |attempt| {
             self.count_retry(attempt);
             self.inner.embed(texts)
         })
@@ -213,7 +243,7 @@ impl Provider for RetryingProvider {
     }
 
     async fn complete(&self, prompt: &str) -> Result<Completion, ProviderError> {
-        call_with_retry(&self.policy, |attempt| {
+        call_with_retry_for(self.inner.id(), &self.policy, |attempt| {
             self.count_retry(attempt);
             self.inner.complete(prompt)
         })

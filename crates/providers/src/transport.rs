@@ -206,13 +206,36 @@ pub(crate) async fn send(
     timeout: Option<Duration>,
     secrets: &[Secret],
 ) -> Result<Answer, ProviderError> {
-    let req = match timeout {
-        Some(timeout) => req.timeout(timeout),
-        None => req,
-    };
+    let (client, req) = req.build_split();
+    let mut req = req.map_err(ProviderError::from_reqwest)?;
+    if let Some(timeout) = timeout {
+        *req.timeout_mut() = Some(timeout);
+    }
+    // The attempt's span (`crate::traced`): the vendor continues its trace,
+    // and the span gets the HTTP attributes.
+    let span = tracing::Span::current();
+    for (name, value) in gauntlet_telemetry::propagation::inject_current() {
+        if let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_str(&value),
+        ) {
+            req.headers_mut().insert(name, value);
+        }
+    }
+    span.record("http.request.method", req.method().as_str());
+    if let Some(host) = req.url().host_str() {
+        span.record("server.address", host);
+    }
+    if let Some(port) = req.url().port_or_known_default() {
+        span.record("server.port", i64::from(port));
+    }
     let started = Instant::now();
-    let resp = req.send().await.map_err(ProviderError::from_reqwest)?;
+    let resp = client
+        .execute(req)
+        .await
+        .map_err(ProviderError::from_reqwest)?;
     let status = resp.status();
+    span.record("http.response.status_code", i64::from(status.as_u16()));
     let headers = resp.headers().clone();
     let body = resp.bytes().await.map_err(ProviderError::from_reqwest)?;
     let latency_ms = u32::try_from(started.elapsed().as_millis()).unwrap_or(u32::MAX);

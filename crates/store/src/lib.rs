@@ -9,6 +9,7 @@
 mod model;
 mod postgres;
 mod sqlite;
+mod trace;
 
 /// A run's metrics per provider × prompt × status: grouped from its results
 /// (`LIVE`) until it is rolled up, then from `run_metrics`; the same SQL on

@@ -550,78 +550,94 @@ impl PgStore {
 #[async_trait]
 impl Store for PgStore {
     async fn put_alert(&self, alert: &AlertRecord) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO alerts (id, rule, fingerprint, severity, state, labels, value, threshold, \
-             summary, started_at, fired_at, resolved_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
-             ON CONFLICT (id) DO UPDATE SET state = $5, value = $7, summary = $9, \
-             fired_at = $11, resolved_at = $12, updated_at = $13",
-        )
-        .bind(alert.id)
-        .bind(&alert.rule)
-        .bind(&alert.fingerprint)
-        .bind(&alert.severity)
-        .bind(alert.state.as_str())
-        .bind(serde_json::to_value(&alert.labels).unwrap_or_default())
-        .bind(alert.value)
-        .bind(alert.threshold)
-        .bind(&alert.summary)
-        .bind(alert.started_at)
-        .bind(alert.fired_at)
-        .bind(alert.resolved_at)
-        .bind(alert.updated_at)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        crate::trace::traced(crate::trace::db_span("postgresql", "UPSERT", "alerts"), async {
+            sqlx::query(
+                "INSERT INTO alerts (id, rule, fingerprint, severity, state, labels, value, threshold, \
+                 summary, started_at, fired_at, resolved_at, updated_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
+                 ON CONFLICT (id) DO UPDATE SET state = $5, value = $7, summary = $9, \
+                 fired_at = $11, resolved_at = $12, updated_at = $13",
+            )
+            .bind(alert.id)
+            .bind(&alert.rule)
+            .bind(&alert.fingerprint)
+            .bind(&alert.severity)
+            .bind(alert.state.as_str())
+            .bind(serde_json::to_value(&alert.labels).unwrap_or_default())
+            .bind(alert.value)
+            .bind(alert.threshold)
+            .bind(&alert.summary)
+            .bind(alert.started_at)
+            .bind(alert.fired_at)
+            .bind(alert.resolved_at)
+            .bind(alert.updated_at)
+            .execute(&self.pool)
+            .await?;
+            Ok(())
+        })
+        .await
     }
 
     async fn delete_alert(&self, alert_id: Uuid) -> Result<()> {
-        sqlx::query("DELETE FROM alerts WHERE id = $1")
-            .bind(alert_id)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
+        crate::trace::traced(
+            crate::trace::db_span("postgresql", "DELETE", "alerts"),
+            async {
+                sqlx::query("DELETE FROM alerts WHERE id = $1")
+                    .bind(alert_id)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            },
+        )
+        .await
     }
 
     async fn list_alerts(&self, query: &AlertQuery) -> Result<Vec<AlertRecord>> {
-        let (before_at, before_id) = query.before.unzip();
-        let rows = sqlx::query(
-            "SELECT * FROM alerts WHERE ($1 = false OR state <> 'resolved') \
-             AND ($2::text IS NULL OR severity = $2) AND ($3::text IS NULL OR rule = $3) \
-             AND ($4::timestamptz IS NULL OR (started_at, id) < ($4, $5)) \
-             ORDER BY started_at DESC, id DESC LIMIT $6",
+        crate::trace::traced(
+            crate::trace::db_span("postgresql", "SELECT", "alerts"),
+            async {
+                let (before_at, before_id) = query.before.unzip();
+                let rows = sqlx::query(
+                    "SELECT * FROM alerts WHERE ($1 = false OR state <> 'resolved') \
+                 AND ($2::text IS NULL OR severity = $2) AND ($3::text IS NULL OR rule = $3) \
+                 AND ($4::timestamptz IS NULL OR (started_at, id) < ($4, $5)) \
+                 ORDER BY started_at DESC, id DESC LIMIT $6",
+                )
+                .bind(query.active_only)
+                .bind(query.severity.as_deref())
+                .bind(query.rule.as_deref())
+                .bind(before_at)
+                .bind(before_id)
+                .bind(i64::from(query.limit.max(1)))
+                .fetch_all(&self.pool)
+                .await?;
+                rows.iter()
+                    .map(|row| {
+                        let state: String = row.try_get("state")?;
+                        let labels: serde_json::Value = row.try_get("labels")?;
+                        Ok(AlertRecord {
+                            id: row.try_get("id")?,
+                            rule: row.try_get("rule")?,
+                            fingerprint: row.try_get("fingerprint")?,
+                            severity: row.try_get("severity")?,
+                            state: AlertState::parse(&state).ok_or_else(|| {
+                                StoreError::Corrupt(format!("alert state `{state}`"))
+                            })?,
+                            labels: serde_json::from_value(labels)
+                                .map_err(|e| StoreError::Corrupt(format!("alert labels: {e}")))?,
+                            value: row.try_get("value")?,
+                            threshold: row.try_get("threshold")?,
+                            summary: row.try_get("summary")?,
+                            started_at: row.try_get("started_at")?,
+                            fired_at: row.try_get("fired_at")?,
+                            resolved_at: row.try_get("resolved_at")?,
+                            updated_at: row.try_get("updated_at")?,
+                        })
+                    })
+                    .collect()
+            },
         )
-        .bind(query.active_only)
-        .bind(query.severity.as_deref())
-        .bind(query.rule.as_deref())
-        .bind(before_at)
-        .bind(before_id)
-        .bind(i64::from(query.limit.max(1)))
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|row| {
-                let state: String = row.try_get("state")?;
-                let labels: serde_json::Value = row.try_get("labels")?;
-                Ok(AlertRecord {
-                    id: row.try_get("id")?,
-                    rule: row.try_get("rule")?,
-                    fingerprint: row.try_get("fingerprint")?,
-                    severity: row.try_get("severity")?,
-                    state: AlertState::parse(&state)
-                        .ok_or_else(|| StoreError::Corrupt(format!("alert state `{state}`")))?,
-                    labels: serde_json::from_value(labels)
-                        .map_err(|e| StoreError::Corrupt(format!("alert labels: {e}")))?,
-                    value: row.try_get("value")?,
-                    threshold: row.try_get("threshold")?,
-                    summary: row.try_get("summary")?,
-                    started_at: row.try_get("started_at")?,
-                    fired_at: row.try_get("fired_at")?,
-                    resolved_at: row.try_get("resolved_at")?,
-                    updated_at: row.try_get("updated_at")?,
-                })
-            })
-            .collect()
+        .await
     }
 
     fn backend(&self) -> &'static str {
@@ -648,69 +664,90 @@ impl Store for PgStore {
     }
 
     async fn create_run(&self, run: NewRun) -> Result<RunRecord> {
-        let mut tx = self.pool.begin().await?;
-        let suite_id = Uuid::now_v7();
-        sqlx::query(
-            "INSERT INTO suites (id, project_id, description, source, compiled) \
-             VALUES ($1, $2, $3, $4, $5::jsonb)",
-        )
-        .bind(suite_id)
-        .bind(&run.project_id)
-        .bind(&run.description)
-        .bind(&run.source)
-        .bind(&run.compiled)
-        .execute(&mut *tx)
-        .await?;
-        let row = sqlx::query(&format!(
-            "INSERT INTO runs (id, project_id, suite_id, description, label, status, options, total_tasks, trace_id) \
-             VALUES ($1, $2, $3, $4, $5, 'queued', $6, $7, $8) RETURNING {RUN_COLUMNS}"
-        ))
-        .bind(run.id)
-        .bind(&run.project_id)
-        .bind(suite_id)
-        .bind(&run.description)
-        .bind(&run.label)
-        .bind(&run.options)
-        .bind(run.total_tasks)
-        .bind(&run.trace_id)
-        .fetch_one(&mut *tx)
-        .await?;
-        let record = run_from_row(&row)?;
-        tx.commit().await?;
-        Ok(record)
+        crate::trace::traced(crate::trace::db_span("postgresql", "INSERT", "runs"), async {
+            let mut tx = self.pool.begin().await?;
+            let suite_id = Uuid::now_v7();
+            sqlx::query(
+                "INSERT INTO suites (id, project_id, description, source, compiled) \
+                 VALUES ($1, $2, $3, $4, $5::jsonb)",
+            )
+            .bind(suite_id)
+            .bind(&run.project_id)
+            .bind(&run.description)
+            .bind(&run.source)
+            .bind(&run.compiled)
+            .execute(&mut *tx)
+            .await?;
+            let row = sqlx::query(&format!(
+                "INSERT INTO runs (id, project_id, suite_id, description, label, status, options, total_tasks, trace_id) \
+                 VALUES ($1, $2, $3, $4, $5, 'queued', $6, $7, $8) RETURNING {RUN_COLUMNS}"
+            ))
+            .bind(run.id)
+            .bind(&run.project_id)
+            .bind(suite_id)
+            .bind(&run.description)
+            .bind(&run.label)
+            .bind(&run.options)
+            .bind(run.total_tasks)
+            .bind(&run.trace_id)
+            .fetch_one(&mut *tx)
+            .await?;
+            let record = run_from_row(&row)?;
+            tx.commit().await?;
+            Ok(record)
+        })
+        .await
     }
 
     async fn get_run(&self, run_id: Uuid) -> Result<Option<RunRecord>> {
-        sqlx::query(&format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = $1"))
-            .bind(run_id)
-            .fetch_optional(&self.pool)
-            .await?
-            .as_ref()
-            .map(run_from_row)
-            .transpose()
+        crate::trace::traced(
+            crate::trace::db_span("postgresql", "SELECT", "runs"),
+            async {
+                sqlx::query(&format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = $1"))
+                    .bind(run_id)
+                    .fetch_optional(&self.pool)
+                    .await?
+                    .as_ref()
+                    .map(run_from_row)
+                    .transpose()
+            },
+        )
+        .await
     }
 
     async fn unrolled_runs(&self, min_completed: i64, limit: u32) -> Result<Vec<Uuid>> {
-        Ok(sqlx::query_scalar(
-            "SELECT id FROM runs WHERE status = 'completed' AND NOT rolled_up \
-             AND completed_tasks >= $1 ORDER BY finished_at, id LIMIT $2",
+        crate::trace::traced(
+            crate::trace::db_span("postgresql", "SELECT", "runs"),
+            async {
+                Ok(sqlx::query_scalar(
+                    "SELECT id FROM runs WHERE status = 'completed' AND NOT rolled_up \
+                 AND completed_tasks >= $1 ORDER BY finished_at, id LIMIT $2",
+                )
+                .bind(min_completed)
+                .bind(i64::from(limit))
+                .fetch_all(&self.pool)
+                .await?)
+            },
         )
-        .bind(min_completed)
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await?)
+        .await
     }
 
     async fn get_runs(&self, run_ids: &[Uuid]) -> Result<Vec<RunRecord>> {
-        sqlx::query(&format!(
-            "SELECT {RUN_COLUMNS} FROM runs WHERE id = ANY($1)"
-        ))
-        .bind(run_ids)
-        .fetch_all(&self.pool)
-        .await?
-        .iter()
-        .map(run_from_row)
-        .collect()
+        crate::trace::traced(
+            crate::trace::db_span("postgresql", "SELECT", "runs"),
+            async {
+                sqlx::query(&format!(
+                    "SELECT {RUN_COLUMNS} FROM runs WHERE id = ANY($1)"
+                ))
+                .bind(run_ids)
+                .fetch_all(&self.pool)
+                .await?
+                .iter()
+                .map(run_from_row)
+                .collect()
+            },
+        )
+        .await
     }
 
     async fn list_runs(
@@ -719,47 +756,59 @@ impl Store for PgStore {
         limit: u32,
         after: Option<RunCursor>,
     ) -> Result<Vec<RunRecord>> {
-        let rows = match after {
-            None => {
-                sqlx::query(&format!(
-                    "SELECT {RUN_COLUMNS} FROM runs WHERE project_id = $1 \
-                     ORDER BY created_at DESC, id DESC LIMIT $2"
-                ))
-                .bind(project_id)
-                .bind(i64::from(limit))
-                .fetch_all(&self.pool)
-                .await?
-            }
-            Some(c) => {
-                sqlx::query(&format!(
-                    "SELECT {RUN_COLUMNS} FROM runs WHERE project_id = $1 \
-                     AND (created_at, id) < ($2, $3) \
-                     ORDER BY created_at DESC, id DESC LIMIT $4"
-                ))
-                .bind(project_id)
-                .bind(c.created_at)
-                .bind(c.id)
-                .bind(i64::from(limit))
-                .fetch_all(&self.pool)
-                .await?
-            }
-        };
-        rows.iter().map(run_from_row).collect()
+        crate::trace::traced(
+            crate::trace::db_span("postgresql", "SELECT", "runs"),
+            async {
+                let rows = match after {
+                    None => {
+                        sqlx::query(&format!(
+                            "SELECT {RUN_COLUMNS} FROM runs WHERE project_id = $1 \
+                         ORDER BY created_at DESC, id DESC LIMIT $2"
+                        ))
+                        .bind(project_id)
+                        .bind(i64::from(limit))
+                        .fetch_all(&self.pool)
+                        .await?
+                    }
+                    Some(c) => {
+                        sqlx::query(&format!(
+                            "SELECT {RUN_COLUMNS} FROM runs WHERE project_id = $1 \
+                         AND (created_at, id) < ($2, $3) \
+                         ORDER BY created_at DESC, id DESC LIMIT $4"
+                        ))
+                        .bind(project_id)
+                        .bind(c.created_at)
+                        .bind(c.id)
+                        .bind(i64::from(limit))
+                        .fetch_all(&self.pool)
+                        .await?
+                    }
+                };
+                rows.iter().map(run_from_row).collect()
+            },
+        )
+        .await
     }
 
     async fn previous_completed_run(&self, run: &RunRecord) -> Result<Option<RunRecord>> {
-        let row = sqlx::query(&format!(
-            "SELECT {RUN_COLUMNS} FROM runs WHERE project_id = $1 AND description = $2 \
-             AND status = 'completed' AND (created_at, id) < ($3, $4) \
-             ORDER BY created_at DESC, id DESC LIMIT 1"
-        ))
-        .bind(&run.project_id)
-        .bind(&run.description)
-        .bind(run.created_at)
-        .bind(run.id)
-        .fetch_optional(&self.pool)
-        .await?;
-        row.as_ref().map(run_from_row).transpose()
+        crate::trace::traced(
+            crate::trace::db_span("postgresql", "SELECT", "runs"),
+            async {
+                let row = sqlx::query(&format!(
+                    "SELECT {RUN_COLUMNS} FROM runs WHERE project_id = $1 AND description = $2 \
+                 AND status = 'completed' AND (created_at, id) < ($3, $4) \
+                 ORDER BY created_at DESC, id DESC LIMIT 1"
+                ))
+                .bind(&run.project_id)
+                .bind(&run.description)
+                .bind(run.created_at)
+                .bind(run.id)
+                .fetch_optional(&self.pool)
+                .await?;
+                row.as_ref().map(run_from_row).transpose()
+            },
+        )
+        .await
     }
 
     async fn latest_completed_run(
@@ -767,84 +816,117 @@ impl Store for PgStore {
         project_id: &str,
         description: &str,
     ) -> Result<Option<RunRecord>> {
-        let row = sqlx::query(&format!(
-            "SELECT {RUN_COLUMNS} FROM runs WHERE project_id = $1 AND description = $2 \
-             AND status = 'completed' ORDER BY created_at DESC, id DESC LIMIT 1"
-        ))
-        .bind(project_id)
-        .bind(description)
-        .fetch_optional(&self.pool)
-        .await?;
-        row.as_ref().map(run_from_row).transpose()
+        crate::trace::traced(
+            crate::trace::db_span("postgresql", "SELECT", "runs"),
+            async {
+                let row = sqlx::query(&format!(
+                    "SELECT {RUN_COLUMNS} FROM runs WHERE project_id = $1 AND description = $2 \
+                 AND status = 'completed' ORDER BY created_at DESC, id DESC LIMIT 1"
+                ))
+                .bind(project_id)
+                .bind(description)
+                .fetch_optional(&self.pool)
+                .await?;
+                row.as_ref().map(run_from_row).transpose()
+            },
+        )
+        .await
     }
 
     async fn get_suite(&self, run_id: Uuid) -> Result<Option<String>> {
-        let row = sqlx::query(
-            "SELECT s.compiled::text AS compiled FROM suites s JOIN runs r ON r.suite_id = s.id WHERE r.id = $1",
-        )
-        .bind(run_id)
-        .fetch_optional(&self.pool)
-        .await?;
-        Ok(row.map(|r| r.try_get("compiled")).transpose()?)
+        crate::trace::traced(crate::trace::db_span("postgresql", "SELECT", "suites"), async {
+            let row = sqlx::query(
+                "SELECT s.compiled::text AS compiled FROM suites s JOIN runs r ON r.suite_id = s.id WHERE r.id = $1",
+            )
+            .bind(run_id)
+            .fetch_optional(&self.pool)
+            .await?;
+            Ok(row.map(|r| r.try_get("compiled")).transpose()?)
+        })
+        .await
     }
 
     async fn put_tests(&self, run_id: Uuid, first: i64, tests: &[String]) -> Result<()> {
-        if tests.is_empty() {
-            return Ok(());
-        }
-        let digests: Vec<i64> = tests.iter().map(|t| crate::test_digest(t)).collect();
-        sqlx::query(
-            "INSERT INTO suite_tests (run_id, test_index, body, digest) \
-             SELECT $1, $2 + t.i - 1, t.body, t.digest \
-             FROM UNNEST($3::text[], $4::int8[]) WITH ORDINALITY AS t(body, digest, i) \
-             ON CONFLICT (run_id, test_index) DO NOTHING",
+        crate::trace::traced(
+            crate::trace::db_span("postgresql", "INSERT", "suite_tests"),
+            async {
+                if tests.is_empty() {
+                    return Ok(());
+                }
+                let digests: Vec<i64> = tests.iter().map(|t| crate::test_digest(t)).collect();
+                sqlx::query(
+                    "INSERT INTO suite_tests (run_id, test_index, body, digest) \
+                 SELECT $1, $2 + t.i - 1, t.body, t.digest \
+                 FROM UNNEST($3::text[], $4::int8[]) WITH ORDINALITY AS t(body, digest, i) \
+                 ON CONFLICT (run_id, test_index) DO NOTHING",
+                )
+                .bind(run_id)
+                .bind(first)
+                .bind(tests)
+                .bind(&digests)
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            },
         )
-        .bind(run_id)
-        .bind(first)
-        .bind(tests)
-        .bind(&digests)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        .await
     }
 
     async fn get_tests(&self, run_id: Uuid, first: i64, last: i64) -> Result<Vec<(i64, String)>> {
-        let rows = sqlx::query(
-            "SELECT test_index, body FROM suite_tests \
-             WHERE run_id = $1 AND test_index BETWEEN $2 AND $3 ORDER BY test_index",
+        crate::trace::traced(
+            crate::trace::db_span("postgresql", "SELECT", "suite_tests"),
+            async {
+                let rows = sqlx::query(
+                    "SELECT test_index, body FROM suite_tests \
+                 WHERE run_id = $1 AND test_index BETWEEN $2 AND $3 ORDER BY test_index",
+                )
+                .bind(run_id)
+                .bind(first)
+                .bind(last)
+                .fetch_all(&self.pool)
+                .await?;
+                rows.iter()
+                    .map(|row| {
+                        Ok((
+                            i64::from(row.try_get::<i32, _>("test_index")?),
+                            row.try_get("body")?,
+                        ))
+                    })
+                    .collect()
+            },
         )
-        .bind(run_id)
-        .bind(first)
-        .bind(last)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|row| {
-                Ok((
-                    i64::from(row.try_get::<i32, _>("test_index")?),
-                    row.try_get("body")?,
-                ))
-            })
-            .collect()
+        .await
     }
 
     async fn delete_tests(&self, run_id: Uuid) -> Result<u64> {
-        Ok(sqlx::query("DELETE FROM suite_tests WHERE run_id = $1")
-            .bind(run_id)
-            .execute(&self.pool)
-            .await?
-            .rows_affected())
+        crate::trace::traced(
+            crate::trace::db_span("postgresql", "DELETE", "suite_tests"),
+            async {
+                Ok(sqlx::query("DELETE FROM suite_tests WHERE run_id = $1")
+                    .bind(run_id)
+                    .execute(&self.pool)
+                    .await?
+                    .rows_affected())
+            },
+        )
+        .await
     }
 
     async fn sweep_orphan_tests(&self, before: Uuid) -> Result<u64> {
-        Ok(sqlx::query(
-            "DELETE FROM suite_tests t WHERE t.run_id < $1 \
-             AND NOT EXISTS (SELECT 1 FROM runs r WHERE r.id = t.run_id)",
+        crate::trace::traced(
+            crate::trace::db_span("postgresql", "DELETE", "suite_tests"),
+            async {
+                Ok(sqlx::query(
+                    "DELETE FROM suite_tests t WHERE t.run_id < $1 \
+                 AND NOT EXISTS (SELECT 1 FROM runs r WHERE r.id = t.run_id)",
+                )
+                .bind(before)
+                .execute(&self.pool)
+                .await?
+                .rows_affected())
+            },
         )
-        .bind(before)
-        .execute(&self.pool)
-        .await?
-        .rows_affected())
+        .await
     }
 
     async fn finish_upload(
@@ -853,73 +935,100 @@ impl Store for PgStore {
         total_tasks: i64,
         options: serde_json::Value,
     ) -> Result<Option<RunRecord>> {
-        // The row lock orders this against the result writes: whichever
-        // comes last sees every task in and completes the run.
-        sqlx::query(&format!(
-            "UPDATE runs SET total_tasks = $2, options = $3, \
-               status = CASE WHEN status IN ('queued', 'running') AND completed_tasks >= $2 \
-                             THEN 'completed' ELSE status END, \
-               finished_at = CASE WHEN status IN ('queued', 'running') AND completed_tasks >= $2 \
-                                  THEN clock_timestamp() ELSE finished_at END \
-             WHERE id = $1 RETURNING {RUN_COLUMNS}"
-        ))
-        .bind(run_id)
-        .bind(total_tasks)
-        .bind(&options)
-        .fetch_optional(&self.pool)
-        .await?
-        .as_ref()
-        .map(run_from_row)
-        .transpose()
+        crate::trace::traced(crate::trace::db_span("postgresql", "UPDATE", "runs"), async {
+            // The row lock orders this against the result writes: whichever
+            // comes last sees every task in and completes the run.
+            sqlx::query(&format!(
+                "UPDATE runs SET total_tasks = $2, options = $3, \
+                   status = CASE WHEN status IN ('queued', 'running') AND completed_tasks >= $2 \
+                                 THEN 'completed' ELSE status END, \
+                   finished_at = CASE WHEN status IN ('queued', 'running') AND completed_tasks >= $2 \
+                                      THEN clock_timestamp() ELSE finished_at END \
+                 WHERE id = $1 RETURNING {RUN_COLUMNS}"
+            ))
+            .bind(run_id)
+            .bind(total_tasks)
+            .bind(&options)
+            .fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(run_from_row)
+            .transpose()
+        })
+        .await
     }
 
     async fn mark_running(&self, run_id: Uuid) -> Result<()> {
-        sqlx::query(
-            "UPDATE runs SET status = 'running', started_at = now() \
-             WHERE id = $1 AND status = 'queued'",
+        crate::trace::traced(
+            crate::trace::db_span("postgresql", "UPDATE", "runs"),
+            async {
+                sqlx::query(
+                    "UPDATE runs SET status = 'running', started_at = now() \
+                 WHERE id = $1 AND status = 'queued'",
+                )
+                .bind(run_id)
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            },
         )
-        .bind(run_id)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        .await
     }
 
     async fn cancel_run(&self, run_id: Uuid) -> Result<Option<RunRecord>> {
-        self.end_run(run_id, RunStatus::Cancelled, "").await
+        crate::trace::traced(
+            crate::trace::db_span("postgresql", "UPDATE", "runs"),
+            async { self.end_run(run_id, RunStatus::Cancelled, "").await },
+        )
+        .await
     }
 
     async fn fail_run(&self, run_id: Uuid, reason: &str) -> Result<Option<RunRecord>> {
-        self.end_run(run_id, RunStatus::Failed, reason).await
+        crate::trace::traced(
+            crate::trace::db_span("postgresql", "UPDATE", "runs"),
+            async { self.end_run(run_id, RunStatus::Failed, reason).await },
+        )
+        .await
     }
 
     async fn limit_run(&self, run_id: Uuid) -> Result<Option<RunRecord>> {
-        self.end_run(run_id, RunStatus::CostLimited, "").await
+        crate::trace::traced(
+            crate::trace::db_span("postgresql", "UPDATE", "runs"),
+            async { self.end_run(run_id, RunStatus::CostLimited, "").await },
+        )
+        .await
     }
 
     async fn stale_runs(&self, before: DateTime<Utc>, limit: u32) -> Result<Vec<RunRecord>> {
-        // Tallies a writer left behind when it stopped between its commit
-        // and its fold are folded first, so a run whose every result is
-        // stored is not taken for stuck (or is found complete).
-        let orphaned: Vec<Uuid> = sqlx::query_scalar(
-            "SELECT DISTINCT t.run_id FROM run_tallies t JOIN runs r ON r.id = t.run_id \
-             WHERE r.status IN ('queued', 'running') AND r.active_at < $1",
+        crate::trace::traced(
+            crate::trace::db_span("postgresql", "SELECT", "runs"),
+            async {
+                // Tallies a writer left behind when it stopped between its commit
+                // and its fold are folded first, so a run whose every result is
+                // stored is not taken for stuck (or is found complete).
+                let orphaned: Vec<Uuid> = sqlx::query_scalar(
+                    "SELECT DISTINCT t.run_id FROM run_tallies t JOIN runs r ON r.id = t.run_id \
+                 WHERE r.status IN ('queued', 'running') AND r.active_at < $1",
+                )
+                .bind(before)
+                .fetch_all(&self.pool)
+                .await?;
+                for run_id in orphaned {
+                    self.fold_after(run_id, None).await?;
+                }
+                let rows = sqlx::query(&format!(
+                    "SELECT {RUN_COLUMNS} FROM runs \
+                 WHERE status IN ('queued', 'running') AND active_at < $1 \
+                 ORDER BY active_at, id LIMIT $2"
+                ))
+                .bind(before)
+                .bind(i64::from(limit))
+                .fetch_all(&self.pool)
+                .await?;
+                rows.iter().map(run_from_row).collect()
+            },
         )
-        .bind(before)
-        .fetch_all(&self.pool)
-        .await?;
-        for run_id in orphaned {
-            self.fold_after(run_id, None).await?;
-        }
-        let rows = sqlx::query(&format!(
-            "SELECT {RUN_COLUMNS} FROM runs \
-             WHERE status IN ('queued', 'running') AND active_at < $1 \
-             ORDER BY active_at, id LIMIT $2"
-        ))
-        .bind(before)
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(run_from_row).collect()
+        .await
     }
 
     async fn claim_redrive(
@@ -928,223 +1037,247 @@ impl Store for PgStore {
         seen: i32,
         not_since: DateTime<Utc>,
     ) -> Result<Option<RunRecord>> {
-        sqlx::query(&format!(
-            "UPDATE runs SET redrives = redrives + 1, active_at = t.now, redriven_at = t.now \
-             FROM (SELECT clock_timestamp() AS now) t \
-             WHERE id = $1 AND redrives = $2 AND status IN ('queued', 'running') \
-               AND (redriven_at IS NULL OR redriven_at < $3) \
-             RETURNING {RUN_COLUMNS}"
-        ))
-        .bind(run_id)
-        .bind(seen)
-        .bind(not_since)
-        .fetch_optional(&self.pool)
-        .await?
-        .as_ref()
-        .map(run_from_row)
-        .transpose()
+        crate::trace::traced(
+            crate::trace::db_span("postgresql", "UPDATE", "runs"),
+            async {
+                sqlx::query(&format!(
+                "UPDATE runs SET redrives = redrives + 1, active_at = t.now, redriven_at = t.now \
+                 FROM (SELECT clock_timestamp() AS now) t \
+                 WHERE id = $1 AND redrives = $2 AND status IN ('queued', 'running') \
+                   AND (redriven_at IS NULL OR redriven_at < $3) \
+                 RETURNING {RUN_COLUMNS}"
+            ))
+            .bind(run_id)
+            .bind(seen)
+            .bind(not_since)
+            .fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(run_from_row)
+            .transpose()
+            },
+        )
+        .await
     }
 
     async fn touch_run(&self, run_id: Uuid) -> Result<()> {
-        sqlx::query(
-            "UPDATE runs SET active_at = clock_timestamp() \
-             WHERE id = $1 AND status IN ('queued', 'running')",
+        crate::trace::traced(
+            crate::trace::db_span("postgresql", "UPDATE", "runs"),
+            async {
+                sqlx::query(
+                    "UPDATE runs SET active_at = clock_timestamp() \
+                 WHERE id = $1 AND status IN ('queued', 'running')",
+                )
+                .bind(run_id)
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            },
         )
-        .bind(run_id)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        .await
     }
 
     async fn missing_tasks(&self, run_id: Uuid, limit: u32) -> Result<Vec<TaskRange>> {
-        // Gaps between consecutive stored tasks (an index-only walk of the
-        // primary key), and the tail after the last one.
-        let rows = sqlx::query(
-            "WITH stored AS ( \
-               SELECT task_index, lag(task_index, 1, -1::bigint) OVER (ORDER BY task_index) AS prev \
-               FROM results WHERE run_id = $1 \
-             ), gaps AS ( \
-               SELECT prev + 1 AS first, task_index - prev - 1 AS count FROM stored \
-               WHERE task_index > prev + 1 \
-               UNION ALL \
-               SELECT COALESCE(max(r.task_index), -1) + 1, \
-                      runs.total_tasks - COALESCE(max(r.task_index), -1) - 1 \
-               FROM runs LEFT JOIN results r ON r.run_id = runs.id \
-               WHERE runs.id = $1 GROUP BY runs.total_tasks \
-             ) \
-             SELECT first, count FROM gaps WHERE count > 0 ORDER BY first LIMIT $2",
-        )
-        .bind(run_id)
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|row| {
-                Ok(TaskRange {
-                    first: row.try_get("first")?,
-                    count: row.try_get("count")?,
+        crate::trace::traced(crate::trace::db_span("postgresql", "SELECT", "results"), async {
+            // Gaps between consecutive stored tasks (an index-only walk of the
+            // primary key), and the tail after the last one.
+            let rows = sqlx::query(
+                "WITH stored AS ( \
+                   SELECT task_index, lag(task_index, 1, -1::bigint) OVER (ORDER BY task_index) AS prev \
+                   FROM results WHERE run_id = $1 \
+                 ), gaps AS ( \
+                   SELECT prev + 1 AS first, task_index - prev - 1 AS count FROM stored \
+                   WHERE task_index > prev + 1 \
+                   UNION ALL \
+                   SELECT COALESCE(max(r.task_index), -1) + 1, \
+                          runs.total_tasks - COALESCE(max(r.task_index), -1) - 1 \
+                   FROM runs LEFT JOIN results r ON r.run_id = runs.id \
+                   WHERE runs.id = $1 GROUP BY runs.total_tasks \
+                 ) \
+                 SELECT first, count FROM gaps WHERE count > 0 ORDER BY first LIMIT $2",
+            )
+            .bind(run_id)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
+            rows.iter()
+                .map(|row| {
+                    Ok(TaskRange {
+                        first: row.try_get("first")?,
+                        count: row.try_get("count")?,
+                    })
                 })
-            })
-            .collect()
+                .collect()
+        })
+        .await
     }
 
     async fn insert_results(&self, run_id: Uuid, rows: &[NewResult]) -> Result<InsertOutcome> {
-        let n = rows.len();
-        let mut task_index = Vec::with_capacity(n);
-        let mut project_id = Vec::with_capacity(n);
-        let mut test_index = Vec::with_capacity(n);
-        let mut prompt_index = Vec::with_capacity(n);
-        let mut provider_index = Vec::with_capacity(n);
-        let mut repeat_index = Vec::with_capacity(n);
-        let mut provider_id = Vec::with_capacity(n);
-        let mut status = Vec::with_capacity(n);
-        let mut score = Vec::with_capacity(n);
-        let mut reason = Vec::with_capacity(n);
-        let mut rendered_prompt = Vec::with_capacity(n);
-        let mut output = Vec::with_capacity(n);
-        let mut assertions = Vec::with_capacity(n);
-        let mut latency_ms = Vec::with_capacity(n);
-        let mut tokens_in = Vec::with_capacity(n);
-        let mut tokens_out = Vec::with_capacity(n);
-        let mut cost_usd = Vec::with_capacity(n);
-        let mut cached = Vec::with_capacity(n);
-        let mut error = Vec::with_capacity(n);
-        let mut trace_id = Vec::with_capacity(n);
-        for r in rows {
-            task_index.push(r.task_index);
-            project_id.push(r.project_id.as_str());
-            test_index.push(r.test_index);
-            prompt_index.push(r.prompt_index);
-            provider_index.push(r.provider_index);
-            repeat_index.push(r.repeat_index);
-            provider_id.push(r.provider_id.as_str());
-            status.push(r.status as i16);
-            score.push(r.score);
-            reason.push(r.reason.as_str());
-            rendered_prompt.push(r.rendered_prompt.as_str());
-            output.push(r.output.as_str());
-            assertions.push(r.assertions.to_string());
-            latency_ms.push(r.latency_ms);
-            tokens_in.push(r.tokens_in);
-            tokens_out.push(r.tokens_out);
-            cost_usd.push(r.cost_usd);
-            cached.push(r.cached);
-            error.push(r.error.as_str());
-            trace_id.push(r.trace_id.as_str());
-        }
-
-        // The rows go in with this write's counts beside them, and no lock
-        // on the run: the counts wait in `run_tallies` until a fold adds
-        // them to the run's counters (see `fold`, `fold_after`). Writes of
-        // one run never wait on each other to store their results; a plain
-        // counter update here held the run's row through each commit and
-        // made them queue.
-        let mut tx = self.pool.begin().await?;
-        let rows_inserted = sqlx::query(
-            "INSERT INTO results (run_id, task_index, project_id, test_index, prompt_index, \
-               provider_index, repeat_index, provider_id, status, score, reason, rendered_prompt, \
-               output, assertions, latency_ms, tokens_in, tokens_out, cost_usd, cached, error, trace_id) \
-             SELECT $1, ti, pid, te, pr, pv, rp, prov, st, sc, re, rpt, outp, asr::jsonb, lat, tin, tout, cost, ca, er, tr \
-             FROM UNNEST($2::bigint[], $3::text[], $4::int[], $5::int[], $6::int[], $7::int[], \
-                         $8::text[], $9::smallint[], $10::float8[], $11::text[], $12::text[], \
-                         $13::text[], $14::text[], $15::int[], $16::int[], $17::int[], \
-                         $18::float8[], $19::bool[], $20::text[], $21::text[]) \
-               AS u(ti, pid, te, pr, pv, rp, prov, st, sc, re, rpt, outp, asr, lat, tin, tout, cost, ca, er, tr) \
-             ON CONFLICT (run_id, task_index) DO NOTHING \
-             RETURNING status, cost_usd",
-        )
-        .bind(run_id)
-        .bind(&task_index)
-        .bind(&project_id)
-        .bind(&test_index)
-        .bind(&prompt_index)
-        .bind(&provider_index)
-        .bind(&repeat_index)
-        .bind(&provider_id)
-        .bind(&status)
-        .bind(&score)
-        .bind(&reason)
-        .bind(&rendered_prompt)
-        .bind(&output)
-        .bind(&assertions)
-        .bind(&latency_ms)
-        .bind(&tokens_in)
-        .bind(&tokens_out)
-        .bind(&cost_usd)
-        .bind(&cached)
-        .bind(&error)
-        .bind(&trace_id)
-        .fetch_all(&mut *tx)
-        .await?;
-
-        let (mut pass, mut fail, mut err) = (0i64, 0i64, 0i64);
-        let mut cost = 0f64;
-        for row in &rows_inserted {
-            cost += row.try_get::<f64, _>("cost_usd")?;
-            match result_status(row.try_get("status")?)? {
-                ResultStatus::Pass => pass += 1,
-                ResultStatus::Fail => fail += 1,
-                ResultStatus::Error => err += 1,
+        crate::trace::traced(crate::trace::db_span("postgresql", "INSERT", "results"), async {
+            let n = rows.len();
+            let mut task_index = Vec::with_capacity(n);
+            let mut project_id = Vec::with_capacity(n);
+            let mut test_index = Vec::with_capacity(n);
+            let mut prompt_index = Vec::with_capacity(n);
+            let mut provider_index = Vec::with_capacity(n);
+            let mut repeat_index = Vec::with_capacity(n);
+            let mut provider_id = Vec::with_capacity(n);
+            let mut status = Vec::with_capacity(n);
+            let mut score = Vec::with_capacity(n);
+            let mut reason = Vec::with_capacity(n);
+            let mut rendered_prompt = Vec::with_capacity(n);
+            let mut output = Vec::with_capacity(n);
+            let mut assertions = Vec::with_capacity(n);
+            let mut latency_ms = Vec::with_capacity(n);
+            let mut tokens_in = Vec::with_capacity(n);
+            let mut tokens_out = Vec::with_capacity(n);
+            let mut cost_usd = Vec::with_capacity(n);
+            let mut cached = Vec::with_capacity(n);
+            let mut error = Vec::with_capacity(n);
+            let mut trace_id = Vec::with_capacity(n);
+            for r in rows {
+                task_index.push(r.task_index);
+                project_id.push(r.project_id.as_str());
+                test_index.push(r.test_index);
+                prompt_index.push(r.prompt_index);
+                provider_index.push(r.provider_index);
+                repeat_index.push(r.repeat_index);
+                provider_id.push(r.provider_id.as_str());
+                status.push(r.status as i16);
+                score.push(r.score);
+                reason.push(r.reason.as_str());
+                rendered_prompt.push(r.rendered_prompt.as_str());
+                output.push(r.output.as_str());
+                assertions.push(r.assertions.to_string());
+                latency_ms.push(r.latency_ms);
+                tokens_in.push(r.tokens_in);
+                tokens_out.push(r.tokens_out);
+                cost_usd.push(r.cost_usd);
+                cached.push(r.cached);
+                error.push(r.error.as_str());
+                trace_id.push(r.trace_id.as_str());
             }
-        }
-        let inserted = rows_inserted.len() as i64;
-        let own = Tally {
-            completed: inserted,
-            passed: pass,
-            failed: fail,
-            errors: err,
-            cost_usd: cost,
-        };
-        // Counted at once if no other write of the run is folding (a write
-        // that inserts nothing, a redelivery, still folds: a writer may have
-        // stopped between its commit and its fold); else left as a tally.
-        let folded = fold(&mut tx, run_id, Lock::Try, own).await?;
-        let tally: Option<i64> = if folded.is_none() && inserted > 0 {
-            Some(
-                sqlx::query_scalar_with(
-                    "INSERT INTO run_tallies (run_id, completed, passed, failed, errors, cost_usd) \
-                     VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
-                    own.arguments(run_id)?,
-                )
-                .fetch_one(&mut *tx)
-                .await?,
+
+            // The rows go in with this write's counts beside them, and no lock
+            // on the run: the counts wait in `run_tallies` until a fold adds
+            // them to the run's counters (see `fold`, `fold_after`). Writes of
+            // one run never wait on each other to store their results; a plain
+            // counter update here held the run's row through each commit and
+            // made them queue.
+            let mut tx = self.pool.begin().await?;
+            let rows_inserted = sqlx::query(
+                "INSERT INTO results (run_id, task_index, project_id, test_index, prompt_index, \
+                   provider_index, repeat_index, provider_id, status, score, reason, rendered_prompt, \
+                   output, assertions, latency_ms, tokens_in, tokens_out, cost_usd, cached, error, trace_id) \
+                 SELECT $1, ti, pid, te, pr, pv, rp, prov, st, sc, re, rpt, outp, asr::jsonb, lat, tin, tout, cost, ca, er, tr \
+                 FROM UNNEST($2::bigint[], $3::text[], $4::int[], $5::int[], $6::int[], $7::int[], \
+                             $8::text[], $9::smallint[], $10::float8[], $11::text[], $12::text[], \
+                             $13::text[], $14::text[], $15::int[], $16::int[], $17::int[], \
+                             $18::float8[], $19::bool[], $20::text[], $21::text[]) \
+                   AS u(ti, pid, te, pr, pv, rp, prov, st, sc, re, rpt, outp, asr, lat, tin, tout, cost, ca, er, tr) \
+                 ON CONFLICT (run_id, task_index) DO NOTHING \
+                 RETURNING status, cost_usd",
             )
-        } else {
-            None
-        };
-        tx.commit().await?;
-        let folded = match folded {
-            Some(folded) => Some(folded),
-            // Another write was folding, maybe without this one's counts.
-            None if tally.is_some() => self.fold_after(run_id, tally).await?,
-            None => None,
-        };
-        let (run, finished_now) = match folded {
-            Some(folded) => folded,
-            // Another write folded this one's counts: the run as it stands.
-            None => (
-                self.get_run(run_id).await?.ok_or_else(|| {
-                    StoreError::Corrupt(format!("results for unknown run {run_id}"))
-                })?,
-                false,
-            ),
-        };
-        Ok(InsertOutcome {
-            inserted: inserted as u64,
-            run,
-            finished_now,
+            .bind(run_id)
+            .bind(&task_index)
+            .bind(&project_id)
+            .bind(&test_index)
+            .bind(&prompt_index)
+            .bind(&provider_index)
+            .bind(&repeat_index)
+            .bind(&provider_id)
+            .bind(&status)
+            .bind(&score)
+            .bind(&reason)
+            .bind(&rendered_prompt)
+            .bind(&output)
+            .bind(&assertions)
+            .bind(&latency_ms)
+            .bind(&tokens_in)
+            .bind(&tokens_out)
+            .bind(&cost_usd)
+            .bind(&cached)
+            .bind(&error)
+            .bind(&trace_id)
+            .fetch_all(&mut *tx)
+            .await?;
+
+            let (mut pass, mut fail, mut err) = (0i64, 0i64, 0i64);
+            let mut cost = 0f64;
+            for row in &rows_inserted {
+                cost += row.try_get::<f64, _>("cost_usd")?;
+                match result_status(row.try_get("status")?)? {
+                    ResultStatus::Pass => pass += 1,
+                    ResultStatus::Fail => fail += 1,
+                    ResultStatus::Error => err += 1,
+                }
+            }
+            let inserted = rows_inserted.len() as i64;
+            let own = Tally {
+                completed: inserted,
+                passed: pass,
+                failed: fail,
+                errors: err,
+                cost_usd: cost,
+            };
+            // Counted at once if no other write of the run is folding (a write
+            // that inserts nothing, a redelivery, still folds: a writer may have
+            // stopped between its commit and its fold); else left as a tally.
+            let folded = fold(&mut tx, run_id, Lock::Try, own).await?;
+            let tally: Option<i64> = if folded.is_none() && inserted > 0 {
+                Some(
+                    sqlx::query_scalar_with(
+                        "INSERT INTO run_tallies (run_id, completed, passed, failed, errors, cost_usd) \
+                         VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+                        own.arguments(run_id)?,
+                    )
+                    .fetch_one(&mut *tx)
+                    .await?,
+                )
+            } else {
+                None
+            };
+            tx.commit().await?;
+            let folded = match folded {
+                Some(folded) => Some(folded),
+                // Another write was folding, maybe without this one's counts.
+                None if tally.is_some() => self.fold_after(run_id, tally).await?,
+                None => None,
+            };
+            let (run, finished_now) = match folded {
+                Some(folded) => folded,
+                // Another write folded this one's counts: the run as it stands.
+                None => (
+                    self.get_run(run_id).await?.ok_or_else(|| {
+                        StoreError::Corrupt(format!("results for unknown run {run_id}"))
+                    })?,
+                    false,
+                ),
+            };
+            Ok(InsertOutcome {
+                inserted: inserted as u64,
+                run,
+                finished_now,
+            })
         })
+        .await
     }
 
     async fn stored_tasks(&self, run_id: Uuid, first: i64, last: i64) -> Result<Vec<i64>> {
-        Ok(sqlx::query_scalar(
-            "SELECT task_index FROM results WHERE run_id = $1 AND task_index BETWEEN $2 AND $3",
+        crate::trace::traced(
+            crate::trace::db_span("postgresql", "SELECT", "results"),
+            async {
+                Ok(sqlx::query_scalar(
+                "SELECT task_index FROM results WHERE run_id = $1 AND task_index BETWEEN $2 AND $3",
+            )
+            .bind(run_id)
+            .bind(first)
+            .bind(last)
+            .fetch_all(&self.pool)
+            .await?)
+            },
         )
-        .bind(run_id)
-        .bind(first)
-        .bind(last)
-        .fetch_all(&self.pool)
-        .await?)
+        .await
     }
 
     async fn list_results(
@@ -1154,71 +1287,80 @@ impl Store for PgStore {
         after_task: Option<i64>,
         limit: u32,
     ) -> Result<Vec<ResultRecord>> {
-        let rows = sqlx::query(&format!(
-            "SELECT {RESULT_COLUMNS} FROM results \
-             WHERE run_id = $1 AND ($2::smallint IS NULL OR status = $2) AND task_index > $3 \
-             ORDER BY task_index LIMIT $4"
-        ))
-        .bind(run_id)
-        .bind(status.map(|s| s as i16))
-        .bind(after_task.unwrap_or(-1))
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(result_from_row).collect()
+        crate::trace::traced(
+            crate::trace::db_span("postgresql", "SELECT", "results"),
+            async {
+                let rows = sqlx::query(&format!(
+                    "SELECT {RESULT_COLUMNS} FROM results \
+                 WHERE run_id = $1 AND ($2::smallint IS NULL OR status = $2) AND task_index > $3 \
+                 ORDER BY task_index LIMIT $4"
+                ))
+                .bind(run_id)
+                .bind(status.map(|s| s as i16))
+                .bind(after_task.unwrap_or(-1))
+                .bind(i64::from(limit))
+                .fetch_all(&self.pool)
+                .await?;
+                rows.iter().map(result_from_row).collect()
+            },
+        )
+        .await
     }
 
     async fn roll_up(&self, run_id: Uuid) -> Result<bool> {
-        let mut tx = self.pool.begin().await?;
-        let claimed = sqlx::query(
-            "UPDATE runs SET rolled_up = TRUE WHERE id = $1 AND status = 'completed' AND NOT rolled_up",
-        )
-        .bind(run_id)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if claimed == 0 {
-            return Ok(false);
-        }
-        let assertions = format!(
-            "INSERT INTO run_assertions (run_id, provider_index, prompt_index, kind, metric, passed, n) \
-             SELECT $1, s.* FROM ({ASSERTIONS_LIVE}) s"
-        );
-        for sql in ROLL_UP.iter().copied().chain([assertions.as_str()]) {
-            sqlx::query(sql).bind(run_id).execute(&mut *tx).await?;
-        }
-        // Its latencies and outcomes, packed (the outcomes a chunk at a
-        // time).
-        sqlx::query(&format!(
-            "INSERT INTO run_latency_packs (run_id, provider_index, prompt_index, latencies, counts) \
-             SELECT $1, p.* FROM ({}) p",
-            latency_packs(LATENCIES_ROLLED)
-        ))
-        .bind(run_id)
-        .execute(&mut *tx)
-        .await?;
-        let pack = format!(
-            "INSERT INTO run_outcomes (run_id, first_task, last_task, n, tests, prompts, \
-             providers, repeats, statuses, scores, latencies, costs) \
-             SELECT $1, first_task, last_task, n, tests, prompts, providers, repeats, \
-             statuses, scores, latencies, costs FROM ({OUTCOME_ARRAYS}) o WHERE n > 0 \
-             RETURNING n::BIGINT AS n, last_task"
-        );
-        let mut after = -1i64;
-        while let Some(row) = sqlx::query(&pack)
+        crate::trace::traced(crate::trace::db_span("postgresql", "INSERT", "rollups"), async {
+            let mut tx = self.pool.begin().await?;
+            let claimed = sqlx::query(
+                "UPDATE runs SET rolled_up = TRUE WHERE id = $1 AND status = 'completed' AND NOT rolled_up",
+            )
             .bind(run_id)
-            .bind(after)
-            .bind(OUTCOMES_AT_ONCE)
-            .fetch_optional(&mut *tx)
+            .execute(&mut *tx)
             .await?
-        {
-            if row.try_get::<i64, _>("n")? < OUTCOMES_AT_ONCE {
-                break;
+            .rows_affected();
+            if claimed == 0 {
+                return Ok(false);
             }
-            after = row.try_get("last_task")?;
-        }
-        tx.commit().await?;
-        Ok(true)
+            let assertions = format!(
+                "INSERT INTO run_assertions (run_id, provider_index, prompt_index, kind, metric, passed, n) \
+                 SELECT $1, s.* FROM ({ASSERTIONS_LIVE}) s"
+            );
+            for sql in ROLL_UP.iter().copied().chain([assertions.as_str()]) {
+                sqlx::query(sql).bind(run_id).execute(&mut *tx).await?;
+            }
+            // Its latencies and outcomes, packed (the outcomes a chunk at a
+            // time).
+            sqlx::query(&format!(
+                "INSERT INTO run_latency_packs (run_id, provider_index, prompt_index, latencies, counts) \
+                 SELECT $1, p.* FROM ({}) p",
+                latency_packs(LATENCIES_ROLLED)
+            ))
+            .bind(run_id)
+            .execute(&mut *tx)
+            .await?;
+            let pack = format!(
+                "INSERT INTO run_outcomes (run_id, first_task, last_task, n, tests, prompts, \
+                 providers, repeats, statuses, scores, latencies, costs) \
+                 SELECT $1, first_task, last_task, n, tests, prompts, providers, repeats, \
+                 statuses, scores, latencies, costs FROM ({OUTCOME_ARRAYS}) o WHERE n > 0 \
+                 RETURNING n::BIGINT AS n, last_task"
+            );
+            let mut after = -1i64;
+            while let Some(row) = sqlx::query(&pack)
+                .bind(run_id)
+                .bind(after)
+                .bind(OUTCOMES_AT_ONCE)
+                .fetch_optional(&mut *tx)
+                .await?
+            {
+                if row.try_get::<i64, _>("n")? < OUTCOMES_AT_ONCE {
+                    break;
+                }
+                after = row.try_get("last_task")?;
+            }
+            tx.commit().await?;
+            Ok(true)
+        })
+        .await
     }
 
     async fn for_each_result_metrics(
@@ -1226,20 +1368,26 @@ impl Store for PgStore {
         run_id: Uuid,
         each: &mut (dyn FnMut(ResultMetrics) + Send),
     ) -> Result<()> {
-        use futures::TryStreamExt;
-        let sql = if self.rolled_up(run_id).await? {
-            METRICS_ROLLED
-        } else {
-            METRICS_LIVE
-        };
-        let mut rows = sqlx::query(sql)
-            .bind(run_id)
-            .try_map(|row: PgRow| metrics_from_row(&row))
-            .fetch(&self.pool);
-        while let Some(m) = rows.try_next().await? {
-            each(m);
-        }
-        Ok(())
+        crate::trace::traced(
+            crate::trace::db_span("postgresql", "SELECT", "results"),
+            async {
+                use futures::TryStreamExt;
+                let sql = if self.rolled_up(run_id).await? {
+                    METRICS_ROLLED
+                } else {
+                    METRICS_LIVE
+                };
+                let mut rows = sqlx::query(sql)
+                    .bind(run_id)
+                    .try_map(|row: PgRow| metrics_from_row(&row))
+                    .fetch(&self.pool);
+                while let Some(m) = rows.try_next().await? {
+                    each(m);
+                }
+                Ok(())
+            },
+        )
+        .await
     }
 
     async fn for_each_latency_count(
@@ -1247,49 +1395,55 @@ impl Store for PgStore {
         run_id: Uuid,
         each: &mut (dyn FnMut(LatencyCount) + Send),
     ) -> Result<()> {
-        // One row per provider × prompt with its latencies packed: a row a
-        // latency costs the driver ~2 µs, thousands of them a summary's
-        // whole budget. A rolled-up run's were packed at its roll-up.
-        let rolled_up = self.rolled_up(run_id).await?;
-        let mut rows = Vec::new();
-        if rolled_up {
-            rows = sqlx::query(
-                "SELECT provider_index, prompt_index, latencies, counts \
-                 FROM run_latency_packs WHERE run_id = $1",
-            )
-            .bind(run_id)
-            .fetch_all(&self.pool)
-            .await?;
-        }
-        if rows.is_empty() {
-            // Live, or rolled up before latencies were packed.
-            let source = if rolled_up {
-                LATENCIES_ROLLED
-            } else {
-                LATENCIES_LIVE
-            };
-            rows = sqlx::query(&latency_packs(source))
-                .bind(run_id)
-                .fetch_all(&self.pool)
-                .await?;
-        }
-        for row in &rows {
-            let (provider_index, prompt_index) =
-                (row.try_get("provider_index")?, row.try_get("prompt_index")?);
-            let latencies: Vec<u8> = row.try_get("latencies")?;
-            let n = (latencies.len() / 4) as i64;
-            let latencies = packed::<4>(row, "latencies", n)?;
-            let counts = packed::<8>(row, "counts", n)?;
-            for (latency, count) in latencies.into_iter().zip(counts) {
-                each(LatencyCount {
-                    provider_index,
-                    prompt_index,
-                    latency_ms: i32::from_be_bytes(latency),
-                    count: i64::from_be_bytes(count),
-                });
-            }
-        }
-        Ok(())
+        crate::trace::traced(
+            crate::trace::db_span("postgresql", "SELECT", "results"),
+            async {
+                // One row per provider × prompt with its latencies packed: a row a
+                // latency costs the driver ~2 µs, thousands of them a summary's
+                // whole budget. A rolled-up run's were packed at its roll-up.
+                let rolled_up = self.rolled_up(run_id).await?;
+                let mut rows = Vec::new();
+                if rolled_up {
+                    rows = sqlx::query(
+                        "SELECT provider_index, prompt_index, latencies, counts \
+                     FROM run_latency_packs WHERE run_id = $1",
+                    )
+                    .bind(run_id)
+                    .fetch_all(&self.pool)
+                    .await?;
+                }
+                if rows.is_empty() {
+                    // Live, or rolled up before latencies were packed.
+                    let source = if rolled_up {
+                        LATENCIES_ROLLED
+                    } else {
+                        LATENCIES_LIVE
+                    };
+                    rows = sqlx::query(&latency_packs(source))
+                        .bind(run_id)
+                        .fetch_all(&self.pool)
+                        .await?;
+                }
+                for row in &rows {
+                    let (provider_index, prompt_index) =
+                        (row.try_get("provider_index")?, row.try_get("prompt_index")?);
+                    let latencies: Vec<u8> = row.try_get("latencies")?;
+                    let n = (latencies.len() / 4) as i64;
+                    let latencies = packed::<4>(row, "latencies", n)?;
+                    let counts = packed::<8>(row, "counts", n)?;
+                    for (latency, count) in latencies.into_iter().zip(counts) {
+                        each(LatencyCount {
+                            provider_index,
+                            prompt_index,
+                            latency_ms: i32::from_be_bytes(latency),
+                            count: i64::from_be_bytes(count),
+                        });
+                    }
+                }
+                Ok(())
+            },
+        )
+        .await
     }
 
     async fn for_each_trend_metrics(
@@ -1297,42 +1451,48 @@ impl Store for PgStore {
         query: &TrendQuery,
         each: &mut (dyn FnMut(TrendMetrics) + Send),
     ) -> Result<()> {
-        use futures::TryStreamExt;
-        let pending: Vec<Uuid> = sqlx::query_scalar(TREND_PENDING)
-            .bind(query.project_id.as_str())
-            .bind(query.description.as_deref())
-            .bind(query.label.as_deref())
-            .bind(query.since)
-            .bind(query.until)
-            .fetch_all(&self.pool)
-            .await?;
-        for run in pending {
-            self.roll_up(run).await?;
-        }
-        for (sql, latencies) in [
-            (TREND_METRICS_SELECT, false),
-            (TREND_LATENCIES_SELECT, true),
-        ] {
-            let mut rows = sqlx::query(sql)
-                .bind(query.project_id.as_str())
-                .bind(query.description.as_deref())
-                .bind(query.label.as_deref())
-                .bind(query.since)
-                .bind(query.until)
-                .fetch(&self.pool);
-            while let Some(row) = rows.try_next().await? {
-                each(TrendMetrics {
-                    run_id: row.try_get("run_id")?,
-                    created_at: row.try_get("run_created_at")?,
-                    row: if latencies {
-                        TrendRow::Latency(latency_from_row(&row)?)
-                    } else {
-                        TrendRow::Metrics(metrics_from_row(&row)?)
-                    },
-                });
-            }
-        }
-        Ok(())
+        crate::trace::traced(
+            crate::trace::db_span("postgresql", "SELECT", "runs"),
+            async {
+                use futures::TryStreamExt;
+                let pending: Vec<Uuid> = sqlx::query_scalar(TREND_PENDING)
+                    .bind(query.project_id.as_str())
+                    .bind(query.description.as_deref())
+                    .bind(query.label.as_deref())
+                    .bind(query.since)
+                    .bind(query.until)
+                    .fetch_all(&self.pool)
+                    .await?;
+                for run in pending {
+                    self.roll_up(run).await?;
+                }
+                for (sql, latencies) in [
+                    (TREND_METRICS_SELECT, false),
+                    (TREND_LATENCIES_SELECT, true),
+                ] {
+                    let mut rows = sqlx::query(sql)
+                        .bind(query.project_id.as_str())
+                        .bind(query.description.as_deref())
+                        .bind(query.label.as_deref())
+                        .bind(query.since)
+                        .bind(query.until)
+                        .fetch(&self.pool);
+                    while let Some(row) = rows.try_next().await? {
+                        each(TrendMetrics {
+                            run_id: row.try_get("run_id")?,
+                            created_at: row.try_get("run_created_at")?,
+                            row: if latencies {
+                                TrendRow::Latency(latency_from_row(&row)?)
+                            } else {
+                                TrendRow::Metrics(metrics_from_row(&row)?)
+                            },
+                        });
+                    }
+                }
+                Ok(())
+            },
+        )
+        .await
     }
 
     async fn for_each_assertion_metrics(
@@ -1340,72 +1500,87 @@ impl Store for PgStore {
         run_id: Uuid,
         each: &mut (dyn FnMut(AssertionMetrics) + Send),
     ) -> Result<()> {
-        use futures::TryStreamExt;
-        let sql = if self.rolled_up(run_id).await? {
-            "SELECT provider_index, prompt_index, kind, metric, passed, n \
-             FROM run_assertions WHERE run_id = $1"
-        } else {
-            ASSERTIONS_LIVE
-        };
-        let mut rows = sqlx::query(sql)
-            .bind(run_id)
-            .try_map(|row: PgRow| {
-                Ok(AssertionMetrics {
-                    provider_index: row.try_get("provider_index")?,
-                    prompt_index: row.try_get("prompt_index")?,
-                    kind: row.try_get("kind")?,
-                    metric: row.try_get("metric")?,
-                    passed: row.try_get("passed")?,
-                    count: row.try_get("n")?,
-                })
-            })
-            .fetch(&self.pool);
-        while let Some(m) = rows.try_next().await? {
-            each(m);
-        }
-        Ok(())
+        crate::trace::traced(
+            crate::trace::db_span("postgresql", "SELECT", "results"),
+            async {
+                use futures::TryStreamExt;
+                let sql = if self.rolled_up(run_id).await? {
+                    "SELECT provider_index, prompt_index, kind, metric, passed, n \
+                 FROM run_assertions WHERE run_id = $1"
+                } else {
+                    ASSERTIONS_LIVE
+                };
+                let mut rows = sqlx::query(sql)
+                    .bind(run_id)
+                    .try_map(|row: PgRow| {
+                        Ok(AssertionMetrics {
+                            provider_index: row.try_get("provider_index")?,
+                            prompt_index: row.try_get("prompt_index")?,
+                            kind: row.try_get("kind")?,
+                            metric: row.try_get("metric")?,
+                            passed: row.try_get("passed")?,
+                            count: row.try_get("n")?,
+                        })
+                    })
+                    .fetch(&self.pool);
+                while let Some(m) = rows.try_next().await? {
+                    each(m);
+                }
+                Ok(())
+            },
+        )
+        .await
     }
 
     async fn slowest_results(&self, run_id: Uuid, limit: u32) -> Result<Vec<(i64, Outcome)>> {
-        let from = if limit <= SLOWEST_KEPT && self.rolled_up(run_id).await? {
-            "AND task_index IN (SELECT task_index FROM run_slowest WHERE run_id = $1)"
-        } else {
-            ""
-        };
-        let sql = format!(
-            "{} WHERE run_id = $1 AND status <> 3 {from} ORDER BY latency_ms DESC, task_index LIMIT $2",
-            OUTCOME_SELECT.replacen("SELECT ", "SELECT task_index, ", 1)
-        );
-        let rows = sqlx::query(&sql)
-            .bind(run_id)
-            .bind(i64::from(limit))
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter()
-            .map(|row| Ok((row.try_get("task_index")?, pg_outcome(row)?)))
-            .collect()
+        crate::trace::traced(crate::trace::db_span("postgresql", "SELECT", "results"), async {
+            let from = if limit <= SLOWEST_KEPT && self.rolled_up(run_id).await? {
+                "AND task_index IN (SELECT task_index FROM run_slowest WHERE run_id = $1)"
+            } else {
+                ""
+            };
+            let sql = format!(
+                "{} WHERE run_id = $1 AND status <> 3 {from} ORDER BY latency_ms DESC, task_index LIMIT $2",
+                OUTCOME_SELECT.replacen("SELECT ", "SELECT task_index, ", 1)
+            );
+            let rows = sqlx::query(&sql)
+                .bind(run_id)
+                .bind(i64::from(limit))
+                .fetch_all(&self.pool)
+                .await?;
+            rows.iter()
+                .map(|row| Ok((row.try_get("task_index")?, pg_outcome(row)?)))
+                .collect()
+        })
+        .await
     }
 
     async fn most_failed_tests(&self, run_id: Uuid, limit: u32) -> Result<Vec<TestFailures>> {
-        let sql = if self.rolled_up(run_id).await? {
-            MOST_FAILED_ROLLED
-        } else {
-            MOST_FAILED_LIVE
-        };
-        let rows = sqlx::query(sql)
-            .bind(run_id)
-            .bind(i64::from(limit))
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter()
-            .map(|row| {
-                Ok(TestFailures {
-                    test_index: row.try_get("test_index")?,
-                    unpassed: row.try_get("unpassed")?,
-                    total: row.try_get("total")?,
-                })
-            })
-            .collect()
+        crate::trace::traced(
+            crate::trace::db_span("postgresql", "SELECT", "results"),
+            async {
+                let sql = if self.rolled_up(run_id).await? {
+                    MOST_FAILED_ROLLED
+                } else {
+                    MOST_FAILED_LIVE
+                };
+                let rows = sqlx::query(sql)
+                    .bind(run_id)
+                    .bind(i64::from(limit))
+                    .fetch_all(&self.pool)
+                    .await?;
+                rows.iter()
+                    .map(|row| {
+                        Ok(TestFailures {
+                            test_index: row.try_get("test_index")?,
+                            unpassed: row.try_get("unpassed")?,
+                            total: row.try_get("total")?,
+                        })
+                    })
+                    .collect()
+            },
+        )
+        .await
     }
 
     async fn for_each_outcome(
@@ -1413,80 +1588,97 @@ impl Store for PgStore {
         run_id: Uuid,
         each: &mut (dyn FnMut(Outcome) + Send),
     ) -> Result<()> {
-        if self.rolled_up(run_id).await? {
-            // Packed at its roll-up; a run rolled up before outcomes were
-            // packed has none, and is read from its results below.
-            use futures::TryStreamExt;
-            let mut rows = sqlx::query(
-                "SELECT n::BIGINT AS n, tests, prompts, providers, repeats, statuses, scores, \
-                 latencies, costs FROM run_outcomes WHERE run_id = $1 ORDER BY first_task",
-            )
-            .bind(run_id)
-            .fetch(&self.pool);
-            let mut packed = false;
-            while let Some(row) = rows.try_next().await? {
-                each_outcome(&row, each)?;
-                packed = true;
-            }
-            if packed {
-                return Ok(());
-            }
-        }
-        let mut after = -1i64;
-        loop {
-            let row = sqlx::query(OUTCOME_ARRAYS)
+        crate::trace::traced(
+            crate::trace::db_span("postgresql", "SELECT", "results"),
+            async {
+                if self.rolled_up(run_id).await? {
+                    // Packed at its roll-up; a run rolled up before outcomes were
+                    // packed has none, and is read from its results below.
+                    use futures::TryStreamExt;
+                    let mut rows = sqlx::query(
+                    "SELECT n::BIGINT AS n, tests, prompts, providers, repeats, statuses, scores, \
+                     latencies, costs FROM run_outcomes WHERE run_id = $1 ORDER BY first_task",
+                )
                 .bind(run_id)
-                .bind(after)
-                .bind(OUTCOMES_AT_ONCE)
-                .fetch_one(&self.pool)
-                .await?;
-            if each_outcome(&row, each)? < OUTCOMES_AT_ONCE {
-                return Ok(());
-            }
-            after = row.try_get("last_task")?;
-        }
+                .fetch(&self.pool);
+                    let mut packed = false;
+                    while let Some(row) = rows.try_next().await? {
+                        each_outcome(&row, each)?;
+                        packed = true;
+                    }
+                    if packed {
+                        return Ok(());
+                    }
+                }
+                let mut after = -1i64;
+                loop {
+                    let row = sqlx::query(OUTCOME_ARRAYS)
+                        .bind(run_id)
+                        .bind(after)
+                        .bind(OUTCOMES_AT_ONCE)
+                        .fetch_one(&self.pool)
+                        .await?;
+                    if each_outcome(&row, each)? < OUTCOMES_AT_ONCE {
+                        return Ok(());
+                    }
+                    after = row.try_get("last_task")?;
+                }
+            },
+        )
+        .await
     }
 
     async fn test_digests(&self, run_id: Uuid) -> Result<Vec<(i64, i64)>> {
-        // As two arrays: a row costs the driver ~2 µs, and a comparison of
-        // 250,000 tests read them for half a second.
-        let row = sqlx::query(
-            "SELECT array_agg(test_index) AS tests, array_agg(digest) AS digests \
-             FROM (SELECT test_index, digest FROM suite_tests \
-                   WHERE run_id = $1 AND digest IS NOT NULL ORDER BY test_index) s",
+        crate::trace::traced(
+            crate::trace::db_span("postgresql", "SELECT", "suite_tests"),
+            async {
+                // As two arrays: a row costs the driver ~2 µs, and a comparison of
+                // 250,000 tests read them for half a second.
+                let row = sqlx::query(
+                    "SELECT array_agg(test_index) AS tests, array_agg(digest) AS digests \
+                 FROM (SELECT test_index, digest FROM suite_tests \
+                       WHERE run_id = $1 AND digest IS NOT NULL ORDER BY test_index) s",
+                )
+                .bind(run_id)
+                .fetch_one(&self.pool)
+                .await?;
+                let tests: Vec<i32> = row
+                    .try_get::<Option<Vec<i32>>, _>("tests")?
+                    .unwrap_or_default();
+                let digests: Vec<i64> = row
+                    .try_get::<Option<Vec<i64>>, _>("digests")?
+                    .unwrap_or_default();
+                let digests = same_length("digests", digests, tests.len() as i64)?;
+                let mut out: Vec<(i64, i64)> =
+                    tests.into_iter().map(i64::from).zip(digests).collect();
+                // A row stored before digests were has its body read instead.
+                let legacy = sqlx::query(
+                    "SELECT test_index, body FROM suite_tests WHERE run_id = $1 AND digest IS NULL",
+                )
+                .bind(run_id)
+                .fetch_all(&self.pool)
+                .await?;
+                if !legacy.is_empty() {
+                    for row in &legacy {
+                        out.push((
+                            i64::from(row.try_get::<i32, _>("test_index")?),
+                            crate::test_digest(row.try_get("body")?),
+                        ));
+                    }
+                    out.sort_unstable_by_key(|&(index, _)| index);
+                }
+                Ok(out)
+            },
         )
-        .bind(run_id)
-        .fetch_one(&self.pool)
-        .await?;
-        let tests: Vec<i32> = row
-            .try_get::<Option<Vec<i32>>, _>("tests")?
-            .unwrap_or_default();
-        let digests: Vec<i64> = row
-            .try_get::<Option<Vec<i64>>, _>("digests")?
-            .unwrap_or_default();
-        let digests = same_length("digests", digests, tests.len() as i64)?;
-        let mut out: Vec<(i64, i64)> = tests.into_iter().map(i64::from).zip(digests).collect();
-        // A row stored before digests were has its body read instead.
-        let legacy = sqlx::query(
-            "SELECT test_index, body FROM suite_tests WHERE run_id = $1 AND digest IS NULL",
-        )
-        .bind(run_id)
-        .fetch_all(&self.pool)
-        .await?;
-        if !legacy.is_empty() {
-            for row in &legacy {
-                out.push((
-                    i64::from(row.try_get::<i32, _>("test_index")?),
-                    crate::test_digest(row.try_get("body")?),
-                ));
-            }
-            out.sort_unstable_by_key(|&(index, _)| index);
-        }
-        Ok(out)
+        .await
     }
 
     async fn create_report(&self, report: NewReport) -> Result<ReportRecord> {
-        insert_report(&self.pool, &report).await
+        crate::trace::traced(
+            crate::trace::db_span("postgresql", "INSERT", "reports"),
+            async { insert_report(&self.pool, &report).await },
+        )
+        .await
     }
 
     async fn find_or_create_report(
@@ -1494,93 +1686,123 @@ impl Store for PgStore {
         report: NewReport,
         reuse: ReportReuse,
     ) -> Result<(ReportRecord, bool)> {
-        let mut tx = self.pool.begin().await?;
-        // One request at a time per run, kind and format (a key space of
-        // its own: the two-int form never meets the runs' one-bigint locks).
-        sqlx::query("SELECT pg_advisory_xact_lock($1, hashtext($2))")
-            .bind(REPORT_LOCK_CLASS)
-            .bind(format!(
-                "{}|{}|{}",
-                report.run_id, report.kind, report.format
-            ))
-            .execute(&mut *tx)
-            .await?;
-        let found = sqlx::query(
-            "SELECT * FROM reports WHERE run_id = $1 AND format = $2 AND kind = $3 \
-             AND created_at >= $4 \
-             AND (status = 'ready' OR (status = 'pending' AND created_at >= $5)) \
-             ORDER BY created_at DESC, id DESC LIMIT 1",
+        crate::trace::traced(
+            crate::trace::db_span("postgresql", "INSERT", "reports"),
+            async {
+                let mut tx = self.pool.begin().await?;
+                // One request at a time per run, kind and format (a key space of
+                // its own: the two-int form never meets the runs' one-bigint locks).
+                sqlx::query("SELECT pg_advisory_xact_lock($1, hashtext($2))")
+                    .bind(REPORT_LOCK_CLASS)
+                    .bind(format!(
+                        "{}|{}|{}",
+                        report.run_id, report.kind, report.format
+                    ))
+                    .execute(&mut *tx)
+                    .await?;
+                let found = sqlx::query(
+                    "SELECT * FROM reports WHERE run_id = $1 AND format = $2 AND kind = $3 \
+                 AND created_at >= $4 \
+                 AND (status = 'ready' OR (status = 'pending' AND created_at >= $5)) \
+                 ORDER BY created_at DESC, id DESC LIMIT 1",
+                )
+                .bind(report.run_id)
+                .bind(&report.format)
+                .bind(&report.kind)
+                .bind(reuse.since)
+                .bind(reuse.pending_since)
+                .fetch_optional(&mut *tx)
+                .await?;
+                if let Some(row) = found {
+                    return Ok((report_from_row(&row)?, false));
+                }
+                let created = insert_report(&mut *tx, &report).await?;
+                tx.commit().await?;
+                Ok((created, true))
+            },
         )
-        .bind(report.run_id)
-        .bind(&report.format)
-        .bind(&report.kind)
-        .bind(reuse.since)
-        .bind(reuse.pending_since)
-        .fetch_optional(&mut *tx)
-        .await?;
-        if let Some(row) = found {
-            return Ok((report_from_row(&row)?, false));
-        }
-        let created = insert_report(&mut *tx, &report).await?;
-        tx.commit().await?;
-        Ok((created, true))
+        .await
     }
 
     async fn get_report(&self, report_id: Uuid) -> Result<Option<ReportRecord>> {
-        sqlx::query("SELECT * FROM reports WHERE id = $1")
-            .bind(report_id)
-            .fetch_optional(&self.pool)
-            .await?
-            .as_ref()
-            .map(report_from_row)
-            .transpose()
+        crate::trace::traced(
+            crate::trace::db_span("postgresql", "SELECT", "reports"),
+            async {
+                sqlx::query("SELECT * FROM reports WHERE id = $1")
+                    .bind(report_id)
+                    .fetch_optional(&self.pool)
+                    .await?
+                    .as_ref()
+                    .map(report_from_row)
+                    .transpose()
+            },
+        )
+        .await
     }
 
     async fn finish_report(&self, report_id: Uuid, outcome: ReportOutcome) -> Result<()> {
-        let (status, content, bytes, parts, error) = report_outcome(outcome);
-        let mut tx = self.pool.begin().await?;
-        if status == ReportStatus::Failed {
-            sqlx::query("DELETE FROM report_parts WHERE report_id = $1")
-                .bind(report_id)
-                .execute(&mut *tx)
-                .await?;
-        }
-        sqlx::query(
-            "UPDATE reports SET status = $2, content = $3, bytes = $4, parts = $5, error = $6, \
-             finished_at = now() WHERE id = $1",
+        crate::trace::traced(
+            crate::trace::db_span("postgresql", "UPDATE", "reports"),
+            async {
+                let (status, content, bytes, parts, error) = report_outcome(outcome);
+                let mut tx = self.pool.begin().await?;
+                if status == ReportStatus::Failed {
+                    sqlx::query("DELETE FROM report_parts WHERE report_id = $1")
+                        .bind(report_id)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                sqlx::query(
+                "UPDATE reports SET status = $2, content = $3, bytes = $4, parts = $5, error = $6, \
+                 finished_at = now() WHERE id = $1",
+            )
+            .bind(report_id)
+            .bind(status.as_str())
+            .bind(content)
+            .bind(bytes)
+            .bind(parts)
+            .bind(error)
+            .execute(&mut *tx)
+            .await?;
+                tx.commit().await?;
+                Ok(())
+            },
         )
-        .bind(report_id)
-        .bind(status.as_str())
-        .bind(content)
-        .bind(bytes)
-        .bind(parts)
-        .bind(error)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(())
+        .await
     }
 
     async fn put_report_part(&self, report_id: Uuid, part: u32, data: &[u8]) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO report_parts (report_id, part, data) VALUES ($1, $2, $3) \
-             ON CONFLICT (report_id, part) DO UPDATE SET data = excluded.data",
+        crate::trace::traced(
+            crate::trace::db_span("postgresql", "INSERT", "report_parts"),
+            async {
+                sqlx::query(
+                    "INSERT INTO report_parts (report_id, part, data) VALUES ($1, $2, $3) \
+                 ON CONFLICT (report_id, part) DO UPDATE SET data = excluded.data",
+                )
+                .bind(report_id)
+                .bind(part as i32)
+                .bind(data)
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            },
         )
-        .bind(report_id)
-        .bind(part as i32)
-        .bind(data)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        .await
     }
 
     async fn report_part(&self, report_id: Uuid, part: u32) -> Result<Option<Vec<u8>>> {
-        Ok(
-            sqlx::query_scalar("SELECT data FROM report_parts WHERE report_id = $1 AND part = $2")
+        crate::trace::traced(
+            crate::trace::db_span("postgresql", "SELECT", "report_parts"),
+            async {
+                Ok(sqlx::query_scalar(
+                    "SELECT data FROM report_parts WHERE report_id = $1 AND part = $2",
+                )
                 .bind(report_id)
                 .bind(part as i32)
                 .fetch_optional(&self.pool)
-                .await?,
+                .await?)
+            },
         )
+        .await
     }
 }

@@ -485,79 +485,88 @@ fn report_from_row(row: &SqliteRow) -> Result<ReportRecord> {
 #[async_trait]
 impl Store for SqliteStore {
     async fn put_alert(&self, alert: &AlertRecord) -> Result<()> {
-        let opt = |t: Option<DateTime<Utc>>| t.map(ts_text);
-        sqlx::query(
-            "INSERT INTO alerts (id, rule, fingerprint, severity, state, labels, value, threshold, \
-             summary, started_at, fired_at, resolved_at, updated_at) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13) \
-             ON CONFLICT (id) DO UPDATE SET state = ?5, value = ?7, summary = ?9, \
-             fired_at = ?11, resolved_at = ?12, updated_at = ?13",
-        )
-        .bind(uuid_text(alert.id))
-        .bind(&alert.rule)
-        .bind(&alert.fingerprint)
-        .bind(&alert.severity)
-        .bind(alert.state.as_str())
-        .bind(serde_json::to_string(&alert.labels).unwrap_or_default())
-        .bind(alert.value)
-        .bind(alert.threshold)
-        .bind(&alert.summary)
-        .bind(ts_text(alert.started_at))
-        .bind(opt(alert.fired_at))
-        .bind(opt(alert.resolved_at))
-        .bind(ts_text(alert.updated_at))
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        crate::trace::traced(crate::trace::db_span("sqlite", "UPSERT", "alerts"), async {
+            let opt = |t: Option<DateTime<Utc>>| t.map(ts_text);
+            sqlx::query(
+                "INSERT INTO alerts (id, rule, fingerprint, severity, state, labels, value, threshold, \
+                 summary, started_at, fired_at, resolved_at, updated_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13) \
+                 ON CONFLICT (id) DO UPDATE SET state = ?5, value = ?7, summary = ?9, \
+                 fired_at = ?11, resolved_at = ?12, updated_at = ?13",
+            )
+            .bind(uuid_text(alert.id))
+            .bind(&alert.rule)
+            .bind(&alert.fingerprint)
+            .bind(&alert.severity)
+            .bind(alert.state.as_str())
+            .bind(serde_json::to_string(&alert.labels).unwrap_or_default())
+            .bind(alert.value)
+            .bind(alert.threshold)
+            .bind(&alert.summary)
+            .bind(ts_text(alert.started_at))
+            .bind(opt(alert.fired_at))
+            .bind(opt(alert.resolved_at))
+            .bind(ts_text(alert.updated_at))
+            .execute(&self.pool)
+            .await?;
+            Ok(())
+        })
+        .await
     }
 
     async fn delete_alert(&self, alert_id: Uuid) -> Result<()> {
-        sqlx::query("DELETE FROM alerts WHERE id = ?1")
-            .bind(uuid_text(alert_id))
-            .execute(&self.pool)
-            .await?;
-        Ok(())
+        crate::trace::traced(crate::trace::db_span("sqlite", "DELETE", "alerts"), async {
+            sqlx::query("DELETE FROM alerts WHERE id = ?1")
+                .bind(uuid_text(alert_id))
+                .execute(&self.pool)
+                .await?;
+            Ok(())
+        })
+        .await
     }
 
     async fn list_alerts(&self, query: &AlertQuery) -> Result<Vec<AlertRecord>> {
-        let (before_at, before_id) = query.before.unzip();
-        let rows = sqlx::query(
-            "SELECT * FROM alerts WHERE (?1 = 0 OR state <> 'resolved') \
-             AND (?2 IS NULL OR severity = ?2) AND (?3 IS NULL OR rule = ?3) \
-             AND (?4 IS NULL OR started_at < ?4 OR (started_at = ?4 AND id < ?5)) \
-             ORDER BY started_at DESC, id DESC LIMIT ?6",
-        )
-        .bind(query.active_only)
-        .bind(query.severity.as_deref())
-        .bind(query.rule.as_deref())
-        .bind(before_at.map(ts_text))
-        .bind(before_id.map(uuid_text))
-        .bind(i64::from(query.limit.max(1)))
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|row| {
-                let state: String = row.try_get("state")?;
-                let labels: String = row.try_get("labels")?;
-                Ok(AlertRecord {
-                    id: get_uuid(row, "id")?,
-                    rule: row.try_get("rule")?,
-                    fingerprint: row.try_get("fingerprint")?,
-                    severity: row.try_get("severity")?,
-                    state: AlertState::parse(&state)
-                        .ok_or_else(|| StoreError::Corrupt(format!("alert state `{state}`")))?,
-                    labels: serde_json::from_str(&labels)
-                        .map_err(|e| StoreError::Corrupt(format!("alert labels: {e}")))?,
-                    value: row.try_get("value")?,
-                    threshold: row.try_get("threshold")?,
-                    summary: row.try_get("summary")?,
-                    started_at: get_ts(row, "started_at")?,
-                    fired_at: get_opt_ts(row, "fired_at")?,
-                    resolved_at: get_opt_ts(row, "resolved_at")?,
-                    updated_at: get_ts(row, "updated_at")?,
+        crate::trace::traced(crate::trace::db_span("sqlite", "SELECT", "alerts"), async {
+            let (before_at, before_id) = query.before.unzip();
+            let rows = sqlx::query(
+                "SELECT * FROM alerts WHERE (?1 = 0 OR state <> 'resolved') \
+                 AND (?2 IS NULL OR severity = ?2) AND (?3 IS NULL OR rule = ?3) \
+                 AND (?4 IS NULL OR started_at < ?4 OR (started_at = ?4 AND id < ?5)) \
+                 ORDER BY started_at DESC, id DESC LIMIT ?6",
+            )
+            .bind(query.active_only)
+            .bind(query.severity.as_deref())
+            .bind(query.rule.as_deref())
+            .bind(before_at.map(ts_text))
+            .bind(before_id.map(uuid_text))
+            .bind(i64::from(query.limit.max(1)))
+            .fetch_all(&self.pool)
+            .await?;
+            rows.iter()
+                .map(|row| {
+                    let state: String = row.try_get("state")?;
+                    let labels: String = row.try_get("labels")?;
+                    Ok(AlertRecord {
+                        id: get_uuid(row, "id")?,
+                        rule: row.try_get("rule")?,
+                        fingerprint: row.try_get("fingerprint")?,
+                        severity: row.try_get("severity")?,
+                        state: AlertState::parse(&state)
+                            .ok_or_else(|| StoreError::Corrupt(format!("alert state `{state}`")))?,
+                        labels: serde_json::from_str(&labels)
+                            .map_err(|e| StoreError::Corrupt(format!("alert labels: {e}")))?,
+                        value: row.try_get("value")?,
+                        threshold: row.try_get("threshold")?,
+                        summary: row.try_get("summary")?,
+                        started_at: get_ts(row, "started_at")?,
+                        fired_at: get_opt_ts(row, "fired_at")?,
+                        resolved_at: get_opt_ts(row, "resolved_at")?,
+                        updated_at: get_ts(row, "updated_at")?,
+                    })
                 })
-            })
-            .collect()
+                .collect()
+        })
+        .await
     }
 
     fn backend(&self) -> &'static str {
@@ -584,77 +593,89 @@ impl Store for SqliteStore {
     }
 
     async fn create_run(&self, run: NewRun) -> Result<RunRecord> {
-        let created_at = ts_text(now());
-        let mut tx = self.begin_write().await?;
-        let suite_id = uuid_text(Uuid::now_v7());
-        sqlx::query(
-            "INSERT INTO suites (id, project_id, description, source, compiled, created_at) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        )
-        .bind(&suite_id)
-        .bind(&run.project_id)
-        .bind(&run.description)
-        .bind(&run.source)
-        .bind(&run.compiled)
-        .bind(&created_at)
-        .execute(&mut *tx)
-        .await?;
-        let row = sqlx::query(&format!(
-            "INSERT INTO runs (id, project_id, suite_id, description, label, status, options, \
-               total_tasks, created_at, active_at, trace_id) \
-             VALUES (?1, ?2, ?3, ?4, ?5, 'queued', ?6, ?7, ?8, ?8, ?9) RETURNING {RUN_COLUMNS}"
-        ))
-        .bind(uuid_text(run.id))
-        .bind(&run.project_id)
-        .bind(&suite_id)
-        .bind(&run.description)
-        .bind(&run.label)
-        .bind(run.options.to_string())
-        .bind(run.total_tasks)
-        .bind(&created_at)
-        .bind(&run.trace_id)
-        .fetch_one(&mut *tx)
-        .await?;
-        let record = run_from_row(&row)?;
-        tx.commit().await?;
-        Ok(record)
+        crate::trace::traced(crate::trace::db_span("sqlite", "INSERT", "runs"), async {
+            let created_at = ts_text(now());
+            let mut tx = self.begin_write().await?;
+            let suite_id = uuid_text(Uuid::now_v7());
+            sqlx::query(
+                "INSERT INTO suites (id, project_id, description, source, compiled, created_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )
+            .bind(&suite_id)
+            .bind(&run.project_id)
+            .bind(&run.description)
+            .bind(&run.source)
+            .bind(&run.compiled)
+            .bind(&created_at)
+            .execute(&mut *tx)
+            .await?;
+            let row = sqlx::query(&format!(
+                "INSERT INTO runs (id, project_id, suite_id, description, label, status, options, \
+                   total_tasks, created_at, active_at, trace_id) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, 'queued', ?6, ?7, ?8, ?8, ?9) RETURNING {RUN_COLUMNS}"
+            ))
+            .bind(uuid_text(run.id))
+            .bind(&run.project_id)
+            .bind(&suite_id)
+            .bind(&run.description)
+            .bind(&run.label)
+            .bind(run.options.to_string())
+            .bind(run.total_tasks)
+            .bind(&created_at)
+            .bind(&run.trace_id)
+            .fetch_one(&mut *tx)
+            .await?;
+            let record = run_from_row(&row)?;
+            tx.commit().await?;
+            Ok(record)
+        })
+        .await
     }
 
     async fn get_run(&self, run_id: Uuid) -> Result<Option<RunRecord>> {
-        sqlx::query(&format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = ?1"))
-            .bind(uuid_text(run_id))
-            .fetch_optional(&self.pool)
-            .await?
-            .as_ref()
-            .map(run_from_row)
-            .transpose()
+        crate::trace::traced(crate::trace::db_span("sqlite", "SELECT", "runs"), async {
+            sqlx::query(&format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = ?1"))
+                .bind(uuid_text(run_id))
+                .fetch_optional(&self.pool)
+                .await?
+                .as_ref()
+                .map(run_from_row)
+                .transpose()
+        })
+        .await
     }
 
     async fn unrolled_runs(&self, min_completed: i64, limit: u32) -> Result<Vec<Uuid>> {
-        sqlx::query(
-            "SELECT id FROM runs WHERE status = 'completed' AND NOT rolled_up \
-             AND completed_tasks >= ?1 ORDER BY finished_at, id LIMIT ?2",
-        )
-        .bind(min_completed)
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await?
-        .iter()
-        .map(|row| get_uuid(row, "id"))
-        .collect()
+        crate::trace::traced(crate::trace::db_span("sqlite", "SELECT", "runs"), async {
+            sqlx::query(
+                "SELECT id FROM runs WHERE status = 'completed' AND NOT rolled_up \
+                 AND completed_tasks >= ?1 ORDER BY finished_at, id LIMIT ?2",
+            )
+            .bind(min_completed)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(|row| get_uuid(row, "id"))
+            .collect()
+        })
+        .await
     }
 
     async fn get_runs(&self, run_ids: &[Uuid]) -> Result<Vec<RunRecord>> {
-        let ids: Vec<String> = run_ids.iter().map(|id| uuid_text(*id)).collect();
-        sqlx::query(&format!(
-            "SELECT {RUN_COLUMNS} FROM runs WHERE id IN (SELECT value FROM json_each(?1))"
-        ))
-        .bind(serde_json::Value::from(ids).to_string())
-        .fetch_all(&self.pool)
-        .await?
-        .iter()
-        .map(run_from_row)
-        .collect()
+        crate::trace::traced(crate::trace::db_span("sqlite", "SELECT", "runs"), async {
+            let ids: Vec<String> = run_ids.iter().map(|id| uuid_text(*id)).collect();
+            sqlx::query(&format!(
+                "SELECT {RUN_COLUMNS} FROM runs WHERE id IN (SELECT value FROM json_each(?1))"
+            ))
+            .bind(serde_json::Value::from(ids).to_string())
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(run_from_row)
+            .collect()
+        })
+        .await
     }
 
     async fn list_runs(
@@ -663,47 +684,53 @@ impl Store for SqliteStore {
         limit: u32,
         after: Option<RunCursor>,
     ) -> Result<Vec<RunRecord>> {
-        let rows = match after {
-            None => {
-                sqlx::query(&format!(
-                    "SELECT {RUN_COLUMNS} FROM runs WHERE project_id = ?1 \
-                     ORDER BY created_at DESC, id DESC LIMIT ?2"
-                ))
-                .bind(project_id)
-                .bind(i64::from(limit))
-                .fetch_all(&self.pool)
-                .await?
-            }
-            Some(c) => {
-                sqlx::query(&format!(
-                    "SELECT {RUN_COLUMNS} FROM runs WHERE project_id = ?1 \
-                     AND (created_at, id) < (?2, ?3) \
-                     ORDER BY created_at DESC, id DESC LIMIT ?4"
-                ))
-                .bind(project_id)
-                .bind(ts_text(c.created_at))
-                .bind(uuid_text(c.id))
-                .bind(i64::from(limit))
-                .fetch_all(&self.pool)
-                .await?
-            }
-        };
-        rows.iter().map(run_from_row).collect()
+        crate::trace::traced(crate::trace::db_span("sqlite", "SELECT", "runs"), async {
+            let rows = match after {
+                None => {
+                    sqlx::query(&format!(
+                        "SELECT {RUN_COLUMNS} FROM runs WHERE project_id = ?1 \
+                         ORDER BY created_at DESC, id DESC LIMIT ?2"
+                    ))
+                    .bind(project_id)
+                    .bind(i64::from(limit))
+                    .fetch_all(&self.pool)
+                    .await?
+                }
+                Some(c) => {
+                    sqlx::query(&format!(
+                        "SELECT {RUN_COLUMNS} FROM runs WHERE project_id = ?1 \
+                         AND (created_at, id) < (?2, ?3) \
+                         ORDER BY created_at DESC, id DESC LIMIT ?4"
+                    ))
+                    .bind(project_id)
+                    .bind(ts_text(c.created_at))
+                    .bind(uuid_text(c.id))
+                    .bind(i64::from(limit))
+                    .fetch_all(&self.pool)
+                    .await?
+                }
+            };
+            rows.iter().map(run_from_row).collect()
+        })
+        .await
     }
 
     async fn previous_completed_run(&self, run: &RunRecord) -> Result<Option<RunRecord>> {
-        let row = sqlx::query(&format!(
-            "SELECT {RUN_COLUMNS} FROM runs WHERE project_id = ?1 AND description = ?2 \
-             AND status = 'completed' AND (created_at, id) < (?3, ?4) \
-             ORDER BY created_at DESC, id DESC LIMIT 1"
-        ))
-        .bind(&run.project_id)
-        .bind(&run.description)
-        .bind(ts_text(run.created_at))
-        .bind(uuid_text(run.id))
-        .fetch_optional(&self.pool)
-        .await?;
-        row.as_ref().map(run_from_row).transpose()
+        crate::trace::traced(crate::trace::db_span("sqlite", "SELECT", "runs"), async {
+            let row = sqlx::query(&format!(
+                "SELECT {RUN_COLUMNS} FROM runs WHERE project_id = ?1 AND description = ?2 \
+                 AND status = 'completed' AND (created_at, id) < (?3, ?4) \
+                 ORDER BY created_at DESC, id DESC LIMIT 1"
+            ))
+            .bind(&run.project_id)
+            .bind(&run.description)
+            .bind(ts_text(run.created_at))
+            .bind(uuid_text(run.id))
+            .fetch_optional(&self.pool)
+            .await?;
+            row.as_ref().map(run_from_row).transpose()
+        })
+        .await
     }
 
     async fn latest_completed_run(
@@ -711,87 +738,117 @@ impl Store for SqliteStore {
         project_id: &str,
         description: &str,
     ) -> Result<Option<RunRecord>> {
-        let row = sqlx::query(&format!(
-            "SELECT {RUN_COLUMNS} FROM runs WHERE project_id = ?1 AND description = ?2 \
-             AND status = 'completed' ORDER BY created_at DESC, id DESC LIMIT 1"
-        ))
-        .bind(project_id)
-        .bind(description)
-        .fetch_optional(&self.pool)
-        .await?;
-        row.as_ref().map(run_from_row).transpose()
+        crate::trace::traced(crate::trace::db_span("sqlite", "SELECT", "runs"), async {
+            let row = sqlx::query(&format!(
+                "SELECT {RUN_COLUMNS} FROM runs WHERE project_id = ?1 AND description = ?2 \
+                 AND status = 'completed' ORDER BY created_at DESC, id DESC LIMIT 1"
+            ))
+            .bind(project_id)
+            .bind(description)
+            .fetch_optional(&self.pool)
+            .await?;
+            row.as_ref().map(run_from_row).transpose()
+        })
+        .await
     }
 
     async fn get_suite(&self, run_id: Uuid) -> Result<Option<String>> {
-        sqlx::query(
-            "SELECT s.compiled FROM suites s JOIN runs r ON r.suite_id = s.id WHERE r.id = ?1",
-        )
-        .bind(uuid_text(run_id))
-        .fetch_optional(&self.pool)
-        .await?
-        .map(|row| row.try_get::<String, _>("compiled"))
-        .transpose()
-        .map_err(StoreError::from)
+        crate::trace::traced(crate::trace::db_span("sqlite", "SELECT", "suites"), async {
+            sqlx::query(
+                "SELECT s.compiled FROM suites s JOIN runs r ON r.suite_id = s.id WHERE r.id = ?1",
+            )
+            .bind(uuid_text(run_id))
+            .fetch_optional(&self.pool)
+            .await?
+            .map(|row| row.try_get::<String, _>("compiled"))
+            .transpose()
+            .map_err(StoreError::from)
+        })
+        .await
     }
 
     async fn put_tests(&self, run_id: Uuid, first: i64, tests: &[String]) -> Result<()> {
-        if tests.is_empty() {
-            return Ok(());
-        }
-        let run_key = uuid_text(run_id);
-        let mut tx = self.begin_write().await?;
-        let mut index = first;
-        for chunk in tests.chunks(TEST_ROWS_PER_STATEMENT) {
-            let mut insert = QueryBuilder::<Sqlite>::new(
-                "INSERT INTO suite_tests (run_id, test_index, body, digest) ",
-            );
-            insert.push_values(chunk, |mut values, body| {
-                values
-                    .push_bind(run_key.as_str())
-                    .push_bind(index)
-                    .push_bind(body.as_str())
-                    .push_bind(crate::test_digest(body));
-                index += 1;
-            });
-            insert.push(" ON CONFLICT (run_id, test_index) DO NOTHING");
-            insert.build().execute(&mut *tx).await?;
-        }
-        tx.commit().await?;
-        Ok(())
+        crate::trace::traced(
+            crate::trace::db_span("sqlite", "INSERT", "suite_tests"),
+            async {
+                if tests.is_empty() {
+                    return Ok(());
+                }
+                let run_key = uuid_text(run_id);
+                let mut tx = self.begin_write().await?;
+                let mut index = first;
+                for chunk in tests.chunks(TEST_ROWS_PER_STATEMENT) {
+                    let mut insert = QueryBuilder::<Sqlite>::new(
+                        "INSERT INTO suite_tests (run_id, test_index, body, digest) ",
+                    );
+                    insert.push_values(chunk, |mut values, body| {
+                        values
+                            .push_bind(run_key.as_str())
+                            .push_bind(index)
+                            .push_bind(body.as_str())
+                            .push_bind(crate::test_digest(body));
+                        index += 1;
+                    });
+                    insert.push(" ON CONFLICT (run_id, test_index) DO NOTHING");
+                    insert.build().execute(&mut *tx).await?;
+                }
+                tx.commit().await?;
+                Ok(())
+            },
+        )
+        .await
     }
 
     async fn get_tests(&self, run_id: Uuid, first: i64, last: i64) -> Result<Vec<(i64, String)>> {
-        let rows = sqlx::query(
-            "SELECT test_index, body FROM suite_tests \
-             WHERE run_id = ?1 AND test_index BETWEEN ?2 AND ?3 ORDER BY test_index",
+        crate::trace::traced(
+            crate::trace::db_span("sqlite", "SELECT", "suite_tests"),
+            async {
+                let rows = sqlx::query(
+                    "SELECT test_index, body FROM suite_tests \
+                 WHERE run_id = ?1 AND test_index BETWEEN ?2 AND ?3 ORDER BY test_index",
+                )
+                .bind(uuid_text(run_id))
+                .bind(first)
+                .bind(last)
+                .fetch_all(&self.pool)
+                .await?;
+                rows.iter()
+                    .map(|row| Ok((row.try_get("test_index")?, row.try_get("body")?)))
+                    .collect()
+            },
         )
-        .bind(uuid_text(run_id))
-        .bind(first)
-        .bind(last)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|row| Ok((row.try_get("test_index")?, row.try_get("body")?)))
-            .collect()
+        .await
     }
 
     async fn delete_tests(&self, run_id: Uuid) -> Result<u64> {
-        Ok(sqlx::query("DELETE FROM suite_tests WHERE run_id = ?1")
-            .bind(uuid_text(run_id))
-            .execute(&self.pool)
-            .await?
-            .rows_affected())
+        crate::trace::traced(
+            crate::trace::db_span("sqlite", "DELETE", "suite_tests"),
+            async {
+                Ok(sqlx::query("DELETE FROM suite_tests WHERE run_id = ?1")
+                    .bind(uuid_text(run_id))
+                    .execute(&self.pool)
+                    .await?
+                    .rows_affected())
+            },
+        )
+        .await
     }
 
     async fn sweep_orphan_tests(&self, before: Uuid) -> Result<u64> {
-        Ok(sqlx::query(
-            "DELETE FROM suite_tests WHERE run_id < ?1 \
-             AND NOT EXISTS (SELECT 1 FROM runs r WHERE r.id = suite_tests.run_id)",
+        crate::trace::traced(
+            crate::trace::db_span("sqlite", "DELETE", "suite_tests"),
+            async {
+                Ok(sqlx::query(
+                    "DELETE FROM suite_tests WHERE run_id < ?1 \
+                 AND NOT EXISTS (SELECT 1 FROM runs r WHERE r.id = suite_tests.run_id)",
+                )
+                .bind(uuid_text(before))
+                .execute(&self.pool)
+                .await?
+                .rows_affected())
+            },
         )
-        .bind(uuid_text(before))
-        .execute(&self.pool)
-        .await?
-        .rows_affected())
+        .await
     }
 
     async fn finish_upload(
@@ -800,60 +857,78 @@ impl Store for SqliteStore {
         total_tasks: i64,
         options: serde_json::Value,
     ) -> Result<Option<RunRecord>> {
-        sqlx::query(&format!(
-            "UPDATE runs SET total_tasks = ?2, options = ?3, \
-               status = CASE WHEN status IN ('queued', 'running') AND completed_tasks >= ?2 \
-                             THEN 'completed' ELSE status END, \
-               finished_at = CASE WHEN status IN ('queued', 'running') AND completed_tasks >= ?2 \
-                                  THEN ?4 ELSE finished_at END \
-             WHERE id = ?1 RETURNING {RUN_COLUMNS}"
-        ))
-        .bind(uuid_text(run_id))
-        .bind(total_tasks)
-        .bind(options.to_string())
-        .bind(ts_text(now()))
-        .fetch_optional(&self.pool)
-        .await?
-        .as_ref()
-        .map(run_from_row)
-        .transpose()
+        crate::trace::traced(crate::trace::db_span("sqlite", "UPDATE", "runs"), async {
+            sqlx::query(&format!(
+                "UPDATE runs SET total_tasks = ?2, options = ?3, \
+                   status = CASE WHEN status IN ('queued', 'running') AND completed_tasks >= ?2 \
+                                 THEN 'completed' ELSE status END, \
+                   finished_at = CASE WHEN status IN ('queued', 'running') AND completed_tasks >= ?2 \
+                                      THEN ?4 ELSE finished_at END \
+                 WHERE id = ?1 RETURNING {RUN_COLUMNS}"
+            ))
+            .bind(uuid_text(run_id))
+            .bind(total_tasks)
+            .bind(options.to_string())
+            .bind(ts_text(now()))
+            .fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(run_from_row)
+            .transpose()
+        })
+        .await
     }
 
     async fn mark_running(&self, run_id: Uuid) -> Result<()> {
-        sqlx::query(
-            "UPDATE runs SET status = 'running', started_at = ?2 \
-             WHERE id = ?1 AND status = 'queued'",
-        )
-        .bind(uuid_text(run_id))
-        .bind(ts_text(now()))
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        crate::trace::traced(crate::trace::db_span("sqlite", "UPDATE", "runs"), async {
+            sqlx::query(
+                "UPDATE runs SET status = 'running', started_at = ?2 \
+                 WHERE id = ?1 AND status = 'queued'",
+            )
+            .bind(uuid_text(run_id))
+            .bind(ts_text(now()))
+            .execute(&self.pool)
+            .await?;
+            Ok(())
+        })
+        .await
     }
 
     async fn cancel_run(&self, run_id: Uuid) -> Result<Option<RunRecord>> {
-        self.end_run(run_id, RunStatus::Cancelled, "").await
+        crate::trace::traced(crate::trace::db_span("sqlite", "UPDATE", "runs"), async {
+            self.end_run(run_id, RunStatus::Cancelled, "").await
+        })
+        .await
     }
 
     async fn fail_run(&self, run_id: Uuid, reason: &str) -> Result<Option<RunRecord>> {
-        self.end_run(run_id, RunStatus::Failed, reason).await
+        crate::trace::traced(crate::trace::db_span("sqlite", "UPDATE", "runs"), async {
+            self.end_run(run_id, RunStatus::Failed, reason).await
+        })
+        .await
     }
 
     async fn limit_run(&self, run_id: Uuid) -> Result<Option<RunRecord>> {
-        self.end_run(run_id, RunStatus::CostLimited, "").await
+        crate::trace::traced(crate::trace::db_span("sqlite", "UPDATE", "runs"), async {
+            self.end_run(run_id, RunStatus::CostLimited, "").await
+        })
+        .await
     }
 
     async fn stale_runs(&self, before: DateTime<Utc>, limit: u32) -> Result<Vec<RunRecord>> {
-        let rows = sqlx::query(&format!(
-            "SELECT {RUN_COLUMNS} FROM runs \
-             WHERE status IN ('queued', 'running') AND active_at < ?1 \
-             ORDER BY active_at, id LIMIT ?2"
-        ))
-        .bind(ts_text(before))
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(run_from_row).collect()
+        crate::trace::traced(crate::trace::db_span("sqlite", "SELECT", "runs"), async {
+            let rows = sqlx::query(&format!(
+                "SELECT {RUN_COLUMNS} FROM runs \
+                 WHERE status IN ('queued', 'running') AND active_at < ?1 \
+                 ORDER BY active_at, id LIMIT ?2"
+            ))
+            .bind(ts_text(before))
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
+            rows.iter().map(run_from_row).collect()
+        })
+        .await
     }
 
     async fn claim_redrive(
@@ -862,157 +937,172 @@ impl Store for SqliteStore {
         seen: i32,
         not_since: DateTime<Utc>,
     ) -> Result<Option<RunRecord>> {
-        sqlx::query(&format!(
-            "UPDATE runs SET redrives = redrives + 1, active_at = ?3, redriven_at = ?3 \
-             WHERE id = ?1 AND redrives = ?2 AND status IN ('queued', 'running') \
-               AND (redriven_at IS NULL OR redriven_at < ?4) \
-             RETURNING {RUN_COLUMNS}"
-        ))
-        .bind(uuid_text(run_id))
-        .bind(seen)
-        .bind(ts_text(now()))
-        .bind(ts_text(not_since))
-        .fetch_optional(&self.pool)
-        .await?
-        .as_ref()
-        .map(run_from_row)
-        .transpose()
+        crate::trace::traced(crate::trace::db_span("sqlite", "UPDATE", "runs"), async {
+            sqlx::query(&format!(
+                "UPDATE runs SET redrives = redrives + 1, active_at = ?3, redriven_at = ?3 \
+                 WHERE id = ?1 AND redrives = ?2 AND status IN ('queued', 'running') \
+                   AND (redriven_at IS NULL OR redriven_at < ?4) \
+                 RETURNING {RUN_COLUMNS}"
+            ))
+            .bind(uuid_text(run_id))
+            .bind(seen)
+            .bind(ts_text(now()))
+            .bind(ts_text(not_since))
+            .fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(run_from_row)
+            .transpose()
+        })
+        .await
     }
 
     async fn touch_run(&self, run_id: Uuid) -> Result<()> {
-        sqlx::query(
-            "UPDATE runs SET active_at = ?2 WHERE id = ?1 AND status IN ('queued', 'running')",
-        )
-        .bind(uuid_text(run_id))
-        .bind(ts_text(now()))
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        crate::trace::traced(crate::trace::db_span("sqlite", "UPDATE", "runs"), async {
+            sqlx::query(
+                "UPDATE runs SET active_at = ?2 WHERE id = ?1 AND status IN ('queued', 'running')",
+            )
+            .bind(uuid_text(run_id))
+            .bind(ts_text(now()))
+            .execute(&self.pool)
+            .await?;
+            Ok(())
+        })
+        .await
     }
 
     async fn missing_tasks(&self, run_id: Uuid, limit: u32) -> Result<Vec<TaskRange>> {
-        // As in Postgres: the gaps between consecutive stored tasks, and
-        // the tail after the last one.
-        let rows = sqlx::query(
-            "WITH stored AS ( \
-               SELECT task_index, lag(task_index, 1, -1) OVER (ORDER BY task_index) AS prev \
-               FROM results WHERE run_id = ?1 \
-             ), gaps AS ( \
-               SELECT prev + 1 AS first, task_index - prev - 1 AS count FROM stored \
-               WHERE task_index > prev + 1 \
-               UNION ALL \
-               SELECT COALESCE(max(r.task_index), -1) + 1, \
-                      runs.total_tasks - COALESCE(max(r.task_index), -1) - 1 \
-               FROM runs LEFT JOIN results r ON r.run_id = runs.id \
-               WHERE runs.id = ?1 GROUP BY runs.total_tasks \
-             ) \
-             SELECT first, count FROM gaps WHERE count > 0 ORDER BY first LIMIT ?2",
+        crate::trace::traced(
+            crate::trace::db_span("sqlite", "SELECT", "results"),
+            async {
+                // As in Postgres: the gaps between consecutive stored tasks, and
+                // the tail after the last one.
+                let rows = sqlx::query(
+                    "WITH stored AS ( \
+                   SELECT task_index, lag(task_index, 1, -1) OVER (ORDER BY task_index) AS prev \
+                   FROM results WHERE run_id = ?1 \
+                 ), gaps AS ( \
+                   SELECT prev + 1 AS first, task_index - prev - 1 AS count FROM stored \
+                   WHERE task_index > prev + 1 \
+                   UNION ALL \
+                   SELECT COALESCE(max(r.task_index), -1) + 1, \
+                          runs.total_tasks - COALESCE(max(r.task_index), -1) - 1 \
+                   FROM runs LEFT JOIN results r ON r.run_id = runs.id \
+                   WHERE runs.id = ?1 GROUP BY runs.total_tasks \
+                 ) \
+                 SELECT first, count FROM gaps WHERE count > 0 ORDER BY first LIMIT ?2",
+                )
+                .bind(uuid_text(run_id))
+                .bind(i64::from(limit))
+                .fetch_all(&self.pool)
+                .await?;
+                rows.iter()
+                    .map(|row| {
+                        Ok(TaskRange {
+                            first: row.try_get("first")?,
+                            count: row.try_get("count")?,
+                        })
+                    })
+                    .collect()
+            },
         )
-        .bind(uuid_text(run_id))
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|row| {
-                Ok(TaskRange {
-                    first: row.try_get("first")?,
-                    count: row.try_get("count")?,
-                })
-            })
-            .collect()
+        .await
     }
 
     async fn insert_results(&self, run_id: Uuid, rows: &[NewResult]) -> Result<InsertOutcome> {
-        let run_key = uuid_text(run_id);
-        let now = ts_text(now());
-        // Owns the write lock until commit, so concurrent batches of one run
-        // serialize their counter updates and exactly one sees it complete.
-        let mut tx = self.begin_write().await?;
-        let before = sqlx::query("SELECT status FROM runs WHERE id = ?1")
-            .bind(&run_key)
-            .fetch_optional(&mut *tx)
-            .await?
-            .ok_or_else(|| StoreError::Corrupt(format!("results for unknown run {run_id}")))?;
-        let before_status: String = before.try_get("status")?;
+        crate::trace::traced(crate::trace::db_span("sqlite", "INSERT", "results"), async {
+            let run_key = uuid_text(run_id);
+            let now = ts_text(now());
+            // Owns the write lock until commit, so concurrent batches of one run
+            // serialize their counter updates and exactly one sees it complete.
+            let mut tx = self.begin_write().await?;
+            let before = sqlx::query("SELECT status FROM runs WHERE id = ?1")
+                .bind(&run_key)
+                .fetch_optional(&mut *tx)
+                .await?
+                .ok_or_else(|| StoreError::Corrupt(format!("results for unknown run {run_id}")))?;
+            let before_status: String = before.try_get("status")?;
 
-        let (mut pass, mut fail, mut err) = (0i64, 0i64, 0i64);
-        let mut cost = 0f64;
-        for chunk in rows.chunks(RESULT_ROWS_PER_STATEMENT) {
-            let mut insert = QueryBuilder::<Sqlite>::new(
-                "INSERT INTO results (run_id, task_index, project_id, test_index, prompt_index, \
-                   provider_index, repeat_index, provider_id, status, score, reason, \
-                   rendered_prompt, output, assertions, latency_ms, tokens_in, tokens_out, \
-                   cost_usd, cached, error, trace_id, created_at) ",
-            );
-            insert.push_values(chunk, |mut values, r| {
-                values
-                    .push_bind(run_key.as_str())
-                    .push_bind(r.task_index)
-                    .push_bind(r.project_id.as_str())
-                    .push_bind(r.test_index)
-                    .push_bind(r.prompt_index)
-                    .push_bind(r.provider_index)
-                    .push_bind(r.repeat_index)
-                    .push_bind(r.provider_id.as_str())
-                    .push_bind(r.status as i64)
-                    .push_bind(r.score)
-                    .push_bind(r.reason.as_str())
-                    .push_bind(r.rendered_prompt.as_str())
-                    .push_bind(r.output.as_str())
-                    .push_bind(r.assertions.to_string())
-                    .push_bind(r.latency_ms)
-                    .push_bind(r.tokens_in)
-                    .push_bind(r.tokens_out)
-                    .push_bind(r.cost_usd)
-                    .push_bind(r.cached)
-                    .push_bind(r.error.as_str())
-                    .push_bind(r.trace_id.as_str())
-                    .push_bind(now.as_str());
-            });
-            // RETURNING yields only the rows really inserted, not the ones
-            // DO NOTHING skipped.
-            insert.push(" ON CONFLICT (run_id, task_index) DO NOTHING RETURNING status, cost_usd");
-            for row in insert.build().fetch_all(&mut *tx).await? {
-                cost += row.try_get::<f64, _>("cost_usd")?;
-                match result_status(&row)? {
-                    ResultStatus::Pass => pass += 1,
-                    ResultStatus::Fail => fail += 1,
-                    ResultStatus::Error => err += 1,
+            let (mut pass, mut fail, mut err) = (0i64, 0i64, 0i64);
+            let mut cost = 0f64;
+            for chunk in rows.chunks(RESULT_ROWS_PER_STATEMENT) {
+                let mut insert = QueryBuilder::<Sqlite>::new(
+                    "INSERT INTO results (run_id, task_index, project_id, test_index, prompt_index, \
+                       provider_index, repeat_index, provider_id, status, score, reason, \
+                       rendered_prompt, output, assertions, latency_ms, tokens_in, tokens_out, \
+                       cost_usd, cached, error, trace_id, created_at) ",
+                );
+                insert.push_values(chunk, |mut values, r| {
+                    values
+                        .push_bind(run_key.as_str())
+                        .push_bind(r.task_index)
+                        .push_bind(r.project_id.as_str())
+                        .push_bind(r.test_index)
+                        .push_bind(r.prompt_index)
+                        .push_bind(r.provider_index)
+                        .push_bind(r.repeat_index)
+                        .push_bind(r.provider_id.as_str())
+                        .push_bind(r.status as i64)
+                        .push_bind(r.score)
+                        .push_bind(r.reason.as_str())
+                        .push_bind(r.rendered_prompt.as_str())
+                        .push_bind(r.output.as_str())
+                        .push_bind(r.assertions.to_string())
+                        .push_bind(r.latency_ms)
+                        .push_bind(r.tokens_in)
+                        .push_bind(r.tokens_out)
+                        .push_bind(r.cost_usd)
+                        .push_bind(r.cached)
+                        .push_bind(r.error.as_str())
+                        .push_bind(r.trace_id.as_str())
+                        .push_bind(now.as_str());
+                });
+                // RETURNING yields only the rows really inserted, not the ones
+                // DO NOTHING skipped.
+                insert.push(" ON CONFLICT (run_id, task_index) DO NOTHING RETURNING status, cost_usd");
+                for row in insert.build().fetch_all(&mut *tx).await? {
+                    cost += row.try_get::<f64, _>("cost_usd")?;
+                    match result_status(&row)? {
+                        ResultStatus::Pass => pass += 1,
+                        ResultStatus::Fail => fail += 1,
+                        ResultStatus::Error => err += 1,
+                    }
                 }
             }
-        }
 
-        let inserted = pass + fail + err;
-        let row = sqlx::query(&format!(
-            "UPDATE runs SET \
-               completed_tasks = completed_tasks + ?2, passed = passed + ?3, \
-               failed = failed + ?4, errors = errors + ?5, cost_usd = cost_usd + ?7, \
-               status = CASE WHEN status IN ('queued', 'running') AND completed_tasks + ?2 >= total_tasks \
-                             THEN 'completed' \
-                             WHEN status = 'queued' THEN 'running' ELSE status END, \
-               started_at = COALESCE(started_at, ?6), \
-               finished_at = CASE WHEN finished_at IS NULL AND completed_tasks + ?2 >= total_tasks \
-                                  THEN ?6 ELSE finished_at END, \
-               active_at = CASE WHEN ?2 > 0 THEN ?6 ELSE active_at END \
-             WHERE id = ?1 RETURNING {RUN_COLUMNS}"
-        ))
-        .bind(&run_key)
-        .bind(inserted)
-        .bind(pass)
-        .bind(fail)
-        .bind(err)
-        .bind(&now)
-        .bind(cost)
-        .fetch_one(&mut *tx)
-        .await?;
-        let run = run_from_row(&row)?;
-        tx.commit().await?;
-        let finished_now = run.status == RunStatus::Completed && before_status != "completed";
-        Ok(InsertOutcome {
-            inserted: inserted as u64,
-            run,
-            finished_now,
+            let inserted = pass + fail + err;
+            let row = sqlx::query(&format!(
+                "UPDATE runs SET \
+                   completed_tasks = completed_tasks + ?2, passed = passed + ?3, \
+                   failed = failed + ?4, errors = errors + ?5, cost_usd = cost_usd + ?7, \
+                   status = CASE WHEN status IN ('queued', 'running') AND completed_tasks + ?2 >= total_tasks \
+                                 THEN 'completed' \
+                                 WHEN status = 'queued' THEN 'running' ELSE status END, \
+                   started_at = COALESCE(started_at, ?6), \
+                   finished_at = CASE WHEN finished_at IS NULL AND completed_tasks + ?2 >= total_tasks \
+                                      THEN ?6 ELSE finished_at END, \
+                   active_at = CASE WHEN ?2 > 0 THEN ?6 ELSE active_at END \
+                 WHERE id = ?1 RETURNING {RUN_COLUMNS}"
+            ))
+            .bind(&run_key)
+            .bind(inserted)
+            .bind(pass)
+            .bind(fail)
+            .bind(err)
+            .bind(&now)
+            .bind(cost)
+            .fetch_one(&mut *tx)
+            .await?;
+            let run = run_from_row(&row)?;
+            tx.commit().await?;
+            let finished_now = run.status == RunStatus::Completed && before_status != "completed";
+            Ok(InsertOutcome {
+                inserted: inserted as u64,
+                run,
+                finished_now,
+            })
         })
+        .await
     }
 
     async fn list_results(
@@ -1022,55 +1112,70 @@ impl Store for SqliteStore {
         after_task: Option<i64>,
         limit: u32,
     ) -> Result<Vec<ResultRecord>> {
-        let rows = sqlx::query(&format!(
-            "SELECT {RESULT_COLUMNS} FROM results \
-             WHERE run_id = ?1 AND (?2 IS NULL OR status = ?2) AND task_index > ?3 \
-             ORDER BY task_index LIMIT ?4"
-        ))
-        .bind(uuid_text(run_id))
-        .bind(status.map(|s| s as i64))
-        .bind(after_task.unwrap_or(-1))
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(result_from_row).collect()
+        crate::trace::traced(
+            crate::trace::db_span("sqlite", "SELECT", "results"),
+            async {
+                let rows = sqlx::query(&format!(
+                    "SELECT {RESULT_COLUMNS} FROM results \
+                 WHERE run_id = ?1 AND (?2 IS NULL OR status = ?2) AND task_index > ?3 \
+                 ORDER BY task_index LIMIT ?4"
+                ))
+                .bind(uuid_text(run_id))
+                .bind(status.map(|s| s as i64))
+                .bind(after_task.unwrap_or(-1))
+                .bind(i64::from(limit))
+                .fetch_all(&self.pool)
+                .await?;
+                rows.iter().map(result_from_row).collect()
+            },
+        )
+        .await
     }
 
     async fn stored_tasks(&self, run_id: Uuid, first: i64, last: i64) -> Result<Vec<i64>> {
-        Ok(sqlx::query_scalar(
-            "SELECT task_index FROM results WHERE run_id = ?1 AND task_index BETWEEN ?2 AND ?3",
+        crate::trace::traced(
+            crate::trace::db_span("sqlite", "SELECT", "results"),
+            async {
+                Ok(sqlx::query_scalar(
+                "SELECT task_index FROM results WHERE run_id = ?1 AND task_index BETWEEN ?2 AND ?3",
+            )
+            .bind(uuid_text(run_id))
+            .bind(first)
+            .bind(last)
+            .fetch_all(&self.pool)
+            .await?)
+            },
         )
-        .bind(uuid_text(run_id))
-        .bind(first)
-        .bind(last)
-        .fetch_all(&self.pool)
-        .await?)
+        .await
     }
 
     async fn roll_up(&self, run_id: Uuid) -> Result<bool> {
-        let mut tx = self.begin_write().await?;
-        let claimed = sqlx::query(
-            "UPDATE runs SET rolled_up = TRUE WHERE id = $1 AND status = 'completed' AND NOT rolled_up",
-        )
-        .bind(uuid_text(run_id))
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if claimed == 0 {
-            return Ok(false);
-        }
-        let assertions = format!(
-            "INSERT INTO run_assertions (run_id, provider_index, prompt_index, kind, metric, passed, n) \
-             SELECT $1, s.* FROM ({ASSERTIONS_LIVE}) s"
-        );
-        for sql in ROLL_UP.iter().copied().chain([assertions.as_str()]) {
-            sqlx::query(sql)
-                .bind(uuid_text(run_id))
-                .execute(&mut *tx)
-                .await?;
-        }
-        tx.commit().await?;
-        Ok(true)
+        crate::trace::traced(crate::trace::db_span("sqlite", "INSERT", "rollups"), async {
+            let mut tx = self.begin_write().await?;
+            let claimed = sqlx::query(
+                "UPDATE runs SET rolled_up = TRUE WHERE id = $1 AND status = 'completed' AND NOT rolled_up",
+            )
+            .bind(uuid_text(run_id))
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if claimed == 0 {
+                return Ok(false);
+            }
+            let assertions = format!(
+                "INSERT INTO run_assertions (run_id, provider_index, prompt_index, kind, metric, passed, n) \
+                 SELECT $1, s.* FROM ({ASSERTIONS_LIVE}) s"
+            );
+            for sql in ROLL_UP.iter().copied().chain([assertions.as_str()]) {
+                sqlx::query(sql)
+                    .bind(uuid_text(run_id))
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await?;
+            Ok(true)
+        })
+        .await
     }
 
     async fn for_each_result_metrics(
@@ -1078,20 +1183,26 @@ impl Store for SqliteStore {
         run_id: Uuid,
         each: &mut (dyn FnMut(ResultMetrics) + Send),
     ) -> Result<()> {
-        use futures::TryStreamExt;
-        let sql = if self.rolled_up(run_id).await? {
-            METRICS_ROLLED
-        } else {
-            METRICS_LIVE
-        };
-        let mut rows = sqlx::query(sql)
-            .bind(uuid_text(run_id))
-            .try_map(|row: SqliteRow| metrics_from_row(&row))
-            .fetch(&self.pool);
-        while let Some(m) = rows.try_next().await? {
-            each(m);
-        }
-        Ok(())
+        crate::trace::traced(
+            crate::trace::db_span("sqlite", "SELECT", "results"),
+            async {
+                use futures::TryStreamExt;
+                let sql = if self.rolled_up(run_id).await? {
+                    METRICS_ROLLED
+                } else {
+                    METRICS_LIVE
+                };
+                let mut rows = sqlx::query(sql)
+                    .bind(uuid_text(run_id))
+                    .try_map(|row: SqliteRow| metrics_from_row(&row))
+                    .fetch(&self.pool);
+                while let Some(m) = rows.try_next().await? {
+                    each(m);
+                }
+                Ok(())
+            },
+        )
+        .await
     }
 
     async fn for_each_latency_count(
@@ -1099,20 +1210,26 @@ impl Store for SqliteStore {
         run_id: Uuid,
         each: &mut (dyn FnMut(LatencyCount) + Send),
     ) -> Result<()> {
-        use futures::TryStreamExt;
-        let sql = if self.rolled_up(run_id).await? {
-            LATENCIES_ROLLED
-        } else {
-            LATENCIES_LIVE
-        };
-        let mut rows = sqlx::query(sql)
-            .bind(uuid_text(run_id))
-            .try_map(|row: SqliteRow| latency_from_row(&row))
-            .fetch(&self.pool);
-        while let Some(m) = rows.try_next().await? {
-            each(m);
-        }
-        Ok(())
+        crate::trace::traced(
+            crate::trace::db_span("sqlite", "SELECT", "results"),
+            async {
+                use futures::TryStreamExt;
+                let sql = if self.rolled_up(run_id).await? {
+                    LATENCIES_ROLLED
+                } else {
+                    LATENCIES_LIVE
+                };
+                let mut rows = sqlx::query(sql)
+                    .bind(uuid_text(run_id))
+                    .try_map(|row: SqliteRow| latency_from_row(&row))
+                    .fetch(&self.pool);
+                while let Some(m) = rows.try_next().await? {
+                    each(m);
+                }
+                Ok(())
+            },
+        )
+        .await
     }
 
     async fn for_each_trend_metrics(
@@ -1120,42 +1237,45 @@ impl Store for SqliteStore {
         query: &TrendQuery,
         each: &mut (dyn FnMut(TrendMetrics) + Send),
     ) -> Result<()> {
-        use futures::TryStreamExt;
-        let pending: Vec<String> = sqlx::query_scalar(TREND_PENDING)
-            .bind(query.project_id.as_str())
-            .bind(query.description.as_deref())
-            .bind(query.label.as_deref())
-            .bind(ts_text(query.since))
-            .bind(ts_text(query.until))
-            .fetch_all(&self.pool)
-            .await?;
-        for run in pending {
-            self.roll_up(parse_run_key(&run)?).await?;
-        }
-        for (sql, latencies) in [
-            (TREND_METRICS_SELECT, false),
-            (TREND_LATENCIES_SELECT, true),
-        ] {
-            let mut rows = sqlx::query(sql)
+        crate::trace::traced(crate::trace::db_span("sqlite", "SELECT", "runs"), async {
+            use futures::TryStreamExt;
+            let pending: Vec<String> = sqlx::query_scalar(TREND_PENDING)
                 .bind(query.project_id.as_str())
                 .bind(query.description.as_deref())
                 .bind(query.label.as_deref())
                 .bind(ts_text(query.since))
                 .bind(ts_text(query.until))
-                .fetch(&self.pool);
-            while let Some(row) = rows.try_next().await? {
-                each(TrendMetrics {
-                    run_id: get_uuid(&row, "run_id")?,
-                    created_at: get_ts(&row, "run_created_at")?,
-                    row: if latencies {
-                        TrendRow::Latency(latency_from_row(&row)?)
-                    } else {
-                        TrendRow::Metrics(metrics_from_row(&row)?)
-                    },
-                });
+                .fetch_all(&self.pool)
+                .await?;
+            for run in pending {
+                self.roll_up(parse_run_key(&run)?).await?;
             }
-        }
-        Ok(())
+            for (sql, latencies) in [
+                (TREND_METRICS_SELECT, false),
+                (TREND_LATENCIES_SELECT, true),
+            ] {
+                let mut rows = sqlx::query(sql)
+                    .bind(query.project_id.as_str())
+                    .bind(query.description.as_deref())
+                    .bind(query.label.as_deref())
+                    .bind(ts_text(query.since))
+                    .bind(ts_text(query.until))
+                    .fetch(&self.pool);
+                while let Some(row) = rows.try_next().await? {
+                    each(TrendMetrics {
+                        run_id: get_uuid(&row, "run_id")?,
+                        created_at: get_ts(&row, "run_created_at")?,
+                        row: if latencies {
+                            TrendRow::Latency(latency_from_row(&row)?)
+                        } else {
+                            TrendRow::Metrics(metrics_from_row(&row)?)
+                        },
+                    });
+                }
+            }
+            Ok(())
+        })
+        .await
     }
 
     async fn for_each_assertion_metrics(
@@ -1163,72 +1283,87 @@ impl Store for SqliteStore {
         run_id: Uuid,
         each: &mut (dyn FnMut(AssertionMetrics) + Send),
     ) -> Result<()> {
-        use futures::TryStreamExt;
-        let sql = if self.rolled_up(run_id).await? {
-            "SELECT provider_index, prompt_index, kind, metric, passed, n \
-             FROM run_assertions WHERE run_id = $1"
-        } else {
-            ASSERTIONS_LIVE
-        };
-        let mut rows = sqlx::query(sql)
-            .bind(uuid_text(run_id))
-            .try_map(|row: SqliteRow| {
-                Ok(AssertionMetrics {
-                    provider_index: row.try_get("provider_index")?,
-                    prompt_index: row.try_get("prompt_index")?,
-                    kind: row.try_get("kind")?,
-                    metric: row.try_get("metric")?,
-                    passed: row.try_get::<i64, _>("passed")? != 0,
-                    count: row.try_get("n")?,
-                })
-            })
-            .fetch(&self.pool);
-        while let Some(m) = rows.try_next().await? {
-            each(m);
-        }
-        Ok(())
+        crate::trace::traced(
+            crate::trace::db_span("sqlite", "SELECT", "results"),
+            async {
+                use futures::TryStreamExt;
+                let sql = if self.rolled_up(run_id).await? {
+                    "SELECT provider_index, prompt_index, kind, metric, passed, n \
+                 FROM run_assertions WHERE run_id = $1"
+                } else {
+                    ASSERTIONS_LIVE
+                };
+                let mut rows = sqlx::query(sql)
+                    .bind(uuid_text(run_id))
+                    .try_map(|row: SqliteRow| {
+                        Ok(AssertionMetrics {
+                            provider_index: row.try_get("provider_index")?,
+                            prompt_index: row.try_get("prompt_index")?,
+                            kind: row.try_get("kind")?,
+                            metric: row.try_get("metric")?,
+                            passed: row.try_get::<i64, _>("passed")? != 0,
+                            count: row.try_get("n")?,
+                        })
+                    })
+                    .fetch(&self.pool);
+                while let Some(m) = rows.try_next().await? {
+                    each(m);
+                }
+                Ok(())
+            },
+        )
+        .await
     }
 
     async fn slowest_results(&self, run_id: Uuid, limit: u32) -> Result<Vec<(i64, Outcome)>> {
-        let from = if limit <= SLOWEST_KEPT && self.rolled_up(run_id).await? {
-            "AND task_index IN (SELECT task_index FROM run_slowest WHERE run_id = $1)"
-        } else {
-            ""
-        };
-        let sql = format!(
-            "{} WHERE run_id = $1 AND status <> 3 {from} ORDER BY latency_ms DESC, task_index LIMIT $2",
-            OUTCOME_SELECT.replacen("SELECT ", "SELECT task_index, ", 1)
-        );
-        let rows = sqlx::query(&sql)
-            .bind(uuid_text(run_id))
-            .bind(i64::from(limit))
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter()
-            .map(|row| Ok((row.try_get("task_index")?, sqlite_outcome(row)?)))
-            .collect()
+        crate::trace::traced(crate::trace::db_span("sqlite", "SELECT", "results"), async {
+            let from = if limit <= SLOWEST_KEPT && self.rolled_up(run_id).await? {
+                "AND task_index IN (SELECT task_index FROM run_slowest WHERE run_id = $1)"
+            } else {
+                ""
+            };
+            let sql = format!(
+                "{} WHERE run_id = $1 AND status <> 3 {from} ORDER BY latency_ms DESC, task_index LIMIT $2",
+                OUTCOME_SELECT.replacen("SELECT ", "SELECT task_index, ", 1)
+            );
+            let rows = sqlx::query(&sql)
+                .bind(uuid_text(run_id))
+                .bind(i64::from(limit))
+                .fetch_all(&self.pool)
+                .await?;
+            rows.iter()
+                .map(|row| Ok((row.try_get("task_index")?, sqlite_outcome(row)?)))
+                .collect()
+        })
+        .await
     }
 
     async fn most_failed_tests(&self, run_id: Uuid, limit: u32) -> Result<Vec<TestFailures>> {
-        let sql = if self.rolled_up(run_id).await? {
-            MOST_FAILED_ROLLED
-        } else {
-            MOST_FAILED_LIVE
-        };
-        let rows = sqlx::query(sql)
-            .bind(uuid_text(run_id))
-            .bind(i64::from(limit))
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter()
-            .map(|row| {
-                Ok(TestFailures {
-                    test_index: row.try_get("test_index")?,
-                    unpassed: row.try_get("unpassed")?,
-                    total: row.try_get("total")?,
-                })
-            })
-            .collect()
+        crate::trace::traced(
+            crate::trace::db_span("sqlite", "SELECT", "results"),
+            async {
+                let sql = if self.rolled_up(run_id).await? {
+                    MOST_FAILED_ROLLED
+                } else {
+                    MOST_FAILED_LIVE
+                };
+                let rows = sqlx::query(sql)
+                    .bind(uuid_text(run_id))
+                    .bind(i64::from(limit))
+                    .fetch_all(&self.pool)
+                    .await?;
+                rows.iter()
+                    .map(|row| {
+                        Ok(TestFailures {
+                            test_index: row.try_get("test_index")?,
+                            unpassed: row.try_get("unpassed")?,
+                            total: row.try_get("total")?,
+                        })
+                    })
+                    .collect()
+            },
+        )
+        .await
     }
 
     async fn for_each_outcome(
@@ -1236,41 +1371,57 @@ impl Store for SqliteStore {
         run_id: Uuid,
         each: &mut (dyn FnMut(Outcome) + Send),
     ) -> Result<()> {
-        use futures::TryStreamExt;
-        let sql = format!("{OUTCOME_SELECT} WHERE run_id = ?1 ORDER BY task_index");
-        let mut rows = sqlx::query(&sql)
-            .bind(uuid_text(run_id))
-            .try_map(|row: SqliteRow| sqlite_outcome(&row))
-            .fetch(&self.pool);
-        while let Some(o) = rows.try_next().await? {
-            each(o);
-        }
-        Ok(())
+        crate::trace::traced(
+            crate::trace::db_span("sqlite", "SELECT", "results"),
+            async {
+                use futures::TryStreamExt;
+                let sql = format!("{OUTCOME_SELECT} WHERE run_id = ?1 ORDER BY task_index");
+                let mut rows = sqlx::query(&sql)
+                    .bind(uuid_text(run_id))
+                    .try_map(|row: SqliteRow| sqlite_outcome(&row))
+                    .fetch(&self.pool);
+                while let Some(o) = rows.try_next().await? {
+                    each(o);
+                }
+                Ok(())
+            },
+        )
+        .await
     }
 
     async fn test_digests(&self, run_id: Uuid) -> Result<Vec<(i64, i64)>> {
-        // A row stored before digests were has its body read instead.
-        let rows = sqlx::query(
-            "SELECT test_index, digest, CASE WHEN digest IS NULL THEN body END AS body \
-             FROM suite_tests WHERE run_id = ?1 ORDER BY test_index",
+        crate::trace::traced(
+            crate::trace::db_span("sqlite", "SELECT", "suite_tests"),
+            async {
+                // A row stored before digests were has its body read instead.
+                let rows = sqlx::query(
+                    "SELECT test_index, digest, CASE WHEN digest IS NULL THEN body END AS body \
+                 FROM suite_tests WHERE run_id = ?1 ORDER BY test_index",
+                )
+                .bind(uuid_text(run_id))
+                .fetch_all(&self.pool)
+                .await?;
+                rows.iter()
+                    .map(|row| {
+                        let digest: Option<i64> = row.try_get("digest")?;
+                        let digest = match digest {
+                            Some(d) => d,
+                            None => crate::test_digest(row.try_get("body")?),
+                        };
+                        Ok((row.try_get("test_index")?, digest))
+                    })
+                    .collect()
+            },
         )
-        .bind(uuid_text(run_id))
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|row| {
-                let digest: Option<i64> = row.try_get("digest")?;
-                let digest = match digest {
-                    Some(d) => d,
-                    None => crate::test_digest(row.try_get("body")?),
-                };
-                Ok((row.try_get("test_index")?, digest))
-            })
-            .collect()
+        .await
     }
 
     async fn create_report(&self, report: NewReport) -> Result<ReportRecord> {
-        insert_report(&self.pool, &report).await
+        crate::trace::traced(
+            crate::trace::db_span("sqlite", "INSERT", "reports"),
+            async { insert_report(&self.pool, &report).await },
+        )
+        .await
     }
 
     async fn find_or_create_report(
@@ -1278,88 +1429,118 @@ impl Store for SqliteStore {
         report: NewReport,
         reuse: ReportReuse,
     ) -> Result<(ReportRecord, bool)> {
-        // The write lock, taken first, makes the look and the insert one.
-        let mut tx = self.begin_write().await?;
-        let found = sqlx::query(&format!(
-            "SELECT {REPORT_COLUMNS} FROM reports WHERE run_id = ?1 AND format = ?2 \
-             AND kind = ?3 AND created_at >= ?4 \
-             AND (status = 'ready' OR (status = 'pending' AND created_at >= ?5)) \
-             ORDER BY created_at DESC, id DESC LIMIT 1"
-        ))
-        .bind(uuid_text(report.run_id))
-        .bind(&report.format)
-        .bind(&report.kind)
-        .bind(ts_text(reuse.since))
-        .bind(ts_text(reuse.pending_since))
-        .fetch_optional(&mut *tx)
-        .await?;
-        if let Some(row) = found {
-            return Ok((report_from_row(&row)?, false));
-        }
-        let created = insert_report(&mut *tx, &report).await?;
-        tx.commit().await?;
-        Ok((created, true))
+        crate::trace::traced(
+            crate::trace::db_span("sqlite", "INSERT", "reports"),
+            async {
+                // The write lock, taken first, makes the look and the insert one.
+                let mut tx = self.begin_write().await?;
+                let found = sqlx::query(&format!(
+                    "SELECT {REPORT_COLUMNS} FROM reports WHERE run_id = ?1 AND format = ?2 \
+                 AND kind = ?3 AND created_at >= ?4 \
+                 AND (status = 'ready' OR (status = 'pending' AND created_at >= ?5)) \
+                 ORDER BY created_at DESC, id DESC LIMIT 1"
+                ))
+                .bind(uuid_text(report.run_id))
+                .bind(&report.format)
+                .bind(&report.kind)
+                .bind(ts_text(reuse.since))
+                .bind(ts_text(reuse.pending_since))
+                .fetch_optional(&mut *tx)
+                .await?;
+                if let Some(row) = found {
+                    return Ok((report_from_row(&row)?, false));
+                }
+                let created = insert_report(&mut *tx, &report).await?;
+                tx.commit().await?;
+                Ok((created, true))
+            },
+        )
+        .await
     }
 
     async fn get_report(&self, report_id: Uuid) -> Result<Option<ReportRecord>> {
-        sqlx::query(&format!(
-            "SELECT {REPORT_COLUMNS} FROM reports WHERE id = ?1"
-        ))
-        .bind(uuid_text(report_id))
-        .fetch_optional(&self.pool)
-        .await?
-        .as_ref()
-        .map(report_from_row)
-        .transpose()
+        crate::trace::traced(
+            crate::trace::db_span("sqlite", "SELECT", "reports"),
+            async {
+                sqlx::query(&format!(
+                    "SELECT {REPORT_COLUMNS} FROM reports WHERE id = ?1"
+                ))
+                .bind(uuid_text(report_id))
+                .fetch_optional(&self.pool)
+                .await?
+                .as_ref()
+                .map(report_from_row)
+                .transpose()
+            },
+        )
+        .await
     }
 
     async fn finish_report(&self, report_id: Uuid, outcome: ReportOutcome) -> Result<()> {
-        let (status, content, bytes, parts, error) = report_outcome(outcome);
-        let mut tx = self.pool.begin().await?;
-        if status == ReportStatus::Failed {
-            sqlx::query("DELETE FROM report_parts WHERE report_id = ?1")
-                .bind(uuid_text(report_id))
-                .execute(&mut *tx)
-                .await?;
-        }
-        sqlx::query(
-            "UPDATE reports SET status = ?2, content = ?3, bytes = ?4, parts = ?5, error = ?6, \
-             finished_at = ?7 WHERE id = ?1",
+        crate::trace::traced(
+            crate::trace::db_span("sqlite", "UPDATE", "reports"),
+            async {
+                let (status, content, bytes, parts, error) = report_outcome(outcome);
+                let mut tx = self.pool.begin().await?;
+                if status == ReportStatus::Failed {
+                    sqlx::query("DELETE FROM report_parts WHERE report_id = ?1")
+                        .bind(uuid_text(report_id))
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                sqlx::query(
+                "UPDATE reports SET status = ?2, content = ?3, bytes = ?4, parts = ?5, error = ?6, \
+                 finished_at = ?7 WHERE id = ?1",
+            )
+            .bind(uuid_text(report_id))
+            .bind(status.as_str())
+            .bind(content)
+            .bind(bytes)
+            .bind(parts)
+            .bind(error)
+            .bind(ts_text(now()))
+            .execute(&mut *tx)
+            .await?;
+                tx.commit().await?;
+                Ok(())
+            },
         )
-        .bind(uuid_text(report_id))
-        .bind(status.as_str())
-        .bind(content)
-        .bind(bytes)
-        .bind(parts)
-        .bind(error)
-        .bind(ts_text(now()))
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(())
+        .await
     }
 
     async fn put_report_part(&self, report_id: Uuid, part: u32, data: &[u8]) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO report_parts (report_id, part, data) VALUES (?1, ?2, ?3) \
-             ON CONFLICT (report_id, part) DO UPDATE SET data = excluded.data",
+        crate::trace::traced(
+            crate::trace::db_span("sqlite", "INSERT", "report_parts"),
+            async {
+                sqlx::query(
+                    "INSERT INTO report_parts (report_id, part, data) VALUES (?1, ?2, ?3) \
+                 ON CONFLICT (report_id, part) DO UPDATE SET data = excluded.data",
+                )
+                .bind(uuid_text(report_id))
+                .bind(i64::from(part))
+                .bind(data)
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            },
         )
-        .bind(uuid_text(report_id))
-        .bind(i64::from(part))
-        .bind(data)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        .await
     }
 
     async fn report_part(&self, report_id: Uuid, part: u32) -> Result<Option<Vec<u8>>> {
-        Ok(
-            sqlx::query_scalar("SELECT data FROM report_parts WHERE report_id = ?1 AND part = ?2")
+        crate::trace::traced(
+            crate::trace::db_span("sqlite", "SELECT", "report_parts"),
+            async {
+                Ok(sqlx::query_scalar(
+                    "SELECT data FROM report_parts WHERE report_id = ?1 AND part = ?2",
+                )
                 .bind(uuid_text(report_id))
                 .bind(i64::from(part))
                 .fetch_optional(&self.pool)
-                .await?,
+                .await?)
+            },
         )
+        .await
     }
 }
 

@@ -25,7 +25,7 @@
 use std::{
     collections::{HashMap, HashSet},
     sync::Arc,
-    time::Duration,
+    time::{Duration, SystemTime},
 };
 
 use futures::{StreamExt, stream::FuturesUnordered};
@@ -36,10 +36,17 @@ use gauntlet_providers::retry;
 use gauntlet_service::events::publish_progress;
 use gauntlet_store::{NewResult, ResultStatus, RunRecord, RunStatus};
 use gauntlet_telemetry::{metrics::Registry, propagation};
+use opentelemetry::{
+    Context, KeyValue,
+    trace::{
+        Span as _, SpanContext, Status, TraceContextExt as _, TraceFlags, TraceId, Tracer as _,
+    },
+};
 use prost::Message as _;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
-use tracing::{Instrument, debug, info, info_span, warn};
+use tracing::{Instrument, debug, field::Empty, info, info_span, warn};
+use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 use uuid::Uuid;
 
 use crate::{
@@ -86,6 +93,40 @@ pub struct Worker {
     /// How long a batch retries writing the answers it has before it gives
     /// the batch back (`worker.store_retry_secs`).
     pub store_patience: Duration,
+    /// Which tasks get spans of their own.
+    pub sampling: TaskSampling,
+}
+
+/// A run's batches whose first task is below this are children of its
+/// trace; later ones start their own trace, linked to it.
+const PARENTED_TASKS: u64 = 10_000;
+
+/// Which tasks get a span of their own: a run's first `first`, and a
+/// `ratio` of the rest, picked by a hash of run and task so every worker
+/// (and every redelivery) picks the same. Failed and errored tasks get one
+/// regardless ([`Worker::run_task`]).
+#[derive(Debug, Clone, Copy)]
+pub struct TaskSampling {
+    pub ratio: f64,
+    pub first: u64,
+}
+
+impl TaskSampling {
+    pub fn keeps(&self, run_id: Uuid, index: u64) -> bool {
+        if index < self.first || self.ratio >= 1.0 {
+            return true;
+        }
+        if self.ratio <= 0.0 {
+            return false;
+        }
+        let (high, low) = run_id.as_u64_pair();
+        // SplitMix64's finalizer: uniform enough to sample by.
+        let mut x = index ^ high ^ low.rotate_left(32);
+        x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        x ^= x >> 31;
+        (x as f64) < self.ratio * (u64::MAX as f64)
+    }
 }
 
 /// Longest a result write may take before it counts as failed.
@@ -152,6 +193,7 @@ impl Worker {
 
     /// Routes `delivery` to the dead-letter queue, saying why.
     async fn dead_letter(&self, delivery: Delivery, reason: &'static str, detail: &str) {
+        failed_batch(reason, detail);
         warn!(
             reason,
             detail,
@@ -173,6 +215,7 @@ impl Worker {
     /// delivery it is dead-lettered here, so the reason is recorded, rather
     /// than by the broker on the next return.
     async fn requeue(&self, delivery: Delivery, reason: &'static str, detail: &str) {
+        failed_batch(reason, detail);
         if delivery.delivery_count >= self.delivery_limit {
             self.dead_letter(delivery, reason, detail).await;
             return;
@@ -241,13 +284,21 @@ impl Worker {
         };
         let span = info_span!(
             "process_batch",
-            run_id = %batch.run_id,
-            first_task = batch.first_task,
-            count = batch.count,
-            redelivered = delivery.redelivered,
+            otel.name = "process gauntlet.tasks",
+            otel.kind = "consumer",
+            otel.status_code = Empty,
+            otel.status_description = Empty,
+            "gauntlet.run_id" = %batch.run_id,
+            "gauntlet.first_task" = batch.first_task as i64,
+            "gauntlet.task_count" = i64::from(batch.count),
+            "gauntlet.redelivered" = delivery.redelivered,
+            "gauntlet.errors" = Empty,
             "messaging.system" = "rabbitmq",
             "messaging.operation.type" = "process",
+            "messaging.operation.name" = "deliver",
             "messaging.destination.name" = "gauntlet.tasks",
+            "messaging.message.id" = delivery.message_id.as_deref(),
+            "messaging.rabbitmq.message.delivery_count" = i64::from(delivery.delivery_count),
         );
         let parent = propagation::extract(
             delivery
@@ -255,8 +306,18 @@ impl Worker {
                 .iter()
                 .map(|(k, v)| (k.as_str(), v.as_str())),
         );
-        propagation::set_parent(&span, parent);
-        self.process_batch(batch, delivery).instrument(span).await
+        // The first batches of a run are children of its trace; a large
+        // run's later ones each start a trace of their own that links to
+        // it, so no trace grows past a few thousand spans.
+        if batch.first_task < PARENTED_TASKS {
+            propagation::set_parent(&span, parent);
+        } else {
+            let remote = parent.span().span_context().clone();
+            span.add_link(remote);
+        }
+        self.process_batch(batch, delivery)
+            .instrument(span.clone())
+            .await;
     }
 
     async fn process_batch(&self, batch: TaskBatch, delivery: Delivery) {
@@ -358,7 +419,9 @@ impl Worker {
         };
         let mut tasks: FuturesUnordered<_> = todo
             .iter()
-            .map(|&index| self.run_task(&plan, &tests, &batch.project_id, index, deferrable))
+            .map(|&index| {
+                self.run_task(run_id, &plan, &tests, &batch.project_id, index, deferrable)
+            })
             .collect();
         let mut deferred = Vec::new();
         let mut defer_wait = Duration::ZERO;
@@ -374,10 +437,14 @@ impl Worker {
         let (_, _) = tokio::join!(flush.tick(), cancel_check.tick());
         let mut verdict = Verdict::Go;
         let mut retry: Option<WriteRetry> = None;
+        let mut errored = 0u64;
         while verdict == Verdict::Go {
             tokio::select! {
                 next = tasks.next() => match next {
-                    Some(Outcome::Row(row)) => rows.push(*row),
+                    Some(Outcome::Row(row)) => {
+                        errored += u64::from(row.status == ResultStatus::Error);
+                        rows.push(*row);
+                    }
                     Some(Outcome::Deferred { task, wait }) => {
                         deferred.push(task);
                         defer_wait = defer_wait.max(wait);
@@ -454,6 +521,15 @@ impl Worker {
             self.requeue(delivery, "defer_failed", &error.to_string())
                 .await;
             return;
+        }
+        if errored > 0 {
+            let span = tracing::Span::current();
+            span.record("gauntlet.errors", errored as i64);
+            span.record("otel.status_code", "ERROR");
+            span.record(
+                "otel.status_description",
+                format!("{errored} of its tasks ended in an error").as_str(),
+            );
         }
         self.metrics
             .counter("gauntlet_batches_processed_total")
@@ -648,7 +724,88 @@ impl Worker {
         }
     }
 
+    /// Runs task `index` in a span of its own (`task`, with the run, the
+    /// task, the provider, the verdict and whether the answer was cached)
+    /// when the sampling keeps it; a task it does not keep runs unsampled,
+    /// and if it fails or errors a span is written for it afterwards, so
+    /// every failure is in the trace. The result keeps the trace's id.
     async fn run_task(
+        &self,
+        run_id: Uuid,
+        plan: &RunPlan,
+        tests: &gauntlet_service::tests::Tests,
+        project_id: &str,
+        index: u64,
+        deferrable: bool,
+    ) -> Outcome {
+        let batch = tracing::Span::current().context();
+        let sampled = self.sampling.keeps(run_id, index);
+        let span = info_span!(
+            "gauntlet.task",
+            otel.name = "task",
+            otel.status_code = Empty,
+            otel.status_description = Empty,
+            "gauntlet.run_id" = %run_id,
+            "gauntlet.task_index" = index as i64,
+            "gauntlet.provider" = Empty,
+            "gauntlet.test_index" = Empty,
+            "gauntlet.verdict" = Empty,
+            "gauntlet.cached" = Empty,
+            "gauntlet.score" = Empty,
+        );
+        if !sampled {
+            // Its calls, and the vendor, see an unsampled parent.
+            let sc = batch.span().span_context().clone();
+            let _ = span.set_parent(Context::new().with_remote_span_context(SpanContext::new(
+                sc.trace_id(),
+                sc.span_id(),
+                TraceFlags::default(),
+                true,
+                sc.trace_state().clone(),
+            )));
+        }
+        let started = SystemTime::now();
+        let mut outcome = self
+            .task(plan, tests, project_id, index, deferrable)
+            .instrument(span.clone())
+            .await;
+        match &mut outcome {
+            Outcome::Row(row) => {
+                let trace_id = batch.span().span_context().trace_id();
+                if trace_id != TraceId::INVALID {
+                    row.trace_id = trace_id.to_string();
+                }
+                let verdict = match row.status {
+                    ResultStatus::Pass => "pass",
+                    ResultStatus::Fail => "fail",
+                    ResultStatus::Error => "error",
+                };
+                span.record("gauntlet.provider", row.provider_id.as_str());
+                span.record("gauntlet.test_index", i64::from(row.test_index));
+                span.record("gauntlet.verdict", verdict);
+                span.record("gauntlet.cached", row.cached);
+                span.record("gauntlet.score", row.score);
+                if row.status == ResultStatus::Error {
+                    span.record("otel.status_code", "ERROR");
+                    span.record("otel.status_description", row.reason.as_str());
+                }
+                if !sampled && row.status != ResultStatus::Pass {
+                    failed_task_span(&batch, started, run_id, index, verdict, row);
+                }
+            }
+            Outcome::Deferred { wait, .. } => {
+                span.record("gauntlet.verdict", "deferred");
+                span.set_attribute(
+                    "gauntlet.defer_ms",
+                    i64::try_from(wait.as_millis()).unwrap_or(i64::MAX),
+                );
+            }
+            Outcome::Skip => {}
+        }
+        outcome
+    }
+
+    async fn task(
         &self,
         plan: &RunPlan,
         tests: &gauntlet_service::tests::Tests,
@@ -858,6 +1015,47 @@ fn suite_label(plan: &RunPlan) -> &str {
         },
         _ => "(unnamed)",
     }
+}
+
+/// The span of a failed or errored task the sampling left out, written
+/// after the fact under its batch: its start and end, and why.
+fn failed_task_span(
+    batch: &Context,
+    started: SystemTime,
+    run_id: Uuid,
+    index: u64,
+    verdict: &'static str,
+    row: &NewResult,
+) {
+    let tracer = opentelemetry::global::tracer("gauntlet");
+    let mut span = tracer
+        .span_builder("task")
+        .with_start_time(started)
+        .with_attributes([
+            KeyValue::new("gauntlet.run_id", run_id.to_string()),
+            KeyValue::new("gauntlet.task_index", index as i64),
+            KeyValue::new("gauntlet.provider", row.provider_id.clone()),
+            KeyValue::new("gauntlet.test_index", i64::from(row.test_index)),
+            KeyValue::new("gauntlet.verdict", verdict),
+            KeyValue::new("gauntlet.cached", row.cached),
+            KeyValue::new("gauntlet.score", row.score),
+            KeyValue::new("gauntlet.sampled", false),
+        ])
+        .start_with_context(&tracer, batch);
+    if row.status == ResultStatus::Error {
+        span.set_status(Status::error(row.reason.clone()));
+    }
+    span.end();
+}
+
+/// Marks the current (batch) span failed: dead-lettered or given back.
+fn failed_batch(reason: &'static str, detail: &str) {
+    let span = tracing::Span::current();
+    span.record("otel.status_code", "ERROR");
+    span.record(
+        "otel.status_description",
+        format!("{reason}: {detail}").as_str(),
+    );
 }
 
 /// Runs `f` when dropped.

@@ -108,6 +108,10 @@ async fn consume(
         abort: CancellationToken::new(),
         store_gate,
         store_patience: Duration::from_secs(config.worker.store_retry_secs),
+        sampling: batch::TaskSampling {
+            ratio: config.worker.trace_task_ratio,
+            first: config.worker.trace_first_tasks,
+        },
         deps: deps.clone(),
     });
     let tracker = TaskTracker::new();

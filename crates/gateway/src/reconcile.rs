@@ -36,7 +36,7 @@ use gauntlet_store::{RunRecord, RunStatus, StoreError, TaskRange};
 use gauntlet_telemetry::metrics::Registry;
 use prost::Message as _;
 use tokio_util::sync::CancellationToken;
-use tracing::{Instrument, debug, info, info_span, warn};
+use tracing::{Instrument, debug, info, warn};
 use uuid::Uuid;
 
 use crate::Deps;
@@ -276,7 +276,7 @@ impl Reconciler {
                 _ = shutdown.cancelled() => return,
                 _ = tick.tick() => {}
             }
-            let pass = self.pass().instrument(info_span!("reconcile"));
+            let pass = self.pass().instrument(tracing::debug_span!("reconcile"));
             match pass.await {
                 Ok(report) if !report.is_empty() => info!(?report, "reconciled stuck runs"),
                 Ok(_) => {}

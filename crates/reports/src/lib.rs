@@ -131,7 +131,8 @@ async fn handle(deps: Deps, analytics: AnalyticsClient, delivery: Delivery) {
         "messaging.system" = "rabbitmq",
         "messaging.operation.type" = "process",
     );
-    propagation::set_parent(
+    propagation::set_parent_in(
+        "gauntlet-reports",
         &span,
         propagation::extract(
             delivery

@@ -168,7 +168,9 @@ impl GrpcServer {
             set_serving(&health, false).await;
         };
         tonic::transport::Server::builder()
-            .layer(TraceLayer::new())
+            .layer(TraceLayer::new().service(Box::leak(
+                format!("gauntlet-{}", self.name).into_boxed_str(),
+            )))
             .layer(MetricsLayer::new(self.metrics.clone()))
             .add_routes(self.routes.routes())
             // Without TCP_NODELAY a small answer waits out Nagle and the

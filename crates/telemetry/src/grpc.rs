@@ -23,7 +23,7 @@ use crate::propagation;
 
 /// A gRPC client transport (a `Channel`) whose every call runs in an `info`
 /// span `grpc.client` (exported as `pkg.Service/Method`, kind CLIENT, with
-/// the `rpc.*` attributes and `server.address`) whose W3C context goes out
+/// the `rpc.*` attributes) whose W3C context goes out
 /// in the request headers, so the server's span is its child. The span lasts
 /// until the response body ends (a stream is one span); any status but OK
 /// marks it as an error, as the conventions ask of client spans.
@@ -68,8 +68,6 @@ where
             rpc.service = service,
             rpc.method = method,
             rpc.grpc.status_code = Empty,
-            server.address = request.uri().host(),
-            server.port = request.uri().port_u16().map(i64::from),
         );
         for (name, value) in propagation::inject_context(&span.context()) {
             if let (Ok(name), Ok(value)) = (
@@ -114,13 +112,22 @@ where
 #[derive(Debug, Clone, Copy)]
 pub struct TraceLayer {
     trace_probes: bool,
+    service: Option<&'static str>,
 }
 
 impl TraceLayer {
     pub fn new() -> Self {
         Self {
             trace_probes: false,
+            service: None,
         }
+    }
+
+    /// Exports the requests' spans, and all under them, as `service`'s
+    /// (see [`crate::Service`]): for a process that runs several services.
+    pub fn service(mut self, service: &'static str) -> Self {
+        self.service = Some(service);
+        self
     }
 
     /// Trace health checks without incoming trace context too.
@@ -143,6 +150,7 @@ impl<S> Layer<S> for TraceLayer {
         TraceService {
             inner,
             trace_probes: self.trace_probes,
+            service: self.service,
         }
     }
 }
@@ -152,6 +160,7 @@ impl<S> Layer<S> for TraceLayer {
 pub struct TraceService<S> {
     inner: S,
     trace_probes: bool,
+    service: Option<&'static str>,
 }
 
 const HEALTH_SERVICE: &str = "grpc.health.v1.Health";
@@ -218,7 +227,10 @@ impl<S> TraceService<S> {
             rpc.method = method,
             rpc.grpc.status_code = Empty,
         );
-        propagation::set_parent(&span, parent);
+        match self.service {
+            Some(service) => propagation::set_parent_in(service, &span, parent),
+            None => propagation::set_parent(&span, parent),
+        }
         span
     }
 }

@@ -4,11 +4,14 @@
 //! server layer built on it ([`grpc`]), and metrics in the Prometheus text
 //! format ([`metrics`], with the gRPC server's in [`grpc_metrics`]).
 
+mod export;
 pub mod grpc;
 pub mod grpc_metrics;
 pub mod metrics;
 pub mod propagation;
 mod setup;
+
+pub use export::Service;
 
 pub use propagation::set_attribute;
 

@@ -92,6 +92,19 @@ pub fn link_current_to(traceparent: &str) {
     }
 }
 
+/// Makes `span` the entry point of `service`'s work: its parent is the
+/// remote span in `cx` (or none), and it and everything under it are
+/// exported under `service`'s name ([`crate::Service`]), also where one
+/// process runs several services. Call it before the span is first entered.
+pub fn set_parent_in(service: &'static str, span: &tracing::Span, cx: Context) {
+    let cx = if cx.span().span_context().is_valid() {
+        cx
+    } else {
+        Context::new()
+    };
+    let _ = span.set_parent(cx.with_value(crate::Service(service)));
+}
+
 /// The trace id of the current span in its W3C hex form, for log lines and
 /// error messages that a user can paste into Jaeger.
 pub fn current_trace_id() -> Option<String> {

@@ -5,7 +5,6 @@
 use std::{
     io::IsTerminal,
     sync::{Mutex, PoisonError},
-    time::Duration,
 };
 
 use opentelemetry::{KeyValue, global, trace::TracerProvider as _};
@@ -39,9 +38,6 @@ const LOG_FILTER_VAR: &str = "RUST_LOG";
 const TRACE_FILTER_VAR: &str = "GAUNTLET_TRACE_FILTER";
 const LOG_FORMAT_VAR: &str = "GAUNTLET_LOG_FORMAT";
 
-/// How long dropping the guard may wait for the last batch of spans.
-const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
-
 /// Instrumentation scope of every span this process exports.
 const TRACER_NAME: &str = "gauntlet";
 
@@ -63,6 +59,9 @@ static INSTALLED: Mutex<bool> = Mutex::new(false);
 #[derive(Debug, Clone, PartialEq)]
 struct Settings {
     service_name: String,
+    /// `OTEL_SERVICE_NAME` (or `service.name` in `OTEL_RESOURCE_ATTRIBUTES`)
+    /// named the service: every span of the process is under that name.
+    named_by_env: bool,
     log_filter: String,
     trace_filter: String,
     json_logs: bool,
@@ -84,12 +83,12 @@ impl Settings {
     ) -> Self {
         let var = |name: &str| var(name).filter(|v| !v.trim().is_empty());
 
-        let service_name = var("OTEL_SERVICE_NAME")
-            .or_else(|| {
-                var("OTEL_RESOURCE_ATTRIBUTES")
-                    .and_then(|attrs| service_name_attribute(&attrs).map(str::to_owned))
-            })
-            .unwrap_or_else(|| default_service_name.to_owned());
+        let named = var("OTEL_SERVICE_NAME").or_else(|| {
+            var("OTEL_RESOURCE_ATTRIBUTES")
+                .and_then(|attrs| service_name_attribute(&attrs).map(str::to_owned))
+        });
+        let named_by_env = named.is_some();
+        let service_name = named.unwrap_or_else(|| default_service_name.to_owned());
 
         let sdk_disabled = var("OTEL_SDK_DISABLED").is_some_and(|v| v.trim() == "true");
         let otlp_selected =
@@ -99,6 +98,7 @@ impl Settings {
 
         Self {
             service_name,
+            named_by_env,
             log_filter: var(LOG_FILTER_VAR).unwrap_or_else(|| default_log_filter.to_owned()),
             trace_filter: var(TRACE_FILTER_VAR).unwrap_or_else(|| DEFAULT_TRACE_FILTER.to_owned()),
             json_logs: var(LOG_FORMAT_VAR).is_some_and(|v| v.trim().eq_ignore_ascii_case("json")),
@@ -242,19 +242,49 @@ fn tracer_provider(settings: &Settings) -> Result<SdkTracerProvider, TelemetryEr
         ])
         .with_service_name(settings.service_name.clone())
         .build();
-    let builder = SdkTracerProvider::builder().with_resource(resource);
+    let builder = SdkTracerProvider::builder().with_resource(resource.clone());
     if !settings.otlp_export {
         // No processor: spans still get ids (so context propagates and shows
         // up in logs) but are dropped when they end.
         return Ok(builder.build());
     }
-    if Handle::try_current().is_err() {
+    let Ok(runtime) = Handle::try_current() else {
         return Err(TelemetryError::NoRuntime);
-    }
-    let exporter = opentelemetry_otlp::SpanExporter::builder()
+    };
+    // Built now, so a bad endpoint or header fails here and not silently.
+    let first = opentelemetry_otlp::SpanExporter::builder()
         .with_tonic()
         .build()?;
-    Ok(builder.with_batch_exporter(exporter).build())
+    let default: &'static str = Box::leak(settings.service_name.clone().into_boxed_str());
+    let first = Mutex::new(Some(first));
+    let make: crate::export::MakeExporter = Box::new(move |service| {
+        let mut exporter = match first.lock().unwrap_or_else(PoisonError::into_inner).take() {
+            Some(exporter) => exporter,
+            None => match opentelemetry_otlp::SpanExporter::builder()
+                .with_tonic()
+                .build()
+            {
+                Ok(exporter) => exporter,
+                Err(error) => {
+                    tracing::warn!(%error, service, "cannot build the span exporter");
+                    return None;
+                }
+            },
+        };
+        opentelemetry_sdk::trace::SpanExporter::set_resource(
+            &mut exporter,
+            &crate::export::resource_for(&resource, service),
+        );
+        Some(exporter)
+    });
+    let processor = crate::export::Exporting::start(
+        &runtime,
+        default,
+        !settings.named_by_env,
+        crate::export::Batching::from_env(|name| std::env::var(name).ok()),
+        make,
+    );
+    Ok(builder.with_span_processor(processor).build())
 }
 
 /// Keeps the tracer provider alive; dropping it (or [`TelemetryGuard::shutdown`])
@@ -301,7 +331,7 @@ impl Drop for TelemetryGuard {
 }
 
 fn shutdown_provider(provider: &SdkTracerProvider) -> Result<(), TelemetryError> {
-    let shutdown = || provider.shutdown_with_timeout(SHUTDOWN_TIMEOUT);
+    let shutdown = || provider.shutdown_with_timeout(crate::export::SHUTDOWN_WAIT);
     // The batch exporter's last export runs on the runtime; blocking a worker
     // thread without telling Tokio would stall the tasks it needs.
     let result = match Handle::try_current() {

@@ -97,6 +97,9 @@ pub struct Worker {
     pub sampling: TaskSampling,
 }
 
+/// The service the worker's spans are exported as.
+const SERVICE: &str = "gauntlet-worker";
+
 /// A run's batches whose first task is below this are children of its
 /// trace; later ones start their own trace, linked to it.
 const PARENTED_TASKS: u64 = 10_000;
@@ -310,10 +313,10 @@ impl Worker {
         // run's later ones each start a trace of their own that links to
         // it, so no trace grows past a few thousand spans.
         if batch.first_task < PARENTED_TASKS {
-            propagation::set_parent(&span, parent);
+            propagation::set_parent_in(SERVICE, &span, parent);
         } else {
-            let remote = parent.span().span_context().clone();
-            span.add_link(remote);
+            propagation::set_parent_in(SERVICE, &span, Context::new());
+            span.add_link(parent.span().span_context().clone());
         }
         self.process_batch(batch, delivery)
             .instrument(span.clone())

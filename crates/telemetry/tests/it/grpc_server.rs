@@ -169,7 +169,7 @@ async fn server_span_is_parented_to_the_incoming_traceparent() {
 }
 
 #[tokio::test]
-async fn interceptor_carries_the_client_span_to_the_server_span() {
+async fn the_client_span_is_the_server_spans_parent() {
     let recorder = Recorder::install();
     let server = TestServer::start(TraceLayer::new()).await;
     let mut client = HealthClient::new(TraceClient::new(server.channel().await));
@@ -187,8 +187,23 @@ async fn interceptor_carries_the_client_span_to_the_server_span() {
     .await;
 
     let spans = recorder.wait_for_server_spans(1).await;
+    let client_span = recorder
+        .finished()
+        .into_iter()
+        .find(|s| s.span_kind == SpanKind::Client)
+        .expect("a CLIENT span for the call");
+    // caller → CLIENT span (the call, with the RPC conventions) → SERVER span.
+    assert_eq!(client_span.span_context.trace_id(), trace_id);
+    assert_eq!(client_span.parent_span_id, span_id);
+    assert_eq!(client_span.name, "grpc.health.v1.Health/Check");
+    assert_eq!(attribute(&client_span, "rpc.system"), Some("grpc".into()));
+    assert_eq!(attribute(&client_span, "rpc.method"), Some("Check".into()));
+    assert_eq!(
+        attribute(&client_span, "rpc.grpc.status_code"),
+        Some(0i64.into())
+    );
     assert_eq!(spans[0].span_context.trace_id(), trace_id);
-    assert_eq!(spans[0].parent_span_id, span_id);
+    assert_eq!(spans[0].parent_span_id, client_span.span_context.span_id());
 
     server.stop().await;
 }

@@ -379,7 +379,8 @@ impl Spool {
             .iter()
             .map(|p| Staged::new(p))
             .collect::<anyhow::Result<Vec<_>>>()?;
-        let task = tokio::spawn(async move {
+        // In the command's span: its result pages are part of its trace.
+        let task = tokio::spawn(tracing::Instrument::in_current_span(async move {
             let mut order = InOrder::default();
             let (mut pages, mut fetched) = (0u64, 0u64);
             // Whether the last answer ended at a full page: the spool is
@@ -427,7 +428,7 @@ impl Spool {
                     }
                 }
             }
-        });
+        }));
         Ok(Self { task, ended })
     }
 

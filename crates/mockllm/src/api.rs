@@ -77,6 +77,13 @@ pub(crate) async fn handle(
     let counters = &shared.counters;
     let _in_flight = counters.begin(endpoint);
     let (parts, body) = req.into_parts();
+    if let Some(value) = parts
+        .headers
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+    {
+        counters.traceparent(value);
+    }
     let bytes = match axum::body::to_bytes(body, MAX_BODY_BYTES).await {
         Ok(b) => b,
         Err(e) => {

@@ -39,6 +39,13 @@ pub struct MockStats {
     pub in_flight_peak: u64,
     /// Requests per `model` field, for models seen since the last reset.
     pub models: BTreeMap<String, u64>,
+    /// Requests that carried a W3C `traceparent`,
+    #[serde(default)]
+    pub traced: u64,
+    /// and how many per trace id (the first 256 ids seen; the rest under
+    /// `(other)`).
+    #[serde(default)]
+    pub traces: BTreeMap<String, u64>,
 }
 
 /// Which endpoint a request hit.
@@ -67,6 +74,8 @@ pub(crate) struct Counters {
     in_flight: AtomicU64,
     in_flight_peak: AtomicU64,
     models: ModelCounts,
+    traced: AtomicU64,
+    traces: ModelCounts,
 }
 
 impl Counters {
@@ -91,6 +100,14 @@ impl Counters {
         self.models.bump(model);
     }
 
+    /// Counts a request's `traceparent` (`00-<trace id>-<span id>-<flags>`).
+    pub(crate) fn traceparent(&self, value: &str) {
+        if let Some(trace_id) = value.split('-').nth(1) {
+            self.traced.fetch_add(1, Ordering::Relaxed);
+            self.traces.bump(trace_id);
+        }
+    }
+
     pub(crate) fn bump(counter: &AtomicU64) {
         counter.fetch_add(1, Ordering::Relaxed);
     }
@@ -108,6 +125,7 @@ impl Counters {
             &self.faults_429,
             &self.faults_500,
             &self.faults_timeout,
+            &self.traced,
         ] {
             c.store(0, Ordering::Relaxed);
         }
@@ -115,6 +133,7 @@ impl Counters {
         self.in_flight_peak
             .store(self.in_flight.load(Ordering::Relaxed), Ordering::Relaxed);
         self.models.reset();
+        self.traces.reset();
     }
 
     pub(crate) fn snapshot(&self) -> MockStats {
@@ -134,6 +153,8 @@ impl Counters {
             in_flight: get(&self.in_flight),
             in_flight_peak: get(&self.in_flight_peak),
             models: self.models.snapshot(),
+            traced: get(&self.traced),
+            traces: self.traces.snapshot(),
         }
     }
 }

@@ -13,4 +13,5 @@ mod graded;
 mod monitoring;
 mod resilience;
 mod stuck;
+mod tracing;
 mod upload;

@@ -17,6 +17,7 @@ pub mod e2e;
 pub mod fault;
 pub mod instances;
 pub mod load;
+pub mod otlp_sink;
 pub mod procs;
 pub mod render;
 pub mod stack;

@@ -33,6 +33,8 @@ enum Cli {
     Analytics(gauntlet_bench::analytics::AnalyticsArgs),
     /// Time and peak memory to render every report format, 1k to 1M results.
     Render(gauntlet_bench::render::RenderArgs),
+    /// An OTLP/gRPC trace receiver that counts spans and keeps none.
+    OtlpSink(gauntlet_bench::otlp_sink::SinkArgs),
 }
 
 #[derive(Subcommand)]
@@ -163,6 +165,9 @@ fn main() -> anyhow::Result<ExitCode> {
         Cli::Load(Load::Soak(args)) => runtime.block_on(load::soak::run(args)).map(|()| true),
         Cli::Fault(args) => runtime.block_on(fault_suite(args)),
         Cli::Render(args) => gauntlet_bench::render::run(args).map(|()| true),
+        Cli::OtlpSink(args) => runtime
+            .block_on(gauntlet_bench::otlp_sink::run(args))
+            .map(|()| true),
     }?;
     Ok(if ok {
         ExitCode::SUCCESS

@@ -126,10 +126,15 @@ async fn handle(deps: Deps, analytics: AnalyticsClient, delivery: Delivery) {
     };
     let span = info_span!(
         "render_report",
-        report_id = %job.report_id,
-        run_id = %job.run_id,
-        "messaging.system" = "rabbitmq",
+        otel.name = "process gauntlet.reports",
+        otel.kind = "consumer",
+        "gauntlet.report_id" = %job.report_id,
+        "gauntlet.run_id" = %job.run_id,
+        "messaging.system" = deps.bus.backend(),
         "messaging.operation.type" = "process",
+        "messaging.operation.name" = "deliver",
+        "messaging.destination.name" = "gauntlet.reports",
+        "messaging.message.id" = delivery.message_id.as_deref(),
     );
     propagation::set_parent_in(
         "gauntlet-reports",

@@ -296,7 +296,8 @@ impl Worker {
             "gauntlet.task_count" = i64::from(batch.count),
             "gauntlet.redelivered" = delivery.redelivered,
             "gauntlet.errors" = Empty,
-            "messaging.system" = "rabbitmq",
+            // `rabbitmq`, or the embedded mode's in-process bus.
+            "messaging.system" = self.deps.bus.backend(),
             "messaging.operation.type" = "process",
             "messaging.operation.name" = "deliver",
             "messaging.destination.name" = "gauntlet.tasks",

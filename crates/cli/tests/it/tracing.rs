@@ -680,3 +680,77 @@ async fn a_silent_collector_slows_neither_a_run_nor_a_shutdown() {
         stopping.elapsed()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_embedded_run_names_each_service_it_hosts() {
+    let (receiver, collector) = Receiver::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("suite.yaml"),
+        "prompts: ['{{ n }}']\nproviders: [echo]\ntests:\n  - vars: { n: 'a' }\n  - vars: { n: 'b' }\n",
+    )
+    .unwrap();
+    let endpoint = format!("http://{collector}");
+    let out = crate::cli::gauntlet_env(
+        &["run", "suite.yaml"],
+        dir.path(),
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
+            ("GAUNTLET_TRACE_URL", "http://jaeger.test/trace/"),
+        ],
+    )
+    .await;
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    let trace_id = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("trace: http://jaeger.test/trace/"))
+        .unwrap_or_else(|| panic!("a trace link in {stdout}"))
+        .to_owned();
+    // Exported before the process exited: nothing to wait for.
+    let spans = receiver.spans();
+    let services: BTreeSet<&str> = spans
+        .iter()
+        .filter(|g| g.trace() == trace_id)
+        .map(|g| g.service.as_str())
+        .collect();
+    assert_eq!(
+        services,
+        BTreeSet::from([
+            "gauntlet-analytics",
+            "gauntlet-cli",
+            "gauntlet-gateway",
+            "gauntlet-worker"
+        ]),
+        "{:?}",
+        names(&spans)
+    );
+    // Each service's spans are its own.
+    let service_of = |name: &str, kind: SpanKind| {
+        spans
+            .iter()
+            .find(|g| g.span.name == name && g.kind() == kind)
+            .map(|g| g.service.as_str())
+    };
+    assert_eq!(
+        service_of("gauntlet run", SpanKind::Internal),
+        Some("gauntlet-cli")
+    );
+    assert_eq!(
+        service_of("gauntlet.v1.RunService/SubmitRunStream", SpanKind::Server),
+        Some("gauntlet-gateway")
+    );
+    assert_eq!(
+        service_of("process gauntlet.tasks", SpanKind::Consumer),
+        Some("gauntlet-worker")
+    );
+    // The embedded bus is no RabbitMQ, and says so.
+    assert!(
+        spans.iter().any(|g| g.kind() == SpanKind::Consumer
+            && g.str("messaging.system") == Some("in-process bus"))
+    );
+    assert_eq!(
+        service_of("task", SpanKind::Internal),
+        Some("gauntlet-worker")
+    );
+}

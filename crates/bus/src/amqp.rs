@@ -291,10 +291,15 @@ impl AmqpBus {
             messaging.batch.message_count = messages.len() as i64,
         );
         if let Some(first) = messages.first() {
-            propagation::set_parent(
-                &span,
-                propagation::extract(first.headers.iter().map(|(k, v)| (k.as_str(), v.as_str()))),
-            );
+            let pairs = || first.headers.iter().map(|(k, v)| (k.as_str(), v.as_str()));
+            let link = propagation::extract_link(pairs());
+            if link.span().span_context().is_valid() {
+                // Work that only links to its origin starts a trace of its own.
+                let _ = span.set_parent(opentelemetry::Context::new());
+                span.add_link(link.span().span_context().clone());
+            } else {
+                propagation::set_parent(&span, propagation::extract(pairs()));
+            }
         }
         let published = self
             .publish_traced(exchange, routing_key, messages, confirm, &span)

@@ -338,6 +338,7 @@ impl Dispatcher {
         let end = tasks.end;
         let run_id = paced.run_id.to_string();
         let headers = paced.headers.clone();
+        let linked = gauntlet_telemetry::propagation::as_link(&headers);
         tasks.step_by(batch as usize).map(move |first| Message {
             payload: TaskBatch {
                 run_id: run_id.clone(),
@@ -347,7 +348,12 @@ impl Dispatcher {
                 ..TaskBatch::default()
             }
             .encode_to_vec(),
-            headers: headers.clone(),
+            // Past its first tasks, a run's batches only link to its trace.
+            headers: if first < gauntlet_service::TRACE_PARENTED_TASKS {
+                headers.clone()
+            } else {
+                linked.clone()
+            },
         })
     }
 

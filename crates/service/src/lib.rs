@@ -15,6 +15,11 @@ pub mod tests;
 /// Project of every request until API keys arrive.
 pub const DEFAULT_PROJECT: &str = "default";
 
+/// A run's task batches whose first task is below this are sent and
+/// processed in the run's trace; later ones each get a trace of their own
+/// that links to it, so no run's trace grows past a few thousand spans.
+pub const TRACE_PARENTED_TASKS: u64 = 10_000;
+
 pub use errors::{existing_run, internal, invalid, not_found, parse_id};
 pub use limits::MessageLimits;
 pub use server::{Control, GrpcServer, Listeners};

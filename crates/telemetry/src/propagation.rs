@@ -19,6 +19,37 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 pub const TRACEPARENT: &str = "traceparent";
 /// The W3C header carrying vendor-specific trace state.
 pub const TRACESTATE: &str = "tracestate";
+/// A `traceparent` value that work should link to, not continue: a message
+/// carrying it starts a trace of its own ([`as_link`]).
+pub const LINK: &str = "gauntlet-link";
+
+/// `pairs` with the trace context turned into a [`LINK`]: the receiver
+/// starts a new trace that links to this one.
+pub fn as_link(pairs: &[(String, String)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .filter(|(k, _)| k != TRACESTATE)
+        .map(|(k, v)| {
+            if k == TRACEPARENT {
+                (LINK.to_owned(), v.clone())
+            } else {
+                (k.clone(), v.clone())
+            }
+        })
+        .collect()
+}
+
+/// The context a [`LINK`] among `pairs` names (no valid span when none).
+pub fn extract_link<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Context {
+    let link = pairs
+        .into_iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(LINK))
+        .map(|(_, v)| v);
+    match link {
+        Some(value) => extract([(TRACEPARENT, value)]),
+        None => Context::new(),
+    }
+}
 
 /// The trace context of the current `tracing` span, as W3C header pairs.
 /// Empty when there is no current span or no OpenTelemetry layer.

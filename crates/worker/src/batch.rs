@@ -100,10 +100,6 @@ pub struct Worker {
 /// The service the worker's spans are exported as.
 const SERVICE: &str = "gauntlet-worker";
 
-/// A run's batches whose first task is below this are children of its
-/// trace; later ones start their own trace, linked to it.
-const PARENTED_TASKS: u64 = 10_000;
-
 /// Which tasks get a span of their own: a run's first `first`, and a
 /// `ratio` of the rest, picked by a hash of run and task so every worker
 /// (and every redelivery) picks the same. Failed and errored tasks get one
@@ -313,11 +309,19 @@ impl Worker {
         // The first batches of a run are children of its trace; a large
         // run's later ones each start a trace of their own that links to
         // it, so no trace grows past a few thousand spans.
-        if batch.first_task < PARENTED_TASKS {
-            propagation::set_parent_in(SERVICE, &span, parent);
-        } else {
-            propagation::set_parent_in(SERVICE, &span, Context::new());
-            span.add_link(parent.span().span_context().clone());
+        let link = propagation::extract_link(
+            delivery
+                .headers
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str())),
+        );
+        // The child of its publish: in the run's trace for a run's first
+        // batches (`TRACE_PARENTED_TASKS`); a later batch's publish starts
+        // a trace of its own, and the batch links to the run's as well.
+        propagation::set_parent_in(SERVICE, &span, parent);
+        let link = link.span().span_context().clone();
+        if link.is_valid() {
+            span.add_link(link);
         }
         self.process_batch(batch, delivery)
             .instrument(span.clone())

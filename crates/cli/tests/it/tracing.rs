@@ -754,3 +754,70 @@ async fn an_embedded_run_names_each_service_it_hosts() {
         Some("gauntlet-worker")
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_runs_later_batches_are_traces_of_their_own_that_link_to_it() {
+    let (receiver, collector) = Receiver::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    // 10,100 tasks: the last batches are past the first 10,000 tasks.
+    let tests: String = (0..10_100)
+        .map(|i| format!("  - vars: {{ n: '{i}' }}\n"))
+        .collect();
+    std::fs::write(
+        dir.path().join("suite.yaml"),
+        format!("prompts: ['{{{{ n }}}}']\nproviders: [echo]\ntests:\n{tests}"),
+    )
+    .unwrap();
+    let endpoint = format!("http://{collector}");
+    let out = crate::cli::gauntlet_env(
+        &["run", "suite.yaml"],
+        dir.path(),
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
+            ("GAUNTLET_TRACE_URL", "http://jaeger.test/trace/"),
+            ("GAUNTLET_AMQP__BATCH_SIZE", "50"),
+        ],
+    )
+    .await;
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    let trace_id = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("trace: http://jaeger.test/trace/"))
+        .unwrap_or_else(|| panic!("a trace link in {stdout}"))
+        .to_owned();
+    let spans = receiver.spans();
+    let batches: Vec<&Got> = spans
+        .iter()
+        .filter(|g| g.kind() == SpanKind::Consumer && g.span.name == "process gauntlet.tasks")
+        .collect();
+    let tasks: i64 = batches
+        .iter()
+        .map(|b| b.int("gauntlet.task_count").unwrap())
+        .sum();
+    assert_eq!(tasks, 10_100, "every batch's span arrived");
+    for batch in &batches {
+        let first = batch.int("gauntlet.first_task").unwrap();
+        if first < 10_000 {
+            assert_eq!(batch.trace(), trace_id, "batch at {first}");
+            assert!(batch.span.links.is_empty());
+        } else {
+            assert_ne!(batch.trace(), trace_id, "batch at {first}");
+            assert!(batch.span.parent_span_id.is_empty(), "a root of its own");
+            assert!(
+                batch
+                    .span
+                    .links
+                    .iter()
+                    .any(|l| hex(&l.trace_id) == trace_id),
+                "batch at {first} links to the run: {:?}",
+                batch.span.links
+            );
+        }
+    }
+    assert!(
+        batches
+            .iter()
+            .any(|b| b.int("gauntlet.first_task").unwrap() >= 10_000)
+    );
+}

@@ -78,21 +78,7 @@ where
             }
         }
         let future = span.in_scope(|| self.inner.call(request));
-        let body_span = span.clone();
-        Box::pin(
-            async move {
-                let response = future.await?;
-                if let Some(status) = response.headers().get("grpc-status") {
-                    record_status(&body_span, Side::Client, status, response.headers());
-                }
-                Ok(response.map(|body| TracedBody {
-                    inner: Body::new(body),
-                    span: body_span,
-                    side: Side::Client,
-                }))
-            }
-            .instrument(span),
-        )
+        in_span(span, Side::Client, future)
     }
 }
 
@@ -183,21 +169,7 @@ where
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
         let span = self.request_span(&request);
         let future = span.in_scope(|| self.inner.call(request));
-        let body_span = span.clone();
-        Box::pin(
-            async move {
-                let response = future.await?;
-                if let Some(status) = response.headers().get("grpc-status") {
-                    record_status(&body_span, Side::Server, status, response.headers());
-                }
-                Ok(response.map(|body| TracedBody {
-                    inner: Body::new(body),
-                    span: body_span,
-                    side: Side::Server,
-                }))
-            }
-            .instrument(span),
-        )
+        in_span(span, Side::Server, future)
     }
 }
 
@@ -244,6 +216,35 @@ pub(crate) fn rpc_of(path: &str) -> Option<(&str, &str)> {
         }
         _ => None,
     }
+}
+
+/// The response of `future` (a call started in `span`) with `span` kept
+/// open until its body ends, and its gRPC status recorded.
+fn in_span<F, ResBody, E>(
+    span: Span,
+    side: Side,
+    future: F,
+) -> Pin<Box<dyn Future<Output = Result<Response<TracedBody>, E>> + Send>>
+where
+    F: Future<Output = Result<Response<ResBody>, E>> + Send + 'static,
+    ResBody: HttpBody<Data = Bytes> + Send + 'static,
+    ResBody::Error: Into<tonic::codegen::StdError>,
+{
+    let body_span = span.clone();
+    Box::pin(
+        async move {
+            let response = future.await?;
+            if let Some(status) = response.headers().get("grpc-status") {
+                record_status(&body_span, side, status, response.headers());
+            }
+            Ok(response.map(|body| TracedBody {
+                inner: Body::new(body),
+                span: body_span,
+                side,
+            }))
+        }
+        .instrument(span),
+    )
 }
 
 /// Which end of a call a span stands for: what counts as its failure.

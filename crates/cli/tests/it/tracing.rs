@@ -681,6 +681,30 @@ async fn a_silent_collector_slows_neither_a_run_nor_a_shutdown() {
     );
 }
 
+/// `gauntlet run suite.yaml` in `dir`, embedded, exporting to `collector`
+/// with `env` set; the trace id from the link it prints. Its spans are all
+/// exported by the time it exits.
+async fn embedded_run(
+    dir: &std::path::Path,
+    collector: SocketAddr,
+    env: &[(&str, &str)],
+) -> String {
+    let endpoint = format!("http://{collector}");
+    let mut all = vec![
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+        ("GAUNTLET_TRACE_URL", "http://jaeger.test/trace/"),
+    ];
+    all.extend_from_slice(env);
+    let out = crate::cli::gauntlet_env(&["run", "suite.yaml"], dir, &all).await;
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("trace: http://jaeger.test/trace/"))
+        .unwrap_or_else(|| panic!("a trace link in {stdout}"))
+        .to_owned()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_embedded_run_names_each_service_it_hosts() {
     let (receiver, collector) = Receiver::start().await;
@@ -690,23 +714,7 @@ async fn an_embedded_run_names_each_service_it_hosts() {
         "prompts: ['{{ n }}']\nproviders: [echo]\ntests:\n  - vars: { n: 'a' }\n  - vars: { n: 'b' }\n",
     )
     .unwrap();
-    let endpoint = format!("http://{collector}");
-    let out = crate::cli::gauntlet_env(
-        &["run", "suite.yaml"],
-        dir.path(),
-        &[
-            ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
-            ("GAUNTLET_TRACE_URL", "http://jaeger.test/trace/"),
-        ],
-    )
-    .await;
-    let (stdout, stderr) = text(&out);
-    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
-    let trace_id = stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("trace: http://jaeger.test/trace/"))
-        .unwrap_or_else(|| panic!("a trace link in {stdout}"))
-        .to_owned();
+    let trace_id = embedded_run(dir.path(), collector, &[]).await;
     // Exported before the process exited: nothing to wait for.
     let spans = receiver.spans();
     let services: BTreeSet<&str> = spans
@@ -768,24 +776,12 @@ async fn a_large_runs_later_batches_are_traces_of_their_own_that_link_to_it() {
         format!("prompts: ['{{{{ n }}}}']\nproviders: [echo]\ntests:\n{tests}"),
     )
     .unwrap();
-    let endpoint = format!("http://{collector}");
-    let out = crate::cli::gauntlet_env(
-        &["run", "suite.yaml"],
+    let trace_id = embedded_run(
         dir.path(),
-        &[
-            ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
-            ("GAUNTLET_TRACE_URL", "http://jaeger.test/trace/"),
-            ("GAUNTLET_AMQP__BATCH_SIZE", "50"),
-        ],
+        collector,
+        &[("GAUNTLET_AMQP__BATCH_SIZE", "50")],
     )
     .await;
-    let (stdout, stderr) = text(&out);
-    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
-    let trace_id = stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("trace: http://jaeger.test/trace/"))
-        .unwrap_or_else(|| panic!("a trace link in {stdout}"))
-        .to_owned();
     let spans = receiver.spans();
     let batches: Vec<&Got> = spans
         .iter()

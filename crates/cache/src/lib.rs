@@ -276,7 +276,7 @@ impl Cache {
 /// A CLIENT span for one Redis command (`db.system.name = redis`), or none
 /// outside a traced span.
 pub(crate) fn redis_span(operation: &'static str) -> tracing::Span {
-    if tracing::Span::current().is_none() {
+    if !gauntlet_telemetry::propagation::spans_wanted() {
         return tracing::Span::none();
     }
     tracing::info_span!(

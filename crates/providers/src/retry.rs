@@ -176,19 +176,21 @@ where
                 "provider call failed, retrying"
             );
         }
-        tracing::Span::current().add_event(
-            "retry",
-            vec![
-                KeyValue::new("gauntlet.provider", provider.to_owned()),
-                KeyValue::new("gauntlet.attempt", i64::from(attempt)),
-                KeyValue::new(
-                    "gauntlet.delay_ms",
-                    i64::try_from(delay.as_millis()).unwrap_or(i64::MAX),
-                ),
-                KeyValue::new("error.type", err.kind()),
-                KeyValue::new("exception.message", err.to_string()),
-            ],
-        );
+        if gauntlet_telemetry::propagation::spans_wanted() {
+            tracing::Span::current().add_event(
+                "retry",
+                vec![
+                    KeyValue::new("gauntlet.provider", provider.to_owned()),
+                    KeyValue::new("gauntlet.attempt", i64::from(attempt)),
+                    KeyValue::new(
+                        "gauntlet.delay_ms",
+                        i64::try_from(delay.as_millis()).unwrap_or(i64::MAX),
+                    ),
+                    KeyValue::new("error.type", err.kind()),
+                    KeyValue::new("exception.message", err.to_string()),
+                ],
+            );
+        }
         tokio::time::sleep(delay).await;
         attempt += 1;
     }

@@ -85,6 +85,9 @@ impl Provider for TracedProvider {
     }
 
     async fn complete(&self, prompt: &str) -> Result<Completion, ProviderError> {
+        if !gauntlet_telemetry::propagation::spans_wanted() {
+            return self.inner.complete(prompt).await;
+        }
         let operation = self.gen_ai.operation;
         let span = self.span(operation);
         let answer = self.inner.complete(prompt).instrument(span.clone()).await;
@@ -105,6 +108,9 @@ impl Provider for TracedProvider {
     }
 
     async fn embed(&self, texts: &[String]) -> Result<Embeddings, ProviderError> {
+        if !gauntlet_telemetry::propagation::spans_wanted() {
+            return self.inner.embed(texts).await;
+        }
         let span = self.span("embeddings");
         let answer = self.inner.embed(texts).instrument(span.clone()).await;
         if let Err(error) = &answer {

@@ -222,12 +222,15 @@ pub(crate) async fn send(
             req.headers_mut().insert(name, value);
         }
     }
-    span.record("http.request.method", req.method().as_str());
-    if let Some(host) = req.url().host_str() {
-        span.record("server.address", host);
-    }
-    if let Some(port) = req.url().port_or_known_default() {
-        span.record("server.port", i64::from(port));
+    let traced = gauntlet_telemetry::propagation::spans_wanted();
+    if traced {
+        span.record("http.request.method", req.method().as_str());
+        if let Some(host) = req.url().host_str() {
+            span.record("server.address", host);
+        }
+        if let Some(port) = req.url().port_or_known_default() {
+            span.record("server.port", i64::from(port));
+        }
     }
     let started = Instant::now();
     let resp = client
@@ -235,7 +238,9 @@ pub(crate) async fn send(
         .await
         .map_err(ProviderError::from_reqwest)?;
     let status = resp.status();
-    span.record("http.response.status_code", i64::from(status.as_u16()));
+    if traced {
+        span.record("http.response.status_code", i64::from(status.as_u16()));
+    }
     let headers = resp.headers().clone();
     let body = resp.bytes().await.map_err(ProviderError::from_reqwest)?;
     let latency_ms = u32::try_from(started.elapsed().as_millis()).unwrap_or(u32::MAX);

@@ -14,7 +14,7 @@ pub(crate) fn db_span(
     operation: &'static str,
     collection: &'static str,
 ) -> Span {
-    if Span::current().is_none() {
+    if !gauntlet_telemetry::propagation::spans_wanted() {
         return Span::none();
     }
     tracing::info_span!(

@@ -54,7 +54,31 @@ pub fn extract_link<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> 
 /// The trace context of the current `tracing` span, as W3C header pairs.
 /// Empty when there is no current span or no OpenTelemetry layer.
 pub fn inject_current() -> Vec<(String, String)> {
+    if let Ok(pairs) = UNSAMPLED.try_with(inject_context) {
+        return pairs;
+    }
     inject_context(&tracing::Span::current().context())
+}
+
+tokio::task_local! {
+    /// Set while work the sampling left out runs: the context it passes on.
+    static UNSAMPLED: Context;
+}
+
+/// Runs `work` as work the sampling left out: it makes no spans of its own
+/// ([`spans_wanted`] is false in it), and what it calls sees `cx` (an
+/// unsampled context: the trace id, flags `00`).
+pub async fn unsampled<F: std::future::Future>(cx: Context, work: F) -> F::Output {
+    UNSAMPLED.scope(cx, work).await
+}
+
+/// Whether fine-grained spans (a task's, a model call's, a store or Redis
+/// call's) are worth making here: spans leave this process, the current
+/// work was not left out by the sampling, and there is a traced span to
+/// hang them under. Making them costs microseconds each, which a 100,000-task
+/// run feels.
+pub fn spans_wanted() -> bool {
+    crate::exporting() && UNSAMPLED.try_with(|_| ()).is_err() && !tracing::Span::current().is_none()
 }
 
 /// The trace context of `cx` as W3C header pairs (`traceparent`, and

@@ -747,39 +747,58 @@ impl Worker {
         deferrable: bool,
     ) -> Outcome {
         let batch = tracing::Span::current().context();
+        let trace_id = batch.span().span_context().trace_id();
+        if !gauntlet_telemetry::propagation::spans_wanted() {
+            // No spans leave this process: the task makes none.
+            let mut outcome = self.task(plan, tests, project_id, index, deferrable).await;
+            if let Outcome::Row(row) = &mut outcome
+                && trace_id != TraceId::INVALID
+            {
+                row.trace_id = trace_id.to_string();
+            }
+            return outcome;
+        }
         let sampled = self.sampling.keeps(run_id, index);
-        let span = info_span!(
-            "gauntlet.task",
-            otel.name = "task",
-            otel.status_code = Empty,
-            otel.status_description = Empty,
-            "gauntlet.run_id" = %run_id,
-            "gauntlet.task_index" = index as i64,
-            "gauntlet.provider" = Empty,
-            "gauntlet.test_index" = Empty,
-            "gauntlet.verdict" = Empty,
-            "gauntlet.cached" = Empty,
-            "gauntlet.score" = Empty,
-        );
-        if !sampled {
-            // Its calls, and the vendor, see an unsampled parent.
+        let started = SystemTime::now();
+        let (span, mut outcome) = if sampled {
+            let span = info_span!(
+                "gauntlet.task",
+                otel.name = "task",
+                otel.status_code = Empty,
+                otel.status_description = Empty,
+                "gauntlet.run_id" = %run_id,
+                "gauntlet.task_index" = index as i64,
+                "gauntlet.provider" = Empty,
+                "gauntlet.test_index" = Empty,
+                "gauntlet.verdict" = Empty,
+                "gauntlet.cached" = Empty,
+                "gauntlet.score" = Empty,
+            );
+            let outcome = self
+                .task(plan, tests, project_id, index, deferrable)
+                .instrument(span.clone())
+                .await;
+            (span, outcome)
+        } else {
+            // No span, and its calls (and the vendor) see an unsampled
+            // parent with the trace's id.
             let sc = batch.span().span_context().clone();
-            let _ = span.set_parent(Context::new().with_remote_span_context(SpanContext::new(
+            let unsampled = Context::new().with_remote_span_context(SpanContext::new(
                 sc.trace_id(),
                 sc.span_id(),
                 TraceFlags::default(),
                 true,
                 sc.trace_state().clone(),
-            )));
-        }
-        let started = SystemTime::now();
-        let mut outcome = self
-            .task(plan, tests, project_id, index, deferrable)
-            .instrument(span.clone())
+            ));
+            let outcome = propagation::unsampled(
+                unsampled,
+                self.task(plan, tests, project_id, index, deferrable),
+            )
             .await;
+            (tracing::Span::none(), outcome)
+        };
         match &mut outcome {
             Outcome::Row(row) => {
-                let trace_id = batch.span().span_context().trace_id();
                 if trace_id != TraceId::INVALID {
                     row.trace_id = trace_id.to_string();
                 }

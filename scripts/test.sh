@@ -28,11 +28,13 @@ fi
 
 # Debian's packages: a browser we did not write, for the HTML report's
 # test, and promtool (package prometheus), which checks the shipped alert
-# rules and runs their unit tests.
+# rules and runs their unit tests, and openssl, which makes the TLS tests'
+# certificate authority.
 packages=()
 command -v chromium >/dev/null 2>&1 || packages+=(chromium)
 command -v chromedriver >/dev/null 2>&1 || packages+=(chromium-driver)
 command -v promtool >/dev/null 2>&1 || packages+=(prometheus)
+command -v openssl >/dev/null 2>&1 || packages+=(openssl)
 if [ "${#packages[@]}" -gt 0 ]; then
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"

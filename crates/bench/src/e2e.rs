@@ -387,7 +387,11 @@ async fn drive(
     // The CLI's own client: the suite streams in chunks, so its size is
     // bounded by gateway.max_suite_bytes, not by one message.
     let mut gateway = Gateway::new(
-        client::connect(&format!("http://127.0.0.1:{gateway_port}")).await?,
+        client::connect(
+            &format!("http://127.0.0.1:{gateway_port}"),
+            &gauntlet_config::GrpcConfig::default(),
+        )
+        .await?,
         client::limits(&gauntlet_config::load(None, std::env::vars())?, false),
     );
     let suite = BenchSuite::new(args.cases, &format!("{mock_url}/v1"));

@@ -201,7 +201,7 @@ impl Stack {
 
     /// A client of the gateway (run, analytics and report services).
     pub async fn gateway(&self) -> anyhow::Result<Gateway> {
-        let channel = client::connect(&self.gateway_url())
+        let channel = client::connect(&self.gateway_url(), &gauntlet_config::GrpcConfig::default())
             .await
             .context("connect to the gateway")?;
         Ok(Gateway::new(

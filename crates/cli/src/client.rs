@@ -5,9 +5,8 @@
 
 use std::time::Duration;
 
-use anyhow::Context;
 use futures::{Stream, StreamExt};
-use gauntlet_config::GauntletConfig;
+use gauntlet_config::{GauntletConfig, GrpcConfig};
 use gauntlet_core::{
     Suite, TestCase,
     parse::{normalized_header_line, normalized_test_line},
@@ -62,7 +61,10 @@ impl Gateway {
 
     /// Connects to a remote gateway with `config`'s limits.
     pub async fn connect(url: &str, config: &GauntletConfig) -> anyhow::Result<Self> {
-        Ok(Self::new(connect(url).await?, limits(config, true)))
+        Ok(Self::new(
+            connect(url, &config.grpc).await?,
+            limits(config, true),
+        ))
     }
 
     /// Submits a suite of any size up to the gateway's suite limit, in
@@ -347,10 +349,16 @@ pub fn result_pages(
     })
 }
 
-/// Connects to the gateway at `url`, failing fast with one clear line.
-pub async fn connect(url: &str) -> anyhow::Result<Channel> {
-    let endpoint = Endpoint::from_shared(url.to_string())
-        .with_context(|| format!("`{url}` is not a valid server URL (expected http://HOST:PORT)"))?
+/// Connects to the gateway at `url`, failing fast with one clear line:
+/// TLS for `https://` (trusting `grpc.tls_ca`, the `--ca-cert`, else the
+/// public roots; presenting `grpc.tls_cert`/`tls_key` when set).
+pub async fn connect(url: &str, grpc: &GrpcConfig) -> anyhow::Result<Channel> {
+    if Endpoint::from_shared(url.to_string()).is_err() {
+        anyhow::bail!(
+            "`{url}` is not a valid server URL (expected http://HOST:PORT or https://HOST:PORT)"
+        );
+    }
+    let endpoint = gauntlet_service::tls::endpoint("--server", url, grpc)?
         .connect_timeout(Duration::from_secs(5))
         .tcp_nodelay(true);
     endpoint.connect().await.map_err(|e| {

@@ -138,6 +138,11 @@ impl Stack {
         b: Backends,
         gl: TcpListener,
     ) -> anyhow::Result<Self> {
+        // In-process services talk plaintext over loopback (their URLs are
+        // http://); TLS is for services a network separates.
+        config.grpc.tls_cert.clear();
+        config.grpc.tls_key.clear();
+        config.grpc.tls_client_auth = false;
         let gateway = gl.local_addr()?;
         let (wl, worker) = loopback().await?;
         let (al, analytics) = loopback().await?;

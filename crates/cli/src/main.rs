@@ -31,6 +31,10 @@ struct Cli {
     /// environment variables override it.
     #[arg(long, short = 'c', global = true, env = "GAUNTLET_CONFIG")]
     config: Option<PathBuf>,
+    /// PEM CA certificate(s) to trust for an https:// --server (also
+    /// GAUNTLET_CA_CERT; sets grpc.tls_ca). Without it, the public roots.
+    #[arg(long, global = true, env = "GAUNTLET_CA_CERT", value_name = "PEM")]
+    ca_cert: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -408,7 +412,10 @@ fn redact(url: &str) -> String {
 
 async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
     // Read once, here: every command gets the same configuration.
-    let config = load_config(cli.config.as_ref())?;
+    let mut config = load_config(cli.config.as_ref())?;
+    if let Some(ca) = &cli.ca_cert {
+        config.grpc.tls_ca = ca.display().to_string();
+    }
     // The services log what they do; a client command's output is its own,
     // and the services it runs in-process (`run` without --server) only warn.
     let (service_name, log_filter) = match &cli.command {

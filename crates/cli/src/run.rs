@@ -3,6 +3,7 @@
 //! files, and exit 0 when everything passed, 100 (or `--fail-exit-code`)
 //! when anything failed, 130 when interrupted.
 
+use gauntlet_config::GrpcConfig;
 use std::{
     io::IsTerminal,
     path::PathBuf,
@@ -150,7 +151,7 @@ pub async fn run(args: RunArgs, config: GauntletConfig) -> anyhow::Result<i32> {
         None => {
             let stack =
                 embedded::Stack::start(config, &args.data_dir, args.max_concurrency).await?;
-            let channel = client::connect(&stack.url()).await?;
+            let channel = client::connect(&stack.url(), &GrpcConfig::default()).await?;
             (client::Gateway::new(channel, limits), Some(stack))
         }
     };

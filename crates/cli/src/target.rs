@@ -3,6 +3,7 @@
 //! `gauntlet run`s stored in the data directory, read through the same
 //! services started in this process.
 
+use gauntlet_config::GrpcConfig;
 use std::path::PathBuf;
 
 use gauntlet_config::GauntletConfig;
@@ -43,7 +44,7 @@ impl Target {
         // run` stays as it is, and no provider is called.
         config.reconcile.enabled = false;
         let stack = embedded::Stack::start(config.clone(), &self.data_dir, 0).await?;
-        let channel = client::connect(&stack.url()).await?;
+        let channel = client::connect(&stack.url(), &GrpcConfig::default()).await?;
         let mut gateway = client::Gateway::new(channel, client::limits(&config, false));
         let out = f(&mut gateway).await;
         drop(gateway);

@@ -45,6 +45,19 @@ pub struct GrpcConfig {
     /// answer with it when the client asks). Worth it across a network; on
     /// loopback it only costs CPU, so the embedded stack turns it off.
     pub gzip: bool,
+    /// PEM certificate chain the gRPC servers present, with `tls_key`: set
+    /// both to serve TLS (clients then use `https://` URLs). Empty serves
+    /// plaintext. With `tls_client_auth`, also the identity a service
+    /// presents to the others, and the CLI to a server that asks.
+    pub tls_cert: String,
+    /// PEM private key of `tls_cert`.
+    pub tls_key: String,
+    /// PEM CA certificates clients trust for `https://` servers (the CLI's
+    /// `--ca-cert`); empty trusts the public web roots.
+    pub tls_ca: String,
+    /// Servers accept only clients with a certificate signed by `tls_ca`
+    /// (mutual TLS between services).
+    pub tls_client_auth: bool,
 }
 
 impl Default for GrpcConfig {
@@ -52,6 +65,10 @@ impl Default for GrpcConfig {
         Self {
             max_message_bytes: 16 * 1024 * 1024,
             gzip: true,
+            tls_cert: String::new(),
+            tls_key: String::new(),
+            tls_ca: String::new(),
+            tls_client_auth: false,
         }
     }
 }

@@ -34,9 +34,12 @@ pub struct Router {
     limits: MessageLimits,
 }
 
-fn lazy_channel(field: &str, url: &str) -> anyhow::Result<Channel> {
-    let endpoint = tonic::transport::Endpoint::from_shared(url.to_string())
-        .map_err(|e| anyhow::anyhow!("{field}: `{url}` is not a valid URL: {e}"))?
+fn lazy_channel(
+    field: &str,
+    url: &str,
+    grpc: &gauntlet_config::GrpcConfig,
+) -> anyhow::Result<Channel> {
+    let endpoint = gauntlet_service::tls::endpoint(field, url, grpc)?
         .connect_timeout(std::time::Duration::from_secs(5));
     Ok(endpoint.connect_lazy())
 }
@@ -49,14 +52,16 @@ impl Router {
             analytics: limited!(
                 AnalyticsServiceClient::new(TraceClient::new(lazy_channel(
                     "gateway.analytics_url",
-                    &config.gateway.analytics_url
+                    &config.gateway.analytics_url,
+                    &config.grpc,
                 )?)),
                 limits
             ),
             monitor: limited!(
                 MonitorServiceClient::new(TraceClient::new(lazy_channel(
                     "gateway.monitor_url",
-                    &config.gateway.monitor_url
+                    &config.gateway.monitor_url,
+                    &config.grpc,
                 )?)),
                 limits
             ),

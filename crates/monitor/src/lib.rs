@@ -113,8 +113,7 @@ pub async fn run(
     let limits = gauntlet_service::MessageLimits::new(&config.grpc);
     let mut targets = Vec::new();
     for (name, url) in config.monitor.target_list()? {
-        let channel = tonic::transport::Endpoint::from_shared(url.clone())
-            .with_context(|| format!("monitor.targets: `{url}` is not a valid URL"))?
+        let channel = gauntlet_service::tls::endpoint("monitor.targets", &url, &config.grpc)?
             .connect_timeout(PROBE_TIMEOUT)
             .connect_lazy();
         targets.push(Target {
@@ -135,15 +134,12 @@ pub async fn run(
     }
     let quality = match (&deps.store, rules.iter().any(|r| r.quality.is_some())) {
         (Some(store), true) => {
-            let channel =
-                tonic::transport::Endpoint::from_shared(config.monitor.analytics_url.clone())
-                    .with_context(|| {
-                        format!(
-                            "monitor.analytics_url: `{}` is not a valid URL",
-                            config.monitor.analytics_url
-                        )
-                    })?
-                    .connect_lazy();
+            let channel = gauntlet_service::tls::endpoint(
+                "monitor.analytics_url",
+                &config.monitor.analytics_url,
+                &config.grpc,
+            )?
+            .connect_lazy();
             let client = gauntlet_service::limited!(AnalyticsServiceClient::new(channel), limits);
             Some(Quality::new(store.clone(), client))
         }

@@ -63,14 +63,12 @@ pub async fn run(
     listener: impl Into<gauntlet_service::Listeners>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let channel = tonic::transport::Endpoint::from_shared(config.reports.analytics_url.clone())
-        .with_context(|| {
-            format!(
-                "reports.analytics_url: `{}` is not a valid URL",
-                config.reports.analytics_url
-            )
-        })?
-        .connect_lazy();
+    let channel = gauntlet_service::tls::endpoint(
+        "reports.analytics_url",
+        &config.reports.analytics_url,
+        &config.grpc,
+    )?
+    .connect_lazy();
     let analytics = gauntlet_service::limited!(
         AnalyticsServiceClient::new(TraceClient::new(channel)),
         gauntlet_service::MessageLimits::new(&config.grpc)

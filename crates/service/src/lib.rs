@@ -11,6 +11,7 @@ pub mod metrics;
 pub mod server;
 pub mod startup;
 pub mod tests;
+pub mod tls;
 
 /// Project of every request until API keys arrive.
 pub const DEFAULT_PROJECT: &str = "default";

@@ -34,10 +34,14 @@ pub struct GrpcServer {
     health: HealthReporter,
     metrics: Arc<Registry>,
     limits: MessageLimits,
+    /// `grpc.tls_*`: TLS, or None for plaintext.
+    tls: Option<tonic::transport::ServerTlsConfig>,
 }
 
 impl GrpcServer {
     pub async fn new(name: &'static str, grpc: &GrpcConfig) -> anyhow::Result<Self> {
+        // Read first: a bad certificate path fails the start, naming the key.
+        let tls = crate::tls::server(grpc)?;
         let (health, health_service) = tonic_health::server::health_reporter();
         health
             .set_service_status("", tonic_health::ServingStatus::NotServing)
@@ -73,6 +77,7 @@ impl GrpcServer {
             health,
             metrics,
             limits,
+            tls,
         })
     }
 
@@ -167,7 +172,12 @@ impl GrpcServer {
             stop.cancelled().await;
             set_serving(&health, false).await;
         };
-        tonic::transport::Server::builder()
+        let mut builder = tonic::transport::Server::builder();
+        if let Some(tls) = self.tls.clone() {
+            info!(service = self.name, "serving TLS");
+            builder = builder.tls_config(tls)?;
+        }
+        builder
             .layer(TraceLayer::new().service(Box::leak(
                 format!("gauntlet-{}", self.name).into_boxed_str(),
             )))

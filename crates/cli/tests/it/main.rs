@@ -13,5 +13,6 @@ mod graded;
 mod monitoring;
 mod resilience;
 mod stuck;
+mod tls;
 mod tracing;
 mod upload;

@@ -510,9 +510,12 @@ async fn a_flooded_task_queue_alert_goes_pending_fires_to_a_webhook_and_resolves
     let suite = format!("prompts: ['{{{{ n }}}}']\nproviders: [echo, echo]\ntests:\n{tests}");
     let mut runs = gauntlet_proto::v1::run_service_client::RunServiceClient::new(
         gauntlet_cli::client::Conn::new(
-            gauntlet_cli::client::connect(&format!("http://{gateway_addr}"))
-                .await
-                .unwrap(),
+            gauntlet_cli::client::connect(
+                &format!("http://{gateway_addr}"),
+                &gauntlet_config::GrpcConfig::default(),
+            )
+            .await
+            .unwrap(),
         ),
     );
     let run = runs

@@ -3,6 +3,8 @@
 
 #![allow(clippy::all, clippy::pedantic)]
 
+pub mod codec;
+
 pub mod v1 {
     tonic::include_proto!("gauntlet.v1");
 }

@@ -9,6 +9,7 @@ mod cluster;
 mod compare;
 mod e2e;
 mod front_door;
+mod fuzz;
 mod graded;
 mod monitoring;
 mod resilience;

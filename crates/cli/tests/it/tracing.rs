@@ -823,3 +823,107 @@ async fn a_large_runs_later_batches_are_traces_of_their_own_that_link_to_it() {
             .any(|b| b.int("gauntlet.first_task").unwrap() >= 10_000)
     );
 }
+
+/// A vendor that refuses every call with a 401 whose message quotes the
+/// `Authorization` header it got, as some gateways do.
+async fn quoting_vendor() -> SocketAddr {
+    let app = axum::Router::new().fallback(|headers: axum::http::HeaderMap| async move {
+        let auth = headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        (
+            axum::http::StatusCode::UNAUTHORIZED,
+            [("content-type", "application/json")],
+            format!(r#"{{"error":{{"message":"invalid key in `{auth}`"}}}}"#),
+        )
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provider_key_appears_in_no_output_log_or_span() {
+    const KEY: &str = "sk-gauntlet-redaction-0123456789abcdef";
+    let (receiver, collector) = Receiver::start().await;
+    let mock = MockServer::start(MockConfig::default()).await.unwrap();
+    let quoting = quoting_vendor().await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("suite.yaml"),
+        format!(
+            "prompts: ['Say {{{{ n }}}}']\nproviders:\n  - openai:chat:gpt-4o-mini\n\
+             \x20 - id: openai:chat:gpt-4.1-mini\n    config: {{ apiBaseUrl: 'http://{quoting}/v1', maxRetries: 0 }}\n\
+             tests:\n  - vars: {{ n: 'a' }}\n  - vars: {{ n: 'b' }}\n"
+        ),
+    )
+    .unwrap();
+    let outputs = [
+        "out.json",
+        "out.jsonl",
+        "out.csv",
+        "out.md",
+        "out.html",
+        "out.xml",
+    ];
+    let mut args = vec!["run", "suite.yaml"];
+    for o in &outputs {
+        args.extend(["-o", o]);
+    }
+    let endpoint = format!("http://{collector}");
+    let base_url = mock.base_url();
+    let out = crate::cli::gauntlet_env(
+        &args,
+        dir.path(),
+        &[
+            ("OPENAI_API_KEY", KEY),
+            ("OPENAI_BASE_URL", &base_url),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
+            ("GAUNTLET_WORKER__TRACE_TASK_RATIO", "1"),
+            // Every log line of every in-process service.
+            ("RUST_LOG", "debug"),
+        ],
+    )
+    .await;
+    let (stdout, stderr) = text(&out);
+    // The refused calls are errors whose message was read (and scrubbed).
+    assert_eq!(out.status.code(), Some(100), "{stdout}\n{stderr}");
+    let results = std::fs::read_to_string(dir.path().join("out.json")).unwrap();
+    assert!(results.contains("invalid key in"), "{results}");
+    // The vendor quoted the key; what is stored says where, not what.
+    assert!(
+        results.contains("invalid key in `Bearer [redacted]`"),
+        "{results}"
+    );
+    // The key reached the vendors (so it was there to leak).
+    assert!(mock.stats().ok >= 2);
+    let mut leaks = Vec::new();
+    for (name, text) in [
+        ("stdout", stdout.clone()),
+        ("stderr (debug logs)", stderr.clone()),
+    ] {
+        if text.contains(KEY) {
+            leaks.push(name.to_owned());
+        }
+    }
+    for o in &outputs {
+        if std::fs::read_to_string(dir.path().join(o))
+            .unwrap()
+            .contains(KEY)
+        {
+            leaks.push((*o).to_owned());
+        }
+    }
+    let spans = receiver.spans();
+    assert!(!spans.is_empty());
+    for g in &spans {
+        if format!("{:?}", g.span).contains(KEY) {
+            leaks.push(format!("span {}", g.span.name));
+        }
+    }
+    assert!(leaks.is_empty(), "the key leaked into {leaks:?}");
+    assert!(stderr.contains("DEBUG"), "debug logs were on");
+}

@@ -214,14 +214,7 @@ pub(crate) async fn send(
     // The attempt's span (`crate::traced`): the vendor continues its trace,
     // and the span gets the HTTP attributes.
     let span = tracing::Span::current();
-    for (name, value) in gauntlet_telemetry::propagation::inject_current() {
-        if let (Ok(name), Ok(value)) = (
-            HeaderName::from_bytes(name.as_bytes()),
-            HeaderValue::from_str(&value),
-        ) {
-            req.headers_mut().insert(name, value);
-        }
-    }
+    gauntlet_telemetry::propagation::inject_current_into(req.headers_mut());
     let traced = gauntlet_telemetry::propagation::spans_wanted();
     if traced {
         span.record("http.request.method", req.method().as_str());

@@ -25,10 +25,7 @@ use opentelemetry_sdk::{
     error::{OTelSdkError, OTelSdkResult},
     trace::{Span, SpanData, SpanExporter as _, SpanProcessor},
 };
-use tokio::{
-    runtime::Handle,
-    sync::{mpsc, oneshot},
-};
+use tokio::{runtime::Handle, sync::mpsc};
 
 /// Longest the process waits at shutdown for its last spans to leave.
 pub const SHUTDOWN_WAIT: Duration = Duration::from_secs(1);
@@ -73,9 +70,10 @@ impl Batching {
 pub(crate) type MakeExporter =
     Box<dyn Fn(&str) -> Option<opentelemetry_otlp::SpanExporter> + Send + Sync>;
 
+/// Asks the sending task; it answers on the channel when done.
 enum Control {
-    Flush(oneshot::Sender<()>),
-    Shutdown(oneshot::Sender<()>),
+    Flush(std::sync::mpsc::SyncSender<()>),
+    Shutdown(std::sync::mpsc::SyncSender<()>),
 }
 
 /// See the module documentation.
@@ -140,36 +138,21 @@ impl Exporting {
         self.open.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Asks the task and waits at most `wait` for its answer.
+    /// Asks the task and waits at most `wait` for its answer, blocking:
+    /// the caller may be on the runtime the task needs (inside
+    /// `block_in_place`, as the guard's drop is).
     fn ask(
         &self,
-        make: impl FnOnce(oneshot::Sender<()>) -> Control,
+        make: impl FnOnce(std::sync::mpsc::SyncSender<()>) -> Control,
         wait: Duration,
     ) -> OTelSdkResult {
-        let (done, answer) = oneshot::channel();
+        let (done, answer) = std::sync::mpsc::sync_channel(1);
         if self.control.send(make(done)).is_err() {
             return Err(OTelSdkError::AlreadyShutdown);
         }
-        // Polled, not awaited: the caller may be on the runtime the sending
-        // task needs (inside `block_in_place`, as the guard's drop is).
-        let deadline = std::time::Instant::now() + wait;
-        let mut answer = answer;
-        let waited = loop {
-            match answer.try_recv() {
-                Ok(()) => break true,
-                Err(oneshot::error::TryRecvError::Closed) => break false,
-                Err(oneshot::error::TryRecvError::Empty) => {}
-            }
-            if std::time::Instant::now() >= deadline {
-                break false;
-            }
-            std::thread::sleep(Duration::from_millis(2));
-        };
-        if waited {
-            Ok(())
-        } else {
-            Err(OTelSdkError::Timeout(wait))
-        }
+        answer
+            .recv_timeout(wait)
+            .map_err(|_| OTelSdkError::Timeout(wait))
     }
 }
 

@@ -69,14 +69,7 @@ where
             rpc.method = method,
             rpc.grpc.status_code = Empty,
         );
-        for (name, value) in propagation::inject_context(&span.context()) {
-            if let (Ok(name), Ok(value)) = (
-                http::HeaderName::from_bytes(name.as_bytes()),
-                http::HeaderValue::from_str(&value),
-            ) {
-                request.headers_mut().insert(name, value);
-            }
-        }
+        propagation::inject_into(&span.context(), request.headers_mut());
         let future = span.in_scope(|| self.inner.call(request));
         in_span(span, Side::Client, future)
     }

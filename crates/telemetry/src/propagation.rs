@@ -89,6 +89,29 @@ pub fn inject_context(cx: &Context) -> Vec<(String, String)> {
     pairs.0
 }
 
+/// Writes the W3C pairs of `cx` into HTTP `headers` (a gRPC request's, a
+/// vendor call's), replacing any already there.
+pub fn inject_into(cx: &Context, headers: &mut http::HeaderMap) {
+    for (name, value) in inject_context(cx) {
+        // The propagator emits only valid header names and values; a pair
+        // that somehow is not is dropped rather than failing the call.
+        if let (Ok(name), Ok(value)) = (
+            http::HeaderName::from_bytes(name.as_bytes()),
+            http::HeaderValue::from_str(&value),
+        ) {
+            headers.insert(name, value);
+        }
+    }
+}
+
+/// [`inject_into`] with the current context ([`inject_current`]'s).
+pub fn inject_current_into(headers: &mut http::HeaderMap) {
+    if let Ok(()) = UNSAMPLED.try_with(|cx| inject_into(cx, headers)) {
+        return;
+    }
+    inject_into(&tracing::Span::current().context(), headers);
+}
+
 /// A context carrying the remote span described by W3C header pairs. Names
 /// are matched case-insensitively; a missing or malformed `traceparent`
 /// yields a context without a valid span.

@@ -27,26 +27,38 @@ fn openssl(dir: &Path, args: &[&str]) {
     );
 }
 
+/// `openssl req` for a new P-256 key `NAME.key` with subject `CN=NAME`,
+/// writing `out`, with `extra` options.
+fn new_key(dir: &Path, name: &str, out: &str, extra: &[&str]) {
+    let (key, subject) = (format!("{name}.key"), format!("/CN={name}"));
+    let mut args = vec![
+        "req",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-keyout",
+        &key,
+        "-out",
+        out,
+        "-subj",
+        &subject,
+    ];
+    args.extend_from_slice(extra);
+    openssl(dir, &args);
+}
+
 /// A CA (`NAME.pem`, `NAME.key`).
 fn ca(dir: &Path, name: &str) {
-    openssl(
+    new_key(
         dir,
+        name,
+        &format!("{name}.pem"),
         &[
-            "req",
             "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-keyout",
-            &format!("{name}.key"),
-            "-out",
-            &format!("{name}.pem"),
             "-days",
             "2",
-            "-subj",
-            &format!("/CN={name}"),
             "-addext",
             "basicConstraints=critical,CA:TRUE",
             "-addext",
@@ -58,23 +70,7 @@ fn ca(dir: &Path, name: &str) {
 /// A certificate `NAME.pem`/`NAME.key` signed by `ca` for `usage`
 /// (`serverAuth` for 127.0.0.1 and localhost, or `clientAuth`).
 fn leaf(dir: &Path, ca: &str, name: &str, usage: &str) {
-    openssl(
-        dir,
-        &[
-            "req",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-keyout",
-            &format!("{name}.key"),
-            "-out",
-            &format!("{name}.csr"),
-            "-subj",
-            &format!("/CN={name}"),
-        ],
-    );
+    new_key(dir, name, &format!("{name}.csr"), &[]);
     std::fs::write(
         dir.join(format!("{name}.ext")),
         format!(

@@ -549,17 +549,13 @@ async fn a_run_is_one_trace_from_the_cli_through_the_broker_to_the_model_and_the
     );
 
     // The run's stored trace id is the root's, and so is each result's.
-    let mut runs = v1::run_service_client::RunServiceClient::connect(server.clone())
-        .await
-        .unwrap();
-    let run_id = results["run_id"].as_str().unwrap().to_owned();
-    let stored = runs
-        .get_run(v1::GetRunRequest {
-            run_id: run_id.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let mut runs = v1::run_service_client::RunServiceClient::new(gauntlet_cli::client::Conn::new(
+        gauntlet_cli::client::connect(&server, &Default::default())
+            .await
+            .unwrap(),
+    ));
+    let run_id = results["run_id"].as_str().unwrap();
+    let stored = crate::resilience::get_run(&mut runs, run_id).await;
     assert_eq!(stored.trace_id, trace_id);
     assert_eq!(results["trace_id"], trace_id.as_str());
     assert!(by_task.values().all(|r| r["trace_id"] == trace_id.as_str()));
@@ -668,6 +664,19 @@ async fn a_silent_collector_slows_neither_a_run_nor_a_shutdown() {
         let out = crate::cli::gauntlet(&["runs", "--server", &server], dir.path()).await;
         assert!(out.status.success());
     }
+    // The counter of spans sent is served too (nothing reached this collector).
+    let text = reqwest::get(format!("http://127.0.0.1:{metrics}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        gauntlet_telemetry::metrics::parse(&text)
+            .iter()
+            .any(|s| s.name == "gauntlet_trace_spans_exported_total" && s.value == 0.0),
+        "{text}"
+    );
     let pid = gateway.id().unwrap().to_string();
     let stopping = Instant::now();
     let killed = std::process::Command::new("kill")

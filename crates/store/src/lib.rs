@@ -101,6 +101,39 @@ pub(crate) const TREND_LATENCIES_SELECT: &str = trend_select!(
 pub(crate) const OUTCOME_SELECT: &str = "SELECT test_index, prompt_index, provider_index, \
      repeat_index, status, score, latency_ms, cost_usd FROM results";
 
+/// Projects, keys, audit events and usage (issue 14): the same SQL on both
+/// backends; timestamps are bound and read as each backend stores them.
+pub(crate) const PROJECT_COLUMNS: &str = "id, name, max_concurrent_runs, max_tasks_per_run, \
+     max_tasks_per_day, monthly_budget_usd, weight, created_at";
+pub(crate) const PROJECT_INSERT: &str = "INSERT INTO projects (id, name, max_concurrent_runs, \
+     max_tasks_per_run, max_tasks_per_day, monthly_budget_usd, weight, created_at) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (id) DO NOTHING";
+pub(crate) const PROJECT_UPDATE: &str = "UPDATE projects SET name = $2, max_concurrent_runs = $3, \
+     max_tasks_per_run = $4, max_tasks_per_day = $5, monthly_budget_usd = $6, weight = $7 \
+     WHERE id = $1";
+pub(crate) const PROJECT_USAGE: &str = "SELECT \
+     (SELECT COUNT(*) FROM runs WHERE project_id = $1 AND status IN ('queued', 'running')) \
+       AS active_runs, \
+     (SELECT CAST(COALESCE(SUM(total_tasks), 0) AS BIGINT) FROM runs WHERE project_id = $1 AND created_at >= $2) \
+       AS tasks_since, \
+     (SELECT COALESCE(SUM(cost_usd), 0.0) FROM runs WHERE project_id = $1 AND created_at >= $3) \
+       AS cost_since";
+pub(crate) const KEY_COLUMNS: &str = "id, project_id, role, name, secret_sha256, rate_per_minute, \
+     created_at, expires_at, revoked_at";
+pub(crate) const KEY_PUT: &str = "INSERT INTO api_keys (id, project_id, role, name, secret_sha256, \
+     rate_per_minute, created_at, expires_at, revoked_at) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (id) DO UPDATE SET \
+     project_id = $2, role = $3, name = $4, secret_sha256 = $5, rate_per_minute = $6, \
+     expires_at = $8, revoked_at = $9";
+pub(crate) const KEY_REVOKE: &str = "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, $3) \
+     WHERE project_id = $1 AND id = $2";
+
+pub(crate) const AUDIT_INSERT: &str = "INSERT INTO audit_events \
+     (at, project_id, key_id, method, target, outcome, peer) VALUES ($1, $2, $3, $4, $5, $6, $7)";
+pub(crate) const AUDIT_LIST: &str = "SELECT id, at, project_id, key_id, method, target, outcome, \
+     peer FROM audit_events WHERE project_id = $1 AND (CAST($2 AS BIGINT) IS NULL OR id < $2) \
+     ORDER BY id DESC LIMIT $3";
+
 /// The digest of a stored test (its JSON body, the model's one encoding):
 /// equal bodies, equal digests, on every platform and version (XXH3 is
 /// specified). Stored beside the body, it lets two runs' test cases be
@@ -364,6 +397,52 @@ pub trait Store: Send + Sync + 'static {
 
     /// Alerts by `query`, newest first.
     async fn list_alerts(&self, query: &AlertQuery) -> Result<Vec<AlertRecord>>;
+
+    /// Creates a project (its quotas and weight as given); `Ok(None)` if
+    /// one with its id exists.
+    async fn create_project(&self, project: &ProjectRecord) -> Result<Option<ProjectRecord>>;
+
+    async fn get_project(&self, project_id: &str) -> Result<Option<ProjectRecord>>;
+
+    /// Every project, by id.
+    async fn list_projects(&self) -> Result<Vec<ProjectRecord>>;
+
+    /// Sets a project's name, quotas and weight; `false` if it does not exist.
+    async fn update_project(&self, project: &ProjectRecord) -> Result<bool>;
+
+    /// What `project_id` has in use: active runs, tasks of the runs created
+    /// since `day_start`, cost of those created since `month_start`.
+    async fn project_usage(
+        &self,
+        project_id: &str,
+        day_start: DateTime<Utc>,
+        month_start: DateTime<Utc>,
+    ) -> Result<ProjectUsage>;
+
+    /// Stores a key, replacing one with its id (the bootstrap key is put
+    /// again on every start).
+    async fn put_key(&self, key: &KeyRecord) -> Result<()>;
+
+    async fn get_key(&self, key_id: &str) -> Result<Option<KeyRecord>>;
+
+    /// A project's keys, newest first, revoked ones too.
+    async fn list_keys(&self, project_id: &str) -> Result<Vec<KeyRecord>>;
+
+    /// Revokes `key_id` of `project_id` at `at`; `false` if the project has
+    /// no such key. Revoking twice keeps the first time.
+    async fn revoke_key(&self, project_id: &str, key_id: &str, at: DateTime<Utc>) -> Result<bool>;
+
+    /// Appends audit events.
+    async fn record_audit(&self, events: &[AuditEvent]) -> Result<()>;
+
+    /// A project's audit events, newest first, those before `before_id` if
+    /// given.
+    async fn list_audit(
+        &self,
+        project_id: &str,
+        limit: u32,
+        before_id: Option<i64>,
+    ) -> Result<Vec<AuditEvent>>;
 
     /// The database behind the store, as health checks name it.
     fn backend(&self) -> &'static str;

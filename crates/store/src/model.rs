@@ -478,3 +478,106 @@ pub struct PoolStats {
     pub idle: u32,
     pub max: u32,
 }
+
+/// What a key may do in its project. Ordered: each role may do what the
+/// ones before it may.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Role {
+    /// Read.
+    Viewer,
+    /// Read, submit and cancel.
+    Member,
+    /// Everything in the project: keys, quotas, the project itself.
+    Admin,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Viewer => "viewer",
+            Role::Member => "member",
+            Role::Admin => "admin",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "viewer" => Role::Viewer,
+            "member" => Role::Member,
+            "admin" => Role::Admin,
+            _ => return None,
+        })
+    }
+}
+
+/// A project's limits; `None` is no limit.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Quotas {
+    pub max_concurrent_runs: Option<i64>,
+    pub max_tasks_per_run: Option<i64>,
+    /// Over any 24 hours.
+    pub max_tasks_per_day: Option<i64>,
+    /// Per calendar month (UTC).
+    pub monthly_budget_usd: Option<f64>,
+}
+
+/// A project: the unit of scoping, quotas and fair share.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProjectRecord {
+    pub id: String,
+    pub name: String,
+    pub quotas: Quotas,
+    /// Its share of the dispatch window against other busy projects.
+    pub weight: i32,
+    pub created_at: DateTime<Utc>,
+}
+
+/// An API key as stored: never the secret, only its SHA-256.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KeyRecord {
+    pub id: String,
+    pub project_id: String,
+    pub role: Role,
+    pub name: String,
+    pub secret_sha256: Vec<u8>,
+    /// Its own RPC rate; `None` takes the configured default.
+    pub rate_per_minute: Option<i64>,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+impl KeyRecord {
+    /// Neither revoked nor expired at `now`.
+    pub fn is_live(&self, now: DateTime<Utc>) -> bool {
+        self.revoked_at.is_none() && self.expires_at.is_none_or(|at| at > now)
+    }
+}
+
+/// One audited call: who, what, on what, how it ended, when, from where.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuditEvent {
+    /// Assigned by the store (0 for one not stored yet); newer is larger.
+    pub id: i64,
+    pub at: DateTime<Utc>,
+    pub project_id: String,
+    /// Empty for a call that presented no valid key.
+    pub key_id: String,
+    /// The gRPC method, `/gauntlet.v1.RunService/SubmitRun`.
+    pub method: String,
+    pub target: String,
+    /// `ok`, or the gRPC code's name (`permission_denied`, …).
+    pub outcome: String,
+    pub peer: String,
+}
+
+/// What a project has in use, for its quotas.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct ProjectUsage {
+    /// Runs queued or running.
+    pub active_runs: i64,
+    /// Tasks of the runs created since the `day_start` asked for.
+    pub tasks_since: i64,
+    /// What the runs created since the `month_start` asked for cost.
+    pub cost_since: f64,
+}

@@ -21,13 +21,15 @@ use sqlx::{
 use uuid::Uuid;
 
 use crate::{
-    AlertQuery, AlertRecord, AlertState, AssertionMetrics, InsertOutcome, LATENCIES_LIVE,
-    LATENCIES_ROLLED, LatencyCount, METRICS_LIVE, METRICS_ROLLED, MOST_FAILED_LIVE,
-    MOST_FAILED_ROLLED, NewReport, NewResult, NewRun, OUTCOME_SELECT, Outcome, PoolStats, ROLL_UP,
-    ReportOutcome, ReportRecord, ReportReuse, ReportStatus, Result, ResultMetrics, ResultRecord,
-    ResultStatus, RunCursor, RunRecord, RunStatus, SLOWEST_KEPT, Store, StoreError,
-    TREND_LATENCIES_SELECT, TREND_METRICS_SELECT, TREND_PENDING, TaskRange, TestFailures,
-    TrendMetrics, TrendQuery, TrendRow, model::report_outcome,
+    AUDIT_INSERT, AUDIT_LIST, AlertQuery, AlertRecord, AlertState, AssertionMetrics, AuditEvent,
+    InsertOutcome, KEY_COLUMNS, KEY_PUT, KEY_REVOKE, KeyRecord, LATENCIES_LIVE, LATENCIES_ROLLED,
+    LatencyCount, METRICS_LIVE, METRICS_ROLLED, MOST_FAILED_LIVE, MOST_FAILED_ROLLED, NewReport,
+    NewResult, NewRun, OUTCOME_SELECT, Outcome, PROJECT_COLUMNS, PROJECT_INSERT, PROJECT_UPDATE,
+    PROJECT_USAGE, PoolStats, ProjectRecord, ProjectUsage, Quotas, ROLL_UP, ReportOutcome,
+    ReportRecord, ReportReuse, ReportStatus, Result, ResultMetrics, ResultRecord, ResultStatus,
+    Role, RunCursor, RunRecord, RunStatus, SLOWEST_KEPT, Store, StoreError, TREND_LATENCIES_SELECT,
+    TREND_METRICS_SELECT, TREND_PENDING, TaskRange, TestFailures, TrendMetrics, TrendQuery,
+    TrendRow, model::report_outcome,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -484,6 +486,238 @@ fn report_from_row(row: &SqliteRow) -> Result<ReportRecord> {
 
 #[async_trait]
 impl Store for SqliteStore {
+    async fn create_project(&self, project: &ProjectRecord) -> Result<Option<ProjectRecord>> {
+        crate::trace::traced(
+            crate::trace::db_span("sqlite", "INSERT", "projects"),
+            async {
+                let q = &project.quotas;
+                let inserted = sqlx::query(PROJECT_INSERT)
+                    .bind(&project.id)
+                    .bind(&project.name)
+                    .bind(q.max_concurrent_runs)
+                    .bind(q.max_tasks_per_run)
+                    .bind(q.max_tasks_per_day)
+                    .bind(q.monthly_budget_usd)
+                    .bind(project.weight)
+                    .bind(ts_text(project.created_at))
+                    .execute(&self.pool)
+                    .await?
+                    .rows_affected();
+                Ok((inserted == 1).then(|| project.clone()))
+            },
+        )
+        .await
+    }
+
+    async fn get_project(&self, project_id: &str) -> Result<Option<ProjectRecord>> {
+        crate::trace::traced(
+            crate::trace::db_span("sqlite", "SELECT", "projects"),
+            async {
+                sqlx::query(&format!(
+                    "SELECT {PROJECT_COLUMNS} FROM projects WHERE id = $1"
+                ))
+                .bind(project_id)
+                .fetch_optional(&self.pool)
+                .await?
+                .map(|row| project_from_row(&row))
+                .transpose()
+            },
+        )
+        .await
+    }
+
+    async fn list_projects(&self) -> Result<Vec<ProjectRecord>> {
+        crate::trace::traced(
+            crate::trace::db_span("sqlite", "SELECT", "projects"),
+            async {
+                sqlx::query(&format!(
+                    "SELECT {PROJECT_COLUMNS} FROM projects ORDER BY id"
+                ))
+                .fetch_all(&self.pool)
+                .await?
+                .iter()
+                .map(project_from_row)
+                .collect()
+            },
+        )
+        .await
+    }
+
+    async fn update_project(&self, project: &ProjectRecord) -> Result<bool> {
+        crate::trace::traced(
+            crate::trace::db_span("sqlite", "UPDATE", "projects"),
+            async {
+                let q = &project.quotas;
+                let updated = sqlx::query(PROJECT_UPDATE)
+                    .bind(&project.id)
+                    .bind(&project.name)
+                    .bind(q.max_concurrent_runs)
+                    .bind(q.max_tasks_per_run)
+                    .bind(q.max_tasks_per_day)
+                    .bind(q.monthly_budget_usd)
+                    .bind(project.weight)
+                    .execute(&self.pool)
+                    .await?
+                    .rows_affected();
+                Ok(updated == 1)
+            },
+        )
+        .await
+    }
+
+    async fn project_usage(
+        &self,
+        project_id: &str,
+        day_start: DateTime<Utc>,
+        month_start: DateTime<Utc>,
+    ) -> Result<ProjectUsage> {
+        crate::trace::traced(crate::trace::db_span("sqlite", "SELECT", "runs"), async {
+            let row = sqlx::query(PROJECT_USAGE)
+                .bind(project_id)
+                .bind(ts_text(day_start))
+                .bind(ts_text(month_start))
+                .fetch_one(&self.pool)
+                .await?;
+            Ok(ProjectUsage {
+                active_runs: row.try_get("active_runs")?,
+                tasks_since: row.try_get("tasks_since")?,
+                cost_since: row.try_get("cost_since")?,
+            })
+        })
+        .await
+    }
+
+    async fn put_key(&self, key: &KeyRecord) -> Result<()> {
+        crate::trace::traced(
+            crate::trace::db_span("sqlite", "UPSERT", "api_keys"),
+            async {
+                sqlx::query(KEY_PUT)
+                    .bind(&key.id)
+                    .bind(&key.project_id)
+                    .bind(key.role.as_str())
+                    .bind(&key.name)
+                    .bind(&key.secret_sha256)
+                    .bind(key.rate_per_minute)
+                    .bind(ts_text(key.created_at))
+                    .bind(key.expires_at.map(ts_text))
+                    .bind(key.revoked_at.map(ts_text))
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            },
+        )
+        .await
+    }
+
+    async fn get_key(&self, key_id: &str) -> Result<Option<KeyRecord>> {
+        crate::trace::traced(
+            crate::trace::db_span("sqlite", "SELECT", "api_keys"),
+            async {
+                sqlx::query(&format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE id = $1"))
+                    .bind(key_id)
+                    .fetch_optional(&self.pool)
+                    .await?
+                    .map(|row| key_from_row(&row))
+                    .transpose()
+            },
+        )
+        .await
+    }
+
+    async fn list_keys(&self, project_id: &str) -> Result<Vec<KeyRecord>> {
+        crate::trace::traced(
+            crate::trace::db_span("sqlite", "SELECT", "api_keys"),
+            async {
+                sqlx::query(&format!(
+                    "SELECT {KEY_COLUMNS} FROM api_keys WHERE project_id = $1 \
+                     ORDER BY created_at DESC, id"
+                ))
+                .bind(project_id)
+                .fetch_all(&self.pool)
+                .await?
+                .iter()
+                .map(key_from_row)
+                .collect()
+            },
+        )
+        .await
+    }
+
+    async fn revoke_key(&self, project_id: &str, key_id: &str, at: DateTime<Utc>) -> Result<bool> {
+        crate::trace::traced(
+            crate::trace::db_span("sqlite", "UPDATE", "api_keys"),
+            async {
+                let updated = sqlx::query(KEY_REVOKE)
+                    .bind(project_id)
+                    .bind(key_id)
+                    .bind(ts_text(at))
+                    .execute(&self.pool)
+                    .await?
+                    .rows_affected();
+                Ok(updated == 1)
+            },
+        )
+        .await
+    }
+
+    async fn record_audit(&self, events: &[AuditEvent]) -> Result<()> {
+        crate::trace::traced(
+            crate::trace::db_span("sqlite", "INSERT", "audit_events"),
+            async {
+                let mut tx = self.pool.begin().await?;
+                for e in events {
+                    sqlx::query(AUDIT_INSERT)
+                        .bind(ts_text(e.at))
+                        .bind(&e.project_id)
+                        .bind(&e.key_id)
+                        .bind(&e.method)
+                        .bind(&e.target)
+                        .bind(&e.outcome)
+                        .bind(&e.peer)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                tx.commit().await?;
+                Ok(())
+            },
+        )
+        .await
+    }
+
+    async fn list_audit(
+        &self,
+        project_id: &str,
+        limit: u32,
+        before_id: Option<i64>,
+    ) -> Result<Vec<AuditEvent>> {
+        crate::trace::traced(
+            crate::trace::db_span("sqlite", "SELECT", "audit_events"),
+            async {
+                sqlx::query(AUDIT_LIST)
+                    .bind(project_id)
+                    .bind(before_id)
+                    .bind(i64::from(limit.max(1)))
+                    .fetch_all(&self.pool)
+                    .await?
+                    .iter()
+                    .map(|row| {
+                        Ok(AuditEvent {
+                            id: row.try_get("id")?,
+                            at: get_ts(row, "at")?,
+                            project_id: row.try_get("project_id")?,
+                            key_id: row.try_get("key_id")?,
+                            method: row.try_get("method")?,
+                            target: row.try_get("target")?,
+                            outcome: row.try_get("outcome")?,
+                            peer: row.try_get("peer")?,
+                        })
+                    })
+                    .collect()
+            },
+        )
+        .await
+    }
+
     async fn put_alert(&self, alert: &AlertRecord) -> Result<()> {
         crate::trace::traced(crate::trace::db_span("sqlite", "UPSERT", "alerts"), async {
             let opt = |t: Option<DateTime<Utc>>| t.map(ts_text);
@@ -1542,6 +1776,37 @@ impl Store for SqliteStore {
         )
         .await
     }
+}
+
+fn project_from_row(row: &SqliteRow) -> Result<ProjectRecord> {
+    Ok(ProjectRecord {
+        id: row.try_get("id")?,
+        name: row.try_get("name")?,
+        quotas: Quotas {
+            max_concurrent_runs: row.try_get("max_concurrent_runs")?,
+            max_tasks_per_run: row.try_get("max_tasks_per_run")?,
+            max_tasks_per_day: row.try_get("max_tasks_per_day")?,
+            monthly_budget_usd: row.try_get("monthly_budget_usd")?,
+        },
+        weight: row.try_get("weight")?,
+        created_at: get_ts(row, "created_at")?,
+    })
+}
+
+fn key_from_row(row: &SqliteRow) -> Result<KeyRecord> {
+    let role: String = row.try_get("role")?;
+    Ok(KeyRecord {
+        id: row.try_get("id")?,
+        project_id: row.try_get("project_id")?,
+        role: Role::parse(&role)
+            .ok_or_else(|| StoreError::Corrupt(format!("key role `{role}`")))?,
+        name: row.try_get("name")?,
+        secret_sha256: row.try_get("secret_sha256")?,
+        rate_per_minute: row.try_get("rate_per_minute")?,
+        created_at: get_ts(row, "created_at")?,
+        expires_at: get_opt_ts(row, "expires_at")?,
+        revoked_at: get_opt_ts(row, "revoked_at")?,
+    })
 }
 
 #[cfg(test)]

@@ -6,9 +6,9 @@
 use std::sync::Arc;
 
 use gauntlet_store::{
-    AlertQuery, AlertRecord, AlertState, NewReport, NewResult, NewRun, Outcome, PgStore,
-    RUN_REPORT, ReportOutcome, ReportReuse, ReportStatus, ResultStatus, RunCursor, RunRecord,
-    RunStatus, SqliteStore, Store, testing::TestDatabase,
+    AlertQuery, AlertRecord, AlertState, AuditEvent, KeyRecord, NewReport, NewResult, NewRun,
+    Outcome, PgStore, ProjectRecord, Quotas, RUN_REPORT, ReportOutcome, ReportReuse, ReportStatus,
+    ResultStatus, Role, RunCursor, RunRecord, RunStatus, SqliteStore, Store, testing::TestDatabase,
 };
 use tempfile::TempDir;
 use uuid::Uuid;
@@ -113,6 +113,7 @@ conformance!(
     trend_metrics_cover_the_completed_runs_of_a_suite_or_label_in_a_window,
     alerts_move_through_their_states_and_list_newest_first_by_filter,
     the_pool_reports_its_use,
+    projects_keys_audit_events_and_usage,
 );
 
 pub(crate) fn new_run(total: i64) -> NewRun {
@@ -1981,4 +1982,169 @@ async fn the_pool_reports_its_use(store: Arc<dyn Store>) {
     assert!(stats.idle <= stats.size, "{stats:?}");
     let took = store.time_acquire().await.unwrap();
     assert!(took < std::time::Duration::from_secs(5), "{took:?}");
+}
+
+async fn projects_keys_audit_events_and_usage(store: Arc<dyn Store>) {
+    use chrono::{Duration, SubsecRound, Utc};
+    let now = Utc::now().trunc_subsecs(6);
+    // The default project is there from the first migration.
+    let default = store.get_project("default").await.unwrap().unwrap();
+    assert_eq!((default.weight, default.quotas), (1, Quotas::default()));
+    let mut team = ProjectRecord {
+        id: "team-a".into(),
+        name: "Team A".into(),
+        quotas: Quotas {
+            max_concurrent_runs: Some(2),
+            max_tasks_per_run: None,
+            max_tasks_per_day: Some(1_000),
+            monthly_budget_usd: Some(12.5),
+        },
+        weight: 3,
+        created_at: now,
+    };
+    assert_eq!(
+        store.create_project(&team).await.unwrap().as_ref(),
+        Some(&team)
+    );
+    assert_eq!(
+        store.create_project(&team).await.unwrap(),
+        None,
+        "ids are unique"
+    );
+    assert_eq!(
+        store.get_project("team-a").await.unwrap().as_ref(),
+        Some(&team)
+    );
+    team.quotas.max_tasks_per_run = Some(50);
+    team.quotas.monthly_budget_usd = None;
+    team.weight = 1;
+    assert!(store.update_project(&team).await.unwrap());
+    assert_eq!(
+        store.get_project("team-a").await.unwrap().as_ref(),
+        Some(&team)
+    );
+    let nobody = ProjectRecord {
+        id: "nobody".into(),
+        ..team.clone()
+    };
+    assert!(!store.update_project(&nobody).await.unwrap());
+    let ids: Vec<String> = store
+        .list_projects()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|p| p.id)
+        .collect();
+    assert_eq!(ids, ["default", "team-a"]);
+
+    // Keys: stored as given, replaced by id, listed newest first, revoked once.
+    let key = |id: &str, at| KeyRecord {
+        id: id.into(),
+        project_id: "team-a".into(),
+        role: Role::Member,
+        name: format!("key {id}"),
+        secret_sha256: vec![7; 32],
+        rate_per_minute: Some(600),
+        created_at: at,
+        expires_at: Some(at + Duration::days(90)),
+        revoked_at: None,
+    };
+    let old = key("aaaaaaaaaaaa", now - Duration::seconds(10));
+    let new = key("bbbbbbbbbbbb", now);
+    store.put_key(&old).await.unwrap();
+    store.put_key(&new).await.unwrap();
+    assert_eq!(
+        store.get_key("aaaaaaaaaaaa").await.unwrap().as_ref(),
+        Some(&old)
+    );
+    assert_eq!(store.get_key("cccccccccccc").await.unwrap(), None);
+    let listed = store.list_keys("team-a").await.unwrap();
+    assert_eq!(listed, [new.clone(), old.clone()]);
+    assert!(store.list_keys("default").await.unwrap().is_empty());
+    let replaced = KeyRecord {
+        role: Role::Admin,
+        rate_per_minute: None,
+        ..old.clone()
+    };
+    store.put_key(&replaced).await.unwrap();
+    assert_eq!(
+        store.get_key(&old.id).await.unwrap().unwrap().role,
+        Role::Admin
+    );
+    assert!(
+        !store.revoke_key("default", &old.id, now).await.unwrap(),
+        "not its project"
+    );
+    assert!(store.revoke_key("team-a", &old.id, now).await.unwrap());
+    store
+        .revoke_key("team-a", &old.id, now + Duration::hours(1))
+        .await
+        .unwrap();
+    let revoked = store.get_key(&old.id).await.unwrap().unwrap();
+    assert_eq!(revoked.revoked_at, Some(now), "the first revocation stands");
+    assert!(!revoked.is_live(now + Duration::seconds(1)));
+    assert!(new.is_live(now) && !new.is_live(now + Duration::days(91)));
+
+    // The audit log: per project, newest first, paged by id.
+    let event = |n: i64, project: &str| AuditEvent {
+        id: 0,
+        at: now + Duration::seconds(n),
+        project_id: project.into(),
+        key_id: "bbbbbbbbbbbb".into(),
+        method: "/gauntlet.v1.RunService/SubmitRun".into(),
+        target: format!("run-{n}"),
+        outcome: "ok".into(),
+        peer: "127.0.0.1:5000".into(),
+    };
+    store
+        .record_audit(&[event(1, "team-a"), event(2, "default"), event(3, "team-a")])
+        .await
+        .unwrap();
+    store.record_audit(&[event(4, "team-a")]).await.unwrap();
+    let page = store.list_audit("team-a", 2, None).await.unwrap();
+    assert_eq!(
+        page.iter().map(|e| e.target.as_str()).collect::<Vec<_>>(),
+        ["run-4", "run-3"]
+    );
+    assert_eq!(page[0].at, now + Duration::seconds(4));
+    assert_eq!(page[0].peer, "127.0.0.1:5000");
+    let rest = store
+        .list_audit("team-a", 10, Some(page[1].id))
+        .await
+        .unwrap();
+    assert_eq!(
+        rest.iter().map(|e| e.target.as_str()).collect::<Vec<_>>(),
+        ["run-1"]
+    );
+
+    // Usage: active runs, tasks since a time, cost since a time.
+    let mut a = new_run(40);
+    a.project_id = "team-a".into();
+    let a = store.create_run(a).await.unwrap();
+    let mut b = new_run(60);
+    b.project_id = "team-a".into();
+    let b = store.create_run(b).await.unwrap();
+    store
+        .insert_results(b.id, &[result(0, ResultStatus::Pass)])
+        .await
+        .unwrap();
+    store.cancel_run(b.id).await.unwrap();
+    store.create_run(new_run(1_000)).await.unwrap();
+    let usage = store
+        .project_usage("team-a", now - Duration::days(1), now - Duration::days(1))
+        .await
+        .unwrap();
+    assert_eq!(usage.active_runs, 1, "the cancelled run is not active");
+    assert_eq!(usage.tasks_since, 100);
+    let cost = result(0, ResultStatus::Pass).cost_usd;
+    assert!((usage.cost_since - cost).abs() < 1e-12, "{usage:?}");
+    let later = store
+        .project_usage(
+            "team-a",
+            a.created_at + Duration::days(1),
+            a.created_at + Duration::days(1),
+        )
+        .await
+        .unwrap();
+    assert_eq!((later.tasks_since, later.cost_since), (0, 0.0));
 }

@@ -12,6 +12,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "gauntlet/v1/reports.proto",
         "gauntlet/v1/monitor.proto",
         "gauntlet/v1/admin.proto",
+        "gauntlet/v1/access.proto",
         "gauntlet/internal/v1/queue.proto",
         "gauntlet/internal/v1/control.proto",
     ];

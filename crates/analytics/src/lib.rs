@@ -304,7 +304,10 @@ impl AnalyticsService for Analytics {
         request: Request<v1::GetTrendsRequest>,
     ) -> Result<Response<v1::Trends>, Status> {
         gauntlet_telemetry::set_attribute("gauntlet.suite", request.get_ref().description.clone());
-        self.trends(request.into_inner()).await.map(Response::new)
+        let project = gauntlet_service::project_of(&request);
+        self.trends(request.into_inner(), &project)
+            .await
+            .map(Response::new)
     }
 
     async fn detect_regressions(
@@ -401,7 +404,7 @@ impl AnalyticsService for Analytics {
 }
 
 impl Analytics {
-    async fn trends(&self, req: v1::GetTrendsRequest) -> Result<v1::Trends, Status> {
+    async fn trends(&self, req: v1::GetTrendsRequest, project: &str) -> Result<v1::Trends, Status> {
         let bucket = v1::TrendBucket::try_from(req.bucket)
             .map_err(|_| invalid("bucket", format!("{} is not a TrendBucket", req.bucket)))?;
         if req.description.is_empty() && req.label.is_empty() {
@@ -437,7 +440,7 @@ impl Analytics {
             ));
         }
         let query = gauntlet_store::TrendQuery {
-            project_id: gauntlet_service::DEFAULT_PROJECT.into(),
+            project_id: project.into(),
             description: Some(req.description.clone()).filter(|d| !d.is_empty()),
             label: Some(req.label.clone()).filter(|l| !l.is_empty()),
             since,

@@ -71,6 +71,10 @@ pub struct E2eArgs {
     /// Where `gauntlet` and `gauntlet-mockllm` are (default: next to this binary).
     #[arg(long)]
     bin_dir: Option<PathBuf>,
+    /// Distributed: serve without API keys (to measure what keys, scoping
+    /// and the per-key rate limit cost; a deployment has them on).
+    #[arg(long)]
+    no_auth: bool,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -126,6 +130,10 @@ pub async fn run(args: E2eArgs) -> anyhow::Result<()> {
         ("OPENAI_API_KEY".into(), "bench".into()),
         ("RUST_LOG".into(), "warn".into()),
     ];
+    let mut common = common;
+    if args.mode == Mode::Distributed {
+        common.extend(crate::stack::auth_env(!args.no_auth)?);
+    }
     // Throwaway database and vhost for the distributed run, dropped at the end.
     let mut _db = None;
     let mut _vhost = None;

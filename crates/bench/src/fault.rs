@@ -294,6 +294,7 @@ pub async fn run(scenario: Scenario, opts: &FaultOptions) -> anyhow::Result<Outc
         all_services: false,
         log: opts.log.clone(),
         env: vec![("GAUNTLET_WORKER__SHUTDOWN_GRACE_SECS".into(), "5".into())],
+        auth: true,
     };
     let mut stack = Stack::start(&opts.gauntlet, &backing.backends, &stack_opts).await?;
     let result = drive(scenario, opts, &mut backing, &mock, &mut stack).await;

@@ -41,6 +41,28 @@ pub struct StackOptions {
     pub log: String,
     /// More `GAUNTLET_*` settings, applied to every service.
     pub env: Vec<(String, String)>,
+    /// API keys on, as a deployment has them: a bootstrap key made for
+    /// the run, which this process's clients send ([`auth_env`]).
+    pub auth: bool,
+}
+
+/// The settings that turn API keys on for a bench cluster, with a fresh
+/// bootstrap key that this process's clients now send, and that a
+/// `gauntlet` command given these variables sends too. The per-key rate
+/// is set out of the way (a bench measures throughput, not the limit),
+/// though every call still spends it in Redis.
+pub fn auth_env(on: bool) -> anyhow::Result<Vec<(String, String)>> {
+    if !on {
+        return Ok(vec![("GAUNTLET_AUTH__ENABLED".into(), "false".into())]);
+    }
+    let (_, key) = gauntlet_gateway::access::generate();
+    client::set_api_key(&key)?;
+    Ok(vec![
+        ("GAUNTLET_AUTH__ENABLED".into(), "true".into()),
+        ("GAUNTLET_AUTH__BOOTSTRAP_KEY".into(), key.clone()),
+        ("GAUNTLET_AUTH__RATE_PER_MINUTE".into(), "1000000000".into()),
+        ("GAUNTLET_API_KEY".into(), key),
+    ])
 }
 
 impl Default for StackOptions {
@@ -53,6 +75,7 @@ impl Default for StackOptions {
             all_services: false,
             log: "warn".into(),
             env: Vec::new(),
+            auth: true,
         }
     }
 }
@@ -123,6 +146,13 @@ impl Stack {
             ("OPENAI_API_KEY".into(), "bench".into()),
             ("RUST_LOG".into(), opts.log.clone()),
         ];
+        // No `/metrics` endpoints: nothing here scrapes them, and their
+        // fixed default ports would collide between workers, and with
+        // any other stack on this machine.
+        for service in ["GATEWAY", "WORKER", "ANALYTICS", "REPORTS", "MONITOR"] {
+            env.push((format!("GAUNTLET_{service}__METRICS_LISTEN"), String::new()));
+        }
+        env.extend(auth_env(opts.auth)?);
         env.extend(opts.env.iter().cloned());
         let mut stack = Self {
             gauntlet: gauntlet.to_path_buf(),
@@ -208,6 +238,40 @@ impl Stack {
             channel,
             client::limits(&gauntlet_config::load(None, std::env::vars())?, false),
         ))
+    }
+
+    /// A client acting for a new project `id` (made by the bootstrap key,
+    /// an operator) through a member key of its own. Needs keys on.
+    pub async fn project_gateway(&self, id: &str) -> anyhow::Result<Gateway> {
+        let mut operator = self.gateway().await?;
+        operator
+            .access
+            .create_project(gauntlet_proto::v1::CreateProjectRequest {
+                id: id.into(),
+                ..Default::default()
+            })
+            .await
+            .context("create project (are keys on?)")?;
+        let key = operator
+            .access
+            .create_key(gauntlet_proto::v1::CreateKeyRequest {
+                project_id: id.into(),
+                role: gauntlet_proto::v1::Role::Member as i32,
+                rate_per_minute: 1_000_000_000,
+                ..Default::default()
+            })
+            .await
+            .context("create key")?
+            .into_inner()
+            .secret;
+        let channel = client::connect(&self.gateway_url(), &gauntlet_config::GrpcConfig::default())
+            .await
+            .context("connect to the gateway")?;
+        Gateway::with_key(
+            channel,
+            client::limits(&gauntlet_config::load(None, std::env::vars())?, false),
+            &key,
+        )
     }
 
     /// Names and pids of the live service processes.

@@ -12,7 +12,7 @@ use gauntlet_core::{
     parse::{normalized_header_line, normalized_test_line},
 };
 use gauntlet_proto::v1::{
-    self, admin_service_client::AdminServiceClient,
+    self, access_service_client::AccessServiceClient, admin_service_client::AdminServiceClient,
     analytics_service_client::AnalyticsServiceClient, monitor_service_client::MonitorServiceClient,
     report_service_client::ReportServiceClient, run_service_client::RunServiceClient,
 };
@@ -21,7 +21,70 @@ use tonic::transport::{Channel, Endpoint};
 
 /// The CLI's connection: every call runs in a CLIENT span whose context the
 /// gateway continues, so one command is one trace.
-pub type Conn = gauntlet_telemetry::grpc::TraceClient<Channel>;
+pub type Conn = gauntlet_telemetry::grpc::TraceClient<Authorized<Channel>>;
+
+/// The API key every call of this process sends (`--api-key`,
+/// GAUNTLET_API_KEY), set once at start.
+static API_KEY: std::sync::OnceLock<http::HeaderValue> = std::sync::OnceLock::new();
+
+/// Sends `key` as `authorization: Bearer <key>` on every call from now on.
+pub fn set_api_key(key: &str) -> anyhow::Result<()> {
+    let _ = API_KEY.set(bearer(key)?);
+    Ok(())
+}
+
+/// A channel whose calls carry an API key: its own, else the process's,
+/// if there is one.
+#[derive(Clone, Debug)]
+pub struct Authorized<S> {
+    inner: S,
+    key: Option<http::HeaderValue>,
+}
+
+impl<S> Authorized<S> {
+    pub fn new(inner: S) -> Self {
+        Self { inner, key: None }
+    }
+}
+
+/// The header value of `key`.
+fn bearer(key: &str) -> anyhow::Result<http::HeaderValue> {
+    let mut value: http::HeaderValue = format!("Bearer {}", key.trim()).parse().map_err(|_| {
+        anyhow::anyhow!("--api-key: not a key (it has characters a header cannot carry)")
+    })?;
+    value.set_sensitive(true);
+    Ok(value)
+}
+
+impl<S, B> tower::Service<http::Request<B>> for Authorized<S>
+where
+    S: tower::Service<http::Request<B>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
+        if let Some(key) = self.key.as_ref().or(API_KEY.get()) {
+            request
+                .headers_mut()
+                .insert(http::header::AUTHORIZATION, key.clone());
+        }
+        self.inner.call(request)
+    }
+}
+
+/// A connection over `channel`.
+pub fn conn(channel: Channel) -> Conn {
+    Conn::new(Authorized::new(channel))
+}
 
 /// The `grpc` section of the configuration (`GAUNTLET_GRPC__*`), which the
 /// services read too, so the CLI sends nothing they refuse. `remote` is
@@ -40,21 +103,36 @@ pub struct Gateway {
     pub analytics: AnalyticsServiceClient<Conn>,
     pub reports: ReportServiceClient<Conn>,
     pub admin: AdminServiceClient<Conn>,
+    pub access: AccessServiceClient<Conn>,
     pub monitor: MonitorServiceClient<Conn>,
     pub limits: MessageLimits,
 }
 
 impl Gateway {
     pub fn new(channel: Channel, limits: MessageLimits) -> Self {
+        Self::build(channel, limits, None)
+    }
+
+    /// The gateway's services as `key` calls them, whatever key this
+    /// process sends otherwise (a tool acting for several projects).
+    pub fn with_key(channel: Channel, limits: MessageLimits, key: &str) -> anyhow::Result<Self> {
+        Ok(Self::build(channel, limits, Some(bearer(key)?)))
+    }
+
+    fn build(channel: Channel, limits: MessageLimits, key: Option<http::HeaderValue>) -> Self {
+        let conn = |channel: Channel| {
+            Conn::new(Authorized {
+                inner: channel,
+                key: key.clone(),
+            })
+        };
         Self {
-            runs: limited!(RunServiceClient::new(Conn::new(channel.clone())), limits),
-            analytics: limited!(
-                AnalyticsServiceClient::new(Conn::new(channel.clone())),
-                limits
-            ),
-            reports: limited!(ReportServiceClient::new(Conn::new(channel.clone())), limits),
-            admin: limited!(AdminServiceClient::new(Conn::new(channel.clone())), limits),
-            monitor: limited!(MonitorServiceClient::new(Conn::new(channel)), limits),
+            runs: limited!(RunServiceClient::new(conn(channel.clone())), limits),
+            analytics: limited!(AnalyticsServiceClient::new(conn(channel.clone())), limits),
+            reports: limited!(ReportServiceClient::new(conn(channel.clone())), limits),
+            admin: limited!(AdminServiceClient::new(conn(channel.clone())), limits),
+            access: limited!(AccessServiceClient::new(conn(channel.clone())), limits),
+            monitor: limited!(MonitorServiceClient::new(conn(channel)), limits),
             limits,
         }
     }

@@ -116,6 +116,8 @@ impl Stack {
         worker.prefetch = worker
             .prefetch
             .max(u16::try_from(batches).unwrap_or(u16::MAX));
+        // Embedded mode needs no keys: only this process calls it.
+        config.auth.enabled = false;
         let backends = Backends::embedded(data_dir, &config).await?;
         Self::start_with(config, backends).await
     }
@@ -298,5 +300,16 @@ impl Stack {
                 "embedded stack stopped with an error"
             );
         }
+    }
+}
+
+/// Whether `listen` (`HOST:PORT`) is a loopback address; a name other than
+/// `localhost` counts as not.
+pub fn is_loopback(listen: &str) -> bool {
+    match listen.parse::<std::net::SocketAddr>() {
+        Ok(addr) => addr.ip().is_loopback(),
+        Err(_) => listen
+            .rsplit_once(':')
+            .is_some_and(|(host, _)| host.eq_ignore_ascii_case("localhost")),
     }
 }

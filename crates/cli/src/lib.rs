@@ -1,6 +1,7 @@
 //! The `gauntlet` command's library: running suites (embedded or against a
 //! server), following runs, and composing the services in one process.
 
+pub mod access;
 pub mod client;
 pub mod commands;
 pub mod compare;

@@ -7,7 +7,7 @@ use clap::{ArgGroup, Parser, Subcommand, ValueEnum};
 use gauntlet_bus::{AmqpBus, Bus, MemoryBus};
 use gauntlet_cache::Cache;
 use gauntlet_cli::{
-    commands, compare, dlq,
+    access, commands, compare, dlq,
     embedded::{self, Backends, Stack},
     health, insights, regressions, run,
     target::Target,
@@ -35,6 +35,16 @@ struct Cli {
     /// GAUNTLET_CA_CERT; sets grpc.tls_ca). Without it, the public roots.
     #[arg(long, global = true, env = "GAUNTLET_CA_CERT", value_name = "PEM")]
     ca_cert: Option<PathBuf>,
+    /// The API key to call a --server with (also GAUNTLET_API_KEY), sent as
+    /// `authorization: Bearer <key>`. Not needed without --server.
+    #[arg(
+        long,
+        global = true,
+        env = "GAUNTLET_API_KEY",
+        value_name = "KEY",
+        hide_env_values = true
+    )]
+    api_key: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -188,7 +198,26 @@ enum Command {
         /// Where the embedded database lives.
         #[arg(long, env = "GAUNTLET_DATA_DIR", default_value = ".gauntlet")]
         data_dir: PathBuf,
+        /// Listen beyond loopback (gateway.listen) without API keys. On
+        /// loopback, `up` never asks for keys; elsewhere it does
+        /// (auth.bootstrap_key gives the first) unless this is given.
+        #[arg(long)]
+        insecure: bool,
     },
+    /// API keys of your project: create, list, revoke; `generate` prints a
+    /// key for auth.bootstrap_key without a server.
+    Keys {
+        #[command(subcommand)]
+        command: access::KeysCommand,
+    },
+    /// Projects, their quotas and what they use.
+    Projects {
+        #[command(subcommand)]
+        command: access::ProjectsCommand,
+    },
+    /// Your project's audit log: every mutating call and every denied one,
+    /// newest first (admins).
+    Audit(access::AuditArgs),
     /// Run one service, as a container does.
     Serve {
         #[arg(value_enum)]
@@ -279,6 +308,9 @@ impl Command {
             Command::Health { .. } => "health",
             Command::Alerts { .. } => "alerts",
             Command::Up { .. } => "up",
+            Command::Keys { .. } => "keys",
+            Command::Projects { .. } => "projects",
+            Command::Audit(_) => "audit",
             Command::Serve { .. } => "serve",
         }
     }
@@ -327,8 +359,32 @@ fn load_config(path: Option<&PathBuf>) -> anyhow::Result<GauntletConfig> {
 }
 
 /// `gauntlet up`: the five services in this process until SIGINT/SIGTERM.
-async fn up(config: GauntletConfig, urls: UpUrls, data_dir: PathBuf) -> anyhow::Result<()> {
+async fn up(
+    config: GauntletConfig,
+    urls: UpUrls,
+    data_dir: PathBuf,
+    insecure: bool,
+) -> anyhow::Result<()> {
     let mut config = config;
+    let loopback = embedded::is_loopback(&config.gateway.listen);
+    if loopback {
+        // Only this machine's users reach it: no keys, as `gauntlet run`.
+        config.auth.enabled = false;
+    } else {
+        if insecure {
+            config.auth.enabled = false;
+        } else if !config.auth.enabled {
+            anyhow::bail!(
+                "gateway.listen {} is beyond loopback and auth.enabled is false: anyone who                  can reach it could run suites on your provider keys; turn auth on (with                  auth.bootstrap_key for the first key) or give --insecure",
+                config.gateway.listen
+            );
+        } else if config.auth.bootstrap_key.is_empty() && urls.database.is_none() {
+            anyhow::bail!(
+                "gateway.listen {} is beyond loopback, so `up` asks for API keys, and a new                  database has none: set auth.bootstrap_key (GAUNTLET_AUTH__BOOTSTRAP_KEY;                  `gauntlet keys generate` makes one), or give --insecure",
+                config.gateway.listen
+            );
+        }
+    }
     let mut described = Vec::new();
     let store: Arc<dyn Store> =
         match urls.database {
@@ -415,6 +471,9 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
     let mut config = load_config(cli.config.as_ref())?;
     if let Some(ca) = &cli.ca_cert {
         config.grpc.tls_ca = ca.display().to_string();
+    }
+    if let Some(key) = cli.api_key.as_deref().filter(|k| !k.trim().is_empty()) {
+        gauntlet_cli::client::set_api_key(key)?;
     }
     // The services log what they do; a client command's output is its own,
     // and the services it runs in-process (`run` without --server) only warn.
@@ -534,18 +593,22 @@ async fn command(command: Command, config: GauntletConfig) -> anyhow::Result<i32
         )
         .await
         .map(|()| 0),
+        Command::Keys { command } => access::keys(&config, command).await.map(|()| 0),
+        Command::Projects { command } => access::projects(&config, command).await.map(|()| 0),
+        Command::Audit(args) => access::audit(&config, args).await.map(|()| 0),
         Command::Up {
             database_url,
             amqp_url,
             redis_url,
             data_dir,
+            insecure,
         } => {
             let urls = UpUrls {
                 database: database_url,
                 amqp: amqp_url,
                 redis: redis_url,
             };
-            up(config, urls, data_dir).await.map(|()| 0)
+            up(config, urls, data_dir, insecure).await.map(|()| 0)
         }
         Command::Serve { service } => {
             let shutdown = CancellationToken::new();

@@ -19,6 +19,13 @@ use tracing::debug;
 
 use crate::{client, compare, embedded, output, regressions, suite_file};
 
+/// `gauntlet run --priority`.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Priority {
+    Interactive,
+    Batch,
+}
+
 #[derive(clap::Args, Debug)]
 pub struct RunArgs {
     /// The suite: a promptfoo-style YAML or JSON file.
@@ -52,6 +59,10 @@ pub struct RunArgs {
     /// then ends `cost_limited` with the results it has.
     #[arg(long, value_name = "USD", value_parser = parse_usd)]
     pub max_cost: Option<f64>,
+    /// Its place in its project's share of the workers: an interactive
+    /// run gets four times the share of a batch (nightly) one.
+    #[arg(long, value_enum, default_value = "interactive")]
+    pub priority: Priority,
     /// Run only the first N tests.
     #[arg(long, value_name = "N")]
     pub filter_first_n: Option<usize>,
@@ -171,6 +182,10 @@ pub async fn run(args: RunArgs, config: GauntletConfig) -> anyhow::Result<i32> {
                 no_cache: args.no_cache,
                 label: args.label.clone().unwrap_or_default(),
                 max_cost_usd: args.max_cost.unwrap_or(0.0),
+                priority: match args.priority {
+                    Priority::Interactive => v1::RunPriority::Interactive,
+                    Priority::Batch => v1::RunPriority::Batch,
+                } as i32,
             },
         )
         .await

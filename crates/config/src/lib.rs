@@ -31,6 +31,7 @@ pub struct GauntletConfig {
     pub monitor: MonitorConfig,
     pub grpc: GrpcConfig,
     pub reconcile: ReconcileConfig,
+    pub auth: AuthConfig,
 }
 
 /// What every gRPC server and client of a Gauntlet process uses, so no
@@ -205,6 +206,45 @@ impl Default for RedisConfig {
             url: "redis://127.0.0.1:6379".into(),
             prefix: "gauntlet".into(),
             pool_size: 16,
+        }
+    }
+}
+
+/// Who may call the gateway (issue 14): API keys, their cache and limits.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// Every RPC of the gateway needs `authorization: Bearer <key>`. On by
+    /// default; only embedded mode (`gauntlet run` without `--server`,
+    /// `gauntlet up` on loopback) turns it off.
+    pub enabled: bool,
+    /// A key (`gk_live_<id>_<secret>`, see `gauntlet keys generate`) made an
+    /// admin of the `default` project, the operators', at every start: the
+    /// first key, from a secret. Empty: none.
+    pub bootstrap_key: String,
+    /// How long a gateway trusts what it read about a key, in seconds: a
+    /// revoked key stops working within this.
+    pub cache_secs: u64,
+    /// RPCs a minute per key, unless the key has its own rate; 0: no limit.
+    /// Kept in Redis (`redis.url`) so every gateway spends one budget.
+    pub rate_per_minute: u64,
+    /// WatchRun streams a key may hold open at once, per gateway.
+    pub max_watch_streams: u32,
+    /// Largest request a viewer or member key may send, in bytes (the
+    /// suite of a SubmitRunStream counted whole); admins are held only to
+    /// the server's limits. 0: only the server's limits.
+    pub max_request_bytes: u64,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            bootstrap_key: String::new(),
+            cache_secs: 5,
+            rate_per_minute: 60_000,
+            max_watch_streams: 64,
+            max_request_bytes: 0,
         }
     }
 }

@@ -53,7 +53,7 @@ use tonic::Status;
 use tracing::warn;
 use uuid::Uuid;
 
-use crate::{DEFAULT_PROJECT, Deps};
+use crate::{Deps, quota::Allowance};
 
 /// How often the runs being fed are read and topped up.
 pub const TICK: Duration = Duration::from_millis(50);
@@ -86,13 +86,25 @@ struct Inner {
     window: AtomicU64,
     /// Passes made.
     passes: AtomicU32,
-    runs: Mutex<HashMap<Uuid, Arc<tokio::sync::Mutex<Paced>>>>,
+    runs: Mutex<HashMap<Uuid, Fed>>,
+}
+
+/// A run being fed, with what its share is weighed by.
+#[derive(Clone)]
+struct Fed {
+    project: Arc<str>,
+    /// Its project's weight against other projects.
+    project_weight: u32,
+    /// Its weight against its project's other runs (its priority).
+    factor: u32,
+    paced: Arc<tokio::sync::Mutex<Paced>>,
 }
 
 /// One run being fed.
 #[derive(Debug)]
 struct Paced {
     run_id: Uuid,
+    project: Arc<str>,
     /// Trace context of its submission, carried by every batch.
     headers: Vec<(String, String)>,
     /// Tasks `0..ready` may go out: their tests are stored.
@@ -122,16 +134,25 @@ impl Dispatcher {
 
     /// Starts feeding `run_id` (stored, with no task ready yet). Called in
     /// the submission's span: its batches carry that trace context.
-    pub fn open(&self, run_id: Uuid) {
+    pub fn open(&self, run_id: Uuid, allowance: &Allowance) {
+        let project: Arc<str> = allowance.project.as_str().into();
         let paced = Paced {
             run_id,
+            project: project.clone(),
             headers: gauntlet_telemetry::propagation::inject_current(),
             ready: 0,
             dispatched: 0,
             done: 0,
         };
-        self.runs()
-            .insert(run_id, Arc::new(tokio::sync::Mutex::new(paced)));
+        self.runs().insert(
+            run_id,
+            Fed {
+                project,
+                project_weight: allowance.project_weight.max(1),
+                factor: allowance.factor.max(1),
+                paced: Arc::new(tokio::sync::Mutex::new(paced)),
+            },
+        );
     }
 
     /// Tasks `0..ready` of `run_id` may now go out: publishes its share of
@@ -144,7 +165,11 @@ impl Dispatcher {
         };
         let mut paced = run.lock().await;
         paced.ready = paced.ready.max(ready);
-        let share = self.share();
+        let share = self
+            .shares()
+            .get(&run_id)
+            .copied()
+            .unwrap_or(self.inner.batch_size);
         let sent = match self.room(&paced, share) {
             Some(tasks) => self.send(vec![(paced, tasks)]).await,
             None => Ok(()),
@@ -205,7 +230,7 @@ impl Dispatcher {
     /// them only every [`LOOK_EVERY`] passes, to forget the ended ones.
     pub async fn pass(&self) -> anyhow::Result<()> {
         let passes = self.inner.passes.fetch_add(1, Ordering::Relaxed);
-        let fed: Vec<_> = self.runs().values().cloned().collect();
+        let fed: Vec<_> = self.runs().values().map(|f| f.paced.clone()).collect();
         let waiting = fed.iter().any(|run| {
             // One its submission holds is being released: it may wait.
             run.try_lock()
@@ -242,8 +267,9 @@ impl Dispatcher {
             locked.push(paced);
         }
         if self.inner.configured > 0 {
-            let share = self.share();
+            let shares = self.shares();
             let held_back = locked.iter().any(|paced| {
+                let share = shares.get(&paced.run_id).copied().unwrap_or(0);
                 paced.dispatched < paced.ready
                     && paced.dispatched.saturating_sub(paced.done) >= share
             });
@@ -251,10 +277,11 @@ impl Dispatcher {
                 self.size_window(held_back).await;
             }
         }
-        let share = self.share();
+        let shares = self.shares();
         let topped = locked
             .into_iter()
             .filter_map(|paced| {
+                let share = shares.get(&paced.run_id).copied()?;
                 let tasks = self.room(&paced, share)?;
                 Some((paced, tasks))
             })
@@ -310,14 +337,15 @@ impl Dispatcher {
         self.inner.window.load(Ordering::Relaxed)
     }
 
-    /// Each run's share of the window: at least one batch.
-    fn share(&self) -> u64 {
-        let window = self.window();
-        if window == 0 {
-            return u64::MAX;
-        }
-        let runs = self.runs().len().max(1) as u64;
-        (window / runs).max(self.inner.batch_size)
+    /// Each run's share of the window ([`shares`]).
+    fn shares(&self) -> HashMap<Uuid, u64> {
+        let runs = self.runs();
+        shares(
+            self.window(),
+            self.inner.batch_size,
+            runs.iter()
+                .map(|(id, fed)| (*id, &*fed.project, fed.project_weight, fed.factor)),
+        )
     }
 
     /// The ready tasks of `paced` its share has room for, if any: whole
@@ -337,12 +365,13 @@ impl Dispatcher {
         let batch = self.inner.batch_size;
         let end = tasks.end;
         let run_id = paced.run_id.to_string();
+        let project = paced.project.clone();
         let headers = paced.headers.clone();
         let linked = gauntlet_telemetry::propagation::as_link(&headers);
         tasks.step_by(batch as usize).map(move |first| Message {
             payload: TaskBatch {
                 run_id: run_id.clone(),
-                project_id: DEFAULT_PROJECT.into(),
+                project_id: project.to_string(),
                 first_task: first,
                 count: (end - first).min(batch) as u32,
                 ..TaskBatch::default()
@@ -358,15 +387,44 @@ impl Dispatcher {
     }
 
     fn fed(&self, run_id: Uuid) -> Option<Arc<tokio::sync::Mutex<Paced>>> {
-        self.runs().get(&run_id).cloned()
+        self.runs().get(&run_id).map(|f| f.paced.clone())
     }
 
-    fn runs(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, Arc<tokio::sync::Mutex<Paced>>>> {
+    fn runs(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, Fed>> {
         self.inner
             .runs
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
+}
+
+/// Each run's share of `window`: the window is split between the projects
+/// with runs being fed by their weights, and each project's part between
+/// its runs by their factors (priorities), so a project's many or huge
+/// runs take its part and no more. Every share is at least one batch; a
+/// window of 0 (no pacing) gives every run all it has.
+pub fn shares<'a>(
+    window: u64,
+    batch_size: u64,
+    runs: impl Iterator<Item = (Uuid, &'a str, u32, u32)> + Clone,
+) -> HashMap<Uuid, u64> {
+    if window == 0 {
+        return runs.map(|(id, ..)| (id, u64::MAX)).collect();
+    }
+    // Per project: its weight and the sum of its runs' factors.
+    let mut projects: HashMap<&str, (u128, u128)> = HashMap::new();
+    for (_, project, weight, factor) in runs.clone() {
+        let entry = projects.entry(project).or_insert((0, 0));
+        entry.0 = entry.0.max(u128::from(weight.max(1)));
+        entry.1 += u128::from(factor.max(1));
+    }
+    let total: u128 = projects.values().map(|(weight, _)| weight).sum();
+    runs.map(|(id, project, _, factor)| {
+        let (weight, factors) = projects[project];
+        let share = u128::from(window) * weight * u128::from(factor.max(1)) / (total * factors);
+        (id, (share.min(u128::from(u64::MAX)) as u64).max(batch_size))
+    })
+    .collect()
 }
 
 /// The window's floor: `configured` tasks, or twice what `consumers`
@@ -401,7 +459,40 @@ pub fn adapt(window: u64, floor: u64, waiting: u64, held_back: bool) -> u64 {
 
 #[cfg(test)]
 mod tests {
-    use super::{MAX_GROWTH, adapt, floor};
+    use super::{MAX_GROWTH, adapt, floor, shares};
+    use uuid::Uuid;
+
+    #[test]
+    fn projects_split_the_window_by_weight_and_their_runs_by_priority() {
+        let ids: Vec<Uuid> = (0..5).map(|_| Uuid::new_v4()).collect();
+        // Project a has three runs (one interactive, two batch), b one.
+        let runs = [
+            (ids[0], "a", 1, 4),
+            (ids[1], "a", 1, 1),
+            (ids[2], "a", 1, 1),
+            (ids[3], "b", 1, 4),
+        ];
+        let got = shares(12_000, 50, runs.iter().copied());
+        // b's one run has half the window, however many runs a has.
+        assert_eq!(got[&ids[3]], 6_000);
+        // a's half: 4 : 1 : 1.
+        assert_eq!(
+            (got[&ids[0]], got[&ids[1]], got[&ids[2]]),
+            (4_000, 1_000, 1_000)
+        );
+        // Weights: b at 3 has three quarters.
+        let runs = [(ids[0], "a", 1, 4), (ids[3], "b", 3, 4)];
+        let got = shares(12_000, 50, runs.iter().copied());
+        assert_eq!((got[&ids[0]], got[&ids[3]]), (3_000, 9_000));
+        // At least a batch each, and no pacing means no limit.
+        let many: Vec<_> = (0..1000).map(|_| (Uuid::new_v4(), "a", 1, 1)).collect();
+        assert!(
+            shares(5_000, 50, many.iter().copied())
+                .values()
+                .all(|&s| s == 50)
+        );
+        assert_eq!(shares(0, 50, runs.iter().copied())[&ids[0]], u64::MAX);
+    }
 
     #[test]
     fn the_floor_grows_with_the_fleet_past_its_setting_and_never_turns_pacing_on() {

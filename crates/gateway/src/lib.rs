@@ -4,9 +4,11 @@
 //! also runs the reconciler, which re-drives or fails runs left without
 //! work in flight, and serves the operators' view of dead letters.
 
+pub mod access;
 mod admin;
 pub mod dispatch;
 mod estimate;
+pub mod quota;
 pub mod reconcile;
 mod routing;
 mod runs;
@@ -18,9 +20,9 @@ use std::sync::Arc;
 use gauntlet_bus::Bus;
 use gauntlet_config::GauntletConfig;
 use gauntlet_proto::v1::{
-    admin_service_server::AdminServiceServer, analytics_service_server::AnalyticsServiceServer,
-    monitor_service_server::MonitorServiceServer, report_service_server::ReportServiceServer,
-    run_service_server::RunServiceServer,
+    access_service_server::AccessServiceServer, admin_service_server::AdminServiceServer,
+    analytics_service_server::AnalyticsServiceServer, monitor_service_server::MonitorServiceServer,
+    report_service_server::ReportServiceServer, run_service_server::RunServiceServer,
 };
 use gauntlet_service::{GrpcServer, connect_bus, connect_store, limited};
 use gauntlet_store::Store;
@@ -63,6 +65,9 @@ pub async fn run(
     let routing = routing::Router::new(&config, deps.clone())?;
     let mut server = GrpcServer::new("gateway", &config.grpc).await?;
     let limits = server.limits();
+    if config.auth.enabled {
+        server.set_gate(gate(&config, &deps, &shutdown).await?);
+    }
     gauntlet_service::metrics::watch_store(&server.metrics(), deps.store.clone(), shutdown.clone());
     server
         .add_service(limited!(RunServiceServer::new(runs), limits))
@@ -74,6 +79,10 @@ pub async fn run(
         .add_service(limited!(MonitorServiceServer::new(routing), limits))
         .add_service(limited!(
             AdminServiceServer::new(admin::AdminApi::new(deps.clone())),
+            limits
+        ))
+        .add_service(limited!(
+            AccessServiceServer::new(access::AccessApi::new(deps.store.clone())),
             limits
         ));
     let reconciler = config.reconcile.enabled.then(|| {
@@ -92,4 +101,27 @@ pub async fn run(
         let _ = reconciler.await;
     }
     served
+}
+
+/// The API-key gate (`auth.enabled`): the bootstrap key stored, rates
+/// spent in Redis when there is one.
+async fn gate(
+    config: &GauntletConfig,
+    deps: &Deps,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<Arc<dyn gauntlet_service::gate::Gate>> {
+    if !config.auth.bootstrap_key.is_empty() {
+        access::KeyGate::bootstrap(deps.store.as_ref(), &config.auth.bootstrap_key).await?;
+    }
+    let limiter: Arc<dyn gauntlet_cache::limiter::RateLimiter> = if config.redis.url.is_empty() {
+        Arc::new(gauntlet_cache::limiter::LocalLimiter::new())
+    } else {
+        Arc::new(gauntlet_cache::limiter::RedisLimiter::new(&config.redis)?)
+    };
+    Ok(Arc::new(access::KeyGate::new(
+        deps.store.clone(),
+        limiter,
+        config.auth.clone(),
+        shutdown.clone(),
+    )))
 }

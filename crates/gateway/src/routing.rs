@@ -2,6 +2,8 @@
 //! calls are forwarded to their services (with trace context); reports are
 //! queued here and rendered by the reports service.
 
+use std::sync::Arc;
+
 use gauntlet_bus::{Message, QueueName};
 use gauntlet_config::GauntletConfig;
 use gauntlet_proto::{
@@ -13,8 +15,8 @@ use gauntlet_proto::{
     },
 };
 use gauntlet_service::{
-    MessageLimits, convert, existing_run, internal, invalid, limited, limits::answer, not_found,
-    parse_id,
+    MessageLimits, convert, for_project, internal, invalid, limited, limits::answer, not_found,
+    parse_id, run_in,
 };
 use gauntlet_store::{NewReport, RUN_REPORT, ReportRecord, ReportReuse, ReportStatus};
 use gauntlet_telemetry::grpc::TraceClient;
@@ -22,7 +24,7 @@ use prost::Message as _;
 use tonic::{Request, Response, Status, transport::Channel};
 use uuid::Uuid;
 
-use crate::{DEFAULT_PROJECT, Deps};
+use crate::{Deps, access::Caller};
 
 type Traced = TraceClient<Channel>;
 
@@ -32,6 +34,9 @@ pub struct Router {
     analytics: AnalyticsServiceClient<Traced>,
     monitor: MonitorServiceClient<Traced>,
     limits: MessageLimits,
+    /// Each run's project, as read (it never changes): scoping the calls
+    /// forwarded to analytics costs a query per run once.
+    owners: moka::future::Cache<Uuid, Arc<str>>,
 }
 
 fn lazy_channel(
@@ -66,20 +71,42 @@ impl Router {
                 limits
             ),
             limits,
+            owners: moka::future::Cache::new(100_000),
         })
     }
 }
 
 impl Router {
-    /// The stored report `report_id` names, or `NotFound`.
-    async fn report(&self, report_id: &str) -> Result<ReportRecord, Status> {
+    /// The stored report `report_id` names if it is `caller`'s project's,
+    /// or `NotFound`.
+    async fn report(&self, caller: &Caller, report_id: &str) -> Result<ReportRecord, Status> {
         let id = parse_id("report_id", report_id)?;
         self.deps
             .store
             .get_report(id)
             .await
             .map_err(|e| internal("get report", e))?
+            .filter(|r| r.project_id == caller.project)
             .ok_or_else(|| not_found("report", id))
+    }
+
+    /// Run id `value` of request field `field`, if the run is `caller`'s
+    /// project's; another project's run is `NotFound`.
+    async fn owned(&self, caller: &Caller, field: &str, value: &str) -> Result<Uuid, Status> {
+        let id = parse_id(field, value)?;
+        let owner = match self.owners.get(&id).await {
+            Some(owner) => owner,
+            None => {
+                let run = run_in(self.deps.store.as_ref(), id, &caller.project).await?;
+                let owner: Arc<str> = run.project_id.as_str().into();
+                self.owners.insert(id, owner.clone()).await;
+                owner
+            }
+        };
+        if *owner != *caller.project {
+            return Err(not_found("run", id));
+        }
+        Ok(id)
     }
 }
 
@@ -161,10 +188,12 @@ impl AnalyticsService for Router {
         &self,
         request: Request<v1::GetRunSummaryRequest>,
     ) -> Result<Response<v1::RunSummary>, Status> {
-        parse_id("run_id", &request.get_ref().run_id)?;
+        let caller = Caller::of(&request);
+        self.owned(&caller, "run_id", &request.get_ref().run_id)
+            .await?;
         let mut client = self.analytics.clone();
         client
-            .get_run_summary(request.into_inner())
+            .get_run_summary(for_project(request.into_inner(), &caller.project))
             .await
             // A new response: the upstream's headers (its `grpc-encoding`
             // among them) describe the hop from analytics, not this one.
@@ -176,10 +205,16 @@ impl AnalyticsService for Router {
         &self,
         request: Request<v1::CompareRunsRequest>,
     ) -> Result<Response<v1::Comparison>, Status> {
-        parse_id("run_a", &request.get_ref().run_a)?;
+        let caller = Caller::of(&request);
+        self.owned(&caller, "run_a", &request.get_ref().run_a)
+            .await?;
+        if !request.get_ref().run_b.is_empty() {
+            self.owned(&caller, "run_b", &request.get_ref().run_b)
+                .await?;
+        }
         let mut client = self.analytics.clone();
         client
-            .compare_runs(request.into_inner())
+            .compare_runs(for_project(request.into_inner(), &caller.project))
             .await
             .map(|r| Response::new(r.into_inner()))
             .map_err(|s| internal("analytics", s))
@@ -189,10 +224,12 @@ impl AnalyticsService for Router {
         &self,
         request: Request<v1::GetInsightsRequest>,
     ) -> Result<Response<v1::Insights>, Status> {
-        parse_id("run_id", &request.get_ref().run_id)?;
+        let caller = Caller::of(&request);
+        self.owned(&caller, "run_id", &request.get_ref().run_id)
+            .await?;
         let mut client = self.analytics.clone();
         client
-            .get_insights(request.into_inner())
+            .get_insights(for_project(request.into_inner(), &caller.project))
             .await
             .map(|r| Response::new(r.into_inner()))
             .map_err(|s| internal("analytics", s))
@@ -202,9 +239,10 @@ impl AnalyticsService for Router {
         &self,
         request: Request<v1::GetTrendsRequest>,
     ) -> Result<Response<v1::Trends>, Status> {
+        let caller = Caller::of(&request);
         let mut client = self.analytics.clone();
         client
-            .get_trends(request.into_inner())
+            .get_trends(for_project(request.into_inner(), &caller.project))
             .await
             .map(|r| Response::new(r.into_inner()))
             .map_err(|s| internal("analytics", s))
@@ -214,10 +252,20 @@ impl AnalyticsService for Router {
         &self,
         request: Request<v1::DetectRegressionsRequest>,
     ) -> Result<Response<v1::Regressions>, Status> {
-        parse_id("run_id", &request.get_ref().run_id)?;
+        let caller = Caller::of(&request);
+        self.owned(&caller, "run_id", &request.get_ref().run_id)
+            .await?;
+        if !request.get_ref().baseline_run_id.is_empty() {
+            self.owned(
+                &caller,
+                "baseline_run_id",
+                &request.get_ref().baseline_run_id,
+            )
+            .await?;
+        }
         let mut client = self.analytics.clone();
         client
-            .detect_regressions(request.into_inner())
+            .detect_regressions(for_project(request.into_inner(), &caller.project))
             .await
             .map(|r| Response::new(r.into_inner()))
             .map_err(|s| internal("analytics", s))
@@ -244,12 +292,19 @@ impl MonitorService for Router {
         &self,
         request: Request<v1::ListAlertsRequest>,
     ) -> Result<Response<v1::ListAlertsResponse>, Status> {
+        let caller = Caller::of(&request);
         let mut client = self.monitor.clone();
-        client
+        let mut alerts = client
             .list_alerts(request.into_inner())
             .await
-            .map(|r| Response::new(r.into_inner()))
-            .map_err(|s| internal("monitor", s))
+            .map_err(|s| internal("monitor", s))?
+            .into_inner();
+        // Fleet alerts are everyone's; a project's (labelled with it) are
+        // its own.
+        alerts
+            .alerts
+            .retain(|a| a.labels.get("project").is_none_or(|p| *p == caller.project));
+        Ok(Response::new(alerts))
     }
 
     async fn get_bottlenecks(
@@ -319,6 +374,7 @@ impl ReportService for Router {
         &self,
         request: Request<v1::CreateReportRequest>,
     ) -> Result<Response<v1::Report>, Status> {
+        let caller = Caller::of(&request);
         let req = request.into_inner();
         let format = v1::ReportFormat::try_from(req.format)
             .ok()
@@ -342,7 +398,7 @@ impl ReportService for Router {
             }
             self.deps
                 .store
-                .latest_completed_run(DEFAULT_PROJECT, &req.suite)
+                .latest_completed_run(&caller.project, &req.suite)
                 .await
                 .map_err(|e| internal("find the suite's runs", e))?
                 .ok_or_else(|| {
@@ -353,7 +409,7 @@ impl ReportService for Router {
                 })?
         } else {
             let run_id = parse_id("run_id", &req.run_id)?;
-            existing_run(self.deps.store.as_ref(), run_id).await?
+            run_in(self.deps.store.as_ref(), run_id, &caller.project).await?
         };
         let run_id = run.id;
         // A roll-up's other runs, each checked to exist.
@@ -367,7 +423,7 @@ impl ReportService for Router {
             }
             for (i, id) in req.runs.iter().enumerate() {
                 let id = parse_id(&format!("runs[{i}]"), id)?;
-                rolled.push(existing_run(self.deps.store.as_ref(), id).await?);
+                rolled.push(run_in(self.deps.store.as_ref(), id, &caller.project).await?);
             }
         }
         let (kind, compare_to) = match v1::ReportKind::try_from(req.kind) {
@@ -386,7 +442,7 @@ impl ReportService for Router {
                     None
                 } else {
                     let id = parse_id("compare_to", &req.compare_to)?;
-                    Some(existing_run(self.deps.store.as_ref(), id).await?)
+                    Some(run_in(self.deps.store.as_ref(), id, &caller.project).await?)
                 };
                 if !(req.alpha == 0.0 || (req.alpha > 0.0 && req.alpha < 1.0)) {
                     return Err(invalid("alpha", "must be in (0, 1), or 0 for 0.05"));
@@ -415,7 +471,7 @@ impl ReportService for Router {
         // request makes its own.
         let new = NewReport {
             id: Uuid::now_v7(),
-            project_id: DEFAULT_PROJECT.into(),
+            project_id: caller.project.clone(),
             run_id,
             format: format.into(),
             kind,
@@ -433,6 +489,7 @@ impl ReportService for Router {
                     .find_or_create_report(new, reuse)
                     .await
                     .map_err(|e| internal("create report", e))?;
+                caller.target(report.id);
                 if !created {
                     return Ok(Response::new(self.report_message(report).await?));
                 }
@@ -445,6 +502,7 @@ impl ReportService for Router {
                 .await
                 .map_err(|e| internal("create report", e))?,
         };
+        caller.target(report.id);
         let job = ReportJob {
             report_id: report.id.to_string(),
             run_id: run_id.to_string(),
@@ -476,7 +534,8 @@ impl ReportService for Router {
         &self,
         request: Request<v1::GetReportRequest>,
     ) -> Result<Response<v1::Report>, Status> {
-        let report = self.report(&request.get_ref().report_id).await?;
+        let caller = Caller::of(&request);
+        let report = self.report(&caller, &request.get_ref().report_id).await?;
         Ok(Response::new(self.report_message(report).await?))
     }
 
@@ -486,7 +545,8 @@ impl ReportService for Router {
         &self,
         request: Request<v1::GetReportRequest>,
     ) -> Result<Response<Self::ReadReportStream>, Status> {
-        let report = self.report(&request.get_ref().report_id).await?;
+        let caller = Caller::of(&request);
+        let report = self.report(&caller, &request.get_ref().report_id).await?;
         let id = report.id;
         if report.status != ReportStatus::Ready {
             return Err(Status::failed_precondition(format!(

@@ -8,14 +8,14 @@ use gauntlet_config::GauntletConfig;
 use gauntlet_core::suite::Suite;
 use gauntlet_proto::v1::{self, run_service_server::RunService};
 use gauntlet_service::{
-    MessageLimits, convert, existing_run, internal, invalid, limits::answer, not_found, parse_id,
+    MessageLimits, convert, internal, invalid, limits::answer, not_found, parse_id, run_in,
 };
 use gauntlet_store::{ResultStatus, RunCursor, RunStatus};
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
-use crate::{DEFAULT_PROJECT, Deps, submit, watch};
+use crate::{Deps, access::Caller, submit, watch};
 
 const DEFAULT_PAGE: u32 = 100;
 const MAX_PAGE: u32 = 1000;
@@ -38,7 +38,7 @@ pub struct RunApi {
     /// reading them again costs no query. A run that is still going,
     /// failed or was cancelled is read afresh every time: results may
     /// still land after a cancel.
-    completed: moka::future::Cache<Uuid, v1::Run>,
+    completed: moka::future::Cache<Uuid, (Arc<str>, v1::Run)>,
     pages: moka::future::Cache<PageKey, Arc<v1::ListResultsResponse>>,
     limits: MessageLimits,
 }
@@ -73,19 +73,50 @@ impl RunApi {
         }
     }
 
-    /// Run `id` as answered, and whether it has completed (from memory if
-    /// it had already).
-    async fn run(&self, id: Uuid) -> Result<(v1::Run, bool), Status> {
-        if let Some(run) = self.completed.get(&id).await {
+    /// Run `id` of `project` as answered, and whether it has completed
+    /// (from memory if it had already). Another project's run is
+    /// `NotFound`.
+    async fn run(&self, id: Uuid, project: &str) -> Result<(v1::Run, bool), Status> {
+        if let Some((owner, run)) = self.completed.get(&id).await {
+            if &*owner != project {
+                return Err(not_found("run", id));
+            }
             return Ok((run, true));
         }
-        let record = existing_run(self.deps.store.as_ref(), id).await?;
+        let record = run_in(self.deps.store.as_ref(), id, project).await?;
         let run = convert::run(&record);
         let completed = record.status == RunStatus::Completed;
         if completed {
-            self.completed.insert(id, run.clone()).await;
+            self.completed
+                .insert(id, (record.project_id.as_str().into(), run.clone()))
+                .await;
         }
         Ok((run, completed))
+    }
+
+    fn submission<'a>(&'a self, caller: &'a Caller) -> submit::Submission<'a> {
+        submit::Submission {
+            deps: &self.deps,
+            providers: &self.providers,
+            dispatcher: &self.dispatcher,
+            caller,
+            max_bytes: self.config.gateway.max_suite_bytes,
+        }
+    }
+
+    /// Refuses a suite of `bytes` over `caller`'s request size cap.
+    fn check_request_cap(caller: &Caller, field: &str, bytes: u64) -> Result<(), Status> {
+        match caller.max_request_bytes {
+            Some(cap) if bytes > cap => Err(invalid(
+                field,
+                format!(
+                    "the suite is {bytes} bytes, more than key {}'s limit of {cap} \
+                     (auth.max_request_bytes)",
+                    caller.key_id
+                ),
+            )),
+            _ => Ok(()),
+        }
     }
 
     async fn suite(&self, run_id: Uuid) -> Result<Arc<Suite>, Status> {
@@ -165,14 +196,10 @@ impl RunService for RunApi {
         &self,
         request: Request<v1::SubmitRunRequest>,
     ) -> Result<Response<v1::SubmitRunResponse>, Status> {
-        let resp = submit::submit(
-            &self.deps,
-            &self.providers,
-            &self.dispatcher,
-            self.config.gateway.max_suite_bytes,
-            request.into_inner(),
-        )
-        .await?;
+        let caller = Caller::of(&request);
+        Self::check_request_cap(&caller, "suite", request.get_ref().suite.len() as u64)?;
+        let resp = submit::submit(self.submission(&caller), request.into_inner()).await?;
+        caller.target(&resp.run_id);
         Ok(Response::new(resp))
     }
 
@@ -180,30 +207,22 @@ impl RunService for RunApi {
         &self,
         request: Request<tonic::Streaming<v1::SubmitRunChunk>>,
     ) -> Result<Response<v1::SubmitRunResponse>, Status> {
+        let caller = Caller::of(&request);
         let max_bytes = self.config.gateway.max_suite_bytes;
         let mut stream = request.into_inner();
         let header = submit::read_header(&mut stream).await?;
+        Self::check_request_cap(&caller, "header.suite_bytes", header.suite_bytes)?;
         if header.format == v1::SuiteFormat::NormalizedJsonLines as i32 {
-            let resp = submit::submit_lines(
-                &self.deps,
-                &self.providers,
-                &self.dispatcher,
-                max_bytes,
-                header,
-                stream,
-            )
+            let resp = submit::submit_lines(self.submission(&caller), header, stream, |bytes| {
+                Self::check_request_cap(&caller, "data", bytes)
+            })
             .await?;
+            caller.target(&resp.run_id);
             return Ok(Response::new(resp));
         }
         let req = submit::read_text(header, stream, max_bytes).await?;
-        let resp = submit::submit(
-            &self.deps,
-            &self.providers,
-            &self.dispatcher,
-            max_bytes,
-            req,
-        )
-        .await?;
+        let resp = submit::submit(self.submission(&caller), req).await?;
+        caller.target(&resp.run_id);
         Ok(Response::new(resp))
     }
 
@@ -211,21 +230,23 @@ impl RunService for RunApi {
         &self,
         request: Request<v1::GetRunRequest>,
     ) -> Result<Response<v1::Run>, Status> {
+        let caller = Caller::of(&request);
         let id = parse_id("run_id", &request.get_ref().run_id)?;
-        Ok(answer(self.run(id).await?.0))
+        Ok(answer(self.run(id, &caller.project).await?.0))
     }
 
     async fn list_runs(
         &self,
         request: Request<v1::ListRunsRequest>,
     ) -> Result<Response<v1::ListRunsResponse>, Status> {
+        let caller = Caller::of(&request);
         let req = request.into_inner();
         let limit = page_size(req.page_size);
         let after = run_cursor(&req.page_token)?;
         let runs = self
             .deps
             .store
-            .list_runs(DEFAULT_PROJECT, limit, after)
+            .list_runs(&caller.project, limit, after)
             .await
             .map_err(|e| internal("list runs", e))?;
         let next_page_token = match runs.last() {
@@ -244,7 +265,10 @@ impl RunService for RunApi {
         &self,
         request: Request<v1::CancelRunRequest>,
     ) -> Result<Response<v1::Run>, Status> {
+        let caller = Caller::of(&request);
         let id = parse_id("run_id", &request.get_ref().run_id)?;
+        caller.target(id);
+        run_in(self.deps.store.as_ref(), id, &caller.project).await?;
         let run = self
             .deps
             .store
@@ -262,8 +286,17 @@ impl RunService for RunApi {
         &self,
         request: Request<v1::WatchRunRequest>,
     ) -> Result<Response<Self::WatchRunStream>, Status> {
+        let caller = Caller::of(&request);
         let id = parse_id("run_id", &request.get_ref().run_id)?;
-        let stream = watch::watch(self.deps.clone(), id, self.shutdown.clone()).await?;
+        let slot = caller.watch_slot()?;
+        let stream = watch::watch(
+            self.deps.clone(),
+            id,
+            &caller.project,
+            slot,
+            self.shutdown.clone(),
+        )
+        .await?;
         Ok(Response::new(stream))
     }
 
@@ -271,6 +304,7 @@ impl RunService for RunApi {
         &self,
         request: Request<v1::ListResultsRequest>,
     ) -> Result<Response<v1::ListResultsResponse>, Status> {
+        let caller = Caller::of(&request);
         let req = request.into_inner();
         let id = parse_id("run_id", &req.run_id)?;
         let status = match v1::ResultStatus::try_from(req.status) {
@@ -296,7 +330,7 @@ impl RunService for RunApi {
             after,
             limit,
         };
-        let (_, completed) = self.run(id).await?;
+        let (_, completed) = self.run(id, &caller.project).await?;
         if completed && let Some(page) = self.pages.get(&key).await {
             return Ok(answer(page.as_ref().clone()));
         }

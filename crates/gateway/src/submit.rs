@@ -17,15 +17,15 @@ use tracing::{info, warn};
 use uuid::Uuid;
 
 use crate::{
-    DEFAULT_PROJECT, Deps,
+    Deps,
+    access::Caller,
     dispatch::Dispatcher,
     estimate::{Estimate, Estimator},
+    quota::{Allowance, allowance},
 };
 
 /// Most repeats a run may ask for.
 const MAX_REPEAT: u32 = 1000;
-/// Most tasks one run may expand into.
-const MAX_TASKS: u64 = 10_000_000;
 /// Longest run label, in characters: a name, not a document.
 const MAX_LABEL_CHARS: usize = 200;
 /// Tests stored per write while a suite is read.
@@ -199,6 +199,8 @@ fn check_options(options: Option<v1::RunOptions>) -> Result<v1::RunOptions, Stat
 struct Intake<'a> {
     deps: &'a Deps,
     dispatcher: &'a Dispatcher,
+    /// Its project and what the run may use.
+    allowance: Allowance,
     run_id: Uuid,
     /// Tasks per test: prompts × providers × repeat.
     tasks_per_test: u64,
@@ -216,10 +218,17 @@ struct Intake<'a> {
 }
 
 impl<'a> Intake<'a> {
-    fn new(deps: &'a Deps, dispatcher: &'a Dispatcher, header: &Suite, repeat: u32) -> Self {
+    fn new(
+        deps: &'a Deps,
+        dispatcher: &'a Dispatcher,
+        allowance: Allowance,
+        header: &Suite,
+        repeat: u32,
+    ) -> Self {
         Self {
             deps,
             dispatcher,
+            allowance,
             run_id: Uuid::now_v7(),
             tasks_per_test: header.prompts.len() as u64
                 * header.providers.len() as u64
@@ -242,6 +251,7 @@ impl<'a> Intake<'a> {
             .store
             .create_run(new_run(
                 self.run_id,
+                &self.allowance.project,
                 header,
                 options,
                 String::new(),
@@ -250,7 +260,7 @@ impl<'a> Intake<'a> {
             ))
             .await
             .map_err(|e| internal("create run", e))?;
-        self.dispatcher.open(self.run_id);
+        self.dispatcher.open(self.run_id, &self.allowance);
         self.open = true;
         self.write_at = FIRST_WRITE;
         Ok(())
@@ -259,11 +269,8 @@ impl<'a> Intake<'a> {
     async fn push(&mut self, test: &TestCase) -> Result<(), Status> {
         self.tests += 1;
         let total = self.tests.saturating_mul(self.tasks_per_test);
-        if total > MAX_TASKS {
-            return Err(invalid(
-                "suite",
-                format!("expands into more than {MAX_TASKS} tasks"),
-            ));
+        if total > self.allowance.max_tasks {
+            return Err(self.allowance.too_many_tasks());
         }
         if let Some(estimator) = &mut self.estimator {
             estimator.add(test);
@@ -338,22 +345,38 @@ impl<'a> Intake<'a> {
     }
 }
 
+/// Who submits a suite, and where it goes.
+#[derive(Clone, Copy)]
+pub struct Submission<'a> {
+    pub deps: &'a Deps,
+    pub providers: &'a ProviderFactory,
+    pub dispatcher: &'a Dispatcher,
+    pub caller: &'a Caller,
+    /// `gateway.max_suite_bytes`.
+    pub max_bytes: usize,
+}
+
 /// Submits a suite sent whole (YAML, JSON or normalized JSON): parsed and
 /// checked at once, then stored a chunk of tests at a time.
 pub async fn submit(
-    deps: &Deps,
-    providers: &ProviderFactory,
-    dispatcher: &Dispatcher,
-    max_bytes: usize,
+    s: Submission<'_>,
     req: v1::SubmitRunRequest,
 ) -> Result<v1::SubmitRunResponse, Status> {
+    let Submission {
+        deps,
+        providers,
+        dispatcher,
+        caller,
+        max_bytes,
+    } = s;
     let mut suite = validate(&req.suite, req.format, max_bytes, providers)?;
     let options = check_options(req.options)?;
     let tests = std::mem::take(&mut suite.tests);
     if tests.is_empty() {
         return Err(invalid("suite", "expands into no tasks"));
     }
-    let mut intake = Intake::new(deps, dispatcher, &suite, options.repeat);
+    let allowance = allowance(deps, caller, &options).await?;
+    let mut intake = Intake::new(deps, dispatcher, allowance, &suite, options.repeat);
     let stored = async {
         for test in &tests {
             intake.push(test).await?;
@@ -379,18 +402,26 @@ pub async fn submit(
 /// (`max_bytes` bounds each line, not the suite) and its test stored, so
 /// the gateway holds a chunk of tests at a time, whatever the suite's size.
 pub async fn submit_lines(
-    deps: &Deps,
-    providers: &ProviderFactory,
-    dispatcher: &Dispatcher,
-    max_bytes: usize,
+    s: Submission<'_>,
     header: v1::SubmitRunHeader,
     mut stream: tonic::Streaming<v1::SubmitRunChunk>,
+    check_received: impl Fn(u64) -> Result<(), Status>,
 ) -> Result<v1::SubmitRunResponse, Status> {
+    let Submission {
+        deps,
+        providers,
+        dispatcher,
+        caller,
+        max_bytes,
+    } = s;
     use v1::submit_run_chunk::Part;
+    // The suite's bytes so far, for the caller's request size cap.
+    let mut suite_bytes = 0u64;
     if header.suite_bytes != 0 {
         check_size("header.suite_bytes", header.suite_bytes, usize::MAX)?;
     }
     let options = check_options(header.options)?;
+    let allowance = allowance(deps, caller, &options).await?;
     let mut lines = LineSplitter::new(max_bytes);
     // The header line, before anything is stored.
     let mut reader = loop {
@@ -398,6 +429,8 @@ pub async fn submit_lines(
             Some(v1::SubmitRunChunk {
                 part: Some(Part::Data(data)),
             }) => {
+                suite_bytes += data.len() as u64;
+                check_received(suite_bytes)?;
                 lines.push(&data);
                 if let Some((_, line)) = lines.next_line()? {
                     let reader = NormalizedLines::header(line)
@@ -415,8 +448,9 @@ pub async fn submit_lines(
             }
         }
     };
-    let mut intake = Intake::new(deps, dispatcher, reader.suite(), options.repeat);
-    if options.repeat == 1 {
+    let early = allowance.may_open_early();
+    let mut intake = Intake::new(deps, dispatcher, allowance, reader.suite(), options.repeat);
+    if options.repeat == 1 && early {
         intake.open_run(reader.suite(), &options).await?;
     }
     let received = async {
@@ -437,7 +471,11 @@ pub async fn submit_lines(
                     Some(Part::Data(_)) if trailer.is_some() => {
                         return Err(invalid("data", "sent after the trailer"));
                     }
-                    Some(Part::Data(data)) => lines.push(&data),
+                    Some(Part::Data(data)) => {
+                        suite_bytes += data.len() as u64;
+                        check_received(suite_bytes)?;
+                        lines.push(&data);
+                    }
                     Some(Part::Trailer(t)) => {
                         // What is left unterminated is the last line.
                         trailer = Some(t);
@@ -620,6 +658,7 @@ fn run_options(
 
 fn new_run(
     id: Uuid,
+    project: &str,
     header: &Suite,
     options: &v1::RunOptions,
     source: String,
@@ -628,7 +667,7 @@ fn new_run(
 ) -> NewRun {
     NewRun {
         id,
-        project_id: DEFAULT_PROJECT.into(),
+        project_id: project.into(),
         description: header.description.clone().unwrap_or_default(),
         label: options.label.clone(),
         source,
@@ -659,6 +698,12 @@ async fn start(
     let estimate = intake.estimate(&header, options.repeat);
     let run_id = intake.run_id;
     let stored_options = run_options(&options, Some(intake.tests), Some(&estimate));
+    if !intake.open
+        && let Err(status) = intake.allowance.check_cost(estimate.cost_usd)
+    {
+        intake.abandon(&status).await;
+        return Err(status);
+    }
     let run = if intake.open {
         let run = deps
             .store
@@ -676,6 +721,7 @@ async fn start(
             .store
             .create_run(new_run(
                 run_id,
+                &intake.allowance.project,
                 &header,
                 &options,
                 source,
@@ -691,7 +737,7 @@ async fn start(
                 return Err(status);
             }
         };
-        intake.dispatcher.open(run_id);
+        intake.dispatcher.open(run_id, &intake.allowance);
         intake.dispatcher.release(run_id, total).await?;
         run
     };

@@ -7,7 +7,7 @@ use std::{pin::Pin, time::Duration};
 
 use futures::{Stream, StreamExt};
 use gauntlet_proto::{internal::v1::RunEvent, v1};
-use gauntlet_service::{convert, existing_run, internal};
+use gauntlet_service::{convert, internal, run_in};
 use prost::Message as _;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -23,9 +23,13 @@ const POLL_EVERY: Duration = Duration::from_secs(2);
 
 type ProgressStream = Pin<Box<dyn Stream<Item = Result<v1::RunProgress, Status>> + Send>>;
 
+/// Streams `run_id`'s progress if it is `project`'s run; `slot` (the
+/// caller's stream slot) is held until the stream ends.
 pub async fn watch(
     deps: Deps,
     run_id: Uuid,
+    project: &str,
+    slot: Option<crate::access::StreamGuard>,
     shutdown: CancellationToken,
 ) -> Result<ProgressStream, Status> {
     // Subscribe before reading the current state, so no event between the
@@ -35,10 +39,11 @@ pub async fn watch(
         .subscribe(&format!("run.{run_id}.*"))
         .await
         .map_err(|e| internal("subscribe", e))?;
-    let first = existing_run(deps.store.as_ref(), run_id).await?;
+    let first = run_in(deps.store.as_ref(), run_id, project).await?;
 
     let (tx, rx) = mpsc::channel(16);
     tokio::spawn(async move {
+        let _slot = slot;
         let mut latest = convert::progress(&first);
         if tx.send(Ok(latest.clone())).await.is_err() || convert::is_terminal(&latest) {
             return;

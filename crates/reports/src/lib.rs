@@ -297,11 +297,14 @@ async fn build_trend(
         .with_context(|| format!("run {run_id} not found"))?;
     gauntlet_service::convert::link_to_run(&run);
     let trends = analytics
-        .get_trends(v1::GetTrendsRequest {
-            description: run.description.clone(),
-            bucket: job.bucket,
-            ..Default::default()
-        })
+        .get_trends(gauntlet_service::for_project(
+            v1::GetTrendsRequest {
+                description: run.description.clone(),
+                bucket: job.bucket,
+                ..Default::default()
+            },
+            &run.project_id,
+        ))
         .await
         .context("analytics trends")?
         .into_inner();

@@ -36,6 +36,23 @@ pub async fn existing_run(
     Ok(run)
 }
 
+/// The stored run `id` if it belongs to `project`: another project's run
+/// is `NotFound`, exactly as one that does not exist, so ids do not leak.
+pub async fn run_in(
+    store: &dyn gauntlet_store::Store,
+    id: uuid::Uuid,
+    project: &str,
+) -> Result<gauntlet_store::RunRecord, Status> {
+    let run = store
+        .get_run(id)
+        .await
+        .map_err(|e| internal("get run", e))?
+        .filter(|run| run.project_id == project)
+        .ok_or_else(|| not_found("run", id))?;
+    crate::convert::link_to_run(&run);
+    Ok(run)
+}
+
 /// Parses a UUID field of a request.
 pub fn parse_id(field: &str, value: &str) -> Result<uuid::Uuid, Status> {
     if value.is_empty() {

@@ -36,6 +36,8 @@ pub struct GrpcServer {
     limits: MessageLimits,
     /// `grpc.tls_*`: TLS, or None for plaintext.
     tls: Option<tonic::transport::ServerTlsConfig>,
+    /// Who may call (the gateway's API keys); None lets everyone.
+    gate: Option<Arc<dyn crate::gate::Gate>>,
 }
 
 impl GrpcServer {
@@ -78,6 +80,7 @@ impl GrpcServer {
             metrics,
             limits,
             tls,
+            gate: None,
         })
     }
 
@@ -96,6 +99,12 @@ impl GrpcServer {
     /// process each report their own).
     pub fn metrics(&self) -> Arc<Registry> {
         self.metrics.clone()
+    }
+
+    /// Puts `gate` in front of every call of this server.
+    pub fn set_gate(&mut self, gate: Arc<dyn crate::gate::Gate>) -> &mut Self {
+        self.gate = Some(gate);
+        self
     }
 
     pub fn add_service<S>(&mut self, service: S) -> &mut Self
@@ -182,6 +191,7 @@ impl GrpcServer {
                 format!("gauntlet-{}", self.name).into_boxed_str(),
             )))
             .layer(MetricsLayer::new(self.metrics.clone()))
+            .layer(crate::gate::GateLayer::new(self.gate.clone()))
             .add_routes(self.routes.routes())
             // Without TCP_NODELAY a small answer waits out Nagle and the
             // peer's delayed ACK: 40 ms a call on Linux.

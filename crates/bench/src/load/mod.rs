@@ -63,6 +63,10 @@ pub struct CommonArgs {
     /// Where `gauntlet` is (default: next to this binary).
     #[arg(long, env = "GAUNTLET_BIN_DIR")]
     pub bin_dir: Option<PathBuf>,
+    /// Serve without API keys (to measure what keys, scoping and the
+    /// per-key rate limit cost; a deployment has them on).
+    #[arg(long)]
+    pub no_auth: bool,
 }
 
 /// The services, their backends and the mock, started for one scenario.
@@ -102,6 +106,7 @@ impl Env {
                 all_services: true,
                 log: args.log.clone(),
                 env: Vec::new(),
+                auth: !args.no_auth,
             },
         )
         .await?;

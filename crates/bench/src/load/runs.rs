@@ -458,6 +458,10 @@ pub struct BehindArgs {
     /// The most the whole thing may take.
     #[arg(long, value_parser = humantime, default_value = "10m")]
     pub deadline: Duration,
+    /// Submit the short runs as another project (a key of its own), so
+    /// the window is split between projects, not only between runs.
+    #[arg(long)]
+    pub other_project: bool,
 }
 
 /// `load behind`: short runs submitted while a long one goes (an
@@ -471,9 +475,14 @@ pub async fn behind(args: BehindArgs) -> anyhow::Result<()> {
 }
 
 async fn behind_in(args: &BehindArgs, env: &Env) -> anyhow::Result<()> {
-    let mut gateway = env.stack.gateway().await?;
+    let mut long_gateway = env.stack.gateway().await?;
+    let mut gateway = if args.other_project {
+        env.stack.project_gateway("shorts").await?
+    } else {
+        env.stack.gateway().await?
+    };
     let started = Instant::now();
-    let long = submit(&mut gateway, &env.suite(args.long)).await?;
+    let long = submit(&mut long_gateway, &env.suite(args.long)).await?;
     let mut shorts = Vec::with_capacity(args.shorts);
     // When each short run was first seen ended, polled every 100 ms while
     // the next ones are submitted.
@@ -514,8 +523,12 @@ async fn behind_in(args: &BehindArgs, env: &Env) -> anyhow::Result<()> {
         }
     }
     let ids: Vec<String> = shorts.iter().map(|(id, _)| id.clone()).collect();
-    let (long_runs, long_ends) =
-        wait_all(&mut gateway, std::slice::from_ref(&long), args.deadline).await?;
+    let (long_runs, long_ends) = wait_all(
+        &mut long_gateway,
+        std::slice::from_ref(&long),
+        args.deadline,
+    )
+    .await?;
 
     let mut turnaround: Vec<f64> = shorts
         .iter()
@@ -539,9 +552,14 @@ async fn behind_in(args: &BehindArgs, env: &Env) -> anyhow::Result<()> {
         }
     }
     println!(
-        "{} short runs of {} tasks, one every {:?}, behind a run of {} tasks; {} worker(s), {} calls in flight each, mock at {} ms",
+        "{} short runs of {} tasks{}, one every {:?}, behind a run of {} tasks; {} worker(s), {} calls in flight each, mock at {} ms",
         args.shorts,
         args.short,
+        if args.other_project {
+            " of another project"
+        } else {
+            ""
+        },
         args.every,
         args.long,
         args.common.workers,

@@ -3,6 +3,7 @@
 //! test) with the project's mock model server as the vendor, and the
 //! `gauntlet` binary as a user runs it.
 
+mod access;
 mod cache;
 mod cli;
 mod cluster;

@@ -483,6 +483,7 @@ async fn a_flooded_task_queue_alert_goes_pending_fires_to_a_webhook_and_resolves
     let monitor_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let monitor_addr = monitor_listener.local_addr().unwrap();
     config.gateway.monitor_url = format!("http://{monitor_addr}");
+    config.auth.enabled = false;
     tokio::spawn(gauntlet_gateway::run(
         config.clone(),
         gauntlet_gateway::Deps {
@@ -508,16 +509,15 @@ async fn a_flooded_task_queue_alert_goes_pending_fires_to_a_webhook_and_resolves
         .map(|i| format!("  - vars: {{ n: '{i}' }}\n"))
         .collect();
     let suite = format!("prompts: ['{{{{ n }}}}']\nproviders: [echo, echo]\ntests:\n{tests}");
-    let mut runs = gauntlet_proto::v1::run_service_client::RunServiceClient::new(
-        gauntlet_cli::client::Conn::new(
+    let mut runs =
+        gauntlet_proto::v1::run_service_client::RunServiceClient::new(gauntlet_cli::client::conn(
             gauntlet_cli::client::connect(
                 &format!("http://{gateway_addr}"),
                 &gauntlet_config::GrpcConfig::default(),
             )
             .await
             .unwrap(),
-        ),
-    );
+        ));
     let run = runs
         .submit_run(v1::SubmitRunRequest {
             suite,

@@ -540,6 +540,7 @@ impl Backplane {
         config.database = db.config.clone();
         config.amqp.url = vhost.url.clone();
         config.amqp.batch_size = 20;
+        config.auth.enabled = false;
         let store = Arc::new(PgStore::connect(&config.database).await.unwrap());
         let bus: Arc<dyn Bus> = Arc::new(
             AmqpBus::connect(&config.amqp.url, config.amqp.delivery_limit)
@@ -569,7 +570,7 @@ impl Backplane {
         let endpoint = tonic::transport::Endpoint::from_shared(self.gateway.clone()).unwrap();
         for _ in 0..50 {
             if let Ok(ch) = endpoint.connect().await {
-                return RunServiceClient::new(gauntlet_cli::client::Conn::new(ch));
+                return RunServiceClient::new(gauntlet_cli::client::conn(ch));
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }

@@ -187,6 +187,7 @@ impl Plane {
         config.amqp.batch_size = 10;
         config.redis.url = String::new();
         config.worker.listen = "127.0.0.1:0".into();
+        config.auth.enabled = false;
         tweak(&mut config);
         let store: Arc<dyn Store> = Arc::new(PgStore::connect(&config.database).await.unwrap());
         let bus: Arc<dyn Bus> = Arc::new(
@@ -222,7 +223,7 @@ impl Plane {
         let endpoint = tonic::transport::Endpoint::from_shared(self.gateway.clone()).unwrap();
         for _ in 0..50 {
             if let Ok(ch) = endpoint.connect().await {
-                return RunServiceClient::new(gauntlet_cli::client::Conn::new(ch));
+                return RunServiceClient::new(gauntlet_cli::client::conn(ch));
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }

@@ -115,6 +115,7 @@ fn gateway(
     tokio::process::Command::new(BIN)
         .args(["serve", "gateway"])
         .env_remove("GAUNTLET_SERVER")
+        .env("GAUNTLET_AUTH__ENABLED", "false")
         .env("GAUNTLET_DATABASE__URL", &db.config.url)
         .env("GAUNTLET_AMQP__URL", &vhost.url)
         .env("GAUNTLET_REDIS__URL", "")

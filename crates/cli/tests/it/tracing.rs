@@ -222,6 +222,8 @@ async fn a_run_is_one_trace_from_the_cli_through_the_broker_to_the_model_and_the
         .unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
     let otlp = format!("http://{collector}");
     let env: Vec<(String, String)> = [
+        // API keys are the access tests' business.
+        ("GAUNTLET_AUTH__ENABLED", "false".into()),
         ("GAUNTLET_DATABASE__URL", db.config.url.clone()),
         ("GAUNTLET_AMQP__URL", vhost.url.clone()),
         ("GAUNTLET_AMQP__BATCH_SIZE", "10".into()),
@@ -549,7 +551,7 @@ async fn a_run_is_one_trace_from_the_cli_through_the_broker_to_the_model_and_the
     );
 
     // The run's stored trace id is the root's, and so is each result's.
-    let mut runs = v1::run_service_client::RunServiceClient::new(gauntlet_cli::client::Conn::new(
+    let mut runs = v1::run_service_client::RunServiceClient::new(gauntlet_cli::client::conn(
         gauntlet_cli::client::connect(&server, &Default::default())
             .await
             .unwrap(),
@@ -615,6 +617,7 @@ async fn a_silent_collector_slows_neither_a_run_nor_a_shutdown() {
     let mut gateway = tokio::process::Command::new(BIN)
         .args(["serve", "gateway"])
         .env_remove("GAUNTLET_SERVER")
+        .env("GAUNTLET_AUTH__ENABLED", "false")
         .env("GAUNTLET_DATABASE__URL", &db.config.url)
         .env("GAUNTLET_AMQP__URL", &vhost.url)
         .env("GAUNTLET_REDIS__URL", "")
@@ -931,6 +934,50 @@ async fn a_provider_key_appears_in_no_output_log_or_span() {
     for g in &spans {
         if format!("{:?}", g.span).contains(KEY) {
             leaks.push(format!("span {}", g.span.name));
+        }
+    }
+    // What is stored (the whole data directory, database included), and
+    // what the read commands and the reports service answer from it:
+    // GetRun and ListRuns (`runs`), ListResults (`results`), every report.
+    for entry in std::fs::read_dir(dir.path().join(".gauntlet")).unwrap() {
+        let path = entry.unwrap().path();
+        let bytes = std::fs::read(&path).unwrap();
+        if bytes.windows(KEY.len()).any(|w| w == KEY.as_bytes()) {
+            leaks.push(path.display().to_string());
+        }
+    }
+    let listed = crate::cli::gauntlet(&["runs"], dir.path()).await;
+    let (runs, _) = text(&listed);
+    let run_id = runs
+        .split_whitespace()
+        .find(|w| uuid::Uuid::parse_str(w).is_ok())
+        .unwrap_or_else(|| panic!("a run id in {runs}"))
+        .to_owned();
+    let mut reads = vec![("runs".to_owned(), runs.clone())];
+    for args in [
+        vec!["results", run_id.as_str()],
+        vec!["watch", run_id.as_str()],
+        vec!["report", run_id.as_str(), "--format", "markdown"],
+        vec!["report", run_id.as_str(), "--format", "json"],
+        vec!["report", run_id.as_str(), "--format", "html"],
+        vec!["report", run_id.as_str(), "--format", "csv"],
+        vec!["report", run_id.as_str(), "--format", "junit"],
+    ] {
+        let out = crate::cli::gauntlet(&args, dir.path()).await;
+        let (stdout, stderr) = text(&out);
+        assert!(
+            out.status.success() || out.status.code() == Some(100),
+            "{args:?}: {stderr}"
+        );
+        reads.push((args.join(" "), format!("{stdout}{stderr}")));
+    }
+    assert!(
+        reads.iter().any(|(_, t)| t.contains("Bearer [redacted]")),
+        "the reads show the vendor's (scrubbed) error"
+    );
+    for (name, text) in &reads {
+        if text.contains(KEY) {
+            leaks.push(format!("gauntlet {name}"));
         }
     }
     assert!(leaks.is_empty(), "the key leaked into {leaks:?}");

@@ -147,6 +147,7 @@ pub async fn serve_with(
 ) -> (Channel, CancellationToken) {
     let mut config = GauntletConfig::default();
     config.reconcile.enabled = false;
+    config.auth.enabled = false;
     configure(&mut config);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());

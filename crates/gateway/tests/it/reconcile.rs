@@ -282,6 +282,10 @@ async fn the_gateway_runs_the_reconciler_on_its_interval() {
             stale_after_secs: 0,
             max_redrives: 0,
         },
+        auth: gauntlet_config::AuthConfig {
+            enabled: false,
+            ..Default::default()
+        },
         ..Default::default()
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -15,6 +15,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "gauntlet/v1/access.proto",
         "gauntlet/internal/v1/queue.proto",
         "gauntlet/internal/v1/control.proto",
+        "gauntlet/internal/v1/records.proto",
     ];
     for file in &files {
         println!("cargo:rerun-if-changed={}", root.join(file).display());

@@ -71,6 +71,13 @@ pub async fn run(
             shutdown.clone(),
         ))
     });
+    // The monitor's alerts and recent runs: it has no database of its own.
+    server.add_service(gauntlet_service::limited!(
+        gauntlet_proto::internal::v1::records_server::RecordsServer::new(
+            gauntlet_service::records::RecordsApi::new(deps.store.clone())
+        ),
+        limits
+    ));
     server.add_service(gauntlet_service::limited!(
         v1::analytics_service_server::AnalyticsServiceServer::new(Analytics {
             cache_counts: CacheCounters::new(&server.metrics(), "analytics"),

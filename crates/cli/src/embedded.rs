@@ -247,7 +247,7 @@ impl Stack {
                     config.clone(),
                     gauntlet_monitor::Deps {
                         bus: b.bus.clone(),
-                        store: Some(b.store.clone()),
+                        store: Some(Arc::new(gauntlet_monitor::book::StoreBook(b.store.clone()))),
                         cache: Some(b.cache.clone()),
                     },
                     ml,

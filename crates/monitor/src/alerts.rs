@@ -12,7 +12,9 @@ use std::{
 
 use chrono::{DateTime, Utc};
 use gauntlet_bus::{Bus, Message};
-use gauntlet_store::{AlertQuery, AlertRecord, AlertState, Store};
+use gauntlet_store::{AlertQuery, AlertRecord, AlertState};
+
+use crate::book::Book;
 use gauntlet_telemetry::metrics::Registry;
 use serde_json::json;
 use tracing::{info, warn};
@@ -35,7 +37,7 @@ pub struct Notifier {
 
 /// The alerts that are pending or firing, and what resolved lately.
 pub struct Alerting {
-    store: Option<Arc<dyn Store>>,
+    store: Option<Arc<dyn Book>>,
     notifier: Arc<Notifier>,
     registry: Arc<Registry>,
     active: HashMap<String, AlertRecord>,
@@ -47,7 +49,7 @@ pub struct Alerting {
 impl Alerting {
     /// Picks up the alerts a previous monitor left active, so they resolve.
     pub async fn new(
-        store: Option<Arc<dyn Store>>,
+        store: Option<Arc<dyn Book>>,
         notifier: Arc<Notifier>,
         registry: Arc<Registry>,
     ) -> Self {

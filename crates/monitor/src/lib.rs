@@ -12,6 +12,7 @@
 //! store, and `GetBottlenecks` / `GetRecommendations` from the history.
 
 pub mod alerts;
+pub mod book;
 pub mod findings;
 pub mod history;
 pub mod quality;
@@ -31,7 +32,7 @@ use gauntlet_proto::v1::{
     self, analytics_service_client::AnalyticsServiceClient, monitor_service_server::MonitorService,
 };
 use gauntlet_service::{GrpcServer, connect_bus, convert};
-use gauntlet_store::{AlertQuery, AlertRecord, AlertState, PgStore, Store};
+use gauntlet_store::{AlertQuery, AlertRecord, AlertState};
 use gauntlet_telemetry::metrics::{self as telemetry_metrics, Registry};
 use tokio::sync::{Mutex, RwLock};
 use tokio_util::sync::CancellationToken;
@@ -60,9 +61,10 @@ const CACHE_BYTES: u64 = 1 << 20;
 
 pub struct Deps {
     pub bus: Arc<dyn Bus>,
-    /// Where alerts are kept, and Postgres' health; without it alerts live
-    /// in memory and quality rules are off.
-    pub store: Option<Arc<dyn Store>>,
+    /// Where alerts are kept and recent runs read, and the database's
+    /// health: the store in embedded mode, analytics' Records service as a
+    /// service; without it alerts live in memory and quality rules are off.
+    pub store: Option<Arc<dyn book::Book>>,
     /// Redis' health, when the cache has Redis behind it.
     pub cache: Option<Cache>,
 }
@@ -81,12 +83,24 @@ pub async fn serve(config: GauntletConfig, shutdown: CancellationToken) -> anyho
         .then(|| Cache::new(&config.redis, CACHE_BYTES))
         .transpose()
         .context("redis: cannot build the cache pool")?;
-    // Without waiting for Postgres: the monitor is what says it is down.
-    let store = PgStore::connect_lazy(&config.database)
-        .with_context(|| "database.url: not a Postgres URL".to_string())?;
+    // No database credentials: alerts and runs go through analytics,
+    // which the monitor watches anyway (and without waiting for it: the
+    // monitor is what says it is down).
+    let channel = gauntlet_service::tls::endpoint(
+        "monitor.analytics_url",
+        &config.monitor.analytics_url,
+        &config.grpc,
+    )?
+    .connect_timeout(PROBE_TIMEOUT)
+    .connect_lazy();
+    let limits = gauntlet_service::MessageLimits::new(&config.grpc);
+    let records = gauntlet_service::limited!(
+        gauntlet_proto::internal::v1::records_client::RecordsClient::new(channel),
+        limits
+    );
     let deps = Deps {
         bus: connect_bus(&config.amqp, &shutdown).await?,
-        store: Some(Arc::new(store)),
+        store: Some(Arc::new(book::RemoteBook::new(records))),
         cache,
     };
     run(config, deps, listeners, shutdown).await
@@ -129,9 +143,6 @@ pub async fn run(
     }
     let mut server = GrpcServer::new("monitor", &config.grpc).await?;
     let registry = server.metrics();
-    if let Some(store) = &deps.store {
-        gauntlet_service::metrics::watch_store(&registry, store.clone(), shutdown.clone());
-    }
     let quality = match (&deps.store, rules.iter().any(|r| r.quality.is_some())) {
         (Some(store), true) => {
             let channel = gauntlet_service::tls::endpoint(
@@ -218,7 +229,7 @@ struct Inner {
     scrapes: Vec<(String, String)>,
     http: reqwest::Client,
     bus: Arc<dyn Bus>,
-    store: Option<Arc<dyn Store>>,
+    store: Option<Arc<dyn book::Book>>,
     cache: Option<Cache>,
     registry: Arc<Registry>,
     rules: Vec<Rule>,
@@ -410,12 +421,7 @@ impl Monitor {
     async fn check_dependencies(&self) -> Vec<v1::DependencyHealth> {
         let mut out = Vec::new();
         if let Some(store) = &self.inner.store {
-            out.push(
-                dependency(store.backend(), async {
-                    store.ping().await.map_err(|e| e.to_string())
-                })
-                .await,
-            );
+            out.push(dependency(&store.backend(), store.ping()).await);
         }
         if let Some(cache) = &self.inner.cache {
             out.push(dependency("redis", cache.check()).await);

@@ -3,6 +3,7 @@
 //! (paired McNemar with Holm's correction), and a provider whose pass rate
 //! fell by more than the rule's points (significantly, if the rule asks)
 //! holds the rule for that suite and provider until a later run does not.
+//! Every project's runs are watched; an alert is labelled with its project.
 
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
@@ -10,19 +11,20 @@ use std::{
 };
 
 use gauntlet_proto::v1::{self, analytics_service_client::AnalyticsServiceClient};
-use gauntlet_service::DEFAULT_PROJECT;
-use gauntlet_store::{RunRecord, RunStatus, Store};
 use tonic::transport::Channel;
 use tracing::warn;
 use uuid::Uuid;
 
-use crate::rules::{Instance, QualityRule};
+use crate::{
+    book::{Book, RecentRun},
+    rules::{Instance, QualityRule},
+};
 
 /// Recent runs looked at per check.
 const RECENT_RUNS: u32 = 50;
 
 pub struct Quality {
-    store: Arc<dyn Store>,
+    store: Arc<dyn Book>,
     analytics: AnalyticsServiceClient<Channel>,
     /// Runs already compared (or with nothing to compare with), of those
     /// the last check listed.
@@ -32,7 +34,7 @@ pub struct Quality {
 }
 
 impl Quality {
-    pub fn new(store: Arc<dyn Store>, analytics: AnalyticsServiceClient<Channel>) -> Self {
+    pub fn new(store: Arc<dyn Book>, analytics: AnalyticsServiceClient<Channel>) -> Self {
         Self {
             store,
             analytics,
@@ -44,11 +46,7 @@ impl Quality {
     /// Compares the completed runs not compared yet, oldest first, and
     /// returns the rule's instances: the newest verdict of every suite.
     pub async fn check(&mut self, rule: &QualityRule) -> Vec<Instance> {
-        let runs = match self
-            .store
-            .list_runs(DEFAULT_PROJECT, RECENT_RUNS, None)
-            .await
-        {
+        let runs = match self.store.recent_runs(RECENT_RUNS).await {
             Ok(runs) => runs,
             Err(error) => {
                 warn!(%error, "quality rules: cannot list the recent runs");
@@ -58,15 +56,16 @@ impl Quality {
         // Only the runs still among the newest can come up again.
         let listed: HashSet<Uuid> = runs.iter().map(|r| r.id).collect();
         self.seen.retain(|id| listed.contains(id));
-        let mut fresh: Vec<RunRecord> = runs
+        let mut fresh: Vec<RecentRun> = runs
             .into_iter()
-            .filter(|r| r.status == RunStatus::Completed && !self.seen.contains(&r.id))
+            .filter(|r| r.completed && !self.seen.contains(&r.id))
             .collect();
         fresh.sort_by_key(|r| r.created_at);
         for run in fresh {
             match self.compare(rule, &run).await {
                 Ok(Some(instances)) => {
-                    self.verdicts.insert(run.description.clone(), instances);
+                    self.verdicts
+                        .insert(format!("{}/{}", run.project_id, run.description), instances);
                 }
                 Ok(None) => {}
                 // Tried again at the next check.
@@ -87,7 +86,7 @@ impl Quality {
     async fn compare(
         &mut self,
         rule: &QualityRule,
-        run: &RunRecord,
+        run: &RecentRun,
     ) -> anyhow::Result<Option<Vec<Instance>>> {
         let Some(baseline) = self.store.previous_completed_run(run).await? else {
             return Ok(None);
@@ -120,6 +119,7 @@ impl Quality {
                         labels: BTreeMap::from([
                             ("suite".to_owned(), suite.clone()),
                             ("provider".to_owned(), provider.to_owned()),
+                            ("project".to_owned(), run.project_id.clone()),
                         ]),
                         annotations: BTreeMap::from([
                             ("baseline".to_owned(), baseline.id.to_string()),

@@ -9,6 +9,7 @@ pub mod events;
 pub mod gate;
 pub mod limits;
 pub mod metrics;
+pub mod records;
 pub mod server;
 pub mod startup;
 pub mod tests;

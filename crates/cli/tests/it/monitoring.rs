@@ -20,7 +20,7 @@ use gauntlet_config::GauntletConfig;
 use gauntlet_mockllm::{MockConfig, MockServer};
 use gauntlet_proto::v1::{self, monitor_service_client::MonitorServiceClient};
 use gauntlet_providers::ProviderFactory;
-use gauntlet_store::{PgStore, Store, testing::TestDatabase};
+use gauntlet_store::{AlertQuery, AlertState, PgStore, Store, testing::TestDatabase};
 use gauntlet_telemetry::metrics::parse;
 use tokio::io::AsyncBufReadExt;
 use tokio_util::sync::CancellationToken;
@@ -497,7 +497,7 @@ async fn a_flooded_task_queue_alert_goes_pending_fires_to_a_webhook_and_resolves
         config.clone(),
         gauntlet_monitor::Deps {
             bus: bus.clone(),
-            store: Some(store.clone()),
+            store: Some(Arc::new(gauntlet_monitor::book::StoreBook(store.clone()))),
             cache: None,
         },
         monitor_listener,
@@ -948,9 +948,9 @@ fn the_shipped_scrape_configs_point_at_the_ports_the_services_serve() {
 }
 
 /// The monitor is what says Postgres is down, so it starts without it:
-/// `gauntlet serve monitor` against a database nobody serves answers
-/// health at once, with Postgres unreachable and why, on gRPC and on its
-/// `/metrics`.
+/// `gauntlet serve monitor`, whose way to the database (analytics) nobody
+/// serves, answers health at once, with Postgres unreachable and why, on
+/// gRPC and on its `/metrics`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_monitor_starts_and_reports_a_postgres_that_is_down() {
     let vhost = TestVhost::create().await;
@@ -1005,4 +1005,111 @@ async fn the_monitor_starts_and_reports_a_postgres_that_is_down() {
         .find(|s| s.name == "gauntlet_dependency_up" && s.label("dependency") == Some("postgres"))
         .unwrap_or_else(|| panic!("gauntlet_dependency_up in {text}"));
     assert_eq!(up.value, 0.0);
+}
+
+/// The monitor as a service holds no database credentials: given a
+/// database URL nobody serves, it still keeps its alerts in Postgres
+/// through analytics' Records service, reports Postgres healthy through
+/// it, and a restarted monitor lists the alerts its predecessor stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_served_monitor_keeps_its_alerts_through_analytics_without_database_credentials() {
+    let db = TestDatabase::create().await;
+    let vhost = TestVhost::create().await;
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("rules.yml");
+    std::fs::write(
+        &rules,
+        "rules:\n  - name: AlwaysOn\n    severity: info\n    \
+         summary: '{{value}} task batches wait'\n    \
+         expr: {metric: gauntlet_queue_messages, match: {queue: gauntlet.tasks}, over: last, window: 5s}\n    \
+         op: '>='\n    threshold: 0\n    for: 1s\n",
+    )
+    .unwrap();
+    let analytics = free_port();
+    let _analytics = tokio::process::Command::new(BIN)
+        .args(["serve", "analytics"])
+        .env("GAUNTLET_DATABASE__URL", &db.config.url)
+        .env("GAUNTLET_REDIS__URL", "")
+        .env(
+            "GAUNTLET_ANALYTICS__LISTEN",
+            format!("127.0.0.1:{analytics}"),
+        )
+        .env("GAUNTLET_ANALYTICS__METRICS_LISTEN", "")
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let grpc = free_port();
+    let monitor = || {
+        tokio::process::Command::new(BIN)
+            .args(["serve", "monitor"])
+            // Nobody serves this: the monitor must not need it.
+            .env(
+                "GAUNTLET_DATABASE__URL",
+                format!("postgres://postgres@127.0.0.1:{}/nowhere", free_port()),
+            )
+            .env("GAUNTLET_AMQP__URL", &vhost.url)
+            .env("GAUNTLET_REDIS__URL", "")
+            .env("GAUNTLET_MONITOR__LISTEN", format!("127.0.0.1:{grpc}"))
+            .env("GAUNTLET_MONITOR__METRICS_LISTEN", "")
+            .env("GAUNTLET_MONITOR__TARGETS", "")
+            .env("GAUNTLET_MONITOR__METRICS_TARGETS", "")
+            .env("GAUNTLET_MONITOR__POLL_INTERVAL_MS", "200")
+            .env("GAUNTLET_MONITOR__RULES_FILE", &rules)
+            .env(
+                "GAUNTLET_MONITOR__ANALYTICS_URL",
+                format!("http://127.0.0.1:{analytics}"),
+            )
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap()
+    };
+    let first = monitor();
+    let store = PgStore::connect(&db.config).await.unwrap();
+    let fired = eventually(30, "the alert stored through analytics", async || {
+        store
+            .list_alerts(&AlertQuery {
+                active_only: true,
+                limit: 10,
+                ..Default::default()
+            })
+            .await
+            .ok()?
+            .into_iter()
+            .find(|a| a.rule == "AlwaysOn" && a.state == AlertState::Firing)
+    })
+    .await;
+    let mut client = monitor_client(SocketAddr::from(([127, 0, 0, 1], grpc))).await;
+    let health = client
+        .get_system_health(v1::GetSystemHealthRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let postgres = health
+        .dependencies
+        .iter()
+        .find(|d| d.name == "postgres")
+        .unwrap_or_else(|| panic!("postgres in {health:?}"));
+    assert_eq!(
+        postgres.status,
+        v1::ServingStatus::Serving as i32,
+        "{postgres:?}"
+    );
+    // A new monitor: the stored alert is listed (and carried on, not
+    // fired again as a new one).
+    drop(first);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let _second = monitor();
+    let mut client = monitor_client(SocketAddr::from(([127, 0, 0, 1], grpc))).await;
+    let listed = client
+        .list_alerts(v1::ListAlertsRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .alerts;
+    assert!(
+        listed.iter().any(|a| a.id == fired.id.to_string()),
+        "{listed:?}"
+    );
 }

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use gauntlet_config::GauntletConfig;
-use gauntlet_proto::v1;
+use gauntlet_proto::v1::{self, access_service_client::AccessServiceClient};
 
 use crate::client;
 
@@ -14,6 +14,16 @@ pub struct Server {
     /// The gateway (http:// or https://HOST:PORT).
     #[arg(long, env = "GAUNTLET_SERVER", default_value = "http://127.0.0.1:7070")]
     pub server: String,
+}
+
+impl Server {
+    /// The gateway's AccessService, called with this process's key.
+    async fn access(
+        &self,
+        config: &GauntletConfig,
+    ) -> anyhow::Result<AccessServiceClient<client::Conn>> {
+        Ok(client::Gateway::connect(&self.server, config).await?.access)
+    }
 }
 
 #[derive(clap::ValueEnum, Debug, Clone, Copy)]
@@ -219,9 +229,7 @@ pub async fn keys(config: &GauntletConfig, command: KeysCommand) -> anyhow::Resu
             rate_per_minute,
             server,
         } => {
-            let mut access = client::Gateway::connect(&server.server, config)
-                .await?
-                .access;
+            let mut access = server.access(config).await?;
             let created = access
                 .create_key(v1::CreateKeyRequest {
                     project_id: project.unwrap_or_default(),
@@ -248,9 +256,7 @@ pub async fn keys(config: &GauntletConfig, command: KeysCommand) -> anyhow::Resu
             Ok(())
         }
         KeysCommand::List { project, server } => {
-            let mut access = client::Gateway::connect(&server.server, config)
-                .await?
-                .access;
+            let mut access = server.access(config).await?;
             let keys = access
                 .list_keys(v1::ListKeysRequest {
                     project_id: project.unwrap_or_default(),
@@ -282,9 +288,7 @@ pub async fn keys(config: &GauntletConfig, command: KeysCommand) -> anyhow::Resu
             Ok(())
         }
         KeysCommand::Revoke { id, server } => {
-            let mut access = client::Gateway::connect(&server.server, config)
-                .await?
-                .access;
+            let mut access = server.access(config).await?;
             let key = access
                 .revoke_key(v1::RevokeKeyRequest { id })
                 .await
@@ -333,9 +337,7 @@ pub async fn projects(config: &GauntletConfig, command: ProjectsCommand) -> anyh
             quotas,
             server,
         } => {
-            let mut access = client::Gateway::connect(&server.server, config)
-                .await?
-                .access;
+            let mut access = server.access(config).await?;
             let project = access
                 .create_project(v1::CreateProjectRequest {
                     id,
@@ -349,9 +351,7 @@ pub async fn projects(config: &GauntletConfig, command: ProjectsCommand) -> anyh
             print_project(&project);
         }
         ProjectsCommand::List { server } => {
-            let mut access = client::Gateway::connect(&server.server, config)
-                .await?
-                .access;
+            let mut access = server.access(config).await?;
             let projects = access
                 .list_projects(v1::ListProjectsRequest {})
                 .await
@@ -375,9 +375,7 @@ pub async fn projects(config: &GauntletConfig, command: ProjectsCommand) -> anyh
             }
         }
         ProjectsCommand::Show { id, server } => {
-            let mut access = client::Gateway::connect(&server.server, config)
-                .await?
-                .access;
+            let mut access = server.access(config).await?;
             let project = access
                 .get_project(v1::GetProjectRequest {
                     id: id.unwrap_or_default(),
@@ -393,9 +391,7 @@ pub async fn projects(config: &GauntletConfig, command: ProjectsCommand) -> anyh
             quotas,
             server,
         } => {
-            let mut access = client::Gateway::connect(&server.server, config)
-                .await?
-                .access;
+            let mut access = server.access(config).await?;
             let project = access
                 .update_project(v1::UpdateProjectRequest {
                     id: id.unwrap_or_default(),
@@ -413,9 +409,7 @@ pub async fn projects(config: &GauntletConfig, command: ProjectsCommand) -> anyh
 }
 
 pub async fn audit(config: &GauntletConfig, args: AuditArgs) -> anyhow::Result<()> {
-    let mut access = client::Gateway::connect(&args.server.server, config)
-        .await?
-        .access;
+    let mut access = args.server.access(config).await?;
     let events = access
         .list_audit_events(v1::ListAuditEventsRequest {
             limit: args.limit,

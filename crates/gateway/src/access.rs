@@ -314,7 +314,9 @@ impl KeyGate {
         self.record(AuditEvent {
             id: 0,
             at: Utc::now(),
-            project_id: key.map(|k| k.project_id.clone()).unwrap_or_default(),
+            // A call without a valid key belongs to no project: the
+            // operators' log shows it.
+            project_id: key.map_or_else(|| DEFAULT_PROJECT.into(), |k| k.project_id.clone()),
             key_id: key.map(|k| k.id.clone()).unwrap_or_default(),
             method: call.method.to_owned(),
             target: String::new(),

@@ -495,6 +495,23 @@ async fn keys_roles_and_projects_scope_every_call_and_the_audit_log_keeps_score(
             .any(|e| e.target == run_b.run_id && e.outcome == "ok"),
         "B's submission is not in A's log"
     );
+    // Calls without a valid key are in the operators' log.
+    let operators = boot
+        .access
+        .list_audit_events(v1::ListAuditEventsRequest {
+            limit: 1_000,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .events;
+    assert!(
+        operators
+            .iter()
+            .any(|e| e.key_id.is_empty() && e.outcome == "unauthenticated"),
+        "{operators:#?}"
+    );
     // Newest first, paged by id.
     assert!(events.windows(2).all(|w| w[0].id > w[1].id));
     // Viewers do not read the log.

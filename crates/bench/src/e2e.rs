@@ -132,7 +132,12 @@ pub async fn run(args: E2eArgs) -> anyhow::Result<()> {
     ];
     let mut common = common;
     if args.mode == Mode::Distributed {
-        common.extend(crate::stack::auth_env(!args.no_auth)?);
+        let (auth, key) = crate::stack::auth_env(!args.no_auth);
+        common.extend(auth);
+        // One cluster in this process: its clients send the key.
+        if let Some(key) = key {
+            client::set_api_key(&key)?;
+        }
     }
     // Throwaway database and vhost for the distributed run, dropped at the end.
     let mut _db = None;

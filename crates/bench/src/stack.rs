@@ -47,22 +47,25 @@ pub struct StackOptions {
 }
 
 /// The settings that turn API keys on for a bench cluster, with a fresh
-/// bootstrap key that this process's clients now send, and that a
-/// `gauntlet` command given these variables sends too. The per-key rate
-/// is set out of the way (a bench measures throughput, not the limit),
-/// though every call still spends it in Redis.
-pub fn auth_env(on: bool) -> anyhow::Result<Vec<(String, String)>> {
+/// bootstrap key (returned too) that a `gauntlet` command given these
+/// variables sends. The per-key rate is set out of the way (a bench
+/// measures throughput, not the limit), though every call still spends it
+/// in Redis.
+pub fn auth_env(on: bool) -> (Vec<(String, String)>, Option<String>) {
     if !on {
-        return Ok(vec![("GAUNTLET_AUTH__ENABLED".into(), "false".into())]);
+        return (
+            vec![("GAUNTLET_AUTH__ENABLED".into(), "false".into())],
+            None,
+        );
     }
     let (_, key) = gauntlet_gateway::access::generate();
-    client::set_api_key(&key)?;
-    Ok(vec![
+    let env = vec![
         ("GAUNTLET_AUTH__ENABLED".into(), "true".into()),
         ("GAUNTLET_AUTH__BOOTSTRAP_KEY".into(), key.clone()),
         ("GAUNTLET_AUTH__RATE_PER_MINUTE".into(), "1000000000".into()),
-        ("GAUNTLET_API_KEY".into(), key),
-    ])
+        ("GAUNTLET_API_KEY".into(), key.clone()),
+    ];
+    (env, Some(key))
 }
 
 impl Default for StackOptions {
@@ -81,6 +84,8 @@ impl Default for StackOptions {
 }
 
 pub struct Stack {
+    /// The bootstrap key its clients call with, when keys are on.
+    key: Option<String>,
     gauntlet: PathBuf,
     env: Vec<(String, String)>,
     procs: Procs,
@@ -152,9 +157,12 @@ impl Stack {
         for service in ["GATEWAY", "WORKER", "ANALYTICS", "REPORTS", "MONITOR"] {
             env.push((format!("GAUNTLET_{service}__METRICS_LISTEN"), String::new()));
         }
-        env.extend(auth_env(opts.auth)?);
+        // Each stack its own key: several may run in one process (tests).
+        let (auth, key) = auth_env(opts.auth);
+        env.extend(auth);
         env.extend(opts.env.iter().cloned());
         let mut stack = Self {
+            key,
             gauntlet: gauntlet.to_path_buf(),
             env,
             procs: Procs::with_logs(logs.path()),
@@ -234,10 +242,11 @@ impl Stack {
         let channel = client::connect(&self.gateway_url(), &gauntlet_config::GrpcConfig::default())
             .await
             .context("connect to the gateway")?;
-        Ok(Gateway::new(
-            channel,
-            client::limits(&gauntlet_config::load(None, std::env::vars())?, false),
-        ))
+        let limits = client::limits(&gauntlet_config::load(None, std::env::vars())?, false);
+        match &self.key {
+            Some(key) => Gateway::with_key(channel, limits, key),
+            None => Ok(Gateway::new(channel, limits)),
+        }
     }
 
     /// A client acting for a new project `id` (made by the bootstrap key,

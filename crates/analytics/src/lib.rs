@@ -47,10 +47,13 @@ pub async fn serve(config: GauntletConfig, shutdown: CancellationToken) -> anyho
         &config.analytics.metrics_listen,
     )
     .await?;
-    let deps = Deps {
-        store: connect_store(&config.database, &shutdown).await?,
-        cache: Cache::new(&config.redis, L1_BYTES)?,
-    };
+    let deps = gauntlet_service::while_starting("analytics", &config.grpc, &listener.grpc, async {
+        Ok(Deps {
+            store: connect_store(&config.database, &shutdown).await?,
+            cache: Cache::new(&config.redis, L1_BYTES)?,
+        })
+    })
+    .await?;
     run(config, deps, listener, shutdown).await
 }
 

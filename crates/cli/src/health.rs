@@ -35,6 +35,73 @@ fn since(t: Option<&gauntlet_proto::Timestamp>) -> String {
     .map_or("-".into(), age)
 }
 
+/// Asks the server at `server` whether `service` is serving (gRPC health,
+/// which needs no key) and prints the answer; `Ok(false)` when it is not,
+/// or when nothing by that name serves there.
+pub async fn probe(
+    config: &GauntletConfig,
+    server: &str,
+    service: &str,
+    json: bool,
+) -> anyhow::Result<bool> {
+    let shown = if service.is_empty() { server } else { service };
+    let answer = match client::connect(server, &config.grpc).await {
+        Ok(channel) => {
+            let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+            let request = tonic::Request::new(tonic_health::pb::HealthCheckRequest {
+                service: service.to_string(),
+            });
+            match tokio::time::timeout(PROBE_TIMEOUT, health.check(request)).await {
+                Ok(Ok(response)) => {
+                    match tonic_health::pb::health_check_response::ServingStatus::try_from(
+                        response.into_inner().status,
+                    ) {
+                        Ok(tonic_health::pb::health_check_response::ServingStatus::Serving) => {
+                            Ok("SERVING")
+                        }
+                        Ok(tonic_health::pb::health_check_response::ServingStatus::NotServing) => {
+                            Err("NOT_SERVING".to_string())
+                        }
+                        _ => Err("UNKNOWN".to_string()),
+                    }
+                }
+                Ok(Err(status)) if status.code() == tonic::Code::NotFound => Err(format!(
+                    "NOT_FOUND: no service named `{service}` at {server}"
+                )),
+                Ok(Err(status)) => Err(format!("{:?}: {}", status.code(), status.message())),
+                Err(_) => Err(format!(
+                    "TIMEOUT: no answer in {} s",
+                    PROBE_TIMEOUT.as_secs()
+                )),
+            }
+        }
+        Err(e) => Err(format!("UNREACHABLE: {e:#}")),
+    };
+    if json {
+        let (status, detail) = match &answer {
+            Ok(s) => (s.to_string(), String::new()),
+            Err(e) => match e.split_once(": ") {
+                Some((status, detail)) => (status.to_string(), detail.to_string()),
+                None => (e.clone(), String::new()),
+            },
+        };
+        let doc = serde_json::json!({
+            "server": server, "service": service, "status": status, "detail": detail,
+        });
+        println!("{}", serde_json::to_string_pretty(&doc)?);
+    } else {
+        match &answer {
+            Ok(status) => println!("{shown}: {status}"),
+            Err(status) => println!("{shown}: {status}"),
+        }
+    }
+    Ok(answer.is_ok())
+}
+
+/// How long a single health check may take (a container health check's
+/// timeout is usually a few seconds).
+const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
+
 /// Prints the services, dependencies, queues and what limits the fleet;
 /// `Ok(false)` when something is not serving.
 pub async fn health(config: &GauntletConfig, server: &str, json: bool) -> anyhow::Result<bool> {

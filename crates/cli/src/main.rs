@@ -156,12 +156,22 @@ enum Command {
     /// Redis and RabbitMQ with their latency, the queues, and what limits
     /// throughput now with what to do about it. Exits 1 when something is
     /// not serving.
+    ///
+    /// With --service, asks the one service at --server instead (gRPC
+    /// health, no API key): exits 0 when it is serving, that is connected
+    /// to its dependencies with the database migrated, 1 otherwise. This
+    /// is the container health check: `gauntlet health --server
+    /// http://127.0.0.1:7071 --service worker`.
     Health {
         /// Print JSON instead of tables.
         #[arg(long)]
         json: bool,
         #[arg(long, env = "GAUNTLET_SERVER", default_value = "http://127.0.0.1:7070")]
         server: String,
+        /// The service expected at --server: gateway, worker, analytics,
+        /// reports or monitor ("" for whatever serves there).
+        #[arg(long, value_name = "NAME")]
+        service: Option<String>,
     },
     /// The monitor's alerts: those pending and firing, or with --all the
     /// history too, newest first. Rules: deploy/monitor/rules.yml (or
@@ -488,11 +498,28 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         ),
         _ => ("gauntlet-cli".to_owned(), "warn"),
     };
-    let _telemetry = gauntlet_telemetry::init_with_log_filter(&service_name, log_filter)?;
+    // A container's health check runs every few seconds in the service's
+    // environment (its OTLP endpoint included): it exports no spans.
+    let probe = matches!(
+        &cli.command,
+        Command::Health {
+            service: Some(_),
+            ..
+        }
+    );
+    let _telemetry = if probe {
+        None
+    } else {
+        Some(gauntlet_telemetry::init_with_log_filter(
+            &service_name,
+            log_filter,
+        )?)
+    };
     // A client command is one trace: its root span is the parent of every
     // call it makes, and through them of the gateway's and workers' spans.
     let root = match &cli.command {
         Command::Up { .. } | Command::Serve { .. } => tracing::Span::none(),
+        _ if probe => tracing::Span::none(),
         command => tracing::info_span!(
             "gauntlet.command",
             otel.name = %format!("gauntlet {}", command.name()),
@@ -572,7 +599,18 @@ async fn command(command: Command, config: GauntletConfig) -> anyhow::Result<i32
                     .map(|()| 0)
             }
         },
-        Command::Health { json, server } => health::health(&config, &server, json)
+        Command::Health {
+            json,
+            server,
+            service: Some(service),
+        } => health::probe(&config, &server, &service, json)
+            .await
+            .map(|serving| if serving { 0 } else { 1 }),
+        Command::Health {
+            json,
+            server,
+            service: None,
+        } => health::health(&config, &server, json)
             .await
             .map(|healthy| if healthy { 0 } else { 1 }),
         Command::Alerts {

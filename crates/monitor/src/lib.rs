@@ -98,8 +98,12 @@ pub async fn serve(config: GauntletConfig, shutdown: CancellationToken) -> anyho
         gauntlet_proto::internal::v1::records_client::RecordsClient::new(channel),
         limits
     );
+    let bus = gauntlet_service::while_starting("monitor", &config.grpc, &listeners.grpc, async {
+        connect_bus(&config.amqp, &shutdown).await
+    })
+    .await?;
     let deps = Deps {
-        bus: connect_bus(&config.amqp, &shutdown).await?,
+        bus,
         store: Some(Arc::new(book::RemoteBook::new(records))),
         cache,
     };

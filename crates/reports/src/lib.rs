@@ -50,10 +50,13 @@ pub async fn serve(config: GauntletConfig, shutdown: CancellationToken) -> anyho
     let listener =
         gauntlet_service::Listeners::bind(&config.reports.listen, &config.reports.metrics_listen)
             .await?;
-    let deps = Deps {
-        store: connect_store(&config.database, &shutdown).await?,
-        bus: connect_bus(&config.amqp, &shutdown).await?,
-    };
+    let deps = gauntlet_service::while_starting("reports", &config.grpc, &listener.grpc, async {
+        Ok(Deps {
+            store: connect_store(&config.database, &shutdown).await?,
+            bus: connect_bus(&config.amqp, &shutdown).await?,
+        })
+    })
+    .await?;
     run(config, deps, listener, shutdown).await
 }
 

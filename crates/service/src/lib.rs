@@ -53,4 +53,4 @@ pub const TRACE_PARENTED_TASKS: u64 = 10_000;
 pub use errors::{existing_run, internal, invalid, not_found, parse_id, run_in};
 pub use limits::MessageLimits;
 pub use server::{Control, GrpcServer, Listeners};
-pub use startup::{ServiceBinary, connect_bus, connect_store, shutdown_on_signal};
+pub use startup::{ServiceBinary, connect_bus, connect_store, shutdown_on_signal, while_starting};

@@ -45,9 +45,7 @@ impl GrpcServer {
         // Read first: a bad certificate path fails the start, naming the key.
         let tls = crate::tls::server(grpc)?;
         let (health, health_service) = tonic_health::server::health_reporter();
-        health
-            .set_service_status("", tonic_health::ServingStatus::NotServing)
-            .await;
+        set_serving(&health, name, false).await;
         let reflection = || {
             tonic_reflection::server::Builder::configure()
                 .register_encoded_file_descriptor_set(gauntlet_proto::FILE_DESCRIPTOR_SET)
@@ -174,12 +172,13 @@ impl GrpcServer {
                 }
             });
         }
-        set_serving(&self.health, true).await;
+        set_serving(&self.health, self.name, true).await;
         let health = self.health.clone();
         let stop = shutdown.clone();
+        let name = self.name;
         let signal = async move {
             stop.cancelled().await;
-            set_serving(&health, false).await;
+            set_serving(&health, name, false).await;
         };
         let mut builder = tonic::transport::Server::builder();
         if let Some(tls) = self.tls.clone() {
@@ -243,14 +242,19 @@ impl Listeners {
     }
 }
 
-/// Serving on `""` means the whole server is ready.
-async fn set_serving(health: &HealthReporter, serving: bool) {
+/// Serving on `""` means the whole server is ready; the service's own
+/// name (`gateway`, `worker`, …) says the same, so a probe that names the
+/// service it expects (`gauntlet health --service`) also learns that the
+/// address is that service's.
+async fn set_serving(health: &HealthReporter, name: &str, serving: bool) {
     let status = if serving {
         tonic_health::ServingStatus::Serving
     } else {
         tonic_health::ServingStatus::NotServing
     };
-    health.set_service_status("", status).await;
+    for service in ["", name] {
+        health.set_service_status(service, status).await;
+    }
 }
 
 /// `gauntlet.internal.v1.Control`: the service's name, uptime and metrics.

@@ -6,8 +6,9 @@ use std::{future::Future, path::PathBuf, sync::Arc, time::Duration};
 
 use anyhow::Context;
 use gauntlet_bus::{AmqpBus, Bus};
-use gauntlet_config::{AmqpConfig, DatabaseConfig, GauntletConfig};
+use gauntlet_config::{AmqpConfig, DatabaseConfig, GauntletConfig, GrpcConfig};
 use gauntlet_store::{PgStore, Store};
+
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -121,13 +122,121 @@ where
     }
 }
 
-/// Connects to Postgres, retrying until it answers or shutdown.
+/// Connects to Postgres, retrying until it answers or shutdown; with
+/// `database.migrate` runs the migrations, without waits until the process
+/// that migrates (the gateway) has applied every migration this build knows.
 pub async fn connect_store(
     config: &DatabaseConfig,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<Arc<dyn Store>> {
     let store = retry("postgres", shutdown, || PgStore::connect(config)).await?;
+    if !config.migrate {
+        retry("postgres migrations", shutdown, || async {
+            match store.missing_migrations().await {
+                Ok(missing) if missing.is_empty() => Ok(()),
+                Ok(missing) => Err(format!(
+                    "the database lacks migration {} (and {} more): waiting for the gateway \
+                     (database.migrate=true) to apply them",
+                    missing[0],
+                    missing.len() - 1
+                )),
+                Err(e) => Err(e.to_string()),
+            }
+        })
+        .await?;
+    }
     Ok(Arc::new(store))
+}
+
+/// Runs `starting` (connecting to dependencies, waiting for migrations)
+/// while `grpc` answers health checks NOT_SERVING and every other call
+/// UNAVAILABLE, so a probe meets a server that says it is not ready rather
+/// than a bound port that never answers. The listener is free again when
+/// this returns, for the service's own server.
+pub async fn while_starting<T>(
+    name: &'static str,
+    grpc: &GrpcConfig,
+    listener: &tokio::net::TcpListener,
+    starting: impl Future<Output = anyhow::Result<T>>,
+) -> anyhow::Result<T> {
+    let (health, health_service) = tonic_health::server::health_reporter();
+    for service in ["", name] {
+        health
+            .set_service_status(service, tonic_health::ServingStatus::NotServing)
+            .await;
+    }
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = crate::tls::server(grpc)? {
+        builder = builder.tls_config(tls)?;
+    }
+    let stop = CancellationToken::new();
+    let incoming = futures::stream::unfold(listener, |listener| async move {
+        let accepted = listener.accept().await.map(|(stream, _)| {
+            let _ = stream.set_nodelay(true);
+            stream
+        });
+        Some((accepted, listener))
+    });
+    let server = builder
+        .layer(tower::layer::layer_fn(move |inner| NotReady {
+            name,
+            inner,
+        }))
+        .add_service(health_service)
+        .serve_with_incoming_shutdown(incoming, stop.clone().cancelled_owned());
+    tokio::pin!(server);
+    let started = tokio::select! {
+        started = starting => started,
+        served = &mut server => match served {
+            Ok(()) => anyhow::bail!("{name}: the start-up health server stopped"),
+            Err(e) => return Err(anyhow::Error::new(e).context(format!("{name}: start-up health server"))),
+        },
+    };
+    stop.cancel();
+    // Open calls are health checks; a client that holds its connection
+    // open does not hold up the start.
+    let _ = tokio::time::timeout(Duration::from_secs(2), server).await;
+    started
+}
+
+/// The start-up server's calls: health checks go through, everything else
+/// is UNAVAILABLE, which clients retry.
+#[derive(Clone)]
+struct NotReady<S> {
+    name: &'static str,
+    inner: S,
+}
+
+impl<S> tower::Service<http::Request<tonic::body::Body>> for NotReady<S>
+where
+    S: tower::Service<
+            http::Request<tonic::body::Body>,
+            Response = http::Response<tonic::body::Body>,
+        > + Send,
+    S::Error: Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = futures::future::BoxFuture<'static, Result<S::Response, S::Error>>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<tonic::body::Body>) -> Self::Future {
+        if request.uri().path().starts_with("/grpc.health.v1.Health/") {
+            return Box::pin(self.inner.call(request));
+        }
+        let status = tonic::Status::unavailable(format!(
+            "{} is starting: waiting for its dependencies (Postgres, RabbitMQ) and migrations",
+            self.name
+        ));
+        Box::pin(std::future::ready(Ok(status.into_http())))
+    }
 }
 
 /// Connects to RabbitMQ and declares the topology, retrying until it answers.

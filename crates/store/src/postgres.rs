@@ -114,6 +114,30 @@ impl PgStore {
         Ok(())
     }
 
+    /// The versions of this build's migrations the database has not
+    /// applied yet, oldest first: empty when its schema is current (or
+    /// newer, mid-upgrade). A service that does not migrate waits for this
+    /// to be empty before it reports ready.
+    pub async fn missing_migrations(&self) -> Result<Vec<i64>> {
+        let applied: Vec<i64> = match sqlx::query_scalar(
+            "SELECT version FROM _sqlx_migrations WHERE success ORDER BY version",
+        )
+        .fetch_all(&self.pool)
+        .await
+        {
+            Ok(applied) => applied,
+            // 42P01 undefined_table: nothing migrated yet.
+            Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("42P01") => Vec::new(),
+            Err(e) => return Err(e.into()),
+        };
+        Ok(MIGRATOR
+            .iter()
+            .filter(|m| !m.migration_type.is_down_migration())
+            .map(|m| m.version)
+            .filter(|v| applied.binary_search(v).is_err())
+            .collect())
+    }
+
     pub fn pool(&self) -> &PgPool {
         &self.pool
     }

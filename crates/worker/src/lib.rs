@@ -42,16 +42,19 @@ pub async fn serve(config: GauntletConfig, shutdown: CancellationToken) -> anyho
     let listener =
         gauntlet_service::Listeners::bind(&config.worker.listen, &config.worker.metrics_listen)
             .await?;
-    let deps = Deps {
-        store: connect_store(&config.database, &shutdown).await?,
-        bus: connect_bus(&config.amqp, &shutdown).await?,
-        providers: Arc::new(ProviderFactory::from_process_env()),
-        cache: Cache::new(
-            &config.redis,
-            config.worker.response_cache_l1_mb.saturating_mul(1 << 20),
-        )
-        .context("redis: cannot build the cache pool")?,
-    };
+    let deps = gauntlet_service::while_starting("worker", &config.grpc, &listener.grpc, async {
+        Ok(Deps {
+            store: connect_store(&config.database, &shutdown).await?,
+            bus: connect_bus(&config.amqp, &shutdown).await?,
+            providers: Arc::new(ProviderFactory::from_process_env()),
+            cache: Cache::new(
+                &config.redis,
+                config.worker.response_cache_l1_mb.saturating_mul(1 << 20),
+            )
+            .context("redis: cannot build the cache pool")?,
+        })
+    })
+    .await?;
     run(config, deps, listener, shutdown).await
 }
 

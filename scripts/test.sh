@@ -42,6 +42,10 @@ if [ "${#packages[@]}" -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${packages[@]}" >/dev/null
 fi
 
+step "deployment files"
+# Kubernetes manifests, compose files, Prometheus config, Dockerfile, scripts.
+scripts/check-deploy.sh
+
 step "cargo fmt --check"
 cargo fmt --all -- --check
 

@@ -8,6 +8,7 @@ mod cache;
 mod cli;
 mod cluster;
 mod compare;
+mod deploy;
 mod e2e;
 mod front_door;
 mod fuzz;

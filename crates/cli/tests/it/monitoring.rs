@@ -435,7 +435,11 @@ async fn completed(
 }
 
 /// Polls `check` every 100 ms for up to `secs`.
-async fn eventually<T>(secs: u64, what: &str, mut check: impl AsyncFnMut() -> Option<T>) -> T {
+pub(crate) async fn eventually<T>(
+    secs: u64,
+    what: &str,
+    mut check: impl AsyncFnMut() -> Option<T>,
+) -> T {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
     loop {
         if let Some(t) = check().await {

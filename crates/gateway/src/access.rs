@@ -267,6 +267,8 @@ impl KeyGate {
     ) -> Self {
         let (audit, queue) = mpsc::channel(AUDIT_QUEUE);
         tokio::spawn(write_audit(store.clone(), queue, shutdown));
+        // Served at 0 from the start, so an alert on it has a series.
+        metrics::counter!("gauntlet_audit_events_dropped_total").increment(0);
         Self {
             keys: moka::future::Cache::builder()
                 .max_capacity(100_000)

@@ -647,6 +647,12 @@ fn run_options(
         "tests": tests,
         "max_concurrency": options.max_concurrency,
         "no_cache": options.no_cache,
+        // Its share of the dispatch window against its project's other
+        // runs (quota::priority_factor); kept so the run says how it ran.
+        "priority": match v1::RunPriority::try_from(options.priority) {
+            Ok(v1::RunPriority::Batch) => "batch",
+            _ => "interactive",
+        },
         // Read by workers, which stop the run once its results cost this much.
         "max_cost_usd": (max_cost > 0.0).then_some(max_cost),
         "estimated_cost_usd": estimate.map(|e| e.cost_usd),

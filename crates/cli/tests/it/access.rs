@@ -674,6 +674,26 @@ async fn rate_limits_stream_caps_and_quotas_refuse_before_anything_is_queued() {
         "{}",
         big.message()
     );
+    // The same cap on the CLI's streamed submission: a suite of few tasks
+    // but many bytes (long test descriptions) is refused, nothing queued.
+    let mut wide = suite(&slow.base_url(), 0);
+    for i in 0..3 {
+        wide.push_str(&format!(
+            "  - description: '{}'\n    vars:\n      n: {i}\n",
+            "y".repeat(2_000)
+        ));
+    }
+    std::fs::write(dir.path().join("wide.yaml"), wide).unwrap();
+    let out = gauntlet_env(
+        &["run", "wide.yaml", "--server", &cluster.stack.url()],
+        dir.path(),
+        &[("GAUNTLET_API_KEY", key.as_str())],
+    )
+    .await;
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("auth.max_request_bytes"), "{stderr}");
+    assert_eq!(tasks_queued().await, 0);
 
     // The monthly budget, against the estimate: a fraction of a cent left.
     boot.access
@@ -834,19 +854,26 @@ async fn a_served_gateway_is_locked_by_default_and_the_cli_manages_its_keys() {
     let db = gauntlet_store::testing::TestDatabase::create().await;
     let vhost = gauntlet_bus::testing::TestVhost::create().await;
     let port = free_port();
+    let metrics = free_port();
     let url = format!("http://127.0.0.1:{port}");
+    let prefix = format!("gauntlet-test-{}", uuid::Uuid::new_v4().simple());
+    let analytics = free_port();
     let _gateway = tokio::process::Command::new(BIN)
         .args(["serve", "gateway"])
         .env_remove("GAUNTLET_SERVER")
         .env("GAUNTLET_DATABASE__URL", &db.config.url)
         .env("GAUNTLET_AMQP__URL", &vhost.url)
-        .env(
-            "GAUNTLET_REDIS__PREFIX",
-            format!("gauntlet-test-{}", uuid::Uuid::new_v4().simple()),
-        )
+        .env("GAUNTLET_REDIS__PREFIX", &prefix)
         .env("GAUNTLET_GATEWAY__LISTEN", format!("127.0.0.1:{port}"))
-        .env("GAUNTLET_GATEWAY__METRICS_LISTEN", "")
+        .env(
+            "GAUNTLET_GATEWAY__METRICS_LISTEN",
+            format!("127.0.0.1:{metrics}"),
+        )
         .env("GAUNTLET_AUTH__BOOTSTRAP_KEY", BOOT)
+        .env(
+            "GAUNTLET_GATEWAY__ANALYTICS_URL",
+            format!("http://127.0.0.1:{analytics}"),
+        )
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .kill_on_drop(true)
@@ -870,12 +897,17 @@ async fn a_served_gateway_is_locked_by_default_and_the_cli_manages_its_keys() {
     let (code, stdout, stderr) = cli(
         &url,
         dir,
+        // README's command, with a weight.
         &[
             "projects",
             "create",
             "team-x",
             "--max-concurrent-runs",
             "2",
+            "--max-tasks-per-day",
+            "1000000",
+            "--monthly-budget-usd",
+            "200",
             "--weight",
             "3",
         ],
@@ -886,6 +918,14 @@ async fn a_served_gateway_is_locked_by_default_and_the_cli_manages_its_keys() {
     assert!(stdout.contains("project team-x"), "{stdout}");
     assert!(stdout.contains("concurrent runs      0 of 2"), "{stdout}");
     assert!(stdout.contains("weight               3"), "{stdout}");
+    assert!(
+        stdout.contains("tasks, last 24 h     0 of 1000000"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("cost this month      $0.0000 of $200.00"),
+        "{stdout}"
+    );
     let (code, key, stderr) = cli(
         &url,
         dir,
@@ -907,6 +947,111 @@ async fn a_served_gateway_is_locked_by_default_and_the_cli_manages_its_keys() {
     assert!(key.starts_with("gk_live_"), "{key}");
     assert!(stderr.contains("admin of project team-x"), "{stderr}");
     let id = key["gk_live_".len().."gk_live_".len() + 12].to_string();
+    // The project's admin makes its own keys (README: a member's, for 90
+    // days), shows the project and sets its quotas; those not given are
+    // lifted.
+    let (code, member, stderr) = cli(
+        &url,
+        dir,
+        &[
+            "keys", "create", "--role", "member", "--ttl", "90d", "--name", "ci",
+        ],
+        Some(&key),
+    )
+    .await;
+    assert_eq!(code, Some(0), "{stderr}");
+    let member = member.trim().to_string();
+    assert!(
+        stderr.contains("member of project team-x, expires"),
+        "{stderr}"
+    );
+    let (code, stdout, stderr) = cli(&url, dir, &["projects", "show"], Some(&key)).await;
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        stdout.contains("project team-x") && stdout.contains("0 of 2"),
+        "{stdout}"
+    );
+    let (code, stdout, stderr) = cli(
+        &url,
+        dir,
+        &["projects", "set", "--max-concurrent-runs", "7"],
+        Some(&key),
+    )
+    .await;
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stdout.contains("concurrent runs      0 of 7"), "{stdout}");
+    assert!(
+        stdout.contains("tasks, last 24 h     0 of none"),
+        "{stdout}"
+    );
+    // The member runs a suite at batch priority (README), through a worker.
+    let mock = gauntlet_mockllm::MockServer::start(Default::default())
+        .await
+        .unwrap();
+    let _worker = tokio::process::Command::new(BIN)
+        .args(["serve", "worker"])
+        .env("GAUNTLET_DATABASE__URL", &db.config.url)
+        .env("GAUNTLET_AMQP__URL", &vhost.url)
+        .env("GAUNTLET_REDIS__PREFIX", &prefix)
+        .env(
+            "GAUNTLET_WORKER__LISTEN",
+            format!("127.0.0.1:{}", free_port()),
+        )
+        .env("GAUNTLET_WORKER__METRICS_LISTEN", "")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let _analytics = tokio::process::Command::new(BIN)
+        .args(["serve", "analytics"])
+        .env("GAUNTLET_DATABASE__URL", &db.config.url)
+        .env("GAUNTLET_REDIS__PREFIX", &prefix)
+        .env(
+            "GAUNTLET_ANALYTICS__LISTEN",
+            format!("127.0.0.1:{analytics}"),
+        )
+        .env("GAUNTLET_ANALYTICS__METRICS_LISTEN", "")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    std::fs::write(dir.join("nightly.yaml"), suite(&mock.base_url(), 3)).unwrap();
+    let (code, stdout, stderr) = cli(
+        &url,
+        dir,
+        &["run", "nightly.yaml", "--priority", "batch"],
+        Some(&member),
+    )
+    .await;
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    let store = gauntlet_store::PgStore::connect(&db.config).await.unwrap();
+    let runs = gauntlet_store::Store::list_runs(&store, "team-x", 10, None)
+        .await
+        .unwrap();
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    assert_eq!(runs[0].status, gauntlet_store::RunStatus::Completed);
+    assert_eq!(runs[0].completed_tasks, 3);
+    assert_eq!(
+        runs[0].options["priority"], "batch",
+        "the run's options keep its priority: {}",
+        runs[0].options
+    );
+    // The metric ARCHITECTURE names for dropped audit events is served
+    // from the start.
+    let scraped = reqwest::get(format!("http://127.0.0.1:{metrics}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        scraped
+            .lines()
+            .any(|l| l.starts_with("gauntlet_audit_events_dropped_total") && l.ends_with(" 0")),
+        "{scraped}"
+    );
     let (code, stdout, _) = cli(&url, dir, &["keys", "list"], Some(&key)).await;
     assert_eq!(code, Some(0));
     assert!(stdout.contains(&id) && stdout.contains("lead"), "{stdout}");

@@ -19,7 +19,7 @@ use gauntlet_proto::v1;
 use tokio::process::Command;
 
 use crate::{
-    procs::{self, Procs, cpu_secs, free_port, peak_rss_kib, wait_port},
+    procs::{self, Procs, cpu_secs, free_port, peak_rss_kib, wait_port, wait_serving},
     suite::BenchSuite,
 };
 
@@ -202,7 +202,7 @@ pub async fn run(args: E2eArgs) -> anyhow::Result<()> {
         let server =
             (args.mode == Mode::Distributed).then(|| format!("http://127.0.0.1:{gateway_port}"));
         if server.is_some() {
-            wait_port(gateway_port, "gateway", WAIT).await?;
+            wait_serving(gateway_port, "gateway", WAIT).await?;
         }
         let result = via_cli(
             &args,
@@ -248,7 +248,7 @@ pub async fn run(args: E2eArgs) -> anyhow::Result<()> {
         }
         return Ok(());
     }
-    wait_port(gateway_port, "gateway", WAIT).await?;
+    wait_serving(gateway_port, "gateway", WAIT).await?;
     let result = drive(&args, &mock_url, gateway_port).await;
     let usage = procs.usage();
     procs.stop().await;

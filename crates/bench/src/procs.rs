@@ -43,6 +43,45 @@ pub async fn wait_port(port: u16, what: &str, within: Duration) -> anyhow::Resul
     }
 }
 
+/// Waits until the gRPC server on `port` says SERVING (`grpc.health.v1`,
+/// the whole server). An open port is not enough: a service answers
+/// NOT_SERVING, and every other call UNAVAILABLE, while it connects to its
+/// dependencies and waits for migrations.
+pub async fn wait_serving(port: u16, what: &str, within: Duration) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if serving(port).await {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            bail!("{what} did not serve on port {port} within {within:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn serving(port: u16) -> bool {
+    use tonic_health::pb::{
+        HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+    };
+    let Ok(endpoint) = tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{port}"))
+    else {
+        return false;
+    };
+    let Ok(channel) = endpoint
+        .connect_timeout(Duration::from_secs(1))
+        .timeout(Duration::from_secs(1))
+        .connect()
+        .await
+    else {
+        return false;
+    };
+    HealthClient::new(channel)
+        .check(HealthCheckRequest::default())
+        .await
+        .is_ok_and(|r| r.into_inner().status == ServingStatus::Serving as i32)
+}
+
 /// Waits until nothing accepts connections on `port` any more.
 pub async fn wait_port_closed(port: u16, what: &str, within: Duration) -> anyhow::Result<()> {
     let deadline = tokio::time::Instant::now() + within;

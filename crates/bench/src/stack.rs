@@ -13,7 +13,7 @@ use gauntlet_cli::client::{self, Gateway};
 use tempfile::TempDir;
 use tokio::process::Command;
 
-use crate::procs::{Procs, free_port, wait_port};
+use crate::procs::{Procs, free_port, wait_serving};
 
 /// Where the services keep their state.
 #[derive(Debug, Clone)]
@@ -182,11 +182,11 @@ impl Stack {
         }
         // Services wait for their dependencies at start-up; a minute covers
         // a broker that is still booting.
-        wait_port(gateway_port, "gateway", Duration::from_secs(60))
+        wait_serving(gateway_port, "gateway", Duration::from_secs(60))
             .await
             .map_err(|e| anyhow::anyhow!("{e}\n{}", stack.procs.log_tail("gateway", 20)))?;
         if opts.all_services {
-            wait_port(analytics, "analytics", Duration::from_secs(60)).await?;
+            wait_serving(analytics, "analytics", Duration::from_secs(60)).await?;
         }
         Ok(stack)
     }

@@ -1040,12 +1040,7 @@ async fn a_served_gateway_is_locked_by_default_and_the_cli_manages_its_keys() {
     );
     // The metric ARCHITECTURE names for dropped audit events is served
     // from the start.
-    let scraped = reqwest::get(format!("http://127.0.0.1:{metrics}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let scraped = crate::cli::scrape(metrics).await;
     assert!(
         scraped
             .lines()

@@ -407,6 +407,42 @@ async fn server_mode_gives_the_same_summary_against_the_real_services() {
     cluster.stop().await;
 }
 
+/// Waits, up to 60 s, until the gRPC server at `url` says SERVING: a
+/// service answers NOT_SERVING, and every other call UNAVAILABLE, until its
+/// dependencies are connected.
+pub(crate) async fn wait_serving(url: &str) {
+    use tonic_health::pb::{
+        HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let endpoint = tonic::transport::Endpoint::from_shared(url.to_string()).unwrap();
+        if let Ok(channel) = endpoint.connect().await
+            && HealthClient::new(channel)
+                .check(HealthCheckRequest::default())
+                .await
+                .is_ok_and(|r| r.into_inner().status == ServingStatus::Serving as i32)
+        {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{url} did not serve within 60 s"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+/// The Prometheus text a process serves on `127.0.0.1:{port}/metrics`.
+pub(crate) async fn scrape(port: u16) -> String {
+    reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
+        .await
+        .unwrap_or_else(|e| panic!("scrape port {port}: {e}"))
+        .text()
+        .await
+        .unwrap()
+}
+
 /// A free loopback port (bound, then released for the child to take).
 pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

@@ -616,12 +616,7 @@ mod manifests {
                     let number = port["containerPort"].as_i64().unwrap();
                     let local = self.local_port(own, number);
                     if port["name"].as_str() == Some("metrics") {
-                        let body = reqwest::get(format!("http://127.0.0.1:{local}/metrics"))
-                            .await
-                            .unwrap_or_else(|e| panic!("{own}: metrics port {number}: {e}"))
-                            .text()
-                            .await
-                            .unwrap();
+                        let body = crate::cli::scrape(local).await;
                         assert!(
                             body.contains(&format!("service=\"{own}\"")),
                             "{own}: /metrics on port {number} has no series of service {own}"

@@ -371,14 +371,12 @@ async fn webhook() -> (String, Arc<Mutex<Vec<serde_json::Value>>>) {
     (format!("http://{addr}/hook"), got)
 }
 
+/// A client of the monitor at `addr` once it serves (it answers
+/// UNAVAILABLE while it connects to RabbitMQ).
 async fn monitor_client(addr: SocketAddr) -> MonitorServiceClient<tonic::transport::Channel> {
-    for _ in 0..50 {
-        if let Ok(c) = MonitorServiceClient::connect(format!("http://{addr}")).await {
-            return c;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("monitor did not come up");
+    let url = format!("http://{addr}");
+    crate::cli::wait_serving(&url).await;
+    MonitorServiceClient::connect(url).await.unwrap()
 }
 
 async fn alerts(
@@ -998,12 +996,7 @@ async fn the_monitor_starts_and_reports_a_postgres_that_is_down() {
         .find(|d| d.name == "rabbitmq")
         .unwrap();
     assert_eq!(rabbitmq.status, v1::ServingStatus::Serving as i32);
-    let text = reqwest::get(format!("http://127.0.0.1:{metrics}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = crate::cli::scrape(metrics).await;
     let up = parse(&text)
         .into_iter()
         .find(|s| s.name == "gauntlet_dependency_up" && s.label("dependency") == Some("postgres"))

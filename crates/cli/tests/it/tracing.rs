@@ -639,12 +639,7 @@ async fn a_silent_collector_slows_neither_a_run_nor_a_shutdown() {
     let server = format!("http://127.0.0.1:{port}");
     until_serving(&server, dir.path()).await;
     let dropped = async |reason: &str| {
-        let text = reqwest::get(format!("http://127.0.0.1:{metrics}/metrics"))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let text = crate::cli::scrape(metrics).await;
         gauntlet_telemetry::metrics::parse(&text)
             .iter()
             .filter(|s| {
@@ -668,12 +663,7 @@ async fn a_silent_collector_slows_neither_a_run_nor_a_shutdown() {
         assert!(out.status.success());
     }
     // The counter of spans sent is served too (nothing reached this collector).
-    let text = reqwest::get(format!("http://127.0.0.1:{metrics}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = crate::cli::scrape(metrics).await;
     assert!(
         gauntlet_telemetry::metrics::parse(&text)
             .iter()

@@ -123,8 +123,29 @@ impl GrpcServer {
     }
 
     /// Serves on `listener` until `shutdown`: Serving once accepting,
-    /// NotServing as soon as shutdown starts, then drains open calls.
+    /// NotServing as soon as shutdown starts, then drains open calls. A
+    /// server that fails (a TLS file it cannot use, say) cancels `shutdown`,
+    /// so the process's other work stops too and it exits with the error,
+    /// rather than live on with no listener.
     pub async fn serve(
+        self,
+        listeners: Listeners,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<()> {
+        let name = self.name;
+        let served = self.serve_until(listeners, shutdown.clone()).await;
+        if let Err(error) = &served {
+            tracing::error!(
+                service = name,
+                error = format!("{error:#}"),
+                "grpc server failed"
+            );
+            shutdown.cancel();
+        }
+        served
+    }
+
+    async fn serve_until(
         self,
         listeners: Listeners,
         shutdown: CancellationToken,

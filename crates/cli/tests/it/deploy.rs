@@ -134,6 +134,11 @@ async fn a_gateway_without_its_broker_is_not_serving() {
     assert!(stderr.contains("gateway is starting"), "{stderr}");
 }
 
+/// Each overlay test starts a whole stack of debug builds: under `cargo
+/// test` (one process) they take turns, so the machine's other timing
+/// tests are not starved.
+static OVERLAYS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// The manifests as a cluster would run them, run here: the dev overlay is
 /// rendered (`kubectl kustomize`), each Deployment of our image is started
 /// as its real binary with the container's command, args and environment
@@ -146,6 +151,7 @@ async fn a_gateway_without_its_broker_is_not_serving() {
 /// commands and probes are the ones the code reads and serves.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dev_overlay_runs_a_suite_as_deployed() {
+    let _one_at_a_time = OVERLAYS.lock().await;
     let Some(docs) = manifests::render("k8s/overlays/dev") else {
         return;
     };
@@ -189,6 +195,138 @@ async fn the_dev_overlay_runs_a_suite_as_deployed() {
         run.total_tasks > 0 && run.completed_tasks == run.total_tasks,
         "{run:?}"
     );
+    drop(running);
+}
+
+/// The production overlay as deployed, with the Secrets its README has
+/// you create (the TLS one from `scripts/dev-certs.sh`): every service
+/// serves mutual TLS, its readiness exec probe (`gauntlet health` over
+/// https in the container's environment) passes, every declared port is
+/// served, and a suite runs through the gateway for a client presenting a
+/// certificate and the bootstrap key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_production_overlay_serves_mutual_tls_as_deployed() {
+    let _one_at_a_time = OVERLAYS.lock().await;
+    let Some(mut docs) = manifests::render("k8s/overlays/production") else {
+        return;
+    };
+    let certs = tempfile::tempdir().unwrap();
+    let made = std::process::Command::new("bash")
+        .arg(crate::cli::repo().join("scripts/dev-certs.sh"))
+        .arg(certs.path())
+        .output()
+        .unwrap();
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let pem = |file: &str| std::fs::read_to_string(certs.path().join(file)).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let generated = gauntlet(&["keys", "generate"], dir.path()).await;
+    let key = text(&generated).0.trim().to_string();
+    let secret = |name: &str, data: &[(&str, String)]| {
+        let mut doc = serde_yaml_ng::Mapping::new();
+        doc.insert("apiVersion".into(), "v1".into());
+        doc.insert("kind".into(), "Secret".into());
+        let mut meta = serde_yaml_ng::Mapping::new();
+        meta.insert("name".into(), name.into());
+        doc.insert("metadata".into(), meta.into());
+        let mut string_data = serde_yaml_ng::Mapping::new();
+        for (k, v) in data {
+            string_data.insert((*k).into(), v.as_str().into());
+        }
+        doc.insert("stringData".into(), string_data.into());
+        serde_yaml_ng::Value::Mapping(doc)
+    };
+    // What k8s/README.md's production steps create by hand (hosts outside
+    // the cluster; the test maps each by its scheme to its own backends).
+    docs.extend([
+        secret(
+            "gauntlet-secrets",
+            &[
+                (
+                    "GAUNTLET_AMQP__URL",
+                    "amqp://gauntlet:pw@rabbitmq.example.internal:5672/%2f".into(),
+                ),
+                (
+                    "GAUNTLET_REDIS__URL",
+                    "redis://:pw@redis.example.internal:6379".into(),
+                ),
+            ],
+        ),
+        secret(
+            "gauntlet-database",
+            &[(
+                "GAUNTLET_DATABASE__URL",
+                "postgres://gauntlet:pw@postgres.example.internal:5432/gauntlet".into(),
+            )],
+        ),
+        secret(
+            "gauntlet-bootstrap-key",
+            &[("GAUNTLET_AUTH__BOOTSTRAP_KEY", key.clone())],
+        ),
+        secret(
+            "gauntlet-tls",
+            &[
+                ("tls.crt", pem("tls.crt")),
+                ("tls.key", pem("tls.key")),
+                ("ca.crt", pem("ca.crt")),
+            ],
+        ),
+    ]);
+    let db = TestDatabase::create().await;
+    let vhost = gauntlet_bus::testing::TestVhost::create().await;
+    let work = tempfile::tempdir().unwrap();
+    let cluster = manifests::Local::new(&docs, &db.config.url, &vhost.url, work.path());
+    let mut running = Vec::new();
+    for deployment in cluster.ours() {
+        running.push(cluster.start(deployment).await);
+    }
+    for deployment in cluster.ours() {
+        cluster.wait_ready(deployment).await;
+    }
+    for deployment in cluster.ours() {
+        cluster.check_ports(deployment).await;
+    }
+
+    let mock = gauntlet_mockllm::MockServer::start(Default::default())
+        .await
+        .unwrap();
+    std::fs::write(
+        dir.path().join("suite.yaml"),
+        format!(
+            "description: production overlay\nprompts:\n  - 'Say {{{{ n }}}}'\n\
+             providers:\n  - id: openai:chat:gpt-4o-mini\n    config:\n      apiBaseUrl: {}\n\
+             tests:\n  - vars: {{n: 1}}\n  - vars: {{n: 2}}\n",
+            mock.base_url()
+        ),
+    )
+    .unwrap();
+    let server = format!("https://127.0.0.1:{}", cluster.local_port("gateway", 7070));
+    let ca = certs.path().join("ca.crt");
+    let cert = certs.path().join("tls.crt");
+    let tls_key = certs.path().join("tls.key");
+    let run = crate::cli::gauntlet_env(
+        &[
+            "run",
+            "suite.yaml",
+            "--server",
+            &server,
+            "--ca-cert",
+            &ca.to_string_lossy(),
+        ],
+        dir.path(),
+        &[
+            ("GAUNTLET_API_KEY", key.as_str()),
+            ("GAUNTLET_GRPC__TLS_CERT", &cert.to_string_lossy()),
+            ("GAUNTLET_GRPC__TLS_KEY", &tls_key.to_string_lossy()),
+        ],
+    )
+    .await;
+    let (stdout, stderr) = text(&run);
+    assert!(run.status.success(), "{stdout}\n{stderr}");
+    assert_eq!(mock.stats().requests, 2, "{stdout}");
     drop(running);
 }
 
@@ -329,13 +467,13 @@ mod manifests {
         }
 
         /// The local port standing for `port` of `deployment`'s pods.
-        fn local_port(&self, deployment: &str, port: i64) -> u16 {
+        pub fn local_port(&self, deployment: &str, port: i64) -> u16 {
             *self
                 .ports
                 .lock()
                 .unwrap()
                 .entry((deployment.to_string(), port))
-                .or_insert_with(free_port)
+                .or_insert_with(unclaimed_port)
         }
 
         /// The Deployment a Service selects, and the container port its
@@ -376,6 +514,12 @@ mod manifests {
                 let host = &c["host"];
                 let port: i64 = c["port"].parse().unwrap();
                 match scheme {
+                    // The container itself (an exec probe's target).
+                    _ if matches!(host, "localhost" | "127") && own.is_some() => format!(
+                        "{scheme}://127.0.0.1:{}{}",
+                        self.local_port(own.unwrap(), port),
+                        &c["rest"]
+                    ),
                     "postgres" | "postgresql" => self.database_url.clone(),
                     "amqp" | "amqps" => self.amqp_url.clone(),
                     "redis" | "rediss" => "redis://127.0.0.1:6379".to_string(),
@@ -516,9 +660,15 @@ mod manifests {
                         BTreeMap::new()
                     };
                 let dir = self.work.join("volumes").join(volume_name);
-                std::fs::create_dir_all(&dir).unwrap();
-                for (file, content) in files {
-                    std::fs::write(dir.join(file), content).unwrap();
+                // Written once: a probe's process must not rewrite a file a
+                // service is reading (a CA read empty fails its TLS).
+                if !dir.exists() {
+                    let partial = dir.with_extension("partial");
+                    std::fs::create_dir_all(&partial).unwrap();
+                    for (file, content) in files {
+                        std::fs::write(partial.join(file), content).unwrap();
+                    }
+                    std::fs::rename(&partial, &dir).unwrap();
                 }
                 let path = mount["mountPath"].as_str().unwrap().to_string();
                 match mount["subPath"].as_str() {
@@ -550,25 +700,68 @@ mod manifests {
         }
 
         /// Waits until `deployment`'s readiness probe passes on its local
-        /// port: gRPC health through `gauntlet health --service`, or an
-        /// HTTP GET.
+        /// port, then checks its startup and liveness probes pass too.
         pub async fn wait_ready(&self, deployment: &Value) {
             let own = name(deployment);
             let container = &seq(&deployment["spec"]["template"]["spec"]["containers"])[0];
             let probe = &container["readinessProbe"];
             assert!(probe.is_mapping(), "{own} has no readinessProbe");
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+            while let Err(why) = self.passes(deployment, container, probe).await {
+                if tokio::time::Instant::now() > deadline {
+                    let log = std::fs::read_to_string(self.work.join(format!("{own}.log")))
+                        .unwrap_or_default();
+                    let sockets = std::process::Command::new("ss")
+                        .args(["-ltnp"])
+                        .output()
+                        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+                        .unwrap_or_default();
+                    let procs = std::process::Command::new("pgrep")
+                        .args(["-af", "serve"])
+                        .output()
+                        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+                        .unwrap_or_default();
+                    panic!(
+                        "{own} never became ready ({why}); its log:\n{log}\nSOCKETS\n{sockets}\nPROCS\n{procs}"
+                    );
+                }
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            for other in ["startupProbe", "livenessProbe"] {
+                let probe = &container[other];
+                if probe.is_mapping()
+                    && let Err(why) = self.passes(deployment, container, probe).await
+                {
+                    panic!("{own}: the {other} fails on a ready container: {why}");
+                }
+            }
+        }
+
+        /// Whether `probe` of `container` passes now: gRPC health through
+        /// `gauntlet health --service`, an HTTP GET, a TCP connection, or
+        /// the exec command in the container's environment.
+        async fn passes(
+            &self,
+            deployment: &Value,
+            container: &Value,
+            probe: &Value,
+        ) -> Result<(), String> {
+            let own = name(deployment);
             let port_of = |p: &Value| match p {
                 Value::Number(n) => n.as_i64().unwrap(),
                 Value::String(named) => container_port(deployment, named)
                     .unwrap_or_else(|| panic!("{own}: no container port {named}")),
                 other => panic!("{own}: probe port {other:?}"),
             };
-            let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
-            loop {
-                let ready = if probe["grpc"].is_mapping() {
-                    let port = self.local_port(own, port_of(&probe["grpc"]["port"]));
-                    let service = probe["grpc"]["service"].as_str().unwrap_or("");
-                    let out = Command::new(BIN)
+            let exited = |out: Output| match out.status.success() {
+                true => Ok(()),
+                false => Err(format!("{:?}", crate::cli::text(&out))),
+            };
+            if probe["grpc"].is_mapping() {
+                let port = self.local_port(own, port_of(&probe["grpc"]["port"]));
+                let service = probe["grpc"]["service"].as_str().unwrap_or("");
+                exited(
+                    Command::new(BIN)
                         .args([
                             "health",
                             "--server",
@@ -578,31 +771,37 @@ mod manifests {
                         ])
                         .output()
                         .await
-                        .unwrap();
-                    out.status.success()
-                } else if probe["httpGet"].is_mapping() {
-                    let port = self.local_port(own, port_of(&probe["httpGet"]["port"]));
-                    let path = probe["httpGet"]["path"].as_str().unwrap_or("/");
-                    reqwest::get(format!("http://127.0.0.1:{port}{path}"))
-                        .await
-                        .is_ok_and(|r| r.status().is_success())
-                } else if probe["tcpSocket"].is_mapping() {
-                    let port = self.local_port(own, port_of(&probe["tcpSocket"]["port"]));
-                    tokio::net::TcpStream::connect(("127.0.0.1", port))
-                        .await
-                        .is_ok()
-                } else {
-                    panic!("{own}: a readiness probe this test cannot run: {probe:?}")
-                };
-                if ready {
-                    return;
+                        .unwrap(),
+                )
+            } else if probe["httpGet"].is_mapping() {
+                let port = self.local_port(own, port_of(&probe["httpGet"]["port"]));
+                let path = probe["httpGet"]["path"].as_str().unwrap_or("/");
+                match reqwest::get(format!("http://127.0.0.1:{port}{path}")).await {
+                    Ok(r) if r.status().is_success() => Ok(()),
+                    Ok(r) => Err(format!("GET {path}: {}", r.status())),
+                    Err(e) => Err(format!("GET {path}: {e}")),
                 }
-                if tokio::time::Instant::now() > deadline {
-                    let log = std::fs::read_to_string(self.work.join(format!("{own}.log")))
-                        .unwrap_or_default();
-                    panic!("{own} never became ready; its log:\n{log}");
+            } else if probe["exec"].is_mapping() {
+                // The probe's command in the container: its env, mounts.
+                let mut probing = container.clone();
+                probing["command"] = probe["exec"]["command"].clone();
+                if let Some(fields) = probing.as_mapping_mut() {
+                    fields.remove("args");
                 }
-                tokio::time::sleep(Duration::from_millis(250)).await;
+                exited(
+                    self.command(Some(own), &deployment["spec"]["template"]["spec"], &probing)
+                        .output()
+                        .await
+                        .unwrap(),
+                )
+            } else if probe["tcpSocket"].is_mapping() {
+                let port = self.local_port(own, port_of(&probe["tcpSocket"]["port"]));
+                tokio::net::TcpStream::connect(("127.0.0.1", port))
+                    .await
+                    .map(drop)
+                    .map_err(|e| format!("connect to {port}: {e}"))
+            } else {
+                panic!("{own}: a probe this test cannot run: {probe:?}")
             }
         }
 
@@ -652,6 +851,27 @@ mod manifests {
                 last = Some(out);
             }
             last.expect("a Job with no container")
+        }
+    }
+
+    /// A free port below the kernel's ephemeral range (32768 and up): a
+    /// service started here binds it a while after it is chosen, and in
+    /// between a concurrent test's client connection could take an
+    /// ephemeral one as its source port.
+    fn unclaimed_port() -> u16 {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        // A block of 100 ports per test process (nextest runs each test in
+        // a process of its own, with consecutive ids), so two tests never
+        // hand out the same port.
+        let block = 20_000 + (std::process::id() % 120) * 100;
+        let _ = NEXT.compare_exchange(0, block, Ordering::Relaxed, Ordering::Relaxed);
+        loop {
+            let port = block + (NEXT.fetch_add(1, Ordering::Relaxed) - block) % 100;
+            let port = port as u16;
+            if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+                return port;
+            }
         }
     }
 

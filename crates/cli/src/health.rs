@@ -44,58 +44,50 @@ pub async fn probe(
     service: &str,
     json: bool,
 ) -> anyhow::Result<bool> {
+    use tonic_health::pb::{
+        HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+    };
     let shown = if service.is_empty() { server } else { service };
-    let answer = match client::connect(server, &config.grpc).await {
+    // (status, detail): SERVING alone passes.
+    let (status, detail): (&str, String) = match client::connect(server, &config.grpc).await {
         Ok(channel) => {
-            let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
-            let request = tonic::Request::new(tonic_health::pb::HealthCheckRequest {
+            let request = tonic::Request::new(HealthCheckRequest {
                 service: service.to_string(),
             });
-            match tokio::time::timeout(PROBE_TIMEOUT, health.check(request)).await {
-                Ok(Ok(response)) => {
-                    match tonic_health::pb::health_check_response::ServingStatus::try_from(
-                        response.into_inner().status,
-                    ) {
-                        Ok(tonic_health::pb::health_check_response::ServingStatus::Serving) => {
-                            Ok("SERVING")
-                        }
-                        Ok(tonic_health::pb::health_check_response::ServingStatus::NotServing) => {
-                            Err("NOT_SERVING".to_string())
-                        }
-                        _ => Err("UNKNOWN".to_string()),
-                    }
-                }
-                Ok(Err(status)) if status.code() == tonic::Code::NotFound => Err(format!(
-                    "NOT_FOUND: no service named `{service}` at {server}"
-                )),
-                Ok(Err(status)) => Err(format!("{:?}: {}", status.code(), status.message())),
-                Err(_) => Err(format!(
-                    "TIMEOUT: no answer in {} s",
-                    PROBE_TIMEOUT.as_secs()
-                )),
+            let mut client = HealthClient::new(channel);
+            match tokio::time::timeout(PROBE_TIMEOUT, client.check(request)).await {
+                Ok(Ok(response)) => match ServingStatus::try_from(response.into_inner().status) {
+                    Ok(ServingStatus::Serving) => ("SERVING", String::new()),
+                    Ok(ServingStatus::NotServing) => ("NOT_SERVING", String::new()),
+                    _ => ("UNKNOWN", String::new()),
+                },
+                Ok(Err(status)) if status.code() == tonic::Code::NotFound => (
+                    "NOT_FOUND",
+                    format!("no service named `{service}` at {server}"),
+                ),
+                Ok(Err(status)) => (
+                    "ERROR",
+                    format!("{:?}: {}", status.code(), status.message()),
+                ),
+                Err(_) => (
+                    "TIMEOUT",
+                    format!("no answer in {} s", PROBE_TIMEOUT.as_secs()),
+                ),
             }
         }
-        Err(e) => Err(format!("UNREACHABLE: {e:#}")),
+        Err(e) => ("UNREACHABLE", format!("{e:#}")),
     };
     if json {
-        let (status, detail) = match &answer {
-            Ok(s) => (s.to_string(), String::new()),
-            Err(e) => match e.split_once(": ") {
-                Some((status, detail)) => (status.to_string(), detail.to_string()),
-                None => (e.clone(), String::new()),
-            },
-        };
         let doc = serde_json::json!({
             "server": server, "service": service, "status": status, "detail": detail,
         });
         println!("{}", serde_json::to_string_pretty(&doc)?);
+    } else if detail.is_empty() {
+        println!("{shown}: {status}");
     } else {
-        match &answer {
-            Ok(status) => println!("{shown}: {status}"),
-            Err(status) => println!("{shown}: {status}"),
-        }
+        println!("{shown}: {status}: {detail}");
     }
-    Ok(answer.is_ok())
+    Ok(status == "SERVING")
 }
 
 /// How long a single health check may take (a container health check's

@@ -134,6 +134,61 @@ async fn a_gateway_without_its_broker_is_not_serving() {
     assert!(stderr.contains("gateway is starting"), "{stderr}");
 }
 
+/// A service whose own server fails once it has its dependencies (here
+/// its TLS CA emptied while it waited for migrations) exits with the
+/// error, so its supervisor restarts it, instead of living on without a
+/// listener (the gateway used to, waiting on its dispatcher).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_whose_server_fails_exits_with_the_error() {
+    let db = TestDatabase::create().await;
+    let vhost = gauntlet_bus::testing::TestVhost::create().await;
+    let certs = tempfile::tempdir().unwrap();
+    let made = std::process::Command::new("bash")
+        .arg(crate::cli::repo().join("scripts/dev-certs.sh"))
+        .arg(certs.path())
+        .output()
+        .unwrap();
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let port = free_port();
+    let url = format!("https://127.0.0.1:{port}");
+    let mut gateway = tokio::process::Command::new(BIN)
+        .args(["serve", "gateway"])
+        .env("GAUNTLET_DATABASE__URL", &db.config.url)
+        .env("GAUNTLET_DATABASE__MIGRATE", "false")
+        .env("GAUNTLET_AMQP__URL", &vhost.url)
+        .env("GAUNTLET_REDIS__URL", "")
+        .env("GAUNTLET_AUTH__ENABLED", "false")
+        .env("GAUNTLET_GATEWAY__LISTEN", format!("127.0.0.1:{port}"))
+        .env("GAUNTLET_GATEWAY__METRICS_LISTEN", "")
+        .env("GAUNTLET_GRPC__TLS_CERT", certs.path().join("tls.crt"))
+        .env("GAUNTLET_GRPC__TLS_KEY", certs.path().join("tls.key"))
+        .env("GAUNTLET_GRPC__TLS_CA", certs.path().join("ca.crt"))
+        .env("GAUNTLET_GRPC__TLS_CLIENT_AUTH", "true")
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    // Waiting for migrations: bound, not serving.
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    assert!(gateway.try_wait().unwrap().is_none(), "{url} gave up early");
+    std::fs::write(certs.path().join("ca.crt"), "").unwrap();
+    PgStore::connect(&db.config).await.unwrap();
+    let status = tokio::time::timeout(std::time::Duration::from_secs(30), gateway.wait())
+        .await
+        .expect("the gateway lives on after its server failed")
+        .unwrap();
+    assert_eq!(status.code(), Some(1));
+    let mut stderr = String::new();
+    tokio::io::AsyncReadExt::read_to_string(gateway.stderr.as_mut().unwrap(), &mut stderr)
+        .await
+        .unwrap();
+    assert!(stderr.contains("grpc server failed"), "{stderr}");
+}
+
 /// Each overlay test starts a whole stack of debug builds: under `cargo
 /// test` (one process) they take turns, so the machine's other timing
 /// tests are not starved.
@@ -160,18 +215,7 @@ async fn the_dev_overlay_runs_a_suite_as_deployed() {
     let work = tempfile::tempdir().unwrap();
     let cluster = manifests::Local::new(&docs, &db.config.url, &vhost.url, work.path());
 
-    let mut running = Vec::new();
-    for deployment in cluster.ours() {
-        running.push(cluster.start(deployment).await);
-    }
-    for deployment in cluster.ours() {
-        cluster.wait_ready(deployment).await;
-    }
-    // Every port a container declares is served; `metrics` ports with the
-    // service's own series.
-    for deployment in cluster.ours() {
-        cluster.check_ports(deployment).await;
-    }
+    let running = cluster.bring_up().await;
     let jobs = cluster.jobs();
     assert!(!jobs.is_empty(), "the dev overlay has no smoke Job");
     for job in jobs {
@@ -279,16 +323,7 @@ async fn the_production_overlay_serves_mutual_tls_as_deployed() {
     let vhost = gauntlet_bus::testing::TestVhost::create().await;
     let work = tempfile::tempdir().unwrap();
     let cluster = manifests::Local::new(&docs, &db.config.url, &vhost.url, work.path());
-    let mut running = Vec::new();
-    for deployment in cluster.ours() {
-        running.push(cluster.start(deployment).await);
-    }
-    for deployment in cluster.ours() {
-        cluster.wait_ready(deployment).await;
-    }
-    for deployment in cluster.ours() {
-        cluster.check_ports(deployment).await;
-    }
+    let running = cluster.bring_up().await;
 
     let mock = gauntlet_mockllm::MockServer::start(Default::default())
         .await
@@ -679,6 +714,24 @@ mod manifests {
             // Longest first, so /a/b is replaced before /a.
             out.sort_by_key(|(path, _)| std::cmp::Reverse(path.len()));
             out
+        }
+
+        /// Starts every Deployment of ours, waits until each is ready
+        /// (its own probes), and checks every port a container declares is
+        /// served, `metrics` ports with the service's own series. The
+        /// processes live as long as what is returned.
+        pub async fn bring_up(&self) -> Vec<Vec<Child>> {
+            let mut running = Vec::new();
+            for deployment in self.ours() {
+                running.push(self.start(deployment).await);
+            }
+            for deployment in self.ours() {
+                self.wait_ready(deployment).await;
+            }
+            for deployment in self.ours() {
+                self.check_ports(deployment).await;
+            }
+            running
         }
 
         /// Starts `deployment`'s containers (one replica).
